@@ -1,0 +1,87 @@
+// Start methods (CPython: multiprocessing/context.py). The only place that picks a Popen.
+#include "mp/context.hpp"
+
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+
+#include "process_impl.hpp"
+
+namespace mp {
+namespace {
+
+// Default first, as CPython's get_all_start_methods().
+const std::vector<std::string>& methods() {
+  static const std::vector<std::string> all{"fork", "spawn"};
+  return all;
+}
+
+bool known(const std::string& m) {
+  for (const auto& x : methods())
+    if (x == m) return true;
+  return false;
+}
+
+struct DefaultMethod {
+  std::mutex mutex;
+  std::optional<std::string> actual;  // fixed by set_start_method or first use
+};
+
+DefaultMethod& default_method() {
+  static DefaultMethod* d = new DefaultMethod;
+  return *d;
+}
+
+std::string initial_default() {
+  if (auto env = platform::get_env("MP_START_METHOD"); env && !env->empty()) {
+    if (!known(*env))
+      throw std::invalid_argument("MP_START_METHOD: cannot find context for '" + *env + "'");
+    return *env;
+  }
+  return methods().front();
+}
+
+}  // namespace
+
+Context::Context(std::string method) : method_(std::move(method)) {
+  if (!known(method_)) throw std::invalid_argument("cannot find context for '" + method_ + "'");
+}
+
+Context get_context(const std::string& method) {
+  return Context(method.empty() ? get_start_method() : method);
+}
+
+void set_start_method(const std::string& method, bool force) {
+  DefaultMethod& d = default_method();
+  std::lock_guard lk(d.mutex);
+  if (d.actual && !force) throw std::runtime_error("context has already been set");
+  if (!known(method)) throw std::invalid_argument("cannot find context for '" + method + "'");
+  d.actual = method;
+}
+
+std::string get_start_method() {
+  DefaultMethod& d = default_method();
+  std::lock_guard lk(d.mutex);
+  if (!d.actual) d.actual = initial_default();
+  return *d.actual;
+}
+
+std::vector<std::string> get_all_start_methods() { return methods(); }
+
+namespace detail {
+
+std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self) {
+  if (method == "fork") return launch_fork(state, self);
+  if (method == "spawn") return launch_spawn(state);
+  throw std::invalid_argument("cannot find context for '" + method + "'");
+}
+
+// A spawned child inherits its parent's default method (CPython's preparation data does too).
+void set_inherited_start_method(const std::string& method) {
+  DefaultMethod& d = default_method();
+  std::lock_guard lk(d.mutex);
+  if (known(method)) d.actual = method;
+}
+
+}  // namespace detail
+}  // namespace mp

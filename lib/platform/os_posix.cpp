@@ -1,0 +1,181 @@
+// POSIX part of the internal OS API (lib/platform/os.hpp): descriptors, pipes, stdio, fork.
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "mp/errors.hpp"
+#include "platform/os.hpp"
+
+namespace mp::platform {
+
+void throw_error(int errnum, const std::string& what) {
+  throw OSError(errnum, what);
+}
+
+void throw_last_error(const std::string& what) { throw_error(errno, what); }
+
+void close_handle(Handle h) noexcept {
+  if (h >= 0) ::close(h);  // not retried on EINTR: Linux has closed the descriptor already
+}
+
+Handle duplicate_handle(Handle h) {
+  const int fd = ::fcntl(h, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) throw_last_error("cannot duplicate a descriptor");
+  return fd;
+}
+
+void set_inheritable(Handle h, bool inheritable) {
+  const int flags = ::fcntl(h, F_GETFD);
+  if (flags < 0) throw_last_error("fcntl(F_GETFD)");
+  const int wanted = inheritable ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC);
+  if (::fcntl(h, F_SETFD, wanted) < 0) throw_last_error("fcntl(F_SETFD)");
+}
+
+int current_pid() noexcept { return static_cast<int>(::getpid()); }
+
+void yield_cpu() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+void sleep_for(Nanos d) noexcept { std::this_thread::sleep_for(d); }
+
+bool wait_readable(Handle h, const Nanos* timeout) {
+  const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  for (;;) {
+    int ms = -1;
+    if (timeout) {
+      const auto left = deadline - Clock::now();
+      ms = left <= Nanos::zero()
+               ? 0
+               : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    pollfd p{h, POLLIN, 0};
+    const int r = ::poll(&p, 1, ms);
+    if (r > 0) return true;
+    if (r == 0) {
+      if (!timeout || Clock::now() >= deadline) return false;
+      continue;
+    }
+    if (errno != EINTR) throw_last_error("poll");
+  }
+}
+
+std::vector<std::size_t> wait_any(const std::vector<Handle>& handles, const Nanos* timeout) {
+  const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  std::vector<pollfd> fds(handles.size());
+  for (std::size_t i = 0; i < handles.size(); ++i) fds[i] = pollfd{handles[i], POLLIN, 0};
+  for (;;) {
+    int ms = -1;
+    if (timeout) {
+      const auto left = deadline - Clock::now();
+      ms = left <= Nanos::zero()
+               ? 0
+               : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    const int r = ::poll(fds.data(), fds.size(), ms);
+    if (r > 0) {
+      std::vector<std::size_t> ready;
+      for (std::size_t i = 0; i < fds.size(); ++i)
+        if (fds[i].revents != 0) ready.push_back(i);
+      return ready;
+    }
+    if (r == 0) {
+      if (!timeout || Clock::now() >= deadline) return {};
+      continue;
+    }
+    if (errno != EINTR) throw_last_error("poll");
+  }
+}
+
+void flush_stdio() noexcept {
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(nullptr);
+}
+
+int fork_process() {
+  flush_stdio();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_last_error("fork");
+  return static_cast<int>(pid);
+}
+
+void exit_now(int code) noexcept { ::_exit(code & 0xff); }
+
+std::pair<Handle, Handle> make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw_last_error("pipe");
+  return {fds[0], fds[1]};
+}
+
+void write_all(Handle h, const void* data, std::size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(h, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_last_error("write");
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::size_t read_some(Handle h, void* data, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::read(h, data, size);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) throw_last_error("read");
+  }
+}
+
+std::string read_to_end(Handle h) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const std::size_t n = read_some(h, buf, sizeof buf);
+    if (n == 0) return out;
+    out.append(buf, n);
+  }
+}
+
+std::optional<std::string> get_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+void unset_env(const char* name) { ::unsetenv(name); }
+
+unsigned cpu_count() noexcept {
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1u;
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                           std::free);
+  return status == 0 && p ? std::string(p.get()) : std::string(mangled);
+}
+
+}  // namespace mp::platform

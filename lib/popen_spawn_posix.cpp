@@ -1,0 +1,139 @@
+// The spawn start method on POSIX (CPython: multiprocessing/popen_spawn_posix.py).
+// The child is this executable run again (Boost.Process) with the marker argument; it inherits
+// exactly the preparation data, the status pipe and the handles of the shared objects passed as
+// arguments. start() returns once the child reports that it is bootstrapped, or throws its error.
+#include <fcntl.h>
+
+#include <boost/process/args.hpp>
+#include <boost/process/child.hpp>
+#include <boost/process/env.hpp>
+#include <boost/process/exe.hpp>
+#include <boost/process/extend.hpp>
+#include <cstring>
+#include <system_error>
+
+#include "mp/errors.hpp"
+#include "process_impl.hpp"
+#include "reduction_impl.hpp"
+#include "spawn_data.hpp"
+
+namespace mp::detail {
+namespace {
+
+namespace bp = boost::process;
+
+class SpawnPopen final : public Popen {
+ public:
+  SpawnPopen(int pid, platform::Handle h) {
+    pid_ = pid;
+    handle_ = h;
+  }
+};
+
+CodeRef code_ref(AnyFunction f) {
+  platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
+  return {std::move(loc.module), std::move(loc.build_id), loc.offset};
+}
+
+struct OwnedHandle {
+  platform::Handle h = platform::kInvalidHandle;
+  OwnedHandle() = default;
+  explicit OwnedHandle(platform::Handle x) : h(x) {}
+  OwnedHandle(const OwnedHandle&) = delete;
+  OwnedHandle& operator=(const OwnedHandle&) = delete;
+  ~OwnedHandle() { reset(); }
+  void reset() noexcept {
+    platform::close_handle(h);
+    h = platform::kInvalidHandle;
+  }
+};
+
+// Reads the child's bootstrap report; throws ProcessError with the child's message.
+void await_bootstrap(platform::Handle status, Popen& child) {
+  char tag = 0;
+  if (platform::read_some(status, &tag, 1) == 1 && tag == 0) return;
+  std::string message;
+  if (tag == 1) {
+    std::uint32_t n = 0;
+    std::size_t got = 0;
+    while (got < sizeof n) {
+      const std::size_t r = platform::read_some(status, reinterpret_cast<char*>(&n) + got, sizeof n - got);
+      if (r == 0) break;
+      got += r;
+    }
+    message.resize(std::min<std::uint32_t>(n, 1u << 16));
+    got = 0;
+    while (got < message.size()) {
+      const std::size_t r = platform::read_some(status, message.data() + got, message.size() - got);
+      if (r == 0) break;
+      got += r;
+    }
+    message.resize(got);
+  }
+  const std::optional<int> code = child.wait(nullptr);
+  if (message.empty())
+    message = "the spawned child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
+              " before it was bootstrapped";
+  throw ProcessError(message);
+}
+
+}  // namespace
+
+void set_inherited_start_method(const std::string& method);
+
+std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
+  PreparationData d;
+  d.name = state.name;
+  d.identity = state.identity;
+  d.daemon = state.daemon;
+  d.authkey = state.authkey;
+  d.parent_pid = platform::current_pid();
+  d.start_method = get_start_method();
+  std::vector<platform::Handle> handles;
+  if (state.target) {
+    reduction::detail::SendScope scope(handles);
+    SpawnTarget t = state.target->spawn_target();
+    d.has_target = true;
+    d.trampoline = code_ref(t.trampoline);
+    d.function = code_ref(t.function);
+    d.args = std::move(t.args);
+  }
+  d.handles.assign(handles.begin(), handles.end());
+  const std::string bytes = reduction::dumps(d);
+
+  OwnedHandle data(platform::create_shared_memory(bytes.size()));
+  {
+    void* p = platform::map_shared(data.h, bytes.size());
+    std::memcpy(p, bytes.data(), bytes.size());
+    platform::unmap(p, bytes.size());
+  }
+  auto [status_r, status_w] = platform::make_pipe();
+  OwnedHandle status_read(status_r), status_write(status_w);
+
+  std::vector<int> inherit(handles.begin(), handles.end());
+  inherit.push_back(data.h);
+  inherit.push_back(status_write.h);
+  // Runs in the child between fork and exec: only async-signal-safe calls.
+  auto clear_cloexec = [&inherit](auto&) {
+    for (int fd : inherit) ::fcntl(fd, F_SETFD, 0);
+  };
+
+  int pid = 0;
+  try {
+    bp::child c(bp::exe = platform::executable_path(),
+                bp::args = {std::string(kSpawnMarker), std::to_string(data.h), std::to_string(status_write.h)},
+                bp::env[kSpawnEnv] = std::to_string(status_write.h),
+                bp::extend::on_exec_setup = clear_cloexec);
+    pid = c.id();
+    c.detach();
+  } catch (const std::system_error& e) {
+    throw OSError(e.code(), std::string("cannot start a spawned child: ") + e.what());
+  }
+  auto popen = std::make_unique<SpawnPopen>(pid, platform::open_process(pid));
+  status_write.reset();
+  data.reset();
+  await_bootstrap(status_read.h, *popen);
+  return popen;
+}
+
+}  // namespace mp::detail

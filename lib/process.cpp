@@ -1,0 +1,333 @@
+// mp::Process and the module functions (CPython: multiprocessing/process.py).
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <stdexcept>
+#include <typeinfo>
+
+#include "mp/errors.hpp"
+#include "process_impl.hpp"
+
+namespace mp {
+namespace detail {
+
+Popen::~Popen() { close(); }
+
+void Popen::close() noexcept {
+  platform::close_handle(handle_);
+  handle_ = platform::kInvalidHandle;
+}
+
+std::optional<int> Popen::poll() {
+  if (!returncode_ && handle_ != platform::kInvalidHandle) returncode_ = platform::reap(handle_, false);
+  return returncode_;
+}
+
+std::optional<int> Popen::wait(const platform::Nanos* timeout) {
+  if (returncode_) return returncode_;
+  if (timeout && !platform::wait_readable(handle_, timeout)) return std::nullopt;
+  returncode_ = platform::reap(handle_, true);
+  return returncode_;
+}
+
+void Popen::send_signal(int sig) {
+  if (!returncode_ && handle_ != platform::kInvalidHandle) platform::send_signal(handle_, sig);
+}
+
+ProcessState::~ProcessState() { platform::close_handle(parent_handle); }
+
+void throw_not_spawnable(const char* why) {
+  throw std::invalid_argument(
+      std::string("mp: cannot start this Process with the spawn start method: ") + why +
+      ". Under spawn the target must be a function or captureless lambda whose parameters are "
+      "serializable (mp/reduction.hpp); use the fork start method for other callables.");
+}
+
+Globals& globals() {
+  // Never destroyed: the exit function and children may use it during static destruction.
+  static Globals* g = [] {
+    auto* p = new Globals;
+    p->current = std::make_shared<ProcessState>();
+    p->current->kind = Kind::Current;
+    p->current->name = "MainProcess";
+    p->current->pid = platform::current_pid();
+    p->current->authkey.resize(32);
+    platform::random_bytes(p->current->authkey.data(), p->current->authkey.size());
+    return p;
+  }();
+  return *g;
+}
+
+void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
+                  const std::string& authkey, int parent_pid) {
+  Globals& g = globals();
+  g.children.clear();
+  g.counter = 0;
+  g.exit_registered = false;
+  auto cur = std::make_shared<ProcessState>();
+  cur->kind = Kind::Current;
+  cur->name = name;
+  cur->identity = identity;
+  cur->daemon = daemon;
+  cur->authkey = authkey;
+  cur->pid = platform::current_pid();
+  g.current = std::move(cur);
+  auto parent = std::make_shared<ProcessState>();
+  parent->kind = Kind::Parent;
+  parent->name = "MainProcess";  // as CPython's _ParentProcess: the name is not known here
+  parent->pid = parent_pid;
+  try {
+    parent->parent_handle = platform::open_process(parent_pid);
+  } catch (const std::exception&) {
+    parent->parent_handle = platform::kInvalidHandle;  // already gone
+  }
+  g.parent = std::move(parent);
+}
+
+int run_in_child(const std::function<void()>& body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    platform::flush_stdio();
+    std::fprintf(stderr, "Process %s:\n%s: %s\n", globals().current->name.c_str(),
+                 platform::demangle(typeid(e).name()).c_str(), e.what());
+  } catch (...) {
+    platform::flush_stdio();
+    std::fprintf(stderr, "Process %s:\nunknown exception\n", globals().current->name.c_str());
+  }
+  std::fflush(stderr);
+  return 1;
+}
+
+void exit_function() noexcept {
+  try {
+    for (Process& p : active_children())
+      if (p.daemon()) p.terminate();
+    for (Process& p : active_children()) p.join();
+  } catch (...) {
+  }
+  platform::flush_stdio();
+}
+
+namespace {
+void atexit_handler() { exit_function(); }
+
+void reap_finished(Globals& g) {
+  std::lock_guard lk(g.mutex);
+  std::erase_if(g.children, [](const std::shared_ptr<ProcessState>& s) {
+    std::lock_guard slk(s->mutex);
+    return !s->popen || s->popen->poll().has_value();
+  });
+}
+}  // namespace
+
+}  // namespace detail
+
+using detail::Kind;
+using detail::ProcessState;
+
+Process::Process() : Process(PrivateTag{}, nullptr, nullptr) {}
+Process::Process(const Context& ctx) : Process(PrivateTag{}, &ctx, nullptr) {}
+
+Process::Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetBase> target)
+    : state_(std::make_shared<ProcessState>()) {
+  detail::check_bootstrapped();
+  detail::Globals& g = detail::globals();
+  std::lock_guard lk(g.mutex);
+  ProcessState& cur = *g.current;
+  state_->identity = cur.identity;
+  state_->identity.push_back(++g.counter);
+  state_->daemon = cur.daemon;
+  state_->authkey = cur.authkey;
+  std::string name = "Process-";
+  for (std::size_t i = 0; i < state_->identity.size(); ++i)
+    name += (i ? ":" : "") + std::to_string(state_->identity[i]);
+  state_->name = std::move(name);
+  state_->target = std::move(target);
+  state_->creator_pid = platform::current_pid();
+  if (ctx) state_->method = ctx->get_start_method();
+}
+
+Process::~Process() = default;
+
+void Process::run() {
+  if (state_->target) state_->target->call();
+}
+
+void Process::start() {
+  detail::check_bootstrapped();
+  ProcessState& s = *state_;
+  if (s.kind != Kind::Child) throw std::logic_error("cannot start a process twice");
+  {
+    std::lock_guard lk(s.mutex);
+    if (s.closed) throw std::invalid_argument("process object is closed");
+    if (s.popen) throw std::logic_error("cannot start a process twice");
+    if (s.creator_pid != platform::current_pid())
+      throw std::logic_error("can only start a process object created by current process");
+    if (detail::globals().current->daemon)
+      throw std::logic_error("daemonic processes are not allowed to have children");
+  }
+  detail::reap_finished(detail::globals());
+  const std::string method = s.method ? *s.method : get_start_method();
+  if (method == "spawn" && !s.target && typeid(*this) != typeid(Process))
+    detail::throw_not_spawnable("a Process subclass overriding run() needs the fork start method");
+  std::unique_ptr<detail::Popen> popen = detail::launch(method, s, *this);
+  {
+    std::lock_guard lk(s.mutex);
+    s.popen = std::move(popen);
+  }
+  detail::Globals& g = detail::globals();
+  std::lock_guard lk(g.mutex);
+  g.children.push_back(state_);
+  if (!g.exit_registered) {
+    static bool registered = [] { return std::atexit(&detail::atexit_handler) == 0; }();
+    (void)registered;
+    g.exit_registered = true;
+  }
+}
+
+void Process::join() { join_until(nullptr); }
+
+void Process::join_for(std::chrono::nanoseconds timeout) {
+  if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
+  join_until(&timeout);
+}
+
+// The wait itself runs without the state's lock, so terminate()/is_alive() from other threads
+// still work during a join.
+void Process::join_until(const std::chrono::nanoseconds* timeout) {
+  ProcessState& s = *state_;
+  if (s.kind == Kind::Current) throw std::logic_error("cannot join current process");
+  if (s.kind == Kind::Parent) {
+    if (s.parent_handle != platform::kInvalidHandle) platform::wait_readable(s.parent_handle, timeout);
+    return;
+  }
+  platform::Handle handle;
+  {
+    std::lock_guard lk(s.mutex);
+    if (s.closed) throw std::invalid_argument("process object is closed");
+    if (!s.popen) throw std::logic_error("can only join a started process");
+    if (s.creator_pid != platform::current_pid())
+      throw std::logic_error("can only join a child process");
+    if (s.popen->poll()) return;
+    handle = s.popen->sentinel();
+  }
+  if (!platform::wait_readable(handle, timeout)) return;
+  std::lock_guard lk(s.mutex);
+  if (s.popen) s.popen->poll();
+}
+
+bool Process::is_alive() const {
+  ProcessState& s = *state_;
+  if (s.kind == Kind::Current) return true;
+  if (s.kind == Kind::Parent) {
+    if (s.parent_handle == platform::kInvalidHandle) return false;
+    const platform::Nanos zero{0};
+    return !platform::wait_readable(s.parent_handle, &zero);
+  }
+  std::lock_guard lk(s.mutex);
+  if (s.closed) throw std::invalid_argument("process object is closed");
+  if (!s.popen) return false;
+  if (s.creator_pid != platform::current_pid())
+    throw std::logic_error("can only test a child process");
+  return !s.popen->poll().has_value();
+}
+
+std::optional<int> Process::exitcode() const {
+  ProcessState& s = *state_;
+  if (s.kind != Kind::Child) return std::nullopt;
+  std::lock_guard lk(s.mutex);
+  if (s.closed) throw std::invalid_argument("process object is closed");
+  if (!s.popen) return std::nullopt;
+  return s.popen->poll();
+}
+
+std::optional<int> Process::pid() const {
+  ProcessState& s = *state_;
+  if (s.kind != Kind::Child) return s.pid;
+  std::lock_guard lk(s.mutex);
+  if (s.closed) throw std::invalid_argument("process object is closed");
+  if (!s.popen) return std::nullopt;
+  return s.popen->pid();
+}
+
+const std::string& Process::name() const { return state_->name; }
+void Process::set_name(std::string name) { state_->name = std::move(name); }
+bool Process::daemon() const { return state_->daemon; }
+
+void Process::set_daemon(bool daemonic) {
+  std::lock_guard lk(state_->mutex);
+  if (state_->popen) throw std::logic_error("process has already started");
+  state_->daemon = daemonic;
+}
+
+const std::string& Process::authkey() const { return state_->authkey; }
+void Process::set_authkey(std::string key) { state_->authkey = std::move(key); }
+
+void Process::terminate() {
+  std::lock_guard lk(state_->mutex);
+  if (state_->closed) throw std::invalid_argument("process object is closed");
+  if (state_->popen) state_->popen->send_signal(platform::kTerminateSignal);
+}
+
+void Process::kill() {
+  std::lock_guard lk(state_->mutex);
+  if (state_->closed) throw std::invalid_argument("process object is closed");
+  if (state_->popen) state_->popen->send_signal(platform::kKillSignal);
+}
+
+void Process::close() {
+  ProcessState& s = *state_;
+  {
+    std::lock_guard lk(s.mutex);
+    if (s.closed) return;
+    if (s.popen) {
+      if (!s.popen->poll())
+        throw std::invalid_argument(
+            "Cannot close a process while it is still running. You should first call join() or "
+            "terminate().");
+      s.popen->close();
+    }
+    s.closed = true;
+  }
+  detail::Globals& g = detail::globals();
+  std::lock_guard lk(g.mutex);
+  std::erase(g.children, state_);
+}
+
+std::intptr_t Process::sentinel() const {
+  ProcessState& s = *state_;
+  if (s.kind == Kind::Parent) return s.parent_handle;
+  std::lock_guard lk(s.mutex);
+  if (s.closed) throw std::invalid_argument("process object is closed");
+  if (!s.popen) throw std::logic_error("process not started");
+  return s.popen->sentinel();
+}
+
+Process current_process() {
+  detail::Globals& g = detail::globals();
+  std::lock_guard lk(g.mutex);
+  return Process(g.current);
+}
+
+std::optional<Process> parent_process() {
+  detail::Globals& g = detail::globals();
+  std::lock_guard lk(g.mutex);
+  if (!g.parent) return std::nullopt;
+  return Process(g.parent);
+}
+
+std::vector<Process> active_children() {
+  detail::Globals& g = detail::globals();
+  detail::reap_finished(g);
+  std::lock_guard lk(g.mutex);
+  std::vector<Process> out;
+  out.reserve(g.children.size());
+  for (const auto& s : g.children) out.emplace_back(s);
+  return out;
+}
+
+unsigned cpu_count() { return platform::cpu_count(); }
+
+}  // namespace mp

@@ -1,0 +1,83 @@
+// Internal: the state behind mp::Process, the Popen interface (one implementation per start
+// method: popen_fork.cpp, popen_spawn_posix.cpp) and the per-process globals.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mp/process.hpp"
+#include "platform/os.hpp"
+
+namespace mp::detail {
+
+struct ProcessState;
+
+// A started child (CPython: popen_fork.Popen and subclasses). Methods are called with the
+// owning ProcessState's mutex held.
+class Popen {
+ public:
+  virtual ~Popen();
+  int pid() const noexcept { return pid_; }
+  platform::Handle sentinel() const noexcept { return handle_; }
+  // The exit code once the child ended (reaping it); nullopt while it runs (or timeout passed).
+  std::optional<int> poll();
+  std::optional<int> wait(const platform::Nanos* timeout);
+  void send_signal(int sig);
+  void close() noexcept;
+
+ protected:
+  int pid_ = 0;
+  platform::Handle handle_ = platform::kInvalidHandle;  // pidfd
+  std::optional<int> returncode_;
+};
+
+// Starts `state`'s child with the given method (chosen only in context.cpp).
+std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self);
+std::unique_ptr<Popen> launch_spawn(ProcessState& state);
+std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self);
+
+enum class Kind { Child, Current, Parent };
+
+struct ProcessState {
+  std::mutex mutex;
+  Kind kind = Kind::Child;
+  std::string name;
+  bool daemon = false;
+  std::vector<int> identity;
+  std::string authkey;
+  std::optional<std::string> method;  // from the Context given, else the default at start()
+  std::unique_ptr<TargetBase> target;
+  std::unique_ptr<Popen> popen;
+  bool closed = false;
+  int creator_pid = 0;  // the process that made the Process object
+  int pid = 0;          // Current / Parent
+  platform::Handle parent_handle = platform::kInvalidHandle;  // Parent: a pidfd
+  ~ProcessState();
+};
+
+// Per-process globals (CPython: process._current_process, _children, _process_counter).
+struct Globals {
+  std::mutex mutex;  // guards children, counter (held across fork so the child's copy is sane)
+  std::vector<std::shared_ptr<ProcessState>> children;
+  int counter = 0;
+  std::shared_ptr<ProcessState> current;
+  std::shared_ptr<ProcessState> parent;
+  bool exit_registered = false;
+};
+Globals& globals();
+
+// Sets up the globals in a new child (fork or spawn): name, identity, daemon, authkey, parent.
+void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
+                  const std::string& authkey, int parent_pid);
+// Runs a target in the child, printing an escaping exception; returns the exit code.
+int run_in_child(const std::function<void()>& body);
+// CPython's _exit_function: terminate daemonic children, join the others.
+void exit_function() noexcept;
+// Every mp entry point calls this: a spawned child whose main() forgot freeze_support() stops here.
+void check_bootstrapped();
+
+}  // namespace mp::detail

@@ -1,0 +1,157 @@
+// The child side of the spawn start method (CPython: multiprocessing/spawn.py):
+// freeze_support() receives the preparation data, resolves the target, reports to the parent
+// over the status pipe and runs the target.
+#include "mp/spawn.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "process_impl.hpp"
+#include "reduction_impl.hpp"
+#include "spawn_data.hpp"
+
+namespace mp {
+namespace detail {
+void set_inherited_start_method(const std::string& method);
+
+namespace {
+
+bool g_freeze_support_called = false;
+platform::Handle g_status = platform::kInvalidHandle;
+
+// Status protocol: one byte 0 = bootstrapped; 1 = failed, then a 4-byte length and the message.
+void report_failure(platform::Handle status, const std::string& message) noexcept {
+  if (status == platform::kInvalidHandle) return;
+  try {
+    const char tag = 1;
+    const auto n = static_cast<std::uint32_t>(message.size());
+    std::string frame(&tag, 1);
+    frame.append(reinterpret_cast<const char*>(&n), sizeof n);
+    frame += message;
+    platform::write_all(status, frame.data(), frame.size());
+  } catch (...) {
+  }
+}
+
+[[noreturn]] void fail_bootstrap(const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  report_failure(g_status, message);
+  platform::exit_now(1);
+}
+
+void report_ready() {
+  if (g_status == platform::kInvalidHandle) return;
+  const char tag = 0;
+  try {
+    platform::write_all(g_status, &tag, 1);
+  } catch (...) {
+  }
+  platform::close_handle(g_status);
+  g_status = platform::kInvalidHandle;
+}
+
+int parse_fd(const char* s) {
+  char* end = nullptr;
+  const long v = std::strtol(s, &end, 10);
+  if (!s[0] || *end || v < 0 || v > 1 << 30) fail_bootstrap("mp spawn: bad descriptor argument");
+  return static_cast<int>(v);
+}
+
+PreparationData read_preparation_data(platform::Handle data) {
+  const std::size_t size = platform::shared_memory_size(data);
+  void* p = platform::map_shared(data, size);
+  try {
+    auto d = reduction::loads<PreparationData>(std::string_view(static_cast<const char*>(p), size));
+    platform::unmap(p, size);
+    return d;
+  } catch (...) {
+    platform::unmap(p, size);
+    throw;
+  }
+}
+
+[[noreturn]] void spawned_main(int data_fd, int status_fd) {
+  g_status = status_fd;
+  platform::set_inheritable(status_fd, false);
+  PreparationData d;
+  try {
+    d = read_preparation_data(data_fd);
+  } catch (const std::exception& e) {
+    fail_bootstrap(std::string("mp spawn: bad preparation data: ") + e.what());
+  }
+  platform::close_handle(data_fd);
+  if (d.version != PreparationData::kVersion) fail_bootstrap("mp spawn: preparation data version mismatch");
+  become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid);
+  set_inherited_start_method(d.start_method);
+
+  std::vector<platform::Handle> inherited(d.handles.begin(), d.handles.end());
+  auto close_inherited = [&] {
+    for (platform::Handle h : inherited) platform::close_handle(h);
+    inherited.clear();
+  };
+  int code = 0;
+  if (!d.has_target) {
+    close_inherited();
+    report_ready();
+  } else {
+    Trampoline trampoline = nullptr;
+    AnyFunction function = nullptr;
+    try {
+      trampoline = reinterpret_cast<Trampoline>(platform::resolve_code(
+          {d.trampoline.module, d.trampoline.build_id, d.trampoline.offset}));
+      function = reinterpret_cast<AnyFunction>(
+          platform::resolve_code({d.function.module, d.function.build_id, d.function.offset}));
+    } catch (const std::exception& e) {
+      fail_bootstrap(e.what());
+    }
+    static std::vector<platform::Handle>* s_inherited;
+    s_inherited = &inherited;
+    bool ready = false;
+    code = run_in_child([&] {
+      reduction::detail::ReceiveScope scope(inherited);
+      try {
+        trampoline(function, d.args.data(), d.args.size(), +[] {
+          for (platform::Handle h : *s_inherited) platform::close_handle(h);
+          s_inherited->clear();
+          report_ready();
+        });
+        ready = true;
+      } catch (const std::exception& e) {
+        if (g_status != platform::kInvalidHandle)
+          fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
+        throw;
+      }
+    });
+    (void)ready;
+  }
+  exit_function();
+  std::exit(code);
+}
+
+}  // namespace
+
+void check_bootstrapped() {
+  if (g_freeze_support_called) return;
+  const char* env = std::getenv(kSpawnEnv);
+  if (!env) return;
+  g_status = std::atoi(env);
+  fail_bootstrap(
+      "mp: this program was started as a spawned child process, but its main() did not call "
+      "mp::freeze_support(argc, argv) before using mp. Add it as the first line of main.");
+}
+
+}  // namespace detail
+
+void freeze_support(int argc, char** argv) {
+  detail::g_freeze_support_called = true;
+  if (argc >= 4 && argv && argv[1] && std::strcmp(argv[1], detail::kSpawnMarker) == 0) {
+    platform::unset_env(detail::kSpawnEnv);
+    detail::spawned_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]));
+  }
+  platform::unset_env(detail::kSpawnEnv);
+}
+
+}  // namespace mp

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's two commands. On a fresh Debian 12 machine: install what is missing, build, then
+#   samples  run every tutorial sample (prints each one's name and output)
+#   test     run the whole test suite (release build; then the ASan+UBSan build when MP_ASAN=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-samples}"
+
+need=(cmake make g++ pkg-config libboost1.81-dev libcereal-dev libssl-dev libgtest-dev libgmock-dev
+      libbenchmark-dev python3)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+case "$what" in
+  samples) cmake --workflow --preset samples ;;
+  test)
+    cmake --preset release
+    cmake --build --preset release -j "$jobs"
+    ctest --preset release -j "$jobs"
+    ;;
+  *) echo "usage: $0 samples|test" >&2; exit 2 ;;
+esac

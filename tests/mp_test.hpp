@@ -1,0 +1,78 @@
+// Shared test support: one fixture parameterized over the start methods, with checks that a
+// test leaves no child process behind.
+#pragma once
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "mp/multiprocessing.hpp"
+
+namespace mp_test {
+
+using namespace std::chrono_literals;
+
+// Generous bound for any single blocking call in a test (a hang fails instead of blocking CI).
+inline constexpr auto kTimeout = 30s;
+
+// The pids of the live (non-zombie) direct children of this process, from /proc.
+inline std::vector<int> live_children() {
+  std::vector<int> out;
+  const int self = ::getpid();
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    const auto rp = line.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::istringstream rest(line.substr(rp + 2));
+    char state = 0;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == self && state != 'Z') out.push_back(pid);
+  }
+  ::closedir(d);
+  return out;
+}
+
+// Joins `p` within kTimeout, or kills it and fails the test.
+inline void join_or_fail(mp::Process& p, std::chrono::nanoseconds timeout = kTimeout) {
+  p.join(timeout);
+  if (p.exitcode()) return;
+  ADD_FAILURE() << p.name() << " did not end within the timeout; killing it";
+  p.kill();
+  p.join();
+}
+
+// Runs each test under every start method; checks for leftover children afterwards.
+class StartMethodTest : public testing::TestWithParam<std::string> {
+ protected:
+  mp::Context ctx() const { return mp::get_context(GetParam()); }
+  void TearDown() override {
+    for (mp::Process& p : mp::active_children()) {
+      ADD_FAILURE() << "test left child " << p.name() << " running";
+      p.kill();
+      p.join();
+    }
+    const auto left = live_children();
+    EXPECT_TRUE(left.empty()) << "test left " << left.size() << " child processes";
+  }
+};
+
+inline std::string method_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
+
+}  // namespace mp_test
+
+#define MP_INSTANTIATE_START_METHODS(Suite)                                                   \
+  INSTANTIATE_TEST_SUITE_P(StartMethods, Suite, testing::ValuesIn(mp::get_all_start_methods()), \
+                           mp_test::method_name)

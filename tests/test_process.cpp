@@ -1,0 +1,297 @@
+// mp::Process under every start method (CPython: _TestProcess, test_spawn, _TestSubclassingProcess).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "mp_test.hpp"
+
+using namespace mp_test;
+
+namespace {
+
+// Targets: plain functions so they work under spawn.
+void noop() {}
+void throw_error() { throw std::runtime_error("boom in child"); }
+void exit_with(int code) { std::exit(code); }
+void sleep_forever() {
+  for (;;) ::pause();
+}
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+struct Point {
+  double x, y;
+  bool operator==(const Point&) const = default;
+};
+
+struct Custom {
+  std::string label;
+  std::vector<int> values;
+  template <class A>
+  void serialize(A& ar) {
+    ar(label, values);
+  }
+  bool operator==(const Custom&) const = default;
+};
+
+// Exits 0 only if every argument arrived intact.
+void check_args(int i, double d, const std::string& s, std::vector<int> v, std::map<std::string, int> m,
+                std::tuple<int, std::string> t, std::optional<int> o, std::variant<int, std::string> var,
+                Point p, Custom c, std::chrono::milliseconds ms) {
+  const bool ok = i == -7 && d == 2.5 && s == "hello" && v == std::vector<int>{1, 2, 3} &&
+                  m == std::map<std::string, int>{{"a", 1}} && t == std::tuple<int, std::string>{4, "x"} &&
+                  o == 5 && var == std::variant<int, std::string>{"v"} && (p == Point{1, 2}) &&
+                  (c == Custom{"c", {9}}) && ms == std::chrono::milliseconds(1500);
+  std::exit(ok ? 0 : 3);
+}
+
+void check_name_and_parent(std::string expected_name, int expected_parent) {
+  const bool ok = mp::current_process().name() == expected_name && mp::parent_process() &&
+                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive();
+  std::exit(ok ? 0 : 4);
+}
+
+void child_starts_grandchild(std::string method) {
+  // CPython names a child's children after the child's identity: Process-N:1, Process-N:2, ...
+  const std::string expected = mp::current_process().name() + ":1";
+  mp::Process grandchild(mp::get_context(method), check_name_and_parent, expected, ::getpid());
+  if (grandchild.name() != expected) std::exit(6);
+  grandchild.start();
+  grandchild.join(kTimeout);
+  std::exit(grandchild.exitcode() == 0 ? 0 : 5);
+}
+
+void print_line(std::string text) {
+  std::printf("%s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+class ProcessTest : public StartMethodTest {};
+
+TEST_P(ProcessTest, ReturnGivesExitCodeZero) {
+  mp::Process p(ctx(), noop);
+  EXPECT_FALSE(p.exitcode());
+  EXPECT_FALSE(p.pid());
+  p.start();
+  EXPECT_TRUE(p.pid());
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(p.is_alive());
+}
+
+TEST_P(ProcessTest, ExceptionGivesExitCodeOne) {
+  mp::Process p(ctx(), throw_error);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 1);
+}
+
+TEST_P(ProcessTest, ExitGivesItsCode) {
+  mp::Process p(ctx(), exit_with, 42);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 42);
+}
+
+TEST_P(ProcessTest, TerminateAndKillGiveMinusSignal) {
+  mp::Process a(ctx(), sleep_forever), b(ctx(), sleep_forever);
+  a.start();
+  b.start();
+  EXPECT_TRUE(a.is_alive());
+  a.terminate();
+  b.kill();
+  join_or_fail(a);
+  join_or_fail(b);
+  EXPECT_EQ(a.exitcode(), -SIGTERM);
+  EXPECT_EQ(b.exitcode(), -SIGKILL);
+}
+
+TEST_P(ProcessTest, JoinWithTimeoutReturnsWhileChildRuns) {
+  mp::Process p(ctx(), sleep_forever);
+  p.start();
+  const auto t0 = std::chrono::steady_clock::now();
+  p.join(200ms);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 190ms);
+  EXPECT_LT(waited, 2s);
+  EXPECT_FALSE(p.exitcode());
+  EXPECT_TRUE(p.is_alive());
+  p.terminate();
+  join_or_fail(p);
+  EXPECT_FALSE(p.is_alive());
+}
+
+TEST_P(ProcessTest, ArgumentsOfEveryKindArriveIntact) {
+  mp::Process p(ctx(), check_args, -7, 2.5, "hello", std::vector<int>{1, 2, 3},
+                std::map<std::string, int>{{"a", 1}}, std::tuple<int, std::string>{4, "x"}, 5,
+                std::string("v"), Point{1, 2}, Custom{"c", {9}}, 1500ms);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, CaptureLessLambdaIsATarget) {
+  mp::Process p(ctx(), [](int a, int b) { std::exit(a + b); }, 3, 4);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+TEST_P(ProcessTest, NamesFollowCPython) {
+  mp::Process p(ctx(), noop);
+  EXPECT_EQ(p.name().rfind("Process-", 0), 0u);
+  p.set_name("worker");
+  EXPECT_EQ(p.name(), "worker");
+  EXPECT_EQ(mp::current_process().name(), "MainProcess");
+  EXPECT_FALSE(mp::parent_process());
+}
+
+TEST_P(ProcessTest, ChildSeesItsNameAndLiveParent) {
+  mp::Process p(ctx(), check_name_and_parent, std::string("child-x"), static_cast<int>(::getpid()));
+  p.set_name("child-x");
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, NestedChildStartsGrandchild) {
+  mp::Process p(ctx(), child_starts_grandchild, GetParam());
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, DaemonFlag) {
+  mp::Process p(ctx(), noop);
+  EXPECT_FALSE(p.daemon());
+  p.set_daemon(true);
+  EXPECT_TRUE(p.daemon());
+  p.start();
+  EXPECT_THROW(p.set_daemon(false), std::logic_error);
+  join_or_fail(p);
+}
+
+TEST_P(ProcessTest, ActiveChildrenListsRunningAndReapsEnded) {
+  mp::Process p(ctx(), sleep_forever);
+  p.start();
+  auto kids = mp::active_children();
+  ASSERT_EQ(kids.size(), 1u);
+  EXPECT_EQ(kids[0].pid(), p.pid());
+  p.terminate();
+  join_or_fail(p);
+  EXPECT_TRUE(mp::active_children().empty());
+}
+
+TEST_P(ProcessTest, MisuseThrowsCPythonErrors) {
+  mp::Process p(ctx(), noop);
+  EXPECT_THROW(p.join(), std::logic_error);  // not started
+  p.start();
+  try {
+    p.start();
+    FAIL() << "second start did not throw";
+  } catch (const std::logic_error& e) {
+    EXPECT_STREQ(e.what(), "cannot start a process twice");
+  }
+  join_or_fail(p);
+  p.close();
+  EXPECT_THROW(p.is_alive(), std::invalid_argument);
+  EXPECT_THROW(mp::current_process().join(), std::logic_error);
+}
+
+TEST_P(ProcessTest, CloseWhileRunningThrows) {
+  mp::Process p(ctx(), sleep_forever);
+  p.start();
+  EXPECT_THROW(p.close(), std::invalid_argument);
+  p.kill();
+  join_or_fail(p);
+  p.close();
+}
+
+TEST_P(ProcessTest, HundredProcessesStartAndJoin) {
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < 100; ++i) ps.emplace_back(ctx(), exit_with, i % 7);
+  for (auto& p : ps) p.start();
+  for (int i = 0; i < 100; ++i) {
+    join_or_fail(ps[i]);
+    EXPECT_EQ(ps[i].exitcode(), i % 7);
+  }
+}
+
+TEST_P(ProcessTest, DestroyedProcessObjectLeavesChildToActiveChildren) {
+  {
+    mp::Process p(ctx(), sleep_ms, 50);
+    p.start();
+  }
+  auto kids = mp::active_children();
+  for (auto& k : kids) join_or_fail(k);
+  EXPECT_EQ(kids.size() <= 1, true);
+}
+
+TEST_P(ProcessTest, SentinelIsReadyWhenChildEnds) {
+  mp::Process p(ctx(), noop);
+  p.start();
+  const std::intptr_t s = p.sentinel();
+  EXPECT_GE(s, 0);
+  join_or_fail(p);
+}
+
+MP_INSTANTIATE_START_METHODS(ProcessTest);
+
+// ---- start-method-specific behaviour
+
+TEST(ContextTest, StartMethods) {
+  const auto all = mp::get_all_start_methods();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0], "fork");
+  EXPECT_EQ(mp::get_context("spawn").get_start_method(), "spawn");
+  EXPECT_THROW(mp::get_context("forkserverx"), std::invalid_argument);
+  const std::string before = mp::get_start_method();
+  EXPECT_THROW(mp::set_start_method("spawn"), std::runtime_error);
+  mp::set_start_method("spawn", true);
+  EXPECT_EQ(mp::get_start_method(), "spawn");
+  mp::set_start_method(before, true);
+}
+
+TEST(ForkOnly, CapturingLambdaWorksUnderFork) {
+  int captured = 9;
+  mp::Process p(mp::get_context("fork"), [captured] { std::exit(captured); });
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 9);
+}
+
+TEST(SpawnOnly, CapturingLambdaIsRejectedAtStart) {
+  int captured = 9;
+  mp::Process p(mp::get_context("spawn"), [captured] { std::exit(captured); });
+  EXPECT_THROW(p.start(), std::invalid_argument);
+}
+
+TEST(SpawnOnly, SharedObjectsOutsideSpawnAreRejected) {
+  EXPECT_THROW(mp::reduction::send_handle(0, "Lock"), std::runtime_error);
+}
+
+namespace {
+class Subclass : public mp::Process {
+ public:
+  explicit Subclass(const mp::Context& c) : mp::Process(c) {}
+  void run() override { std::exit(11); }
+};
+}  // namespace
+
+TEST(ForkOnly, SubclassRunIsCalled) {
+  Subclass s(mp::get_context("fork"));
+  s.start();
+  join_or_fail(s);
+  EXPECT_EQ(s.exitcode(), 11);
+}
+
+TEST(SpawnOnly, SubclassRunIsRejected) {
+  Subclass s(mp::get_context("spawn"));
+  EXPECT_THROW(s.start(), std::invalid_argument);
+}
