@@ -1,0 +1,191 @@
+// mp/connection.hpp — Pipe, Connection, Listener, Client and wait()
+// (CPython: multiprocessing/connection.py).
+//
+//   auto [a, b] = mp::Pipe();          // duplex: both ends send and receive
+//   a.send(std::vector<int>{1, 2});    // any serializable value (mp/reduction.hpp)
+//   auto v = b.recv<std::vector<int>>();
+//
+// A Connection is a handle: copies share the descriptor (like Python references); close() closes
+// it for every copy in this process. Passed as a Process argument it is inherited under fork and
+// sent as a descriptor under spawn. Messages are framed [u32 size] (or [0xffffffff][u64 size] for
+// 2 GiB and more) then the bytes; send() puts a type tag before the value, so recv<U>() of a value
+// sent as T (U ≠ T) throws UnpicklingError instead of reading garbage.
+//
+// Guarantees: a write to a closed peer throws OSError (EPIPE), never SIGPIPE — SIGPIPE is set to
+// ignored when a pipe is created (as CPython does at start-up) and sockets use MSG_NOSIGNAL.
+// Received sizes are checked against the maximum (max_message_size(), default 4 GiB, or
+// recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes actually
+// arrive, so a peer sending a bogus length cannot make the receiver allocate more than it sent.
+// Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
+// connects and stays silent makes accept() throw AuthenticationError instead of hanging.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "mp/errors.hpp"
+#include "mp/export.hpp"
+#include "mp/process.hpp"
+#include "mp/reduction.hpp"
+
+namespace mp {
+
+class MP_API Connection {
+ public:
+  // A closed connection.
+  Connection() = default;
+
+  // Connection.send(obj): serializes and sends one message. Throws OSError (closed handle,
+  // read-only end, peer gone).
+  template <class T>
+  void send(const T& obj) {
+    std::string& buf = scratch();
+    buf.assign(kHeaderReserve, '\0');
+    const std::uint64_t tag = reduction::detail::type_tag<T>();
+    buf.append(reinterpret_cast<const char*>(&tag), sizeof tag);
+    reduction::dump_into(buf, obj);
+    send_framed(buf);
+  }
+  // Connection.recv(): the next message as a T. Throws EOFError when the peer closed and nothing
+  // is left, UnpicklingError when the message is not a T.
+  template <class T>
+  T recv() {
+    return reduction::loads<T>(recv_message(max_message_size()));
+  }
+
+  // send_bytes(buffer, offset, size): the bytes [offset, offset + size) of `buffer` as one
+  // message. Throws std::invalid_argument as CPython for a bad offset/size.
+  void send_bytes(std::string_view buffer, std::size_t offset = 0, std::optional<std::size_t> size = std::nullopt);
+  void send_bytes(std::span<const std::byte> buffer, std::size_t offset = 0,
+                  std::optional<std::size_t> size = std::nullopt) {
+    send_bytes(std::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()), offset, size);
+  }
+  // recv_bytes(maxlength): one message. A message longer than `maxlength` throws OSError
+  // "bad message length" and closes the connection (as CPython).
+  std::string recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
+  // recv_bytes_into(buffer, offset): writes the message at `buffer[offset]` (bytes) and returns
+  // its size. Throws BufferTooShort (holding the whole message) if it does not fit.
+  std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
+  template <class R>
+    requires requires(R& r) { std::span(r); }
+  std::size_t recv_bytes_into(R& range, std::size_t offset = 0) {
+    return recv_bytes_into(std::as_writable_bytes(std::span(range)), offset);
+  }
+
+  // poll(): whether data (or EOF) is available now; poll(timeout) waits up to `timeout`.
+  bool poll() { return poll_for(std::chrono::nanoseconds::zero()); }
+  template <class Rep, class Period>
+  bool poll(std::chrono::duration<Rep, Period> timeout) {
+    return poll_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+
+  void close() noexcept;
+  bool closed() const noexcept;
+  bool readable() const noexcept;
+  bool writable() const noexcept;
+  // The descriptor. Throws OSError "handle is closed".
+  std::intptr_t fileno() const;
+
+  // The largest message recv()/recv_bytes() accept (default 4 GiB), shared by the copies.
+  std::size_t max_message_size() const noexcept;
+  void set_max_message_size(std::size_t size);
+
+  // Sent as a descriptor; only while a spawned Process is being started.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(send_token(), readable(), writable());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t token = 0;
+    bool r = false, w = false;
+    ar(token, r, w);
+    attach(token, r, w);
+  }
+
+  // For the library: a connection owning `fd`.
+  Connection(std::intptr_t fd, bool readable, bool writable);
+
+ private:
+  struct State;
+  static constexpr std::size_t kHeaderReserve = 4;
+  static std::string& scratch();
+  void send_framed(std::string& buf);  // buf: kHeaderReserve bytes then the payload
+  std::string recv_message(std::size_t maxlength);
+  bool poll_for(std::chrono::nanoseconds timeout);
+  std::uint64_t send_token() const;
+  void attach(std::uint64_t token, bool readable, bool writable);
+  std::shared_ptr<State> state_;
+};
+
+// Pipe(duplex): two connected ends. Duplex: a socket pair, both ends read and write. Simplex
+// (duplex = false): a pipe, the first end only receives and the second only sends.
+MP_API std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+namespace connection {
+
+// An address: a Unix socket path (a leading '\0' = Linux abstract namespace), or a TCP host and
+// port (port 0: the OS picks; Listener::address() tells which).
+struct TcpAddress {
+  std::string host;
+  std::uint16_t port = 0;
+  bool operator==(const TcpAddress&) const = default;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(host, port);
+  }
+};
+using Address = std::variant<std::string, TcpAddress>;
+
+// Listener(address, backlog, authkey). No address: a fresh Unix socket in the abstract
+// namespace. With an authkey, accept() runs the HMAC-SHA256 challenge–response both ways.
+class MP_API Listener {
+ public:
+  explicit Listener(std::optional<Address> address = std::nullopt, int backlog = 1,
+                    std::optional<std::string> authkey = std::nullopt);
+  // Waits for a client. Throws AuthenticationError for a wrong key or a handshake that misses
+  // handshake_timeout() (the client's connection is closed either way; the listener stays open).
+  Connection accept();
+  void close() noexcept;
+  bool closed() const noexcept;
+  const Address& address() const;
+  std::optional<Address> last_accepted() const;
+  std::chrono::nanoseconds handshake_timeout() const noexcept;
+  void set_handshake_timeout(std::chrono::nanoseconds timeout);
+  std::intptr_t fileno() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+// Client(address, authkey): connects to a Listener. Throws OSError when nothing listens there,
+// AuthenticationError for a wrong key.
+MP_API Connection Client(const Address& address, std::optional<std::string> authkey = std::nullopt);
+
+// wait(objects, timeout): the objects that are ready — a Connection with data or EOF, a
+// Process that ended (its sentinel), or a raw handle that is readable. Empty on timeout.
+using Waitable = std::variant<Connection, Process, std::intptr_t>;
+MP_API std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout);
+inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) { return wait_for(objects, nullptr); }
+template <class Rep, class Period>
+std::vector<Waitable> wait(const std::vector<Waitable>& objects, std::chrono::duration<Rep, Period> timeout) {
+  const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  return wait_for(objects, &t);
+}
+
+}  // namespace connection
+
+using connection::Client;
+using connection::Listener;
+
+}  // namespace mp

@@ -1,0 +1,302 @@
+// mp::Connection, Pipe, Listener, Client, wait (CPython: multiprocessing/connection.py).
+#include "mp/connection.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "auth.hpp"
+#include "platform/conn.hpp"
+#include "platform/os.hpp"
+
+namespace mp {
+namespace {
+
+namespace conn = platform::conn;
+constexpr std::uint32_t kLongMarker = 0xffffffffu;
+constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
+// Receive buffers grow by at most this much beyond what already arrived.
+constexpr std::size_t kGrowStep = std::size_t{64} << 20;
+
+[[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
+
+void read_exact(platform::Handle fd, void* data, std::size_t size, bool at_start) {
+  char* p = static_cast<char*>(data);
+  std::size_t got = 0;
+  while (got < size) {
+    const std::size_t n = conn::read_some(fd, p + got, size - got);
+    if (n == 0) {
+      if (at_start && got == 0) throw EOFError();
+      throw OSError(EPROTO, "got end of file during message");
+    }
+    got += n;
+  }
+}
+
+}  // namespace
+
+struct Connection::State {
+  platform::Handle fd = platform::kInvalidHandle;
+  bool readable = false;
+  bool writable = false;
+  std::size_t max_message = kDefaultMaxMessage;
+  ~State() { platform::close_handle(fd); }
+  platform::Handle check_readable() const {
+    if (fd == platform::kInvalidHandle) throw_closed();
+    if (!readable) throw OSError(EBADF, "connection is write-only");
+    return fd;
+  }
+  platform::Handle check_writable() const {
+    if (fd == platform::kInvalidHandle) throw_closed();
+    if (!writable) throw OSError(EBADF, "connection is read-only");
+    return fd;
+  }
+};
+
+Connection::Connection(std::intptr_t fd, bool readable, bool writable) : state_(std::make_shared<State>()) {
+  state_->fd = static_cast<platform::Handle>(fd);
+  state_->readable = readable;
+  state_->writable = writable;
+}
+
+std::string& Connection::scratch() {
+  thread_local std::string buf;
+  return buf;
+}
+
+void Connection::send_framed(std::string& buf) {
+  if (!state_) throw_closed();
+  const platform::Handle fd = state_->check_writable();
+  const std::size_t size = buf.size() - kHeaderReserve;
+  if (size < kLongMarker) {
+    const auto n = static_cast<std::uint32_t>(size);
+    std::memcpy(buf.data(), &n, sizeof n);
+    conn::write_all(fd, buf.data(), buf.size());  // one write for header and payload
+  } else {
+    char header[12];
+    const std::uint64_t n = size;
+    std::memcpy(header, &kLongMarker, 4);
+    std::memcpy(header + 4, &n, 8);
+    conn::write_all(fd, header, sizeof header);
+    conn::write_all(fd, buf.data() + kHeaderReserve, size);
+  }
+  if (buf.capacity() > (std::size_t{1} << 20)) std::string().swap(buf);  // do not keep big buffers
+}
+
+std::string Connection::recv_message(std::size_t maxlength) {
+  if (!state_) throw_closed();
+  const platform::Handle fd = state_->check_readable();
+  std::uint32_t n32 = 0;
+  read_exact(fd, &n32, sizeof n32, true);
+  std::uint64_t size = n32;
+  if (n32 == kLongMarker) read_exact(fd, &size, sizeof size, false);
+  if (size > maxlength) {
+    close();
+    throw OSError(EMSGSIZE, "bad message length");
+  }
+  std::string out;
+  std::size_t got = 0;
+  while (got < size) {
+    const std::size_t want = std::min<std::uint64_t>(size, got + kGrowStep);
+    out.resize(want);
+    read_exact(fd, out.data() + got, want - got, false);
+    got = want;
+  }
+  return out;
+}
+
+void Connection::send_bytes(std::string_view buffer, std::size_t offset, std::optional<std::size_t> size) {
+  if (offset > buffer.size()) throw std::invalid_argument("buffer length < offset");
+  const std::size_t n = size.value_or(buffer.size() - offset);
+  if (n > buffer.size() - offset) throw std::invalid_argument("buffer length < offset + size");
+  std::string& buf = scratch();
+  buf.assign(kHeaderReserve, '\0');
+  buf.append(buffer.data() + offset, n);
+  send_framed(buf);
+}
+
+std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
+  return recv_message(std::min(maxlength.value_or(max_message_size()), max_message_size()));
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
+  if (offset > buffer.size()) throw std::invalid_argument("offset too large");
+  std::string message = recv_message(max_message_size());
+  if (message.size() > buffer.size() - offset) throw BufferTooShort(std::move(message));
+  if (!message.empty()) std::memcpy(buffer.data() + offset, message.data(), message.size());
+  return message.size();
+}
+
+bool Connection::poll_for(std::chrono::nanoseconds timeout) {
+  if (!state_) throw_closed();
+  const platform::Handle fd = state_->check_readable();
+  return conn::poll_readable(fd, &timeout);
+}
+
+void Connection::close() noexcept {
+  if (!state_) return;
+  platform::close_handle(state_->fd);
+  state_->fd = platform::kInvalidHandle;
+}
+bool Connection::closed() const noexcept { return !state_ || state_->fd == platform::kInvalidHandle; }
+bool Connection::readable() const noexcept { return state_ && state_->readable; }
+bool Connection::writable() const noexcept { return state_ && state_->writable; }
+std::intptr_t Connection::fileno() const {
+  if (closed()) throw_closed();
+  return state_->fd;
+}
+std::size_t Connection::max_message_size() const noexcept { return state_ ? state_->max_message : kDefaultMaxMessage; }
+void Connection::set_max_message_size(std::size_t size) {
+  if (!state_) throw_closed();
+  state_->max_message = size;
+}
+
+std::uint64_t Connection::send_token() const {
+  if (closed()) throw_closed();
+  return reduction::send_handle(state_->fd, "Connection");
+}
+
+void Connection::attach(std::uint64_t token, bool readable, bool writable) {
+  conn::ignore_sigpipe();
+  const auto fd = reduction::receive_handle(token);
+  *this = Connection(fd, readable, writable);
+}
+
+std::pair<Connection, Connection> Pipe(bool duplex) {
+  if (duplex) {
+    const auto [a, b] = conn::socket_pair();
+    return {Connection(a, true, true), Connection(b, true, true)};
+  }
+  const auto [r, w] = conn::pipe_pair();
+  return {Connection(r, true, false), Connection(w, false, true)};
+}
+
+namespace connection {
+namespace {
+
+auth::Channel channel_for(platform::Handle fd) {
+  return auth::Channel{
+      [fd](const void* data, std::size_t size) { conn::write_all(fd, data, size); },
+      [fd](void* data, std::size_t size) { read_exact(fd, data, size, true); }};
+}
+
+// Runs a handshake step under a deadline; a missed deadline or an I/O failure during the
+// handshake is an AuthenticationError.
+template <class F>
+void with_deadline(platform::Handle fd, std::chrono::nanoseconds deadline, F step) {
+  conn::set_io_timeout(fd, deadline);
+  try {
+    step();
+  } catch (const OSError& e) {
+    if (e.code().value() == EAGAIN || e.code().value() == EWOULDBLOCK)
+      throw AuthenticationError("authentication handshake timed out");
+    throw AuthenticationError(std::string("authentication handshake failed: ") + e.what());
+  } catch (const EOFError&) {
+    throw AuthenticationError("the peer closed the connection during the authentication handshake");
+  }
+  conn::set_io_timeout(fd, std::chrono::nanoseconds::zero());
+}
+
+// Owns a descriptor until released.
+struct FdGuard {
+  platform::Handle fd;
+  ~FdGuard() { platform::close_handle(fd); }
+  platform::Handle release() { return std::exchange(fd, platform::kInvalidHandle); }
+};
+
+std::string arbitrary_unix_address() {
+  unsigned char random[8];
+  platform::random_bytes(random, sizeof random);
+  static const char hex[] = "0123456789abcdef";
+  std::string name("\0mp-listener-", 13);
+  for (unsigned char c : random) {
+    name += hex[c >> 4];
+    name += hex[c & 15];
+  }
+  return name;
+}
+
+}  // namespace
+
+struct Listener::State {
+  platform::Handle fd = platform::kInvalidHandle;
+  Address address;
+  std::optional<Address> last_accepted;
+  std::optional<std::string> authkey;
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  ~State() { close(); }
+  void close() noexcept {
+    if (fd == platform::kInvalidHandle) return;
+    platform::close_handle(fd);
+    fd = platform::kInvalidHandle;
+    if (const auto* path = std::get_if<std::string>(&address)) conn::unlink_path(*path);
+  }
+};
+
+Listener::Listener(std::optional<Address> address, int backlog, std::optional<std::string> authkey)
+    : state_(std::make_shared<State>()) {
+  if (authkey && authkey->empty()) throw AuthenticationError("an empty authkey is not allowed");
+  state_->authkey = std::move(authkey);
+  state_->address = address.value_or(Address(arbitrary_unix_address()));
+  if (auto* tcp = std::get_if<TcpAddress>(&state_->address)) {
+    state_->fd = conn::listen_tcp(tcp->host, tcp->port, backlog);
+    tcp->port = conn::local_port(state_->fd);
+  } else {
+    state_->fd = conn::listen_unix(std::get<std::string>(state_->address), backlog);
+  }
+}
+
+Connection Listener::accept() {
+  if (closed()) throw_closed();
+  FdGuard fd{conn::accept_connection(state_->fd)};
+  state_->last_accepted = state_->address;
+  if (state_->authkey) {
+    auto ch = channel_for(fd.fd);
+    with_deadline(fd.fd, state_->handshake_timeout, [&] { auth::serve_handshake(ch, *state_->authkey); });
+  }
+  return Connection(fd.release(), true, true);
+}
+
+void Listener::close() noexcept {
+  if (state_) state_->close();
+}
+bool Listener::closed() const noexcept { return !state_ || state_->fd == platform::kInvalidHandle; }
+const Address& Listener::address() const { return state_->address; }
+std::optional<Address> Listener::last_accepted() const { return state_->last_accepted; }
+std::chrono::nanoseconds Listener::handshake_timeout() const noexcept { return state_->handshake_timeout; }
+void Listener::set_handshake_timeout(std::chrono::nanoseconds timeout) {
+  if (timeout <= std::chrono::nanoseconds::zero()) throw std::invalid_argument("handshake timeout must be positive");
+  state_->handshake_timeout = timeout;
+}
+std::intptr_t Listener::fileno() const {
+  if (closed()) throw_closed();
+  return state_->fd;
+}
+
+Connection Client(const Address& address, std::optional<std::string> authkey) {
+  if (authkey && authkey->empty()) throw AuthenticationError("an empty authkey is not allowed");
+  FdGuard fd{std::holds_alternative<TcpAddress>(address)
+                 ? conn::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
+                 : conn::connect_unix(std::get<std::string>(address))};
+  if (authkey) {
+    auto ch = channel_for(fd.fd);
+    with_deadline(fd.fd, std::chrono::seconds(10), [&] { auth::client_handshake(ch, *authkey); });
+  }
+  return Connection(fd.release(), true, true);
+}
+
+std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
+  std::vector<platform::Handle> handles;
+  handles.reserve(objects.size());
+  for (const Waitable& w : objects) {
+    if (const auto* c = std::get_if<Connection>(&w)) handles.push_back(static_cast<platform::Handle>(c->fileno()));
+    else if (const auto* p = std::get_if<Process>(&w)) handles.push_back(static_cast<platform::Handle>(p->sentinel()));
+    else handles.push_back(static_cast<platform::Handle>(std::get<std::intptr_t>(w)));
+  }
+  std::vector<Waitable> ready;
+  for (const std::size_t i : platform::wait_any(handles, timeout)) ready.push_back(objects[i]);
+  return ready;
+}
+
+}  // namespace connection
+}  // namespace mp

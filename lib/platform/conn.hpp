@@ -1,0 +1,50 @@
+// Internal OS API for mp::connection and the queues' out-of-band channel: sockets, pipes,
+// readiness and descriptor passing. Implemented in conn_posix.cpp. Every descriptor returned is
+// close-on-exec; no call raises SIGPIPE (a write to a closed peer is OSError EPIPE).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "platform/os.hpp"
+
+namespace mp::platform::conn {
+
+// A connected pair of stream sockets (duplex) or a pipe {read, write} (simplex).
+std::pair<Handle, Handle> socket_pair();
+std::pair<Handle, Handle> pipe_pair();  // also calls ignore_sigpipe()
+// Sets SIGPIPE to ignored unless the program installed a handler (CPython does the same).
+void ignore_sigpipe() noexcept;
+// A connected pair of datagram sockets that keep message boundaries (for descriptor passing).
+std::pair<Handle, Handle> datagram_pair();
+
+// Writes all bytes; throws OSError (EPIPE/ECONNRESET when the peer is gone). EINTR is retried.
+void write_all(Handle h, const void* data, std::size_t size);
+// Reads up to `size` bytes; 0 at end of file. Throws OSError; EAGAIN (a receive deadline
+// passed) is thrown as OSError too.
+std::size_t read_some(Handle h, void* data, std::size_t size);
+// Whether `h` is readable (data or EOF) within `timeout` (null: forever).
+bool poll_readable(Handle h, const Nanos* timeout);
+
+// Stream sockets for Listener/Client. `path` for Unix sockets ("\0name" = abstract namespace).
+Handle listen_unix(const std::string& path, int backlog);
+Handle connect_unix(const std::string& path);
+// TCP: host name or address and port (0 = any); the bound port is returned by local_port().
+Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);
+Handle connect_tcp(const std::string& host, std::uint16_t port);
+std::uint16_t local_port(Handle listener);
+Handle accept_connection(Handle listener);
+// Deadline on blocking reads and writes of a socket (zero: none).
+void set_io_timeout(Handle h, Nanos timeout);
+void unlink_path(const std::string& path) noexcept;
+
+// Sends `fd` with an 8-byte tag as one datagram (blocking).
+void send_descriptor(Handle socket, std::uint64_t tag, Handle fd);
+// Without blocking, receives the next datagram: its tag and descriptor (the caller owns it).
+// `peek` leaves the datagram queued (the descriptor is still duplicated to the caller).
+// Returns false when none is queued.
+bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek);
+
+}  // namespace mp::platform::conn

@@ -1,0 +1,256 @@
+// POSIX implementation of lib/platform/conn.hpp: sockets, pipes and descriptor passing.
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mp/errors.hpp"
+#include "platform/conn.hpp"
+
+namespace mp::platform::conn {
+namespace {
+
+sockaddr_un unix_address(const std::string& path, socklen_t& len) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    throw std::invalid_argument("invalid Unix socket address: '" + path + "'");
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  return addr;
+}
+
+Handle new_socket(int family, int type) {
+  const int fd = ::socket(family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw_last_error("cannot create a socket");
+  return fd;
+}
+
+// getaddrinfo for a TCP endpoint; calls fn(addrinfo*) on each until it returns a valid fd.
+template <class F>
+Handle with_tcp_address(const std::string& host, std::uint16_t port, bool passive, F fn) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  const std::string service = std::to_string(port);
+  const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0) throw OSError(EINVAL, "cannot resolve '" + host + "': " + ::gai_strerror(rc));
+  int last_errno = 0;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    if (fn(fd, ai)) {
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    last_errno = errno;
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  throw_error(last_errno, "cannot " + std::string(passive ? "listen on " : "connect to ") + host + ":" + service);
+}
+
+}  // namespace
+
+std::pair<Handle, Handle> socket_pair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) throw_last_error("socketpair");
+  return {fds[0], fds[1]};
+}
+
+void ignore_sigpipe() noexcept {
+  // As CPython does at start-up: a broken pipe is an error, not a signal. A handler the program
+  // installed itself is kept.
+  struct sigaction old{};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+}
+
+std::pair<Handle, Handle> pipe_pair() {
+  ignore_sigpipe();
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) throw_last_error("pipe");
+  return {fds[0], fds[1]};
+}
+
+std::pair<Handle, Handle> datagram_pair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0) throw_last_error("socketpair");
+  return {fds[0], fds[1]};
+}
+
+void write_all(Handle h, const void* data, std::size_t size) {
+  const char* p = static_cast<const char*>(data);
+  bool is_socket = true;
+  while (size > 0) {
+    // send() with MSG_NOSIGNAL on sockets; a pipe falls back to write(), made safe by
+    // ignore_sigpipe() (called when a pipe is created).
+    ssize_t n = is_socket ? ::send(h, p, size, MSG_NOSIGNAL) : ::write(h, p, size);
+    if (n < 0 && is_socket && errno == ENOTSOCK) {
+      is_socket = false;
+      continue;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_last_error("cannot write to the connection");
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::size_t read_some(Handle h, void* data, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::read(h, data, size);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) return 0;  // the peer is gone: end of file
+    throw_last_error("cannot read from the connection");
+  }
+}
+
+bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }
+
+Handle listen_unix(const std::string& path, int backlog) {
+  socklen_t len = 0;
+  const sockaddr_un addr = unix_address(path, len);
+  const Handle fd = new_socket(AF_UNIX, SOCK_STREAM);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 || ::listen(fd, backlog) < 0) {
+    const int e = errno;
+    ::close(fd);
+    throw_error(e, "cannot listen on '" + path + "'");
+  }
+  return fd;
+}
+
+Handle connect_unix(const std::string& path) {
+  socklen_t len = 0;
+  const sockaddr_un addr = unix_address(path, len);
+  const Handle fd = new_socket(AF_UNIX, SOCK_STREAM);
+  int rc;
+  do rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    const int e = errno;
+    ::close(fd);
+    throw_error(e, "cannot connect to '" + path + "'");
+  }
+  return fd;
+}
+
+Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
+  return with_tcp_address(host, port, true, [&](int fd, addrinfo* ai) {
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    return ::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, backlog) == 0;
+  });
+}
+
+Handle connect_tcp(const std::string& host, std::uint16_t port) {
+  return with_tcp_address(host, port, false, [&](int fd, addrinfo* ai) {
+    int rc;
+    do rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+    while (rc < 0 && errno == EINTR);
+    if (rc != 0) return false;
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return true;
+  });
+}
+
+std::uint16_t local_port(Handle listener) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(listener, reinterpret_cast<sockaddr*>(&ss), &len) < 0) throw_last_error("getsockname");
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+Handle accept_connection(Handle listener) {
+  for (;;) {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family != AF_UNIX) {
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+      return fd;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    throw_last_error("accept failed");
+  }
+}
+
+void set_io_timeout(Handle h, Nanos timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000000000) / 1000);
+  if (::setsockopt(h, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+      ::setsockopt(h, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+    throw_last_error("cannot set a socket deadline");
+}
+
+void unlink_path(const std::string& path) noexcept {
+  if (!path.empty() && path[0] != '\0') ::unlink(path.c_str());
+}
+
+void send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
+  iovec iov{&tag, sizeof tag};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    if (::sendmsg(socket, &msg, MSG_NOSIGNAL) >= 0) return;
+    if (errno != EINTR) throw_last_error("cannot pass a descriptor");
+  }
+}
+
+bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek) {
+  iovec iov{&tag, sizeof tag};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (peek ? MSG_PEEK : 0));
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    throw_last_error("cannot receive a descriptor");
+  }
+  fd = kInvalidHandle;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  if (n != static_cast<ssize_t>(sizeof tag) || fd == kInvalidHandle || (msg.msg_flags & MSG_CTRUNC)) {
+    close_handle(fd);
+    throw ProcessError("mp: corrupt out-of-band message in a queue");
+  }
+  return true;
+}
+
+}  // namespace mp::platform::conn
