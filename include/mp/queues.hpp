@@ -1,0 +1,238 @@
+// mp/queues.hpp — Queue<T>, JoinableQueue<T>, SimpleQueue<T> (CPython: multiprocessing/queues.py).
+//
+//   mp::Queue<std::string> q;                 // unbounded; Queue<T>(maxsize) is bounded
+//   mp::Process p(producer, q); p.start();    // passed to children like any shared object
+//   std::string s = q.get(true, 1s);          // mp::Empty after 1 s without an item
+//
+// Design. A queue is one anonymous shared mapping (mp::heap::SharedBlock, a sparse memfd: only
+// the pages that items pass through use memory) holding a header and a byte ring of
+// kRingCapacity bytes. Items are serialized (mp/reduction.hpp; trivially copyable T is copied
+// as is) and written to the ring as frames [u32 size][u32 kind][bytes, padded to 8]; a frame never
+// wraps around the end of the ring (a marker frame sends readers back to the start).
+// Producers serialize under `put_lock` and consumers under `get_lock` (two robust futex locks,
+// lib/futex_lock.hpp), so one producer and one consumer never contend. The ring's state is two
+// 64-bit words, `tail` (written only by producers) and `head` (only by consumers), each holding
+// the byte position and the count of items; an item is committed by one store of `tail` after its
+// bytes are in place, and removed by one store of `head` after it was deserialized. Waiting for an
+// item or for room is a futex wait on a sequence word (after a brief spin), woken by the other side
+// only when someone sleeps.
+// Items larger than a quarter of the ring go out of band: the producer writes them to a memfd of
+// their own and passes the descriptor over a datagram socket pair shared by the queue's users
+// (SCM_RIGHTS), then commits a small frame naming it; the consumer maps it. A descriptor in
+// flight stays valid when its sender dies.
+//
+// Guarantees (beyond CPython)
+// - put() returns once the item is in shared memory (or in the kernel, out of band): it is
+//   delivered even if the producer exits or is killed right after. There is no feeder thread, so
+//   nothing is flushed at exit and joining a producer before draining never deadlocks.
+// - A producer or consumer killed in the middle of put()/get() leaves the queue usable: its lock is
+//   taken over by the next user (dead-holder recovery) and, because an item only becomes visible
+//   or leaves in one store, readers never see a torn item and no completed put is lost. An item
+//   being got by a consumer that is killed before its get() committed stays in the queue.
+// - get(block, timeout)/put(block, timeout) return within the timeout (plus scheduling delay).
+//
+// Differences from Python
+// - Unbounded queues (maxsize 0) hold up to kRingCapacity bytes of serialized items in the ring
+//   (out-of-band items take a few bytes of it each, plus what the socket buffer holds); put()
+//   waits for room beyond that, as a bounded queue does. qsize() counts at most 2^24 items.
+// - close() and join_thread() exist for porting: put() is synchronous, so there is nothing to
+//   flush; after close() this handle refuses put()/get() (std::invalid_argument, as CPython's
+//   ValueError "Queue ... is closed"). cancel_join_thread() does nothing.
+// - qsize() is exact at the moment it reads the ring (CPython's is approximate).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "mp/errors.hpp"
+#include "mp/export.hpp"
+#include "mp/heap.hpp"
+#include "mp/reduction.hpp"
+
+namespace mp {
+namespace detail {
+
+// The untyped queue shared by Queue, JoinableQueue and SimpleQueue (lib/queues.cpp).
+class MP_API QueueCore {
+ public:
+  static constexpr std::size_t kRingCapacity = std::size_t{64} << 20;
+  using Consumer = void (*)(void* context, const char* data, std::size_t size);
+
+  QueueCore() = default;
+  QueueCore(std::uint64_t maxsize, std::uint64_t type_tag);
+
+  // Commits `size` bytes as one item. timeout null: wait as long as needed; zero: do not wait.
+  // Returns false when full for the whole timeout.
+  bool put(const void* data, std::size_t size, const std::chrono::nanoseconds* timeout);
+  // Takes the oldest item, passing its bytes to `consume` (which may throw: the item is then
+  // dropped and the exception propagates). Returns false when empty for the whole timeout.
+  bool get(Consumer consume, void* context, const std::chrono::nanoseconds* timeout);
+
+  std::size_t qsize() const;
+  std::uint64_t maxsize() const;
+  // JoinableQueue accounting: task_done() throws std::invalid_argument when called too often;
+  // join() waits until every item put has been marked done.
+  void task_done();
+  void join();
+  void close() noexcept;
+  bool closed() const noexcept;
+  void check_open(const char* what) const;
+  explicit operator bool() const noexcept { return static_cast<bool>(state_); }
+
+  // Passed to spawned children as the shared memory and the socket pair's descriptors.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(block_, send_token(0), send_token(1));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t a = 0, b = 0;
+    ar(block_, a, b);
+    attach(a, b);
+  }
+  // After load: checks the queue was made for items of `type_tag`.
+  void check_type(std::uint64_t type_tag) const;
+
+ private:
+  struct State;
+  std::uint64_t send_token(int which) const;
+  void attach(std::uint64_t send_token, std::uint64_t receive_token);
+  heap::SharedBlock block_;
+  std::shared_ptr<State> state_;
+};
+
+template <class T>
+class QueueBase {
+  static_assert(reduction::is_picklable_v<T>,
+                "mp::Queue<T>: T must be serializable (see mp/reduction.hpp)");
+
+ public:
+  explicit QueueBase(std::uint64_t maxsize) : core_(maxsize, reduction::detail::type_tag<T>()) {}
+
+  // Queue.put(obj, block, timeout). Throws Full when there is no room (at once if !block),
+  // std::invalid_argument "Queue is closed" after close().
+  void put(const T& obj) { put_impl(obj, nullptr); }
+  template <class Rep = long, class Period = std::ratio<1>>
+  void put(const T& obj, bool block, std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
+    std::chrono::nanoseconds t{0};
+    if (block && timeout) t = std::max(std::chrono::nanoseconds{0}, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    put_impl(obj, block && !timeout ? nullptr : &t);
+  }
+  template <class Rep, class Period>
+  void put(const T& obj, bool block, std::chrono::duration<Rep, Period> timeout) {
+    put(obj, block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
+  }
+  void put_nowait(const T& obj) { put(obj, false); }
+
+  // Queue.get(block, timeout). Throws Empty when no item comes (at once if !block).
+  T get() { return get_impl(nullptr); }
+  template <class Rep = long, class Period = std::ratio<1>>
+  T get(bool block, std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
+    std::chrono::nanoseconds t{0};
+    if (block && timeout) t = std::max(std::chrono::nanoseconds{0}, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    return get_impl(block && !timeout ? nullptr : &t);
+  }
+  template <class Rep, class Period>
+  T get(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return get(block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
+  }
+  T get_nowait() { return get(false); }
+
+  std::size_t qsize() const { return core_.qsize(); }
+  bool empty() const { return core_.qsize() == 0; }
+  bool full() const { return core_.maxsize() != 0 && core_.qsize() >= core_.maxsize(); }
+  void close() noexcept { core_.close(); }
+  // Throws std::logic_error (CPython: AssertionError) unless close() was called.
+  void join_thread() const {
+    if (!core_.closed()) throw std::logic_error("Queue.join_thread(): the queue is not closed");
+  }
+  void cancel_join_thread() noexcept {}
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(core_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(core_);
+    core_.check_type(reduction::detail::type_tag<T>());
+  }
+
+ protected:
+  QueueCore core_;
+
+ private:
+  void put_impl(const T& obj, const std::chrono::nanoseconds* timeout) {
+    core_.check_open("put");
+    bool ok;
+    if constexpr (reduction::detail::MemcpySerializable<T>) {
+      ok = core_.put(&obj, sizeof(T), timeout);
+    } else {
+      thread_local std::string buf;
+      buf.clear();
+      reduction::dump_into(buf, obj);
+      ok = core_.put(buf.data(), buf.size(), timeout);
+      if (buf.capacity() > (std::size_t{1} << 20)) std::string().swap(buf);
+    }
+    if (!ok) throw Full();
+  }
+  T get_impl(const std::chrono::nanoseconds* timeout) {
+    core_.check_open("get");
+    std::optional<T> out;
+    auto consume = [](void* ctx, const char* data, std::size_t size) {
+      static_cast<std::optional<T>*>(ctx)->emplace(reduction::load_from<T>(data, size));
+    };
+    if (!core_.get(consume, &out, timeout)) throw Empty();
+    return std::move(*out);
+  }
+};
+
+}  // namespace detail
+
+// multiprocessing.Queue(maxsize): maxsize 0 (or less) is unbounded. A handle: copies (and the
+// copies in children) are the same queue.
+template <class T>
+class Queue : public detail::QueueBase<T> {
+ public:
+  explicit Queue(long maxsize = 0) : detail::QueueBase<T>(maxsize > 0 ? static_cast<std::uint64_t>(maxsize) : 0) {}
+};
+
+// multiprocessing.JoinableQueue(maxsize): a Queue whose consumers call task_done() per item got,
+// so that join() can wait until every item put has been processed.
+template <class T>
+class JoinableQueue : public detail::QueueBase<T> {
+ public:
+  explicit JoinableQueue(long maxsize = 0)
+      : detail::QueueBase<T>(maxsize > 0 ? static_cast<std::uint64_t>(maxsize) : 0) {}
+  // Throws std::invalid_argument "task_done() called too many times".
+  void task_done() { this->core_.task_done(); }
+  // Blocks until every item put so far has been marked done.
+  void join() { this->core_.join(); }
+};
+
+// multiprocessing.SimpleQueue: put, get, empty, close (same ring, unbounded).
+template <class T>
+class SimpleQueue {
+ public:
+  SimpleQueue() : q_(0) {}
+  void put(const T& obj) { q_.put(obj); }
+  T get() { return q_.get(); }
+  bool empty() const { return q_.empty(); }
+  void close() noexcept { q_.close(); }
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(q_);
+  }
+
+ private:
+  Queue<T> q_;
+};
+
+}  // namespace mp
