@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <thread>
@@ -29,14 +30,23 @@ struct Item {
   void serialize(A& ar) {
     ar(producer, index, body);
   }
+  // The body repeats a 256-byte pattern derived from (producer, index).
+  static std::string pattern(int producer, int index) {
+    std::string p(256, '\0');
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<char>((producer * 31 + index * 7 + i) & 0xff);
+    return p;
+  }
   static Item make(int producer, int index, std::size_t size) {
     Item it{producer, index, std::string(size, '\0')};
-    for (std::size_t i = 0; i < size; ++i) it.body[i] = static_cast<char>((producer * 31 + index * 7 + i) & 0xff);
+    const std::string p = pattern(producer, index);
+    for (std::size_t at = 0; at < size; at += p.size())
+      std::memcpy(it.body.data() + at, p.data(), std::min(p.size(), size - at));
     return it;
   }
   bool check() const {
-    for (std::size_t i = 0; i < body.size(); ++i)
-      if (body[i] != static_cast<char>((producer * 31 + index * 7 + i) & 0xff)) return false;
+    const std::string p = pattern(producer, index);
+    for (std::size_t at = 0; at < body.size(); at += p.size())
+      if (std::memcmp(body.data() + at, p.data(), std::min(p.size(), body.size() - at)) != 0) return false;
     return true;
   }
 };
