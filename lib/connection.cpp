@@ -80,7 +80,7 @@ void Connection::send_framed(std::string& buf) {
     conn::write_all(fd, header, sizeof header);
     conn::write_all(fd, buf.data() + kHeaderReserve, size);
   }
-  if (buf.capacity() > (std::size_t{1} << 20)) std::string().swap(buf);  // do not keep big buffers
+  if (buf.capacity() > (std::size_t{64} << 20)) std::string().swap(buf);  // do not keep big buffers
 }
 
 std::string Connection::recv_message(std::size_t maxlength) {

@@ -156,6 +156,30 @@ struct QueueCore::State {
   platform::Handle send_fd = platform::kInvalidHandle;  // producers send out-of-band items here
   platform::Handle recv_fd = platform::kInvalidHandle;  // consumers receive them here
   std::atomic<bool> closed{false};
+  // The other side's word as last read: a head never ahead of the real one (so room is never
+  // overestimated) and a tail never ahead of the real one. Reading the other side's cache line
+  // only when the cached value is not enough keeps one producer and one consumer from trading
+  // cache lines on every item.
+  std::atomic<std::uint64_t> cached_head{0};
+  std::atomic<std::uint64_t> cached_tail{0};
+
+  // Whether an item lies between head `h` and the tail.
+  bool has_item(std::uint64_t h) {
+    auto ahead = [h](std::uint64_t t) {
+      const std::uint64_t d = (pos_of(t) - pos_of(h)) & kPosMask;
+      return d != 0 && d < (kPosMask >> 1);  // a stale tail behind `h` gives a huge d
+    };
+    if (ahead(cached_tail.load(std::memory_order_relaxed))) return true;
+    const std::uint64_t t = shm->tail.load(std::memory_order_acquire);
+    cached_tail.store(t, std::memory_order_relaxed);
+    return ahead(t);
+  }
+  std::uint64_t head(bool refresh) {
+    if (!refresh) return cached_head.load(std::memory_order_relaxed);
+    const std::uint64_t h = shm->head.load(std::memory_order_acquire);
+    cached_head.store(h, std::memory_order_relaxed);
+    return h;
+  }
   ~State() {
     platform::close_handle(send_fd);
     platform::close_handle(recv_fd);
@@ -227,8 +251,7 @@ bool QueueCore::put(const void* data, std::size_t size, const Nanos* timeout) {
   const Deadline deadline(timeout);
 
   // The bytes a frame at tail `t` takes (with the skip to the ring's start), or 0 if no room.
-  auto room = [&](std::uint64_t t) -> std::uint64_t {
-    const std::uint64_t h = s.head.load(std::memory_order_acquire);
+  auto room_with = [&](std::uint64_t t, std::uint64_t h) -> std::uint64_t {
     const std::uint64_t pos = pos_of(t) % cap;
     const std::uint64_t total = need + (cap - pos < need ? cap - pos : 0);
     const std::uint64_t used = (pos_of(t) - pos_of(h)) & kPosMask;
@@ -237,6 +260,10 @@ bool QueueCore::put(const void* data, std::size_t size, const Nanos* timeout) {
     if (s.maxsize != 0 && items >= s.maxsize) return 0;
     if (items == kCountMask) return 0;
     return total;
+  };
+  auto room = [&](std::uint64_t t) -> std::uint64_t {
+    if (const std::uint64_t r = room_with(t, st.head(false))) return r;
+    return room_with(t, st.head(true));
   };
 
   platform::Handle item_fd = platform::kInvalidHandle;
@@ -287,9 +314,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
   const Deadline deadline(timeout);
-  auto available = [&] {
-    return pos_of(s.tail.load(std::memory_order_acquire)) != pos_of(s.head.load(std::memory_order_acquire));
-  };
+  auto available = [&] { return st.has_item(s.head.load(std::memory_order_acquire)); };
 
   LockGuard guard(s.get_lock);
   std::uint64_t h = 0;
@@ -297,7 +322,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     if (!wait_until(available, s.tail_seq, s.get_waiters, deadline)) return false;
     if (!guard.acquire(deadline)) return false;
     h = s.head.load(std::memory_order_relaxed);
-    if (pos_of(s.tail.load(std::memory_order_acquire)) != pos_of(h)) break;
+    if (st.has_item(h)) break;
     guard.release();
     if (deadline.nonblocking() || deadline.passed()) return false;
   }

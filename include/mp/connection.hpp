@@ -76,8 +76,8 @@ class MP_API Connection {
   // its size. Throws BufferTooShort (holding the whole message) if it does not fit.
   std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
   template <class R>
-    requires requires(R& r) { std::span(r); }
-  std::size_t recv_bytes_into(R& range, std::size_t offset = 0) {
+    requires requires(R&& r) { std::span(r); }
+  std::size_t recv_bytes_into(R&& range, std::size_t offset = 0) {
     return recv_bytes_into(std::as_writable_bytes(std::span(range)), offset);
   }
 

@@ -32,9 +32,10 @@
 // - get(block, timeout)/put(block, timeout) return within the timeout (plus scheduling delay).
 //
 // Differences from Python
-// - Unbounded queues (maxsize 0) hold up to kRingCapacity bytes of serialized items in the ring
-//   (out-of-band items take a few bytes of it each, plus what the socket buffer holds); put()
-//   waits for room beyond that, as a bounded queue does. qsize() counts at most 2^24 items.
+// - Unbounded queues (maxsize 0) hold up to kRingCapacity (64 MiB) of serialized items in the
+//   ring, and about 250 out-of-band items (more than 16 MiB each: what the socket buffer holds);
+//   put() waits for room beyond that, as for a bounded queue. qsize() counts at most 2^24 items,
+//   and a JoinableQueue at most 2^24 unfinished tasks.
 // - close() and join_thread() exist for porting: put() is synchronous, so there is nothing to
 //   flush; after close() this handle refuses put()/get() (std::invalid_argument, as CPython's
 //   ValueError "Queue ... is closed"). cancel_join_thread() does nothing.
@@ -179,7 +180,7 @@ class QueueBase {
       buf.clear();
       reduction::dump_into(buf, obj);
       ok = core_.put(buf.data(), buf.size(), timeout);
-      if (buf.capacity() > (std::size_t{1} << 20)) std::string().swap(buf);
+      if (buf.capacity() > (std::size_t{64} << 20)) std::string().swap(buf);
     }
     if (!ok) throw Full();
   }
