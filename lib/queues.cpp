@@ -132,8 +132,9 @@ class LockGuard {
   bool held_ = false;
 };
 
-// A memfd holding a copy of `data`, for an out-of-band item.
-platform::Handle make_item_memory(const void* data, std::size_t size) {
+// A memfd of `size` bytes filled by fill(char*), for an out-of-band item.
+template <class Fill>
+platform::Handle make_item_memory(std::size_t size, Fill fill) {
   const platform::Handle fd = platform::create_shared_memory(size);
   void* p = nullptr;
   try {
@@ -142,7 +143,13 @@ platform::Handle make_item_memory(const void* data, std::size_t size) {
     platform::close_handle(fd);
     throw;
   }
-  std::memcpy(p, data, size);
+  try {
+    fill(static_cast<char*>(p));
+  } catch (...) {
+    platform::unmap(p, size);
+    platform::close_handle(fd);
+    throw;
+  }
   platform::unmap(p, size);
   return fd;
 }
@@ -241,7 +248,15 @@ std::size_t QueueCore::qsize() const {
   return static_cast<std::size_t>((count_of(t) - count_of(h)) & kCountMask);
 }
 
-bool QueueCore::put(const void* data, std::size_t size, const Nanos* timeout) {
+bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) {
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < count; ++i) size += parts[i].size;
+  auto copy_parts = [&](char* out) {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (parts[i].size != 0) std::memcpy(out, parts[i].data, parts[i].size);
+      out += parts[i].size;
+    }
+  };
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
@@ -271,7 +286,7 @@ bool QueueCore::put(const void* data, std::size_t size, const Nanos* timeout) {
     platform::Handle& fd;
     ~FdCloser() { platform::close_handle(fd); }
   } closer{item_fd};
-  if (oob) item_fd = make_item_memory(data, size);
+  if (oob) item_fd = make_item_memory(size, copy_parts);
 
   LockGuard guard(s.put_lock);
   std::uint64_t t = 0, total = 0;
@@ -298,8 +313,8 @@ bool QueueCore::put(const void* data, std::size_t size, const Nanos* timeout) {
     const OutOfBand ref{++s.oob_next, size};
     platform::conn::send_descriptor(st.send_fd, ref.tag, item_fd);  // before the commit
     std::memcpy(st.ring + pos + sizeof fh, &ref, sizeof ref);
-  } else if (size != 0) {
-    std::memcpy(st.ring + pos + sizeof fh, data, size);
+  } else {
+    copy_parts(st.ring + pos + sizeof fh);
   }
   const std::uint64_t nt = make_word(count_of(t) + 1, pos_of(t) + total);
   s.tail.store(nt, std::memory_order_release);  // the commit

@@ -387,6 +387,25 @@ TEST(Queue, RingWrapsAround) {
   EXPECT_TRUE(q.empty());
 }
 
+TEST(Queue, ContiguousTypesRoundTrip) {
+  mp::Queue<std::vector<double>> qd;
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1000}, std::size_t{3} << 20}) {
+    std::vector<double> v(n);
+    std::iota(v.begin(), v.end(), 0.5);
+    qd.put(v);
+    EXPECT_EQ(qd.get_nowait(), v);
+  }
+  mp::Queue<std::vector<char>> qc;
+  for (std::size_t n : {std::size_t{0}, std::size_t{7}, std::size_t{17} << 20}) {
+    std::vector<char> v(n, 'c');
+    qc.put(v);
+    EXPECT_EQ(qc.get_nowait(), v);
+  }
+  mp::Queue<std::u16string> qs;
+  qs.put(u"wide");
+  EXPECT_EQ(qs.get_nowait(), u"wide");
+}
+
 TEST(Queue, CloseAndJoinThread) {
   mp::Queue<int> q;
   EXPECT_THROW(q.join_thread(), std::logic_error);

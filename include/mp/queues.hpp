@@ -46,11 +46,13 @@
 #include <cstddef>
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
@@ -69,9 +71,17 @@ class MP_API QueueCore {
   QueueCore() = default;
   QueueCore(std::uint64_t maxsize, std::uint64_t type_tag);
 
-  // Commits `size` bytes as one item. timeout null: wait as long as needed; zero: do not wait.
-  // Returns false when full for the whole timeout.
-  bool put(const void* data, std::size_t size, const std::chrono::nanoseconds* timeout);
+  // Commits the concatenation of `parts` as one item. timeout null: wait as long as needed;
+  // zero: do not wait. Returns false when full for the whole timeout.
+  struct Part {
+    const void* data;
+    std::size_t size;
+  };
+  bool put(const Part* parts, std::size_t count, const std::chrono::nanoseconds* timeout);
+  bool put(const void* data, std::size_t size, const std::chrono::nanoseconds* timeout) {
+    const Part part{data, size};
+    return put(&part, 1, timeout);
+  }
   // Takes the oldest item, passing its bytes to `consume` (which may throw: the item is then
   // dropped and the exception propagates). Returns false when empty for the whole timeout.
   bool get(Consumer consume, void* context, const std::chrono::nanoseconds* timeout);
@@ -108,6 +118,17 @@ class MP_API QueueCore {
   heap::SharedBlock block_;
   std::shared_ptr<State> state_;
 };
+
+// Types whose serialized form is [u64 element count][the elements' bytes] (std::string and
+// vectors of arithmetic types, as mp/reduction.hpp writes them): the queue copies them straight
+// between the object and the ring, without an intermediate buffer.
+template <class T>
+struct ContiguousBytes : std::false_type {};
+template <class C, class Tr, class A>
+struct ContiguousBytes<std::basic_string<C, Tr, A>> : std::is_arithmetic<C> {};
+template <class U, class A>
+struct ContiguousBytes<std::vector<U, A>>
+    : std::bool_constant<std::is_arithmetic_v<U> && !std::is_same_v<U, bool>> {};
 
 template <class T>
 class QueueBase {
@@ -175,6 +196,10 @@ class QueueBase {
     bool ok;
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       ok = core_.put(&obj, sizeof(T), timeout);
+    } else if constexpr (ContiguousBytes<T>::value) {
+      const std::uint64_t n = obj.size();
+      const QueueCore::Part parts[2] = {{&n, sizeof n}, {obj.data(), obj.size() * sizeof(typename T::value_type)}};
+      ok = core_.put(parts, 2, timeout);
     } else {
       thread_local std::string buf;
       buf.clear();
@@ -188,7 +213,26 @@ class QueueBase {
     core_.check_open("get");
     std::optional<T> out;
     auto consume = [](void* ctx, const char* data, std::size_t size) {
-      static_cast<std::optional<T>*>(ctx)->emplace(reduction::load_from<T>(data, size));
+      if constexpr (ContiguousBytes<T>::value) {
+        using E = typename T::value_type;
+        std::uint64_t n = 0;
+        if (size < sizeof n) throw UnpicklingError("truncated data: no length");
+        std::memcpy(&n, data, sizeof n);
+        if (n > (size - sizeof n) / sizeof(E) || size - sizeof n != n * sizeof(E))
+          throw UnpicklingError("corrupt data: a length does not match the message");
+        const char* bytes = data + sizeof n;
+        if (alignof(E) <= 8 && reinterpret_cast<std::uintptr_t>(bytes) % alignof(E) == 0) {
+          // The ring keeps payloads 8-aligned: build from the range in one pass (no zero-fill).
+          const E* first = reinterpret_cast<const E*>(bytes);
+          static_cast<std::optional<T>*>(ctx)->emplace(first, first + n);
+        } else {
+          T& out = static_cast<std::optional<T>*>(ctx)->emplace();
+          out.resize(n);
+          if (n != 0) std::memcpy(out.data(), bytes, n * sizeof(E));
+        }
+      } else {
+        static_cast<std::optional<T>*>(ctx)->emplace(reduction::load_from<T>(data, size));
+      }
     };
     if (!core_.get(consume, &out, timeout)) throw Empty();
     return std::move(*out);
