@@ -17,6 +17,8 @@ constexpr std::uint32_t kLongMarker = 0xffffffffu;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
 constexpr std::size_t kGrowStep = std::size_t{64} << 20;
+// How long a receive polls before it sleeps (when the process may use several CPUs).
+constexpr std::chrono::microseconds kSpin{50};
 
 [[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
 
@@ -40,6 +42,8 @@ struct Connection::State {
   bool readable = false;
   bool writable = false;
   std::size_t max_message = kDefaultMaxMessage;
+  unsigned spin_misses = 0;  // receives in a row whose spin found nothing
+  unsigned spin_skips = 0;
   ~State() { platform::close_handle(fd); }
   platform::Handle check_readable() const {
     if (fd == platform::kInvalidHandle) throw_closed();
@@ -87,7 +91,20 @@ std::string Connection::recv_message(std::size_t maxlength) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_readable();
   std::uint32_t n32 = 0;
-  read_exact(fd, &n32, sizeof n32, true);
+  // The header: spin briefly first (a quick reply then costs no sleep and wake-up).
+  // Adaptive: after a few spins that found nothing, sleep at once for a while (a busy machine,
+  // or a peer that answers slowly, would only burn CPU).
+  std::size_t first;
+  if (state_->spin_misses < 4 || (++state_->spin_skips & 255) == 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    first = conn::read_some_spinning(fd, &n32, sizeof n32, kSpin);
+    if (std::chrono::steady_clock::now() - t0 >= kSpin) ++state_->spin_misses;
+    else state_->spin_misses = 0;
+  } else {
+    first = conn::read_some(fd, &n32, sizeof n32);
+  }
+  if (first == 0) throw EOFError();
+  if (first < sizeof n32) read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
   std::uint64_t size = n32;
   if (n32 == kLongMarker) read_exact(fd, &size, sizeof size, false);
   if (size > maxlength) {

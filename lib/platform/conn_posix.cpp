@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -119,6 +120,36 @@ std::size_t read_some(Handle h, void* data, std::size_t size) {
     if (errno == ECONNRESET) return 0;  // the peer is gone: end of file
     throw_last_error("cannot read from the connection");
   }
+}
+
+namespace {
+bool several_cpus() noexcept {
+#ifdef __linux__
+  static const bool several = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    return ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
+  }();
+  return several;
+#else
+  return true;
+#endif
+}
+}  // namespace
+
+std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spin) {
+  if (several_cpus()) {
+    const auto deadline = Clock::now() + spin;
+    for (int i = 0;; ++i) {
+      const ssize_t n = ::recv(h, data, size, MSG_DONTWAIT);
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno == ECONNRESET) return 0;
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;  // e.g. a pipe
+      if ((i & 15) == 15 && Clock::now() >= deadline) break;
+      yield_cpu();
+    }
+  }
+  return read_some(h, data, size);
 }
 
 bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }
