@@ -78,7 +78,8 @@ class MP_API Connection {
   template <class R>
     requires requires(R&& r) { std::span(r); }
   std::size_t recv_bytes_into(R&& range, std::size_t offset = 0) {
-    return recv_bytes_into(std::as_writable_bytes(std::span(range)), offset);
+    const auto bytes = std::as_writable_bytes(std::span(range));
+    return recv_bytes_into(std::span<std::byte>(bytes.data(), bytes.size()), offset);
   }
 
   // poll(): whether data (or EOF) is available now; poll(timeout) waits up to `timeout`.
