@@ -88,6 +88,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   d.daemon = state.daemon;
   d.authkey = state.authkey;
   d.parent_pid = platform::current_pid();
+  d.parent_name = current_process().name();
   d.start_method = get_start_method();
   std::vector<platform::Handle> handles;
   if (state.target) {

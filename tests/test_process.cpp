@@ -51,7 +51,8 @@ void check_args(int i, double d, const std::string& s, std::vector<int> v, std::
 
 void check_name_and_parent(std::string expected_name, int expected_parent) {
   const bool ok = mp::current_process().name() == expected_name && mp::parent_process() &&
-                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive();
+                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive() &&
+                  !mp::parent_process()->name().empty();
   std::exit(ok ? 0 : 4);
 }
 
