@@ -335,6 +335,18 @@ TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
   }
 }
 
+TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
+  for (const std::string method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exit " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    // The normal child finished after main returned: the exit handler waited for it.
+    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos) << method << ": " << r.output;
+    const int daemon_pid = std::atoi(r.output.c_str() + r.output.find("daemon ") + 7);
+    ASSERT_GT(daemon_pid, 0);
+    EXPECT_NE(::kill(daemon_pid, 0), 0) << method << ": the daemonic child survived its parent";
+  }
+}
+
 TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
   const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " no-freeze-support");
   EXPECT_EQ(r.status, 3) << r.output;

@@ -3,12 +3,14 @@
 //   mp_probe exception        a child's escaping exception is printed as CPython does
 //   mp_probe no-freeze-support  main() forgets freeze_support: the spawned child must fail fast
 //   mp_probe delete-self PATH   spawn after this binary was deleted from disk
+//   mp_probe exit METHOD        main returns with a daemonic and a normal child running
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #include "mp/multiprocessing.hpp"
 
@@ -16,6 +18,17 @@ namespace {
 void print_child() { std::printf("child-line\n"); }
 void throw_child() { throw std::runtime_error("boom in child"); }
 void exit_seven() { std::exit(7); }
+void daemon_forever() {
+  // Let go of the test's output pipe, so only the parent's exit decides when it reaches EOF.
+  std::freopen("/dev/null", "w", stdout);
+  std::freopen("/dev/null", "w", stderr);
+  for (;;) ::pause();
+}
+void late_child() {
+  // Not synchronization: the delay makes it observable that the parent waits at exit.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::printf("child done\n");
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,6 +61,15 @@ int main(int argc, char** argv) {
     }
     p.join();
     return 0;
+  }
+  if (mode == "exit") {
+    mp::Process d(mp::get_context(argv[2]), daemon_forever), c(mp::get_context(argv[2]), late_child);
+    d.set_daemon(true);
+    d.start();
+    c.start();
+    std::printf("daemon %d\nmain returned\n", *d.pid());
+    std::fflush(stdout);
+    return 0;  // CPython: the daemon is terminated, the other child joined
   }
   if (mode == "delete-self") {
     std::filesystem::remove(argv[2]);
