@@ -28,6 +28,7 @@ void forked_child_exit(int status) {
 std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   Globals& g = globals();
   const int parent_pid = platform::current_pid();
+  const std::string parent_name = g.current->name;
   int pid;
   {
     // Held across fork so the child's copy of the globals is consistent.
@@ -35,7 +36,7 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
     pid = platform::fork_process();
     if (pid == 0) {
       lk.unlock();
-      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid);
+      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid, parent_name);
       platform::on_exit_first(&forked_child_exit);
       const int code = run_in_child([&] { self.run(); });
       exit_function();

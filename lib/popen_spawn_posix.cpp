@@ -73,7 +73,7 @@ void await_bootstrap(platform::Handle status, Popen& child) {
   const std::optional<int> code = child.wait(nullptr);
   if (message.empty())
     message = "the spawned child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
-              " before it was bootstrapped";
+              " before it was bootstrapped (does its main() call mp::freeze_support(argc, argv) first?)";
   throw ProcessError(message);
 }
 
@@ -88,6 +88,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   d.daemon = state.daemon;
   d.authkey = state.authkey;
   d.parent_pid = platform::current_pid();
+  d.parent_name = current_process().name();
   d.start_method = get_start_method();
   std::vector<platform::Handle> handles;
   if (state.target) {

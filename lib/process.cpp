@@ -59,7 +59,7 @@ Globals& globals() {
 }
 
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
-                  const std::string& authkey, int parent_pid) {
+                  const std::string& authkey, int parent_pid, const std::string& parent_name) {
   Globals& g = globals();
   g.children.clear();
   g.counter = 0;
@@ -74,7 +74,7 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   g.current = std::move(cur);
   auto parent = std::make_shared<ProcessState>();
   parent->kind = Kind::Parent;
-  parent->name = "MainProcess";  // as CPython's _ParentProcess: the name is not known here
+  parent->name = parent_name;
   parent->pid = parent_pid;
   try {
     parent->parent_handle = platform::open_process(parent_pid);

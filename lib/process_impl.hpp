@@ -72,7 +72,7 @@ Globals& globals();
 
 // Sets up the globals in a new child (fork or spawn): name, identity, daemon, authkey, parent.
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
-                  const std::string& authkey, int parent_pid);
+                  const std::string& authkey, int parent_pid, const std::string& parent_name);
 // Runs a target in the child, printing an escaping exception; returns the exit code.
 int run_in_child(const std::function<void()>& body);
 // CPython's _exit_function: terminate daemonic children, join the others.

@@ -84,7 +84,7 @@ PreparationData read_preparation_data(platform::Handle data) {
   }
   platform::close_handle(data_fd);
   if (d.version != PreparationData::kVersion) fail_bootstrap("mp spawn: preparation data version mismatch");
-  become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid);
+  become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid, d.parent_name);
   set_inherited_start_method(d.start_method);
 
   std::vector<platform::Handle> inherited(d.handles.begin(), d.handles.end());

@@ -30,6 +30,7 @@ struct PreparationData {
   bool daemon = false;
   std::string authkey;
   int parent_pid = 0;
+  std::string parent_name;
   std::string start_method;
   bool has_target = false;
   CodeRef trampoline;
@@ -38,7 +39,7 @@ struct PreparationData {
   std::vector<std::int64_t> handles;  // inherited descriptors
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(version, name, identity, daemon, authkey, parent_pid, start_method, has_target, trampoline,
+    ar(version, name, identity, daemon, authkey, parent_pid, parent_name, start_method, has_target, trampoline,
        function, args, handles);
   }
 };

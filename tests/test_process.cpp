@@ -51,7 +51,8 @@ void check_args(int i, double d, const std::string& s, std::vector<int> v, std::
 
 void check_name_and_parent(std::string expected_name, int expected_parent) {
   const bool ok = mp::current_process().name() == expected_name && mp::parent_process() &&
-                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive();
+                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive() &&
+                  !mp::parent_process()->name().empty();
   std::exit(ok ? 0 : 4);
 }
 
@@ -294,4 +295,91 @@ TEST(ForkOnly, SubclassRunIsCalled) {
 TEST(SpawnOnly, SubclassRunIsRejected) {
   Subclass s(mp::get_context("spawn"));
   EXPECT_THROW(s.start(), std::invalid_argument);
+}
+
+// ---- behaviour seen from outside, through tests/programs/mp_probe.cpp
+
+namespace {
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr
+};
+
+RunResult run_probe(const std::string& args) {
+  RunResult r;
+  FILE* f = ::popen(("timeout 60 " + args + " 2>&1").c_str(), "r");
+  if (!f) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
+  const int st = ::pclose(f);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST(ProcessOutput, BufferedParentOutputIsNotDuplicatedByFork) {
+  const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " stdio");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.output, "parent-line\nchild-line\n");
+}
+
+TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
+  for (const std::string method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exception " + method);
+    EXPECT_EQ(r.status, 1) << method;
+    EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"), std::string::npos)
+        << method << ": " << r.output;
+  }
+}
+
+TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
+  for (const std::string method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exit " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    // The normal child finished after main returned: the exit handler waited for it.
+    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos) << method << ": " << r.output;
+    const int daemon_pid = std::atoi(r.output.c_str() + r.output.find("daemon ") + 7);
+    ASSERT_GT(daemon_pid, 0);
+    EXPECT_NE(::kill(daemon_pid, 0), 0) << method << ": the daemonic child survived its parent";
+  }
+}
+
+TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
+  const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " no-freeze-support");
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("did not call mp::freeze_support(argc, argv)"), std::string::npos) << r.output;
+  // The child never ran main as a parent: exactly one "start failed" line.
+  EXPECT_EQ(r.output.find("start failed"), r.output.rfind("start failed")) << r.output;
+}
+
+TEST(ProcessOutput, SpawnWorksAfterTheBinaryWasDeleted) {
+  const auto dir = std::filesystem::temp_directory_path() / ("mp_probe_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto copy = dir / "mp_probe";
+  std::filesystem::copy_file(MP_PROBE_PATH, copy);
+  const RunResult r = run_probe(copy.string() + " delete-self " + copy.string());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.status, 7) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(copy));
+}
+
+#include "platform/os.hpp"
+
+TEST(SpawnModules, BuildIdMismatchFailsLoudly) {
+  auto loc = mp::platform::locate_code(reinterpret_cast<const void*>(&noop));
+  EXPECT_EQ(loc.module, "");  // the main executable
+  EXPECT_FALSE(loc.build_id.empty());
+  EXPECT_EQ(mp::platform::resolve_code(loc), reinterpret_cast<const void*>(&noop));
+  loc.build_id = "00";
+  try {
+    mp::platform::resolve_code(loc);
+    FAIL() << "no error on a build id mismatch";
+  } catch (const mp::ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("differs between parent and child"), std::string::npos);
+  }
+  loc.module = "/nonexistent/libnothing.so";
+  EXPECT_THROW(mp::platform::resolve_code(loc), mp::ProcessError);
 }

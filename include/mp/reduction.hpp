@@ -188,7 +188,8 @@ concept MemcpySerializable =
 
 // True when T can be sent to another process.
 template <class T>
-inline constexpr bool is_picklable_v = detail::CerealSerializable<T> || detail::MemcpySerializable<T>;
+inline constexpr bool is_picklable_v =
+    !std::is_pointer_v<T> && (detail::CerealSerializable<T> || detail::MemcpySerializable<T>);
 
 // Appends the serialized value (without type tag) to `out`.
 template <class T>

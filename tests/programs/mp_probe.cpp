@@ -1,0 +1,82 @@
+// A small program the process tests run as a subprocess, for behaviour seen from outside:
+//   mp_probe stdio            buffered parent output before a fork child is printed once
+//   mp_probe exception        a child's escaping exception is printed as CPython does
+//   mp_probe no-freeze-support  main() forgets freeze_support: the spawned child must fail fast
+//   mp_probe delete-self PATH   spawn after this binary was deleted from disk
+//   mp_probe exit METHOD        main returns with a daemonic and a normal child running
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+#include "mp/multiprocessing.hpp"
+
+namespace {
+void print_child() { std::printf("child-line\n"); }
+void throw_child() { throw std::runtime_error("boom in child"); }
+void exit_seven() { std::exit(7); }
+void daemon_forever() {
+  // Let go of the test's output pipe, so only the parent's exit decides when it reaches EOF.
+  std::freopen("/dev/null", "w", stdout);
+  std::freopen("/dev/null", "w", stderr);
+  for (;;) ::pause();
+}
+void late_child() {
+  // Not synchronization: the delay makes it observable that the parent waits at exit.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::printf("child done\n");
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  // The spawned child sees the marker in argv[1]; the environment tells it to skip the call too.
+  if (mode == "no-freeze-support") ::setenv("MP_PROBE_NO_FREEZE_SUPPORT", "1", 1);
+  if (!std::getenv("MP_PROBE_NO_FREEZE_SUPPORT")) mp::freeze_support(argc, argv);
+  if (mode == "stdio") {
+    std::printf("parent-line\n");  // stays in the stdio buffer: stdout is a pipe here
+    mp::Process p(mp::get_context("fork"), print_child);
+    p.start();
+    p.join();
+    return *p.exitcode();
+  }
+  if (mode == "exception") {
+    mp::Process p(mp::get_context(argv[2]), throw_child);
+    p.set_name("Thrower");
+    p.start();
+    p.join();
+    return *p.exitcode();
+  }
+  if (std::getenv("MP_PROBE_NO_FREEZE_SUPPORT")) {
+    // Never reached as a parent by the child: the child stops in the Process constructor.
+    mp::Process p(mp::get_context("spawn"), exit_seven);
+    try {
+      p.start();
+    } catch (const mp::ProcessError& e) {
+      std::printf("start failed: %s\n", e.what());
+      return 3;
+    }
+    p.join();
+    return 0;
+  }
+  if (mode == "exit") {
+    mp::Process d(mp::get_context(argv[2]), daemon_forever), c(mp::get_context(argv[2]), late_child);
+    d.set_daemon(true);
+    d.start();
+    c.start();
+    std::printf("daemon %d\nmain returned\n", *d.pid());
+    std::fflush(stdout);
+    return 0;  // CPython: the daemon is terminated, the other child joined
+  }
+  if (mode == "delete-self") {
+    std::filesystem::remove(argv[2]);
+    mp::Process p(mp::get_context("spawn"), exit_seven);
+    p.start();
+    p.join();
+    return *p.exitcode();  // 7: the child ran the same image
+  }
+  return 2;
+}
