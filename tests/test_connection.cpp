@@ -64,7 +64,7 @@ TEST_P(ConnectionTest, DuplexPipeEchoesBytes) {
   mp::Process p(ctx(), echo_bytes, b, a);
   p.start();
   b.close();
-  for (const std::string msg : {std::string("abc"), std::string(), std::string(100000, 'z')}) {
+  for (const std::string& msg : {std::string("abc"), std::string(), std::string(100000, 'z')}) {
     a.send_bytes(msg);
     ASSERT_TRUE(a.poll(kTimeout));
     EXPECT_EQ(a.recv_bytes(), msg);
@@ -141,7 +141,7 @@ TEST_P(ConnectionTest, WaitOverConnectionsAndSentinels) {
 }
 
 TEST_P(ConnectionTest, ListenerClientWithRightAndWrongKeys) {
-  for (const mp::connection::Address address :
+  for (const mp::connection::Address& address :
        {mp::connection::Address(std::string()), mp::connection::Address(mp::connection::TcpAddress{"127.0.0.1", 0})}) {
     std::optional<mp::connection::Address> addr;
     if (std::holds_alternative<mp::connection::TcpAddress>(address)) addr = address;
