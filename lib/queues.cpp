@@ -219,7 +219,8 @@ void QueueCore::attach(std::uint64_t send_token, std::uint64_t receive_token) {
   st->recv_fd = static_cast<platform::Handle>(reduction::receive_handle(receive_token));
   if (block_.size() < kHeaderBytes) throw UnpicklingError("mp: corrupt queue data");
   st->shm = static_cast<Shared*>(block_.data());
-  if (st->shm->magic != kMagic || st->shm->capacity + kHeaderBytes > block_.size())
+  const std::uint64_t cap = st->shm->capacity;
+  if (st->shm->magic != kMagic || cap < 4096 || (cap & (cap - 1)) != 0 || cap + kHeaderBytes > block_.size())
     throw UnpicklingError("mp: corrupt queue data");
   st->ring = static_cast<char*>(block_.data()) + kHeaderBytes;
   st->capacity = st->shm->capacity;
@@ -289,16 +290,29 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   if (oob) item_fd = make_item_memory(size, copy_parts);
 
   LockGuard guard(s.put_lock);
-  std::uint64_t t = 0, total = 0;
+  std::uint64_t t = 0, total = 0, oob_tag = 0;
   for (;;) {
     auto ready = [&] { return room(s.tail.load(std::memory_order_acquire)) != 0; };
     if (!wait_until(ready, s.head_seq, s.put_waiters, deadline)) return false;
     if (!guard.acquire(deadline)) return false;
     t = s.tail.load(std::memory_order_relaxed);
     total = room(t);
+    // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
+    if (total != 0 && oob) {
+      oob_tag = ++s.oob_next;
+      if (platform::conn::send_descriptor(st.send_fd, oob_tag, item_fd)) break;  // before the commit
+      total = 0;
+    }
     if (total != 0) break;
     guard.release();
     if (deadline.nonblocking() || deadline.passed()) return false;
+    if (oob) {
+      Nanos left;
+      const Nanos* wait = deadline.remaining(left);
+      Nanos slice = std::chrono::milliseconds(10);  // consumers drain it without telling
+      if (wait) slice = std::min(slice, *wait);
+      platform::conn::wait_writable(st.send_fd, &slice);
+    }
   }
 
   std::uint64_t pos = pos_of(t) % cap;
@@ -310,8 +324,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   const FrameHeader fh{static_cast<std::uint32_t>(payload), oob ? kOutOfBand : kInline};
   std::memcpy(st.ring + pos, &fh, sizeof fh);
   if (oob) {
-    const OutOfBand ref{++s.oob_next, size};
-    platform::conn::send_descriptor(st.send_fd, ref.tag, item_fd);  // before the commit
+    const OutOfBand ref{oob_tag, size};
     std::memcpy(st.ring + pos + sizeof fh, &ref, sizeof ref);
   } else {
     copy_parts(st.ring + pos + sizeof fh);

@@ -44,8 +44,11 @@ Handle accept_connection(Handle listener);
 void set_io_timeout(Handle h, Nanos timeout);
 void unlink_path(const std::string& path) noexcept;
 
-// Sends `fd` with an 8-byte tag as one datagram (blocking).
-void send_descriptor(Handle socket, std::uint64_t tag, Handle fd);
+// Sends `fd` with an 8-byte tag as one datagram without blocking; false when the socket's
+// buffer is full.
+bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd);
+// Waits until `h` can be written or the timeout passes (null: forever); true if writable.
+bool wait_writable(Handle h, const Nanos* timeout);
 // Without blocking, receives the next datagram: its tag and descriptor (the caller owns it).
 // `peek` leaves the datagram queued (the descriptor is still duplicated to the caller).
 // Returns false when none is queued.

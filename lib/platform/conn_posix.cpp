@@ -10,7 +10,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "mp/errors.hpp"
@@ -240,7 +242,16 @@ void unlink_path(const std::string& path) noexcept {
   if (!path.empty() && path[0] != '\0') ::unlink(path.c_str());
 }
 
-void send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
+bool wait_writable(Handle h, const Nanos* timeout) {
+  pollfd p{h, POLLOUT, 0};
+  int ms = -1;
+  if (timeout) ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(std::max(*timeout, Nanos::zero())).count());
+  const int r = ::poll(&p, 1, ms);
+  if (r < 0 && errno != EINTR) throw_last_error("poll");
+  return r > 0;
+}
+
+bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
   iovec iov{&tag, sizeof tag};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
@@ -254,7 +265,8 @@ void send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   for (;;) {
-    if (::sendmsg(socket, &msg, MSG_NOSIGNAL) >= 0) return;
+    if (::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
     if (errno != EINTR) throw_last_error("cannot pass a descriptor");
   }
 }
