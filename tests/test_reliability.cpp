@@ -28,6 +28,7 @@
 
 #include "mp/heap.hpp"
 #include "mp_test.hpp"
+#include "platform/os.hpp"
 
 extern char** environ;
 
@@ -545,3 +546,40 @@ TEST_P(LeakTest, ProgramsLeaveNothingBehind) {
 }
 
 MP_INSTANTIATE_START_METHODS(LeakTest);
+
+// ---- single-process guarantees of the foundation
+
+// Guarantee: a write to a pipe whose reader is gone is an OSError (EPIPE), not a SIGPIPE death,
+// whatever the program's SIGPIPE disposition (here: the default, which kills).
+TEST(ReliabilitySignals, WriteToClosedPipeIsOSErrorNotSigpipe) {
+  auto [r, w] = mp::platform::make_pipe();
+  mp::platform::close_handle(r);
+  const char byte = 1;
+  try {
+    mp::platform::write_all(w, &byte, 1);
+    ADD_FAILURE() << "the write succeeded";
+  } catch (const mp::OSError& e) {
+    EXPECT_EQ(e.code().value(), EPIPE);
+  }
+  mp::platform::close_handle(w);
+  sigset_t pending;
+  sigemptyset(&pending);
+  sigpending(&pending);
+  EXPECT_FALSE(sigismember(&pending, SIGPIPE)) << "a SIGPIPE was left pending";
+}
+
+// Guarantee: corrupt bytes are an UnpicklingError, never undefined behaviour or another exception
+// type (found by fuzz_reduction: a bool byte of 2; a variant index out of range).
+TEST(ReliabilityDecoding, CorruptValuesAreUnpicklingError) {
+  std::string b = mp::reduction::dumps(true);
+  b.back() = 2;
+  EXPECT_THROW(mp::reduction::loads<bool>(b), mp::UnpicklingError);
+  using V = std::variant<int, std::string>;
+  std::string v = mp::reduction::dumps(V{5});
+  const std::int32_t bad_index = 7;
+  std::memcpy(v.data() + sizeof(std::uint64_t), &bad_index, sizeof bad_index);
+  EXPECT_THROW(mp::reduction::loads<V>(v), mp::UnpicklingError);
+  std::int32_t negative = -1;
+  std::memcpy(v.data() + sizeof(std::uint64_t), &negative, sizeof negative);
+  EXPECT_THROW(mp::reduction::loads<V>(v), mp::UnpicklingError);
+}
