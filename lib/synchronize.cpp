@@ -67,9 +67,6 @@ static_assert(alignof(BarrierState) >= alignof(std::atomic<std::int32_t>));
 
 namespace {
 
-// Pause-loop iterations before sleeping on a word (a few microseconds): a hand-off from a process
-// running on another CPU is caught without a kernel wake-up; a slow peer costs only this much.
-constexpr int kSpinIterations = 400;
 // How often sleepers that depend on other processes check whether those died.
 constexpr Nanos kLivenessInterval = std::chrono::milliseconds(10);
 
@@ -94,15 +91,6 @@ class Deadline {
   bool forever_ = true;
   Clock::time_point at_{};
 };
-
-template <class Ready>
-bool spin_until(Ready ready) {
-  for (int i = 0; i < kSpinIterations; ++i) {
-    if (ready()) return true;
-    platform::yield_cpu();
-  }
-  return ready();
-}
 
 // Takes one unit from `word` if it is positive.
 bool take_unit(std::atomic<std::uint32_t>& word) noexcept {
@@ -332,10 +320,12 @@ bool Condition::wait_impl(const Nanos* timeout) {
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
       woken = detail::spin_until([&] { return detail::take_unit(tokens); });
-      const Deadline d(timeout);
-      while (!woken && !d.passed()) {
-        detail::sleep_on(tokens, 0, d);
-        woken = detail::take_unit(tokens);
+      if (!woken) {
+              const Deadline d(timeout);
+        while (!woken && !d.passed()) {
+          detail::sleep_on(tokens, 0, d);
+          woken = detail::take_unit(tokens);
+        }
       }
     }
   } catch (...) {
@@ -427,7 +417,7 @@ class BarrierGuard {
     held_ = false;
     bool changed = detail::spin_until([&] { return s_->seq.load(std::memory_order_relaxed) != seen; });
     if (!changed) {
-      detail::sleep_on(s_->seq, seen, d, detail::kLivenessInterval);
+          detail::sleep_on(s_->seq, seen, d, detail::kLivenessInterval);
       changed = s_->seq.load() != seen;
     }
     lock();

@@ -163,6 +163,15 @@ TEST(Lock, AcquireRelease) {
   EXPECT_TRUE(lock.acquire(false));
   EXPECT_FALSE(lock.previous_owner_died());
   lock.release();
+  // A huge timeout saturates (no overflow): the waiter blocks until the release.
+  EXPECT_TRUE(lock.acquire());
+  std::thread waiter([&] {
+    EXPECT_TRUE(lock.acquire(true, std::chrono::hours::max()));
+    lock.release();
+  });
+  std::this_thread::sleep_for(20ms);  // lets the waiter block (the test is valid either way)
+  lock.release();
+  waiter.join();
 }
 
 TEST(Lock, StdLockable) {
