@@ -105,8 +105,11 @@ struct SpinState {
 };
 constinit inline thread_local SpinState t_spin{};
 
+// `peer_cpu`: the CPU the peer that will make ready() true last ran on, if known (else -1). When it
+// is the calling thread's CPU, spinning only delays the peer, so there is none.
 template <class Ready>
-bool spin_until(Ready ready) {
+bool spin_until(Ready ready, int peer_cpu = -1) {
+  if (peer_cpu >= 0 && peer_cpu == platform::current_cpu()) return ready();
   SpinState& s = t_spin;
   const bool explore = ++s.attempts % kExploreEvery == 0;
   const unsigned n = explore ? kMaxSpin : s.budget;

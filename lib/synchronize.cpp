@@ -36,11 +36,13 @@ struct SemaphoreState {
   std::atomic<std::uint32_t> count{0};    // units available; the futex word
   std::atomic<std::uint32_t> waiters{0};  // processes/threads that may sleep on `count`
   std::int32_t max_value = -1;            // BoundedSemaphore's bound; < 0: unbounded
+  std::atomic<std::int32_t> signal_cpu{-1};  // where the last release() ran (a spin hint)
 };
 
 struct EventState {
   static constexpr std::uint32_t kClear = 0, kSet = 1, kClearWithSleepers = 2;
   std::atomic<std::uint32_t> word{kClear};
+  std::atomic<std::int32_t> signal_cpu{-1};  // where the last set() ran (a spin hint)
 };
 
 // Condition bookkeeping. `sleepers` waiters not yet notified; `tokens` notifications not yet
@@ -49,6 +51,7 @@ struct EventState {
 struct ConditionState {
   std::atomic<std::uint32_t> sleepers{0};
   std::atomic<std::uint32_t> tokens{0};  // the futex word waiters sleep on
+  std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
 };
 
 // threading.Barrier's state, guarded by `lock`; `seq` changes on every notify_all.
@@ -60,6 +63,7 @@ struct BarrierState {
   std::int32_t count = 0;
   std::int32_t parties = 0;
   std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
+  std::atomic<std::uint32_t> sleepers{0};  // parties that may sleep on `seq`
   // Followed by `parties` slots: the pid of each party inside wait(), 0 for a free slot.
   std::atomic<std::int32_t>* slots() noexcept { return reinterpret_cast<std::atomic<std::int32_t>*>(this + 1); }
 };
@@ -220,7 +224,9 @@ bool Semaphore::acquire_impl(const Nanos* timeout) {
   auto& count = state_->count;
   if (detail::take_unit(count)) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
-  if (detail::spin_until([&] { return detail::take_unit(count); })) return true;
+  if (detail::spin_until([&] { return detail::take_unit(count); },
+                         state_->signal_cpu.load(std::memory_order_relaxed)))
+    return true;
   const Deadline d(timeout);
   state_->waiters.fetch_add(1, std::memory_order_seq_cst);
   bool got = false;
@@ -249,6 +255,7 @@ void Semaphore::release() {
       detail::throw_released_too_many();
     if (c >= static_cast<std::uint32_t>(INT_MAX)) throw std::overflow_error("semaphore value overflow");
   } while (!count.compare_exchange_weak(c, c + 1, std::memory_order_seq_cst, std::memory_order_relaxed));
+  state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   if (state_->waiters.load(std::memory_order_seq_cst) != 0) platform::wake_address(&count, 1);
 }
 
@@ -260,6 +267,7 @@ void Event::attach() { state_ = static_cast<detail::EventState*>(block_.data());
 bool Event::is_set() const noexcept { return state_->word.load() == detail::EventState::kSet; }
 
 void Event::set() {
+  state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   if (state_->word.exchange(detail::EventState::kSet) == detail::EventState::kClearWithSleepers)
     platform::wake_address(&state_->word, INT_MAX);
 }
@@ -274,7 +282,9 @@ bool Event::wait_impl(const Nanos* timeout) {
   auto& word = state_->word;
   if (word.load() == S::kSet) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
-  if (detail::spin_until([&] { return word.load(std::memory_order_relaxed) == S::kSet; })) return true;
+  if (detail::spin_until([&] { return word.load(std::memory_order_relaxed) == S::kSet; },
+                         state_->signal_cpu.load(std::memory_order_relaxed)))
+    return true;
   const Deadline d(timeout);
   for (;;) {
     std::uint32_t v = word.load();
@@ -319,7 +329,8 @@ bool Condition::wait_impl(const Nanos* timeout) {
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      woken = detail::spin_until([&] { return detail::take_unit(tokens); });
+      woken = detail::spin_until([&] { return detail::take_unit(tokens); },
+                                 state_->signal_cpu.load(std::memory_order_relaxed));
       if (!woken) {
               const Deadline d(timeout);
         while (!woken && !d.passed()) {
@@ -358,6 +369,7 @@ void Condition::notify(int n) {
   const std::uint32_t k = std::min<std::uint32_t>(sleeping, static_cast<std::uint32_t>(n));
   if (k == 0) return;
   state_->sleepers.fetch_sub(k);
+  state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   state_->tokens.fetch_add(k, std::memory_order_seq_cst);
   platform::wake_address(&state_->tokens, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
 }
@@ -376,7 +388,7 @@ class BarrierGuard {
  public:
   explicit BarrierGuard(BS* s) : s_(s) { lock(); }
   ~BarrierGuard() {
-    if (held_) s_->lock.release();
+    if (held_) unlock();
   }
   BarrierGuard(const BarrierGuard&) = delete;
   BarrierGuard& operator=(const BarrierGuard&) = delete;
@@ -389,9 +401,24 @@ class BarrierGuard {
     }
     held_ = true;
   }
+  // Wakes every sleeper; the wake-up itself is issued when the lock is released, so that the
+  // woken parties do not run only to find the lock still held.
   void notify_all() {
     s_->seq.fetch_add(1, std::memory_order_seq_cst);
-    platform::wake_address(&s_->seq, INT_MAX);
+    wake_pending_ = true;
+  }
+  void unlock() noexcept {
+    s_->lock.release();
+    held_ = false;
+    if (wake_pending_) {
+      wake_pending_ = false;
+      if (s_->sleepers.load(std::memory_order_seq_cst) != 0) {
+        try {
+          platform::wake_address(&s_->seq, INT_MAX);
+        } catch (...) {
+        }
+      }
+    }
   }
   // Removes parties whose process ended while inside wait(); a barrier still filling breaks.
   void reap_dead_parties() {
@@ -413,11 +440,15 @@ class BarrierGuard {
   // a liveness interval ends; then re-acquires it and checks for dead parties.
   void wait_change(const Deadline& d) {
     const std::uint32_t seen = s_->seq.load(std::memory_order_seq_cst);
-    s_->lock.release();
-    held_ = false;
+    unlock();
+    // Every party notifies, so no CPU hint: the adaptive budget alone decides.
     bool changed = detail::spin_until([&] { return s_->seq.load(std::memory_order_relaxed) != seen; });
     if (!changed) {
-          detail::sleep_on(s_->seq, seen, d, detail::kLivenessInterval);
+      // Announce the sleeper before the last check (notify_all bumps seq, then reads sleepers).
+      s_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+      if (s_->seq.load(std::memory_order_seq_cst) == seen)
+        detail::sleep_on(s_->seq, seen, d, detail::kLivenessInterval);
+      s_->sleepers.fetch_sub(1, std::memory_order_seq_cst);
       changed = s_->seq.load() != seen;
     }
     lock();
@@ -427,6 +458,7 @@ class BarrierGuard {
  private:
   BS* s_;
   bool held_ = false;
+  bool wake_pending_ = false;
 };
 
 }  // namespace

@@ -23,4 +23,7 @@ inline int cached_tid() noexcept {
   return tid != 0 ? tid : read_tid_slow();
 }
 
+// The CPU the calling thread runs on now (a hint: it may move at once); -1 if unknown.
+int current_cpu() noexcept;
+
 }  // namespace mp::platform
