@@ -54,20 +54,34 @@ struct ConditionState {
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
 };
 
-// threading.Barrier's state, guarded by `lock`; `seq` changes on every notify_all.
-struct BarrierState {
-  static constexpr std::int32_t kFilling = 0, kDraining = 1, kResetting = -1, kBroken = -2;
-  FutexLock lock;
-  std::atomic<std::uint32_t> seq{0};
-  std::int32_t state = kFilling;
-  std::int32_t count = 0;
-  std::int32_t parties = 0;
-  std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
-  std::atomic<std::uint32_t> sleepers{0};  // parties that may sleep on `seq`
-  // Followed by `parties` slots: the pid of each party inside wait(), 0 for a free slot.
-  std::atomic<std::int32_t>* slots() noexcept { return reinterpret_cast<std::atomic<std::int32_t>*>(this + 1); }
+// Barrier state, guarded by `lock` (fields marked atomic are also read or slept on without it).
+// Rounds are generations: the party that completes a round (or breaks it) bumps `gen`, which wakes
+// the round's waiters; each waiter then reads `last_broken` and counts itself out of `uncollected`.
+// The next transition waits until uncollected is 0, so `last_broken` is never overwritten before
+// every waiter of the previous round has read it, and a new round can fill in the meantime (no
+// draining phase).
+struct BarrierSlot {
+  std::atomic<std::int32_t> pid{0};  // a party inside wait(); 0: free
+  std::uint32_t gen = 0;             // the round it joined
 };
-static_assert(alignof(BarrierState) >= alignof(std::atomic<std::int32_t>));
+struct BarrierState {
+  FutexLock lock;
+  std::atomic<std::uint32_t> gen{0};          // the current round; waiters sleep on it
+  std::atomic<std::uint32_t> uncollected{0};  // waiters of the last round yet to read its outcome
+  std::atomic<std::uint32_t> gen_sleepers{0};
+  std::atomic<std::uint32_t> collect_sleepers{0};
+  std::int32_t count = 0;    // parties in the current round
+  std::int32_t parties = 0;
+  bool broken = false;       // until reset()
+  bool last_broken = false;  // the outcome of the last round: broken (true) or passed (false)
+  std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
+  std::int32_t last_arrival_pid = 0;  // the last party to arrive, and its CPU (a spin hint)
+  std::int32_t last_arrival_cpu = -1;
+  // Followed by 2 * parties slots: this round's parties plus last round's uncollected waiters.
+  BarrierSlot* slots() noexcept { return reinterpret_cast<BarrierSlot*>(this + 1); }
+  std::int32_t slot_count() const noexcept { return 2 * parties; }
+};
+static_assert(alignof(BarrierState) >= alignof(BarrierSlot));
 
 namespace {
 
@@ -382,8 +396,8 @@ namespace {
 
 using BS = detail::BarrierState;
 
-// Holds the barrier's lock. A take-over from a dead holder breaks the barrier (its state may be
-// half-updated) after clearing the slots of dead parties.
+// Holds the barrier's lock and performs the state changes. A take-over of the lock from a dead
+// holder breaks the barrier (its state may be half-updated).
 class BarrierGuard {
  public:
   explicit BarrierGuard(BS* s) : s_(s) { lock(); }
@@ -395,70 +409,124 @@ class BarrierGuard {
 
   void lock() {
     if (s_->lock.acquire(nullptr) == Acquire::owner_died) {
-      reap_dead_parties();
-      s_->state = BS::kBroken;
-      notify_all();
+      s_->broken = true;
+      break_pending_ = true;
     }
     held_ = true;
   }
-  // Wakes every sleeper; the wake-up itself is issued when the lock is released, so that the
-  // woken parties do not run only to find the lock still held.
-  void notify_all() {
-    s_->seq.fetch_add(1, std::memory_order_seq_cst);
-    wake_pending_ = true;
-  }
+  // Wake-ups are issued after the lock is released, so the woken do not run into a held lock.
   void unlock() noexcept {
     s_->lock.release();
     held_ = false;
-    if (wake_pending_) {
-      wake_pending_ = false;
-      if (s_->sleepers.load(std::memory_order_seq_cst) != 0) {
-        try {
-          platform::wake_address(&s_->seq, INT_MAX);
-        } catch (...) {
-        }
+    try {
+      if (wake_gen_) {
+        wake_gen_ = false;
+        if (s_->gen_sleepers.load(std::memory_order_seq_cst) != 0) platform::wake_address(&s_->gen, INT_MAX);
       }
+      if (wake_collect_) {
+        wake_collect_ = false;
+        if (s_->collect_sleepers.load(std::memory_order_seq_cst) != 0)
+          platform::wake_address(&s_->uncollected, INT_MAX);
+      }
+    } catch (...) {
     }
   }
-  // Removes parties whose process ended while inside wait(); a barrier still filling breaks.
+
+  bool break_pending() const noexcept { return break_pending_; }
+
+  // Records our arrival; the previous arrival, if another process, is the peer we spin for.
+  void note_arrival() noexcept {
+    const int me = platform::cached_pid();
+    const int cpu = platform::current_cpu();
+    peer_cpu_ = s_->last_arrival_pid != me ? s_->last_arrival_cpu : -1;
+    s_->last_arrival_pid = me;
+    s_->last_arrival_cpu = cpu;
+  }
+
+  std::int32_t join(std::uint32_t gen) {
+    for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
+      auto& slot = s_->slots()[i];
+      if (slot.pid.load(std::memory_order_relaxed) == 0) {
+        slot.pid.store(platform::cached_pid(), std::memory_order_relaxed);
+        slot.gen = gen;
+        return i;
+      }
+    }
+    return -1;  // cannot happen: at most 2 * parties are inside (see BarrierState)
+  }
+  void leave(std::int32_t slot) noexcept {
+    if (slot >= 0) s_->slots()[slot].pid.store(0, std::memory_order_relaxed);
+  }
+  // A waiter of the last round has read its outcome.
+  void collected() noexcept {
+    if (s_->uncollected.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_collect_ = true;
+  }
+
+  // Ends the current round: passed (broken = false) or broken. The caller checked uncollected == 0.
+  // `self_slot`: the caller's slot if it is a party of this round (it does not collect).
+  void transition(bool broken_round, std::int32_t self_slot) {
+    const std::uint32_t g = s_->gen.load(std::memory_order_relaxed);
+    std::uint32_t waiting = 0;
+    for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
+      auto& slot = s_->slots()[i];
+      if (i != self_slot && slot.pid.load(std::memory_order_relaxed) != 0 && slot.gen == g) ++waiting;
+    }
+    s_->last_broken = broken_round;
+    s_->count = 0;
+    s_->uncollected.store(waiting, std::memory_order_seq_cst);
+    s_->gen.store(g + 1, std::memory_order_seq_cst);
+    wake_gen_ = true;
+    break_pending_ = false;
+  }
+
+  // Removes parties whose process ended inside wait(): a dead waiter of the last round counts as
+  // collected; a dead party of the current round breaks it.
   void reap_dead_parties() {
-    bool any = false;
-    for (std::int32_t i = 0; i < s_->parties; ++i) {
-      const int pid = s_->slots()[i].load(std::memory_order_relaxed);
-      if (pid != 0 && platform::process_dead(pid)) {
-        s_->slots()[i].store(0, std::memory_order_relaxed);
+    const std::uint32_t g = s_->gen.load(std::memory_order_relaxed);
+    for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
+      auto& slot = s_->slots()[i];
+      const int pid = slot.pid.load(std::memory_order_relaxed);
+      if (pid == 0 || !platform::process_dead(pid)) continue;
+      slot.pid.store(0, std::memory_order_relaxed);
+      if (slot.gen == g) {
         if (s_->count > 0) --s_->count;
-        any = true;
+        s_->broken = true;
+        break_pending_ = true;
+      } else {
+        collected();
       }
     }
-    if (!any) return;
-    if (s_->state == BS::kFilling) s_->state = BS::kBroken;
-    if (s_->count == 0 && (s_->state == BS::kResetting || s_->state == BS::kDraining)) s_->state = BS::kFilling;
-    notify_all();
   }
-  // Condition.wait() on the barrier: releases the lock until `seq` changes, the deadline passes or
-  // a liveness interval ends; then re-acquires it and checks for dead parties.
-  void wait_change(const Deadline& d) {
-    const std::uint32_t seen = s_->seq.load(std::memory_order_seq_cst);
+
+  // Releases the lock until `word` leaves `seen`, the deadline passes or a liveness interval ends,
+  // then re-acquires it and checks for dead parties if nothing happened.
+  void wait_change(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& sleepers,
+                   std::uint32_t seen, const Deadline& d) {
     unlock();
-    // Every party notifies, so no CPU hint: the adaptive budget alone decides.
-    bool changed = detail::spin_until([&] { return s_->seq.load(std::memory_order_relaxed) != seen; });
+    bool changed =
+        detail::spin_until([&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
     if (!changed) {
-      // Announce the sleeper before the last check (notify_all bumps seq, then reads sleepers).
-      s_->sleepers.fetch_add(1, std::memory_order_seq_cst);
-      if (s_->seq.load(std::memory_order_seq_cst) == seen)
-        detail::sleep_on(s_->seq, seen, d, detail::kLivenessInterval);
-      s_->sleepers.fetch_sub(1, std::memory_order_seq_cst);
-      changed = s_->seq.load() != seen;
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      if (word.load(std::memory_order_seq_cst) == seen) detail::sleep_on(word, seen, d, detail::kLivenessInterval);
+      sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      changed = word.load() != seen;
     }
     lock();
     if (!changed) reap_dead_parties();
+  }
+  void wait_round_change(std::uint32_t seen, const Deadline& d) { wait_change(s_->gen, s_->gen_sleepers, seen, d); }
+  void wait_collection(const Deadline& d) {
+    const std::uint32_t u = s_->uncollected.load(std::memory_order_seq_cst);
+    if (u != 0) wait_change(s_->uncollected, s_->collect_sleepers, u, d);
   }
 
  private:
   BS* s_;
   bool held_ = false;
-  bool wake_pending_ = false;
+  bool wake_gen_ = false;
+  bool wake_collect_ = false;
+  bool break_pending_ = false;  // the current round must be broken (dead party, dead lock holder)
+  int peer_cpu_ = -1;
 };
 
 }  // namespace
@@ -467,7 +535,7 @@ Barrier::Barrier(int parties, Action action, std::optional<std::chrono::nanoseco
     : action_(action) {
   if (parties < 1) throw std::invalid_argument("parties must be >= 1");
   state_ = detail::create_state<detail::BarrierState>(
-      block_, sizeof(detail::BarrierState) + sizeof(std::atomic<std::int32_t>) * static_cast<std::size_t>(parties));
+      block_, sizeof(detail::BarrierState) + sizeof(detail::BarrierSlot) * 2 * static_cast<std::size_t>(parties));
   state_->parties = parties;
   state_->timeout_ns = timeout ? std::max<std::int64_t>(timeout->count(), 0) : -1;
 }
@@ -490,27 +558,42 @@ std::string Barrier::action_code() const {
 int Barrier::parties() const noexcept { return state_->parties; }
 bool Barrier::broken() const noexcept {
   BarrierGuard g(state_);
-  return state_->state == BS::kBroken;
+  return state_->broken;
 }
 int Barrier::n_waiting() const noexcept {
   BarrierGuard g(state_);
-  return state_->state == BS::kFilling ? state_->count : 0;
+  return state_->broken ? 0 : state_->count;
 }
 
 void Barrier::reset() {
-  BarrierGuard g(state_);
-  if (state_->count > 0) {
-    if (state_->state == BS::kFilling || state_->state == BS::kBroken) state_->state = BS::kResetting;
-  } else {
-    state_->state = BS::kFilling;
+  BS* s = state_;
+  BarrierGuard g(s);
+  const Deadline forever(nullptr);
+  // The waiters of the current round (if any) get BrokenBarrierError; then the barrier is fresh.
+  const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
+  while (s->count > 0 && s->gen.load(std::memory_order_relaxed) == round) {
+    if (s->uncollected.load() == 0) {
+      g.transition(true, -1);
+      break;
+    }
+    g.wait_collection(forever);
   }
-  g.notify_all();
+  s->broken = false;
 }
 
 void Barrier::abort() {
-  BarrierGuard g(state_);
-  state_->state = BS::kBroken;
-  g.notify_all();
+  BS* s = state_;
+  BarrierGuard g(s);
+  s->broken = true;
+  const Deadline forever(nullptr);
+  const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
+  while (s->count > 0 && s->gen.load(std::memory_order_relaxed) == round) {
+    if (s->uncollected.load() == 0) {
+      g.transition(true, -1);
+      break;
+    }
+    g.wait_collection(forever);
+  }
 }
 
 int Barrier::wait_impl(const Nanos* timeout) {
@@ -521,54 +604,49 @@ int Barrier::wait_impl(const Nanos* timeout) {
     timeout = &own_default;
   }
   const Deadline d(timeout);
-  const Deadline forever(nullptr);
   BarrierGuard g(s);
-  // _enter: wait while the previous round drains or a reset completes.
-  while (s->state == BS::kDraining || s->state == BS::kResetting) g.wait_change(forever);
-  if (s->state < 0) throw BrokenBarrierError();
+  // A full round is being completed (waiting for last round's waiters to read their outcome).
+  const Deadline forever(nullptr);
+  while (!s->broken && s->count >= s->parties) g.wait_round_change(s->gen.load(std::memory_order_relaxed), forever);
+  if (s->broken) throw BrokenBarrierError();
+  const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
   const int index = s->count++;
-  std::int32_t slot = 0;
-  while (slot < s->parties && s->slots()[slot].load(std::memory_order_relaxed) != 0) ++slot;
-  if (slot < s->parties) s->slots()[slot].store(platform::cached_pid(), std::memory_order_relaxed);
-
-  // _exit, run on every way out while holding the lock.
-  auto leave = [&] {
-    if (slot < s->parties) s->slots()[slot].store(0, std::memory_order_relaxed);
-    if (s->count > 0) --s->count;
-    if (s->count == 0 && (s->state == BS::kResetting || s->state == BS::kDraining)) {
-      s->state = BS::kFilling;
-      g.notify_all();
+  const std::int32_t slot = g.join(round);
+  g.note_arrival();
+  for (;;) {
+    if (s->gen.load(std::memory_order_relaxed) != round) {
+      // Our round ended in another party's transition: read its outcome.
+      const bool round_broken = s->last_broken;
+      g.leave(slot);
+      g.collected();
+      if (round_broken) throw BrokenBarrierError();
+      return index;
     }
-  };
-
-  try {
-    if (index + 1 == s->parties) {
-      try {
-        if (action_) action_();
-      } catch (...) {
-        s->state = BS::kBroken;
-        g.notify_all();
-        throw;
+    const bool must_break = g.break_pending() || s->broken || d.passed();
+    if (must_break || s->count == s->parties) {
+      if (s->uncollected.load() != 0) {
+        g.wait_collection(d.passed() ? Deadline(nullptr) : d);
+        continue;
       }
-      s->state = BS::kDraining;
-      g.notify_all();
-    } else {
-      while (s->state == BS::kFilling) {
-        if (d.passed()) {
-          s->state = BS::kBroken;
-          g.notify_all();
-          throw BrokenBarrierError();
+      bool round_broken = must_break;
+      std::exception_ptr action_error;
+      if (!round_broken && action_) {
+        try {
+          action_();
+        } catch (...) {
+          action_error = std::current_exception();
+          round_broken = true;
         }
-        g.wait_change(d);
       }
-      if (s->state < 0) throw BrokenBarrierError();
+      if (round_broken) s->broken = true;
+      g.transition(round_broken, slot);
+      g.leave(slot);
+      if (action_error) std::rethrow_exception(action_error);
+      if (round_broken) throw BrokenBarrierError();
+      return index;
     }
-  } catch (...) {
-    leave();
-    throw;
+    g.wait_round_change(round, d);
   }
-  leave();
-  return index;
 }
 
 }  // namespace mp

@@ -105,7 +105,8 @@ TEST(Value, GetLockAndGetObj) {
     EXPECT_NE(v.get_lock().rlock(), nullptr);  // CPython's default: an RLock
     EXPECT_TRUE(v.get_lock().acquire(false));  // recursive
     v.get_lock().release();
-    v.get_obj().get_obj() += 1;
+    v.get_obj() += 1;
+    EXPECT_EQ(v.get_raw().value(), 6);
   }
   EXPECT_EQ(v.value(), 6);
   EXPECT_TRUE(v.acquire());

@@ -309,6 +309,17 @@ TEST(Barrier, ThreadsAndState) {
   for (int i = 0; i < 3; ++i) ts.emplace_back([&, i] { idx[i] = b.wait(kTimeout); });
   for (auto& t : ts) t.join();
   EXPECT_EQ(std::set<int>(idx.begin(), idx.end()), (std::set<int>{0, 1, 2}));
+  // Many quick rounds: the indices of each round are a permutation of 0..parties-1.
+  constexpr int kRounds = 3000;
+  std::vector<int> seen(3 * kRounds, -1);
+  ts.clear();
+  for (int i = 0; i < 3; ++i)
+    ts.emplace_back([&, i] {
+      for (int r = 0; r < kRounds; ++r) seen[r * 3 + i] = b.wait(kTimeout);
+    });
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < kRounds; ++r)
+    ASSERT_EQ(std::set<int>(seen.begin() + r * 3, seen.begin() + r * 3 + 3), (std::set<int>{0, 1, 2})) << r;
   EXPECT_THROW(mp::Barrier(0), std::invalid_argument);
   mp::Barrier one(1);
   EXPECT_EQ(one.wait(), 0);
@@ -511,7 +522,7 @@ TEST_P(SynchronizeTest, ConditionNotifyWithKilledWaiter) {
 }
 
 TEST_P(SynchronizeTest, BarrierIndicesAreDistinct) {
-  constexpr int kParties = 3, kRounds = 5;
+  constexpr int kParties = 3, kRounds = 300;
   mp::Barrier b(kParties);
   mp::RawArray<int> seen(kParties * kRounds);
   mp::Process p1(ctx(), barrier_indices, b, seen, 1, kRounds);

@@ -179,8 +179,11 @@ class Value {
   void set_value(const T& v) { raw_.set_value(v); }
   // The lock (CPython: get_lock()); std::lock_guard guard(v.get_lock());
   AnyLock& get_lock() noexcept { return lock_; }
-  // The unsynchronized value (CPython: get_obj()); raw access under the lock: get_obj().get_obj().
-  RawValue<T>& get_obj() noexcept { return raw_; }
+  // The shared T itself, for direct access under the lock (CPython: get_obj()). Plain memory:
+  // concurrent use without the lock is a data race.
+  T& get_obj() const noexcept { return raw_.get_obj(); }
+  // The same memory without the lock, as a RawValue handle.
+  const RawValue<T>& get_raw() const noexcept { return raw_; }
   // acquire()/release() of the lock, as CPython's synchronized wrappers.
   bool acquire(bool block = true) { return lock_.acquire(block); }
   void release() { lock_.release(); }
@@ -387,6 +390,8 @@ class Array : public RawArray<T> {
 
 }  // namespace mp
 
+// std::format support, where the standard library has <format> (libstdc++ 13+, libc++ 17+; not the
+// g++ 12 library of Debian 12, where operator<< serves).
 #if defined(__cpp_lib_format)
 template <class T, class CharT>
 struct std::formatter<mp::Value<T>, CharT> : std::formatter<T, CharT> {
