@@ -45,12 +45,16 @@ struct EventState {
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last set() ran (a spin hint)
 };
 
-// Condition bookkeeping. `sleepers` waiters not yet notified; `tokens` notifications not yet
-// taken. notify(n) moves up to n from sleepers to tokens; a waiter leaves by taking a token, or
-// (timed out, under the lock) by taking a token if one is left, else by leaving `sleepers`.
+// Condition bookkeeping (changed only under the condition's lock, except `tokens` which waiters
+// take without it). `sleepers`: waiters not yet notified; `tokens`: notifications not yet taken;
+// notify(n) moves up to n from sleepers to tokens and bumps `nseq`. A waiter may take a token only
+// once nseq differs from its value when the waiter entered, i.e. only a notify that found it
+// waiting can wake it: a later waiter never steals a notification. A waiter that times out leaves,
+// under the lock, by taking a token if it may and one is left, else by leaving `sleepers`.
 struct ConditionState {
   std::atomic<std::uint32_t> sleepers{0};
-  std::atomic<std::uint32_t> tokens{0};  // the futex word waiters sleep on
+  std::atomic<std::uint32_t> tokens{0};
+  std::atomic<std::uint32_t> nseq{0};          // the futex word waiters sleep on
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
 };
 
@@ -332,7 +336,11 @@ bool Condition::is_owned() const noexcept {
 bool Condition::wait_impl(const Nanos* timeout) {
   if (!is_owned()) throw std::logic_error("must acquire() condition before using wait()");
   auto& tokens = state_->tokens;
+  auto& nseq = state_->nseq;
   state_->sleepers.fetch_add(1);
+  const std::uint32_t entered = nseq.load();
+  // Takes a notification, if one is meant for us.
+  auto take = [&] { return nseq.load(std::memory_order_seq_cst) != entered && detail::take_unit(tokens); };
   // Release the lock completely (all RLock levels), remembering how to restore it.
   unsigned depth = 0;
   if (auto* r = std::get_if<RLock>(&lock_)) {
@@ -340,34 +348,38 @@ bool Condition::wait_impl(const Nanos* timeout) {
   } else {
     std::get<Lock>(lock_).release();
   }
+  auto restore_lock = [&] {
+    if (auto* r = std::get_if<RLock>(&lock_)) {
+      r->acquire_restore(depth);
+    } else {
+      std::get<Lock>(lock_).acquire();
+    }
+  };
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      woken = detail::spin_until([&] { return detail::take_unit(tokens); },
-                                 state_->signal_cpu.load(std::memory_order_relaxed));
-      if (!woken) {
-              const Deadline d(timeout);
-        while (!woken && !d.passed()) {
-          detail::sleep_on(tokens, 0, d);
-          woken = detail::take_unit(tokens);
+      woken = detail::spin_until(take, state_->signal_cpu.load(std::memory_order_relaxed));
+      const Deadline d(timeout);
+      while (!woken && !d.passed()) {
+        const std::uint32_t seen = nseq.load(std::memory_order_seq_cst);
+        if (seen != entered && detail::take_unit(tokens)) {
+          woken = true;
+          break;
         }
+        detail::sleep_on(nseq, seen, d);
+        woken = take();
       }
     }
   } catch (...) {
-    woken = false;  // fall through: restore the lock before rethrowing
-    if (auto* r = std::get_if<RLock>(&lock_)) r->acquire_restore(depth); else std::get<Lock>(lock_).acquire();
-    if (!detail::take_unit(tokens)) state_->sleepers.fetch_sub(1);
+    restore_lock();
+    if (!take()) state_->sleepers.fetch_sub(1);
     throw;
   }
-  if (auto* r = std::get_if<RLock>(&lock_)) {
-    r->acquire_restore(depth);
-  } else {
-    std::get<Lock>(lock_).acquire();
-  }
+  restore_lock();
   if (!woken) {
-    // Timed out. Under the lock no notify runs: either a notification meant for the waiters is
-    // still unclaimed (take it: we count as notified) or we are still among the sleepers.
-    if (detail::take_unit(tokens)) {
+    // Timed out. Under the lock no notify runs: either a notification we may take is left (take
+    // it: we count as notified) or we are still among the sleepers.
+    if (take()) {
       woken = true;
     } else {
       state_->sleepers.fetch_sub(1);
@@ -385,7 +397,8 @@ void Condition::notify(int n) {
   state_->sleepers.fetch_sub(k);
   state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   state_->tokens.fetch_add(k, std::memory_order_seq_cst);
-  platform::wake_address(&state_->tokens, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
+  state_->nseq.fetch_add(1, std::memory_order_seq_cst);
+  platform::wake_address(&state_->nseq, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
 }
 
 void Condition::notify_all() { notify(INT_MAX); }

@@ -95,6 +95,16 @@ void set_value_and_notify(mp::Condition c, mp::RawValue<int> state, int value) {
   c.notify_all();
 }
 
+// Condition ping-pong: waits for turn == 1, sets it to 0, notifies; `rounds` times.
+void condition_pong(mp::Condition c, mp::RawValue<int> turn, int rounds) {
+  for (int i = 0; i < rounds; ++i) {
+    std::unique_lock guard(c);
+    if (!c.wait_for([&] { return turn.value() == 1; }, kTimeout)) std::exit(2);
+    turn.set_value(0);
+    c.notify();
+  }
+}
+
 void barrier_indices(mp::Barrier b, mp::RawArray<int> seen, int party, int rounds) {
   for (int r = 0; r < rounds; ++r) {
     const int index = b.wait(kTimeout);
@@ -494,6 +504,24 @@ TEST_P(SynchronizeTest, ConditionWaitForWithTimeout) {
     EXPECT_TRUE(c.wait_for([&] { return state.value() == 4; }, kTimeout));
   }
   join_or_fail(p);
+}
+
+TEST_P(SynchronizeTest, ConditionPingPong) {
+  // A waiter that starts waiting right after a notify must not take that notification from the
+  // waiter it was meant for (that loses the wake-up and both sides wait forever).
+  constexpr int kRounds = 3000;
+  mp::Condition c;
+  mp::RawValue<int> turn(0);
+  mp::Process p(ctx(), condition_pong, c, turn, kRounds);
+  p.start();
+  for (int i = 0; i < kRounds; ++i) {
+    std::unique_lock guard(c);
+    turn.set_value(1);
+    c.notify();
+    ASSERT_TRUE(c.wait_for([&] { return turn.value() == 0; }, kTimeout)) << "round " << i;
+  }
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST_P(SynchronizeTest, ConditionNotifyWithKilledWaiter) {

@@ -324,7 +324,9 @@ class MP_API Condition : public detail::Lockable<Condition> {
 // Barrier(parties, action = nullptr, timeout = nullopt) (multiprocessing.Barrier).
 // `action` is a plain function (it may have to be sent to a spawned child); it runs in exactly one
 // party of each round, the last to arrive, before the others are released.
-// Python: a party that dies while waiting breaks the barrier (CPython hangs the others).
+// Python: a party that dies while waiting breaks the barrier (CPython hangs the others). Rounds
+// follow each other without CPython's draining phase: a party may enter the next round while the
+// last round's waiters are still waking up.
 class MP_API Barrier {
  public:
   using Action = void (*)();
