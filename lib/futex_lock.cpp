@@ -7,12 +7,6 @@
 
 namespace mp::detail {
 
-namespace {
-// Pause-loop iterations before sleeping: a few microseconds, enough to catch a holder on another
-// CPU leaving a short critical section, short enough not to burn a core on a slow holder.
-constexpr int kSpinIterations = 200;
-}  // namespace
-
 void FutexLock::wake_one() noexcept {
   try {
     platform::wake_address(&word_, 1);
@@ -46,16 +40,17 @@ Acquire FutexLock::acquire_slow(const std::chrono::nanoseconds* timeout) {
     }
   }
 
-  for (int i = 0; i < kSpinIterations; ++i) {
-    std::uint32_t v = word_.load(std::memory_order_relaxed);
-    if (v == 0 && word_.compare_exchange_weak(v, me, std::memory_order_acquire,
-                                              std::memory_order_relaxed))
-      return Acquire::acquired;
-    platform::yield_cpu();
-  }
+  if (spin_until([&] {
+        std::uint32_t v = word_.load(std::memory_order_relaxed);
+        return v == 0 && word_.compare_exchange_weak(v, me, std::memory_order_acquire,
+                                                     std::memory_order_relaxed);
+      }))
+    return Acquire::acquired;
 
   const auto start = Clock::now();
-  const auto deadline = timeout ? start + *timeout : Clock::time_point::max();
+  // Timeouts beyond a century count as none (and cannot overflow the clock).
+  const bool forever = !timeout || *timeout >= std::chrono::hours(24 * 365 * 100);
+  const auto deadline = forever ? Clock::time_point::max() : start + *timeout;
   auto next_check = start + kOwnerCheckInterval;
   for (;;) {
     std::uint32_t v = word_.load(std::memory_order_relaxed);

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "platform/os.hpp"
 #include "platform/sync.hpp"
 
 namespace mp::detail {
@@ -88,5 +89,39 @@ class FutexLock {
 };
 
 static_assert(sizeof(FutexLock) == 4 && std::atomic<std::uint32_t>::is_always_lock_free);
+
+// Adaptive spinning before sleeping on a word: spin_until() spins (pause loop) until ready() or
+// the calling thread's budget runs out. Success doubles the budget (up to kMaxSpin, ~10 µs): the
+// peer runs on another CPU and a spin avoids a kernel wake-up. Failure halves it (down to
+// kMinSpin): the peer is slow, or needs this very CPU, and spinning only delays it. One attempt in
+// kExploreEvery spins the full kMaxSpin so that a peer that became fast is noticed again.
+inline constexpr unsigned kMaxSpin = 400;
+inline constexpr unsigned kMinSpin = 8;
+inline constexpr unsigned kExploreEvery = 16;
+
+struct SpinState {
+  unsigned budget = kMaxSpin;
+  unsigned attempts = 0;
+};
+constinit inline thread_local SpinState t_spin{};
+
+// `peer_cpu`: the CPU the peer that will make ready() true last ran on, if known (else -1). When it
+// is the calling thread's CPU, spinning only delays the peer, so there is none.
+template <class Ready>
+bool spin_until(Ready ready, int peer_cpu = -1) {
+  if (peer_cpu >= 0 && peer_cpu == platform::current_cpu()) return ready();
+  SpinState& s = t_spin;
+  const bool explore = ++s.attempts % kExploreEvery == 0;
+  const unsigned n = explore ? kMaxSpin : s.budget;
+  for (unsigned i = 0; i < n; ++i) {
+    if (ready()) {
+      s.budget = explore ? kMaxSpin : (s.budget * 2 > kMaxSpin ? kMaxSpin : s.budget * 2);
+      return true;
+    }
+    platform::yield_cpu();
+  }
+  s.budget = s.budget / 2 < kMinSpin ? kMinSpin : s.budget / 2;
+  return ready();
+}
 
 }  // namespace mp::detail

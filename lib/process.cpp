@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <typeinfo>
 
+#include "lifeline.hpp"
 #include "mp/errors.hpp"
 #include "process_impl.hpp"
 
@@ -76,11 +77,8 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   parent->kind = Kind::Parent;
   parent->name = parent_name;
   parent->pid = parent_pid;
-  try {
-    parent->parent_handle = platform::open_process(parent_pid);
-  } catch (const std::exception&) {
-    parent->parent_handle = platform::kInvalidHandle;  // already gone
-  }
+  parent->parent_handle = open_parent(parent_pid);
+  if (daemon) watch_parent_for_daemon(parent->parent_handle, parent_pid);
   g.parent = std::move(parent);
 }
 

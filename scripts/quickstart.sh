@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 what="${1:-samples}"
 
 need=(cmake make g++ pkg-config libboost1.81-dev libcereal-dev libssl-dev libgtest-dev libgmock-dev
-      libbenchmark-dev python3)
+      libbenchmark-dev python3
+      clang-14 libclang-rt-14-dev)  # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -132,7 +132,8 @@ TEST_P(FutexLockProcessTest, KilledHolderIsTakenOver) {
   EXPECT_EQ(result.load(), static_cast<int>(Acquire::owner_died));
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(acquired_at - killed_at);
   RecordProperty("takeover_ms", static_cast<int>(took.count()));
-  EXPECT_LT(took, 50ms + 200ms) << "take-over took " << took.count() << " ms";  // 50 ms + load noise
+  // 50 ms by design; the rest is tolerance for a heavily loaded machine (kill and reap included).
+  EXPECT_LT(took, 50ms + 950ms) << "take-over took " << took.count() << " ms";
   EXPECT_TRUE(s->lock.held_by_this_process());
   EXPECT_TRUE(s->lock.release());
   EXPECT_EQ(s->lock.try_acquire(), Acquire::acquired);

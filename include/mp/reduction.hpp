@@ -93,7 +93,15 @@ void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const T& t) {
 template <class T>
   requires std::is_arithmetic_v<T>
 void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, T& t) {
-  ar.loadBinary(&t, sizeof t);
+  if constexpr (std::is_same_v<T, bool>) {
+    // Only 0 and 1 are bools: any other byte would make reading the value undefined behaviour.
+    unsigned char byte = 0;
+    ar.loadBinary(&byte, 1);
+    if (byte > 1) throw UnpicklingError("corrupt data: a bool is neither 0 nor 1");
+    t = byte != 0;
+  } else {
+    ar.loadBinary(&t, sizeof t);
+  }
 }
 template <class Archive, class T>
 void CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, cereal::NameValuePair<T>& nvp) {
@@ -218,7 +226,11 @@ T load_from(const char* data, std::size_t size) {
                   "mp: a type received from another process must be default constructible");
     T value{};
     InputArchive ar(data, size);
-    ar(value);
+    try {
+      ar(value);
+    } catch (const cereal::Exception& e) {  // e.g. a std::variant index out of range
+      throw UnpicklingError(std::string("corrupt data: ") + e.what());
+    }
     if (ar.remaining() != 0) throw UnpicklingError("corrupt data: trailing bytes after the value");
     return value;
   }

@@ -2,6 +2,7 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -127,13 +128,48 @@ std::pair<Handle, Handle> make_pipe() {
   return {fds[0], fds[1]};
 }
 
+namespace {
+// Blocks SIGPIPE on the calling thread for its lifetime; a SIGPIPE raised meanwhile by a write to
+// a closed pipe is consumed (unless one was already pending), so EPIPE is reported as an error
+// instead of killing the process, whatever the program's SIGPIPE disposition.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeGuard() {
+    if (raised_ && !was_pending_) {
+      const timespec zero{0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  void raised() noexcept { raised_ = true; }
+
+ private:
+  sigset_t pipe_, old_;
+  bool was_pending_ = false;
+  bool raised_ = false;
+};
+}  // namespace
+
 void write_all(Handle h, const void* data, std::size_t size) {
   const char* p = static_cast<const char*>(data);
+  SigpipeGuard guard;
   while (size > 0) {
     const ssize_t n = ::write(h, p, size);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_last_error("write");
+      const int e = errno;
+      if (e == EPIPE) guard.raised();
+      throw_error(e, "write");
     }
     p += n;
     size -= static_cast<std::size_t>(n);

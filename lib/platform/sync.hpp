@@ -2,11 +2,28 @@
 // cheap process and thread identities for lock ownership.
 #pragma once
 
+#include <atomic>
+
 namespace mp::platform {
 
+// Caches behind cached_pid()/cached_tid(); 0 = not known yet. A forked child refreshes them.
+extern std::atomic<int> g_pid_cache;
+extern thread_local constinit int t_tid_cache;  // constinit: direct TLS access, no wrapper
+int read_pid_slow() noexcept;
+int read_tid_slow() noexcept;
+
 // The calling process's pid, cached (getpid() is a system call) and refreshed in a forked child.
-int cached_pid() noexcept;
+inline int cached_pid() noexcept {
+  const int pid = g_pid_cache.load(std::memory_order_relaxed);
+  return pid != 0 ? pid : read_pid_slow();
+}
 // The calling thread's OS thread id (gettid), cached per thread and refreshed after fork.
-int cached_tid() noexcept;
+inline int cached_tid() noexcept {
+  const int tid = t_tid_cache;
+  return tid != 0 ? tid : read_tid_slow();
+}
+
+// The CPU the calling thread runs on now (a hint: it may move at once); -1 if unknown.
+int current_cpu() noexcept;
 
 }  // namespace mp::platform

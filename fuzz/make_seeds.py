@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets (fuzz/corpus/<target>/) in the wire formats of
+mp::reduction (little-endian, u64 lengths, no type tag: the targets prepend it) and lib/auth.cpp.
+Re-run after a format change: python3 fuzz/make_seeds.py"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def u8(v): return struct.pack('<B', v)
+def i32(v): return struct.pack('<i', v)
+def u32(v): return struct.pack('<I', v)
+def i64(v): return struct.pack('<q', v)
+def u64(v): return struct.pack('<Q', v)
+def f64(v): return struct.pack('<d', v)
+def string(s): b = s.encode() if isinstance(s, str) else s; return u64(len(b)) + b
+def seq(items): return u64(len(items)) + b''.join(items)
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, 'corpus', target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+# fuzz_reduction: first byte = type selector (see fuzz_reduction.cpp), then the payload.
+red = {
+    'int': (0, i32(-7)),
+    'double': (1, f64(2.5)),
+    'bool': (2, u8(1)),
+    'string': (3, string('hello')),
+    'vector_int': (4, seq([i32(1), i32(2), i32(3)])),
+    'vector_string': (5, seq([string('a'), string('bc')])),
+    'map': (6, seq([string('a') + i32(1), string('b') + i32(2)])),
+    'unordered_map': (7, seq([i32(1) + seq([u8(65)])])),
+    'set': (8, seq([string('x'), string('y')])),
+    'tuple': (9, i32(4) + string('x') + u8(0) + f64(1.5)),  # optional: a 'nullopt' bool first
+    'variant': (10, i32(1) + string('v')),  # int32 index
+    'nested': (11, seq([seq([string('a')]), seq([])])),
+    'user': (12, string('c') + seq([f64(9)]) + u8(0) + seq([i32(1) + string('one')])),
+    'raw': (13, bytes(24)),
+    'pair': (14, u8(1) + u8(0) + string('s')),
+    'shared_block': (15, u64(3) + u64(4096)),
+    'huge_length': (4, u64(1 << 62)),
+}
+for name, (sel, payload) in red.items():
+    write('reduction', name, u8(sel) + payload)
+
+
+# fuzz_spawn_data: byte 0 even = payload behind the right tag.
+def code_ref(module, build_id, offset): return string(module) + string(build_id) + u64(offset)
+
+
+prep = (u32(1) + string('Process-1') + seq([i32(1)]) + u8(0) + string(b'\x01' * 32) + i32(1234) +
+        string('spawn') + u8(1) + code_ref('', 'ab' * 20, 0x1234) + code_ref('', 'ab' * 20, 0x5678) +
+        string(i32(42)) + seq([i64(5), i64(6)]))
+write('spawn_data', 'target', u8(0) + prep)
+write('spawn_data', 'no_target', u8(0) + u32(1) + string('Process-2:1') + seq([i32(2), i32(1)]) + u8(1) +
+      string('k') + i32(1) + string('fork') + u8(0) + code_ref('', '', 0) * 2 + string('') + seq([]))
+write('spawn_data', 'bad_tag', u8(1) + u64(0) + prep)
+
+# fuzz_auth: byte 0 = side (0 answer, 1 deliver, 2 server, 3 client), then the peer's frames.
+def frame(b): return u32(len(b)) + b
+
+
+challenge = frame(b'#CHALLENGE#' + bytes(range(32)))
+welcome = frame(b'#WELCOME#')
+write('auth', 'answer', u8(0) + challenge + welcome)
+write('auth', 'answer_failure', u8(0) + challenge + frame(b'#FAILURE#'))
+write('auth', 'deliver_wrong_digest', u8(1) + frame(bytes(32)))
+write('auth', 'server', u8(2) + frame(bytes(32)) + challenge + welcome)
+write('auth', 'client', u8(3) + challenge + welcome + frame(bytes(32)))
+write('auth', 'oversized', u8(0) + u32(0xFFFFFFF0))

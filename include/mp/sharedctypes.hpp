@@ -1,0 +1,410 @@
+// mp/sharedctypes.hpp — Value, Array, RawValue, RawArray (CPython: multiprocessing/sharedctypes.py).
+//
+// A value or an array of a trivially copyable T (the C++ form of ctypes' type codes 'i', 'd',
+// 'c', ... and of ctypes structures) in shared memory. Each is a copyable handle: copies, and the
+// copies a child gets when it is a Process argument (fork or spawn) or inside another serialized
+// object, see the same memory. The memory is anonymous and freed by the OS when the last process
+// drops it; nothing outlives the program, even after SIGKILL.
+//
+// Indivisible access: value()/set_value() and element reads/writes through operator[] are each a
+// single indivisible load or store — std::atomic_ref (relaxed) when T is lock-free, else a copy
+// under a small private robust lock (a process killed during the copy cannot block the others).
+// So `v.set_value(v.value() + 1)` races between processes exactly as Python's `v.value += 1`,
+// without undefined behaviour; hold get_lock() to make it atomic.
+// Python: Value's `.value` takes the lock on each access in CPython; here value()/set_value() are
+// indivisible without it, and get_lock() is for compound updates (the documented Python idiom).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <iterator>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "mp/export.hpp"
+#include "mp/heap.hpp"
+#include "mp/synchronize.hpp"
+
+#if __has_include(<format>)
+#include <format>
+#endif
+
+namespace mp {
+
+// A Lock or an RLock: the lock of a synchronized Value/Array (CPython accepts either).
+// Lockable (lock/unlock/try_lock/try_lock_for/try_lock_until) and acquire/release as both.
+class AnyLock : public detail::Lockable<AnyLock> {
+ public:
+  AnyLock() = default;  // a new RLock, CPython's default
+  AnyLock(RLock lock) : lock_(std::move(lock)) {}
+  AnyLock(Lock lock) : lock_(std::move(lock)) {}
+
+  bool acquire(bool block = true) {
+    return std::visit([&](auto& l) { return l.acquire(block); }, lock_);
+  }
+  template <class Rep, class Period>
+  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return std::visit([&](auto& l) { return l.acquire(block, timeout); }, lock_);
+  }
+  void release() {
+    std::visit([](auto& l) { l.release(); }, lock_);
+  }
+  bool previous_owner_died() const noexcept {
+    return std::visit([](const auto& l) { return l.previous_owner_died(); }, lock_);
+  }
+  // The lock itself, or nullptr if it is of the other kind.
+  RLock* rlock() noexcept { return std::get_if<RLock>(&lock_); }
+  Lock* plain_lock() noexcept { return std::get_if<Lock>(&lock_); }
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(lock_);
+  }
+
+ private:
+  std::variant<RLock, Lock> lock_;
+};
+
+namespace detail {
+
+// Whether T can be loaded and stored indivisibly in place with std::atomic_ref.
+template <class T>
+inline constexpr bool kIndivisible =
+    std::atomic_ref<T>::is_always_lock_free && alignof(T) >= std::atomic_ref<T>::required_alignment;
+
+// The shared block's layout: a 4-byte guard word (for types that are not lock-free), then the data
+// at kDataOffset (aligned for T).
+template <class T>
+inline constexpr std::size_t kDataOffset = alignof(T) > 64 ? alignof(T) : 64;
+
+// memcpy under the block's guard word (a robust lock; lib/sharedctypes.cpp).
+MP_API void guarded_copy(void* block_base, void* dst, const void* src, std::size_t size);
+
+template <class T>
+T load(void* base, const T* p) {
+  if constexpr (kIndivisible<T>) {
+    return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
+  } else {
+    alignas(T) unsigned char buf[sizeof(T)];
+    guarded_copy(base, buf, p, sizeof(T));
+    T out;
+    std::memcpy(static_cast<void*>(&out), buf, sizeof(T));
+    return out;
+  }
+}
+
+template <class T>
+void store(void* base, T* p, const T& v) {
+  if constexpr (kIndivisible<T>) {
+    std::atomic_ref<T>(*p).store(v, std::memory_order_relaxed);
+  } else {
+    guarded_copy(base, p, &v, sizeof(T));
+  }
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// RawValue<T> (sharedctypes.RawValue): a T in shared memory, without a lock.
+template <class T>
+class RawValue {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
+                "struct of plain types, like ctypes types); use a manager for other types");
+  static_assert(!std::is_pointer_v<T>, "mp::Value/Array<T>: a pointer means nothing in another process");
+
+ public:
+  using value_type = T;
+
+  // A new value in shared memory, zero-initialised (T{}) or `initial`. Throws OSError.
+  RawValue() : RawValue(T{}) {}
+  explicit RawValue(const T& initial) : block_(detail::kDataOffset<T> + sizeof(T)) {
+    attach();
+    std::memcpy(static_cast<void*>(ptr_), &initial, sizeof(T));
+  }
+
+  // One indivisible load / store (see the file comment).
+  T value() const { return detail::load(block_base_, ptr_); }
+  void set_value(const T& v) { detail::store(block_base_, ptr_, v); }
+  // Direct access to the shared T (plain, not indivisible: hold a lock around concurrent use).
+  T& get_obj() const noexcept { return *ptr_; }
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(block_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(block_);
+    if (block_.size() < detail::kDataOffset<T> + sizeof(T))
+      throw UnpicklingError("RawValue: shared memory received is too small for the type");
+    attach();
+  }
+
+ private:
+  void attach() {
+    block_base_ = block_.data();
+    ptr_ = reinterpret_cast<T*>(static_cast<unsigned char*>(block_base_) + detail::kDataOffset<T>);
+  }
+  heap::SharedBlock block_;
+  void* block_base_ = nullptr;
+  T* ptr_ = nullptr;
+};
+
+// Value<T> (multiprocessing.Value): a RawValue with a lock — a new RLock by default, or the given
+// Lock/RLock (so several values can share one lock).
+template <class T>
+class Value {
+ public:
+  using value_type = T;
+
+  Value() : Value(T{}) {}
+  explicit Value(const T& initial) : raw_(initial) {}
+  Value(const T& initial, Lock lock) : raw_(initial), lock_(std::move(lock)) {}
+  Value(const T& initial, RLock lock) : raw_(initial), lock_(std::move(lock)) {}
+  Value(const T& initial, AnyLock lock) : raw_(initial), lock_(std::move(lock)) {}
+
+  T value() const { return raw_.value(); }
+  void set_value(const T& v) { raw_.set_value(v); }
+  // The lock (CPython: get_lock()); std::lock_guard guard(v.get_lock());
+  AnyLock& get_lock() noexcept { return lock_; }
+  // The shared T itself, for direct access under the lock (CPython: get_obj()). Plain memory:
+  // concurrent use without the lock is a data race.
+  T& get_obj() const noexcept { return raw_.get_obj(); }
+  // The same memory without the lock, as a RawValue handle.
+  const RawValue<T>& get_raw() const noexcept { return raw_; }
+  // acquire()/release() of the lock, as CPython's synchronized wrappers.
+  bool acquire(bool block = true) { return lock_.acquire(block); }
+  void release() { lock_.release(); }
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(raw_, lock_);
+  }
+
+ private:
+  RawValue<T> raw_;
+  AnyLock lock_;
+};
+
+template <class T>
+std::ostream& operator<<(std::ostream& os, const RawValue<T>& v) {
+  return os << v.value();
+}
+template <class T>
+std::ostream& operator<<(std::ostream& os, const Value<T>& v) {
+  return os << v.value();
+}
+
+// ---------------------------------------------------------------------------------------------
+// RawArray<T> (sharedctypes.RawArray): a fixed-size array of T in shared memory, without a lock.
+// Indexes may be negative (from the end, as Python); out of range throws std::out_of_range.
+template <class T>
+class RawArray {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
+                "struct of plain types, like ctypes types); use a manager for other types");
+  static_assert(!std::is_pointer_v<T>, "mp::Value/Array<T>: a pointer means nothing in another process");
+
+ public:
+  using value_type = T;
+  using size_type = std::size_t;
+
+  // One element; reads and writes are indivisible (see the file comment).
+  class reference {
+   public:
+    operator T() const { return detail::load(base_, p_); }
+    reference& operator=(const T& v) {
+      detail::store(base_, p_, v);
+      return *this;
+    }
+    reference& operator=(const reference& other) { return *this = static_cast<T>(other); }
+
+   private:
+    friend class RawArray;
+    reference(void* base, T* p) : base_(base), p_(p) {}
+    void* base_;
+    T* p_;
+  };
+
+  // A zero-filled array of `size` elements (Python: RawArray('i', 10)).
+  RawArray() : RawArray(size_type{0}) {}
+  explicit RawArray(size_type size) : block_(detail::kDataOffset<T> + size * sizeof(T)) {
+    size_ = size;
+    attach();
+  }
+  // From values (Python: RawArray('i', [1, 2, 3])).
+  RawArray(std::initializer_list<T> values) : RawArray(values.begin(), values.end()) {}
+  explicit RawArray(const std::vector<T>& values) : RawArray(values.begin(), values.end()) {}
+  template <std::input_iterator It>
+  RawArray(It first, It last) : RawArray(std::vector<T>(first, last), 0) {}
+  // Array<char> from a string (Python: Array('c', b'hello')); no terminating zero is added.
+  explicit RawArray(std::string_view text)
+    requires std::is_same_v<T, char>
+      : RawArray(text.begin(), text.end()) {}
+
+  size_type size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+
+  reference operator[](std::ptrdiff_t index) { return reference(base_, data_ + checked(index)); }
+  T operator[](std::ptrdiff_t index) const { return detail::load(base_, data_ + checked(index)); }
+
+  // Direct access to the elements (plain memory: hold a lock around concurrent use).
+  T* data() const noexcept { return data_; }
+  T* begin() const noexcept { return data_; }
+  T* end() const noexcept { return data_ + size_; }
+
+  // Python's arr[start:stop] (indices clamped, negative from the end) and arr[:], as a copy.
+  std::vector<T> slice(std::ptrdiff_t start, std::ptrdiff_t stop) const {
+    const auto [b, e] = clamp(start, stop);
+    return std::vector<T>(data_ + b, data_ + e);
+  }
+  std::vector<T> slice() const { return std::vector<T>(data_, data_ + size_); }
+  std::vector<T> to_vector() const { return slice(); }
+  // Python's arr[start:stop] = values / arr[:] = values. Throws std::invalid_argument
+  // "Can only assign sequence of same size" if the lengths differ.
+  void set_slice(std::ptrdiff_t start, std::ptrdiff_t stop, std::span<const T> values) {
+    const auto [b, e] = clamp(start, stop);
+    if (values.size() != e - b) throw std::invalid_argument("Can only assign sequence of same size");
+    if (!values.empty()) std::memmove(static_cast<void*>(data_ + b), values.data(), values.size() * sizeof(T));
+  }
+  void set_slice(std::span<const T> values) {
+    set_slice(0, static_cast<std::ptrdiff_t>(size_), values);
+  }
+  void set_slice(std::initializer_list<T> values) { set_slice(std::span<const T>(values.begin(), values.size())); }
+
+  // c_char arrays: value() is the text up to the first zero byte, raw() all the bytes.
+  std::string_view value() const
+    requires std::is_same_v<T, char>
+  {
+    return std::string_view(data_, std::find(data_, data_ + size_, '\0') - data_);
+  }
+  std::string_view raw() const
+    requires std::is_same_v<T, char>
+  {
+    return std::string_view(data_, size_);
+  }
+  // Stores `text` and a terminating zero if there is room. Throws std::invalid_argument
+  // "byte string too long" if it does not fit.
+  void set_value(std::string_view text)
+    requires std::is_same_v<T, char>
+  {
+    if (text.size() > size_) throw std::invalid_argument("byte string too long");
+    std::memcpy(data_, text.data(), text.size());
+    if (text.size() < size_) data_[text.size()] = '\0';
+  }
+  void set_raw(std::string_view bytes)
+    requires std::is_same_v<T, char>
+  {
+    if (bytes.size() > size_) throw std::invalid_argument("byte string too long");
+    std::memcpy(data_, bytes.data(), bytes.size());
+  }
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(block_, static_cast<std::uint64_t>(size_));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t n = 0;
+    ar(block_, n);
+    if (n > (block_.size() - std::min(block_.size(), detail::kDataOffset<T>)) / (sizeof(T) ? sizeof(T) : 1))
+      throw UnpicklingError("RawArray: shared memory received is too small for the array");
+    size_ = static_cast<size_type>(n);
+    attach();
+  }
+
+ private:
+  RawArray(std::vector<T> values, int) : RawArray(values.size()) {
+    if (!values.empty()) std::memcpy(static_cast<void*>(data_), values.data(), values.size() * sizeof(T));
+  }
+  void attach() {
+    base_ = block_.data();
+    data_ = reinterpret_cast<T*>(static_cast<unsigned char*>(base_) + detail::kDataOffset<T>);
+  }
+  size_type checked(std::ptrdiff_t index) const {
+    const auto n = static_cast<std::ptrdiff_t>(size_);
+    const std::ptrdiff_t i = index < 0 ? index + n : index;
+    if (i < 0 || i >= n) throw std::out_of_range("invalid index");
+    return static_cast<size_type>(i);
+  }
+  std::pair<size_type, size_type> clamp(std::ptrdiff_t start, std::ptrdiff_t stop) const {
+    const auto n = static_cast<std::ptrdiff_t>(size_);
+    auto fix = [n](std::ptrdiff_t i) { return std::clamp<std::ptrdiff_t>(i < 0 ? i + n : i, 0, n); };
+    const std::ptrdiff_t b = fix(start), e = std::max(fix(stop), fix(start));
+    return {static_cast<size_type>(b), static_cast<size_type>(e)};
+  }
+
+  heap::SharedBlock block_;
+  size_type size_ = 0;
+  void* base_ = nullptr;
+  T* data_ = nullptr;
+};
+
+// Array<T> (multiprocessing.Array): a RawArray with a lock — a new RLock by default, or the
+// given Lock/RLock.
+template <class T>
+class Array : public RawArray<T> {
+ public:
+  using RawArray<T>::RawArray;
+  template <class L>
+    requires std::is_constructible_v<AnyLock, L>
+  Array(std::size_t size, L lock) : RawArray<T>(size), lock_(std::move(lock)) {}
+  template <class L>
+    requires std::is_constructible_v<AnyLock, L>
+  Array(std::initializer_list<T> values, L lock) : RawArray<T>(values), lock_(std::move(lock)) {}
+  template <class L>
+    requires std::is_constructible_v<AnyLock, L>
+  Array(const std::vector<T>& values, L lock) : RawArray<T>(values), lock_(std::move(lock)) {}
+
+  AnyLock& get_lock() noexcept { return lock_; }
+  RawArray<T>& get_obj() noexcept { return *this; }
+  bool acquire(bool block = true) { return lock_.acquire(block); }
+  void release() { lock_.release(); }
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    RawArray<T>::save(ar);
+    ar(lock_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    RawArray<T>::load(ar);
+    ar(lock_);
+  }
+
+ private:
+  AnyLock lock_;
+};
+
+}  // namespace mp
+
+// std::format support, where the standard library has <format> (libstdc++ 13+, libc++ 17+; not the
+// g++ 12 library of Debian 12, where operator<< serves).
+#if defined(__cpp_lib_format)
+template <class T, class CharT>
+struct std::formatter<mp::Value<T>, CharT> : std::formatter<T, CharT> {
+  template <class Ctx>
+  auto format(const mp::Value<T>& v, Ctx& ctx) const {
+    return std::formatter<T, CharT>::format(v.value(), ctx);
+  }
+};
+template <class T, class CharT>
+struct std::formatter<mp::RawValue<T>, CharT> : std::formatter<T, CharT> {
+  template <class Ctx>
+  auto format(const mp::RawValue<T>& v, Ctx& ctx) const {
+    return std::formatter<T, CharT>::format(v.value(), ctx);
+  }
+};
+#endif

@@ -1,0 +1,264 @@
+// The authkey handshake (lib/auth.hpp; CPython: connection.deliver_challenge/answer_challenge)
+// over a socketpair, one side per thread: right and wrong keys, empty keys, hostile frames, and
+// the constant-time compare.
+#include "auth.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mp_test.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// One end of a socketpair as an auth::Channel.
+class SocketEnd {
+ public:
+  explicit SocketEnd(int fd) : fd_(fd) {
+    ch_.write_all = [this](const void* p, std::size_t n) {
+      const char* c = static_cast<const char*>(p);
+      while (n > 0) {
+        const ssize_t w = ::send(fd_, c, n, MSG_NOSIGNAL);
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          throw mp::OSError(errno, "send");
+        }
+        c += w;
+        n -= static_cast<std::size_t>(w);
+      }
+    };
+    ch_.read_exact = [this](void* p, std::size_t n) {
+      char* c = static_cast<char*>(p);
+      while (n > 0) {
+        const ssize_t r = ::recv(fd_, c, n, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw mp::OSError(errno, "recv");
+        if (r == 0) throw mp::EOFError();
+        c += r;
+        n -= static_cast<std::size_t>(r);
+      }
+    };
+  }
+  ~SocketEnd() { close(); }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  mp::auth::Channel& channel() { return ch_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  mp::auth::Channel ch_;
+};
+
+struct Pair {
+  std::unique_ptr<SocketEnd> server, client;
+  Pair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    // Every blocking read is bounded: a stuck handshake fails the test instead of hanging it.
+    timeval tv{10, 0};
+    ::setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    server = std::make_unique<SocketEnd>(sv[0]);
+    client = std::make_unique<SocketEnd>(sv[1]);
+  }
+};
+
+struct Outcome {
+  bool handler_ran = false;  // the code after a successful handshake ("the handler")
+  std::exception_ptr error;
+};
+
+// Runs the server handshake on a thread and the client on this one; each side runs its
+// "handler" only if its handshake succeeded. A failing side closes its end (as a connection
+// would), so the other side never waits for a message that will not come.
+std::pair<Outcome, Outcome> handshake(const std::string& server_key, const std::string& client_key) {
+  Pair p;
+  Outcome server, client;
+  std::thread t([&] {
+    try {
+      mp::auth::serve_handshake(p.server->channel(), server_key);
+      server.handler_ran = true;
+    } catch (...) {
+      server.error = std::current_exception();
+      p.server->close();
+    }
+  });
+  try {
+    mp::auth::client_handshake(p.client->channel(), client_key);
+    client.handler_ran = true;
+  } catch (...) {
+    client.error = std::current_exception();
+    p.client->close();
+  }
+  t.join();
+  return {server, client};
+}
+
+bool is_auth_error(const std::exception_ptr& e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const mp::AuthenticationError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool is_auth_or_eof(const std::exception_ptr& e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const mp::AuthenticationError&) {
+    return true;
+  } catch (const mp::EOFError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
+
+TEST(Auth, SameKeyAuthenticatesBothSides) {
+  auto [server, client] = handshake("secret key", "secret key");
+  EXPECT_FALSE(server.error);
+  EXPECT_FALSE(client.error);
+  EXPECT_TRUE(server.handler_ran);
+  EXPECT_TRUE(client.handler_ran);
+}
+
+// Guarantee: a wrong key runs no handler on either side; the side that checks the digest raises
+// AuthenticationError, the other side AuthenticationError (or EOFError if the peer hung up).
+TEST(Auth, WrongKeyFailsOnBothSides) {
+  auto [server, client] = handshake("server key", "client key");
+  EXPECT_FALSE(server.handler_ran);
+  EXPECT_FALSE(client.handler_ran);
+  EXPECT_TRUE(is_auth_error(server.error)) << "the server must detect the wrong digest";
+  EXPECT_TRUE(is_auth_or_eof(client.error));
+}
+
+// The client checks the server too (mutual): a server that answers the client's challenge with
+// the wrong key is refused by the client even if it let the client in.
+TEST(Auth, ClientRefusesServerWithWrongKey) {
+  Pair p;
+  std::atomic<bool> client_in{false};
+  std::thread t([&] {
+    try {
+      // A server that accepts anyone, then answers with another key.
+      mp::auth::Channel& ch = p.server->channel();
+      // deliver_challenge with the client's key would pass; use the other key for the answer.
+      mp::auth::deliver_challenge(ch, "client key");
+      mp::auth::answer_challenge(ch, "impostor key");
+    } catch (...) {
+      p.server->close();
+    }
+  });
+  try {
+    mp::auth::client_handshake(p.client->channel(), "client key");
+    client_in = true;
+  } catch (const mp::AuthenticationError&) {
+  } catch (const mp::EOFError&) {
+  }
+  p.client->close();
+  t.join();
+  EXPECT_FALSE(client_in.load());
+}
+
+// Guarantee: an empty key is refused before anything is sent (CPython: AuthenticationError).
+TEST(Auth, EmptyKeyIsRefused) {
+  Pair p;
+  EXPECT_THROW(mp::auth::serve_handshake(p.server->channel(), ""), mp::AuthenticationError);
+  EXPECT_THROW(mp::auth::client_handshake(p.client->channel(), ""), mp::AuthenticationError);
+  // Nothing was written by either side.
+  char c;
+  EXPECT_EQ(::recv(p.client->fd(), &c, 1, MSG_DONTWAIT), -1);
+  EXPECT_EQ(::recv(p.server->fd(), &c, 1, MSG_DONTWAIT), -1);
+}
+
+// Guarantee: a hostile length is refused before allocating (frames are capped at kMaxFrame).
+TEST(Auth, OversizedFrameIsRefusedBeforeAllocation) {
+  Pair p;
+  const std::uint32_t huge = 0xFFFFFFF0u;
+  ASSERT_EQ(::send(p.server->fd(), &huge, sizeof huge, 0), static_cast<ssize_t>(sizeof huge));
+  EXPECT_THROW(mp::auth::answer_challenge(p.client->channel(), "key"), mp::AuthenticationError);
+}
+
+TEST(Auth, GarbageChallengeIsAProtocolError) {
+  Pair p;
+  const std::string body = "#CHALLENGE#short";
+  const auto n = static_cast<std::uint32_t>(body.size());
+  ASSERT_EQ(::send(p.server->fd(), &n, sizeof n, 0), static_cast<ssize_t>(sizeof n));
+  ASSERT_EQ(::send(p.server->fd(), body.data(), body.size(), 0), static_cast<ssize_t>(body.size()));
+  EXPECT_THROW(mp::auth::answer_challenge(p.client->channel(), "key"), mp::AuthenticationError);
+}
+
+TEST(Auth, PeerHangingUpIsEof) {
+  Pair p;
+  p.server->close();
+  EXPECT_THROW(mp::auth::answer_challenge(p.client->channel(), "key"), mp::EOFError);
+}
+
+TEST(Auth, HmacMatchesRfc4231) {
+  // RFC 4231 test case 2.
+  const std::string mac = mp::auth::hmac_sha256("Jefe", "what do ya want for nothing?");
+  static const char* expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  std::string hex;
+  for (unsigned char c : mac) {
+    static const char d[] = "0123456789abcdef";
+    hex += d[c >> 4];
+    hex += d[c & 15];
+  }
+  EXPECT_EQ(hex, expected);
+}
+
+TEST(Auth, ConstantTimeEqualIsCorrect) {
+  EXPECT_TRUE(mp::auth::constant_time_equal("", ""));
+  EXPECT_TRUE(mp::auth::constant_time_equal("abc", "abc"));
+  EXPECT_FALSE(mp::auth::constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(mp::auth::constant_time_equal("abc", "ab"));
+  EXPECT_FALSE(mp::auth::constant_time_equal(std::string("a\0b", 3), std::string("a\0c", 3)));
+}
+
+// Guarantee: digests are compared in constant time. A comparison that stops at the first
+// difference is ~1000× faster on 1 MiB strings that differ in their first byte than on strings
+// that differ in their last; the constant-time compare takes the same time for both. The bound
+// (3×, medians of many runs) tolerates a loaded machine.
+TEST(Auth, CompareTimeDoesNotDependOnWhereStringsDiffer) {
+  const std::string a(1 << 20, 'x');
+  std::string first = a, last = a;
+  first.front() = 'y';
+  last.back() = 'y';
+  auto time_of = [&](const std::string& b) {
+    std::vector<double> samples;
+    for (int i = 0; i < 41; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool eq = mp::auth::constant_time_equal(a, b);
+      const auto t1 = std::chrono::steady_clock::now();
+      EXPECT_FALSE(eq);
+      samples.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    std::nth_element(samples.begin(), samples.begin() + 20, samples.end());
+    return samples[20];
+  };
+  const double t_first = time_of(first), t_last = time_of(last);
+  RecordProperty("compare_first_us", std::to_string(t_first));
+  RecordProperty("compare_last_us", std::to_string(t_last));
+  EXPECT_LT(t_last / t_first, 3.0) << "first-byte difference " << t_first << " µs, last-byte " << t_last << " µs";
+  EXPECT_LT(t_first / t_last, 3.0);
+}

@@ -1,0 +1,136 @@
+// Thread safety of the foundation within one process (labelled `tsan`: ThreadSanitizer sees these
+// races). Several threads start, poll, join, signal and enumerate processes at once, and encode
+// and decode values at once; CPython's equivalent is guarded by the GIL.
+#include <signal.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mp/heap.hpp"
+#include "mp_test.hpp"
+
+using namespace mp_test;
+
+namespace {
+
+void exit_with(int code) { std::exit(code); }
+void sleep_forever() {
+  for (;;) ::pause();
+}
+
+constexpr int kThreads = 4;
+
+}  // namespace
+
+class ThreadingTest : public StartMethodTest {};
+
+// Processes made and started from several threads at once get distinct names and pids, and each
+// is joined with its own exit code.
+TEST_P(ThreadingTest, StartFromManyThreads) {
+  constexpr int kPerThread = 5;
+  std::vector<std::vector<mp::Process>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        made[t].emplace_back(ctx(), exit_with, t * kPerThread + i);
+        made[t].back().start();
+      }
+      for (auto& p : made[t]) p.join(kTimeout);
+    });
+  for (auto& th : threads) th.join();
+  std::set<std::string> names;
+  std::set<int> pids;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kPerThread; ++i) {
+      mp::Process& p = made[t][i];
+      EXPECT_EQ(p.exitcode(), t * kPerThread + i);
+      names.insert(p.name());
+      pids.insert(p.pid().value_or(-1));
+    }
+  EXPECT_EQ(names.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  EXPECT_EQ(pids.size(), static_cast<std::size_t>(kThreads * kPerThread));
+}
+
+// One Process used from several threads: joins, polls and signals race with each other.
+TEST_P(ThreadingTest, OneProcessFromManyThreads) {
+  mp::Process p(ctx(), sleep_forever);
+  p.start();
+  std::atomic<int> ended{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&] {
+      p.join(kTimeout);
+      if (p.exitcode()) ended.fetch_add(1);
+      (void)p.is_alive();
+      (void)p.pid();
+    });
+  std::thread poller([&] {
+    while (p.is_alive()) (void)mp::active_children();
+  });
+  p.terminate();
+  for (auto& th : threads) th.join();
+  poller.join();
+  EXPECT_EQ(ended.load(), kThreads);
+  EXPECT_EQ(p.exitcode(), -SIGTERM);
+  EXPECT_FALSE(p.is_alive());
+}
+
+// current_process(), parent_process() and active_children() while other threads start children.
+TEST_P(ThreadingTest, EnumerateWhileStarting) {
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) {
+      EXPECT_EQ(mp::current_process().name(), "MainProcess");
+      EXPECT_FALSE(mp::parent_process());
+      for (mp::Process& c : mp::active_children()) (void)c.name();
+    }
+  });
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < 10; ++i) {
+    ps.emplace_back(ctx(), exit_with, 0);
+    ps.back().start();
+  }
+  for (auto& p : ps) join_or_fail(p);
+  done = true;
+  reader.join();
+}
+
+MP_INSTANTIATE_START_METHODS(ThreadingTest);
+
+// Encoding and decoding on several threads at once (type tags are initialized lazily).
+TEST(ThreadingReduction, ConcurrentDumpsAndLoads) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const std::map<std::string, std::vector<int>> m{{std::to_string(t), {i, t}}};
+        const auto back = mp::reduction::loads<std::map<std::string, std::vector<int>>>(mp::reduction::dumps(m));
+        if (back == m) ok.fetch_add(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), kThreads * 200);
+}
+
+// Shared blocks made, copied and dropped on several threads.
+TEST(ThreadingHeap, ConcurrentSharedBlocks) {
+  mp::heap::SharedBlock shared(sizeof(std::atomic<int>));
+  auto* counter = static_cast<std::atomic<int>*>(shared.data());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        mp::heap::SharedBlock mine(128);
+        mp::heap::SharedBlock copy = shared;
+        static_cast<std::atomic<int>*>(copy.data())->fetch_add(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(counter->load(), kThreads * 50);
+}
