@@ -139,8 +139,10 @@ Process::Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetB
   state_->daemon = cur.daemon;
   state_->authkey = cur.authkey;
   std::string name = "Process-";
-  for (std::size_t i = 0; i < state_->identity.size(); ++i)
-    name += (i ? ":" : "") + std::to_string(state_->identity[i]);
+  for (std::size_t i = 0; i < state_->identity.size(); ++i) {
+    if (i) name += ':';
+    name += std::to_string(state_->identity[i]);
+  }
   state_->name = std::move(name);
   state_->target = std::move(target);
   state_->creator_pid = platform::current_pid();
