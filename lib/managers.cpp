@@ -865,6 +865,10 @@ void BaseManager::start() {
       listener = platform::listen_unix(s.address.path, detail::kBacklog);
     }
     owner = platform::open_process(platform::current_pid());
+    // OpenSSL sets itself up lazily (milliseconds); doing it once here means a forked server
+    // inherits it instead of paying it on its first handshake.
+    static const bool hmac_ready = !auth::hmac_sha256("mp", "warm-up").empty();
+    (void)hmac_ready;
     Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener}, detail::InheritedHandle{owner},
               s.authkey, s.address, s.private_dir);
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down
