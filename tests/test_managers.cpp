@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "auth.hpp"
 #include "mp/managers.hpp"
 #include "mp_test.hpp"
 
@@ -456,6 +457,59 @@ TEST_P(ManagerTest, GarbageFromPeerDoesNotDisturbServer) {
     ::close(fd);
   }
   EXPECT_EQ(c.get(), 1);
+}
+
+// After a correct handshake: malformed requests get an error response (the connection stays
+// usable); an oversized frame closes that connection only; the server and other clients go on.
+TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto c = manager.Counter(1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strcpy(a.sun_path, manager.address().path.c_str());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  mp::auth::Channel ch;
+  ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
+  ch.read_exact = [fd](void* p, std::size_t n) {
+    if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
+  };
+  mp::auth::client_handshake(ch, mp::current_process().authkey());
+  auto request = [&](const std::string& body) {
+    const auto n = static_cast<std::uint32_t>(body.size());
+    ch.write_all(&n, 4);
+    ch.write_all(body.data(), body.size());
+    std::uint32_t len = 0;
+    ch.read_exact(&len, 4);
+    std::string r(len, '\0');
+    ch.read_exact(r.data(), len);
+    return r;
+  };
+  auto make = [](std::uint8_t op, std::uint64_t id, const std::string& name, const std::string& args) {
+    std::string b(1, static_cast<char>(op));
+    b.append(reinterpret_cast<const char*>(&id), 8);
+    const auto n = static_cast<std::uint32_t>(name.size());
+    b.append(reinterpret_cast<const char*>(&n), 4);
+    return b + name + args;
+  };
+  const std::uint64_t id = c.id();
+  for (const std::string& bad :
+       {std::string(), std::string("\x01\x02"), make(99, id, "get", ""), make(1, 12345, "get", ""),
+        make(1, id, "no_such_method", ""), make(1, id, "add", "xy"), make(2, 0, "NoSuchType", ""),
+        make(2, 0, "Counter", ""), std::string("\x01") + std::string(8, '\0') + "\xff\xff\xff\x7f"}) {
+    const std::string r = request(bad);
+    ASSERT_FALSE(r.empty());
+    EXPECT_EQ(r[0], '\1');  // an error response, not a crash
+  }
+  EXPECT_EQ(request(make(1, id, "get", "")), std::string("\0\1\0\0\0", 5));  // still usable
+  const std::uint32_t huge = 0xFFFFFFF0u;
+  ch.write_all(&huge, 4);
+  char byte;
+  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // this connection is closed
+  ::close(fd);
+  EXPECT_EQ(c.get(), 1);
+  EXPECT_EQ(manager.number_of_objects(), 1u);
 }
 
 // ---------------------------------------------------------------- SyncManager types
