@@ -2,12 +2,23 @@
 // a daemonic child when its parent dies (however it dies).
 #include "lifeline.hpp"
 
+#include <atomic>
 #include <exception>
 #include <thread>
 
 #include "platform/lifeline.hpp"
 
 namespace mp::detail {
+namespace {
+std::atomic<void (*)()> g_parent_death_hook{nullptr};
+
+[[noreturn]] void die_with_parent() noexcept {
+  if (void (*hook)() = g_parent_death_hook.load()) hook();
+  platform::kill_self();
+}
+}  // namespace
+
+void set_parent_death_hook(void (*hook)()) noexcept { g_parent_death_hook.store(hook); }
 
 platform::Handle open_parent(int parent_pid) noexcept {
   platform::Handle h = platform::kInvalidHandle;
@@ -39,7 +50,7 @@ void watch_parent_for_daemon(platform::Handle parent, int parent_pid) noexcept {
         platform::wait_readable(h, nullptr);
       } catch (...) {
       }
-      platform::kill_self();
+      die_with_parent();
     }).detach();
   } catch (...) {
     // No thread or descriptor left: the daemon cannot follow its parent; it still ends with the

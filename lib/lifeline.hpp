@@ -18,4 +18,8 @@ platform::Handle open_parent(int parent_pid) noexcept;
 // the child at once if the parent is already gone, else does nothing (no descriptor was left).
 void watch_parent_for_daemon(platform::Handle parent, int parent_pid) noexcept;
 
+// Runs `hook` on the watch thread just before a daemonic child ends because its parent died
+// (e.g. a manager server removing its socket file). It must not block.
+void set_parent_death_hook(void (*hook)()) noexcept;
+
 }  // namespace mp::detail

@@ -8,6 +8,7 @@
 //   response = u8 0, result bytes | u8 1, u32 type length, type name, message
 // Nothing received is ever used as an address: types and methods are looked up by name.
 #include "mp/managers.hpp"
+#include "lifeline.hpp"
 
 #include <atomic>
 #include <cstring>
@@ -763,9 +764,16 @@ void remove_socket(const Address& address, const std::string& private_dir) {
   if (!private_dir.empty()) platform::remove_directory(private_dir);
 }
 
+// What the server removes when its owner dies (the daemon lifeline then ends it at once).
+Address g_server_address;
+std::string g_server_private_dir;
+
 // The target of the server process: serves until shutdown() or until the owner ends.
 void server_main(InheritedHandle listener, InheritedHandle owner, std::string authkey, Address address,
                  std::string private_dir) {
+  g_server_address = address;
+  g_server_private_dir = private_dir;
+  mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
   drop_inherited_connections();
   {
     auto* core = new ServerCore(std::move(authkey));  // never destroyed: serving threads may still run
