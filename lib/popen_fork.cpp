@@ -9,13 +9,6 @@
 namespace mp::detail {
 namespace {
 
-class ForkPopen final : public Popen {
- public:
-  ForkPopen(int pid, platform::Handle h) {
-    pid_ = pid;
-    handle_ = h;
-  }
-};
 
 // std::exit(n) inside a forked child's target: leave through our cleanup with status n.
 void forked_child_exit(int status) {
@@ -44,7 +37,7 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
     }
   }
   platform::Handle h = platform::open_process(pid);
-  return std::make_unique<ForkPopen>(pid, h);
+  return std::make_unique<Popen>(pid, h);
 }
 
 }  // namespace mp::detail

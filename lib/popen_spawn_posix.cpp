@@ -22,13 +22,6 @@ namespace {
 
 namespace bp = boost::process;
 
-class SpawnPopen final : public Popen {
- public:
-  SpawnPopen(int pid, platform::Handle h) {
-    pid_ = pid;
-    handle_ = h;
-  }
-};
 
 CodeRef code_ref(AnyFunction f) {
   platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
@@ -130,7 +123,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   } catch (const std::system_error& e) {
     throw OSError(e.code(), std::string("cannot start a spawned child: ") + e.what());
   }
-  auto popen = std::make_unique<SpawnPopen>(pid, platform::open_process(pid));
+  auto popen = std::make_unique<Popen>(pid, platform::open_process(pid));
   status_write.reset();
   data.reset();
   await_bootstrap(status_read.h, *popen);

@@ -28,6 +28,8 @@ class Popen {
   std::optional<int> wait(const platform::Nanos* timeout);
   void send_signal(int sig);
   void close() noexcept;
+  // A started child: its pid and a process handle (pidfd) on it, owned from now on.
+  Popen(int pid, platform::Handle handle) : pid_(pid), handle_(handle) {}
 
  protected:
   int pid_ = 0;

@@ -55,7 +55,10 @@ void yield_cpu() noexcept {
 
 void sleep_for(Nanos d) noexcept { std::this_thread::sleep_for(d); }
 
-bool wait_readable(Handle h, const Nanos* timeout) {
+namespace {
+// poll() until something is ready (returns the count) or the timeout passed (returns 0);
+// EINTR is retried with the time left.
+int poll_until(pollfd* fds, std::size_t n, const Nanos* timeout) {
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   for (;;) {
     int ms = -1;
@@ -65,42 +68,30 @@ bool wait_readable(Handle h, const Nanos* timeout) {
                ? 0
                : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
     }
-    pollfd p{h, POLLIN, 0};
-    const int r = ::poll(&p, 1, ms);
-    if (r > 0) return true;
+    const int r = ::poll(fds, n, ms);
+    if (r > 0) return r;
     if (r == 0) {
-      if (!timeout || Clock::now() >= deadline) return false;
+      if (!timeout || Clock::now() >= deadline) return 0;
       continue;
     }
     if (errno != EINTR) throw_last_error("poll");
   }
 }
+}  // namespace
+
+bool wait_readable(Handle h, const Nanos* timeout) {
+  pollfd p{h, POLLIN, 0};
+  return poll_until(&p, 1, timeout) > 0;
+}
 
 std::vector<std::size_t> wait_any(const std::vector<Handle>& handles, const Nanos* timeout) {
-  const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   std::vector<pollfd> fds(handles.size());
   for (std::size_t i = 0; i < handles.size(); ++i) fds[i] = pollfd{handles[i], POLLIN, 0};
-  for (;;) {
-    int ms = -1;
-    if (timeout) {
-      const auto left = deadline - Clock::now();
-      ms = left <= Nanos::zero()
-               ? 0
-               : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-    }
-    const int r = ::poll(fds.data(), fds.size(), ms);
-    if (r > 0) {
-      std::vector<std::size_t> ready;
-      for (std::size_t i = 0; i < fds.size(); ++i)
-        if (fds[i].revents != 0) ready.push_back(i);
-      return ready;
-    }
-    if (r == 0) {
-      if (!timeout || Clock::now() >= deadline) return {};
-      continue;
-    }
-    if (errno != EINTR) throw_last_error("poll");
-  }
+  std::vector<std::size_t> ready;
+  if (poll_until(fds.data(), fds.size(), timeout) > 0)
+    for (std::size_t i = 0; i < fds.size(); ++i)
+      if (fds[i].revents != 0) ready.push_back(i);
+  return ready;
 }
 
 void flush_stdio() noexcept {
