@@ -8,7 +8,8 @@
 #                                           "tmp.txt has 500000 lines" and tmp.txt holds every
 #                                           "Data line i from task t." exactly once, nothing else
 #   check_sample.py hang EXE                after 3 s still running, has printed its two lines;
-#                                           killed (SIGKILL), it leaves no process behind
+#                                           stopped as Ctrl-C stops it (SIGINT to its process
+#                                           group), it leaves no process behind
 #
 # The start method comes from the environment (MP_START_METHOD), set per test by tests.cmake.
 # Each sample's name and output are printed, so `ctest --preset samples` shows them.
@@ -133,7 +134,9 @@ def alive(pid):
 def check_hang(exe):
     header(exe)
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen([exe], stdout=out, stderr=subprocess.STDOUT, text=True)
+        # Its own process group, as a shell gives a foreground job.
+        proc = subprocess.Popen([exe], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         try:
             proc.wait(timeout=3)
             out.seek(0)
@@ -141,7 +144,9 @@ def check_hang(exe):
         except subprocess.TimeoutExpired:
             pass
         children = descendants(proc.pid)
-        proc.send_signal(signal.SIGKILL)
+        # Ctrl-C: SIGINT to the whole group. (A non-daemonic child outlives a parent killed alone,
+        # as in CPython; daemonic ones do not.)
+        os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=RUN_TIMEOUT)
         out.seek(0)
         text = out.read()
@@ -159,8 +164,9 @@ def check_hang(exe):
                 os.kill(c, signal.SIGKILL)
             fail(f"children left behind after killing the sample: {left}")
         time.sleep(0.05)
-    print(f"-- hangs by design (the notification is lost); still running after 3 s, then stopped "
-          f"(SIGKILL); its {len(children)} child process(es) ended with it")
+    print(f"-- hangs by design (the notification is lost): still running after 3 s, then stopped "
+          f"like Ctrl-C (SIGINT to its process group); its {len(children)} child process(es) "
+          f"ended with it")
 
 
 def main(argv):
