@@ -1,22 +1,29 @@
 // samples/value_race.cpp — tutorial 05_value_race.py:
 // "Example of Race Condition with Shared ctype".
 // `variable.value += 1` is a read then a write; two processes interleave and lose updates.
-// C++ runs the loop about 1000x faster than CPython: with Python's 1000 repeats each child is done
-// before the other has started and the race never shows, so here each child repeats 1,000,000 times.
+// C++ differs in timing only: its loop is about 1000x faster than CPython's, so with Python's 1000
+// bare repeats each child is done before the other has even started and the race never shows.
+// Here each child repeats 100,000 times and yields between the read and the write, which keeps the
+// two children running at the same time and lets them interleave as CPython's do.
 // Expected output: "Waiting for processes to finish..." then "Value: N", N usually non-zero.
 #include <iostream>
+#include <thread>
 
 #include <mp/multiprocessing.hpp>
 
 void adder(mp::Value<int> variable) {
-  for (int i = 0; i < 1000000; ++i) {  // Python: range(1000), see above
-    variable.set_value(variable.value() + 1);  // variable.value += 1
+  for (int i = 0; i < 100000; ++i) {  // Python: range(1000), see above
+    int tmp = variable.value();  // variable.value += 1: a read...
+    std::this_thread::yield();   // (C++ only, see above)
+    variable.set_value(tmp + 1);  // ...then a write
   }
 }
 
 void subtractor(mp::Value<int> variable) {
-  for (int i = 0; i < 1000000; ++i) {  // Python: range(1000), see above
-    variable.set_value(variable.value() - 1);  // variable.value -= 1
+  for (int i = 0; i < 100000; ++i) {
+    int tmp = variable.value();  // variable.value -= 1
+    std::this_thread::yield();
+    variable.set_value(tmp - 1);
   }
 }
 
