@@ -359,6 +359,16 @@ platform::Handle open_connection(const Address& address, const std::string& auth
   return fd;
 }
 
+// In a forked server: close the owner's client connections (to other managers) copied by fork,
+// so those servers see EOF when the owner's copies close.
+void drop_inherited_connections() {
+  ConnectionCache& cache = t_cache;
+  if (cache.pid == platform::current_pid()) return;
+  for (auto& [k, c] : cache.connections) platform::close_handle(c.fd);
+  cache.connections.clear();
+  cache.pid = platform::current_pid();
+}
+
 [[noreturn]] void throw_remote(const std::string& type, const std::string& message) {
   if (type == "mp::Empty") throw Empty();
   if (type == "mp::Full") throw Full();
@@ -749,6 +759,7 @@ void remove_socket(const Address& address, const std::string& private_dir) {
 // The target of the server process: serves until shutdown() or until the owner ends.
 void server_main(InheritedHandle listener, InheritedHandle owner, std::string authkey, Address address,
                  std::string private_dir) {
+  drop_inherited_connections();
   {
     auto* core = new ServerCore(std::move(authkey));  // never destroyed: serving threads may still run
     core->serve(listener.fd, owner.fd);
@@ -797,6 +808,7 @@ struct BaseManager::State {
   std::string private_dir;
   bool started = false;
   bool connected = false;
+  int starter_pid = 0;  // only the process that started the server shuts it down
   explicit State(Context c) : ctx(std::move(c)) {}
 };
 
@@ -861,6 +873,7 @@ void BaseManager::start() {
   platform::close_handle(listener);
   platform::close_handle(owner);
   s.started = true;
+  s.starter_pid = platform::current_pid();
 }
 
 void BaseManager::connect() {
@@ -871,6 +884,7 @@ void BaseManager::connect() {
 void BaseManager::shutdown() {
   if (!state_ || !state_->started) return;
   State& s = *state_;
+  if (s.starter_pid != platform::current_pid()) return;  // a forked copy of the manager object
   s.started = false;
   try {
     const platform::Handle fd = detail::open_connection(s.address, s.authkey);
