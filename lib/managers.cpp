@@ -64,14 +64,21 @@ void send_frame(platform::Handle fd, std::string& buf) {
   platform::send_all(fd, buf.data(), buf.size());
 }
 
+// Requests and responses strictly alternate, so one recv usually brings the whole frame; bytes
+// beyond the frame are a protocol violation (UnpicklingError; the connection is then closed).
 std::string recv_frame(platform::Handle fd) {
+  char head[4096];
+  std::size_t got = 0;
+  while (got < 4) got += platform::recv_some(fd, head + got, sizeof head - got);
   std::uint32_t n = 0;
-  platform::recv_exact(fd, &n, sizeof n);
+  std::memcpy(&n, head, sizeof n);
   if (n > kMaxFrame)
     throw UnpicklingError("manager frame of " + std::to_string(n) + " bytes exceeds the limit of " +
                           std::to_string(kMaxFrame));
+  if (got - 4 > n) throw UnpicklingError("unexpected bytes after a manager frame");
   std::string s(n, '\0');
-  if (n) platform::recv_exact(fd, s.data(), n);
+  std::memcpy(s.data(), head + 4, got - 4);
+  if (got - 4 < n) platform::recv_exact(fd, s.data() + (got - 4), n - (got - 4));
   return s;
 }
 

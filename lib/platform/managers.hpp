@@ -31,6 +31,8 @@ std::optional<int> peer_pid(Handle connection);
 void set_socket_timeout(Handle connection, Nanos timeout);
 // Writes all bytes (MSG_NOSIGNAL). Throws OSError (EPIPE/ECONNRESET when the peer is gone).
 void send_all(Handle connection, const void* data, std::size_t size);
+// Reads what is available, at least one byte. Throws EOFError at end of stream, OSError otherwise.
+std::size_t recv_some(Handle connection, void* data, std::size_t size);
 // Reads exactly `size` bytes. Throws EOFError at end of stream, OSError otherwise (EAGAIN when a
 // socket timeout expired).
 void recv_exact(Handle connection, void* data, std::size_t size);

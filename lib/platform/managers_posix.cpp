@@ -186,6 +186,17 @@ void send_all(Handle connection, const void* data, std::size_t size) {
   }
 }
 
+std::size_t recv_some(Handle connection, void* data, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::recv(connection, data, size, 0);
+    if (n > 0) return static_cast<std::size_t>(n);
+    if (n == 0) throw EOFError();
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) throw EOFError("connection reset by peer");
+    throw_last_error("recv");
+  }
+}
+
 void recv_exact(Handle connection, void* data, std::size_t size) {
   char* p = static_cast<char*>(data);
   while (size > 0) {
