@@ -23,8 +23,9 @@
 //   client process that dies are dropped when its connection closes.
 // - The wire protocol names type ids and method names only; frames are capped before allocation;
 //   every connection starts with the HMAC-SHA256 mutual challenge (a wrong key runs no handler).
-// - A server started by start() ends with its owner (even if the owner is SIGKILLed); a proxy
-//   whose server is gone throws mp::EOFError or mp::OSError instead of hanging.
+// - A server started by start() is a daemonic child: it ends with its owner (even if the owner is
+//   SIGKILLed; then its socket file may remain in its private directory, with nothing listening).
+//   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging.
 // Python differences: registration is global (MP_EXPOSE makes a class hostable by any manager;
 // MP_REGISTER adds the creating method to a manager class); methods of a hosted class must not be
 // overloaded; proxies returned from hosted methods are not supported (return values are copied).
