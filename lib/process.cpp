@@ -171,10 +171,15 @@ void Process::start() {
   if (method == "spawn" && !s.target && typeid(*this) != typeid(Process))
     detail::throw_not_spawnable("a Process subclass overriding run() needs the fork start method");
   std::unique_ptr<detail::Popen> popen = detail::launch(method, s, *this);
+  std::unique_ptr<detail::TargetBase> used_target;
   {
     std::lock_guard lk(s.mutex);
     s.popen = std::move(popen);
+    // As CPython (del self._target, self._args): the child has its own copy now, so the parent
+    // drops the arguments (e.g. a manager proxy's reference) at once. Destroyed outside the lock.
+    used_target = std::move(s.target);
   }
+  used_target.reset();
   detail::Globals& g = detail::globals();
   std::lock_guard lk(g.mutex);
   g.children.push_back(state_);

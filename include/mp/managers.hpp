@@ -1,0 +1,1097 @@
+// mp/managers.hpp — multiprocessing.managers: a server process hosts objects, other processes use
+// them through typed proxies (CPython: multiprocessing/managers.py).
+//
+//   struct UnsafeCounter { explicit UnsafeCounter(int c); int get(); void increment(); };
+//   MP_EXPOSE(UnsafeCounter, (int), get, increment)          // at global scope, once per class
+//   class CustomManager : public mp::BaseManager {
+//    public:
+//     MP_REGISTER(UnsafeCounter)                            // CustomManager.register('UnsafeCounter', ...)
+//   };
+//   CustomManager manager;  manager.start();                 // with CustomManager() as manager:
+//   mp::Proxy<UnsafeCounter> counter = manager.UnsafeCounter(0);
+//   counter.increment();  int v = counter.get();
+//
+// Guarantees:
+// - Each client connection is served by its own thread in the server (as CPython): a hosted object
+//   without its own lock races, one with a std::mutex/mp::Lock inside does not.
+// - Arguments and results are checked at compile time against the exposed member function; an
+//   exception thrown by it comes back as mp::RemoteError(type name, message). mp::Empty, mp::Full,
+//   mp::TimeoutError and mp::BrokenBarrierError come back as themselves (blocking-call outcomes).
+// - Proxies are serializable (address, object id; the authkey only while spawning, as CPython) and
+//   are passed to children as Process arguments under fork and spawn. Each process holding a proxy
+//   holds one reference; the object is freed after the last one is dropped. References of a local
+//   client process that dies are dropped when its connection closes.
+// - The wire protocol names type ids and method names only; frames are capped before allocation;
+//   every connection starts with the HMAC-SHA256 mutual challenge (a wrong key runs no handler).
+// - A server started by start() is a daemonic child: it ends with its owner (even if the owner is
+//   SIGKILLed; then its socket file may remain in its private directory, with nothing listening).
+//   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging.
+// Python differences: registration is global (MP_EXPOSE makes a class hostable by any manager;
+// MP_REGISTER adds the creating method to a manager class); methods of a hosted class must not be
+// overloaded; proxies returned from hosted methods are not supported (return values are copied).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <condition_variable>
+#include <deque>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "mp/context.hpp"
+#include "mp/errors.hpp"
+#include "mp/export.hpp"
+#include "mp/process.hpp"
+#include "mp/reduction.hpp"
+
+namespace mp {
+
+// The proxy of a hosted T: specialized by MP_EXPOSE(T, ...) with T's exposed methods.
+template <class T>
+class Proxy;
+
+namespace managers {
+
+// A manager's address: a Unix socket path (local managers) or a TCP host and port (remote ones).
+struct MP_API Address {
+  std::string path;  // Unix socket; empty for TCP
+  std::string host;
+  int port = 0;
+
+  Address() = default;
+  Address(std::string unix_path) : path(std::move(unix_path)) {}           // NOLINT: like Python's str
+  Address(const char* unix_path) : path(unix_path) {}                      // NOLINT
+  Address(std::string tcp_host, int tcp_port) : host(std::move(tcp_host)), port(tcp_port) {}
+  bool is_tcp() const noexcept { return path.empty(); }
+  std::string to_string() const;  // "/tmp/mp-x/listener" or "127.0.0.1:50000"
+  friend bool operator==(const Address&, const Address&) = default;
+  template <class A>
+  void serialize(A& ar) {
+    ar(path, host, port);
+  }
+};
+
+namespace detail {
+
+// ---- the registry of hostable types (filled at static-initialization time, so a spawned server
+// finds the same types under the same names).
+using Factory = std::shared_ptr<void> (*)(const char* args, std::size_t size);
+using Invoker = std::string (*)(void* object, const char* args, std::size_t size);
+struct MethodEntry {
+  const char* name;
+  Invoker invoke;
+};
+MP_API bool register_type(const std::string& type_id, Factory factory, std::vector<MethodEntry> methods);
+
+template <class Fn>
+struct MemberTraits;
+#define MP_DETAIL_MEMBER_TRAITS(QUALS)                        \
+  template <class R, class C, class... P>                     \
+  struct MemberTraits<R (C::*)(P...) QUALS> {                 \
+    using Class = C;                                          \
+    using Result = std::remove_cvref_t<R>;                    \
+    using Args = std::tuple<std::remove_cvref_t<P>...>;       \
+  };
+MP_DETAIL_MEMBER_TRAITS()
+MP_DETAIL_MEMBER_TRAITS(const)
+MP_DETAIL_MEMBER_TRAITS(noexcept)
+MP_DETAIL_MEMBER_TRAITS(const noexcept)
+#undef MP_DETAIL_MEMBER_TRAITS
+
+template <class Fn>
+struct CtorTraits;
+template <class... P>
+struct CtorTraits<void (*)(P...)> {
+  using Args = std::tuple<std::remove_cvref_t<P>...>;
+};
+
+template <class Tuple>
+Tuple load_args(const char* data, std::size_t size) {
+  if constexpr (std::tuple_size_v<Tuple> == 0) {
+    if (size != 0) throw UnpicklingError("corrupt data: arguments given to a method that takes none");
+    return Tuple{};
+  } else {
+    return reduction::load_from<Tuple>(data, size);
+  }
+}
+
+// Server side of one exposed method: decode the arguments, call, encode the result.
+template <auto M>
+std::string invoke(void* object, const char* data, std::size_t size) {
+  using T = MemberTraits<decltype(M)>;
+  auto args = load_args<typename T::Args>(data, size);
+  auto* self = static_cast<typename T::Class*>(object);
+  std::string out;
+  if constexpr (std::is_void_v<typename T::Result>) {
+    std::apply([&](auto&... a) { (self->*M)(std::move(a)...); }, args);
+  } else {
+    typename T::Result r = std::apply([&](auto&... a) { return (self->*M)(std::move(a)...); }, args);
+    reduction::dump_into(out, r);
+  }
+  return out;
+}
+
+template <class T, class Tuple>
+std::shared_ptr<void> construct(const char* data, std::size_t size) {
+  auto args = load_args<Tuple>(data, size);
+  return std::apply([](auto&... a) { return std::static_pointer_cast<void>(std::make_shared<T>(std::move(a)...)); },
+                    args);
+}
+
+// What MP_EXPOSE records about a user class.
+template <class T>
+struct Hosted;
+
+template <class Tuple, class... A>
+std::string pack_args(A&&... a) {
+  static_assert(sizeof...(A) == std::tuple_size_v<Tuple>, "mp: wrong number of arguments for this method");
+  static_assert(std::is_constructible_v<Tuple, A&&...>,
+                "mp: the arguments do not convert to the parameter types of this method");
+  std::string out;
+  if constexpr (std::tuple_size_v<Tuple> != 0) reduction::dump_into(out, Tuple(std::forward<A>(a)...));
+  return out;
+}
+
+struct ProxyState;
+enum class Op : std::uint8_t { call = 1, create = 2, incref = 3, decref = 4, shutdown = 5, number_of_objects = 6, ping = 7 };
+
+// One request/response over this thread's connection to `address`.
+MP_API std::string request(const Address& address, const std::string& authkey, Op op, std::uint64_t id,
+                           const std::string& name, const std::string& args);
+MP_API std::shared_ptr<ProxyState> make_proxy_state(Address address, std::string authkey, std::uint64_t id,
+                                                    std::string type_id, bool incref);
+MP_API const Address& state_address(const ProxyState& s) noexcept;
+MP_API const std::string& state_authkey(const ProxyState& s) noexcept;
+MP_API std::uint64_t state_id(const ProxyState& s) noexcept;
+MP_API const std::string& state_type_id(const ProxyState& s) noexcept;
+MP_API std::string state_call(const ProxyState& s, const char* method, const std::string& args);
+
+template <class Impl>
+struct AutoRegister;
+
+}  // namespace detail
+
+// The part common to every proxy (CPython's BaseProxy): which object, on which server.
+class MP_API BaseProxy {
+ public:
+  BaseProxy() = default;
+  // The server's address, the object's id on it and its type id.
+  const Address& address() const;
+  std::uint64_t id() const;
+  const std::string& type_id() const;
+  explicit operator bool() const noexcept { return static_cast<bool>(state_); }
+
+  // For the library: attach to object `id` (takes a new reference when `incref`).
+  BaseProxy(Address address, std::string authkey, std::uint64_t id, std::string type_id, bool incref)
+      : state_(detail::make_proxy_state(std::move(address), std::move(authkey), id, std::move(type_id), incref)) {}
+
+  template <class A>
+  void save(A& ar) const {
+    check();
+    // CPython sends the authkey only to spawned children; others use their own authkey.
+    const std::string key = reduction::spawning() ? detail::state_authkey(*state_) : std::string();
+    ar(detail::state_address(*state_), key, detail::state_id(*state_), detail::state_type_id(*state_));
+  }
+  template <class A>
+  void load(A& ar) {
+    Address a;
+    std::string key, type;
+    std::uint64_t id = 0;
+    ar(a, key, id, type);
+    state_ = detail::make_proxy_state(std::move(a), std::move(key), id, std::move(type), true);
+  }
+
+ protected:
+  // Calls exposed member M of the hosted object by name, with compile-time typed arguments.
+  template <auto M, class... A>
+  auto call(const char* method, A&&... a) const -> typename detail::MemberTraits<decltype(M)>::Result {
+    using T = detail::MemberTraits<decltype(M)>;
+    check();
+    std::string result =
+        detail::state_call(*state_, method, detail::pack_args<typename T::Args>(std::forward<A>(a)...));
+    if constexpr (std::is_void_v<typename T::Result>) {
+      if (!result.empty()) throw UnpicklingError("corrupt data: a result from a method returning nothing");
+    } else {
+      return reduction::load_from<typename T::Result>(result.data(), result.size());
+    }
+  }
+
+ private:
+  void check() const;
+  std::shared_ptr<detail::ProxyState> state_;
+};
+
+class Server;
+
+// multiprocessing.managers.BaseManager. Not copyable; moving keeps the running server.
+// Destroying a started manager shuts its server down (Python's `with` block).
+class MP_API BaseManager {
+ public:
+  // address: default a Unix socket in a new private directory; authkey: default
+  // current_process().authkey(); ctx: the start method of the server process.
+  explicit BaseManager(std::optional<Address> address = std::nullopt,
+                       std::optional<std::string> authkey = std::nullopt, std::optional<Context> ctx = std::nullopt);
+  BaseManager(const BaseManager&) = delete;
+  BaseManager& operator=(const BaseManager&) = delete;
+  BaseManager(BaseManager&&) noexcept;
+  BaseManager& operator=(BaseManager&&) noexcept;
+  virtual ~BaseManager();
+
+  // Starts the server process. Throws ProcessError "Already started server" when started,
+  // OSError when the address cannot be bound.
+  void start();
+  // Connects to a server running elsewhere (checks the address and key: OSError,
+  // AuthenticationError).
+  void connect();
+  // Stops the server started by start(): asks it to exit, waits shutdown_timeout, then
+  // terminates/kills it. Idempotent.
+  void shutdown();
+  // Python's get_server(): a server in the calling process, for serve_forever().
+  Server get_server();
+  const Address& address() const;
+  const std::string& authkey() const;
+  // The number of objects the server hosts (CPython's _number_of_objects, a debug aid).
+  std::size_t number_of_objects() const;
+  // True between start() and shutdown() (Python's _state.value == State.STARTED).
+  bool started() const noexcept;
+  // The server process started by start() (CPython's manager._process); nullopt otherwise.
+  std::optional<Process> process() const;
+
+  // Creates a hosted T (registered with MP_EXPOSE) from constructor arguments.
+  template <class T, class... A>
+  Proxy<T> create(A&&... a) {
+    using H = detail::Hosted<T>;
+    std::string args = detail::pack_args<typename H::Args>(std::forward<A>(a)...);
+    return Proxy<T>(make_object(H::type_id(), args));
+  }
+
+ protected:
+  // Creates an object of a registered type; returns the proxy base (reference already held).
+  BaseProxy make_object(const std::string& type_id, const std::string& args) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Python's Server: serves a manager's address in the calling process.
+class MP_API Server {
+ public:
+  Server(Address address, std::string authkey);
+  // Accepts and serves connections until a client calls shutdown(); then ends the calling
+  // process with exit status 0 (as CPython's sys.exit(0)), since serving threads may still run.
+  [[noreturn]] void serve_forever();
+  const Address& address() const noexcept { return address_; }
+
+ private:
+  Address address_;
+  std::string authkey_;
+};
+
+// ---------------------------------------------------------------- SyncManager's hosted types
+// Server-side objects: they live in the server process and use its threads' primitives.
+namespace detail {
+
+using Timeout = std::int64_t;  // nanoseconds; negative: none (wait forever)
+template <class Rep, class Period>
+Timeout to_timeout(std::chrono::duration<Rep, Period> d) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  return ns < 0 ? 0 : ns;
+}
+
+// threading.Lock / RLock (owner = the serving thread, i.e. the client's connection).
+class MP_API LockImpl {
+ public:
+  explicit LockImpl(bool recursive) : recursive_(recursive) {}
+  bool acquire(bool block, Timeout timeout);
+  void release();
+  bool locked();
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool recursive_;
+  std::size_t count_ = 0;
+  std::uint64_t owner_ = 0;
+};
+
+class MP_API SemaphoreImpl {
+ public:
+  SemaphoreImpl(int value, bool bounded);
+  bool acquire(bool block, Timeout timeout);
+  void release(int n);
+  int get_value();
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int value_, initial_;
+  bool bounded_;
+};
+
+class MP_API ConditionImpl {
+ public:
+  bool acquire(bool block, Timeout timeout);
+  void release();
+  bool wait(Timeout timeout);
+  void notify(int n);
+  void notify_all();
+
+ private:
+  bool acquire_locked(std::unique_lock<std::mutex>& lk, bool block, Timeout timeout);
+  std::mutex m_;
+  std::condition_variable lock_cv_, cond_cv_;
+  std::size_t count_ = 0;
+  std::uint64_t owner_ = 0;
+  std::deque<std::uint64_t> waiters_;  // tickets of waiters not notified yet, oldest first
+  std::uint64_t next_ticket_ = 0;
+};
+
+class MP_API EventImpl {
+ public:
+  bool is_set();
+  void set();
+  void clear();
+  bool wait(Timeout timeout);
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool flag_ = false;
+};
+
+class MP_API BarrierImpl {
+ public:
+  explicit BarrierImpl(int parties);
+  int wait(Timeout timeout);
+  void reset();
+  void abort();
+  int parties();
+  int n_waiting();
+  bool broken();
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int parties_, count_ = 0;
+  std::uint64_t generation_ = 0;
+  std::uint64_t completed_ = ~std::uint64_t{0};  // the last generation released normally
+  bool broken_ = false;
+};
+
+class MP_API NamespaceImpl {
+ public:
+  std::string getattr(std::string name);
+  void setattr(std::string name, std::string value);
+  void delattr(std::string name);
+  bool hasattr(std::string name);
+  std::vector<std::string> names();
+
+ private:
+  std::mutex m_;
+  std::map<std::string, std::string> attrs_;
+};
+
+inline bool wait_until_cv(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, Timeout timeout,
+                          const std::function<bool()>& ready) {
+  if (timeout < 0) {
+    cv.wait(lk, ready);
+    return true;
+  }
+  return cv.wait_for(lk, std::chrono::nanoseconds(timeout), ready);
+}
+
+// Normalizes a Python index (negative counts from the end). Throws std::out_of_range.
+inline std::size_t py_index(std::int64_t i, std::size_t size, const char* what) {
+  const std::int64_t n = static_cast<std::int64_t>(size);
+  if (i < 0) i += n;
+  if (i < 0 || i >= n) throw std::out_of_range(std::string(what) + " index out of range");
+  return static_cast<std::size_t>(i);
+}
+
+template <class T>
+class QueueImpl {
+ public:
+  explicit QueueImpl(int maxsize) : maxsize_(maxsize) {}
+  void put(T item, bool block, Timeout timeout) {
+    std::unique_lock lk(m_);
+    auto room = [&] { return maxsize_ <= 0 || static_cast<int>(items_.size()) < maxsize_; };
+    if (!room()) {
+      if (!block || !wait_until_cv(not_full_, lk, timeout, room)) throw Full();
+    }
+    items_.push_back(std::move(item));
+    ++unfinished_;
+    not_empty_.notify_one();
+  }
+  T get(bool block, Timeout timeout) {
+    std::unique_lock lk(m_);
+    auto ready = [&] { return !items_.empty(); };
+    if (!ready()) {
+      if (!block || !wait_until_cv(not_empty_, lk, timeout, ready)) throw Empty();
+    }
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+  int qsize() {
+    std::lock_guard lk(m_);
+    return static_cast<int>(items_.size());
+  }
+  bool empty() { return qsize() == 0; }
+  bool full() {
+    std::lock_guard lk(m_);
+    return maxsize_ > 0 && static_cast<int>(items_.size()) >= maxsize_;
+  }
+  void task_done() {
+    std::lock_guard lk(m_);
+    if (unfinished_ == 0) throw std::invalid_argument("task_done() called too many times");
+    if (--unfinished_ == 0) all_done_.notify_all();
+  }
+  bool join(Timeout timeout) {
+    std::unique_lock lk(m_);
+    return wait_until_cv(all_done_, lk, timeout, [&] { return unfinished_ == 0; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable not_empty_, not_full_, all_done_;
+  std::deque<T> items_;
+  int maxsize_;
+  std::size_t unfinished_ = 0;
+};
+
+template <class T>
+class ValueImpl {
+ public:
+  explicit ValueImpl(T v) : value_(std::move(v)) {}
+  T get() {
+    std::lock_guard lk(m_);
+    return value_;
+  }
+  void set(T v) {
+    std::lock_guard lk(m_);
+    value_ = std::move(v);
+  }
+
+ private:
+  std::mutex m_;
+  T value_;
+};
+
+// Python list (and the manager's Array, a fixed-size list).
+template <class T>
+class ListImpl {
+ public:
+  explicit ListImpl(std::vector<T> v) : v_(std::move(v)) {}
+  std::int64_t len() {
+    std::lock_guard lk(m_);
+    return static_cast<std::int64_t>(v_.size());
+  }
+  T getitem(std::int64_t i) {
+    std::lock_guard lk(m_);
+    return v_[py_index(i, v_.size(), "list")];
+  }
+  void setitem(std::int64_t i, T x) {
+    std::lock_guard lk(m_);
+    v_[py_index(i, v_.size(), "list assignment")] = std::move(x);
+  }
+  void append(T x) {
+    std::lock_guard lk(m_);
+    v_.push_back(std::move(x));
+  }
+  void extend(std::vector<T> xs) {
+    std::lock_guard lk(m_);
+    v_.insert(v_.end(), std::make_move_iterator(xs.begin()), std::make_move_iterator(xs.end()));
+  }
+  void insert(std::int64_t i, T x) {
+    std::lock_guard lk(m_);
+    const std::int64_t n = static_cast<std::int64_t>(v_.size());
+    if (i < 0) i = std::max<std::int64_t>(0, i + n);
+    if (i > n) i = n;
+    v_.insert(v_.begin() + i, std::move(x));
+  }
+  T pop(std::int64_t i) {
+    std::lock_guard lk(m_);
+    if (v_.empty()) throw std::out_of_range("pop from empty list");
+    const std::size_t k = py_index(i, v_.size(), "pop");
+    T x = std::move(v_[k]);
+    v_.erase(v_.begin() + static_cast<std::ptrdiff_t>(k));
+    return x;
+  }
+  std::int64_t index(T x) {
+    std::lock_guard lk(m_);
+    for (std::size_t k = 0; k < v_.size(); ++k)
+      if (v_[k] == x) return static_cast<std::int64_t>(k);
+    throw std::invalid_argument("list.index(x): x not in list");
+  }
+  std::int64_t count(T x) {
+    std::lock_guard lk(m_);
+    return static_cast<std::int64_t>(std::count(v_.begin(), v_.end(), x));
+  }
+  bool contains(T x) {
+    std::lock_guard lk(m_);
+    return std::find(v_.begin(), v_.end(), x) != v_.end();
+  }
+  void remove(T x) {
+    std::lock_guard lk(m_);
+    auto it = std::find(v_.begin(), v_.end(), x);
+    if (it == v_.end()) throw std::invalid_argument("list.remove(x): x not in list");
+    v_.erase(it);
+  }
+  void reverse() {
+    std::lock_guard lk(m_);
+    std::reverse(v_.begin(), v_.end());
+  }
+  void clear() {
+    std::lock_guard lk(m_);
+    v_.clear();
+  }
+  std::vector<T> copy() {
+    std::lock_guard lk(m_);
+    return v_;
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<T> v_;
+};
+
+template <class K, class V>
+class DictImpl {
+ public:
+  std::int64_t len() {
+    std::lock_guard lk(m_);
+    return static_cast<std::int64_t>(d_.size());
+  }
+  V getitem(K k) {
+    std::lock_guard lk(m_);
+    auto it = d_.find(k);
+    if (it == d_.end()) throw std::out_of_range("KeyError: key not in dict");
+    return it->second;
+  }
+  void setitem(K k, V v) {
+    std::lock_guard lk(m_);
+    d_[std::move(k)] = std::move(v);
+  }
+  void delitem(K k) {
+    std::lock_guard lk(m_);
+    if (d_.erase(k) == 0) throw std::out_of_range("KeyError: key not in dict");
+  }
+  std::optional<V> get(K k) {
+    std::lock_guard lk(m_);
+    auto it = d_.find(k);
+    if (it == d_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::optional<V> pop(K k) {
+    std::lock_guard lk(m_);
+    auto it = d_.find(k);
+    if (it == d_.end()) return std::nullopt;
+    V v = std::move(it->second);
+    d_.erase(it);
+    return v;
+  }
+  V setdefault(K k, V v) {
+    std::lock_guard lk(m_);
+    return d_.try_emplace(std::move(k), std::move(v)).first->second;
+  }
+  bool contains(K k) {
+    std::lock_guard lk(m_);
+    return d_.count(k) != 0;
+  }
+  void update(std::map<K, V> other) {
+    std::lock_guard lk(m_);
+    for (auto& [k, v] : other) d_[k] = std::move(v);
+  }
+  void clear() {
+    std::lock_guard lk(m_);
+    d_.clear();
+  }
+  std::map<K, V> copy() {
+    std::lock_guard lk(m_);
+    return d_;
+  }
+
+ private:
+  std::mutex m_;
+  std::map<K, V> d_;
+};
+
+#define MP_DETAIL_METHOD(Impl, m) ::mp::managers::detail::MethodEntry{#m, &::mp::managers::detail::invoke<&Impl::m>}
+
+// Template hosted types register themselves, in every process of the program, when the program
+// uses their proxy (a static member initialized before main).
+template <class Impl>
+struct AutoRegister;
+
+template <class T>
+struct AutoRegister<QueueImpl<T>> {
+  using Impl = QueueImpl<T>;
+  static std::string type_id() { return std::string("Queue:") + typeid(T).name(); }
+  static inline const bool done = register_type(
+      type_id(), &construct<Impl, std::tuple<int>>,
+      {MP_DETAIL_METHOD(Impl, put), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, qsize),
+       MP_DETAIL_METHOD(Impl, empty), MP_DETAIL_METHOD(Impl, full), MP_DETAIL_METHOD(Impl, task_done),
+       MP_DETAIL_METHOD(Impl, join)});
+};
+template <class T>
+struct AutoRegister<ValueImpl<T>> {
+  using Impl = ValueImpl<T>;
+  static std::string type_id() { return std::string("Value:") + typeid(T).name(); }
+  static inline const bool done = register_type(type_id(), &construct<Impl, std::tuple<T>>,
+                                                {MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, set)});
+};
+template <class T>
+struct AutoRegister<ListImpl<T>> {
+  using Impl = ListImpl<T>;
+  static std::string type_id() { return std::string("list:") + typeid(T).name(); }
+  static inline const bool done = register_type(
+      type_id(), &construct<Impl, std::tuple<std::vector<T>>>,
+      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
+       MP_DETAIL_METHOD(Impl, append), MP_DETAIL_METHOD(Impl, extend), MP_DETAIL_METHOD(Impl, insert),
+       MP_DETAIL_METHOD(Impl, pop), MP_DETAIL_METHOD(Impl, index), MP_DETAIL_METHOD(Impl, count),
+       MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, remove), MP_DETAIL_METHOD(Impl, reverse),
+       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
+};
+template <class K, class V>
+struct AutoRegister<DictImpl<K, V>> {
+  using Impl = DictImpl<K, V>;
+  static std::string type_id() { return std::string("dict:") + typeid(K).name() + "," + typeid(V).name(); }
+  static inline const bool done = register_type(
+      type_id(), &construct<Impl, std::tuple<>>,
+      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
+       MP_DETAIL_METHOD(Impl, delitem), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, pop),
+       MP_DETAIL_METHOD(Impl, setdefault), MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, update),
+       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------- SyncManager's proxies
+
+// Lock and RLock proxies (CPython's AcquirerProxy); also C++ Lockables.
+class MP_API LockProxy : public BaseProxy {
+ public:
+  LockProxy() = default;
+  explicit LockProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  bool acquire(bool block = true) { return call<&detail::LockImpl::acquire>("acquire", block, detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::LockImpl::acquire>("acquire", block, detail::to_timeout(timeout));
+  }
+  // Throws RemoteError (RuntimeError) when the lock is not held (RLock: not held by this thread).
+  void release() { call<&detail::LockImpl::release>("release"); }
+  bool locked() { return call<&detail::LockImpl::locked>("locked"); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return acquire(true, d);
+  }
+};
+
+class MP_API SemaphoreProxy : public BaseProxy {
+ public:
+  SemaphoreProxy() = default;
+  explicit SemaphoreProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  bool acquire(bool block = true) {
+    return call<&detail::SemaphoreImpl::acquire>("acquire", block, detail::Timeout(-1));
+  }
+  template <class Rep, class Period>
+  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::SemaphoreImpl::acquire>("acquire", block, detail::to_timeout(timeout));
+  }
+  // BoundedSemaphore: RemoteError (ValueError "Semaphore released too many times").
+  void release(int n = 1) { call<&detail::SemaphoreImpl::release>("release", n); }
+  int get_value() { return call<&detail::SemaphoreImpl::get_value>("get_value"); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return acquire(true, d);
+  }
+};
+
+// threading.Condition over a server-side RLock. wait() must be called holding it (RuntimeError).
+class MP_API ConditionProxy : public BaseProxy {
+ public:
+  ConditionProxy() = default;
+  explicit ConditionProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  bool acquire(bool block = true) {
+    return call<&detail::ConditionImpl::acquire>("acquire", block, detail::Timeout(-1));
+  }
+  template <class Rep, class Period>
+  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::ConditionImpl::acquire>("acquire", block, detail::to_timeout(timeout));
+  }
+  void release() { call<&detail::ConditionImpl::release>("release"); }
+  bool wait() { return call<&detail::ConditionImpl::wait>("wait", detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::ConditionImpl::wait>("wait", detail::to_timeout(timeout));
+  }
+  void notify(int n = 1) { call<&detail::ConditionImpl::notify>("notify", n); }
+  void notify_all() { call<&detail::ConditionImpl::notify_all>("notify_all"); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+};
+
+class MP_API EventProxy : public BaseProxy {
+ public:
+  EventProxy() = default;
+  explicit EventProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  bool is_set() { return call<&detail::EventImpl::is_set>("is_set"); }
+  void set() { call<&detail::EventImpl::set>("set"); }
+  void clear() { call<&detail::EventImpl::clear>("clear"); }
+  bool wait() { return call<&detail::EventImpl::wait>("wait", detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::EventImpl::wait>("wait", detail::to_timeout(timeout));
+  }
+};
+
+class MP_API BarrierProxy : public BaseProxy {
+ public:
+  BarrierProxy() = default;
+  explicit BarrierProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  // Throws BrokenBarrierError when the barrier is broken, reset or the wait times out.
+  int wait() { return call<&detail::BarrierImpl::wait>("wait", detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  int wait(std::chrono::duration<Rep, Period> timeout) {
+    return call<&detail::BarrierImpl::wait>("wait", detail::to_timeout(timeout));
+  }
+  void reset() { call<&detail::BarrierImpl::reset>("reset"); }
+  void abort() { call<&detail::BarrierImpl::abort>("abort"); }
+  int parties() { return call<&detail::BarrierImpl::parties>("parties"); }
+  int n_waiting() { return call<&detail::BarrierImpl::n_waiting>("n_waiting"); }
+  bool broken() { return call<&detail::BarrierImpl::broken>("broken"); }
+};
+
+// Namespace: named attributes of any serializable type. ns.set("x", 10); ns.get<int>("x").
+// get<T> of a missing name throws RemoteError (AttributeError); of another type, UnpicklingError.
+class MP_API NamespaceProxy : public BaseProxy {
+ public:
+  NamespaceProxy() = default;
+  explicit NamespaceProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  template <class T>
+  T get(const std::string& name) {
+    return reduction::loads<T>(call<&detail::NamespaceImpl::getattr>("getattr", name));
+  }
+  template <class T>
+  void set(const std::string& name, const T& value) {
+    call<&detail::NamespaceImpl::setattr>("setattr", name, reduction::dumps(value));
+  }
+  void del(const std::string& name) { call<&detail::NamespaceImpl::delattr>("delattr", name); }
+  bool has(const std::string& name) { return call<&detail::NamespaceImpl::hasattr>("hasattr", name); }
+  std::vector<std::string> names() { return call<&detail::NamespaceImpl::names>("names"); }
+};
+
+template <class T>
+class QueueProxy : public BaseProxy {
+  using Impl = detail::QueueImpl<T>;
+
+ public:
+  QueueProxy() { (void)detail::AutoRegister<Impl>::done; }
+  explicit QueueProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  // Throws Full when bounded and full (no block, or the timeout passed).
+  void put(const T& item, bool block = true) { call<&Impl::put>("put", item, block, detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  void put(const T& item, bool block, std::chrono::duration<Rep, Period> timeout) {
+    call<&Impl::put>("put", item, block, detail::to_timeout(timeout));
+  }
+  void put_nowait(const T& item) { put(item, false); }
+  // Throws Empty when nothing arrives (no block, or the timeout passed).
+  T get(bool block = true) { return call<&Impl::get>("get", block, detail::Timeout(-1)); }
+  template <class Rep, class Period>
+  T get(bool block, std::chrono::duration<Rep, Period> timeout) {
+    return call<&Impl::get>("get", block, detail::to_timeout(timeout));
+  }
+  T get_nowait() { return get(false); }
+  int qsize() { return call<&Impl::qsize>("qsize"); }
+  bool empty() { return call<&Impl::empty>("empty"); }
+  bool full() { return call<&Impl::full>("full"); }
+};
+
+template <class T>
+class JoinableQueueProxy : public QueueProxy<T> {
+  using Impl = detail::QueueImpl<T>;
+
+ public:
+  using QueueProxy<T>::QueueProxy;
+  // Throws RemoteError (ValueError "task_done() called too many times").
+  void task_done() { this->template call<&Impl::task_done>("task_done"); }
+  void join() { this->template call<&Impl::join>("join", detail::Timeout(-1)); }
+  // mp extension: join with a timeout; false if unfinished tasks remain.
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return this->template call<&Impl::join>("join", detail::to_timeout(timeout));
+  }
+};
+
+template <class T>
+class ValueProxy : public BaseProxy {
+  using Impl = detail::ValueImpl<T>;
+
+ public:
+  ValueProxy() { (void)detail::AutoRegister<Impl>::done; }
+  explicit ValueProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  T value() { return call<&Impl::get>("get"); }
+  void set_value(const T& v) { call<&Impl::set>("set", v); }
+  T get() { return value(); }
+  void set(const T& v) { set_value(v); }
+};
+
+// list<T> proxy; Array<T> is a list of fixed length. Indices may be negative (Python's).
+template <class T>
+class ListProxy : public BaseProxy {
+  using Impl = detail::ListImpl<T>;
+
+ public:
+  // `l[i]` reads and assigns through the proxy: T x = l[0]; l[0] = x;
+  class Item {
+   public:
+    Item(ListProxy& l, std::int64_t i) : l_(l), i_(i) {}
+    operator T() const { return l_.get(i_); }  // NOLINT
+    Item& operator=(const T& v) {
+      l_.set(i_, v);
+      return *this;
+    }
+
+   private:
+    ListProxy& l_;
+    std::int64_t i_;
+  };
+
+  ListProxy() { (void)detail::AutoRegister<Impl>::done; }
+  explicit ListProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
+  // Throws RemoteError (std::out_of_range) for a bad index.
+  T get(std::int64_t i) { return call<&Impl::getitem>("getitem", i); }
+  void set(std::int64_t i, const T& v) { call<&Impl::setitem>("setitem", i, v); }
+  Item operator[](std::int64_t i) { return Item(*this, i); }
+  void append(const T& v) { call<&Impl::append>("append", v); }
+  void extend(const std::vector<T>& v) { call<&Impl::extend>("extend", v); }
+  void insert(std::int64_t i, const T& v) { call<&Impl::insert>("insert", i, v); }
+  T pop(std::int64_t i = -1) { return call<&Impl::pop>("pop", i); }
+  // Throws RemoteError (std::invalid_argument "list.index(x): x not in list").
+  std::int64_t index(const T& v) { return call<&Impl::index>("index", v); }
+  std::int64_t count(const T& v) { return call<&Impl::count>("count", v); }
+  bool contains(const T& v) { return call<&Impl::contains>("contains", v); }
+  void remove(const T& v) { call<&Impl::remove>("remove", v); }
+  void reverse() { call<&Impl::reverse>("reverse"); }
+  void clear() { call<&Impl::clear>("clear"); }
+  // Copy-out: list(proxy) in Python.
+  std::vector<T> copy() { return call<&Impl::copy>("copy"); }
+  std::vector<T> tolist() { return copy(); }
+};
+
+template <class T>
+class ArrayProxy : public ListProxy<T> {
+ public:
+  using ListProxy<T>::ListProxy;
+};
+
+// dict<K, V> proxy. Keys are kept ordered (std::map), not in insertion order as Python's dict.
+template <class K, class V>
+class DictProxy : public BaseProxy {
+  using Impl = detail::DictImpl<K, V>;
+
+ public:
+  class Item {
+   public:
+    Item(DictProxy& d, K k) : d_(d), k_(std::move(k)) {}
+    operator V() const { return d_.getitem(k_); }  // NOLINT
+    Item& operator=(const V& v) {
+      d_.setitem(k_, v);
+      return *this;
+    }
+
+   private:
+    DictProxy& d_;
+    K k_;
+  };
+
+  DictProxy() { (void)detail::AutoRegister<Impl>::done; }
+  explicit DictProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
+  // d[k] read throws RemoteError (std::out_of_range, Python's KeyError) for a missing key.
+  Item operator[](const K& k) { return Item(*this, k); }
+  V getitem(const K& k) { return call<&Impl::getitem>("getitem", k); }
+  void setitem(const K& k, const V& v) { call<&Impl::setitem>("setitem", k, v); }
+  void delitem(const K& k) { call<&Impl::delitem>("delitem", k); }
+  std::optional<V> get(const K& k) { return call<&Impl::get>("get", k); }
+  V get(const K& k, const V& default_value) { return get(k).value_or(default_value); }
+  std::optional<V> pop(const K& k) { return call<&Impl::pop>("pop", k); }
+  V pop(const K& k, const V& default_value) { return pop(k).value_or(default_value); }
+  V setdefault(const K& k, const V& v) { return call<&Impl::setdefault>("setdefault", k, v); }
+  bool contains(const K& k) { return call<&Impl::contains>("contains", k); }
+  void update(const std::map<K, V>& other) { call<&Impl::update>("update", other); }
+  void clear() { call<&Impl::clear>("clear"); }
+  std::map<K, V> copy() { return call<&Impl::copy>("copy"); }
+  std::vector<K> keys() {
+    std::vector<K> out;
+    for (auto& kv : copy()) out.push_back(kv.first);
+    return out;
+  }
+  std::vector<V> values() {
+    std::vector<V> out;
+    for (auto& kv : copy()) out.push_back(std::move(kv.second));
+    return out;
+  }
+  std::vector<std::pair<K, V>> items() {
+    auto m = copy();
+    return {m.begin(), m.end()};
+  }
+};
+
+// multiprocessing.managers.SyncManager: the manager behind mp::Manager().
+class MP_API SyncManager : public BaseManager {
+ public:
+  using BaseManager::BaseManager;
+
+  LockProxy Lock() { return LockProxy(make_object("Lock", {})); }
+  LockProxy RLock() { return LockProxy(make_object("RLock", {})); }
+  SemaphoreProxy Semaphore(int value = 1) { return SemaphoreProxy(make_object("Semaphore", args(value))); }
+  SemaphoreProxy BoundedSemaphore(int value = 1) {
+    return SemaphoreProxy(make_object("BoundedSemaphore", args(value)));
+  }
+  ConditionProxy Condition() { return ConditionProxy(make_object("Condition", {})); }
+  EventProxy Event() { return EventProxy(make_object("Event", {})); }
+  BarrierProxy Barrier(int parties) { return BarrierProxy(make_object("Barrier", args(parties))); }
+  NamespaceProxy Namespace() { return NamespaceProxy(make_object("Namespace", {})); }
+  template <class T>
+  QueueProxy<T> Queue(int maxsize = 0) {
+    return QueueProxy<T>(make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
+  }
+  template <class T>
+  JoinableQueueProxy<T> JoinableQueue(int maxsize = 0) {
+    return JoinableQueueProxy<T>(make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
+  }
+  template <class T>
+  ValueProxy<T> Value(const T& value) {
+    return ValueProxy<T>(make_object(detail::AutoRegister<detail::ValueImpl<T>>::type_id(), args(value)));
+  }
+  // Python: Array(typecode, sequence or size); here the element type and the initial items or size.
+  template <class T>
+  ArrayProxy<T> Array(std::vector<T> items) {
+    return ArrayProxy<T>(make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
+  }
+  template <class T>
+  ArrayProxy<T> Array(std::size_t size) {
+    return Array<T>(std::vector<T>(size));
+  }
+  template <class T>
+  ListProxy<T> list(std::vector<T> items = {}) {
+    return ListProxy<T>(make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
+  }
+  template <class K, class V>
+  DictProxy<K, V> dict(const std::map<K, V>& items = {}) {
+    DictProxy<K, V> d(make_object(detail::AutoRegister<detail::DictImpl<K, V>>::type_id(), {}));
+    if (!items.empty()) d.update(items);
+    return d;
+  }
+
+ private:
+  template <class... A>
+  static std::string args(const A&... a) {
+    return detail::pack_args<std::tuple<A...>>(a...);
+  }
+};
+
+}  // namespace managers
+
+// multiprocessing.Manager(): a started SyncManager (default address, key and context).
+MP_API managers::SyncManager Manager();
+MP_API managers::SyncManager Manager(const Context& ctx);
+
+using managers::BaseManager;
+using managers::BaseProxy;
+using managers::SyncManager;
+
+}  // namespace mp
+
+// ---------------------------------------------------------------- registration macros
+
+#define MP_DETAIL_CAT2(a, b) a##b
+#define MP_DETAIL_CAT(a, b) MP_DETAIL_CAT2(a, b)
+#define MP_DETAIL_NARGS(...) MP_DETAIL_NARGS_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define MP_DETAIL_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, N, ...) N
+#define MP_DETAIL_EACH_1(M, C, x) M(C, x)
+#define MP_DETAIL_EACH_2(M, C, x, ...) M(C, x) MP_DETAIL_EACH_1(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_3(M, C, x, ...) M(C, x) MP_DETAIL_EACH_2(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_4(M, C, x, ...) M(C, x) MP_DETAIL_EACH_3(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_5(M, C, x, ...) M(C, x) MP_DETAIL_EACH_4(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_6(M, C, x, ...) M(C, x) MP_DETAIL_EACH_5(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_7(M, C, x, ...) M(C, x) MP_DETAIL_EACH_6(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_8(M, C, x, ...) M(C, x) MP_DETAIL_EACH_7(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_9(M, C, x, ...) M(C, x) MP_DETAIL_EACH_8(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_10(M, C, x, ...) M(C, x) MP_DETAIL_EACH_9(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_11(M, C, x, ...) M(C, x) MP_DETAIL_EACH_10(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_12(M, C, x, ...) M(C, x) MP_DETAIL_EACH_11(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_13(M, C, x, ...) M(C, x) MP_DETAIL_EACH_12(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_14(M, C, x, ...) M(C, x) MP_DETAIL_EACH_13(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_15(M, C, x, ...) M(C, x) MP_DETAIL_EACH_14(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_16(M, C, x, ...) M(C, x) MP_DETAIL_EACH_15(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_17(M, C, x, ...) M(C, x) MP_DETAIL_EACH_16(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_18(M, C, x, ...) M(C, x) MP_DETAIL_EACH_17(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_19(M, C, x, ...) M(C, x) MP_DETAIL_EACH_18(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_20(M, C, x, ...) M(C, x) MP_DETAIL_EACH_19(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_21(M, C, x, ...) M(C, x) MP_DETAIL_EACH_20(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_22(M, C, x, ...) M(C, x) MP_DETAIL_EACH_21(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_23(M, C, x, ...) M(C, x) MP_DETAIL_EACH_22(M, C, __VA_ARGS__)
+#define MP_DETAIL_EACH_24(M, C, x, ...) M(C, x) MP_DETAIL_EACH_23(M, C, __VA_ARGS__)
+#define MP_DETAIL_FOR_EACH(M, C, ...) MP_DETAIL_CAT(MP_DETAIL_EACH_, MP_DETAIL_NARGS(__VA_ARGS__))(M, C, __VA_ARGS__)
+
+#define MP_DETAIL_PROXY_METHOD(C, m)                                                  \
+  template <class... MpArgs>                                                          \
+  auto m(MpArgs&&... mp_args) const {                                                 \
+    return this->template call<&C::m>(#m, std::forward<MpArgs>(mp_args)...);          \
+  }
+#define MP_DETAIL_ENTRY(C, m) MP_DETAIL_METHOD(C, m),
+
+// MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — at global scope, once per
+// class (Python's register(typeid, callable, exposed=...)). Class must be named from the global
+// namespace (e.g. app::Counter); its type id is the spelled name. Defines mp::Proxy<Class> with a
+// member per exposed method (same name, same parameters, same result, checked at compile time)
+// and registers the class before main, so a spawned server finds it. Up to 24 methods.
+#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
+  template <>                                                                                      \
+  struct mp::managers::detail::Hosted<Class> {                                                     \
+    using Args = typename ::mp::managers::detail::CtorTraits<void(*) CtorParams>::Args;           \
+    static std::string type_id() { return #Class; }                                                \
+    static inline const bool registered = ::mp::managers::detail::register_type(                   \
+        #Class, &::mp::managers::detail::construct<Class, Args>,                                   \
+        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, Class, __VA_ARGS__)});                                \
+  };                                                                                               \
+  template <>                                                                                      \
+  class mp::Proxy<Class> : public ::mp::managers::BaseProxy {                                      \
+   public:                                                                                         \
+    Proxy() { (void)::mp::managers::detail::Hosted<Class>::registered; }                           \
+    explicit Proxy(::mp::managers::BaseProxy b) : ::mp::managers::BaseProxy(std::move(b)) {}       \
+    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, Class, __VA_ARGS__)                                 \
+  };
+
+// MP_REGISTER(Class) inside a BaseManager subclass: adds `manager.Class(args...)`, which creates
+// a hosted Class and returns its mp::Proxy<Class> (Python's CustomManager.register('Class', Class)).
+// MP_REGISTER_AS(name, Class) names the method differently (e.g. for a class in a namespace).
+#define MP_REGISTER_AS(name, Class)                                     \
+  template <class... MpArgs>                                            \
+  ::mp::Proxy<Class> name(MpArgs&&... mp_args) {                        \
+    return this->template create<Class>(std::forward<MpArgs>(mp_args)...); \
+  }
+#define MP_REGISTER(Class) MP_REGISTER_AS(Class, ::Class)

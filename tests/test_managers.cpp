@@ -1,0 +1,659 @@
+// mp::managers under every start method (CPython: _TestMyManager, _TestRemoteManager,
+// _TestManagerRestart, and the manager variants of the list/dict/Namespace/Queue/Value tests).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "mp/managers.hpp"
+#include "mp_test.hpp"
+
+using namespace mp_test;
+using mp::managers::Address;
+
+// ---- hosted user classes (global scope, so MP_EXPOSE can name them)
+
+class Counter {
+ public:
+  explicit Counter(int start) : value_(start) {}
+  int get() const { return value_; }
+  void increment() { ++value_; }
+  void add(int n) { value_ += n; }
+  std::string describe(const std::string& prefix, double scale) const {
+    return prefix + std::to_string(static_cast<int>(value_ * scale));
+  }
+  int fail(std::string message) { throw std::invalid_argument(message); }
+
+ private:
+  int value_;
+};
+MP_EXPOSE(Counter, (int), get, increment, add, describe, fail)
+
+// The tutorial's SafeCounter: its own mutex makes concurrent calls from many clients safe.
+class SafeCounter {
+ public:
+  explicit SafeCounter(int start) : value_(start) {}
+  int get() {
+    std::lock_guard g(m_);
+    return value_;
+  }
+  void increment() {
+    std::lock_guard g(m_);
+    int tmp = value_;
+    std::this_thread::yield();
+    value_ = tmp + 1;
+  }
+  void decrement() {
+    std::lock_guard g(m_);
+    int tmp = value_;
+    std::this_thread::yield();
+    value_ = tmp - 1;
+  }
+
+ private:
+  std::mutex m_;
+  int value_;
+};
+MP_EXPOSE(SafeCounter, (int), get, increment, decrement)
+
+struct Registry {
+  std::vector<std::string> names;
+  void add(std::string n) { names.push_back(std::move(n)); }
+  std::vector<std::string> all() const { return names; }
+};
+MP_EXPOSE(Registry, (), add, all)
+
+class CustomManager : public mp::BaseManager {
+ public:
+  using BaseManager::BaseManager;
+  MP_REGISTER(Counter)
+  MP_REGISTER(SafeCounter)
+  MP_REGISTER(Registry)
+};
+
+namespace {
+
+using CounterProxy = mp::Proxy<Counter>;
+
+// Polls `done` until it holds or kTimeout passes (for effects with no event to wait on, such as
+// a process being reaped by init).
+template <class F>
+bool eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return done();
+}
+
+// ---- child targets (plain functions: they run under spawn too)
+
+void add_in_child(CounterProxy counter, int times) {
+  for (int i = 0; i < times; ++i) counter.increment();
+}
+void increment_safe(mp::Proxy<SafeCounter> c) {
+  for (int i = 0; i < 1000; ++i) c.increment();
+}
+void decrement_safe(mp::Proxy<SafeCounter> c) {
+  for (int i = 0; i < 1000; ++i) c.decrement();
+}
+// Returns normally (exit code 0) so the proxy's reference is released before the child ends.
+void check_counter(CounterProxy counter, int expected) {
+  if (counter.get() != expected) throw std::runtime_error("unexpected counter value");
+}
+
+void fill_shared(mp::managers::ListProxy<int> list, mp::managers::DictProxy<std::string, int> dict,
+                 mp::managers::NamespaceProxy ns, mp::managers::QueueProxy<std::string> queue,
+                 mp::managers::ValueProxy<double> value) {
+  list.append(4);
+  list[0] = 10;
+  dict["child"] = 7;
+  ns.set("from_child", std::string("yes"));
+  queue.put("hello from child");
+  value.set_value(value.value() * 2);
+}
+
+void wait_event_then_set(mp::managers::EventProxy go, mp::managers::EventProxy done) {
+  if (!go.wait(kTimeout)) std::exit(5);
+  done.set();
+}
+
+void connect_and_use(Address address, std::string key, int expected) {
+  int code = 0;
+  try {
+    CustomManager m(address, key);
+    m.connect();
+    auto c = m.Counter(expected);
+    code = c.get() == expected ? 0 : 3;
+  } catch (const mp::AuthenticationError&) {
+    code = 7;
+  }
+  std::exit(code);  // after the proxy released its reference
+}
+
+void serve_tcp(int port) {
+  CustomManager m(Address("127.0.0.1", port), std::string("remote-key"));
+  m.get_server().serve_forever();
+}
+
+// Starts its own manager, reports the server's pid and address, then waits to be killed.
+void owner_of_manager(mp::managers::QueueProxy<int> pids, mp::managers::QueueProxy<std::string> paths,
+                      std::string method) {
+  CustomManager m(std::nullopt, std::nullopt, mp::get_context(method));
+  m.start();
+  auto c = m.Counter(1);
+  pids.put(*m.process()->pid());
+  paths.put(m.address().path);
+  for (;;) ::pause();
+}
+
+// Connects to a manager, holds an object there, and waits to be killed.
+void hold_object_forever(Address address, mp::managers::EventProxy ready) {
+  CustomManager m(address);
+  m.connect();
+  auto c = m.Counter(5);
+  ready.set();
+  for (;;) ::pause();
+}
+
+// True once `pid` has ended: gone, or a zombie waiting for init to reap it.
+bool process_ended(int pid) {
+  if (::kill(pid, 0) != 0) return true;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return true;
+  const auto rp = line.rfind(')');
+  return rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'Z';
+}
+
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class ManagerTest : public StartMethodTest {};
+
+// ---------------------------------------------------------------- _TestMyManager
+
+TEST_P(ManagerTest, CustomClassMethodsAndResults) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto counter = manager.Counter(41);
+  counter.increment();
+  EXPECT_EQ(counter.get(), 42);
+  counter.add(8);
+  EXPECT_EQ(counter.describe("value=", 2.0), "value=100");
+  auto reg = manager.Registry();
+  reg.add("a");
+  reg.add("b");
+  EXPECT_EQ(reg.all(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(manager.number_of_objects(), 2u);
+  manager.shutdown();
+  EXPECT_FALSE(manager.started());
+  EXPECT_EQ(manager.process(), std::nullopt);
+}
+
+TEST_P(ManagerTest, RemoteExceptionCarriesTypeAndMessage) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto counter = manager.Counter(0);
+  try {
+    counter.fail("bad value 7");
+    FAIL() << "no exception";
+  } catch (const mp::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_NE(std::string(e.what()).find("bad value 7"), std::string::npos);
+  }
+  EXPECT_EQ(counter.get(), 0);  // the connection is still usable
+}
+
+TEST_P(ManagerTest, ProxiesInChildren) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto counter = manager.Counter(0);
+  mp::Process a(ctx(), add_in_child, counter, 100);
+  mp::Process b(ctx(), add_in_child, counter, 100);
+  a.start();
+  b.start();
+  join_or_fail(a);
+  join_or_fail(b);
+  EXPECT_EQ(a.exitcode(), 0);
+  EXPECT_EQ(b.exitcode(), 0);
+  mp::Process check(ctx(), check_counter, counter, 200 + counter.get() - 200);
+  check.start();
+  join_or_fail(check);
+  EXPECT_EQ(check.exitcode(), 0);
+}
+
+// Tutorial 04: a hosted object with its own lock does not race across clients.
+TEST_P(ManagerTest, SafeCounterDoesNotRace) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto counter = manager.SafeCounter(0);
+  mp::Process adder(ctx(), increment_safe, counter);
+  mp::Process subtractor(ctx(), decrement_safe, counter);
+  adder.start();
+  subtractor.start();
+  join_or_fail(adder);
+  join_or_fail(subtractor);
+  EXPECT_EQ(counter.get(), 0);
+}
+
+// ---------------------------------------------------------------- reference counting
+
+TEST_P(ManagerTest, ObjectFreedAfterLastReference) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  {
+    auto counter = manager.Counter(3);
+    auto copy = counter;  // copies in one process share one reference
+    EXPECT_EQ(manager.number_of_objects(), 1u);
+    {
+      mp::Process p(ctx(), check_counter, counter, 3);
+      p.start();
+      join_or_fail(p);
+      EXPECT_EQ(p.exitcode(), 0);
+    }
+    EXPECT_EQ(manager.number_of_objects(), 1u);
+    EXPECT_EQ(copy.get(), 3);
+  }
+  EXPECT_EQ(manager.number_of_objects(), 0u);
+}
+
+TEST_P(ManagerTest, ReferencesOfKilledClientAreDropped) {
+  auto sync = mp::Manager(ctx());
+  auto ready = sync.Event();
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto mine = manager.Counter(1);
+  mp::Process p(ctx(), hold_object_forever, manager.address(), ready);
+  p.start();
+  ASSERT_TRUE(ready.wait(kTimeout));
+  EXPECT_EQ(manager.number_of_objects(), 2u);
+  p.kill();
+  join_or_fail(p);
+  EXPECT_TRUE(eventually([&] { return manager.number_of_objects() == 1u; }));
+  EXPECT_EQ(mine.get(), 1);  // other clients are not disturbed
+}
+
+// ---------------------------------------------------------------- addresses and keys
+
+TEST_P(ManagerTest, DefaultAddressIsPrivateUnixSocket) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  const std::string path = manager.address().path;
+  ASSERT_FALSE(path.empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string dir = std::filesystem::path(path).parent_path();
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  manager.shutdown();
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+TEST_P(ManagerTest, WrongKeyIsAuthenticationError) {
+  CustomManager manager(std::nullopt, std::string("right key"), ctx());
+  manager.start();
+  CustomManager other(manager.address(), std::string("wrong key"));
+  EXPECT_THROW(other.connect(), mp::AuthenticationError);
+  EXPECT_EQ(manager.number_of_objects(), 0u);
+  CustomManager good(manager.address(), std::string("right key"));
+  good.connect();
+  EXPECT_EQ(good.Counter(9).get(), 9);
+}
+
+// _TestRemoteManager: a TCP manager used from a separate process with the right and wrong key.
+TEST_P(ManagerTest, RemoteManagerOverTcp) {
+  CustomManager manager(Address("127.0.0.1", 0), std::string("tcp key"), ctx());
+  manager.start();
+  EXPECT_TRUE(manager.address().is_tcp());
+  EXPECT_GT(manager.address().port, 0);
+  mp::Process good(ctx(), connect_and_use, manager.address(), std::string("tcp key"), 11);
+  mp::Process bad(ctx(), connect_and_use, manager.address(), std::string("not the key"), 11);
+  good.start();
+  bad.start();
+  join_or_fail(good);
+  join_or_fail(bad);
+  EXPECT_EQ(good.exitcode(), 0);
+  EXPECT_EQ(bad.exitcode(), 7);
+  EXPECT_EQ(manager.number_of_objects(), 0u);
+}
+
+// get_server().serve_forever() in a separate process, used over TCP.
+TEST_P(ManagerTest, ServeForeverInAnotherProcess) {
+  const int port = free_tcp_port();
+  mp::Process server(ctx(), serve_tcp, port);
+  server.start();
+  CustomManager client(Address("127.0.0.1", port), std::string("remote-key"));
+  ASSERT_TRUE(eventually([&] {
+    try {
+      client.connect();
+      return true;
+    } catch (const mp::OSError&) {
+      return false;
+    }
+  }));
+  auto c = client.Counter(5);
+  c.add(5);
+  EXPECT_EQ(c.get(), 10);
+  CustomManager wrong(Address("127.0.0.1", port), std::string("other"));
+  EXPECT_THROW(wrong.connect(), mp::AuthenticationError);
+  EXPECT_EQ(c.get(), 10);
+  server.terminate();
+  join_or_fail(server);
+}
+
+// _TestManagerRestart: shut down and start again on the same address.
+TEST_P(ManagerTest, RestartOnSameAddress) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("mp-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directory(dir);
+  const Address unix_address(dir + "/manager.sock");
+  for (const Address& address : {unix_address, Address("127.0.0.1", free_tcp_port())}) {
+    {
+      CustomManager first(address, std::nullopt, ctx());
+      first.start();
+      auto c = first.Counter(1);
+      EXPECT_EQ(c.get(), 1);
+      first.shutdown();
+      EXPECT_THROW(c.get(), mp::OSError);  // refused: nobody listens there now
+      CustomManager second(address, std::nullopt, ctx());
+      second.start();
+      EXPECT_EQ(second.Counter(2).get(), 2);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_P(ManagerTest, StartTwiceIsError) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  EXPECT_THROW(manager.start(), mp::ProcessError);
+  CustomManager idle;
+  EXPECT_THROW(idle.Counter(1), std::logic_error);
+}
+
+// ---------------------------------------------------------------- robustness
+
+TEST_P(ManagerTest, ProxyOfDeadServerRaises) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto c = manager.Counter(1);
+  EXPECT_EQ(c.get(), 1);
+  manager.process()->kill();
+  manager.process()->join(kTimeout);
+  EXPECT_THROW(c.get(), mp::EOFError);
+  EXPECT_THROW(c.get(), std::exception);  // no cached connection now: connect fails
+}
+
+TEST_P(ManagerTest, ServerEndsWhenOwnerIsKilled) {
+  auto sync = mp::Manager(ctx());
+  auto pids = sync.Queue<int>();
+  auto paths = sync.Queue<std::string>();
+  mp::Process owner(ctx(), owner_of_manager, pids, paths, GetParam());
+  owner.start();
+  const int server_pid = pids.get(true, kTimeout);
+  const std::string path = paths.get(true, kTimeout);
+  EXPECT_FALSE(process_ended(server_pid));
+  owner.kill();
+  join_or_fail(owner);
+  EXPECT_TRUE(eventually([&] { return process_ended(server_pid); })) << "orphaned manager server";
+  // Nothing serves the address any more. (The socket file may remain when the server was killed
+  // by its daemon lifeline before it could remove it; the test removes it.)
+  // (A zombie's last threads may hold the listener for a moment: then the handshake sees EOF.)
+  CustomManager client{Address(path)};
+  EXPECT_TRUE(eventually([&] {
+    try {
+      client.connect();
+    } catch (const mp::OSError&) {
+      return true;
+    } catch (const mp::AuthenticationError&) {
+    }
+    return false;
+  }));
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  std::filesystem::remove(std::filesystem::path(path).parent_path(), ec);
+}
+
+TEST_P(ManagerTest, GarbageFromPeerDoesNotDisturbServer) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto c = manager.Counter(1);
+  for (const std::string& junk : {std::string("\xff\xff\xff\x7f", 4), std::string("hello world"), std::string()}) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, manager.address().path.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    char challenge[64];
+    EXPECT_GT(::recv(fd, challenge, sizeof challenge, 0), 0);  // the server speaks first
+    if (!junk.empty()) ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);
+    char buf[64];
+    while (::recv(fd, buf, sizeof buf, 0) > 0) {
+    }
+    ::close(fd);
+  }
+  EXPECT_EQ(c.get(), 1);
+}
+
+// ---------------------------------------------------------------- SyncManager types
+
+TEST_P(ManagerTest, SharedContainersAcrossProcesses) {
+  auto manager = mp::Manager(ctx());
+  auto list = manager.list<int>({1, 2, 3});
+  auto dict = manager.dict<std::string, int>({{"parent", 1}});
+  auto ns = manager.Namespace();
+  auto queue = manager.Queue<std::string>();
+  auto value = manager.Value<double>(1.5);
+  mp::Process p(ctx(), fill_shared, list, dict, ns, queue, value);
+  p.start();
+  join_or_fail(p);
+  ASSERT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(list.copy(), (std::vector<int>{10, 2, 3, 4}));
+  EXPECT_EQ(dict.copy(), (std::map<std::string, int>{{"child", 7}, {"parent", 1}}));
+  EXPECT_EQ(ns.get<std::string>("from_child"), "yes");
+  EXPECT_EQ(queue.get(true, kTimeout), "hello from child");
+  EXPECT_DOUBLE_EQ(value.value(), 3.0);
+}
+
+TEST_P(ManagerTest, EventAcrossProcesses) {
+  auto manager = mp::Manager(ctx());
+  auto go = manager.Event();
+  auto done = manager.Event();
+  mp::Process p(ctx(), wait_event_then_set, go, done);
+  p.start();
+  EXPECT_FALSE(done.wait(10ms));
+  go.set();
+  EXPECT_TRUE(done.wait(kTimeout));
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest, testing::ValuesIn(mp::get_all_start_methods()),
+                         mp_test::method_name);
+
+// ---- single-process behaviour of the SyncManager proxies (the server is still a process).
+
+class SyncManagerTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() { manager_ = new mp::SyncManager(mp::Manager()); }
+  static void TearDownTestSuite() {
+    delete manager_;
+    manager_ = nullptr;
+  }
+  mp::SyncManager& m() { return *manager_; }
+  static mp::SyncManager* manager_;
+};
+mp::SyncManager* SyncManagerTest::manager_ = nullptr;
+
+TEST_F(SyncManagerTest, List) {
+  auto l = m().list<int>();
+  l.append(1);
+  l.extend({2, 3, 2});
+  l.insert(0, 0);
+  EXPECT_EQ(l.size(), 5u);
+  EXPECT_EQ(static_cast<int>(l[-1]), 2);
+  EXPECT_EQ(l.index(3), 3);
+  EXPECT_EQ(l.count(2), 2);
+  EXPECT_TRUE(l.contains(3));
+  EXPECT_EQ(l.pop(), 2);
+  EXPECT_EQ(l.pop(0), 0);
+  l.remove(2);
+  EXPECT_EQ(l.tolist(), (std::vector<int>{1, 3}));
+  EXPECT_THROW(l.get(5), mp::RemoteError);
+  EXPECT_THROW(l.index(42), mp::RemoteError);
+  l.clear();
+  EXPECT_THROW(l.pop(), mp::RemoteError);
+}
+
+TEST_F(SyncManagerTest, Dict) {
+  auto d = m().dict<std::string, std::vector<int>>();
+  d["a"] = std::vector<int>{1};
+  d.setitem("b", {2, 2});
+  EXPECT_EQ(d.size(), 2u);
+  EXPECT_TRUE(d.contains("a"));
+  EXPECT_EQ(std::vector<int>(d["b"]), (std::vector<int>{2, 2}));
+  EXPECT_EQ(d.get("zz"), std::nullopt);
+  EXPECT_EQ(d.get("zz", {9}), (std::vector<int>{9}));
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(d.items().size(), 2u);
+  d.update({{"c", {3}}});
+  EXPECT_EQ(d.values().size(), 3u);
+  EXPECT_EQ(d.pop("c"), (std::vector<int>{3}));
+  try {
+    std::vector<int> missing = d["nope"];
+    FAIL() << "no KeyError";
+  } catch (const mp::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::out_of_range");
+  }
+  d.clear();
+  EXPECT_EQ(d.size(), 0u);
+}
+
+TEST_F(SyncManagerTest, NamespaceAndValueAndArray) {
+  auto ns = m().Namespace();
+  ns.set("x", 10);
+  ns.set("name", std::string("mp"));
+  EXPECT_EQ(ns.get<int>("x"), 10);
+  EXPECT_EQ(ns.get<std::string>("name"), "mp");
+  EXPECT_THROW(ns.get<double>("x"), mp::UnpicklingError);
+  EXPECT_THROW(ns.get<int>("missing"), mp::RemoteError);
+  EXPECT_TRUE(ns.has("x"));
+  ns.del("x");
+  EXPECT_FALSE(ns.has("x"));
+  auto v = m().Value<int>(5);
+  v.set_value(v.value() + 1);
+  EXPECT_EQ(v.value(), 6);
+  auto a = m().Array<double>(3);
+  a[1] = 2.5;
+  EXPECT_EQ(a.tolist(), (std::vector<double>{0, 2.5, 0}));
+}
+
+TEST_F(SyncManagerTest, QueueAndJoinableQueue) {
+  auto q = m().Queue<int>(2);
+  q.put(1);
+  q.put_nowait(2);
+  EXPECT_TRUE(q.full());
+  EXPECT_THROW(q.put(3, true, 10ms), mp::Full);
+  EXPECT_EQ(q.qsize(), 2);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get_nowait(), 2);
+  EXPECT_TRUE(q.empty());
+  EXPECT_THROW(q.get(true, 10ms), mp::Empty);
+  EXPECT_THROW(q.get_nowait(), mp::Empty);
+  auto jq = m().JoinableQueue<std::string>();
+  jq.put("task");
+  EXPECT_FALSE(jq.join(10ms));
+  EXPECT_EQ(jq.get(), "task");
+  jq.task_done();
+  EXPECT_TRUE(jq.join(kTimeout));
+  EXPECT_THROW(jq.task_done(), mp::RemoteError);
+}
+
+TEST_F(SyncManagerTest, LocksAndSemaphores) {
+  auto lock = m().Lock();
+  EXPECT_TRUE(lock.acquire());
+  EXPECT_FALSE(lock.acquire(false));
+  EXPECT_FALSE(lock.acquire(true, 10ms));
+  lock.release();
+  EXPECT_THROW(lock.release(), mp::RemoteError);
+  {
+    std::lock_guard g(lock);
+    EXPECT_TRUE(lock.locked());
+  }
+  EXPECT_FALSE(lock.locked());
+  auto rlock = m().RLock();
+  EXPECT_TRUE(rlock.acquire());
+  EXPECT_TRUE(rlock.acquire());
+  rlock.release();
+  rlock.release();
+  EXPECT_THROW(rlock.release(), mp::RemoteError);
+  // An RLock held by another client (thread) is not ours.
+  std::thread([&] { EXPECT_TRUE(rlock.acquire()); }).join();
+  EXPECT_FALSE(rlock.acquire(false));
+  auto sem = m().Semaphore(2);
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_TRUE(sem.acquire());
+  EXPECT_FALSE(sem.acquire(true, 10ms));
+  sem.release(2);
+  EXPECT_EQ(sem.get_value(), 2);
+  auto bsem = m().BoundedSemaphore(1);
+  EXPECT_THROW(bsem.release(), mp::RemoteError);
+}
+
+TEST_F(SyncManagerTest, ConditionAndBarrier) {
+  auto cond = m().Condition();
+  EXPECT_THROW(cond.wait(10ms), mp::RemoteError);  // not holding the lock
+  cond.acquire();
+  EXPECT_FALSE(cond.wait(10ms));
+  cond.release();
+  std::atomic<bool> notified{false};
+  std::thread waiter([&] {
+    std::unique_lock g(cond);
+    notified = cond.wait(kTimeout);
+  });
+  // Notify until the waiter has been woken (it may not be waiting yet).
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard g(cond);
+    cond.notify();
+    return notified.load();
+  }) || notified.load());
+  waiter.join();
+  EXPECT_TRUE(notified);
+
+  auto barrier = m().Barrier(2);
+  EXPECT_EQ(barrier.parties(), 2);
+  int other = -1;
+  std::thread t([&] { other = barrier.wait(kTimeout); });
+  const int mine = barrier.wait(kTimeout);
+  t.join();
+  EXPECT_EQ(mine + other, 1);
+  EXPECT_THROW(barrier.wait(10ms), mp::BrokenBarrierError);
+  EXPECT_TRUE(barrier.broken());
+  barrier.reset();
+  EXPECT_FALSE(barrier.broken());
+}
+
+}  // namespace
