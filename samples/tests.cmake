@@ -1,0 +1,46 @@
+# Each tutorial sample is a CTest test (label "sample"), checked by check_sample.py, once per start
+# method (MP_START_METHOD) except global_variable_fork, which is about fork.
+# `ctest --preset samples` (verbose) shows each sample's name and output.
+find_package(Python3 COMPONENTS Interpreter)
+if(NOT Python3_Interpreter_FOUND)
+  message(WARNING "python3 not found: the samples are built but not registered as tests")
+  return()
+endif()
+
+# mp_sample_test(<sample> <start methods> <check_sample.py mode and arguments>...)
+function(mp_sample_test sample methods)
+  if(NOT TARGET ${sample})
+    return()
+  endif()
+  foreach(method ${methods})
+    add_test(NAME sample.${sample}.${method}
+             COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/check_sample.py
+                     ${ARGN})
+    set_tests_properties(sample.${sample}.${method} PROPERTIES
+      LABELS sample TIMEOUT 600 ENVIRONMENT MP_START_METHOD=${method})
+  endforeach()
+endfunction()
+
+set(both "fork;spawn")
+set(waiting "Waiting for processes to finish...")
+mp_sample_test(global_variable_fork fork
+  exact $<TARGET_FILE:global_variable_fork> 1 "${waiting}" "Value: 0")
+mp_sample_test(manager_unsafe_counter "${both}"
+  race $<TARGET_FILE:manager_unsafe_counter> 20 "Value: N")
+mp_sample_test(manager_lock_in_tasks "${both}"
+  exact $<TARGET_FILE:manager_lock_in_tasks> 10 "Value: 0")
+mp_sample_test(manager_safe_counter "${both}"
+  exact $<TARGET_FILE:manager_safe_counter> 10 "Value: 0")
+mp_sample_test(value_race "${both}"
+  race $<TARGET_FILE:value_race> 20 "${waiting}" "Value: N")
+mp_sample_test(value_lock_in_tasks "${both}"
+  exact $<TARGET_FILE:value_lock_in_tasks> 10 "${waiting}" "Value: 0")
+mp_sample_test(value_get_lock "${both}"
+  exact $<TARGET_FILE:value_get_lock> 10 "${waiting}" "Value: 0")
+mp_sample_test(shared_file "${both}" file $<TARGET_FILE:shared_file>)
+mp_sample_test(shared_file_lock "${both}" file $<TARGET_FILE:shared_file_lock>)
+mp_sample_test(condition_timing_race "${both}" hang $<TARGET_FILE:condition_timing_race>)
+mp_sample_test(condition_timing_fixed "${both}"
+  exact $<TARGET_FILE:condition_timing_fixed> 3
+  "Process: Waiting to be notified..." "Process: Ready" "Main: Notifying the process"
+  "Process: Notified" "Main: Done")
