@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine: install what is missing, build, then
 #   samples  run every tutorial sample (prints each one's name and output)
-#   test     run the whole test suite (release build; then the ASan+UBSan build when MP_ASAN=1)
+#   test     run the whole test suite: release build and tests (samples included), then the
+#            ASan+UBSan and TSan runs and 30 s of every fuzz target — exactly what CI runs
+#   unit     only the release build and tests (the quick loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-samples}"
@@ -23,10 +25,19 @@ fi
 jobs=$(nproc)
 case "$what" in
   samples) cmake --workflow --preset samples ;;
-  test)
+  unit|test)
+    start=$SECONDS
+    echo "== release build and tests"
     cmake --preset release
     cmake --build --preset release -j "$jobs"
     ctest --preset release -j "$jobs"
+    if [ "$what" = test ]; then
+      echo "== ASan+UBSan and TSan ($((SECONDS - start)) s so far)"
+      bash scripts/sanitizers.sh asan tsan
+      echo "== fuzzing ($((SECONDS - start)) s so far)"
+      MP_FUZZ_SECONDS="${MP_FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+      echo "== all tests passed ($((SECONDS - start)) s)"
+    fi
     ;;
-  *) echo "usage: $0 samples|test" >&2; exit 2 ;;
+  *) echo "usage: $0 samples|test|unit" >&2; exit 2 ;;
 esac
