@@ -1,0 +1,38 @@
+// bench/mp_bench.cpp — the mp side of the benchmarks: Process start+join per start method.
+// The metrics of the other features live in mp_bench_<feature>.cpp, which bench/CMakeLists.txt
+// compiles in only once the feature's header is in the tree (else run.py shows "not built yet").
+// This program is also the spawned child (mp::freeze_support first), and `--exit-now` makes it
+// the target of raw:posix_spawn_mpbin_wait_ms (the raw cost of starting this very binary).
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "harness.hpp"
+#include "mp/multiprocessing.hpp"
+
+namespace {
+
+void noop() {}
+
+double start_join_ms(const char* method, long n) {
+  const mp::Context ctx = mp::get_context(method);
+  const auto t0 = bench::now_ns();
+  for (long i = 0; i < n; ++i) {
+    mp::Process p(ctx, noop);
+    p.start();
+    p.join();
+    if (p.exitcode() != 0) throw std::runtime_error(std::string(method) + " child failed");
+  }
+  return static_cast<double>(bench::now_ns() - t0) / 1e6 / static_cast<double>(n);
+}
+
+BENCH_METRIC(process_fork_ms, "ms") { return start_join_ms("fork", p.n(1000, 5)); }
+BENCH_METRIC(process_spawn_ms, "ms") { return start_join_ms("spawn", p.n(300, 3)); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mp::freeze_support(argc, argv);
+  if (argc == 2 && std::strcmp(argv[1], "--exit-now") == 0) return 0;
+  return bench::run_main(argc, argv);
+}

@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""bench/py_bench.py — the CPython side: every metric of bench/run.py measured with the standard
+multiprocessing module, with the same loops as mp_bench and raw_bench.
+
+Protocol (same as the C++ binaries): --list | --metrics a,b --scale S --reps R; prints
+    RESULT <name> <value> <unit>     (median of R repetitions)
+    ERROR <name> <message>
+Cross-process rates use each worker's own CLOCK_MONOTONIC stamps (the same clock as the C++ side).
+"""
+import argparse
+import multiprocessing as mp
+import multiprocessing.managers
+import statistics
+import sys
+import time
+
+MiB = 1 << 20
+
+
+def now():
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def gate(arrived, parties):
+    """Start gate: wait (yielding) until `parties` workers arrived."""
+    with arrived.get_lock():
+        arrived.value += 1
+    while arrived.value < parties:
+        time.sleep(0)
+
+
+def span(stamps, k=2):
+    return max(stamps[2 * i + 1] for i in range(k)) - min(stamps[2 * i] for i in range(k))
+
+
+# ---- locks and shared values ----------------------------------------------------------------
+
+def lock_uncontended_ns(n):
+    lock = mp.Lock()
+    acquire, release = lock.acquire, lock.release
+    t0 = time.perf_counter()
+    for _ in range(n):
+        acquire()
+        release()
+    return (time.perf_counter() - t0) / n * 1e9
+
+
+def _lock_value_worker(w, n, lock, value, arrived, stamps):
+    gate(arrived, 2)
+    stamps[2 * w] = now()
+    for _ in range(n):
+        with lock:
+            value.value += 1
+    stamps[2 * w + 1] = now()
+
+
+def lock_value_contended_2p(n):
+    lock = mp.Lock()
+    value = mp.Value('i', 0, lock=False)
+    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
+    ps = [mp.Process(target=_lock_value_worker, args=(w, n, lock, value, arrived, stamps)) for w in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert value.value == 2 * n
+    return 2 * n / span(stamps)
+
+
+def _get_lock_worker(w, n, value, arrived, stamps):
+    gate(arrived, 2)
+    stamps[2 * w] = now()
+    for _ in range(n):
+        with value.get_lock():
+            value.value += 1
+    stamps[2 * w + 1] = now()
+
+
+def value_get_lock_2p(n):
+    value = mp.Value('i', 0)
+    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
+    ps = [mp.Process(target=_get_lock_worker, args=(w, n, value, arrived, stamps)) for w in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert value.value == 2 * n
+    return 2 * n / span(stamps)
+
+
+def rawvalue_inc_1p(n):
+    v = mp.RawValue('i', 0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        v.value += 1
+    return n / (time.perf_counter() - t0)
+
+
+# ---- queues: a child puts n items, the parent gets them ---------------------------------------
+
+def _producer(q, n, item, arrived, stamps):
+    gate(arrived, 2)
+    stamps[0] = now()
+    for _ in range(n):
+        q.put(item)
+    stamps[1] = now()
+
+
+def queue_rate(cls, n, item):
+    q = cls()
+    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
+    p = mp.Process(target=_producer, args=(q, n, item, arrived, stamps))
+    p.start()
+    gate(arrived, 2)
+    stamps[2] = now()
+    for _ in range(n):
+        q.get()
+    stamps[3] = now()
+    p.join()
+    return n / span(stamps)
+
+
+# ---- blocking round trips (us per round trip); the child echoes --------------------------------
+
+def _echo_duplex(conn, n):
+    for _ in range(n):
+        conn.send(conn.recv())
+
+
+def _echo_simplex(r, w, n):
+    for _ in range(n):
+        w.send(r.recv())
+
+
+def _event_partner(ping, pong, n):
+    for _ in range(n):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def _cond_partner(cond, turn, n):
+    for _ in range(n):
+        with cond:
+            while turn.value != 1:
+                cond.wait()
+            turn.value = 0
+            cond.notify()
+
+
+def _barrier_partner(barrier, n):
+    for _ in range(n):
+        barrier.wait()
+
+
+def pingpong_us(n, target, args, ping):
+    p = mp.Process(target=target, args=args)
+    p.start()
+    ping()  # warm-up: the child is running
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        ping()
+    t1 = time.perf_counter()
+    p.join()
+    return (t1 - t0) / (n - 1) * 1e6
+
+
+def pipe_duplex_rt_us(n):
+    a, b = mp.Pipe()
+
+    def ping():
+        a.send(1)
+        a.recv()
+    return pingpong_us(n, _echo_duplex, (b, n), ping)
+
+
+def pipe_simplex_rt_us(n):
+    r1, w1 = mp.Pipe(duplex=False)
+    r2, w2 = mp.Pipe(duplex=False)
+
+    def ping():
+        w1.send(1)
+        r2.recv()
+    return pingpong_us(n, _echo_simplex, (r1, w2, n), ping)
+
+
+def event_pingpong_us(n):
+    ping_e, pong_e = mp.Event(), mp.Event()
+
+    def ping():
+        ping_e.set()
+        pong_e.wait()
+        pong_e.clear()
+    return pingpong_us(n, _event_partner, (ping_e, pong_e, n), ping)
+
+
+def condition_pingpong_us(n):
+    cond = mp.Condition()
+    turn = mp.RawValue('i', 0)
+
+    def ping():
+        with cond:
+            turn.value = 1
+            cond.notify()
+            while turn.value != 0:
+                cond.wait()
+    return pingpong_us(n, _cond_partner, (cond, turn, n), ping)
+
+
+def barrier_2p_us(n):
+    barrier = mp.Barrier(2)
+    return pingpong_us(n, _barrier_partner, (barrier, n), barrier.wait)
+
+
+# ---- managers ----------------------------------------------------------------------------------
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+
+class CounterManager(mp.managers.BaseManager):
+    pass
+
+
+CounterManager.register('Counter', Counter)
+
+
+def timed_calls_us(n, call):
+    call()
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        call()
+    return (time.perf_counter() - t0) / (n - 1) * 1e6
+
+
+def manager_proxy_call_us(n):
+    with CounterManager() as m:
+        c = m.Counter()
+        return timed_calls_us(n, c.increment)
+
+
+def manager_value_get_us(n):
+    with mp.Manager() as m:
+        v = m.Value('i', 7)
+        return timed_calls_us(n, lambda: v.value)
+
+
+def manager_dict_set_us(n):
+    with mp.Manager() as m:
+        d = m.dict()
+
+        def call():
+            d['k'] = 1
+        return timed_calls_us(n, call)
+
+
+def manager_start_shutdown_ms(n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        m = mp.Manager()
+        m.shutdown()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+def _noop():
+    pass
+
+
+def start_join_ms(method, n):
+    ctx = mp.get_context(method)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+# name: (unit, base iteration count, minimum, function of n)
+METRICS = {
+    'lock_uncontended_ns': ('ns', 2_000_000, 1000, lock_uncontended_ns),
+    'lock_value_contended_2p': ('ops/s', 200_000, 100, lock_value_contended_2p),
+    'value_get_lock_2p': ('ops/s', 200_000, 100, value_get_lock_2p),
+    'rawvalue_inc_1p': ('ops/s', 2_000_000, 1000, rawvalue_inc_1p),
+    'queue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.Queue, n, 1)),
+    'simplequeue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.SimpleQueue, n, 1)),
+    'queue_1mb_MBps': ('MB/s', 300, 4, lambda n: queue_rate(mp.Queue, n, b'x' * MiB) * MiB / 1e6),
+    'simplequeue_1mb_MBps': ('MB/s', 300, 4, lambda n: queue_rate(mp.SimpleQueue, n, b'x' * MiB) * MiB / 1e6),
+    'pipe_duplex_rt_us': ('us', 20_000, 20, pipe_duplex_rt_us),
+    'pipe_simplex_rt_us': ('us', 20_000, 20, pipe_simplex_rt_us),
+    'event_pingpong_us': ('us', 10_000, 20, event_pingpong_us),
+    'condition_pingpong_us': ('us', 10_000, 20, condition_pingpong_us),
+    'barrier_2p_us': ('us', 10_000, 20, barrier_2p_us),
+    'manager_proxy_call_us': ('us', 10_000, 20, manager_proxy_call_us),
+    'manager_value_get_us': ('us', 10_000, 20, manager_value_get_us),
+    'manager_dict_set_us': ('us', 10_000, 20, manager_dict_set_us),
+    'manager_start_shutdown_ms': ('ms', 50, 2, manager_start_shutdown_ms),
+    'process_fork_ms': ('ms', 300, 3, lambda n: start_join_ms('fork', n)),
+    'process_spawn_ms': ('ms', 30, 2, lambda n: start_join_ms('spawn', n)),
+    'process_forkserver_ms': ('ms', 50, 2, lambda n: start_join_ms('forkserver', n)),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--list', action='store_true')
+    ap.add_argument('--metrics', default='')
+    ap.add_argument('--scale', type=float, default=1.0)
+    ap.add_argument('--reps', type=int, default=3)
+    a = ap.parse_args()
+    if a.list:
+        for name, (unit, *_rest) in METRICS.items():
+            print(name, unit)
+        return
+    names = [m for m in a.metrics.split(',') if m] or list(METRICS)
+    for name in names:
+        if name not in METRICS:
+            print(f'ERROR {name} unknown metric', flush=True)
+            continue
+        unit, base, minimum, fn = METRICS[name]
+        n = max(minimum, int(base * a.scale))
+        try:
+            values = [fn(n) for _ in range(max(1, a.reps))]
+            print(f'RESULT {name} {statistics.median(values):.6g} {unit}', flush=True)
+        except Exception as e:  # report and go on with the next metric
+            print(f'ERROR {name} {type(e).__name__}: {e}'.replace('\n', ' '), flush=True)
+
+
+if __name__ == '__main__':
+    mp.set_start_method('fork')
+    main()

@@ -1,0 +1,527 @@
+// bench/raw_bench.cpp — the raw OS limits: each multiprocessing metric measured with the bare
+// primitive it rests on (futex, sem_t, process-shared pthread objects, atomics, pipe, Unix socket,
+// a shared-memory ring, fork, posix_spawn/vfork/fork+exec of this binary), as in
+// ../shared/BASELINE.md. No mp code: these are the physical limits mp is compared with.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#include <climits>
+#include <cstring>
+#include <memory>
+
+#include "harness.hpp"
+
+extern char** environ;
+
+namespace {
+
+using bench::fork_child;
+using bench::now_ns;
+using bench::Params;
+using bench::Shared;
+using bench::Stamps;
+using bench::wait_child;
+
+// ---- primitives --------------------------------------------------------------------------
+
+long futex(std::atomic<int>* addr, int op, int val) {
+  return ::syscall(SYS_futex, reinterpret_cast<int*>(addr), op, val, nullptr, nullptr, 0);
+}
+
+// Drepper's three-state futex mutex ("Futexes Are Tricky", mutex 2), process-shared.
+struct FutexMutex {
+  std::atomic<int> word{0};
+  void lock() {
+    int c = 0;
+    if (word.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+    if (c != 2) c = word.exchange(2, std::memory_order_acquire);
+    while (c != 0) {
+      futex(&word, FUTEX_WAIT, 2);
+      c = word.exchange(2, std::memory_order_acquire);
+    }
+  }
+  void unlock() {
+    if (word.fetch_sub(1, std::memory_order_release) != 1) {
+      word.store(0, std::memory_order_release);
+      futex(&word, FUTEX_WAKE, 1);
+    }
+  }
+};
+
+struct Sem {
+  sem_t s;
+  explicit Sem(unsigned v) {
+    if (::sem_init(&s, 1, v) != 0) throw std::runtime_error("sem_init failed");
+  }
+  ~Sem() { ::sem_destroy(&s); }
+  void lock() {
+    while (::sem_wait(&s) != 0) {
+    }
+  }
+  void unlock() { ::sem_post(&s); }
+};
+
+struct PMutex {
+  pthread_mutex_t m;
+  PMutex() {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&m, &a);
+    pthread_mutexattr_destroy(&a);
+  }
+  ~PMutex() { pthread_mutex_destroy(&m); }
+  void lock() { pthread_mutex_lock(&m); }
+  void unlock() { pthread_mutex_unlock(&m); }
+};
+
+void write_all(int fd, const void* p, std::size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      bench::die("write");
+    }
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+void read_all(int fd, void* p, std::size_t n) {
+  char* c = static_cast<char*>(p);
+  while (n) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      bench::die("read");
+    }
+    if (r == 0) bench::die("unexpected EOF");
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+// ---- uncontended locks, 1 process (ns per acquire+release) -------------------------------
+
+template <class L>
+double uncontended_ns(L& l, long n) {
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    l.lock();
+    benchmark::ClobberMemory();
+    l.unlock();
+  }
+  return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
+}
+
+BENCH_METRIC(sem_lock_uncontended_ns, "ns") {
+  Shared<Sem> s(1);
+  return uncontended_ns(*s, p.n(5'000'000, 1000));
+}
+BENCH_METRIC(futex_mutex_uncontended_ns, "ns") {
+  Shared<FutexMutex> m;
+  return uncontended_ns(*m, p.n(5'000'000, 1000));
+}
+BENCH_METRIC(mutex_uncontended_ns, "ns") {
+  Shared<PMutex> m;
+  return uncontended_ns(*m, p.n(5'000'000, 1000));
+}
+
+// ---- contended: two forked processes each do n x (lock; ++shared int; unlock) (ops/s) -----
+
+template <class L>
+struct Counted {
+  L lock;
+  volatile long counter = 0;
+  Stamps stamps;
+  template <class... A>
+  explicit Counted(A&&... a) : lock(std::forward<A>(a)...) {}
+};
+
+template <class L, class... A>
+double contended_2p(long n, A&&... a) {
+  Shared<Counted<L>> s(std::forward<A>(a)...);
+  pid_t pids[2];
+  for (int w = 0; w < 2; ++w) {
+    pids[w] = fork_child([&, w] {
+      s->stamps.arrive_and_wait(2);
+      s->stamps.start[w] = now_ns();
+      for (long i = 0; i < n; ++i) {
+        s->lock.lock();
+        s->counter = s->counter + 1;
+        s->lock.unlock();
+      }
+      s->stamps.stop[w] = now_ns();
+    });
+  }
+  for (pid_t pid : pids) wait_child(pid);
+  if (s->counter != 2 * n) throw std::runtime_error("lost increments: the lock is broken");
+  return 2.0 * static_cast<double>(n) / s->stamps.span_s();
+}
+
+BENCH_METRIC(sem_lock_contended_2p, "ops/s") { return contended_2p<Sem>(p.n(2'000'000, 1000), 1u); }
+BENCH_METRIC(futex_mutex_contended_2p, "ops/s") { return contended_2p<FutexMutex>(p.n(2'000'000, 1000)); }
+BENCH_METRIC(mutex_contended_2p, "ops/s") { return contended_2p<PMutex>(p.n(2'000'000, 1000)); }
+
+BENCH_METRIC(atomic_fetch_add_2p, "ops/s") {
+  struct S {
+    std::atomic<long> v{0};
+    Stamps stamps;
+  };
+  Shared<S> s;
+  const long n = p.n(10'000'000, 1000);
+  pid_t pids[2];
+  for (int w = 0; w < 2; ++w) {
+    pids[w] = fork_child([&, w] {
+      s->stamps.arrive_and_wait(2);
+      s->stamps.start[w] = now_ns();
+      for (long i = 0; i < n; ++i) s->v.fetch_add(1);
+      s->stamps.stop[w] = now_ns();
+    });
+  }
+  for (pid_t pid : pids) wait_child(pid);
+  return 2.0 * static_cast<double>(n) / s->stamps.span_s();
+}
+
+BENCH_METRIC(atomic_fetch_add_1p, "ops/s") {
+  Shared<std::atomic<long>> v(0);
+  const long n = p.n(50'000'000, 1000);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) v->fetch_add(1);
+  return static_cast<double>(n) / (static_cast<double>(now_ns() - t0) * 1e-9);
+}
+
+// RawValue's anchor: a plain (volatile, non-atomic) increment of an int in shared memory.
+BENCH_METRIC(shared_int_inc_1p, "ops/s") {
+  Shared<long> v(0);
+  volatile long* x = v.get();
+  const long n = p.n(200'000'000, 1000);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) *x = *x + 1;
+  return static_cast<double>(n) / (static_cast<double>(now_ns() - t0) * 1e-9);
+}
+
+// ---- streams: a child writes n messages, the parent reads them ----------------------------
+
+constexpr std::size_t kMiB = 1 << 20;
+
+double pipe_stream(long n, std::size_t size) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) bench::die("pipe");
+  Shared<Stamps> st;
+  std::vector<char> out(size, 'x');
+  const pid_t pid = fork_child([&] {
+    ::close(fds[0]);
+    st->arrive_and_wait(2);
+    st->start[0] = now_ns();
+    for (long i = 0; i < n; ++i) write_all(fds[1], out.data(), size);
+    st->stop[0] = now_ns();
+  });
+  ::close(fds[1]);
+  std::vector<char> in(size);
+  st->arrive_and_wait(2);
+  st->start[1] = now_ns();
+  for (long i = 0; i < n; ++i) read_all(fds[0], in.data(), size);
+  st->stop[1] = now_ns();
+  ::close(fds[0]);
+  wait_child(pid);
+  return static_cast<double>(n) / st->span_s();
+}
+
+BENCH_METRIC(pipe_stream_8b_msgs, "msgs/s") { return pipe_stream(p.n(1'000'000, 100), 8); }
+BENCH_METRIC(pipe_stream_1mb_MBps, "MB/s") {
+  const long n = p.n(2000, 4);
+  return pipe_stream(n, kMiB) * static_cast<double>(kMiB) / 1e6;
+}
+
+// Single-producer single-consumer ring in shared memory; both sides busy-wait (2 CPUs only).
+struct RingHeader {
+  alignas(64) std::atomic<std::uint64_t> head{0};  // next slot to write
+  alignas(64) std::atomic<std::uint64_t> tail{0};  // next slot to read
+  alignas(64) Stamps stamps;
+};
+
+double spsc_ring(long n, std::size_t size, std::size_t slots) {
+  bench::require_two_cpus();
+  Shared<RingHeader> h;
+  bench::SharedBytes ring(size * slots);
+  std::vector<char> out(size, 'x'), in(size);
+  const pid_t pid = fork_child([&] {
+    h->stamps.arrive_and_wait(2);
+    h->stamps.start[0] = now_ns();
+    for (long i = 0; i < n; ++i) {
+      const std::uint64_t head = h->head.load(std::memory_order_relaxed);
+      while (head - h->tail.load(std::memory_order_acquire) == slots) {
+      }
+      out[0] = static_cast<char>(i);
+      std::memcpy(ring.data() + (head % slots) * size, out.data(), size);
+      h->head.store(head + 1, std::memory_order_release);
+    }
+    h->stamps.stop[0] = now_ns();
+  });
+  h->stamps.arrive_and_wait(2);
+  h->stamps.start[1] = now_ns();
+  for (long i = 0; i < n; ++i) {
+    const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
+    while (h->head.load(std::memory_order_acquire) == tail) {
+    }
+    std::memcpy(in.data(), ring.data() + (tail % slots) * size, size);
+    benchmark::DoNotOptimize(in.data());
+    h->tail.store(tail + 1, std::memory_order_release);
+  }
+  h->stamps.stop[1] = now_ns();
+  wait_child(pid);
+  return static_cast<double>(n) / h->stamps.span_s();
+}
+
+BENCH_METRIC(spsc_ring_8b_msgs, "msgs/s") { return spsc_ring(p.n(20'000'000, 1000), 8, 1024); }
+BENCH_METRIC(spsc_ring_1mb_MBps, "MB/s") {
+  return spsc_ring(p.n(10000, 8), kMiB, 8) * static_cast<double>(kMiB) / 1e6;
+}
+
+BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
+  std::vector<char> a(kMiB, 'a'), b(kMiB);
+  const long n = p.n(20000, 10);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    a[0] = static_cast<char>(i);
+    std::memcpy(b.data(), a.data(), kMiB);
+    benchmark::DoNotOptimize(b.data());
+  }
+  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(now_ns() - t0) * 1e-9);
+}
+
+// ---- blocking round trips (us per round trip); the child echoes ----------------------------
+
+template <class Ping, class Pong>
+double pingpong_us(long n, Ping&& ping, Pong&& pong) {
+  const pid_t pid = fork_child([&] {
+    for (long i = 0; i < n; ++i) pong();
+  });
+  ping();  // warm-up: the child is running
+  const auto t0 = now_ns();
+  for (long i = 1; i < n; ++i) ping();
+  const auto t1 = now_ns();
+  wait_child(pid);
+  return static_cast<double>(t1 - t0) / 1e3 / static_cast<double>(n - 1);
+}
+
+BENCH_METRIC(unix_socket_pingpong_us, "us") {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) bench::die("socketpair");
+  std::uint64_t x = 0;
+  const double r = pingpong_us(
+      p.n(50000, 50),
+      [&] {
+        write_all(sv[0], &x, 8);
+        read_all(sv[0], &x, 8);
+      },
+      [&] {
+        read_all(sv[1], &x, 8);
+        write_all(sv[1], &x, 8);
+      });
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return r;
+}
+
+BENCH_METRIC(pipe_pingpong_us, "us") {
+  int a[2], b[2];
+  if (::pipe2(a, O_CLOEXEC) != 0 || ::pipe2(b, O_CLOEXEC) != 0) bench::die("pipe");
+  std::uint64_t x = 0;
+  const double r = pingpong_us(
+      p.n(50000, 50),
+      [&] {
+        write_all(a[1], &x, 8);
+        read_all(b[0], &x, 8);
+      },
+      [&] {
+        read_all(a[0], &x, 8);
+        write_all(b[1], &x, 8);
+      });
+  for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
+  return r;
+}
+
+BENCH_METRIC(sem_pingpong_us, "us") {
+  struct S {
+    Sem ping{0}, pong{0};
+  };
+  Shared<S> s;
+  return pingpong_us(
+      p.n(50000, 50),
+      [&] {
+        s->ping.unlock();
+        s->pong.lock();
+      },
+      [&] {
+        s->ping.lock();
+        s->pong.unlock();
+      });
+}
+
+BENCH_METRIC(condvar_pingpong_us, "us") {
+  struct S {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int turn = 0;  // 0: parent's move, 1: child's
+  };
+  Shared<S> s;
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(&s->m, &ma);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+  pthread_cond_init(&s->c, &ca);
+  auto move = [&](int mine) {
+    pthread_mutex_lock(&s->m);
+    while (s->turn != mine) pthread_cond_wait(&s->c, &s->m);
+    s->turn = 1 - mine;
+    pthread_cond_signal(&s->c);
+    pthread_mutex_unlock(&s->m);
+  };
+  const double r = pingpong_us(
+      p.n(50000, 50),
+      [&] {
+        move(0);
+        // wait for the child's answer
+        pthread_mutex_lock(&s->m);
+        while (s->turn != 0) pthread_cond_wait(&s->c, &s->m);
+        pthread_mutex_unlock(&s->m);
+      },
+      [&] { move(1); });
+  pthread_cond_destroy(&s->c);
+  pthread_mutex_destroy(&s->m);
+  return r;
+}
+
+BENCH_METRIC(barrier_2p_us, "us") {
+  struct S {
+    pthread_barrier_t b;
+  };
+  Shared<S> s;
+  pthread_barrierattr_t a;
+  pthread_barrierattr_init(&a);
+  pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_barrier_init(&s->b, &a, 2);
+  const double r = pingpong_us(
+      p.n(50000, 50), [&] { pthread_barrier_wait(&s->b); }, [&] { pthread_barrier_wait(&s->b); });
+  pthread_barrier_destroy(&s->b);
+  return r;
+}
+
+// The floor of any cross-process round trip: both sides spin on a shared word (2 CPUs only).
+BENCH_METRIC(spin_pingpong_us, "us") {
+  bench::require_two_cpus();
+  Shared<std::atomic<long>> turn(0);
+  const long n = p.n(1'000'000, 1000);
+  return pingpong_us(
+      n,
+      [&, i = 0L]() mutable {
+        turn->store(2 * i + 1, std::memory_order_release);
+        while (turn->load(std::memory_order_acquire) != 2 * i + 2) {
+        }
+        ++i;
+      },
+      [&, i = 0L]() mutable {
+        while (turn->load(std::memory_order_acquire) != 2 * i + 1) {
+        }
+        turn->store(2 * i + 2, std::memory_order_release);
+        ++i;
+      });
+}
+
+// ---- process creation (ms per create + exit + wait) -----------------------------------------
+
+std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) bench::die("readlink");
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// The binary that posix_spawn_mpbin_wait_ms runs: mp_bench (set by run.py), else this one.
+std::string mp_exe() {
+  const char* e = std::getenv("MP_BENCH_EXE");
+  return e && *e ? e : self_exe();
+}
+
+template <class Start>
+double per_process_ms(long n, Start&& start) {
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    const pid_t pid = start();
+    int status = 0;
+    if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      throw std::runtime_error("the child did not exit cleanly");
+  }
+  return static_cast<double>(now_ns() - t0) / 1e6 / static_cast<double>(n);
+}
+
+BENCH_METRIC(fork_exit_wait_ms, "ms") {
+  return per_process_ms(p.n(1000, 5), [] {
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    if (pid < 0) bench::die("fork");
+    return pid;
+  });
+}
+
+pid_t spawn_exit_now(const std::string& exe) {
+  char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
+  pid_t pid = 0;
+  if (const int e = ::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ)) {
+    errno = e;
+    bench::die("posix_spawn");
+  }
+  return pid;
+}
+
+BENCH_METRIC(posix_spawn_wait_ms, "ms") {
+  const std::string exe = self_exe();
+  return per_process_ms(p.n(300, 3), [&] { return spawn_exit_now(exe); });
+}
+BENCH_METRIC(posix_spawn_mpbin_wait_ms, "ms") {
+  const std::string exe = mp_exe();
+  return per_process_ms(p.n(300, 3), [&] { return spawn_exit_now(exe); });
+}
+BENCH_METRIC(vfork_exec_wait_ms, "ms") {
+  const std::string exe = self_exe();
+  char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
+  return per_process_ms(p.n(300, 3), [&] {
+    const pid_t pid = ::vfork();
+    if (pid == 0) {
+      ::execv(argv[0], argv);
+      ::_exit(127);
+    }
+    if (pid < 0) bench::die("vfork");
+    return pid;
+  });
+}
+BENCH_METRIC(fork_exec_wait_ms, "ms") {
+  const std::string exe = self_exe();
+  char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
+  return per_process_ms(p.n(300, 3), [&] {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execv(argv[0], argv);
+      ::_exit(127);
+    }
+    if (pid < 0) bench::die("fork");
+    return pid;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--exit-now") == 0) return 0;
+  return bench::run_main(argc, argv);
+}
