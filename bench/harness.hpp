@@ -6,12 +6,12 @@
 //     ERROR <name> <message>        (the metric failed or cannot run here)
 // bench/run.py parses these lines. Cross-process metrics use their own loops with a partner
 // process and CLOCK_MONOTONIC stamps in shared memory (each worker stamps its own start and
-// stop), since Google Benchmark's adaptive iteration count cannot be told to a partner process;
-// benchmark::DoNotOptimize keeps the single-process loops honest.
+// stop): Google Benchmark's adaptive iteration count cannot be told to a partner process, and
+// one harness for all metrics keeps the three sides comparable. Nor do the binaries link it:
+// mp_bench is also the spawned child, so it should load only what a user's program loads.
 // This is benchmark code, not the library: it calls the OS directly.
 #pragma once
 
-#include <benchmark/benchmark.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -68,6 +68,11 @@ struct Register {
   static double name(const ::bench::Params& p);                                 \
   static ::bench::Register BENCH_CAT(reg_, name)(#name, unit, &name);           \
   static double name([[maybe_unused]] const ::bench::Params& p)
+
+// Optimization barriers for the single-process loops (what benchmark::DoNotOptimize and
+// ClobberMemory do): the compiler must assume `p` is read and memory is changed.
+inline void keep(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
+inline void clobber() { asm volatile("" : : : "memory"); }
 
 inline std::int64_t now_ns() {
   timespec ts;

@@ -113,7 +113,7 @@ double uncontended_ns(L& l, long n) {
   const auto t0 = now_ns();
   for (long i = 0; i < n; ++i) {
     l.lock();
-    benchmark::ClobberMemory();
+    bench::clobber();
     l.unlock();
   }
   return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
@@ -271,7 +271,7 @@ double spsc_ring(long n, std::size_t size, std::size_t slots) {
     while (h->head.load(std::memory_order_acquire) == tail) {
     }
     std::memcpy(in.data(), ring.data() + (tail % slots) * size, size);
-    benchmark::DoNotOptimize(in.data());
+    bench::keep(in.data());
     h->tail.store(tail + 1, std::memory_order_release);
   }
   h->stamps.stop[1] = now_ns();
@@ -291,7 +291,7 @@ BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
   for (long i = 0; i < n; ++i) {
     a[0] = static_cast<char>(i);
     std::memcpy(b.data(), a.data(), kMiB);
-    benchmark::DoNotOptimize(b.data());
+    bench::keep(b.data());
   }
   return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(now_ns() - t0) * 1e-9);
 }

@@ -254,6 +254,11 @@ def svg_chart(chart, title):
            f'<text x="10" y="18" font-size="14" font-weight="bold">{esc(title)}</text>',
            '<text x="10" y="34" fill="#555">bars: median over rounds; whiskers: min–max; dashed: target; '
            'green: meets the target</text>']
+    for i, row in enumerate(chart):
+        y = top + i * row_h
+        if i % 2 == 0:
+            out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f4f4f4" fill-opacity="0.5"/>')
+        out.append(f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end">{esc(row["label"])}</text>')
     for p, (name, key, lo, hi, target) in enumerate(panels):
         x0 = label_w + p * (panel_w + gap)
         xs = lambda v: x0 + (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * panel_w
@@ -284,11 +289,6 @@ def svg_chart(chart, title):
                        f'y2="{y + row_h / 2}" stroke="#222"/>')
             out.append(f'<text x="{min(xs(max(vals)), x0 + panel_w - 30) + 4:.1f}" y="{y + 13}" '
                        f'fill="#222">{med:.3g}x</text>')
-    for i, row in enumerate(chart):
-        y = top + i * row_h
-        if i % 2 == 0:
-            out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f4f4f4" fill-opacity="0.5"/>')
-        out.append(f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end">{esc(row["label"])}</text>')
     out.append('</svg>')
     return '\n'.join(out) + '\n'
 
