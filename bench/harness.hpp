@@ -127,6 +127,26 @@ class SharedBytes {
   std::size_t n_;
 };
 
+// A parent made big: `mib` MiB of private memory, touched, held while alive. fork() copies the
+// page tables of all of it; vfork/posix_spawn do not.
+class Ballast {
+ public:
+  explicit Ballast(std::size_t mib) : n_(mib << 20) {
+    void* m = ::mmap(nullptr, n_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::runtime_error("mmap failed");
+    p_ = static_cast<char*>(m);
+    std::memset(p_, 1, n_);
+  }
+  Ballast(const Ballast&) = delete;
+  Ballast& operator=(const Ballast&) = delete;
+  ~Ballast() { ::munmap(p_, n_); }
+
+ private:
+  std::size_t n_;
+  char* p_;
+};
+inline constexpr std::size_t kBallastMiB = 256;
+
 // Start gate and per-worker stamps for cross-process rates.
 struct Stamps {
   std::atomic<int> arrived{0};

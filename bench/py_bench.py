@@ -273,6 +273,13 @@ def _noop():
     pass
 
 
+def start_join_big_ms(method, n):
+    ballast = bytearray(256 << 20)  # zero-filled: touch every page, like the C++ Ballast
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    return start_join_ms(method, n)
+
+
 def start_join_ms(method, n):
     ctx = mp.get_context(method)
     t0 = time.perf_counter()
@@ -305,6 +312,8 @@ METRICS = {
     'manager_start_shutdown_ms': ('ms', 50, 2, manager_start_shutdown_ms),
     'process_fork_ms': ('ms', 300, 3, lambda n: start_join_ms('fork', n)),
     'process_spawn_ms': ('ms', 30, 2, lambda n: start_join_ms('spawn', n)),
+    'process_fork_big_ms': ('ms', 100, 2, lambda n: start_join_big_ms('fork', n)),
+    'process_spawn_big_ms': ('ms', 30, 2, lambda n: start_join_big_ms('spawn', n)),
     'process_forkserver_ms': ('ms', 50, 2, lambda n: start_join_ms('forkserver', n)),
 }
 
