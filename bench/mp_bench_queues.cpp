@@ -24,7 +24,10 @@ double queue_rate(long n, T item) {
   producer.start();
   s->arrive_and_wait(2);
   s->start[1] = bench::now_ns();
-  for (long i = 0; i < n; ++i) bench::keep(&q.get());
+  for (long i = 0; i < n; ++i) {
+    const T got = q.get();
+    bench::keep(&got);
+  }
   s->stop[1] = bench::now_ns();
   mpbench::check_exit(producer);
   return static_cast<double>(n) / s->span_s();
