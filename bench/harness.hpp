@@ -40,6 +40,9 @@ struct Params {
     const long v = static_cast<long>(static_cast<double>(base) * scale);
     return v < min ? min : v;
   }
+  // Time budget of one repetition of a loop that may stop early (process creation): `scale`
+  // seconds, at least 20 ms. Such loops still run at least 3 iterations.
+  double budget_s() const { return scale > 0.02 ? scale : 0.02; }
 };
 
 // Thrown by a metric that cannot run in this environment (e.g. a busy-wait on one CPU).

@@ -11,10 +11,24 @@ import argparse
 import multiprocessing as mp
 import multiprocessing.managers
 import statistics
+import subprocess
 import sys
 import time
 
 MiB = 1 << 20
+
+
+BUDGET_S = 1.0  # time budget of one repetition of a process-creation loop (set from --scale)
+
+
+def budgeted(n, step):
+    """Runs step() n times, or fewer (at least 3) once BUDGET_S has passed; ms per step."""
+    t0 = time.perf_counter()
+    done = 0
+    while done < n and (done < 3 or time.perf_counter() - t0 < BUDGET_S):
+        step()
+        done += 1
+    return (time.perf_counter() - t0) / done * 1e3
 
 
 def now():
@@ -260,11 +274,33 @@ def manager_dict_set_us(n):
 
 
 def manager_start_shutdown_ms(n):
-    t0 = time.perf_counter()
-    for _ in range(n):
+    def step():
         m = mp.Manager()
         m.shutdown()
-    return (time.perf_counter() - t0) / n * 1e3
+    return budgeted(n, step)
+
+
+# ---- Pool (no mp counterpart: Pool is not in mp's design) ---------------------------------------
+
+def _square(x):
+    return x * x
+
+
+def pool_map_tasks(n, chunksize):
+    with mp.Pool(2) as pool:
+        pool.map(_square, range(100))  # warm-up: both workers are running
+        t0 = time.perf_counter()
+        pool.map(_square, range(n), chunksize)
+        return n / (time.perf_counter() - t0)
+
+
+def pool_apply_us(n):
+    with mp.Pool(2) as pool:
+        return timed_calls_us(n, lambda: pool.apply(_square, (3,)))
+
+
+def interpreter_ms(n, code):
+    return budgeted(n, lambda: subprocess.run([sys.executable, '-c', code], check=True))
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -282,13 +318,13 @@ def start_join_big_ms(method, n):
 
 def start_join_ms(method, n):
     ctx = mp.get_context(method)
-    t0 = time.perf_counter()
-    for _ in range(n):
+
+    def step():
         p = ctx.Process(target=_noop)
         p.start()
         p.join()
         assert p.exitcode == 0
-    return (time.perf_counter() - t0) / n * 1e3
+    return budgeted(n, step)
 
 
 # name: (unit, base iteration count, minimum, function of n)
@@ -310,6 +346,11 @@ METRICS = {
     'manager_value_get_us': ('us', 10_000, 20, manager_value_get_us),
     'manager_dict_set_us': ('us', 10_000, 20, manager_dict_set_us),
     'manager_start_shutdown_ms': ('ms', 50, 2, manager_start_shutdown_ms),
+    'pool_map_tasks_chunked': ('tasks/s', 100_000, 1000, lambda n: pool_map_tasks(n, None)),
+    'pool_map_tasks_chunksize1': ('tasks/s', 20_000, 1000, lambda n: pool_map_tasks(n, 1)),
+    'pool_apply_us': ('us', 5_000, 20, pool_apply_us),
+    'python_startup_ms': ('ms', 20, 2, lambda n: interpreter_ms(n, 'pass')),
+    'python_import_mp_ms': ('ms', 20, 2, lambda n: interpreter_ms(n, 'import multiprocessing')),
     'process_fork_ms': ('ms', 300, 3, lambda n: start_join_ms('fork', n)),
     'process_spawn_ms': ('ms', 30, 2, lambda n: start_join_ms('spawn', n)),
     'process_fork_big_ms': ('ms', 100, 2, lambda n: start_join_big_ms('fork', n)),
@@ -325,6 +366,8 @@ def main():
     ap.add_argument('--scale', type=float, default=1.0)
     ap.add_argument('--reps', type=int, default=3)
     a = ap.parse_args()
+    global BUDGET_S
+    BUDGET_S = max(0.02, a.scale)
     if a.list:
         for name, (unit, *_rest) in METRICS.items():
             print(name, unit)

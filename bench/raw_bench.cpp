@@ -10,9 +10,12 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
+#include <poll.h>
+
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -279,9 +282,9 @@ double spsc_ring(long n, std::size_t size, std::size_t slots) {
   return static_cast<double>(n) / h->stamps.span_s();
 }
 
-BENCH_METRIC(spsc_ring_8b_msgs, "msgs/s") { return spsc_ring(p.n(5'000'000, 1000), 8, 1024); }
+BENCH_METRIC(spsc_ring_8b_msgs, "msgs/s") { return spsc_ring(p.n(1'000'000, 1000), 8, 1024); }
 BENCH_METRIC(spsc_ring_1mb_MBps, "MB/s") {
-  return spsc_ring(p.n(3000, 8), kMiB, 8) * static_cast<double>(kMiB) / 1e6;
+  return spsc_ring(p.n(1000, 8), kMiB, 8) * static_cast<double>(kMiB) / 1e6;
 }
 
 BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
@@ -421,7 +424,7 @@ BENCH_METRIC(barrier_2p_us, "us") {
 BENCH_METRIC(spin_pingpong_us, "us") {
   bench::require_two_cpus();
   Shared<std::atomic<long>> turn(0);
-  const long n = p.n(1'000'000, 1000);
+  const long n = p.n(100'000, 1000);
   return pingpong_us(
       n,
       [&, i = 0L]() mutable {
@@ -438,6 +441,92 @@ BENCH_METRIC(spin_pingpong_us, "us") {
       });
 }
 
+// ---- a 2-worker pipe pool: the floor of Pool.map (tasks/s) ----------------------------------
+// Like CPython's Pool without pickling: a writer thread sends chunks of tasks round-robin to the
+// workers' task pipes; each worker squares its chunk and writes the results back as one message;
+// the main thread collects both result pipes with poll(). A message is [count][count x int64].
+
+double pipe_pool_tasks(long ntasks, long chunk) {
+  int task[2][2], result[2][2];
+  for (int w = 0; w < 2; ++w) {
+    if (::pipe2(task[w], O_CLOEXEC) != 0 || ::pipe2(result[w], O_CLOEXEC) != 0) bench::die("pipe");
+  }
+  pid_t pids[2];
+  for (int w = 0; w < 2; ++w) {
+    pids[w] = fork_child([&, w] {
+      std::vector<std::int64_t> buf;
+      for (;;) {
+        std::int64_t count = 0;
+        read_all(task[w][0], &count, sizeof count);
+        if (count == 0) return;
+        buf.resize(static_cast<std::size_t>(count) + 1);
+        read_all(task[w][0], buf.data() + 1, static_cast<std::size_t>(count) * 8);
+        buf[0] = count;
+        for (std::int64_t i = 1; i <= count; ++i) buf[i] *= buf[i];
+        write_all(result[w][1], buf.data(), buf.size() * 8);
+      }
+    });
+  }
+  for (int w = 0; w < 2; ++w) {
+    ::close(task[w][0]);
+    ::close(result[w][1]);
+  }
+  const auto t0 = now_ns();
+  std::thread writer([&] {
+    std::vector<std::int64_t> msg;
+    int w = 0;
+    for (long first = 0; first < ntasks; first += chunk, w ^= 1) {
+      const long count = std::min(chunk, ntasks - first);
+      msg.assign(static_cast<std::size_t>(count) + 1, 0);
+      msg[0] = count;
+      for (long i = 0; i < count; ++i) msg[static_cast<std::size_t>(i) + 1] = first + i;
+      write_all(task[w][1], msg.data(), msg.size() * 8);
+    }
+    const std::int64_t stop = 0;
+    for (int k = 0; k < 2; ++k) write_all(task[k][1], &stop, sizeof stop);
+  });
+  long got = 0;
+  std::int64_t sum = 0;
+  std::vector<std::int64_t> buf;
+  pollfd fds[2] = {{result[0][0], POLLIN, 0}, {result[1][0], POLLIN, 0}};
+  while (got < ntasks) {
+    if (fds[0].fd < 0 && fds[1].fd < 0) throw std::runtime_error("a pool worker ended early");
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) bench::die("poll");
+    for (int w = 0; w < 2; ++w) {
+      if (fds[w].revents & POLLIN) {
+        // a message follows
+      } else if (fds[w].revents & (POLLHUP | POLLERR)) {
+        fds[w].fd = -1;  // that worker is done; the other may still have results buffered
+        continue;
+      } else {
+        continue;
+      }
+      std::int64_t count = 0;
+      read_all(result[w][0], &count, sizeof count);
+      buf.resize(static_cast<std::size_t>(count));
+      read_all(result[w][0], buf.data(), buf.size() * 8);
+      for (std::int64_t v : buf) sum += v;
+      got += count;
+    }
+  }
+  const auto t1 = now_ns();
+  writer.join();
+  for (int w = 0; w < 2; ++w) {
+    ::close(task[w][1]);
+    ::close(result[w][0]);
+    wait_child(pids[w]);
+  }
+  bench::keep(&sum);
+  return static_cast<double>(ntasks) / (static_cast<double>(t1 - t0) * 1e-9);
+}
+
+// 100k tasks in CPython's default chunks for 2 workers (ceil(100000 / (2 * 4)) = 12500).
+BENCH_METRIC(pipe_pool_tasks_chunked, "tasks/s") {
+  const long n = p.n(100'000, 1000);
+  return pipe_pool_tasks(n, (n + 7) / 8);
+}
+BENCH_METRIC(pipe_pool_tasks_chunksize1, "tasks/s") { return pipe_pool_tasks(p.n(100'000, 1000), 1); }
+
 // ---- process creation (ms per create + exit + wait) -----------------------------------------
 
 std::string self_exe() {
@@ -453,20 +542,24 @@ std::string mp_exe() {
   return e && *e ? e : self_exe();
 }
 
+// n sequential start + wait, or fewer (at least 3) when the time budget runs out.
 template <class Start>
-double per_process_ms(long n, Start&& start) {
+double per_process_ms(const Params& p, long n, Start&& start) {
   const auto t0 = now_ns();
-  for (long i = 0; i < n; ++i) {
+  const auto budget = static_cast<std::int64_t>(p.budget_s() * 1e9);
+  long done = 0;
+  while (done < n && (done < 3 || now_ns() - t0 < budget)) {
     const pid_t pid = start();
     int status = 0;
     if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
       throw std::runtime_error("the child did not exit cleanly");
+    ++done;
   }
-  return static_cast<double>(now_ns() - t0) / 1e6 / static_cast<double>(n);
+  return static_cast<double>(now_ns() - t0) / 1e6 / static_cast<double>(done);
 }
 
 BENCH_METRIC(fork_exit_wait_ms, "ms") {
-  return per_process_ms(p.n(1000, 5), [] {
+  return per_process_ms(p, p.n(1000, 5), [] {
     const pid_t pid = ::fork();
     if (pid == 0) ::_exit(0);
     if (pid < 0) bench::die("fork");
@@ -486,21 +579,21 @@ pid_t spawn_exit_now(const std::string& exe) {
 
 BENCH_METRIC(posix_spawn_wait_ms, "ms") {
   const std::string exe = self_exe();
-  return per_process_ms(p.n(300, 3), [&] { return spawn_exit_now(exe); });
+  return per_process_ms(p, p.n(300, 3), [&] { return spawn_exit_now(exe); });
 }
 BENCH_METRIC(posix_spawn_mpbin_wait_ms, "ms") {
   const std::string exe = mp_exe();
-  return per_process_ms(p.n(300, 3), [&] { return spawn_exit_now(exe); });
+  return per_process_ms(p, p.n(300, 3), [&] { return spawn_exit_now(exe); });
 }
 // The same from a parent holding 256 MiB (posix_spawn does not copy the parent's page tables).
 BENCH_METRIC(posix_spawn_mpbin_big_ms, "ms") {
   const std::string exe = mp_exe();
   bench::Ballast ballast(bench::kBallastMiB);
-  return per_process_ms(p.n(300, 3), [&] { return spawn_exit_now(exe); });
+  return per_process_ms(p, p.n(300, 3), [&] { return spawn_exit_now(exe); });
 }
 BENCH_METRIC(fork_exit_wait_big_ms, "ms") {
   bench::Ballast ballast(bench::kBallastMiB);
-  return per_process_ms(p.n(300, 3), [] {
+  return per_process_ms(p, p.n(300, 3), [] {
     const pid_t pid = ::fork();
     if (pid == 0) ::_exit(0);
     if (pid < 0) bench::die("fork");
@@ -510,7 +603,7 @@ BENCH_METRIC(fork_exit_wait_big_ms, "ms") {
 BENCH_METRIC(vfork_exec_wait_ms, "ms") {
   const std::string exe = self_exe();
   char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
-  return per_process_ms(p.n(300, 3), [&] {
+  return per_process_ms(p, p.n(300, 3), [&] {
     const pid_t pid = ::vfork();
     if (pid == 0) {
       ::execv(argv[0], argv);
@@ -523,7 +616,7 @@ BENCH_METRIC(vfork_exec_wait_ms, "ms") {
 BENCH_METRIC(fork_exec_wait_ms, "ms") {
   const std::string exe = self_exe();
   char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
-  return per_process_ms(p.n(300, 3), [&] {
+  return per_process_ms(p, p.n(300, 3), [&] {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::execv(argv[0], argv);
