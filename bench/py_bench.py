@@ -346,7 +346,7 @@ METRICS = {
     'manager_value_get_us': ('us', 10_000, 20, manager_value_get_us),
     'manager_dict_set_us': ('us', 10_000, 20, manager_dict_set_us),
     'manager_start_shutdown_ms': ('ms', 50, 2, manager_start_shutdown_ms),
-    'pool_map_tasks_chunked': ('tasks/s', 100_000, 1000, lambda n: pool_map_tasks(n, None)),
+    'pool_map_tasks_chunked': ('tasks/s', 100_000, 100_000, lambda n: pool_map_tasks(n, None)),
     'pool_map_tasks_chunksize1': ('tasks/s', 20_000, 1000, lambda n: pool_map_tasks(n, 1)),
     'pool_apply_us': ('us', 5_000, 20, pool_apply_us),
     'python_startup_ms': ('ms', 20, 2, lambda n: interpreter_ms(n, 'pass')),

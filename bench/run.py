@@ -92,7 +92,7 @@ ROWS = [
 
 MODES = {  # rounds, repetitions per side and round, iteration-count scale
     'full': dict(rounds=5, reps=5, scale=0.3),
-    'quick': dict(rounds=3, reps=3, scale=0.1),
+    'quick': dict(rounds=3, reps=3, scale=0.08),
     'smoke': dict(rounds=1, reps=1, scale=0.002),
 }
 
@@ -250,15 +250,17 @@ def make_table(sides, data, rounds):
                  ratio_cell(unit, mv, pv), ratio_cell(unit, mv, rv)]
         lines.append(f'| {label} ({unit}) | ' + ' | '.join(cells) + ' |')
         per_round = lambda a, b: [r for r in (speedup(unit, x, y) for x, y in zip(a, b)) if r is not None]
-        chart.append(dict(label=f'{label.strip()} ({unit})', vs_py=per_round(mv, pv), vs_raw=per_round(mv, rv),
-                          status=cells[0] if metric else 'reference'))
+        if metric and metric not in NOT_IN_MP:  # the chart is about mp
+            chart.append(dict(label=f'{label.strip()} ({unit})', vs_py=per_round(mv, pv), vs_raw=per_round(mv, rv),
+                              status=cells[0]))
     return lines, chart, notes
 
 
 # ---- bar chart (SVG, no dependencies) -------------------------------------------------------------
 
 def svg_chart(chart, title):
-    row_h, label_w, panel_w, gap, top = 18, 330, 360, 40, 70
+    row_h, panel_w, gap, top = 18, 360, 40, 70
+    label_w = 20 + int(6.3 * max((len(r['label']) for r in chart), default=10))
     panels = [('mp speed-up over CPython (log)', 'vs_py', 0.1, 1000.0, 10.0),
               ('mp speed as a fraction of the raw limit (log)', 'vs_raw', 0.01, 10.0, 1 / 1.5)]
     width = label_w + 2 * panel_w + gap + 20
