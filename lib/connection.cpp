@@ -16,7 +16,7 @@ namespace conn = platform::conn;
 constexpr std::uint32_t kLongMarker = 0xffffffffu;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
-constexpr std::size_t kGrowStep = std::size_t{64} << 20;
+constexpr std::size_t kFirstStep = std::size_t{1} << 20;
 // How long a receive polls before it sleeps (when the process may use several CPUs).
 constexpr std::chrono::microseconds kSpin{50};
 
@@ -111,10 +111,12 @@ std::string Connection::recv_message(std::size_t maxlength) {
     close();
     throw OSError(EMSGSIZE, "bad message length");
   }
+  // The buffer grows with what has arrived (doubling from kFirstStep), so a bogus length makes the
+  // receiver allocate at most kFirstStep or twice what the peer actually sent.
   std::string out;
   std::size_t got = 0;
   while (got < size) {
-    const std::size_t want = std::min<std::uint64_t>(size, got + kGrowStep);
+    const std::size_t want = std::min<std::uint64_t>(size, got + std::max(got, kFirstStep));
     out.resize(want);
     read_exact(fd, out.data() + got, want - got, false);
     got = want;

@@ -15,7 +15,8 @@
 // ignored when a pipe is created (as CPython does at start-up) and sockets use MSG_NOSIGNAL.
 // Received sizes are checked against the maximum (max_message_size(), default 4 GiB, or
 // recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes actually
-// arrive, so a peer sending a bogus length cannot make the receiver allocate more than it sent.
+// arrive, so a peer sending a bogus length cannot make the receiver allocate more than 1 MiB or
+// twice what it sent.
 // Latency: a receive on a socket polls for up to 50 µs before it sleeps when the process may run
 // on several CPUs, so a quick reply costs no cross-CPU wake-up; after a few polls that found
 // nothing it sleeps at once (retrying the poll now and then).
