@@ -9,7 +9,9 @@
 // Nothing received is ever used as an address: types and methods are looked up by name.
 #include "mp/managers.hpp"
 #include "lifeline.hpp"
+#include "managers_wire.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -77,9 +79,16 @@ std::string recv_frame(platform::Handle fd) {
     throw UnpicklingError("manager frame of " + std::to_string(n) + " bytes exceeds the limit of " +
                           std::to_string(kMaxFrame));
   if (got - 4 > n) throw UnpicklingError("unexpected bytes after a manager frame");
-  std::string s(n, '\0');
-  std::memcpy(s.data(), head + 4, got - 4);
-  if (got - 4 < n) platform::recv_exact(fd, s.data() + (got - 4), n - (got - 4));
+  // The buffer grows with what has arrived (doubling from 1 MiB): a bogus length below the cap
+  // makes the reader allocate at most 1 MiB or twice what the peer sent.
+  std::string s(head + 4, got - 4);
+  std::size_t have = s.size();
+  while (have < n) {
+    const std::size_t want = std::min<std::size_t>(n, have + std::max<std::size_t>(have, std::size_t{1} << 20));
+    s.resize(want);
+    platform::recv_exact(fd, s.data() + have, want - have);
+    have = want;
+  }
   return s;
 }
 
@@ -125,6 +134,12 @@ class ServerCore {
     wake_read_ = r;
     wake_write_ = w;
   }
+  ServerCore(const ServerCore&) = delete;
+  ServerCore& operator=(const ServerCore&) = delete;
+  ~ServerCore() {
+    platform::close_handle(wake_read_);
+    platform::close_handle(wake_write_);
+  }
 
   // Serves until a client asks for shutdown or `owner` (a process handle, or invalid) ends.
   void serve(platform::Handle listener, platform::Handle owner) {
@@ -150,6 +165,30 @@ class ServerCore {
         platform::close_handle(*fd);
       }
     }
+  }
+
+  // One request frame (without its length) to one response frame (4 bytes reserved for the
+  // length, then the response): every exception becomes an error response.
+  std::string respond(const std::string& frame, int client, bool& stop) {
+    std::string out(4, '\0');
+    try {
+      out.push_back('\0');
+      dispatch(frame, out, client, stop);
+    } catch (const std::exception& e) {
+      out.resize(4);
+      out.push_back('\1');
+      const std::string type = platform::demangle(typeid(e).name());
+      put_raw(out, static_cast<std::uint32_t>(type.size()));
+      out += type;
+      out += e.what();
+    } catch (...) {
+      out.resize(4);
+      out.push_back('\1');
+      const std::string type = "unknown exception";
+      put_raw(out, static_cast<std::uint32_t>(type.size()));
+      out += type;
+    }
+    return out;
   }
 
  private:
@@ -186,25 +225,8 @@ class ServerCore {
       } catch (const std::exception&) {
         break;  // EOF, reset, or an oversized frame: the stream cannot be resynchronized
       }
-      std::string out(4, '\0');
       bool stop = false;
-      try {
-        out.push_back('\0');
-        dispatch(frame, out, ledger_key, stop);
-      } catch (const std::exception& e) {
-        out.resize(4);
-        out.push_back('\1');
-        const std::string type = platform::demangle(typeid(e).name());
-        put_raw(out, static_cast<std::uint32_t>(type.size()));
-        out += type;
-        out += e.what();
-      } catch (...) {
-        out.resize(4);
-        out.push_back('\1');
-        const std::string type = "unknown exception";
-        put_raw(out, static_cast<std::uint32_t>(type.size()));
-        out += type;
-      }
+      std::string out = respond(frame, ledger_key, stop);
       try {
         send_frame(fd, out);
       } catch (const std::exception&) {
@@ -786,6 +808,22 @@ void server_main(InheritedHandle listener, InheritedHandle owner, std::string au
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- for the fuzz targets
+
+namespace wire {
+std::string recv_frame(std::intptr_t fd) { return detail::recv_frame(static_cast<platform::Handle>(fd)); }
+std::string decode_response(std::string response) { return detail::decode_response(std::move(response)); }
+std::vector<std::string> serve_requests(const std::vector<std::string>& frames) {
+  ServerCore core("");
+  std::vector<std::string> responses;
+  for (const std::string& f : frames) {
+    bool stop = false;
+    responses.push_back(core.respond(f, 0, stop).substr(4));
+  }
+  return responses;
+}
+}  // namespace wire
 }  // namespace detail
 
 // ---------------------------------------------------------------- Address, BaseProxy
