@@ -15,6 +15,7 @@ def i64(v): return struct.pack('<q', v)
 def u64(v): return struct.pack('<Q', v)
 def f64(v): return struct.pack('<d', v)
 def string(s): b = s.encode() if isinstance(s, str) else s; return u64(len(b)) + b
+def string_u32(s): b = s.encode(); return u32(len(b)) + b
 def seq(items): return u64(len(items)) + b''.join(items)
 
 
@@ -73,3 +74,49 @@ write('auth', 'deliver_wrong_digest', u8(1) + frame(bytes(32)))
 write('auth', 'server', u8(2) + frame(bytes(32)) + challenge + welcome)
 write('auth', 'client', u8(3) + challenge + welcome + frame(bytes(32)))
 write('auth', 'oversized', u8(0) + u32(0xFFFFFFF0))
+
+# fuzz_connection: byte 0 = reader (see fuzz_connection.cpp), then what the peer wrote:
+# messages framed [u32 size] (or [0xffffffff][u64 size]) then the bytes; recv<T> payloads start
+# with the u64 type tag of T (a fixed hash; the fuzzer finds it from the seeds' bytes too).
+def msg(b): return u32(len(b)) + b
+
+
+write('connection', 'bytes', u8(0) + msg(b'hello') + msg(b'') + msg(b'world'))
+write('connection', 'maxlength', u8(1) + msg(b'x' * 10) + msg(b'y' * 2000))
+write('connection', 'string_untagged', u8(2) + msg(u64(0) + string('s')))
+write('connection', 'vector_untagged', u8(3) + msg(u64(0) + seq([i32(1), i32(2)])))
+write('connection', 'into', u8(4) + msg(b'z' * 100) + msg(b'w' * 300))
+write('connection', 'long_header', u8(0) + u32(0xFFFFFFFF) + u64(5) + b'abcde')
+write('connection', 'huge_length', u8(0) + u32(0xFFFFFFFF) + u64(1 << 40) + b'abc')
+write('connection', 'truncated', u8(0) + u32(100) + b'short')
+write('connection', 'over_cap', u8(5) + msg(b'q' * 5000))
+
+
+# fuzz_managers: byte 0 even = server (a sequence of request frames), odd = client (a response).
+# request = u8 op (1 call, 2 create, 3 incref, 4 decref, 5 shutdown, 6 number_of_objects, 7 ping),
+# u64 object id, u32 name length, name, arguments (reduction, no tag); response = u8 0 + result |
+# u8 1 + u32 type length + type + message. Ids are given by the server from 1.
+def req(op, oid, name, args=b''): n = name.encode(); return msg(u8(op) + u64(oid) + u32(len(n)) + n + args)
+
+
+write('managers', 'server_lock', u8(0) + req(2, 0, 'Lock') + req(1, 1, 'locked') + req(1, 1, 'release') +
+      req(3, 1, '') + req(4, 1, '') + req(4, 1, '') + req(6, 0, ''))
+write('managers', 'server_semaphore', u8(0) + req(2, 0, 'Semaphore', i32(2)) + req(1, 1, 'release', i32(1)) +
+      req(1, 1, 'get_value'))
+write('managers', 'server_barrier', u8(0) + req(2, 0, 'Barrier', i32(3)) + req(1, 1, 'parties') +
+      req(1, 1, 'n_waiting') + req(1, 1, 'abort') + req(1, 1, 'broken') + req(1, 1, 'reset'))
+write('managers', 'server_namespace', u8(0) + req(2, 0, 'Namespace') + req(1, 1, 'setattr', string('a') + string('1')) +
+      req(1, 1, 'getattr', string('a')) + req(1, 1, 'hasattr', string('b')) + req(1, 1, 'names') +
+      req(1, 1, 'delattr', string('a')))
+write('managers', 'server_event', u8(0) + req(2, 0, 'Event') + req(1, 1, 'set') + req(1, 1, 'is_set') +
+      req(1, 1, 'clear') + req(7, 0, '') + req(5, 0, ''))
+write('managers', 'server_condition', u8(0) + req(2, 0, 'Condition') + req(1, 1, 'notify', i32(1)) +
+      req(1, 1, 'notify_all'))
+write('managers', 'server_bad', u8(0) + req(9, 0, '') + req(1, 42, 'x') + req(2, 0, 'NoSuchType') +
+      req(2, 0, 'Barrier', i32(-1)) + u32(0xFFFFFFFF))
+write('managers', 'server_truncated', u8(0) + u32(50) + b'\x02')
+write('managers', 'client_ok', u8(1) + msg(u8(0) + u64(7)))
+write('managers', 'client_remote', u8(1) + msg(u8(1) + string_u32('std::out_of_range') + b'KeyError: 1'))
+write('managers', 'client_empty', u8(1) + msg(u8(1) + string_u32('mp::Empty')))
+write('managers', 'client_barrier', u8(1) + msg(u8(1) + string_u32('mp::BrokenBarrierError') + b'broken'))
+write('managers', 'client_oversized', u8(1) + u32(0xFFFFFFF0))
