@@ -27,6 +27,9 @@
 #include <thread>
 
 #include "mp/heap.hpp"
+#include "mp/managers.hpp"
+#include "mp/queues.hpp"
+#include "mp/synchronize.hpp"
 #include "mp_test.hpp"
 #include "platform/os.hpp"
 
@@ -326,7 +329,6 @@ TEST_P(ReliabilityTest, SignalsDoNotSurfaceAsEintr) {
 }
 
 // Stress: 500 processes started and joined, with exact totals from exit codes and from a pipe.
-// (The Barrier + Queue variant of the issue arrives with synchronize/queues.)
 TEST_P(ReliabilityTest, FiveHundredProcesses) {
   constexpr int kCount = 500;
   InheritedPipe pipe;
@@ -361,6 +363,133 @@ TEST_P(ReliabilityTest, FiveHundredProcesses) {
   EXPECT_EQ(zombie_children(), 0);
 }
 
+
+namespace {
+
+constexpr int kStress = 500;
+// A generous bound for one party: all 500 must have started before anyone passes the barrier.
+constexpr auto kStressBarrierTimeout = std::chrono::seconds(150);
+
+void barrier_queue_party(mp::Barrier barrier, mp::Queue<int> queue, int index) {
+  queue.put(index);
+  const int slot = barrier.wait(kStressBarrierTimeout);
+  queue.put(kStress + slot);
+}
+
+}  // namespace
+
+// Stress, synchronized: 500 live processes meet at one Barrier (501 parties with the parent), each
+// puts its index before and its barrier slot after into one Queue; exact totals come back.
+TEST_P(ReliabilityTest, FiveHundredProcessesThroughBarrierAndQueue) {
+  mp::Barrier barrier(kStress + 1);
+  mp::Queue<int> queue;
+  std::vector<mp::Process> ps;
+  ps.reserve(kStress);
+  for (int i = 0; i < kStress; ++i) {
+    ps.emplace_back(ctx(), barrier_queue_party, barrier, queue, i);
+    ps.back().start();
+  }
+  int my_slot = -1;
+  try {
+    my_slot = barrier.wait(kStressBarrierTimeout);
+  } catch (const mp::BrokenBarrierError& e) {
+    ADD_FAILURE() << "the barrier broke: " << e.what();
+  }
+  std::vector<int> index_seen(kStress, 0), slot_seen(kStress + 1, 0);
+  int received = 0;
+  for (; received < 2 * kStress; ++received) {
+    int v = -1;
+    try {
+      v = queue.get(true, kTimeout);
+    } catch (const mp::Empty&) {
+      break;
+    }
+    ASSERT_GE(v, 0);
+    ASSERT_LE(v, 2 * kStress);
+    if (v < kStress) ++index_seen[v];
+    else ++slot_seen[v - kStress];
+  }
+  for (auto& p : ps) join_or_fail(p, std::chrono::seconds(60));
+  EXPECT_EQ(received, 2 * kStress);
+  for (int i = 0; i < kStress; ++i) EXPECT_EQ(index_seen[i], 1) << "index " << i;
+  ASSERT_GE(my_slot, 0);
+  // The 501 slots of the round are distinct: the parent's plus one per child.
+  ++slot_seen[my_slot];
+  for (int i = 0; i <= kStress; ++i) EXPECT_EQ(slot_seen[i], 1) << "slot " << i;
+  int exit_sum = 0;
+  for (auto& p : ps) exit_sum += p.exitcode().value_or(100);
+  EXPECT_EQ(exit_sum, 0);
+  EXPECT_TRUE(queue.empty());
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+
+namespace {
+
+// In the child: the busy queue and the manager (a proxy call and a managed queue) still work.
+void use_busy_queue_and_manager(mp::Queue<int> queue, mp::managers::ValueProxy<int> value,
+                                mp::managers::QueueProxy<int> results, int index) {
+  queue.put(-1 - index);
+  (void)queue.get(true, kTimeout);  // Empty (an exception: exit code 1) if the queue is stuck
+  (void)value.get();
+  results.put(index, true, kTimeout);
+}
+
+}  // namespace
+
+// Fork safety: children are started (forked, under the fork method) while two threads of the
+// parent keep a Queue busy (put/get: its locks are taken and released all the time) and a third
+// keeps calling a manager's proxy; each child uses the same queue and manager without deadlock.
+TEST_P(ReliabilityTest, StartWhileQueueAndManagerAreBusy) {
+  constexpr int kChildren = 8;
+  mp::SyncManager manager = mp::Manager(ctx());
+  auto value = manager.Value<int>(0);
+  auto results = manager.Queue<int>();
+  mp::Queue<int> queue;
+  std::atomic<bool> stop{false};
+  std::atomic<long> puts{0}, gets{0}, calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; !stop; ++i) {
+        queue.put(i);
+        ++puts;
+        try {
+          (void)queue.get(true, kTimeout);
+          ++gets;
+        } catch (const mp::Empty&) {
+          ADD_FAILURE() << "the queue got stuck in the parent";
+          return;
+        }
+      }
+    });
+  threads.emplace_back([&, v = value]() mutable {
+    for (int i = 0; !stop; ++i) {
+      v.set(i);
+      ++calls;
+    }
+  });
+  std::vector<mp::Process> ps;
+  for (int i = 0; i < kChildren; ++i) {
+    // Start each child while the threads are known to be mid-use.
+    const long seen = puts + calls;
+    while (puts + calls < seen + 50) std::this_thread::yield();
+    ps.emplace_back(ctx(), use_busy_queue_and_manager, queue, value, results, i);
+    ps.back().start();
+  }
+  for (auto& p : ps) join_or_fail(p);
+  stop = true;
+  for (auto& t : threads) t.join();
+  for (auto& p : ps) EXPECT_EQ(p.exitcode(), 0);
+  std::set<int> got;
+  for (int i = 0; i < kChildren; ++i) got.insert(results.get(true, kTimeout));
+  EXPECT_EQ(got.size(), static_cast<std::size_t>(kChildren));
+  // Every put (the threads' and the children's) was matched by one get: nothing lost or torn.
+  EXPECT_EQ(puts.load(), gets.load());
+  EXPECT_TRUE(queue.empty());
+  EXPECT_GT(calls.load(), 0);
+}
+
 MP_INSTANTIATE_START_METHODS(ReliabilityTest);
 
 // ---- leak test: whole programs that end in every way, then nothing of theirs may remain.
@@ -389,9 +518,40 @@ int ready_fd() {
   return s ? std::atoi(s) : -1;
 }
 
+// Every shared object kind of a program: shared memory, a lock, a queue and a manager (whose server
+// is a daemonic child with a socket file under TMPDIR) with a proxy.
+struct Kit {
+  mp::heap::SharedBlock block{4096};
+  mp::Lock lock;
+  mp::Queue<int> queue;
+  mp::SyncManager manager = mp::Manager();
+  mp::managers::ValueProxy<int> value = manager.Value<int>(0);
+};
+
+// A child using all of them; `forever`: then sleeps until it is ended.
+void use_kit(mp::heap::SharedBlock block, mp::Lock lock, mp::Queue<int> queue, mp::managers::ValueProxy<int> value,
+             bool forever) {
+  {
+    std::lock_guard guard(lock);
+    use_block(block, 1);
+    value.set(value.get() + 1);
+  }
+  queue.put(1);
+  if (forever) sleep_forever();
+}
+// The same, holding the lock when it is ended.
+void use_kit_holding_lock(mp::heap::SharedBlock block, mp::Lock lock, mp::Queue<int> queue,
+                          mp::managers::ValueProxy<int> value) {
+  use_kit(block, lock, queue, value, false);
+  lock.acquire();
+  sleep_forever();
+}
+
 // Starts the program's children: a daemon, one of each way for a child to end, and (for programs
-// that die) a non-daemonic worker that runs until its parent ends.
-void start_family(mp::heap::SharedBlock& block, std::vector<mp::Process>& kids, bool worker) {
+// that die) a non-daemonic worker that runs until its parent ends; then children using the lock,
+// the queue and the manager (a daemon, one that ends, one killed holding the lock).
+void start_family(Kit& kit, std::vector<mp::Process>& kids, bool worker) {
+  mp::heap::SharedBlock& block = kit.block;
   // No core files from the programs that abort.
   rlimit no_core{0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);
@@ -409,6 +569,17 @@ void start_family(mp::heap::SharedBlock& block, std::vector<mp::Process>& kids, 
   kids[5].kill();
   kids[4].join(kTimeout);
   kids[5].join(kTimeout);
+  kids.emplace_back(use_kit, kit.block, kit.lock, kit.queue, kit.value, true);
+  kids.back().set_daemon(true);
+  kids.back().start();
+  kids.emplace_back(use_kit, kit.block, kit.lock, kit.queue, kit.value, false);
+  kids.back().start();
+  kids.back().join(kTimeout);
+  kids.emplace_back(use_kit_holding_lock, kit.block, kit.lock, kit.queue, kit.value);
+  kids.back().start();
+  for (int i = 0; i < 3; ++i) (void)kit.queue.get(true, kTimeout);  // all three used the kit
+  kids.back().kill();
+  kids.back().join(kTimeout);
 }
 
 void report_ready() {
@@ -419,33 +590,33 @@ void report_ready() {
 
 // The programs (run only by the leak test, through --gtest_also_run_disabled_tests).
 TEST(DISABLED_Program, NormalExit) {
-  mp::heap::SharedBlock block(4096);
+  Kit kit;
   std::vector<mp::Process> kids;
-  start_family(block, kids, false);
+  start_family(kit, kids, false);
   report_ready();
   // Returning ends the program normally: the exit function terminates the daemon.
 }
 
 TEST(DISABLED_Program, UncaughtException) {
-  mp::heap::SharedBlock block(4096);
+  Kit kit;
   std::vector<mp::Process> kids;
-  start_family(block, kids, true);
+  start_family(kit, kids, true);
   report_ready();
   std::thread([] { throw std::runtime_error("uncaught"); }).join();  // std::terminate: abort
 }
 
 TEST(DISABLED_Program, KilledWhileChildrenRun) {
-  mp::heap::SharedBlock block(4096);
+  Kit kit;
   std::vector<mp::Process> kids;
-  start_family(block, kids, true);
+  start_family(kit, kids, true);
   report_ready();
   sleep_forever();  // the test SIGKILLs us
 }
 
 TEST(DISABLED_Program, TerminatedWhileChildrenRun) {
-  mp::heap::SharedBlock block(4096);
+  Kit kit;
   std::vector<mp::Process> kids;
-  start_family(block, kids, true);
+  start_family(kit, kids, true);
   report_ready();
   sleep_forever();  // the test SIGTERMs us
 }
