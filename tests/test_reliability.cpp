@@ -575,7 +575,9 @@ void start_family(Kit& kit, std::vector<mp::Process>& kids, bool worker) {
   kids.emplace_back(use_kit, kit.block, kit.lock, kit.queue, kit.value, false);
   kids.back().start();
   kids.back().join(kTimeout);
+  // Daemonic, so that a failure below cannot leave the program joining it forever at exit.
   kids.emplace_back(use_kit_holding_lock, kit.block, kit.lock, kit.queue, kit.value);
+  kids.back().set_daemon(true);
   kids.back().start();
   for (int i = 0; i < 3; ++i) (void)kit.queue.get(true, kTimeout);  // all three used the kit
   kids.back().kill();
