@@ -81,6 +81,7 @@ struct BarrierState {
   std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
   std::int32_t last_arrival_pid = 0;  // the last party to arrive, and its CPU (a spin hint)
   std::int32_t last_arrival_cpu = -1;
+  std::int64_t last_reap_ns = 0;  // steady clock: when a waiter last checked for dead parties
   // Followed by 2 * parties slots: this round's parties plus last round's uncollected waiters.
   BarrierSlot* slots() noexcept { return reinterpret_cast<BarrierSlot*>(this + 1); }
   std::int32_t slot_count() const noexcept { return 2 * parties; }
@@ -494,7 +495,13 @@ class BarrierGuard {
 
   // Removes parties whose process ended inside wait(): a dead waiter of the last round counts as
   // collected; a dead party of the current round breaks it.
+  // Called under the lock by every waiter whose liveness interval ended; only one scan per
+  // interval runs (with hundreds of parties, a scan each would cost O(parties^2) /proc reads).
   void reap_dead_parties() {
+    const std::int64_t now = std::chrono::duration_cast<Nanos>(
+        std::chrono::steady_clock::now().time_since_epoch()).count();
+    if (now - s_->last_reap_ns < detail::kLivenessInterval.count()) return;
+    s_->last_reap_ns = now;
     const std::uint32_t g = s_->gen.load(std::memory_order_relaxed);
     for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
       auto& slot = s_->slots()[i];
