@@ -575,11 +575,13 @@ void start_family(Kit& kit, std::vector<mp::Process>& kids, bool worker) {
   kids.emplace_back(use_kit, kit.block, kit.lock, kit.queue, kit.value, false);
   kids.back().start();
   kids.back().join(kTimeout);
+  // Both have used the kit (and left the lock) before the next child takes the lock for good.
+  for (int i = 0; i < 2; ++i) (void)kit.queue.get(true, kTimeout);
   // Daemonic, so that a failure below cannot leave the program joining it forever at exit.
   kids.emplace_back(use_kit_holding_lock, kit.block, kit.lock, kit.queue, kit.value);
   kids.back().set_daemon(true);
   kids.back().start();
-  for (int i = 0; i < 3; ++i) (void)kit.queue.get(true, kTimeout);  // all three used the kit
+  (void)kit.queue.get(true, kTimeout);
   kids.back().kill();
   kids.back().join(kTimeout);
 }
