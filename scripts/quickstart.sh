@@ -27,17 +27,22 @@ case "$what" in
   samples) cmake --workflow --preset samples ;;
   unit|test)
     start=$SECONDS
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
     echo "== release build and tests"
     cmake --preset release
     cmake --build --preset release -j "$jobs"
-    ctest --preset release -j "$jobs"
+    ctest --preset release -j "$jobs" 2>&1 | tee -a "$log"
     if [ "$what" = test ]; then
       echo "== ASan+UBSan and TSan ($((SECONDS - start)) s so far)"
-      bash scripts/sanitizers.sh asan tsan
+      bash scripts/sanitizers.sh asan tsan 2>&1 | tee -a "$log"
       echo "== fuzzing ($((SECONDS - start)) s so far)"
       MP_FUZZ_SECONDS="${MP_FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
-      echo "== all tests passed ($((SECONDS - start)) s)"
     fi
+    # One closing line over every ctest run above (a failure has already stopped the script).
+    total=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+    echo "== done in $((SECONDS - start)) s"
+    echo "mp: ${total:-0} passed, 0 failed"
     ;;
   *) echo "usage: $0 samples|test|unit" >&2; exit 2 ;;
 esac
