@@ -66,6 +66,22 @@ class Lockable {
   Derived& self() { return static_cast<Derived&>(*this); }
 };
 
+// acquire(block) / acquire(block, timeout) for a class whose acquire_impl(timeout) takes a null
+// timeout as "forever" and zero as "poll" (Lock, RLock, Semaphore).
+template <class Derived>
+class TimedAcquire : public Lockable<Derived> {
+ public:
+  bool acquire(bool block = true) {
+    static constexpr std::chrono::nanoseconds poll{0};
+    return static_cast<Derived&>(*this).acquire_impl(block ? nullptr : &poll);
+  }
+  template <class Rep, class Period>
+  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
+    const std::chrono::nanoseconds t = block ? to_nanos(timeout) : std::chrono::nanoseconds::zero();
+    return static_cast<Derived&>(*this).acquire_impl(&t);
+  }
+};
+
 // The shared-memory layouts (lib/synchronize.cpp).
 struct LockState;
 struct RLockState;
@@ -78,19 +94,14 @@ struct BarrierState;
 
 // ---------------------------------------------------------------------------------------------
 // Lock: a non-recursive lock that any thread of any process may release (multiprocessing.Lock).
-class MP_API Lock : public detail::Lockable<Lock> {
+class MP_API Lock : public detail::TimedAcquire<Lock> {
  public:
   // A new, unlocked lock in shared memory. Throws OSError if the memory cannot be had.
   Lock();
 
   // Lock::acquire(): blocks until the lock is had and returns true. acquire(false) polls;
   // acquire(true, timeout) waits at most `timeout` and returns false if it passed.
-  bool acquire(bool block = true) { return acquire_impl(block ? nullptr : &kPoll); }
-  template <class Rep, class Period>
-  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    const std::chrono::nanoseconds t = block ? detail::to_nanos(timeout) : kPoll;
-    return acquire_impl(&t);
-  }
+  using detail::TimedAcquire<Lock>::acquire;
   // Lock::release(). Throws std::invalid_argument "semaphore or lock released too many times" if
   // the lock is not locked.
   void release();
@@ -114,7 +125,7 @@ class MP_API Lock : public detail::Lockable<Lock> {
 
  private:
   friend class Condition;
-  static constexpr std::chrono::nanoseconds kPoll{0};
+  friend class detail::TimedAcquire<Lock>;
   bool acquire_impl(const std::chrono::nanoseconds* timeout);
   bool is_mine() const noexcept;  // held, acquired by the calling thread
   void attach();
@@ -124,17 +135,12 @@ class MP_API Lock : public detail::Lockable<Lock> {
 
 // ---------------------------------------------------------------------------------------------
 // RLock: a recursive lock owned by one thread of one process (multiprocessing.RLock).
-class MP_API RLock : public detail::Lockable<RLock> {
+class MP_API RLock : public detail::TimedAcquire<RLock> {
  public:
   RLock();
 
   // As Lock::acquire; the owner may acquire again (each acquire needs a release).
-  bool acquire(bool block = true) { return acquire_impl(block ? nullptr : &kPoll); }
-  template <class Rep, class Period>
-  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    const std::chrono::nanoseconds t = block ? detail::to_nanos(timeout) : kPoll;
-    return acquire_impl(&t);
-  }
+  using detail::TimedAcquire<RLock>::acquire;
   // Throws std::logic_error "cannot release un-acquired lock" unless the caller owns the lock.
   void release();
 
@@ -157,7 +163,7 @@ class MP_API RLock : public detail::Lockable<RLock> {
 
  private:
   friend class Condition;
-  static constexpr std::chrono::nanoseconds kPoll{0};
+  friend class detail::TimedAcquire<RLock>;
   bool acquire_impl(const std::chrono::nanoseconds* timeout);
   unsigned release_save();              // releases all levels; returns the depth
   void acquire_restore(unsigned depth);  // re-acquires and restores the depth
@@ -168,17 +174,12 @@ class MP_API RLock : public detail::Lockable<RLock> {
 
 // ---------------------------------------------------------------------------------------------
 // Semaphore(value = 1) (multiprocessing.Semaphore): acquire() takes one unit, release() gives one.
-class MP_API Semaphore : public detail::Lockable<Semaphore> {
+class MP_API Semaphore : public detail::TimedAcquire<Semaphore> {
  public:
   // Throws std::invalid_argument "semaphore initial value must be >= 0" if value < 0.
   explicit Semaphore(int value = 1) : Semaphore(value, -1) {}
 
-  bool acquire(bool block = true) { return acquire_impl(block ? nullptr : &kPoll); }
-  template <class Rep, class Period>
-  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    const std::chrono::nanoseconds t = block ? detail::to_nanos(timeout) : kPoll;
-    return acquire_impl(&t);
-  }
+  using detail::TimedAcquire<Semaphore>::acquire;
   // Gives one unit back and wakes one waiter. BoundedSemaphore: throws std::invalid_argument
   // "semaphore or lock released too many times" past the initial value.
   void release();
@@ -199,7 +200,7 @@ class MP_API Semaphore : public detail::Lockable<Semaphore> {
   Semaphore(int value, int max_value);  // max_value < 0: unbounded
 
  private:
-  static constexpr std::chrono::nanoseconds kPoll{0};
+  friend class detail::TimedAcquire<Semaphore>;
   bool acquire_impl(const std::chrono::nanoseconds* timeout);
   void attach();
   heap::SharedBlock block_;
