@@ -81,7 +81,7 @@ struct BarrierState {
   std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
   std::int32_t last_arrival_pid = 0;  // the last party to arrive, and its CPU (a spin hint)
   std::int32_t last_arrival_cpu = -1;
-  std::int64_t last_reap_ns = 0;  // steady clock: when a waiter last checked for dead parties
+  std::atomic<std::int64_t> last_reap_ns{0};  // steady clock: when a waiter last checked for dead parties
   // Followed by 2 * parties slots: this round's parties plus last round's uncollected waiters.
   BarrierSlot* slots() noexcept { return reinterpret_cast<BarrierSlot*>(this + 1); }
   std::int32_t slot_count() const noexcept { return 2 * parties; }
@@ -90,8 +90,17 @@ static_assert(alignof(BarrierState) >= alignof(BarrierSlot));
 
 namespace {
 
-// How often sleepers that depend on other processes check whether those died.
+// How often sleepers that depend on other processes check whether those died: a dead party is
+// noticed within about kLivenessInterval (a scan reads /proc once per party, so with hundreds of
+// parties the scans are spaced out to at most kMaxScanInterval).
 constexpr Nanos kLivenessInterval = std::chrono::milliseconds(10);
+constexpr Nanos kMaxScanInterval = std::chrono::milliseconds(50);
+constexpr Nanos kScanCostPerParty = std::chrono::microseconds(50);
+// Each sleeper wakes at least this often to see whether a scan is due; with n sleepers the period
+// grows to n * kWakePerSleeper (capped), so the barrier as a whole wakes ~1000 times a second at
+// most instead of 100 times per sleeper (500 sleepers waking every 10 ms starved everything else).
+constexpr Nanos kWakePerSleeper = std::chrono::milliseconds(1);
+constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
 // A deadline from an optional timeout (null: none). Very long timeouts count as none.
 class Deadline {
@@ -498,10 +507,9 @@ class BarrierGuard {
   // Called under the lock by every waiter whose liveness interval ended; only one scan per
   // interval runs (with hundreds of parties, a scan each would cost O(parties^2) /proc reads).
   void reap_dead_parties() {
-    const std::int64_t now = std::chrono::duration_cast<Nanos>(
-        std::chrono::steady_clock::now().time_since_epoch()).count();
-    if (now - s_->last_reap_ns < detail::kLivenessInterval.count()) return;
-    s_->last_reap_ns = now;
+    const std::int64_t now = now_ns();
+    if (now - s_->last_reap_ns.load(std::memory_order_relaxed) < scan_interval_.count()) return;
+    s_->last_reap_ns.store(now, std::memory_order_relaxed);
     const std::uint32_t g = s_->gen.load(std::memory_order_relaxed);
     for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
       auto& slot = s_->slots()[i];
@@ -520,16 +528,33 @@ class BarrierGuard {
 
   // Releases the lock until `word` leaves `seen`, the deadline passes or a liveness interval ends,
   // then re-acquires it and checks for dead parties if nothing happened.
+  // Between scans a sleeper wakes only to look at the shared scan time, without the lock.
   void wait_change(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& sleepers,
                    std::uint32_t seen, const Deadline& d) {
+    const auto inside = static_cast<std::int64_t>(s_->count) + s_->uncollected.load(std::memory_order_relaxed);
+    scan_interval_ = std::clamp<Nanos>(detail::kScanCostPerParty * inside, detail::kLivenessInterval,
+                                       detail::kMaxScanInterval);
+    const Nanos wake_period = std::clamp<Nanos>(detail::kWakePerSleeper * inside, detail::kLivenessInterval,
+                                                detail::kMaxWakePeriod);
     unlock();
     bool changed =
         detail::spin_until([&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
     if (!changed) {
       sleepers.fetch_add(1, std::memory_order_seq_cst);
-      if (word.load(std::memory_order_seq_cst) == seen) detail::sleep_on(word, seen, d, detail::kLivenessInterval);
+      for (;;) {
+        if (word.load(std::memory_order_seq_cst) != seen) {
+          changed = true;
+          break;
+        }
+        if (d.passed()) break;
+        detail::sleep_on(word, seen, d, wake_period);
+        if (word.load(std::memory_order_seq_cst) != seen) {
+          changed = true;
+          break;
+        }
+        if (now_ns() - s_->last_reap_ns.load(std::memory_order_relaxed) >= scan_interval_.count()) break;
+      }
       sleepers.fetch_sub(1, std::memory_order_seq_cst);
-      changed = word.load() != seen;
     }
     lock();
     if (!changed) reap_dead_parties();
@@ -547,6 +572,11 @@ class BarrierGuard {
   bool wake_collect_ = false;
   bool break_pending_ = false;  // the current round must be broken (dead party, dead lock holder)
   int peer_cpu_ = -1;
+  Nanos scan_interval_ = detail::kLivenessInterval;
+
+  static std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<Nanos>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
 };
 
 }  // namespace
