@@ -559,6 +559,18 @@ class BarrierGuard {
     lock();
     if (!changed) reap_dead_parties();
   }
+  // The waiters of the current round (if any) get BrokenBarrierError (reset, abort).
+  void break_current_round() {
+    const Deadline forever(nullptr);
+    const std::uint32_t round = s_->gen.load(std::memory_order_relaxed);
+    while (s_->count > 0 && s_->gen.load(std::memory_order_relaxed) == round) {
+      if (s_->uncollected.load() == 0) {
+        transition(true, -1);
+        break;
+      }
+      wait_collection(forever);
+    }
+  }
   void wait_round_change(std::uint32_t seen, const Deadline& d) { wait_change(s_->gen, s_->gen_sleepers, seen, d); }
   void wait_collection(const Deadline& d) {
     const std::uint32_t u = s_->uncollected.load(std::memory_order_seq_cst);
@@ -616,34 +628,15 @@ int Barrier::n_waiting() const noexcept {
 }
 
 void Barrier::reset() {
-  BS* s = state_;
-  BarrierGuard g(s);
-  const Deadline forever(nullptr);
-  // The waiters of the current round (if any) get BrokenBarrierError; then the barrier is fresh.
-  const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
-  while (s->count > 0 && s->gen.load(std::memory_order_relaxed) == round) {
-    if (s->uncollected.load() == 0) {
-      g.transition(true, -1);
-      break;
-    }
-    g.wait_collection(forever);
-  }
-  s->broken = false;
+  BarrierGuard g(state_);
+  g.break_current_round();
+  state_->broken = false;
 }
 
 void Barrier::abort() {
-  BS* s = state_;
-  BarrierGuard g(s);
-  s->broken = true;
-  const Deadline forever(nullptr);
-  const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
-  while (s->count > 0 && s->gen.load(std::memory_order_relaxed) == round) {
-    if (s->uncollected.load() == 0) {
-      g.transition(true, -1);
-      break;
-    }
-    g.wait_collection(forever);
-  }
+  BarrierGuard g(state_);
+  state_->broken = true;
+  g.break_current_round();
 }
 
 int Barrier::wait_impl(const Nanos* timeout) {
