@@ -687,6 +687,25 @@ TEST_F(SyncManagerTest, ConditionAndBarrier) {
   waiter.join();
   EXPECT_TRUE(notified);
 
+  // wait_for: the predicate reads shared state (a managed Value) between remote waits.
+  auto ready = m().Value<int>(0);
+  std::thread setter([&] {
+    std::lock_guard g(cond);
+    ready.set(3);
+    cond.notify_all();
+  });
+  {
+    std::unique_lock g(cond);
+    EXPECT_TRUE(cond.wait_for([&] { return ready.get() == 3; }, kTimeout));
+  }
+  setter.join();
+  {
+    std::unique_lock g(cond);
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(cond.wait_for([&] { return ready.get() == 4; }, 50ms));
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  }
+
   auto barrier = m().Barrier(2);
   EXPECT_EQ(barrier.parties(), 2);
   int other = -1;

@@ -681,74 +681,84 @@ struct AutoRegister<DictImpl<K, V>> {
 
 // ---------------------------------------------------------------- SyncManager's proxies
 
-// Lock and RLock proxies (CPython's AcquirerProxy); also C++ Lockables.
-class MP_API LockProxy : public BaseProxy {
+namespace detail {
+
+// CPython's AcquirerProxy: acquire(block[, timeout]) on the hosted Impl, and the C++ Lockable and
+// TimedLockable names over it (Derived provides release()).
+template <class Derived, class Impl>
+class AcquirerProxy : public BaseProxy {
  public:
-  LockProxy() = default;
-  explicit LockProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
-  bool acquire(bool block = true) { return call<&detail::LockImpl::acquire>("acquire", block, detail::Timeout(-1)); }
+  AcquirerProxy() = default;
+  explicit AcquirerProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
+  bool acquire(bool block = true) { return call<&Impl::acquire>("acquire", block, Timeout(-1)); }
   template <class Rep, class Period>
   bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    return call<&detail::LockImpl::acquire>("acquire", block, detail::to_timeout(timeout));
+    return call<&Impl::acquire>("acquire", block, to_timeout(timeout));
   }
+  void lock() { acquire(); }
+  void unlock() { static_cast<Derived&>(*this).release(); }
+  bool try_lock() { return acquire(false); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return acquire(true, d);
+  }
+};
+
+}  // namespace detail
+
+// Lock and RLock proxies.
+class MP_API LockProxy : public detail::AcquirerProxy<LockProxy, detail::LockImpl> {
+ public:
+  using AcquirerProxy::AcquirerProxy;
   // Throws RemoteError (RuntimeError) when the lock is not held (RLock: not held by this thread).
   void release() { call<&detail::LockImpl::release>("release"); }
   bool locked() { return call<&detail::LockImpl::locked>("locked"); }
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
-    return acquire(true, d);
-  }
 };
 
-class MP_API SemaphoreProxy : public BaseProxy {
+class MP_API SemaphoreProxy : public detail::AcquirerProxy<SemaphoreProxy, detail::SemaphoreImpl> {
  public:
-  SemaphoreProxy() = default;
-  explicit SemaphoreProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
-  bool acquire(bool block = true) {
-    return call<&detail::SemaphoreImpl::acquire>("acquire", block, detail::Timeout(-1));
-  }
-  template <class Rep, class Period>
-  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    return call<&detail::SemaphoreImpl::acquire>("acquire", block, detail::to_timeout(timeout));
-  }
+  using AcquirerProxy::AcquirerProxy;
   // BoundedSemaphore: RemoteError (ValueError "Semaphore released too many times").
   void release(int n = 1) { call<&detail::SemaphoreImpl::release>("release", n); }
   int get_value() { return call<&detail::SemaphoreImpl::get_value>("get_value"); }
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
-    return acquire(true, d);
-  }
 };
 
 // threading.Condition over a server-side RLock. wait() must be called holding it (RuntimeError).
-class MP_API ConditionProxy : public BaseProxy {
+class MP_API ConditionProxy : public detail::AcquirerProxy<ConditionProxy, detail::ConditionImpl> {
  public:
-  ConditionProxy() = default;
-  explicit ConditionProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
-  bool acquire(bool block = true) {
-    return call<&detail::ConditionImpl::acquire>("acquire", block, detail::Timeout(-1));
-  }
-  template <class Rep, class Period>
-  bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
-    return call<&detail::ConditionImpl::acquire>("acquire", block, detail::to_timeout(timeout));
-  }
+  using AcquirerProxy::AcquirerProxy;
   void release() { call<&detail::ConditionImpl::release>("release"); }
   bool wait() { return call<&detail::ConditionImpl::wait>("wait", detail::Timeout(-1)); }
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return call<&detail::ConditionImpl::wait>("wait", detail::to_timeout(timeout));
   }
+  // As CPython's ConditionProxy.wait_for (evaluated here, in the caller, between remote waits):
+  // waits until predicate() is true and returns its last value.
+  template <class Predicate>
+  auto wait_for(Predicate predicate) {
+    auto result = predicate();
+    while (!result) {
+      wait();
+      result = predicate();
+    }
+    return result;
+  }
+  // The same, giving up when `timeout` has passed (then returns predicate()'s last value).
+  template <class Predicate, class Rep, class Period>
+  auto wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    auto result = predicate();
+    while (!result) {
+      const auto left = end - std::chrono::steady_clock::now();
+      if (left <= left.zero()) break;
+      wait(left);
+      result = predicate();
+    }
+    return result;
+  }
   void notify(int n = 1) { call<&detail::ConditionImpl::notify>("notify", n); }
   void notify_all() { call<&detail::ConditionImpl::notify_all>("notify_all"); }
-  void lock() { acquire(); }
-  void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
 };
 
 class MP_API EventProxy : public BaseProxy {
