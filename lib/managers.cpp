@@ -19,6 +19,7 @@
 
 #include "auth.hpp"
 #include "mp/process.hpp"
+#include "platform/conn.hpp"
 #include "platform/managers.hpp"
 #include "platform/os.hpp"
 
@@ -58,13 +59,30 @@ const TypeInfo* find_type(const std::string& name) {
   return it == r.types.end() ? nullptr : &it->second;
 }
 
+// ---------------------------------------------------------------- sockets
+
+// The TCP port of an address, checked (the socket layer takes 16 bits).
+std::uint16_t port_of(const Address& a) {
+  if (a.port < 0 || a.port > 65535) throw std::invalid_argument("TCP port out of range: " + std::to_string(a.port));
+  return static_cast<std::uint16_t>(a.port);
+}
+
+// A listening socket at `a`: a Unix socket only its owner may connect to, or TCP (port 0 is
+// replaced by the port bound).
+platform::Handle listen_at(Address& a) {
+  if (!a.is_tcp()) return platform::conn::listen_unix(a.path, kBacklog, true);
+  const platform::Handle fd = platform::conn::listen_tcp(a.host, port_of(a), kBacklog);
+  a.port = platform::conn::local_port(fd);
+  return fd;
+}
+
 // ---------------------------------------------------------------- frames
 
 void send_frame(platform::Handle fd, std::string& buf) {
   // `buf` starts with 4 reserved bytes for the length.
   const auto n = static_cast<std::uint32_t>(buf.size() - 4);
   std::memcpy(buf.data(), &n, 4);
-  platform::send_all(fd, buf.data(), buf.size());
+  platform::conn::write_all(fd, buf.data(), buf.size());
 }
 
 // Requests and responses strictly alternate, so one recv usually brings the whole frame; bytes
@@ -114,7 +132,7 @@ std::string_view get_bytes(std::string_view& in, std::uint32_t max) {
 
 auth::Channel channel_of(platform::Handle fd) {
   auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) { platform::send_all(fd, p, n); };
+  ch.write_all = [fd](const void* p, std::size_t n) { platform::conn::write_all(fd, p, n); };
   ch.read_exact = [fd](void* p, std::size_t n) { platform::recv_exact(fd, p, n); };
   return ch;
 }
@@ -154,7 +172,7 @@ class ServerCore {
       if (stop) return;
       std::optional<platform::Handle> fd;
       try {
-        fd = platform::accept_connection(listener);
+        fd = platform::conn::try_accept(listener);
       } catch (const std::exception&) {
         continue;  // e.g. EMFILE: the pending client is retried at the next wake-up
       }
@@ -201,10 +219,10 @@ class ServerCore {
 
   void handle_connection(platform::Handle fd) {
     try {
-      platform::set_socket_timeout(fd, kHandshakeDeadline);
+      platform::conn::set_io_timeout(fd, kHandshakeDeadline);
       auth::Channel ch = channel_of(fd);
       auth::serve_handshake(ch, authkey_);
-      platform::set_socket_timeout(fd, platform::Nanos(0));
+      platform::conn::set_io_timeout(fd, platform::Nanos(0));
     } catch (const std::exception&) {
       platform::close_handle(fd);
       return;
@@ -373,12 +391,12 @@ thread_local ConnectionCache t_cache;
 
 platform::Handle open_connection(const Address& address, const std::string& authkey) {
   const platform::Handle fd =
-      address.is_tcp() ? platform::connect_tcp(address.host, address.port) : platform::connect_unix(address.path);
+      address.is_tcp() ? platform::conn::connect_tcp(address.host, port_of(address)) : platform::conn::connect_unix(address.path);
   try {
-    platform::set_socket_timeout(fd, kHandshakeDeadline);
+    platform::conn::set_io_timeout(fd, kHandshakeDeadline);
     auth::Channel ch = channel_of(fd);
     auth::client_handshake(ch, authkey);
-    platform::set_socket_timeout(fd, platform::Nanos(0));
+    platform::conn::set_io_timeout(fd, platform::Nanos(0));
   } catch (const EOFError&) {
     platform::close_handle(fd);
     throw AuthenticationError("the manager at " + address.to_string() + " closed the connection during the handshake");
@@ -782,7 +800,7 @@ struct InheritedHandle {
 };
 
 void remove_socket(const Address& address, const std::string& private_dir) {
-  if (!address.is_tcp()) platform::remove_file(address.path);
+  if (!address.is_tcp()) platform::conn::unlink_path(address.path);
   if (!private_dir.empty()) platform::remove_directory(private_dir);
 }
 
@@ -903,13 +921,7 @@ void BaseManager::start() {
   platform::Handle listener = platform::kInvalidHandle;
   platform::Handle owner = platform::kInvalidHandle;
   try {
-    if (s.address.is_tcp()) {
-      int port = 0;
-      listener = platform::listen_tcp(s.address.host, s.address.port, detail::kBacklog, &port);
-      s.address.port = port;
-    } else {
-      listener = platform::listen_unix(s.address.path, detail::kBacklog);
-    }
+    listener = detail::listen_at(s.address);
     owner = platform::open_process(platform::current_pid());
     // OpenSSL sets itself up lazily (milliseconds); doing it once here means a forked server
     // inherits it instead of paying it on its first handshake.
@@ -1004,14 +1016,11 @@ BaseProxy BaseManager::make_object(const std::string& type_id, const std::string
 Server::Server(Address address, std::string authkey) : address_(std::move(address)), authkey_(std::move(authkey)) {}
 
 void Server::serve_forever() {
-  int port = 0;
-  const platform::Handle listener = address_.is_tcp()
-                                        ? platform::listen_tcp(address_.host, address_.port, detail::kBacklog, &port)
-                                        : platform::listen_unix(address_.path, detail::kBacklog);
+  const platform::Handle listener = detail::listen_at(address_);
   auto* core = new detail::ServerCore(authkey_);  // never destroyed: serving threads may still run
   core->serve(listener, platform::kInvalidHandle);
   platform::close_handle(listener);
-  if (!address_.is_tcp()) platform::remove_file(address_.path);
+  if (!address_.is_tcp()) platform::conn::unlink_path(address_.path);
   platform::flush_stdio();
   platform::exit_now(0);
 }

@@ -313,6 +313,17 @@ TEST_P(ManagerTest, DefaultAddressIsPrivateUnixSocket) {
   EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
+TEST_P(ManagerTest, BadAddressesAreClearErrors) {
+  CustomManager out_of_range(Address("127.0.0.1", 70000), std::nullopt, ctx());
+  EXPECT_THROW(out_of_range.start(), std::invalid_argument);
+  CustomManager negative(Address("127.0.0.1", -1), std::nullopt, ctx());
+  EXPECT_THROW(negative.connect(), std::invalid_argument);
+  CustomManager too_long(Address(std::string(200, 'x')), std::nullopt, ctx());
+  EXPECT_THROW(too_long.start(), std::invalid_argument);
+  CustomManager nobody(Address("/nonexistent-mp-dir/listener"), std::nullopt, ctx());
+  EXPECT_THROW(nobody.connect(), mp::OSError);
+}
+
 TEST_P(ManagerTest, WrongKeyIsAuthenticationError) {
   CustomManager manager(std::nullopt, std::string("right key"), ctx());
   manager.start();

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -32,14 +33,19 @@ std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spi
 // Whether `h` is readable (data or EOF) within `timeout` (null: forever).
 bool poll_readable(Handle h, const Nanos* timeout);
 
-// Stream sockets for Listener/Client. `path` for Unix sockets ("\0name" = abstract namespace).
-Handle listen_unix(const std::string& path, int backlog);
+// Stream sockets for Listener/Client and the managers. `path` for Unix sockets ("\0name" =
+// abstract namespace); `owner_only` makes the socket file mode 0600 (only the owner can connect).
+Handle listen_unix(const std::string& path, int backlog, bool owner_only = false);
 Handle connect_unix(const std::string& path);
 // TCP: host name or address and port (0 = any); the bound port is returned by local_port().
 Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 Handle connect_tcp(const std::string& host, std::uint16_t port);
 std::uint16_t local_port(Handle listener);
+// Accepts the next connection, blocking; EINTR and aborted connections are retried.
 Handle accept_connection(Handle listener);
+// For a listener that polled readable: accepts one connection, or nullopt when the pending one
+// was aborted meanwhile or a signal interrupted (the caller goes back to waiting).
+std::optional<Handle> try_accept(Handle listener);
 // Deadline on blocking reads and writes of a socket (zero: none).
 void set_io_timeout(Handle h, Nanos timeout);
 void unlink_path(const std::string& path) noexcept;

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -156,12 +157,17 @@ std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spi
 
 bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }
 
-Handle listen_unix(const std::string& path, int backlog) {
+Handle listen_unix(const std::string& path, int backlog, bool owner_only) {
   socklen_t len = 0;
   const sockaddr_un addr = unix_address(path, len);
   const Handle fd = new_socket(AF_UNIX, SOCK_STREAM);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 || ::listen(fd, backlog) < 0) {
-    const int e = errno;
+  // The socket file's mode comes from the umask at bind time (fchmod on a socket does not apply).
+  const mode_t old_mask = owner_only ? ::umask(0177) : 0;
+  const bool bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0;
+  const int bind_errno = errno;
+  if (owner_only) ::umask(old_mask);
+  if (!bound || ::listen(fd, backlog) < 0) {
+    const int e = bound ? errno : bind_errno;
     ::close(fd);
     throw_error(e, "cannot listen on '" + path + "'");
   }
@@ -212,21 +218,36 @@ std::uint16_t local_port(Handle listener) {
   return 0;
 }
 
+namespace {
+// One accept4(); TCP connections get TCP_NODELAY. -1 with errno on failure.
+int accept_once(Handle listener) {
+  const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family != AF_UNIX) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+  }
+  return fd;
+}
+}  // namespace
+
 Handle accept_connection(Handle listener) {
   for (;;) {
-    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd >= 0) {
-      sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
-      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 && ss.ss_family != AF_UNIX) {
-        const int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      }
-      return fd;
-    }
+    const int fd = accept_once(listener);
+    if (fd >= 0) return fd;
     if (errno == EINTR || errno == ECONNABORTED) continue;
     throw_last_error("accept failed");
   }
+}
+
+std::optional<Handle> try_accept(Handle listener) {
+  const int fd = accept_once(listener);
+  if (fd >= 0) return fd;
+  if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EPROTO) return std::nullopt;
+  throw_last_error("accept failed");
 }
 
 void set_io_timeout(Handle h, Nanos timeout) {
