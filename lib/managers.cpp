@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "auth.hpp"
@@ -159,10 +160,12 @@ class ServerCore {
     platform::close_handle(wake_write_);
   }
 
-  // Serves until a client asks for shutdown or `owner` (a process handle, or invalid) ends.
-  void serve(platform::Handle listener, platform::Handle owner) {
+  // Serves until a client asks for shutdown, `owner` (a process handle, or invalid) ends, or
+  // `control` (the read end of the owner's pipe, or invalid) becomes readable.
+  void serve(platform::Handle listener, platform::Handle owner, platform::Handle control = platform::kInvalidHandle) {
     std::vector<platform::Handle> handles{listener, wake_read_};
     if (owner != platform::kInvalidHandle) handles.push_back(owner);
+    if (control != platform::kInvalidHandle) handles.push_back(control);
     for (;;) {
       const auto ready = platform::wait_any(handles, nullptr);
       bool stop = false;
@@ -809,15 +812,15 @@ Address g_server_address;
 std::string g_server_private_dir;
 
 // The target of the server process: serves until shutdown() or until the owner ends.
-void server_main(InheritedHandle listener, InheritedHandle owner, std::string authkey, Address address,
-                 std::string private_dir) {
+void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandle control, std::string authkey,
+                 Address address, std::string private_dir) {
   g_server_address = address;
   g_server_private_dir = private_dir;
   mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
   drop_inherited_connections();
   {
     auto* core = new ServerCore(std::move(authkey));  // never destroyed: serving threads may still run
-    core->serve(listener.fd, owner.fd);
+    core->serve(listener.fd, owner.fd, control.fd);
   }
   platform::close_handle(listener.fd);
   remove_socket(address, private_dir);
@@ -880,7 +883,11 @@ struct BaseManager::State {
   bool started = false;
   bool connected = false;
   int starter_pid = 0;  // only the process that started the server shuts it down
+  // The write end of a pipe to the server: shutdown() writes one byte (no connection, handshake
+  // or request needed: only the owner and its forked children have this descriptor).
+  platform::Handle control = platform::kInvalidHandle;
   explicit State(Context c) : ctx(std::move(c)) {}
+  ~State() { platform::close_handle(control); }
 };
 
 BaseManager::BaseManager(std::optional<Address> address, std::optional<std::string> authkey,
@@ -920,27 +927,33 @@ void BaseManager::start() {
   }
   platform::Handle listener = platform::kInvalidHandle;
   platform::Handle owner = platform::kInvalidHandle;
+  platform::Handle control_read = platform::kInvalidHandle;
   try {
     listener = detail::listen_at(s.address);
     owner = platform::open_process(platform::current_pid());
+    std::tie(control_read, s.control) = platform::conn::pipe_pair();
     // OpenSSL sets itself up lazily (milliseconds); doing it once here means a forked server
     // inherits it instead of paying it on its first handshake.
     static const bool hmac_ready = !auth::hmac_sha256("mp", "warm-up").empty();
     (void)hmac_ready;
     Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener}, detail::InheritedHandle{owner},
-              s.authkey, s.address, s.private_dir);
+              detail::InheritedHandle{control_read}, s.authkey, s.address, s.private_dir);
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down
     p.start();
     s.process = std::move(p);
   } catch (...) {
     platform::close_handle(listener);
     platform::close_handle(owner);
+    platform::close_handle(control_read);
+    platform::close_handle(s.control);
+    s.control = platform::kInvalidHandle;
     detail::remove_socket(s.address, s.private_dir);
     if (!s.private_dir.empty()) s.private_dir.clear();
     throw;
   }
   platform::close_handle(listener);
   platform::close_handle(owner);
+  platform::close_handle(control_read);
   s.started = true;
   s.starter_pid = platform::current_pid();
 }
@@ -956,15 +969,13 @@ void BaseManager::shutdown() {
   if (s.starter_pid != platform::current_pid()) return;  // a forked copy of the manager object
   s.started = false;
   try {
-    const platform::Handle fd = detail::open_connection(s.address, s.authkey);
-    try {
-      detail::exchange(fd, detail::Op::shutdown, 0, {}, {});
-    } catch (...) {
-    }
-    platform::close_handle(fd);
+    const char stop = 1;
+    platform::conn::write_all(s.control, &stop, 1);
   } catch (...) {
-    // The server is gone already.
+    // The server is gone already (EPIPE).
   }
+  platform::close_handle(s.control);
+  s.control = platform::kInvalidHandle;
   detail::g_epoch++;
   if (s.process) {
     s.process->join(std::chrono::seconds(1));
