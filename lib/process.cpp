@@ -128,11 +128,24 @@ using detail::ProcessState;
 Process::Process() : Process(PrivateTag{}, nullptr, nullptr) {}
 Process::Process(const Context& ctx) : Process(PrivateTag{}, &ctx, nullptr) {}
 
-Process::Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetBase> target)
-    : state_(std::make_shared<ProcessState>()) {
+namespace detail {
+namespace {
+thread_local bool t_rebuilding = false;
+}  // namespace
+RebuildScope::RebuildScope() noexcept { t_rebuilding = true; }
+RebuildScope::~RebuildScope() { t_rebuilding = false; }
+}  // namespace detail
+
+Process::Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetBase> target) {
   detail::check_bootstrapped();
   detail::Globals& g = detail::globals();
   std::lock_guard lk(g.mutex);
+  if (detail::t_rebuilding) {  // a SpawnableProcess in its spawned child: it is this process
+    detail::t_rebuilding = false;  // objects among its fields are new ones
+    state_ = g.current;
+    return;
+  }
+  state_ = std::make_shared<ProcessState>();
   ProcessState& cur = *g.current;
   state_->identity = cur.identity;
   state_->identity.push_back(++g.counter);
@@ -170,8 +183,13 @@ void Process::start() {
   }
   detail::reap_finished(detail::globals());
   const std::string method = s.method ? *s.method : get_start_method();
-  if (method == "spawn" && !s.target && typeid(*this) != typeid(Process))
-    detail::throw_not_spawnable("a Process subclass overriding run() needs the fork start method");
+  if (method == "spawn" && !s.target && typeid(*this) != typeid(Process)) {
+    s.target = spawn_self();
+    if (!s.target)
+      detail::throw_not_spawnable(
+          "a Process subclass overriding run() needs the fork start method, or to derive from "
+          "mp::SpawnableProcess<Derived> and serialize its fields");
+  }
   std::unique_ptr<detail::Popen> popen = detail::launch(method, s, *this);
   std::unique_ptr<detail::TargetBase> used_target;
   {

@@ -8,6 +8,7 @@
 #include <map>
 #include <thread>
 
+#include "mp/queues.hpp"
 #include "mp_test.hpp"
 
 using namespace mp_test;
@@ -295,6 +296,44 @@ TEST(ForkOnly, SubclassRunIsCalled) {
 TEST(SpawnOnly, SubclassRunIsRejected) {
   Subclass s(mp::get_context("spawn"));
   EXPECT_THROW(s.start(), std::invalid_argument);
+}
+
+// A subclass that overrides run() and carries fields, under every start method (CPython's
+// _TestSubclassingProcess): under spawn the child rebuilds it from its serialized fields.
+class Squarer : public mp::SpawnableProcess<Squarer> {
+ public:
+  Squarer() = default;
+  Squarer(const mp::Context& c, int n, std::string tag, mp::Queue<std::string> out)
+      : SpawnableProcess(c), n_(n), tag_(std::move(tag)), out_(std::move(out)) {}
+  void run() override {
+    out_.put(tag_ + std::to_string(n_ * n_));
+    out_.put(name());  // the child's own Process object
+    mp::Process grandchild;  // counted from this process's identity
+    out_.put(grandchild.name());
+  }
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(n_, tag_, out_);
+  }
+
+ private:
+  int n_ = 0;
+  std::string tag_;
+  mp::Queue<std::string> out_;
+};
+
+TEST_P(ProcessTest, SpawnableSubclassRunsWithItsFields) {
+  mp::Queue<std::string> out;
+  Squarer s(ctx(), 7, "square=", out);
+  const std::string default_name = s.name();  // Process-N
+  s.set_name("Squarer-7");
+  s.start();
+  EXPECT_EQ(out.get(true, kTimeout), "square=49");
+  EXPECT_EQ(out.get(true, kTimeout), "Squarer-7");
+  // The child's first child is <its identity>:1 (the rebuild took no number of its own).
+  EXPECT_EQ(out.get(true, kTimeout), default_name + ":1");
+  join_or_fail(s);
+  EXPECT_EQ(s.exitcode(), 0);
 }
 
 // ---- behaviour seen from outside, through tests/programs/mp_probe.cpp

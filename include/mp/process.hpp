@@ -150,6 +150,45 @@ std::unique_ptr<TargetBase> make_target(F&& f, Args&&... args) {
 
 struct ProcessTag {};
 
+// While set (in a spawned child rebuilding a SpawnableProcess), a constructed Process takes no
+// new identity: it becomes the current process, as CPython's unpickled Process object does.
+class MP_API RebuildScope {
+ public:
+  RebuildScope() noexcept;
+  ~RebuildScope();
+  RebuildScope(const RebuildScope&) = delete;
+  RebuildScope& operator=(const RebuildScope&) = delete;
+};
+
+// In a spawned child: rebuilds the Process subclass D from its serialized fields and runs it.
+template <class D>
+void run_spawned_subclass(AnyFunction, const char* data, std::size_t size, void (*ready)()) {
+  auto self = [&] {
+    RebuildScope scope;
+    return reduction::load_from<D>(data, size);
+  }();
+  ready();
+  self.run();
+}
+
+// The parent's side: serializes the subclass object itself while the spawn is prepared.
+template <class D>
+class SubclassTarget final : public TargetBase {
+ public:
+  explicit SubclassTarget(D& self) : self_(self) {}
+  void call() override { self_.run(); }
+  SpawnTarget spawn_target() const override {
+    SpawnTarget t;
+    t.trampoline = reinterpret_cast<AnyFunction>(&run_spawned_subclass<D>);
+    t.function = t.trampoline;
+    reduction::dump_into(t.args, self_);
+    return t;
+  }
+
+ private:
+  D& self_;
+};
+
 template <class F>
 concept NotProcessArgument =
     !std::is_same_v<std::remove_cvref_t<F>, Context> && !std::is_same_v<std::remove_cvref_t<F>, ProcessTag> && !std::is_base_of_v<Process, std::remove_cvref_t<F>>;
@@ -160,9 +199,9 @@ class MP_API Process {
   using PrivateTag = detail::ProcessTag;
 
  public:
-  // A process with no target: run() does nothing unless a subclass overrides it.
-  // Python: a subclass overriding run() can be started with fork only (spawn cannot rebuild the
-  // derived object in the child); give spawn a target function instead.
+  // A process with no target: run() does nothing unless a subclass overrides it. A subclass that
+  // overrides run() starts under fork as is; under spawn it derives from SpawnableProcess (below),
+  // which rebuilds it in the child (Python pickles the object).
   Process();
   explicit Process(const Context& ctx);
   template <class F, class... Args>
@@ -220,8 +259,47 @@ class MP_API Process {
  private:
   Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetBase> target);
   void join_for(std::chrono::nanoseconds timeout);
+  template <class Derived>
+  friend class SpawnableProcess;
+  // What a spawned child needs to rebuild this object (SpawnableProcess); null: not spawnable.
+  virtual std::unique_ptr<detail::TargetBase> spawn_self() { return nullptr; }
   void join_until(const std::chrono::nanoseconds* timeout);
   std::shared_ptr<detail::ProcessState> state_;
+};
+
+// A Process subclass that overrides run() and can be started under spawn too (CPython pickles
+// the Process object). Derived must be default constructible and serializable: it lists its
+// fields in `template <class Archive> void serialize(Archive& ar) { ar(field1, field2); }`. The
+// spawned child default-constructs a Derived, loads the fields and calls run(); inside run(),
+// name(), pid() etc. are the child's own, as in Python:
+//
+//   class Worker : public mp::SpawnableProcess<Worker> {
+//    public:
+//     Worker() = default;
+//     Worker(int n, mp::Queue<int> q) : n_(n), q_(std::move(q)) {}
+//     void run() override { q_.put(n_ * n_); }
+//     template <class Archive> void serialize(Archive& ar) { ar(n_, q_); }
+//    private:
+//     int n_ = 0;
+//     mp::Queue<int> q_;
+//   };
+template <class Derived>
+class SpawnableProcess : public Process {
+ public:
+  using Process::Process;
+
+ private:
+  std::unique_ptr<detail::TargetBase> spawn_self() override {
+    static_assert(std::is_base_of_v<SpawnableProcess, Derived>,
+                  "mp::SpawnableProcess<Derived>: Derived must be the class deriving from it");
+    static_assert(std::is_default_constructible_v<Derived>,
+                  "mp::SpawnableProcess<Derived>: Derived must be default constructible (the spawned "
+                  "child constructs it, then loads its fields)");
+    static_assert(reduction::is_picklable_v<Derived>,
+                  "mp::SpawnableProcess<Derived>: give Derived a `template <class Archive> void "
+                  "serialize(Archive&)` member listing the fields the child needs");
+    return std::make_unique<detail::SubclassTarget<Derived>>(static_cast<Derived&>(*this));
+  }
 };
 
 // The Process object of the calling process ("MainProcess" in the main program).
