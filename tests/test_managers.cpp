@@ -607,6 +607,24 @@ TEST_F(SyncManagerTest, Dict) {
   EXPECT_EQ(d.size(), 0u);
 }
 
+// Python's dict keeps insertion order: keys(), values() and items() follow it.
+TEST_F(SyncManagerTest, DictKeepsInsertionOrder) {
+  auto d = m().dict<std::string, int>();
+  d["z"] = 1;
+  d["a"] = 2;
+  d["m"] = 3;
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"z", "a", "m"}));
+  d["z"] = 10;  // an existing key keeps its place
+  d.delitem("a");
+  d.update({{"b", 4}, {"a", 5}});
+  EXPECT_EQ(d.keys(), (std::vector<std::string>{"z", "m", "b", "a"}));
+  EXPECT_EQ(d.values(), (std::vector<int>{10, 3, 4, 5}));
+  EXPECT_EQ(d.setdefault("m", 99), 3);
+  EXPECT_EQ(d.pop("m"), 3);
+  EXPECT_EQ(d.items(), (std::vector<std::pair<std::string, int>>{{"z", 10}, {"b", 4}, {"a", 5}}));
+  EXPECT_EQ(d.copy(), (std::map<std::string, int>{{"a", 5}, {"b", 4}, {"z", 10}}));
+}
+
 TEST_F(SyncManagerTest, NamespaceAndValueAndArray) {
   auto ns = m().Namespace();
   ns.set("x", 10);

@@ -573,60 +573,87 @@ class DictImpl {
  public:
   std::int64_t len() {
     std::lock_guard lk(m_);
-    return static_cast<std::int64_t>(d_.size());
+    return static_cast<std::int64_t>(items_.size());
   }
   V getitem(K k) {
     std::lock_guard lk(m_);
-    auto it = d_.find(k);
-    if (it == d_.end()) throw std::out_of_range("KeyError: key not in dict");
-    return it->second;
+    auto it = index_.find(k);
+    if (it == index_.end()) throw std::out_of_range("KeyError: key not in dict");
+    return items_[it->second].second;
   }
   void setitem(K k, V v) {
     std::lock_guard lk(m_);
-    d_[std::move(k)] = std::move(v);
+    set_locked(std::move(k), std::move(v));
   }
   void delitem(K k) {
     std::lock_guard lk(m_);
-    if (d_.erase(k) == 0) throw std::out_of_range("KeyError: key not in dict");
+    if (!erase_locked(k)) throw std::out_of_range("KeyError: key not in dict");
   }
   std::optional<V> get(K k) {
     std::lock_guard lk(m_);
-    auto it = d_.find(k);
-    if (it == d_.end()) return std::nullopt;
-    return it->second;
+    auto it = index_.find(k);
+    if (it == index_.end()) return std::nullopt;
+    return items_[it->second].second;
   }
   std::optional<V> pop(K k) {
     std::lock_guard lk(m_);
-    auto it = d_.find(k);
-    if (it == d_.end()) return std::nullopt;
-    V v = std::move(it->second);
-    d_.erase(it);
+    auto it = index_.find(k);
+    if (it == index_.end()) return std::nullopt;
+    V v = std::move(items_[it->second].second);
+    erase_locked(k);
     return v;
   }
   V setdefault(K k, V v) {
     std::lock_guard lk(m_);
-    return d_.try_emplace(std::move(k), std::move(v)).first->second;
+    auto it = index_.find(k);
+    if (it != index_.end()) return items_[it->second].second;
+    set_locked(std::move(k), v);
+    return v;
   }
   bool contains(K k) {
     std::lock_guard lk(m_);
-    return d_.count(k) != 0;
+    return index_.count(k) != 0;
   }
-  void update(std::map<K, V> other) {
+  // Python's dict.update(other) with other's pairs in order.
+  void update(std::vector<std::pair<K, V>> other) {
     std::lock_guard lk(m_);
-    for (auto& [k, v] : other) d_[k] = std::move(v);
+    for (auto& [k, v] : other) set_locked(std::move(k), std::move(v));
   }
   void clear() {
     std::lock_guard lk(m_);
-    d_.clear();
+    items_.clear();
+    index_.clear();
   }
-  std::map<K, V> copy() {
+  // The pairs in insertion order (Python's dict order).
+  std::vector<std::pair<K, V>> items() {
     std::lock_guard lk(m_);
-    return d_;
+    return items_;
   }
 
  private:
+  void set_locked(K k, V v) {
+    auto it = index_.find(k);
+    if (it != index_.end()) {
+      items_[it->second].second = std::move(v);  // an existing key keeps its place
+      return;
+    }
+    index_.emplace(k, items_.size());
+    items_.emplace_back(std::move(k), std::move(v));
+  }
+  bool erase_locked(const K& k) {
+    auto it = index_.find(k);
+    if (it == index_.end()) return false;
+    const std::size_t i = it->second;
+    index_.erase(it);
+    items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(i));
+    for (auto& [key, at] : index_)
+      if (at > i) --at;
+    return true;
+  }
+
   std::mutex m_;
-  std::map<K, V> d_;
+  std::vector<std::pair<K, V>> items_;  // insertion order
+  std::map<K, std::size_t> index_;      // key -> position in items_
 };
 
 #define MP_DETAIL_METHOD(Impl, m) ::mp::managers::detail::MethodEntry{#m, &::mp::managers::detail::invoke<&Impl::m>}
@@ -674,7 +701,7 @@ struct AutoRegister<DictImpl<K, V>> {
       {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
        MP_DETAIL_METHOD(Impl, delitem), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, pop),
        MP_DETAIL_METHOD(Impl, setdefault), MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, update),
-       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
+       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, items)});
 };
 
 }  // namespace detail
@@ -950,22 +977,26 @@ class DictProxy : public BaseProxy {
   V pop(const K& k, const V& default_value) { return pop(k).value_or(default_value); }
   V setdefault(const K& k, const V& v) { return call<&Impl::setdefault>("setdefault", k, v); }
   bool contains(const K& k) { return call<&Impl::contains>("contains", k); }
-  void update(const std::map<K, V>& other) { call<&Impl::update>("update", other); }
+  // Python's d.update(other): pairs of `other` in its order (a std::map: sorted).
+  void update(const std::map<K, V>& other) { update(std::vector<std::pair<K, V>>(other.begin(), other.end())); }
+  void update(const std::vector<std::pair<K, V>>& other) { call<&Impl::update>("update", other); }
+  void update(std::initializer_list<std::pair<K, V>> other) { update(std::vector<std::pair<K, V>>(other)); }
   void clear() { call<&Impl::clear>("clear"); }
-  std::map<K, V> copy() { return call<&Impl::copy>("copy"); }
+  // keys(), values() and items() are in insertion order, as Python's dict; copy() is sorted.
+  std::vector<std::pair<K, V>> items() { return call<&Impl::items>("items"); }
+  std::map<K, V> copy() {
+    auto pairs = items();
+    return {std::make_move_iterator(pairs.begin()), std::make_move_iterator(pairs.end())};
+  }
   std::vector<K> keys() {
     std::vector<K> out;
-    for (auto& kv : copy()) out.push_back(kv.first);
+    for (auto& kv : items()) out.push_back(std::move(kv.first));
     return out;
   }
   std::vector<V> values() {
     std::vector<V> out;
-    for (auto& kv : copy()) out.push_back(std::move(kv.second));
+    for (auto& kv : items()) out.push_back(std::move(kv.second));
     return out;
-  }
-  std::vector<std::pair<K, V>> items() {
-    auto m = copy();
-    return {m.begin(), m.end()};
   }
 };
 
