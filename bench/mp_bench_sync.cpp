@@ -56,6 +56,19 @@ BENCH_METRIC(rawvalue_inc_1p, "ops/s") {
   return static_cast<double>(n) / (static_cast<double>(bench::now_ns() - t0) * 1e-9);
 }
 
+// Python: x = arr[:]   (arr = Array('d', 131072): 1 MiB; the slice is copied under the lock)
+BENCH_METRIC(array_copyout_MBps, "MB/s") {
+  constexpr std::size_t kDoubles = (1u << 20) / sizeof(double);
+  mp::Array<double> arr(kDoubles);
+  const long n = p.n(20000, 10);
+  const auto t0 = bench::now_ns();
+  for (long i = 0; i < n; ++i) {
+    const std::vector<double> x = arr.slice();
+    bench::keep(x.data());
+  }
+  return static_cast<double>(n) * (1u << 20) / 1e6 / (static_cast<double>(bench::now_ns() - t0) * 1e-9);
+}
+
 BENCH_METRIC(event_pingpong_us, "us") {
   mp::Event ping, pong;
   return mpbench::pingpong_us(

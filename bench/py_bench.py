@@ -110,6 +110,14 @@ def rawvalue_inc_1p(n):
     return n / (time.perf_counter() - t0)
 
 
+def array_copyout_MBps(n):
+    arr = mp.Array('d', MiB // 8)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        x = arr[:]
+    return n * MiB / 1e6 / (time.perf_counter() - t0)
+
+
 # ---- queues: a child puts n items, the parent gets them ---------------------------------------
 
 def _producer(q, n, item, arrived, stamps):
@@ -333,6 +341,7 @@ METRICS = {
     'lock_value_contended_2p': ('ops/s', 200_000, 100, lock_value_contended_2p),
     'value_get_lock_2p': ('ops/s', 200_000, 100, value_get_lock_2p),
     'rawvalue_inc_1p': ('ops/s', 2_000_000, 1000, rawvalue_inc_1p),
+    'array_copyout_MBps': ('MB/s', 200, 4, array_copyout_MBps),
     'queue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.Queue, n, 1)),
     'simplequeue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.SimpleQueue, n, 1)),
     'queue_1mb_MBps': ('MB/s', 300, 4, lambda n: queue_rate(mp.Queue, n, b'x' * MiB) * MiB / 1e6),

@@ -1,5 +1,7 @@
 // mp/sharedctypes.hpp under every start method (CPython: _TestValue, _TestArray, and the tutorial's
 // 05_value_race / 06 / 07_value_get_lock semantics).
+#include <algorithm>
+#include <functional>
 #include <numeric>
 #include <sstream>
 #include <thread>
@@ -71,6 +73,14 @@ void use_holder(Holder h) {
   h.samples[2] = 6.5;
 }
 
+// Assigns whole slices of one repeated value, under the lock, until told to stop.
+void rewrite_slices(mp::Array<int> a, mp::Event stop) {
+  std::vector<int> fill(a.size());
+  for (int round = 1; !stop.is_set(); ++round) {
+    std::fill(fill.begin(), fill.end(), round);
+    a.set_slice(fill);
+  }
+}
 void locked_by_shared_lock(mp::Value<int> other) {
   // The parent holds the shared lock through another Value; ours is the same lock.
   std::exit(other.get_lock().acquire(false) ? 3 : 0);
@@ -292,6 +302,28 @@ TEST_P(SharedCtypesTest, LargeArray64MiB) {
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < n; ++i) wrong += a.data()[i] != i * 2654435761u;
   EXPECT_EQ(wrong, 0u);
+}
+
+// CPython's SynchronizedArray copies a slice under the lock: a reader never sees a torn slice
+// while another process assigns whole slices.
+TEST_P(SharedCtypesTest, SlicesAreNeverTorn) {
+  mp::Array<int> a(4096);
+  mp::Event stop;
+  mp::Process writer(ctx(), rewrite_slices, a, stop);
+  writer.start();
+  int torn = 0, distinct_rounds = 0, last = -1;
+  const auto end = std::chrono::steady_clock::now() + 300ms;
+  while (std::chrono::steady_clock::now() < end || distinct_rounds < 3) {
+    const std::vector<int> v = a.slice();
+    if (std::adjacent_find(v.begin(), v.end(), std::not_equal_to<>()) != v.end()) ++torn;
+    if (v.front() != last) ++distinct_rounds, last = v.front();
+    if (std::chrono::steady_clock::now() > end + kTimeout) break;
+  }
+  stop.set();
+  join_or_fail(writer);
+  EXPECT_EQ(writer.exitcode(), 0);
+  EXPECT_EQ(torn, 0);
+  EXPECT_GE(distinct_rounds, 3);  // the writer really was writing while we read
 }
 
 MP_INSTANTIATE_START_METHODS(SharedCtypesTest);

@@ -373,6 +373,28 @@ class Array : public RawArray<T> {
   bool acquire(bool block = true) { return lock_.acquire(block); }
   void release() { lock_.release(); }
 
+  // Slices are copied under the lock, as CPython's SynchronizedArray does: a reader never sees
+  // half of a writer's slice assignment. (With a plain Lock, calling these while holding it
+  // deadlocks, as in CPython; the default RLock is re-entrant.) Elements are indivisible anyway.
+  std::vector<T> slice(std::ptrdiff_t start, std::ptrdiff_t stop) const {
+    std::lock_guard g(lock_);
+    return RawArray<T>::slice(start, stop);
+  }
+  std::vector<T> slice() const {
+    std::lock_guard g(lock_);
+    return RawArray<T>::slice();
+  }
+  std::vector<T> to_vector() const { return slice(); }
+  void set_slice(std::ptrdiff_t start, std::ptrdiff_t stop, std::span<const T> values) {
+    std::lock_guard g(lock_);
+    RawArray<T>::set_slice(start, stop, values);
+  }
+  void set_slice(std::span<const T> values) {
+    std::lock_guard g(lock_);
+    RawArray<T>::set_slice(values);
+  }
+  void set_slice(std::initializer_list<T> values) { set_slice(std::span<const T>(values.begin(), values.size())); }
+
   template <class Archive>
   void save(Archive& ar) const {
     RawArray<T>::save(ar);
@@ -385,7 +407,7 @@ class Array : public RawArray<T> {
   }
 
  private:
-  AnyLock lock_;
+  mutable AnyLock lock_;
 };
 
 }  // namespace mp
