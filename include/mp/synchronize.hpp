@@ -15,9 +15,9 @@
 //   acquirer gets the lock within ~50 ms and previous_owner_died() tells it so.
 // - Condition, Event and Barrier never wait for an acknowledgement from another process: a dead
 //   waiter cannot block notify()/set(); a Barrier party that dies while waiting breaks the barrier
-//   (the others get BrokenBarrierError) instead of hanging — within ~10 ms for a few parties, up
-//   to ~50 ms (more when the watching party itself died) for hundreds, whose sleepers look for
-//   dead parties less often so that they do not starve the machine.
+//   (the others get BrokenBarrierError) instead of hanging — within ~10 ms for a few parties and
+//   ~50-200 ms for hundreds, whose sleepers look for dead parties less often so that they do not
+//   starve the machine.
 // - Semaphore has no owner (any process may release it, as in CPython): units taken by a process
 //   that dies are not given back.
 #pragma once
