@@ -54,6 +54,7 @@
 #include "mp/export.hpp"
 #include "mp/process.hpp"
 #include "mp/reduction.hpp"
+#include "mp/synchronize.hpp"
 
 namespace mp {
 
@@ -761,28 +762,15 @@ class MP_API ConditionProxy : public detail::AcquirerProxy<ConditionProxy, detai
     return call<&detail::ConditionImpl::wait>("wait", detail::to_timeout(timeout));
   }
   // As CPython's ConditionProxy.wait_for (evaluated here, in the caller, between remote waits):
-  // waits until predicate() is true and returns its last value.
+  // waits until predicate() is true or the timeout has passed; returns predicate()'s last value.
   template <class Predicate>
   auto wait_for(Predicate predicate) {
-    auto result = predicate();
-    while (!result) {
-      wait();
-      result = predicate();
-    }
-    return result;
+    return mp::detail::wait_for_predicate(*this, predicate, nullptr);
   }
-  // The same, giving up when `timeout` has passed (then returns predicate()'s last value).
   template <class Predicate, class Rep, class Period>
   auto wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    auto result = predicate();
-    while (!result) {
-      const auto left = end - std::chrono::steady_clock::now();
-      if (left <= left.zero()) break;
-      wait(left);
-      result = predicate();
-    }
-    return result;
+    const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    return mp::detail::wait_for_predicate(*this, predicate, &t);
   }
   void notify(int n = 1) { call<&detail::ConditionImpl::notify>("notify", n); }
   void notify_all() { call<&detail::ConditionImpl::notify_all>("notify_all"); }

@@ -84,6 +84,25 @@ class TimedAcquire : public Lockable<Derived> {
   }
 };
 
+// threading.Condition.wait_for over anything with wait() and wait(timeout): waits until
+// predicate() is true or the timeout (null: none) has passed; returns predicate()'s last value.
+template <class Cond, class Predicate>
+auto wait_for_predicate(Cond& cond, Predicate& predicate, const std::chrono::nanoseconds* timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + (timeout ? *timeout : std::chrono::nanoseconds::zero());
+  auto result = predicate();
+  while (!result) {
+    if (!timeout) {
+      cond.wait();
+    } else {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) break;
+      cond.wait(left);
+    }
+    result = predicate();
+  }
+  return result;
+}
+
 // The shared-memory layouts (lib/synchronize.cpp).
 struct LockState;
 struct RLockState;
@@ -277,27 +296,15 @@ class MP_API Condition : public detail::Lockable<Condition> {
     const auto t = detail::to_nanos(timeout);
     return wait_impl(&t);
   }
-  // Waits until predicate() is true; returns its last value.
+  // Waits until predicate() is true; returns its last value (false when the timeout passed).
   template <class Predicate>
   bool wait_for(Predicate predicate) {
-    bool result = predicate();
-    while (!result) {
-      wait();
-      result = predicate();
-    }
-    return result;
+    return detail::wait_for_predicate(*this, predicate, nullptr);
   }
   template <class Predicate, class Rep, class Period>
   bool wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + detail::to_nanos(timeout);
-    bool result = predicate();
-    while (!result) {
-      const auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= std::chrono::nanoseconds::zero()) break;
-      wait(left);
-      result = predicate();
-    }
-    return result;
+    const auto t = detail::to_nanos(timeout);
+    return detail::wait_for_predicate(*this, predicate, &t);
   }
   // Wakes up to n waiters / all waiters. Throws std::logic_error "lock is not owned" if the caller
   // does not hold the lock.
