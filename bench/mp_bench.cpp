@@ -32,8 +32,9 @@ double start_join_ms(const bench::Params& params, const char* method, long n) {
 
 BENCH_METRIC(process_fork_ms, "ms") { return start_join_ms(p, "fork", p.n(1000, 5)); }
 BENCH_METRIC(process_spawn_ms, "ms") { return start_join_ms(p, "spawn", p.n(300, 3)); }
-// From a parent holding 256 MiB: the cost of launching by fork+exec (Boost.Process v1) grows
-// with the parent's size; posix_spawn's does not (raw:posix_spawn_mpbin_big_ms).
+// From a parent holding 256 MiB: the cost of launching by fork+exec grows with the parent's size
+// (mp's spawn did so until it moved from Boost.Process v1 to posix_spawn); posix_spawn's does not
+// (raw:posix_spawn_mpbin_big_ms).
 BENCH_METRIC(process_fork_big_ms, "ms") {
   bench::Ballast ballast(bench::kBallastMiB);
   return start_join_ms(p, "fork", p.n(300, 3));

@@ -1,27 +1,19 @@
 // The spawn start method on POSIX (CPython: multiprocessing/popen_spawn_posix.py).
-// The child is this executable run again (Boost.Process) with the marker argument; it inherits
-// exactly the preparation data, the status pipe and the handles of the shared objects passed as
-// arguments. start() returns once the child reports that it is bootstrapped, or throws its error.
-#include <fcntl.h>
-
-#include <boost/process/args.hpp>
-#include <boost/process/child.hpp>
-#include <boost/process/env.hpp>
-#include <boost/process/exe.hpp>
-#include <boost/process/extend.hpp>
+// The child is this executable run again (posix_spawn, lib/platform/spawn.hpp; not Boost.Process:
+// see there) with the marker argument. Of the descriptors the library opens (all close-on-exec) it
+// inherits exactly the preparation data, the status pipe and the handles of the shared objects
+// passed as arguments.
+// start() returns once the child reports that it is bootstrapped, or throws its error.
 #include <cstring>
-#include <system_error>
 
 #include "mp/errors.hpp"
+#include "platform/spawn.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
 
 namespace mp::detail {
 namespace {
-
-namespace bp = boost::process;
-
 
 CodeRef code_ref(AnyFunction f) {
   platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
@@ -104,25 +96,13 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   auto [status_r, status_w] = platform::make_pipe();
   OwnedHandle status_read(status_r), status_write(status_w);
 
-  std::vector<int> inherit(handles.begin(), handles.end());
+  std::vector<platform::Handle> inherit(handles.begin(), handles.end());
   inherit.push_back(data.h);
   inherit.push_back(status_write.h);
-  // Runs in the child between fork and exec: only async-signal-safe calls.
-  auto clear_cloexec = [&inherit](auto&) {
-    for (int fd : inherit) ::fcntl(fd, F_SETFD, 0);
-  };
-
-  int pid = 0;
-  try {
-    bp::child c(bp::exe = platform::executable_path(),
-                bp::args = {std::string(kSpawnMarker), std::to_string(data.h), std::to_string(status_write.h)},
-                bp::env[kSpawnEnv] = std::to_string(status_write.h),
-                bp::extend::on_exec_setup = clear_cloexec);
-    pid = c.id();
-    c.detach();
-  } catch (const std::system_error& e) {
-    throw OSError(e.code(), std::string("cannot start a spawned child: ") + e.what());
-  }
+  const std::string exe = platform::executable_path();
+  const std::string status = std::to_string(status_write.h);
+  const int pid = platform::spawn_process(exe, {exe, kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
+                                          status, inherit);
   auto popen = std::make_unique<Popen>(pid, platform::open_process(pid));
   status_write.reset();
   data.reset();

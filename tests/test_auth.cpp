@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <future>
 #include <string>
 #include <thread>
@@ -261,4 +262,30 @@ TEST(Auth, CompareTimeDoesNotDependOnWhereStringsDiffer) {
   RecordProperty("compare_last_us", std::to_string(t_last));
   EXPECT_LT(t_last / t_first, 3.0) << "first-byte difference " << t_first << " µs, last-byte " << t_last << " µs";
   EXPECT_LT(t_first / t_last, 3.0);
+}
+
+namespace {
+bool libcrypto_mapped() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line))
+    if (line.find("libcrypto") != std::string::npos) return true;
+  return false;
+}
+// Exits with bit 0: libcrypto mapped at start; bit 1: mapped after an HMAC (which must be right).
+void report_libcrypto() {
+  int code = libcrypto_mapped() ? 1 : 0;
+  if (mp::auth::hmac_sha256("Jefe", "what do ya want for nothing?").size() != 32) std::exit(8);
+  code |= libcrypto_mapped() ? 2 : 0;
+  std::exit(code);
+}
+}  // namespace
+
+// libcrypto is loaded on the first handshake, not at start-up (lib/auth.cpp): a spawned child,
+// which is this program started afresh, has not mapped it until it computes an HMAC.
+TEST(Auth, LibcryptoIsLoadedOnFirstUse) {
+  mp::Process p(mp::get_context("spawn"), report_libcrypto);
+  p.start();
+  mp_test::join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 2);
 }

@@ -1,8 +1,12 @@
 // mp::Process under every start method (CPython: _TestProcess, test_spawn, _TestSubclassingProcess).
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -70,6 +74,88 @@ void child_starts_grandchild(std::string method) {
 void print_line(std::string text) {
   std::printf("%s\n", text.c_str());
   std::fflush(stdout);
+}
+
+// ---- what a child inherits from its parent: descriptors and signal state
+
+// A file's identity, comparable across processes (descriptor numbers are not).
+struct FileId {
+  std::uint64_t dev = 0, ino = 0;
+  bool operator==(const FileId&) const = default;
+};
+
+FileId file_id(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {};
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+enum DescriptorBits {
+  kHasCloexecPipe = 1,   // a pipe the parent opened with O_CLOEXEC
+  kHasPlainPipe = 2,     // a pipe the parent opened without it
+  kHasPassedEnds = 4,    // both ends of the Pipe passed as arguments, received intact
+  kHasOtherFiles = 8,    // any other descriptor above stderr not in `allowed`, except pidfds
+};
+
+// The parent's descriptors above stderr that are not close-on-exec.
+std::vector<FileId> inheritable_descriptors() {
+  std::vector<FileId> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(e.path().filename().c_str());
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (fd > 2 && flags >= 0 && !(flags & FD_CLOEXEC)) out.push_back(file_id(fd));
+  }
+  return out;
+}
+
+// Exits with DescriptorBits: what this child has open of the parent's descriptors.
+void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<FileId> allowed, FileId passed_read,
+                        FileId passed_write, mp::Connection r, mp::Connection w) {
+  int bits = 0;
+  bool got_read = false, got_write = false;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) std::exit(100);
+  while (dirent* e = ::readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    if (e->d_name[0] == '.' || fd <= 2 || fd == ::dirfd(d)) continue;
+    const FileId id = file_id(fd);
+    char target[256] = {};
+    const std::string link = "/proc/self/fd/" + std::string(e->d_name);
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (id == cloexec_pipe) {
+      bits |= kHasCloexecPipe;
+    } else if (id == plain_pipe) {
+      bits |= kHasPlainPipe;
+    } else if (id == passed_read && fd == r.fileno()) {
+      got_read = true;
+    } else if (id == passed_write && fd == w.fileno()) {
+      got_write = true;
+    } else if (std::find(allowed.begin(), allowed.end(), id) == allowed.end() &&
+               !(n > 0 && std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {
+      bits |= kHasOtherFiles;
+    }
+  }
+  ::closedir(d);
+  if (got_read && got_write) {
+    w.send(std::string("through the passed pipe"));
+    if (r.poll(std::chrono::seconds(10)) && r.recv<std::string>() == "through the passed pipe") bits |= kHasPassedEnds;
+  }
+  std::exit(bits);
+}
+
+// Exits with bit 0: SIGUSR1 blocked, bit 1: SIGUSR2 ignored, bit 2: SIGTERM blocked or ignored.
+void report_signals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+  struct sigaction usr2 {}, term {};
+  ::sigaction(SIGUSR2, nullptr, &usr2);
+  ::sigaction(SIGTERM, nullptr, &term);
+  int bits = 0;
+  if (sigismember(&mask, SIGUSR1)) bits |= 1;
+  if (usr2.sa_handler == SIG_IGN) bits |= 2;
+  if (sigismember(&mask, SIGTERM) || term.sa_handler == SIG_IGN) bits |= 4;
+  std::exit(bits);
 }
 
 }  // namespace
@@ -241,6 +327,56 @@ TEST_P(ProcessTest, SentinelIsReadyWhenChildEnds) {
   const std::intptr_t s = p.sentinel();
   EXPECT_GE(s, 0);
   join_or_fail(p);
+}
+
+
+// Spawn: of the parent's close-on-exec descriptors (all the library opens) the child has exactly
+// its arguments' handles (and a pidfd on its parent: parent_process()); descriptors without
+// close-on-exec are inherited by the POSIX convention. Nothing else: the preparation data and
+// the status pipe are closed before the target runs. Fork: the child is a copy and has them all.
+// Python: CPython's spawn closes every descriptor but stdio and the ones it passes (its own
+// descriptors are not inheritable by default, PEP 446); here a plain descriptor is inherited.
+TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {
+  int cloexec[2], plain[2];
+  ASSERT_EQ(::pipe2(cloexec, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe(plain), 0);
+  auto [r, w] = mp::Pipe(false);
+  mp::Process p(ctx(), report_descriptors, file_id(cloexec[0]), file_id(plain[0]), inheritable_descriptors(),
+                file_id(r.fileno()), file_id(w.fileno()), r, w);
+  p.start();
+  join_or_fail(p);
+  for (int fd : {cloexec[0], cloexec[1], plain[0], plain[1]}) ::close(fd);
+  ASSERT_TRUE(p.exitcode());
+  if (GetParam() == "spawn")
+    EXPECT_EQ(*p.exitcode(), kHasPlainPipe | kHasPassedEnds);
+  else
+    EXPECT_EQ(*p.exitcode() & ~kHasOtherFiles, kHasCloexecPipe | kHasPlainPipe | kHasPassedEnds);
+}
+
+// Spawn: a signal the starting thread blocks, or the process ignores, is neither blocked nor
+// ignored in the child (it would make terminate() ineffective). Fork: the child keeps the
+// mask and dispositions, as fork() and CPython do.
+TEST_P(ProcessTest, SpawnedChildHasDefaultSignalState) {
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  sigaddset(&block, SIGTERM);
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &block, &old_mask), 0);
+  struct sigaction ignore {}, old_usr2 {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGUSR2, &ignore, &old_usr2), 0);
+  mp::Process p(ctx(), report_signals);
+  try {
+    p.start();
+  } catch (...) {
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    throw;
+  }
+  ::sigaction(SIGUSR2, &old_usr2, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), GetParam() == "spawn" ? 0 : 1 | 2 | 4);
 }
 
 MP_INSTANTIATE_START_METHODS(ProcessTest);
@@ -421,4 +557,74 @@ TEST(SpawnModules, BuildIdMismatchFailsLoudly) {
   }
   loc.module = "/nonexistent/libnothing.so";
   EXPECT_THROW(mp::platform::resolve_code(loc), mp::ProcessError);
+}
+
+// ---- the spawn launcher (lib/platform/spawn.hpp)
+
+#include "platform/spawn.hpp"
+
+namespace {
+// Sets an environment variable for the scope of a test (single-threaded tests only).
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(const std::string& n, const std::string& value) : name(n) { ::setenv(n.c_str(), value.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+}  // namespace
+
+// A failed exec reaches start() as OSError with the OS error: here E2BIG, from an environment
+// string longer than the kernel takes (MAX_ARG_STRLEN, 128 KiB). The Process stays unstarted.
+TEST(SpawnOnly, ExecFailureIsOSErrorFromStart) {
+  mp::Process p(mp::get_context("spawn"), noop);
+  {
+    ScopedEnv huge("MP_TEST_HUGE_VARIABLE", std::string(256 * 1024, 'x'));
+    try {
+      p.start();
+      FAIL() << "start() succeeded although the exec cannot";
+    } catch (const mp::OSError& e) {
+      EXPECT_EQ(e.code().value(), E2BIG) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cannot spawn"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(p.pid());
+  EXPECT_TRUE(mp::active_children().empty());
+  p.start();  // the environment is fine again
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(SpawnLauncher, MissingExecutableIsOSError) {
+  try {
+    mp::platform::spawn_process("/nonexistent/mp-program", {"mp-program"}, "MP_X", "1", {});
+    FAIL() << "no error for a missing executable";
+  } catch (const mp::OSError& e) {
+    EXPECT_EQ(e.code().value(), ENOENT) << e.what();
+  }
+}
+
+// The descriptors to inherit keep their numbers in the child although they are close-on-exec.
+// Through a shell, each pipe's write end receives its own number.
+TEST(SpawnLauncher, InheritedDescriptorsKeepTheirNumbers) {
+  std::vector<int> read_ends, inherit;
+  for (int i = 0; i < 3; ++i) {
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    read_ends.push_back(fds[0]);
+    inherit.push_back(fds[1]);
+  }
+  std::string script = "for fd in";
+  for (int fd : inherit) {
+    ASSERT_LE(fd, 9) << "sh redirects single-digit descriptors only";
+    script += " " + std::to_string(fd);
+  }
+  script += "; do echo $fd >&$fd; done";
+  const int pid = mp::platform::spawn_process("/bin/sh", {"sh", "-c", script}, "MP_X", "1", inherit);
+  for (int fd : inherit) ::close(fd);
+  for (std::size_t i = 0; i < inherit.size(); ++i) {
+    EXPECT_EQ(mp::platform::read_to_end(read_ends[i]), std::to_string(inherit[i]) + "\n");
+    ::close(read_ends[i]);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

@@ -88,6 +88,13 @@ unsigned cpu_count() noexcept;
 // The demangled name of a type, for messages ("std::runtime_error").
 std::string demangle(const char* mangled);
 
+// ---- shared libraries loaded on first use (libcrypto: lib/auth.cpp)
+// Loads the first of `names` that loads (a soname searched as the loader does, or a path), kept
+// for the process' life. Thread-safe. Throws std::runtime_error naming `what` and the loader's error.
+void* open_library(const std::vector<std::string>& names, const std::string& what);
+// The address of `symbol` in a library from open_library(). Throws std::runtime_error.
+void* library_symbol(void* library, const char* symbol);
+
 // ---- modules: locating code in the loaded binaries (for spawn)
 struct CodeLocation {
   std::string module;    // "" for the main executable, else the path it was loaded from

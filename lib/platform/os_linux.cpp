@@ -150,6 +150,28 @@ void random_bytes(void* out, std::size_t size) {
   }
 }
 
+// ---- shared libraries
+
+void* open_library(const std::vector<std::string>& names, const std::string& what) {
+  std::string errors;
+  for (const std::string& name : names) {
+    if (void* lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) return lib;
+    const char* err = ::dlerror();
+    errors += std::string(errors.empty() ? "" : "; ") + (err ? err : name + ": unknown error");
+  }
+  throw std::runtime_error("mp: cannot load " + what + ": " + errors);
+}
+
+void* library_symbol(void* library, const char* symbol) {
+  ::dlerror();
+  void* p = ::dlsym(library, symbol);
+  if (!p) {
+    const char* err = ::dlerror();
+    throw std::runtime_error(std::string("mp: ") + (err ? err : std::string("no symbol ") + symbol));
+  }
+  return p;
+}
+
 // ---- ELF modules
 
 namespace {
