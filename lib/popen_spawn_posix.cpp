@@ -101,7 +101,9 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   inherit.push_back(status_write.h);
   const std::string exe = platform::executable_path();
   const std::string status = std::to_string(status_write.h);
-  const int pid = platform::spawn_process(exe, {exe, kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
+  // Executed through /proc/self/exe (the very file this process runs, even if the path was since
+  // replaced); argv[0] is the program's path, for ps and error messages.
+  const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
                                           status, inherit);
   auto popen = std::make_unique<Popen>(pid, platform::open_process(pid));
   status_write.reset();

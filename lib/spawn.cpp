@@ -75,6 +75,7 @@ PreparationData read_preparation_data(platform::Handle data) {
 
 [[noreturn]] void spawned_main(int data_fd, int status_fd) {
   g_status = status_fd;
+  platform::name_process_after_executable();
   platform::set_inheritable(status_fd, false);
   PreparationData d;
   try {

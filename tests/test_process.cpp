@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -470,6 +471,32 @@ TEST_P(ProcessTest, SpawnableSubclassRunsWithItsFields) {
   EXPECT_EQ(out.get(true, kTimeout), default_name + ":1");
   join_or_fail(s);
   EXPECT_EQ(s.exitcode(), 0);
+}
+
+namespace {
+std::string first_line_of(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line, path.ends_with("cmdline") ? '\0' : '\n');
+  return line;
+}
+void report_own_names(mp::Queue<std::string> out) {
+  out.put(first_line_of("/proc/self/comm"));
+  out.put(first_line_of("/proc/self/cmdline"));
+}
+}  // namespace
+
+// ps and top show a child under the program's name (CPython's children show as python3), and
+// argv[0] is the program's path, also under spawn, which executes /proc/self/exe.
+TEST_P(ProcessTest, ChildIsNamedAfterTheProgram) {
+  mp::Queue<std::string> out;
+  mp::Process p(ctx(), report_own_names, out);
+  p.start();
+  EXPECT_EQ(out.get(true, kTimeout), first_line_of("/proc/self/comm"));
+  EXPECT_EQ(std::filesystem::path(out.get(true, kTimeout)).filename(),
+            std::filesystem::path(first_line_of("/proc/self/cmdline")).filename());
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 // ---- behaviour seen from outside, through tests/programs/mp_probe.cpp

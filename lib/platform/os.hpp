@@ -72,6 +72,12 @@ void on_exit_first(void (*fn)(int status));
 
 // The running executable, for re-execution (/proc/self/exe on Linux).
 std::string executable_path();
+// The program's file as the OS resolves it now (for argv[0] of spawned children); falls back to
+// executable_path().
+std::string executable_display_path();
+// In a spawned child: names the process after the program's file (what ps and top show), not
+// after the path it was executed by.
+void name_process_after_executable() noexcept;
 // A unidirectional pipe {read, write}, close-on-exec.
 std::pair<Handle, Handle> make_pipe();
 // Blocking full write / read. read_some returns 0 at EOF. EINTR is retried; EPIPE is an OSError.

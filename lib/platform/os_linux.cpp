@@ -137,6 +137,24 @@ void on_exit_first(void (*fn)(int status)) {
 
 std::string executable_path() { return "/proc/self/exe"; }
 
+std::string executable_display_path() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return executable_path();
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+void name_process_after_executable() noexcept {
+  try {
+    std::string path = executable_display_path();
+    constexpr const char kDeleted[] = " (deleted)";
+    if (path.size() > sizeof kDeleted - 1 && path.ends_with(kDeleted)) path.resize(path.size() - (sizeof kDeleted - 1));
+    const std::string name = path.substr(path.find_last_of('/') + 1).substr(0, 15);  // comm: 15 chars
+    if (!name.empty()) ::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0);
+  } catch (...) {
+  }
+}
+
 void random_bytes(void* out, std::size_t size) {
   auto* p = static_cast<unsigned char*>(out);
   while (size > 0) {
