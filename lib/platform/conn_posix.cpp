@@ -18,6 +18,7 @@
 
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
+#include "platform/os.hpp"
 
 namespace mp::platform::conn {
 namespace {
@@ -124,21 +125,6 @@ std::size_t read_some(Handle h, void* data, std::size_t size) {
     throw_last_error("cannot read from the connection");
   }
 }
-
-namespace {
-bool several_cpus() noexcept {
-#ifdef __linux__
-  static const bool several = [] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    return ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
-  }();
-  return several;
-#else
-  return true;
-#endif
-}
-}  // namespace
 
 std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spin) {
   if (several_cpus()) {
