@@ -100,13 +100,14 @@ bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, std::atomic<std::u
                 const Deadline& deadline, AdaptiveSpin& spin) {
   if (ready()) return true;
   if (deadline.nonblocking()) return false;
-  if (spin.spin(ready)) return true;
+  Nanos left;
+  const Nanos* t = deadline.remaining(left);
+  if ((!t || *t >= kMaxSpin) && spin.spin(ready)) return true;  // a short timeout is not overrun
   for (;;) {
     waiters.store(1, std::memory_order_seq_cst);
     const std::uint32_t s = seq.load(std::memory_order_seq_cst);
     if (ready()) return true;
-    Nanos left;
-    const Nanos* t = deadline.remaining(left);
+    t = deadline.remaining(left);
     if (t && *t <= Nanos::zero()) return false;
     platform::wait_on_address(&seq, s, t);
   }
