@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "auth.hpp"
+#include "spin.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
@@ -17,8 +19,10 @@ constexpr std::uint32_t kLongMarker = 0xffffffffu;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
 constexpr std::size_t kFirstStep = std::size_t{1} << 20;
-// How long a receive polls before it sleeps (when the process may use several CPUs).
-constexpr std::chrono::microseconds kSpin{50};
+// How long a receive may poll before it sleeps (lib/spin.hpp adapts it per thread).
+constexpr std::chrono::microseconds kMinSpin{2};
+constexpr std::chrono::microseconds kMaxSpin{50};
+constinit thread_local detail::AdaptiveSpin t_recv_spin{kMinSpin, kMaxSpin};
 
 [[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
 
@@ -42,8 +46,7 @@ struct Connection::State {
   bool readable = false;
   bool writable = false;
   std::size_t max_message = kDefaultMaxMessage;
-  unsigned spin_misses = 0;  // receives in a row whose spin found nothing
-  unsigned spin_skips = 0;
+  bool spin_unsupported = false;  // a pipe: receives block at once
   ~State() { platform::close_handle(fd); }
   platform::Handle check_readable() const {
     if (fd == platform::kInvalidHandle) throw_closed();
@@ -91,18 +94,25 @@ std::string Connection::recv_message(std::size_t maxlength) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_readable();
   std::uint32_t n32 = 0;
-  // The header: spin briefly first (a quick reply then costs no sleep and wake-up).
-  // Adaptive: after a few spins that found nothing, sleep at once for a while (a busy machine,
-  // or a peer that answers slowly, would only burn CPU).
-  std::size_t first;
-  if (state_->spin_misses < 4 || (++state_->spin_skips & 255) == 0) {
-    const auto t0 = std::chrono::steady_clock::now();
-    first = conn::read_some_spinning(fd, &n32, sizeof n32, kSpin);
-    if (std::chrono::steady_clock::now() - t0 >= kSpin) ++state_->spin_misses;
-    else state_->spin_misses = 0;
-  } else {
-    first = conn::read_some(fd, &n32, sizeof n32);
+  // The header: poll briefly first (a quick reply then costs no sleep and wake-up). Between two
+  // polls the thread yields: when the peer is runnable on this very CPU (the scheduler often puts
+  // a pair of ping-ponging processes on one CPU) it runs at once, and when it is not, the yield
+  // returns at once. A pause loop instead would hold the peer off this CPU until preempted.
+  std::size_t first = 0;
+  bool have = false;
+  if (!state_->spin_unsupported && platform::several_cpus()) {
+    conn::TryRead r = conn::TryRead::would_block;
+    t_recv_spin.spin(
+        [&] {
+          r = conn::try_read(fd, &n32, sizeof n32, first);
+          if (r == conn::TryRead::would_block) std::this_thread::yield();
+          return r != conn::TryRead::would_block;
+        },
+        1);
+    if (r == conn::TryRead::unsupported) state_->spin_unsupported = true;
+    have = r == conn::TryRead::ok;
   }
+  if (!have) first = conn::read_some(fd, &n32, sizeof n32);
   if (first == 0) throw EOFError();
   if (first < sizeof n32) read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
   std::uint64_t size = n32;

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <numeric>
 #include <thread>
@@ -384,6 +385,54 @@ TEST(Queue, RingWrapsAround) {
     }
   }
   ASSERT_EQ(q.get_nowait(), big + "99");
+  EXPECT_TRUE(q.empty());
+}
+
+// Items of mixed sizes with a consumer lagging by a varying number of items: producers go back to
+// the ring's start early (past its hot part, when the start is free) or at its end, and a full
+// ring (put_nowait -> Full) is drained; every item comes back whole and in order.
+TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
+  mp::Queue<std::string> q;
+  const std::size_t sizes[] = {8, 300, 5000, 70000, std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
+  const int lags[] = {0, 1, 3, 40, 1000};
+  auto make = [](int index, std::size_t size) {
+    std::string s(size, static_cast<char>(index & 0xff));
+    std::memcpy(s.data(), &index, std::min(sizeof index, size));
+    return s;
+  };
+  std::deque<std::pair<int, std::size_t>> expected;
+  auto get_one = [&] {
+    const std::string s = q.get_nowait();
+    ASSERT_FALSE(expected.empty());
+    const auto [index, size] = expected.front();
+    expected.pop_front();
+    ASSERT_EQ(s.size(), size) << "item " << index;
+    int got = 0;
+    std::memcpy(&got, s.data(), std::min(sizeof got, size));
+    if (size >= sizeof got) ASSERT_EQ(got, index);
+    ASSERT_EQ(s.back(), size >= sizeof got ? static_cast<char>(index & 0xff) : s.back()) << "item " << index;
+    ASSERT_EQ(s[size / 2], size / 2 >= sizeof got ? static_cast<char>(index & 0xff) : s[size / 2]);
+  };
+  std::uint32_t rng = 12345;
+  for (int i = 0; i < 1500; ++i) {
+    rng = rng * 1103515245u + 12345u;
+    const std::size_t size = sizes[(rng >> 8) % std::size(sizes)];
+    const int lag = lags[(i / 100) % std::size(lags)];
+    const std::string item = make(i, size);
+    for (;;) {
+      try {
+        q.put_nowait(item);
+        break;
+      } catch (const mp::Full&) {
+        ASSERT_FALSE(expected.empty()) << "an empty ring refused an item";
+        get_one();
+      }
+    }
+    expected.emplace_back(i, size);
+    while (expected.size() > static_cast<std::size_t>(lag)) get_one();
+    ASSERT_EQ(q.qsize(), expected.size());
+  }
+  while (!expected.empty()) get_one();
   EXPECT_TRUE(q.empty());
 }
 

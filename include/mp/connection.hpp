@@ -17,9 +17,10 @@
 // recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes actually
 // arrive, so a peer sending a bogus length cannot make the receiver allocate more than 1 MiB or
 // twice what it sent.
-// Latency: a receive on a socket polls for up to 50 µs before it sleeps when the process may run
-// on several CPUs, so a quick reply costs no cross-CPU wake-up; after a few polls that found
-// nothing it sleeps at once (retrying the poll now and then).
+// Latency: a receive on a socket polls (yielding the CPU between polls) before it sleeps when the
+// process may run on several CPUs, so a quick reply costs no cross-CPU wake-up. The polling time
+// adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow or idle peer
+// costs little CPU) and grows while they succeed.
 // Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
 // connects and stays silent makes accept() throw AuthenticationError instead of hanging.
 #pragma once

@@ -8,7 +8,9 @@
 // the pages that items pass through use memory) holding a header and a byte ring of
 // kRingCapacity bytes. Items are serialized (mp/reduction.hpp; trivially copyable T is copied
 // as is) and written to the ring as frames [u32 size][u32 kind][bytes, padded to 8]; a frame never
-// wraps around the end of the ring (a marker frame sends readers back to the start).
+// wraps around the end of the ring (a marker frame sends readers back to the start). Producers
+// also go back to the start once past the ring's first 4 MiB if the start is free, so that while
+// consumers keep up, items cycle through a few MiB that stay mapped and in the CPUs' caches.
 // Producers serialize under `put_lock` and consumers under `get_lock` (two robust futex locks,
 // lib/futex_lock.hpp), so one producer and one consumer never contend. The ring's state is two
 // 64-bit words, `tail` (written only by producers) and `head` (only by consumers), each holding

@@ -26,10 +26,11 @@ void write_all(Handle h, const void* data, std::size_t size);
 // Reads up to `size` bytes; 0 at end of file. Throws OSError; EAGAIN (a receive deadline
 // passed) is thrown as OSError too.
 std::size_t read_some(Handle h, void* data, std::size_t size);
-// As read_some, but first polls without blocking for up to `spin` (sockets only, and only when
-// the process may run on more than one CPU): a reply that comes within microseconds is then
-// taken without a sleep and a cross-CPU wake-up.
-std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spin);
+// Reads up to `size` bytes without blocking: `got` is the count (0 at end of file) when the result
+// is `ok`. `would_block`: nothing has arrived yet. `unsupported`: `h` cannot be read without
+// blocking this way (a pipe): use read_some. Throws OSError.
+enum class TryRead { ok, would_block, unsupported };
+TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got);
 // Whether `h` is readable (data or EOF) within `timeout` (null: forever).
 bool poll_readable(Handle h, const Nanos* timeout);
 

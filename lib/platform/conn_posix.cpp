@@ -18,6 +18,7 @@
 
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
+#include "platform/os.hpp"
 
 namespace mp::platform::conn {
 namespace {
@@ -125,34 +126,22 @@ std::size_t read_some(Handle h, void* data, std::size_t size) {
   }
 }
 
-namespace {
-bool several_cpus() noexcept {
-#ifdef __linux__
-  static const bool several = [] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    return ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
-  }();
-  return several;
-#else
-  return true;
-#endif
-}
-}  // namespace
-
-std::size_t read_some_spinning(Handle h, void* data, std::size_t size, Nanos spin) {
-  if (several_cpus()) {
-    const auto deadline = Clock::now() + spin;
-    for (int i = 0;; ++i) {
-      const ssize_t n = ::recv(h, data, size, MSG_DONTWAIT);
-      if (n >= 0) return static_cast<std::size_t>(n);
-      if (errno == ECONNRESET) return 0;
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;  // e.g. a pipe
-      if ((i & 15) == 15 && Clock::now() >= deadline) break;
-      yield_cpu();
+TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
+  for (;;) {
+    const ssize_t n = ::recv(h, data, size, MSG_DONTWAIT);
+    if (n >= 0) {
+      got = static_cast<std::size_t>(n);
+      return TryRead::ok;
     }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return TryRead::would_block;
+    if (errno == ENOTSOCK) return TryRead::unsupported;
+    if (errno == ECONNRESET) {  // the peer is gone: end of file
+      got = 0;
+      return TryRead::ok;
+    }
+    throw_last_error("cannot read from the connection");
   }
-  return read_some(h, data, size);
 }
 
 bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }

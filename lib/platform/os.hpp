@@ -41,6 +41,9 @@ bool process_dead(int pid) noexcept;
 int current_pid() noexcept;
 int current_tid() noexcept;
 void yield_cpu() noexcept;  // a pause instruction for spin loops
+// Whether this process may run on more than one CPU (its affinity, read once): spinning for a
+// peer is pointless when the peer needs this very CPU.
+bool several_cpus() noexcept;
 void sleep_for(Nanos d) noexcept;
 
 // ---- processes

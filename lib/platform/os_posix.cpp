@@ -193,6 +193,19 @@ std::optional<std::string> get_env(const char* name) {
 
 void unset_env(const char* name) { ::unsetenv(name); }
 
+bool several_cpus() noexcept {
+#ifdef __linux__
+  static const bool several = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    return ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
+  }();
+  return several;
+#else
+  return true;
+#endif
+}
+
 unsigned cpu_count() noexcept {
   const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<unsigned>(n) : 1u;
