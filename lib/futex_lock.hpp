@@ -98,6 +98,7 @@ static_assert(sizeof(FutexLock) == 4 && std::atomic<std::uint32_t>::is_always_lo
 inline constexpr unsigned kMaxSpin = 400;
 inline constexpr unsigned kMinSpin = 8;
 inline constexpr unsigned kExploreEvery = 16;
+inline constexpr unsigned kMaxBackoff = 32;
 
 struct SpinState {
   unsigned budget = kMaxSpin;
@@ -113,12 +114,16 @@ bool spin_until(Ready ready, int peer_cpu = -1) {
   SpinState& s = t_spin;
   const bool explore = ++s.attempts % kExploreEvery == 0;
   const unsigned n = explore ? kMaxSpin : s.budget;
-  for (unsigned i = 0; i < n; ++i) {
+  // Exponential backoff between looks: a spinner that reads the word on every pause keeps pulling
+  // its cache line away from the holder, which then runs its critical sections slower.
+  unsigned pause = 1;
+  for (unsigned i = 0; i < n; i += pause) {
     if (ready()) {
       s.budget = explore ? kMaxSpin : (s.budget * 2 > kMaxSpin ? kMaxSpin : s.budget * 2);
       return true;
     }
-    platform::yield_cpu();
+    for (unsigned k = 0; k < pause; ++k) platform::yield_cpu();
+    if (pause < kMaxBackoff) pause *= 2;
   }
   s.budget = s.budget / 2 < kMinSpin ? kMinSpin : s.budget / 2;
   return ready();
