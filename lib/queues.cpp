@@ -31,11 +31,12 @@ constexpr std::chrono::microseconds kMinSpin{2};
 constexpr std::chrono::microseconds kMaxSpin{100};
 constinit thread_local AdaptiveSpin t_get_spin{kMinSpin, kMaxSpin};
 constinit thread_local AdaptiveSpin t_put_spin{kMinSpin, kMaxSpin};
-// Producers go back to the ring's start as soon as they are past this many bytes and the start is
-// free, so that while consumers keep up, items cycle through the first kHotBytes of the ring: its
-// pages stay mapped and its bytes stay in the CPUs' caches, instead of every byte of a 64 MiB ring
-// being a cache miss (and, on the first pass, a page fault in each process). The rest of the ring
-// is used only when consumers fall behind.
+// A producer that finds the queue empty past this many bytes moves both ends back to the ring's
+// start (it takes the consumers' lock for that, without waiting), so that while consumers keep
+// up, items cycle through the first kHotBytes of the ring: its pages stay mapped and its bytes stay
+// in the CPUs' caches, instead of every byte of a 64 MiB ring being a cache miss (and, on the first
+// pass, a page fault in each process). No capacity is skipped: when consumers fall behind, the
+// whole ring still holds items (a producer joined before its items are read does not block).
 constexpr std::uint64_t kHotBytes = std::uint64_t{4} << 20;
 
 std::uint64_t pos_of(std::uint64_t w) { return w & kPosMask; }
@@ -288,17 +289,31 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     const std::uint64_t items = (count_of(t) - count_of(h)) & kCountMask;
     if (s.maxsize != 0 && items >= s.maxsize) return 0;
     if (items == kCountMask) return 0;
-    // Past the hot part of the ring: go back to the start if the start is free.
-    if (pos >= kHotBytes && cap - used >= need + (cap - pos)) return need + (cap - pos);
     const std::uint64_t total = need + (cap - pos < need ? cap - pos : 0);
     if (cap - used < total) return 0;
     return total;
   };
   auto room = [&](std::uint64_t t) -> std::uint64_t {
-    const std::uint64_t r = room_with(t, st.head(false));
-    // Past the hot part, a stale head may hide that the start is free again.
-    if (r != 0 && (pos_of(t) % cap < kHotBytes || r > need)) return r;
+    if (const std::uint64_t r = room_with(t, st.head(false))) return r;
     return room_with(t, st.head(true));
+  };
+  // Past the hot part with the queue empty: both ends to the ring's start. Holding both locks;
+  // each store leaves a valid state (after the first, a bare wrap frame that consumers pass).
+  auto restart_at_ring_start = [&](std::uint64_t& t) {
+    if (pos_of(t) % cap < kHotBytes || s.head.load(std::memory_order_acquire) != t) return;
+    if (s.get_lock.try_acquire() == Acquire::timed_out) return;
+    struct Release {
+      FutexLock& lock;
+      ~Release() { lock.release(); }
+    } release{s.get_lock};
+    if (s.head.load(std::memory_order_relaxed) != t) return;
+    const std::uint64_t pos = pos_of(t) % cap;
+    const FrameHeader wrap{0, kWrap};
+    std::memcpy(st.ring + pos, &wrap, sizeof wrap);
+    const std::uint64_t nt = make_word(count_of(t), pos_of(t) + (cap - pos));
+    s.tail.store(nt, std::memory_order_release);
+    s.head.store(nt, std::memory_order_release);
+    t = nt;
   };
 
   platform::Handle item_fd = platform::kInvalidHandle;
@@ -315,6 +330,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     if (!wait_until(ready, s.head_seq, s.put_waiters, deadline, t_put_spin)) return false;
     if (!guard.acquire(deadline)) return false;
     t = s.tail.load(std::memory_order_relaxed);
+    restart_at_ring_start(t);
     total = room(t);
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
     if (total != 0 && oob) {
@@ -362,6 +378,17 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   const std::uint64_t cap = st.capacity;
   const Deadline deadline(timeout);
   auto available = [&] { return st.has_item(s.head.load(std::memory_order_acquire)); };
+  // A wrap frame with nothing after it (a producer died between the two stores of
+  // restart_at_ring_start): passed without an item. Under the consumers' lock.
+  auto pass_bare_wrap = [&](std::uint64_t h) {
+    const std::uint64_t pos = pos_of(h) % cap;
+    FrameHeader fh;
+    std::memcpy(&fh, st.ring + pos, sizeof fh);
+    if (fh.kind != kWrap || ((pos_of(s.tail.load(std::memory_order_acquire)) - pos_of(h)) & kPosMask) != cap - pos)
+      return false;
+    s.head.store(make_word(count_of(h), pos_of(h) + (cap - pos)), std::memory_order_release);
+    return true;
+  };
 
   LockGuard guard(s.get_lock);
   std::uint64_t h = 0;
@@ -369,7 +396,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     if (!wait_until(available, s.tail_seq, s.get_waiters, deadline, t_get_spin)) return false;
     if (!guard.acquire(deadline)) return false;
     h = s.head.load(std::memory_order_relaxed);
-    if (st.has_item(h)) break;
+    if (st.has_item(h) && !pass_bare_wrap(h)) break;
     guard.release();
     if (deadline.nonblocking() || deadline.passed()) return false;
   }

@@ -77,6 +77,10 @@ void producer_items(mp::Queue<Item> q, int producer, int count, bool large) {
   for (int i = 0; i < count; ++i) q.put(Item::make(producer, i, size_for(i, large)));
 }
 
+void put_strings(mp::Queue<std::string> q, int count, int size) {
+  for (int i = 0; i < count; ++i) q.put(std::string(static_cast<std::size_t>(size), 's'));
+}
+
 // Gets `count` ints and sends their sum back.
 void consume_sum(mp::Queue<int> q, mp::Queue<long> result, int count) {
   long sum = 0;
@@ -246,6 +250,23 @@ TEST_P(QueueTest, JoinProducerBeforeDrainingLargeItems) {
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(q.get(true, kTimeout).index, i);
+}
+
+// The same after the queue has already cycled items through the start of its ring while a
+// consumer kept up (so its write position is anywhere): a producer of 24 MiB that is joined before
+// anything is read still finishes.
+TEST_P(QueueTest, JoinProducerBeforeDrainingAfterTheRingCycled) {
+  mp::Queue<std::string> q;
+  const std::string mib(1 << 20, 'm');
+  for (int i = 0; i < 9; ++i) {  // 9 MiB through the ring, one item in flight at a time
+    q.put(mib);
+    ASSERT_EQ(q.get(true, kTimeout).size(), mib.size());
+  }
+  mp::Process p(ctx(), put_strings, q, 24, 1 << 20);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(q.get(true, kTimeout).size(), std::size_t{1} << 20);
 }
 
 TEST_P(QueueTest, OneGibMessage) {
