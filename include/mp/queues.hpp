@@ -8,12 +8,15 @@
 // the pages that items pass through use memory) holding a header and a byte ring of
 // kRingCapacity bytes. Items are serialized (mp/reduction.hpp; trivially copyable T is copied
 // as is) and written to the ring as frames [u32 size][u32 kind][bytes, padded to 8]; a frame never
-// wraps around the end of the ring (a marker frame sends readers back to the start). Producers
-// also go back to the start once past the ring's first 4 MiB if the start is free, so that while
-// consumers keep up, items cycle through a few MiB that stay mapped and in the CPUs' caches.
+// wraps around the end of the ring (a marker frame sends readers back to the start). A producer
+// that finds the queue empty past the ring's first 4 MiB moves both ends back to the start (so
+// that a queue whose consumer keeps up reuses a few MiB that stay mapped and cached); it never
+// skips the rest of the ring while items are in it, which would cut the capacity a producer
+// joined before its items are read relies on.
 // Producers serialize under `put_lock` and consumers under `get_lock` (two robust futex locks,
 // lib/futex_lock.hpp), so one producer and one consumer never contend. The ring's state is two
-// 64-bit words, `tail` (written only by producers) and `head` (only by consumers), each holding
+// 64-bit words, `tail` (written by producers) and `head` (by consumers, or by a producer holding
+// the consumers' lock to restart an empty queue at the ring's start), each holding
 // the byte position and the count of items; an item is committed by one store of `tail` after its
 // bytes are in place, and removed by one store of `head` after it was deserialized. Waiting for an
 // item or for room is a futex wait on a sequence word (after a brief spin), woken by the other side
