@@ -183,14 +183,22 @@ void Process::start() {
   }
   detail::reap_finished(detail::globals());
   const std::string method = s.method ? *s.method : get_start_method();
-  if (method == "spawn" && !s.target && typeid(*this) != typeid(Process)) {
+  // A SpawnableProcess sends itself; its target refers to *this, so it never outlives start().
+  const bool sends_itself = method == "spawn" && !s.target && typeid(*this) != typeid(Process);
+  if (sends_itself) {
     s.target = spawn_self();
     if (!s.target)
       detail::throw_not_spawnable(
           "a Process subclass overriding run() needs the fork start method, or to derive from "
           "mp::SpawnableProcess<Derived> and serialize its fields");
   }
-  std::unique_ptr<detail::Popen> popen = detail::launch(method, s, *this);
+  std::unique_ptr<detail::Popen> popen;
+  try {
+    popen = detail::launch(method, s, *this);
+  } catch (...) {
+    if (sends_itself) s.target.reset();
+    throw;
+  }
   std::unique_ptr<detail::TargetBase> used_target;
   {
     std::lock_guard lk(s.mutex);
