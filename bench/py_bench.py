@@ -59,6 +59,18 @@ def lock_uncontended_ns(n):
     return (time.perf_counter() - t0) / n * 1e9
 
 
+def _two_workers(worker, *args):
+    """Runs worker(w, *args, arrived, stamps) in two processes; returns the seconds from the
+    earliest start stamp to the latest stop stamp."""
+    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
+    ps = [mp.Process(target=worker, args=(w, *args, arrived, stamps)) for w in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return span(stamps)
+
+
 def _lock_value_worker(w, n, lock, value, arrived, stamps):
     gate(arrived, 2)
     stamps[2 * w] = now()
@@ -71,14 +83,9 @@ def _lock_value_worker(w, n, lock, value, arrived, stamps):
 def lock_value_contended_2p(n):
     lock = mp.Lock()
     value = mp.Value('i', 0, lock=False)
-    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
-    ps = [mp.Process(target=_lock_value_worker, args=(w, n, lock, value, arrived, stamps)) for w in range(2)]
-    for p in ps:
-        p.start()
-    for p in ps:
-        p.join()
+    seconds = _two_workers(_lock_value_worker, n, lock, value)
     assert value.value == 2 * n
-    return 2 * n / span(stamps)
+    return 2 * n / seconds
 
 
 def _get_lock_worker(w, n, value, arrived, stamps):
@@ -92,14 +99,9 @@ def _get_lock_worker(w, n, value, arrived, stamps):
 
 def value_get_lock_2p(n):
     value = mp.Value('i', 0)
-    arrived, stamps = mp.Value('i', 0), mp.RawArray('d', 4)
-    ps = [mp.Process(target=_get_lock_worker, args=(w, n, value, arrived, stamps)) for w in range(2)]
-    for p in ps:
-        p.start()
-    for p in ps:
-        p.join()
+    seconds = _two_workers(_get_lock_worker, n, value)
     assert value.value == 2 * n
-    return 2 * n / span(stamps)
+    return 2 * n / seconds
 
 
 def rawvalue_inc_1p(n):
