@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstring>
 #include <thread>
 #include <tuple>
@@ -577,7 +578,9 @@ bool SemaphoreImpl::acquire(bool block, Timeout timeout) {
 void SemaphoreImpl::release(int n) {
   if (n < 1) throw std::invalid_argument("n must be one or more");
   std::lock_guard lk(m_);
-  if (bounded_ && value_ + n > initial_) throw std::invalid_argument("Semaphore released too many times");
+  // Compared without forming value_ + n: n comes from a client and may be as large as INT_MAX.
+  if (bounded_ && n > initial_ - value_) throw std::invalid_argument("Semaphore released too many times");
+  if (n > INT_MAX - value_) throw std::overflow_error("semaphore value overflow");
   value_ += n;
   if (n == 1)
     cv_.notify_one();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -694,6 +695,10 @@ TEST_F(SyncManagerTest, LocksAndSemaphores) {
   EXPECT_EQ(sem.get_value(), 2);
   auto bsem = m().BoundedSemaphore(1);
   EXPECT_THROW(bsem.release(), mp::RemoteError);
+  // A huge count from a client is an error, not an overflow in the server (found by fuzz_managers).
+  EXPECT_THROW(sem.release(INT_MAX), mp::RemoteError);
+  EXPECT_EQ(sem.get_value(), 2);
+  EXPECT_THROW(bsem.release(INT_MAX), mp::RemoteError);
 }
 
 TEST_F(SyncManagerTest, ConditionAndBarrier) {
