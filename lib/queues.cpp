@@ -9,35 +9,51 @@
 #include <cstring>
 
 #include "futex_lock.hpp"
+#include "queue_faults.hpp"
 #include "spin.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
 namespace mp::detail {
+
+void (*queue_fault)(QueueFault) = nullptr;
+
 namespace {
+
+void fault_point(QueueFault point) {
+  if (queue_fault) queue_fault(point);
+}
 
 using Nanos = std::chrono::nanoseconds;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::uint64_t kMagic = 0x6575657571706d31;  // "1mpqueue"
-constexpr std::size_t kHeaderBytes = 4096;          // the ring starts on the next page
+constexpr std::uint64_t kMagic = 0x6575657571706d32;  // "2mpqueue"
+constexpr std::size_t kHeaderBytes = 4096;          // the rings start on the next page
+constexpr unsigned kRings = 2;
 // A ring word: the count of items (24 bits, wrapping) and the byte position (40 bits, wrapping).
 constexpr unsigned kPosBits = 40;
 constexpr std::uint64_t kPosMask = (std::uint64_t{1} << kPosBits) - 1;
 constexpr std::uint64_t kCountMask = (std::uint64_t{1} << 24) - 1;
+// Switch frames are numbered modulo 2^23.
+constexpr std::uint32_t kSeqMask = (std::uint32_t{1} << 23) - 1;
 // Spinning before a sleep, adapted per thread (lib/spin.hpp): up to about the time a 1 MiB item
 // takes to copy, so that a consumer keeping pace with a producer of big items never sleeps.
 constexpr std::chrono::microseconds kMinSpin{2};
 constexpr std::chrono::microseconds kMaxSpin{100};
 constinit thread_local AdaptiveSpin t_get_spin{kMinSpin, kMaxSpin};
 constinit thread_local AdaptiveSpin t_put_spin{kMinSpin, kMaxSpin};
-// A producer that finds the queue empty past this many bytes moves both ends back to the ring's
-// start (it takes the consumers' lock for that, without waiting), so that while consumers keep
-// up, items cycle through the first kHotBytes of the ring: its pages stay mapped and its bytes stay
-// in the CPUs' caches, instead of every byte of a 64 MiB ring being a cache miss (and, on the first
-// pass, a page fault in each process). No capacity is skipped: when consumers fall behind, the
-// whole ring still holds items (a producer joined before its items are read does not block).
+// A producer past this many bytes of its ring moves to the other ring as soon as that one is
+// empty, restarting it at its start: while consumers keep up, items cycle through the first few
+// MiB of the two rings, whose pages stay mapped and whose bytes stay in the CPUs' caches (a byte
+// of a 64 MiB ring walked end to end is a cache miss on both sides). No capacity is given up for
+// it: when consumers fall behind, a producer fills its ring to the end and then the other one.
 constexpr std::uint64_t kHotBytes = std::uint64_t{4} << 20;
+// A producer at that point waits for the other ring to empty while consumers make progress, but
+// not kProgressWindow without seeing a consumer remove something, nor kMaxHotWait in all: then it
+// goes on in its ring (a queue no one reads fills up about as fast as ever, and a burst of puts is
+// not held to the consumers' pace for long) and does not wait again before its next switch.
+constexpr std::chrono::microseconds kProgressWindow{200};
+constexpr std::chrono::microseconds kMaxHotWait{2000};
 
 std::uint64_t pos_of(std::uint64_t w) { return w & kPosMask; }
 std::uint64_t count_of(std::uint64_t w) { return w >> kPosBits; }
@@ -46,39 +62,63 @@ std::uint64_t make_word(std::uint64_t count, std::uint64_t pos) {
 }
 std::size_t pad8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 
-enum Kind : std::uint32_t { kInline = 1, kWrap = 2, kOutOfBand = 3 };
+// kSwitch: readers continue in the other ring (the frame's size field holds its number).
+enum Kind : std::uint32_t { kInline = 1, kWrap = 2, kOutOfBand = 3, kSwitch = 4 };
 struct FrameHeader {
   std::uint32_t size;
   std::uint32_t kind;
 };
+constexpr std::uint64_t kSwitchBytes = sizeof(FrameHeader);
 struct OutOfBand {
   std::uint64_t tag;
   std::uint64_t size;
 };
 
+// The producers' last switch: [from ring: 1 bit][number: 23][tail position before it: 40], stored
+// before the switch frame is committed. The producers' current ring and next switch number follow
+// from it and the tail of `from` (the frame is committed iff that tail moved), so a producer killed
+// anywhere in a switch leaves a state the next one reads right.
+std::uint64_t make_switch(unsigned from, std::uint32_t seq, std::uint64_t before) {
+  return (std::uint64_t{from} << 63) | (std::uint64_t{seq & kSeqMask} << kPosBits) | (before & kPosMask);
+}
+// The consumers' ring and the number of the next switch frame they expect: [ring: 1][number: 23].
+std::uint64_t make_reader(unsigned ring, std::uint32_t expected) {
+  return (std::uint64_t{ring} << 63) | (std::uint64_t{expected & kSeqMask} << kPosBits);
+}
+unsigned ring_of(std::uint64_t w) { return static_cast<unsigned>(w >> 63); }
+std::uint32_t seq_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> kPosBits) & kSeqMask; }
+
 // The shared header. Producers write the first line group, consumers the second; each side's
 // "someone sleeps" flag lives on the line of the side that reads it on every operation.
 struct Shared {
   std::uint64_t magic;
-  std::uint64_t capacity;
+  std::uint64_t capacity;  // of each ring
   std::uint64_t maxsize;
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;     // low 32 bits of tail: consumers sleep on it
+  std::atomic<std::uint32_t> tail_seq;     // bumped at each commit: consumers sleep on it
   std::atomic<std::uint32_t> get_waiters;  // a consumer may sleep on tail_seq
-  std::atomic<std::uint64_t> tail;
-  std::uint64_t oob_next;  // under put_lock
+  std::atomic<std::uint64_t> tail[kRings];
+  std::atomic<std::uint64_t> switched;     // make_switch(); under put_lock
+  std::uint64_t oob_next;                  // under put_lock
 
   alignas(64) FutexLock get_lock;
-  std::atomic<std::uint32_t> head_seq;     // low 32 bits of head: producers sleep on it
+  std::atomic<std::uint32_t> head_seq;     // bumped at each removal: producers sleep on it
   std::atomic<std::uint32_t> put_waiters;  // a producer may sleep on head_seq
-  std::atomic<std::uint64_t> head;
+  std::atomic<std::uint64_t> head[kRings];
+  std::atomic<std::uint64_t> reader;       // make_reader(); under get_lock
 
   alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls (wrapping)
   std::atomic<std::uint32_t> join_waiters;
 };
 static_assert(sizeof(Shared) <= kHeaderBytes);
+
+// Items put so far (modulo 2^24), from the two tails.
+std::uint64_t put_count(const Shared& s) {
+  return (count_of(s.tail[0].load(std::memory_order_acquire)) + count_of(s.tail[1].load(std::memory_order_acquire))) &
+         kCountMask;
+}
 
 struct Deadline {
   const Nanos* timeout;
@@ -171,33 +211,37 @@ platform::Handle make_item_memory(std::size_t size, Fill fill) {
 
 struct QueueCore::State {
   Shared* shm = nullptr;
-  char* ring = nullptr;
+  char* rings = nullptr;  // kRings rings of `capacity` bytes, one after the other
   std::uint64_t capacity = 0;
   platform::Handle send_fd = platform::kInvalidHandle;  // producers send out-of-band items here
   platform::Handle recv_fd = platform::kInvalidHandle;  // consumers receive them here
   std::atomic<bool> closed{false};
-  // The other side's word as last read: a head never ahead of the real one (so room is never
+  // The other side's words as last read: a head never ahead of the real one (so room is never
   // overestimated) and a tail never ahead of the real one. Reading the other side's cache line
   // only when the cached value is not enough keeps one producer and one consumer from trading
   // cache lines on every item.
-  std::atomic<std::uint64_t> cached_head{0};
-  std::atomic<std::uint64_t> cached_tail{0};
+  std::atomic<std::uint64_t> cached_head[kRings]{};
+  std::atomic<std::uint64_t> cached_tail[kRings]{};
+  // Set when consumers stopped making progress while this process waited to switch rings; cleared
+  // at its next switch.
+  std::atomic<bool> cold{false};
 
-  // Whether an item lies between head `h` and the tail.
-  bool has_item(std::uint64_t h) {
+  char* ring(unsigned r) const { return rings + r * capacity; }
+  // Whether a frame lies between head `h` of ring `r` and its tail.
+  bool has_frame(unsigned r, std::uint64_t h) {
     auto ahead = [h](std::uint64_t t) {
       const std::uint64_t d = (pos_of(t) - pos_of(h)) & kPosMask;
       return d != 0 && d < (kPosMask >> 1);  // a stale tail behind `h` gives a huge d
     };
-    if (ahead(cached_tail.load(std::memory_order_relaxed))) return true;
-    const std::uint64_t t = shm->tail.load(std::memory_order_acquire);
-    cached_tail.store(t, std::memory_order_relaxed);
+    if (ahead(cached_tail[r].load(std::memory_order_relaxed))) return true;
+    const std::uint64_t t = shm->tail[r].load(std::memory_order_acquire);
+    cached_tail[r].store(t, std::memory_order_relaxed);
     return ahead(t);
   }
-  std::uint64_t head(bool refresh) {
-    if (!refresh) return cached_head.load(std::memory_order_relaxed);
-    const std::uint64_t h = shm->head.load(std::memory_order_acquire);
-    cached_head.store(h, std::memory_order_relaxed);
+  std::uint64_t head(unsigned r, bool refresh) {
+    if (!refresh) return cached_head[r].load(std::memory_order_relaxed);
+    const std::uint64_t h = shm->head[r].load(std::memory_order_acquire);
+    cached_head[r].store(h, std::memory_order_relaxed);
     return h;
   }
   ~State() {
@@ -210,12 +254,16 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
     : block_(kHeaderBytes + kRingCapacity), state_(std::make_shared<State>()) {
   auto* shm = new (block_.data()) Shared{};
   shm->magic = kMagic;
-  shm->capacity = kRingCapacity;
+  shm->capacity = kRingCapacity / kRings;
   shm->maxsize = maxsize;
   shm->type_tag = type_tag;
+  // As if the producers had switched from ring 1 to ring 0 (a position no tail takes) and the
+  // consumers had followed.
+  shm->switched.store(make_switch(1, 0, kPosMask), std::memory_order_relaxed);
+  shm->reader.store(make_reader(0, 1), std::memory_order_relaxed);
   state_->shm = shm;
-  state_->ring = static_cast<char*>(block_.data()) + kHeaderBytes;
-  state_->capacity = kRingCapacity;
+  state_->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
+  state_->capacity = shm->capacity;
   const auto [a, b] = platform::conn::datagram_pair();
   state_->send_fd = a;
   state_->recv_fd = b;
@@ -233,10 +281,11 @@ void QueueCore::attach(std::uint64_t send_token, std::uint64_t receive_token) {
   if (block_.size() < kHeaderBytes) throw UnpicklingError("mp: corrupt queue data");
   st->shm = static_cast<Shared*>(block_.data());
   const std::uint64_t cap = st->shm->capacity;
-  if (st->shm->magic != kMagic || cap < 4096 || (cap & (cap - 1)) != 0 || cap + kHeaderBytes > block_.size())
+  if (st->shm->magic != kMagic || cap < 4096 || (cap & (cap - 1)) != 0 || cap > (std::uint64_t{1} << 36) ||
+      kRings * cap + kHeaderBytes > block_.size())
     throw UnpicklingError("mp: corrupt queue data");
-  st->ring = static_cast<char*>(block_.data()) + kHeaderBytes;
-  st->capacity = st->shm->capacity;
+  st->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
+  st->capacity = cap;
   state_ = std::move(st);
 }
 
@@ -257,9 +306,9 @@ std::uint64_t QueueCore::maxsize() const { return state_->shm->maxsize; }
 
 std::size_t QueueCore::qsize() const {
   const Shared& s = *state_->shm;
-  const std::uint64_t h = s.head.load(std::memory_order_acquire);
-  const std::uint64_t t = s.tail.load(std::memory_order_acquire);
-  return static_cast<std::size_t>((count_of(t) - count_of(h)) & kCountMask);
+  std::uint64_t removed = 0;
+  for (const auto& h : s.head) removed += count_of(h.load(std::memory_order_acquire));
+  return static_cast<std::size_t>((put_count(s) - removed) & kCountMask);
 }
 
 bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) {
@@ -274,46 +323,106 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
-  const bool oob = size > cap / 4;
+  const bool oob = size > cap / 2;
   const std::size_t payload = oob ? sizeof(OutOfBand) : size;
   const std::size_t need = sizeof(FrameHeader) + pad8(payload);
   const Deadline deadline(timeout);
 
-  // The bytes a frame at tail `t` takes (with the skip to the ring's start), or 0 if no room.
-  auto room_with = [&](std::uint64_t t, std::uint64_t h) -> std::uint64_t {
+  // The bytes a frame takes at the tail of ring `r` (with the skip to the ring's start), or 0 if
+  // there is no room. The last kSwitchBytes of a ring are kept for a switch frame.
+  auto room = [&](unsigned r, bool refresh) -> std::uint64_t {
+    const std::uint64_t t = s.tail[r].load(std::memory_order_acquire), h = st.head(r, refresh);
     const std::uint64_t pos = pos_of(t) % cap;
     const std::uint64_t used = (pos_of(t) - pos_of(h)) & kPosMask;
     // A head cached long ago (other producers moved the tail since) can look more than a ring
     // behind: no room as far as it knows.
     if (used > cap) return 0;
-    const std::uint64_t items = (count_of(t) - count_of(h)) & kCountMask;
+    const std::uint64_t removed = count_of(h) + count_of(st.head(1 - r, refresh));
+    const std::uint64_t items = (put_count(s) - removed) & kCountMask;
     if (s.maxsize != 0 && items >= s.maxsize) return 0;
     if (items == kCountMask) return 0;
     const std::uint64_t total = need + (cap - pos < need ? cap - pos : 0);
-    if (cap - used < total) return 0;
+    if (cap - used < total + kSwitchBytes) return 0;
     return total;
   };
-  auto room = [&](std::uint64_t t) -> std::uint64_t {
-    if (const std::uint64_t r = room_with(t, st.head(false))) return r;
-    return room_with(t, st.head(true));
+  auto room_in = [&](unsigned r) -> std::uint64_t {
+    if (const std::uint64_t n = room(r, false)) return n;
+    return room(r, true);
   };
-  // Past the hot part with the queue empty: both ends to the ring's start. Holding both locks;
-  // each store leaves a valid state (after the first, a bare wrap frame that consumers pass).
-  auto restart_at_ring_start = [&](std::uint64_t& t) {
-    if (pos_of(t) % cap < kHotBytes || s.head.load(std::memory_order_acquire) != t) return;
-    if (s.get_lock.try_acquire() == Acquire::timed_out) return;
-    struct Release {
-      FutexLock& lock;
-      ~Release() { lock.release(); }
-    } release{s.get_lock};
-    if (s.head.load(std::memory_order_relaxed) != t) return;
-    const std::uint64_t pos = pos_of(t) % cap;
-    const FrameHeader wrap{0, kWrap};
-    std::memcpy(st.ring + pos, &wrap, sizeof wrap);
-    const std::uint64_t nt = make_word(count_of(t), pos_of(t) + (cap - pos));
-    s.tail.store(nt, std::memory_order_release);
-    s.head.store(nt, std::memory_order_release);
-    t = nt;
+  // The producers' ring and the number of their next switch frame (see make_switch).
+  struct Current {
+    unsigned ring;
+    std::uint32_t seq;
+  };
+  auto current = [&]() -> Current {
+    const std::uint64_t w = s.switched.load(std::memory_order_relaxed);
+    const unsigned from = ring_of(w);
+    if (pos_of(s.tail[from].load(std::memory_order_relaxed)) != pos_of(w)) return {1 - from, seq_of(w) + 1};
+    return {from, seq_of(w)};
+  };
+  // Whether ring `r` (not the producers') holds nothing for consumers: it is empty, or holds only
+  // the wrap frame of a restart whose producer was killed before the second store.
+  auto vacant = [&](unsigned r) {
+    const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed), h = st.head(r, true);
+    if (t == h) return true;
+    const std::uint64_t pos = pos_of(h) % cap;
+    FrameHeader fh;
+    std::memcpy(&fh, st.ring(r) + pos, sizeof fh);
+    return fh.kind == kWrap && count_of(t) == count_of(h) && ((pos_of(t) - pos_of(h)) & kPosMask) == cap - pos;
+  };
+  // Sends the consumers from the current ring to the other one. A vacant target ring (no consumer
+  // is in it, nor can enter it before the switch frame is committed) is first restarted at its
+  // start: a wrap frame, then both ends past it (a producer killed between the two stores leaves a
+  // bare wrap frame, which the next restart completes and consumers pass).
+  auto switch_ring = [&](Current c) {
+    const unsigned to = 1 - c.ring;
+    const std::uint64_t tt = s.tail[to].load(std::memory_order_relaxed);
+    const std::uint64_t tpos = pos_of(tt) % cap;
+    if (vacant(to)) {
+      if (s.head[to].load(std::memory_order_relaxed) != tt) s.head[to].store(tt, std::memory_order_release);
+    }
+    if (tpos != 0 && s.head[to].load(std::memory_order_relaxed) == tt) {
+      const FrameHeader wrap{0, kWrap};
+      std::memcpy(st.ring(to) + tpos, &wrap, sizeof wrap);
+      const std::uint64_t nt = make_word(count_of(tt), pos_of(tt) + (cap - tpos));
+      s.tail[to].store(nt, std::memory_order_release);
+      fault_point(QueueFault::producer_restart_half_done);
+      s.head[to].store(nt, std::memory_order_release);
+    }
+    const std::uint64_t t = s.tail[c.ring].load(std::memory_order_relaxed);
+    s.switched.store(make_switch(c.ring, c.seq, pos_of(t)), std::memory_order_relaxed);
+    const FrameHeader sw{c.seq & kSeqMask, kSwitch};
+    std::memcpy(st.ring(c.ring) + pos_of(t) % cap, &sw, sizeof sw);
+    fault_point(QueueFault::producer_switch_recorded);
+    s.tail[c.ring].store(make_word(count_of(t), pos_of(t) + kSwitchBytes), std::memory_order_release);
+    fault_point(QueueFault::producer_switch_committed);
+  };
+
+  // Waits (holding put_lock) until ring `r` is vacant, while consumers keep removing items: the
+  // producer then stays within the rings' hot parts instead of running ahead into cold memory.
+  // False when consumers made no progress for kProgressWindow, after kMaxHotWait, or at the
+  // deadline.
+  auto wait_for_empty = [&](unsigned r, const Deadline& deadline) {
+    if (!platform::several_cpus() || st.cold.load(std::memory_order_relaxed)) return false;
+    // The ring empties only when a consumer removes something, which bumps head_seq: only that
+    // word is watched (its line is written by consumers anyway), every 64 pauses.
+    std::uint32_t seen = s.head_seq.load(std::memory_order_relaxed);
+    const auto start = Clock::now();
+    auto progress = start;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) platform::yield_cpu();
+      const auto now = Clock::now();
+      if (const std::uint32_t q = s.head_seq.load(std::memory_order_relaxed); q != seen) {
+        if (vacant(r)) return true;
+        seen = q;
+        progress = now;
+      }
+      if (now - progress > kProgressWindow || now - start > kMaxHotWait) {
+        st.cold.store(true, std::memory_order_relaxed);
+        return false;
+      }
+      if (deadline.passed()) return false;
+    }
   };
 
   platform::Handle item_fd = platform::kInvalidHandle;
@@ -324,14 +433,25 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   if (oob) item_fd = make_item_memory(size, copy_parts);
 
   LockGuard guard(s.put_lock);
-  std::uint64_t t = 0, total = 0, oob_tag = 0;
+  unsigned r = 0;
+  std::uint64_t total = 0, oob_tag = 0;
   for (;;) {
-    auto ready = [&] { return room(s.tail.load(std::memory_order_acquire)) != 0; };
+    auto ready = [&] { return room_in(0) != 0 || room_in(1) != 0; };
     if (!wait_until(ready, s.head_seq, s.put_waiters, deadline, t_put_spin)) return false;
     if (!guard.acquire(deadline)) return false;
-    t = s.tail.load(std::memory_order_relaxed);
-    restart_at_ring_start(t);
-    total = room(t);
+    Current c = current();
+    // Past the hot part once the other ring is empty, or out of room where the other has some:
+    // switch.
+    const bool hot_switch =
+        pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) % cap >= kHotBytes &&
+        (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
+    if (hot_switch || (room_in(c.ring) == 0 && room_in(1 - c.ring) != 0)) {
+      switch_ring(c);
+      st.cold.store(false, std::memory_order_relaxed);
+      c = current();
+    }
+    r = c.ring;
+    total = room_in(r);
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
@@ -350,23 +470,24 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     }
   }
 
+  const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed);
+  char* ring = st.ring(r);
   std::uint64_t pos = pos_of(t) % cap;
   if (total > need) {  // no room before the end: send readers back to the start
     const FrameHeader wrap{0, kWrap};
-    std::memcpy(st.ring + pos, &wrap, sizeof wrap);
+    std::memcpy(ring + pos, &wrap, sizeof wrap);
     pos = 0;
   }
   const FrameHeader fh{static_cast<std::uint32_t>(payload), oob ? kOutOfBand : kInline};
-  std::memcpy(st.ring + pos, &fh, sizeof fh);
+  std::memcpy(ring + pos, &fh, sizeof fh);
   if (oob) {
     const OutOfBand ref{oob_tag, size};
-    std::memcpy(st.ring + pos + sizeof fh, &ref, sizeof ref);
+    std::memcpy(ring + pos + sizeof fh, &ref, sizeof ref);
   } else {
-    copy_parts(st.ring + pos + sizeof fh);
+    copy_parts(ring + pos + sizeof fh);
   }
-  const std::uint64_t nt = make_word(count_of(t) + 1, pos_of(t) + total);
-  s.tail.store(nt, std::memory_order_release);  // the commit
-  s.tail_seq.store(static_cast<std::uint32_t>(nt), std::memory_order_seq_cst);
+  s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
+  s.tail_seq.store(s.tail_seq.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
   guard.release();
   wake_if_waiting(s.tail_seq, s.get_waiters);
   return true;
@@ -377,49 +498,69 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
   const Deadline deadline(timeout);
-  auto available = [&] { return st.has_item(s.head.load(std::memory_order_acquire)); };
-  // A wrap frame with nothing after it (a producer died between the two stores of
-  // restart_at_ring_start): passed without an item. Under the consumers' lock.
-  auto pass_bare_wrap = [&](std::uint64_t h) {
-    const std::uint64_t pos = pos_of(h) % cap;
-    FrameHeader fh;
-    std::memcpy(&fh, st.ring + pos, sizeof fh);
-    if (fh.kind != kWrap || ((pos_of(s.tail.load(std::memory_order_acquire)) - pos_of(h)) & kPosMask) != cap - pos)
-      return false;
-    s.head.store(make_word(count_of(h), pos_of(h) + (cap - pos)), std::memory_order_release);
-    return true;
+  auto available = [&] {
+    const unsigned r = ring_of(s.reader.load(std::memory_order_acquire));
+    return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
+  };
+  auto removed = [&] {
+    s.head_seq.store(s.head_seq.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
   };
 
   LockGuard guard(s.get_lock);
-  std::uint64_t h = 0;
+  unsigned r = 0;
+  std::uint64_t h = 0, pos = 0;
+  FrameHeader fh{};
   for (;;) {
     if (!wait_until(available, s.tail_seq, s.get_waiters, deadline, t_get_spin)) return false;
     if (!guard.acquire(deadline)) return false;
-    h = s.head.load(std::memory_order_relaxed);
-    if (st.has_item(h) && !pass_bare_wrap(h)) break;
+    // Frames that are not items (switch, wrap) are passed under the lock until an item or the
+    // tail is reached; each pass is one store of the head, a state as valid as any other.
+    bool item = false;
+    for (;;) {
+      const std::uint64_t reader = s.reader.load(std::memory_order_relaxed);
+      r = ring_of(reader);
+      h = s.head[r].load(std::memory_order_relaxed);
+      if (!st.has_frame(r, h)) break;
+      const char* ring = st.ring(r);
+      pos = pos_of(h) % cap;
+      std::memcpy(&fh, ring + pos, sizeof fh);
+      if (fh.kind == kSwitch) {
+        if (fh.size == seq_of(reader)) {
+          // First the consumers' ring, then the head past the frame: a consumer killed between
+          // the two leaves a frame already acted on, which the next one recognizes by its number
+          // (two behind: it comes back to this ring through the next switch) and passes.
+          s.reader.store(make_reader(1 - r, seq_of(reader) + 1), std::memory_order_relaxed);
+          fault_point(QueueFault::consumer_switch_recorded);
+        } else if (fh.size != ((seq_of(reader) - 2) & kSeqMask)) {
+          throw ProcessError("mp: corrupt queue (bad switch frame)");
+        }
+        s.head[r].store(make_word(count_of(h), pos_of(h) + kSwitchBytes), std::memory_order_release);
+        removed();
+        continue;
+      }
+      if (fh.kind == kWrap) {  // the rest of the ring is unused: go on at its start
+        s.head[r].store(make_word(count_of(h), pos_of(h) + (cap - pos)), std::memory_order_release);
+        removed();
+        continue;
+      }
+      item = true;
+      break;
+    }
+    if (item) break;
     guard.release();
+    wake_if_waiting(s.head_seq, s.put_waiters);
     if (deadline.nonblocking() || deadline.passed()) return false;
   }
 
-  std::uint64_t pos = pos_of(h) % cap;
-  std::uint64_t advance = 0;
-  FrameHeader fh;
-  std::memcpy(&fh, st.ring + pos, sizeof fh);
-  if (fh.kind == kWrap) {
-    advance = cap - pos;
-    pos = 0;
-    std::memcpy(&fh, st.ring, sizeof fh);
-  }
   const bool valid = (fh.kind == kInline || (fh.kind == kOutOfBand && fh.size == sizeof(OutOfBand))) &&
                      sizeof fh + pad8(fh.size) <= cap - pos;
   if (!valid) throw ProcessError("mp: corrupt queue (bad frame header)");
-  advance += sizeof fh + pad8(fh.size);
-  const std::uint64_t nh = make_word(count_of(h) + 1, pos_of(h) + advance);
-  const char* payload = st.ring + pos + sizeof fh;
+  const std::uint64_t nh = make_word(count_of(h) + 1, pos_of(h) + sizeof fh + pad8(fh.size));
+  const char* payload = st.ring(r) + pos + sizeof fh;
 
   auto commit = [&] {
-    s.head.store(nh, std::memory_order_release);
-    s.head_seq.store(static_cast<std::uint32_t>(nh), std::memory_order_seq_cst);
+    s.head[r].store(nh, std::memory_order_release);
+    removed();
   };
   // Drops out-of-band messages of items that are gone: tags below `below` (a producer that died
   // between sending and committing, or a consumer that died between committing and dropping).
@@ -493,7 +634,7 @@ void QueueCore::task_done() {
   Shared& s = *state_->shm;
   std::uint32_t d = s.done.load(std::memory_order_acquire);
   for (;;) {
-    const std::uint64_t t = count_of(s.tail.load(std::memory_order_acquire));
+    const std::uint64_t t = put_count(s);
     if ((d & kCountMask) == t) throw std::invalid_argument("task_done() called too many times");
     if (s.done.compare_exchange_weak(d, d + 1, std::memory_order_acq_rel)) break;
   }
@@ -505,7 +646,7 @@ void QueueCore::join() {
   for (;;) {
     s.join_waiters.store(1, std::memory_order_seq_cst);
     const std::uint32_t d = s.done.load(std::memory_order_seq_cst);
-    if ((d & kCountMask) == count_of(s.tail.load(std::memory_order_seq_cst))) return;
+    if ((d & kCountMask) == put_count(s)) return;
     platform::wait_on_address(&s.done, d, nullptr);
   }
 }

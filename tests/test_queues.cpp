@@ -15,6 +15,7 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
+#include "queue_faults.hpp"
 
 using namespace mp_test;
 
@@ -129,6 +130,30 @@ void simple_echo(mp::SimpleQueue<std::string> in, mp::SimpleQueue<std::string> o
 }
 
 void put_huge(mp::Queue<std::string> q, std::size_t size) { q.put(std::string(size, 'h')); }
+
+// The fault point a child dies at, and at which pass.
+int g_fault_point = 0;
+int g_fault_countdown = 0;
+void die_at(mp::detail::QueueFault point) {
+  if (static_cast<int>(point) == g_fault_point && --g_fault_countdown == 0) ::raise(SIGKILL);
+}
+
+// Puts and gets 1 MiB items one at a time (the queue switches rings every few MiB, restarting the
+// one it enters), recording completed puts and gets, until it dies at the `countdown`-th pass
+// through fault point `point`. Exits with 3 if it never gets there.
+void cycle_until_killed(mp::Queue<Item> q, mp::heap::SharedBlock block, int point, int countdown) {
+  g_fault_point = point;
+  g_fault_countdown = countdown;
+  mp::detail::queue_fault = die_at;
+  for (int i = 0; i < 1000; ++i) {
+    q.put(Item::make(0, i, 1 << 20));
+    progress(block).done[0].store(i + 1);
+    const Item it = q.get(true, kTimeout);
+    if (!it.check() || it.index != i) std::exit(9);
+    progress(block).done[1].store(i + 1);
+  }
+  std::exit(3);
+}
 
 using Message = std::variant<int, std::string, std::vector<double>>;
 void put_messages(mp::Queue<Message> q) {
@@ -267,6 +292,53 @@ TEST_P(QueueTest, JoinProducerBeforeDrainingAfterTheRingCycled) {
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
   for (int i = 0; i < 24; ++i) EXPECT_EQ(q.get(true, kTimeout).size(), std::size_t{1} << 20);
+}
+
+// A producer or consumer killed between the stores of a ring switch or restart (each a state
+// the next user must read right) loses no completed put, and the queue keeps its order, its
+// content and its whole capacity afterwards.
+TEST_P(QueueTest, KilledInTheMiddleOfARingSwitch) {
+  using mp::detail::QueueFault;
+  for (const QueueFault point : {QueueFault::producer_switch_recorded, QueueFault::producer_switch_committed,
+                                 QueueFault::producer_restart_half_done, QueueFault::consumer_switch_recorded}) {
+    for (const int countdown : {1, 3}) {
+      SCOPED_TRACE(testing::Message() << "fault point " << static_cast<int>(point) << ", pass " << countdown);
+      mp::Queue<Item> q;
+      mp::heap::SharedBlock block(sizeof(Progress));
+      mp::Process p(ctx(), cycle_until_killed, q, block, static_cast<int>(point), countdown);
+      p.start();
+      join_or_fail(p);
+      ASSERT_EQ(p.exitcode(), -SIGKILL);
+      const int puts = progress(block).done[0].load(), gets = progress(block).done[1].load();
+      int next = gets;
+      for (;;) {
+        Item it;
+        try {
+          it = q.get(true, 200ms);
+        } catch (const mp::Empty&) {
+          break;
+        }
+        ASSERT_TRUE(it.check());
+        ASSERT_EQ(it.index, next++);
+      }
+      EXPECT_EQ(next, puts) << "a completed put was lost, or an interrupted one delivered";
+      // Still a FIFO through many more switches: one item in flight, then 40 MiB in it at once.
+      for (int i = 0; i < 30; ++i) {
+        q.put(Item::make(1, i, 1 << 20), true, kTimeout);
+        const Item it = q.get(true, kTimeout);
+        ASSERT_TRUE(it.check());
+        ASSERT_EQ(it.index, i);
+      }
+      for (int i = 0; i < 40; ++i) q.put(Item::make(2, i, 1 << 20), true, kTimeout);
+      for (int i = 0; i < 40; ++i) {
+        const Item it = q.get(true, kTimeout);
+        ASSERT_TRUE(it.check());
+        ASSERT_EQ(it.producer, 2);
+        ASSERT_EQ(it.index, i);
+      }
+      EXPECT_TRUE(q.empty());
+    }
+  }
 }
 
 TEST_P(QueueTest, OneGibMessage) {
