@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <utility>
 
 #include "futex_lock.hpp"
 #include "queue_faults.hpp"
@@ -97,20 +98,17 @@ struct Shared {
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;     // bumped at each commit: consumers sleep on it
-  std::atomic<std::uint32_t> get_waiters;  // a consumer may sleep on tail_seq
+  std::atomic<std::uint32_t> tail_seq;  // an event count (see advance()): consumers sleep on it
   std::atomic<std::uint64_t> tail[kRings];
   std::atomic<std::uint64_t> switched;     // make_switch(); under put_lock
   std::uint64_t oob_next;                  // under put_lock
 
   alignas(64) FutexLock get_lock;
-  std::atomic<std::uint32_t> head_seq;     // bumped at each removal: producers sleep on it
-  std::atomic<std::uint32_t> put_waiters;  // a producer may sleep on head_seq
+  std::atomic<std::uint32_t> head_seq;  // an event count: producers sleep on it
   std::atomic<std::uint64_t> head[kRings];
   std::atomic<std::uint64_t> reader;       // make_reader(); under get_lock
 
-  alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls (wrapping)
-  std::atomic<std::uint32_t> join_waiters;
+  alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls, an event count
 };
 static_assert(sizeof(Shared) <= kHeaderBytes);
 
@@ -134,29 +132,39 @@ struct Deadline {
   bool passed() const { return timeout && Clock::now() >= at; }
 };
 
-// Sets the sleeper flag, rechecks `ready`, and sleeps on `seq` until it changes or the deadline.
+// Event counts: a 32-bit word whose low 31 bits count events and whose top bit says that someone
+// may sleep on it. A sleeper sets the bit, rechecks its condition, then sleeps on the word as it
+// left it; an event clears the bit in the same atomic step that counts it, and wakes the sleepers
+// if the bit was set. (A separate "waiters" flag cleared by the waker loses a wake-up when a
+// consumer takes an item before the producer's count of it lands: the count's wake-up then finds
+// no sleeper yet and clears the flag of one about to sleep.)
+constexpr std::uint32_t kSleepers = 0x8000'0000u;
+std::uint32_t events(std::uint32_t w) { return w & ~kSleepers; }
+
+// Counts an event on `seq` (callers that count hold a lock: only sleepers race, setting the bit).
+// True if someone may sleep on it: the caller then calls wake_all (after releasing its lock).
+bool advance(std::atomic<std::uint32_t>& seq) {
+  const std::uint32_t next = events(seq.load(std::memory_order_relaxed) + 1);
+  return (seq.exchange(next, std::memory_order_seq_cst) & kSleepers) != 0;
+}
+void wake_all(std::atomic<std::uint32_t>& seq) { platform::wake_address(&seq, INT_MAX); }
+
+// Spins briefly on `ready`, then sleeps on the event count `seq` until ready() or the deadline.
 // Returns ready() at the end.
 template <class Ready>
-bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& waiters,
-                const Deadline& deadline, AdaptiveSpin& spin) {
+bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& deadline, AdaptiveSpin& spin) {
   if (ready()) return true;
   if (deadline.nonblocking()) return false;
   Nanos left;
   const Nanos* t = deadline.remaining(left);
   if ((!t || *t >= kMaxSpin) && spin.spin(ready)) return true;  // a short timeout is not overrun
   for (;;) {
-    waiters.store(1, std::memory_order_seq_cst);
-    const std::uint32_t s = seq.load(std::memory_order_seq_cst);
+    const std::uint32_t s = seq.fetch_or(kSleepers, std::memory_order_seq_cst) | kSleepers;
     if (ready()) return true;
     t = deadline.remaining(left);
     if (t && *t <= Nanos::zero()) return false;
     platform::wait_on_address(&seq, s, t);
   }
-}
-
-void wake_if_waiting(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& waiters) {
-  if (waiters.load(std::memory_order_seq_cst) != 0 && waiters.exchange(0, std::memory_order_seq_cst) != 0)
-    platform::wake_address(&seq, INT_MAX);
 }
 
 // Holds a FutexLock until destroyed.
@@ -332,7 +340,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   // there is no room. The last kSwitchBytes of a ring are kept for a switch frame.
   auto room = [&](unsigned r, bool refresh) -> std::uint64_t {
     const std::uint64_t t = s.tail[r].load(std::memory_order_acquire), h = st.head(r, refresh);
-    const std::uint64_t pos = pos_of(t) % cap;
+    const std::uint64_t pos = pos_of(t) & (cap - 1);
     const std::uint64_t used = (pos_of(t) - pos_of(h)) & kPosMask;
     // A head cached long ago (other producers moved the tail since) can look more than a ring
     // behind: no room as far as it knows.
@@ -365,7 +373,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   auto vacant = [&](unsigned r) {
     const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed), h = st.head(r, true);
     if (t == h) return true;
-    const std::uint64_t pos = pos_of(h) % cap;
+    const std::uint64_t pos = pos_of(h) & (cap - 1);
     FrameHeader fh;
     std::memcpy(&fh, st.ring(r) + pos, sizeof fh);
     return fh.kind == kWrap && count_of(t) == count_of(h) && ((pos_of(t) - pos_of(h)) & kPosMask) == cap - pos;
@@ -377,7 +385,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   auto switch_ring = [&](Current c) {
     const unsigned to = 1 - c.ring;
     const std::uint64_t tt = s.tail[to].load(std::memory_order_relaxed);
-    const std::uint64_t tpos = pos_of(tt) % cap;
+    const std::uint64_t tpos = pos_of(tt) & (cap - 1);
     if (vacant(to)) {
       if (s.head[to].load(std::memory_order_relaxed) != tt) s.head[to].store(tt, std::memory_order_release);
     }
@@ -392,7 +400,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     const std::uint64_t t = s.tail[c.ring].load(std::memory_order_relaxed);
     s.switched.store(make_switch(c.ring, c.seq, pos_of(t)), std::memory_order_relaxed);
     const FrameHeader sw{c.seq & kSeqMask, kSwitch};
-    std::memcpy(st.ring(c.ring) + pos_of(t) % cap, &sw, sizeof sw);
+    std::memcpy(st.ring(c.ring) + (pos_of(t) & (cap - 1)), &sw, sizeof sw);
     fault_point(QueueFault::producer_switch_recorded);
     s.tail[c.ring].store(make_word(count_of(t), pos_of(t) + kSwitchBytes), std::memory_order_release);
     fault_point(QueueFault::producer_switch_committed);
@@ -406,13 +414,13 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     if (!platform::several_cpus() || st.cold.load(std::memory_order_relaxed)) return false;
     // The ring empties only when a consumer removes something, which bumps head_seq: only that
     // word is watched (its line is written by consumers anyway), every 64 pauses.
-    std::uint32_t seen = s.head_seq.load(std::memory_order_relaxed);
+    std::uint32_t seen = events(s.head_seq.load(std::memory_order_relaxed));
     const auto start = Clock::now();
     auto progress = start;
     for (;;) {
       for (int i = 0; i < 64; ++i) platform::yield_cpu();
       const auto now = Clock::now();
-      if (const std::uint32_t q = s.head_seq.load(std::memory_order_relaxed); q != seen) {
+      if (const std::uint32_t q = events(s.head_seq.load(std::memory_order_relaxed)); q != seen) {
         if (vacant(r)) return true;
         seen = q;
         progress = now;
@@ -433,25 +441,30 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   if (oob) item_fd = make_item_memory(size, copy_parts);
 
   LockGuard guard(s.put_lock);
+  bool wake_consumers = false;
   unsigned r = 0;
   std::uint64_t total = 0, oob_tag = 0;
-  for (;;) {
+  // The first pass takes the lock at once (room is the common case); later passes first wait
+  // for room without it.
+  for (bool first = true;; first = false) {
     auto ready = [&] { return room_in(0) != 0 || room_in(1) != 0; };
-    if (!wait_until(ready, s.head_seq, s.put_waiters, deadline, t_put_spin)) return false;
+    if (!first && !wait_until(ready, s.head_seq, deadline, t_put_spin)) return false;
     if (!guard.acquire(deadline)) return false;
     Current c = current();
     // Past the hot part once the other ring is empty, or out of room where the other has some:
     // switch.
     const bool hot_switch =
-        pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) % cap >= kHotBytes &&
+        (pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1)) >= kHotBytes &&
         (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
-    if (hot_switch || (room_in(c.ring) == 0 && room_in(1 - c.ring) != 0)) {
+    total = hot_switch ? 0 : room_in(c.ring);
+    if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
       switch_ring(c);
+      wake_consumers |= advance(s.tail_seq);
       st.cold.store(false, std::memory_order_relaxed);
       c = current();
+      total = room_in(c.ring);
     }
     r = c.ring;
-    total = room_in(r);
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
@@ -460,6 +473,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     }
     if (total != 0) break;
     guard.release();
+    if (std::exchange(wake_consumers, false)) wake_all(s.tail_seq);
     if (deadline.nonblocking() || deadline.passed()) return false;
     if (oob) {
       Nanos left;
@@ -472,7 +486,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
 
   const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed);
   char* ring = st.ring(r);
-  std::uint64_t pos = pos_of(t) % cap;
+  std::uint64_t pos = pos_of(t) & (cap - 1);
   if (total > need) {  // no room before the end: send readers back to the start
     const FrameHeader wrap{0, kWrap};
     std::memcpy(ring + pos, &wrap, sizeof wrap);
@@ -487,9 +501,9 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     copy_parts(ring + pos + sizeof fh);
   }
   s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
-  s.tail_seq.store(s.tail_seq.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+  wake_consumers |= advance(s.tail_seq);
   guard.release();
-  wake_if_waiting(s.tail_seq, s.get_waiters);
+  if (wake_consumers) wake_all(s.tail_seq);
   return true;
 }
 
@@ -502,16 +516,21 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     const unsigned r = ring_of(s.reader.load(std::memory_order_acquire));
     return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
   };
-  auto removed = [&] {
-    s.head_seq.store(s.head_seq.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+  bool wake_producers = false;
+  auto removed = [&] { wake_producers |= advance(s.head_seq); };
+  // Releases the consumers' lock, then wakes producers waiting for room if any.
+  auto finish = [&](LockGuard& guard) {
+    guard.release();
+    if (std::exchange(wake_producers, false)) wake_all(s.head_seq);
   };
 
   LockGuard guard(s.get_lock);
   unsigned r = 0;
   std::uint64_t h = 0, pos = 0;
   FrameHeader fh{};
-  for (;;) {
-    if (!wait_until(available, s.tail_seq, s.get_waiters, deadline, t_get_spin)) return false;
+  // The first pass takes the lock at once; later passes first wait for a frame without it.
+  for (bool first = true;; first = false) {
+    if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
     if (!guard.acquire(deadline)) return false;
     // Frames that are not items (switch, wrap) are passed under the lock until an item or the
     // tail is reached; each pass is one store of the head, a state as valid as any other.
@@ -522,7 +541,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
       h = s.head[r].load(std::memory_order_relaxed);
       if (!st.has_frame(r, h)) break;
       const char* ring = st.ring(r);
-      pos = pos_of(h) % cap;
+      pos = pos_of(h) & (cap - 1);
       std::memcpy(&fh, ring + pos, sizeof fh);
       if (fh.kind == kSwitch) {
         if (fh.size == seq_of(reader)) {
@@ -547,8 +566,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
       break;
     }
     if (item) break;
-    guard.release();
-    wake_if_waiting(s.head_seq, s.put_waiters);
+    finish(guard);
     if (deadline.nonblocking() || deadline.passed()) return false;
   }
 
@@ -580,8 +598,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
       consume(context, payload, fh.size);
     } catch (...) {
       commit();  // an item that does not decode is dropped, not retried forever
-      guard.release();
-      wake_if_waiting(s.head_seq, s.put_waiters);
+      finish(guard);
       throw;
     }
     commit();
@@ -596,8 +613,7 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     if (!found || tag != ref.tag || platform::shared_memory_size(fd) < ref.size) {
       if (found && tag == ref.tag) platform::close_handle(fd);
       commit();
-      guard.release();
-      wake_if_waiting(s.head_seq, s.put_waiters);
+      finish(guard);
       throw ProcessError("mp: an out-of-band queue item is missing");
     }
     struct Cleanup {
@@ -620,13 +636,11 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     commit();
     drop_stale(ref.tag + 1);
     if (error) {
-      guard.release();
-      wake_if_waiting(s.head_seq, s.put_waiters);
+      finish(guard);
       std::rethrow_exception(error);
     }
   }
-  guard.release();
-  wake_if_waiting(s.head_seq, s.put_waiters);
+  finish(guard);
   return true;
 }
 
@@ -634,18 +648,16 @@ void QueueCore::task_done() {
   Shared& s = *state_->shm;
   std::uint32_t d = s.done.load(std::memory_order_acquire);
   for (;;) {
-    const std::uint64_t t = put_count(s);
-    if ((d & kCountMask) == t) throw std::invalid_argument("task_done() called too many times");
-    if (s.done.compare_exchange_weak(d, d + 1, std::memory_order_acq_rel)) break;
+    if ((d & kCountMask) == put_count(s)) throw std::invalid_argument("task_done() called too many times");
+    if (s.done.compare_exchange_weak(d, events(events(d) + 1), std::memory_order_seq_cst)) break;
   }
-  wake_if_waiting(s.done, s.join_waiters);
+  if (d & kSleepers) wake_all(s.done);
 }
 
 void QueueCore::join() {
   Shared& s = *state_->shm;
   for (;;) {
-    s.join_waiters.store(1, std::memory_order_seq_cst);
-    const std::uint32_t d = s.done.load(std::memory_order_seq_cst);
+    const std::uint32_t d = s.done.fetch_or(kSleepers, std::memory_order_seq_cst) | kSleepers;
     if ((d & kCountMask) == put_count(s)) return;
     platform::wait_on_address(&s.done, d, nullptr);
   }

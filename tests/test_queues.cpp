@@ -155,6 +155,22 @@ void cycle_until_killed(mp::Queue<Item> q, mp::heap::SharedBlock block, int poin
   std::exit(3);
 }
 
+// Takes `count` tasks, marking each done.
+void do_tasks(mp::JoinableQueue<int> q, int count) {
+  for (int i = 0; i < count; ++i) {
+    q.get(true, kTimeout);
+    q.task_done();
+  }
+}
+
+// Puts `rounds` batches of `batch` tasks, joining the queue after each.
+void put_batches_and_join(mp::JoinableQueue<int> q, int rounds, int batch) {
+  for (int r = 0; r < rounds; ++r) {
+    for (int i = 0; i < batch; ++i) q.put(i);
+    q.join();
+  }
+}
+
 using Message = std::variant<int, std::string, std::vector<double>>;
 void put_messages(mp::Queue<Message> q) {
   q.put(Message(1));
@@ -339,6 +355,35 @@ TEST_P(QueueTest, KilledInTheMiddleOfARingSwitch) {
       EXPECT_TRUE(q.empty());
     }
   }
+}
+
+// A consumer that takes an item before the producer has counted it must still be woken for the
+// next one: a long stream of small items with a consumer that often sleeps never stalls (a lost
+// wake-up shows as a get() that waits out its timeout while the producer is still putting).
+TEST_P(QueueTest, LongStreamOfSmallItemsNeverLosesAWakeUp) {
+  mp::Queue<int> q;
+  constexpr int kItems = 300000;
+  mp::Process p(ctx(), put_range, q, 0, kItems);
+  p.start();
+  for (int i = 0; i < kItems; ++i) {
+    if (i % 1000 == 0) std::this_thread::yield();  // let the producer run ahead and the consumer sleep
+    ASSERT_EQ(q.get(true, 5s), i);
+  }
+  join_or_fail(p);
+}
+
+// The same for JoinableQueue.join(): a joiner woken by one task_done() must not miss the last.
+TEST_P(QueueTest, JoinSeesEveryTaskDone) {
+  mp::JoinableQueue<int> q;
+  constexpr int kRounds = 2000, kBatch = 3;
+  mp::Process worker(ctx(), do_tasks, q, kRounds * kBatch);
+  mp::Process joiner(ctx(), put_batches_and_join, q, kRounds, kBatch);
+  worker.start();
+  joiner.start();
+  join_or_fail(joiner);
+  join_or_fail(worker);
+  EXPECT_EQ(joiner.exitcode(), 0);
+  EXPECT_EQ(worker.exitcode(), 0);
 }
 
 TEST_P(QueueTest, OneGibMessage) {

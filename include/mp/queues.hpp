@@ -142,6 +142,13 @@ template <class U, class A>
 struct ContiguousBytes<std::vector<U, A>>
     : std::bool_constant<std::is_arithmetic_v<U> && !std::is_same_v<U, bool>> {};
 
+// Types whose serialized form is their bytes (mp/reduction.hpp writes arithmetic types so, and
+// trivially copyable types without a serialize()): copied straight into and out of the ring. A
+// bool is left to the archive, which checks that the byte is 0 or 1.
+template <class T>
+inline constexpr bool kRawBytes = reduction::detail::MemcpySerializable<T> ||
+                                  (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>);
+
 template <class T>
 class QueueBase {
   static_assert(reduction::is_picklable_v<T>,
@@ -206,7 +213,7 @@ class QueueBase {
   void put_impl(const T& obj, const std::chrono::nanoseconds* timeout) {
     core_.check_open("put");
     bool ok;
-    if constexpr (reduction::detail::MemcpySerializable<T>) {
+    if constexpr (kRawBytes<T>) {
       ok = core_.put(&obj, sizeof(T), timeout);
     } else if constexpr (ContiguousBytes<T>::value) {
       const std::uint64_t n = obj.size();
@@ -225,7 +232,10 @@ class QueueBase {
     core_.check_open("get");
     std::optional<T> out;
     auto consume = [](void* ctx, const char* data, std::size_t size) {
-      if constexpr (ContiguousBytes<T>::value) {
+      if constexpr (kRawBytes<T>) {
+        if (size != sizeof(T)) throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
+        std::memcpy(static_cast<void*>(&static_cast<std::optional<T>*>(ctx)->emplace()), data, sizeof(T));
+      } else if constexpr (ContiguousBytes<T>::value) {
         using E = typename T::value_type;
         std::uint64_t n = 0;
         if (size < sizeof n) throw UnpicklingError("truncated data: no length");
