@@ -100,13 +100,13 @@ struct Shared {
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t> tail_seq;  // an event count (see advance()): consumers sleep on it
   std::atomic<std::uint64_t> tail[kRings];
-  std::atomic<std::uint64_t> switched;     // make_switch(); under put_lock
-  std::uint64_t oob_next;                  // under put_lock
+  std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
+  std::uint64_t oob_next;               // under put_lock
 
   alignas(64) FutexLock get_lock;
   std::atomic<std::uint32_t> head_seq;  // an event count: producers sleep on it
   std::atomic<std::uint64_t> head[kRings];
-  std::atomic<std::uint64_t> reader;       // make_reader(); under get_lock
+  std::atomic<std::uint64_t> reader;    // make_reader(); under get_lock
 
   alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls, an event count
 };

@@ -1,9 +1,10 @@
 // Thread safety of the foundation within one process (labelled `tsan`: ThreadSanitizer sees these
-// races). Several threads start, poll, join, signal and enumerate processes at once, and encode
-// and decode values at once; CPython's equivalent is guarded by the GIL.
+// races). Several threads start, poll, join, signal and enumerate processes at once, encode and
+// decode values at once, and share queues; CPython's equivalent is guarded by the GIL.
 #include <signal.h>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "mp/heap.hpp"
+#include "mp/queues.hpp"
 #include "mp_test.hpp"
 
 using namespace mp_test;
@@ -133,4 +135,50 @@ TEST(ThreadingHeap, ConcurrentSharedBlocks) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(counter->load(), kThreads * 50);
+}
+
+// Threads of one process sharing a queue handle: producers and consumers of small and ring-sized
+// items (the rings switch every few MiB), each item received once and whole, FIFO per producer.
+TEST(ThreadingQueue, ProducersAndConsumersShareOneHandle) {
+  mp::Queue<std::string> q;
+  constexpr int kProducers = 2, kConsumers = 2, kPerProducer = 400;
+  auto item = [](int producer, int i) {
+    const std::size_t size = i % 8 == 0 ? (std::size_t{1} << 20) + static_cast<std::size_t>(i) : 16;
+    std::string s(size, static_cast<char>('a' + producer));
+    std::memcpy(s.data(), &i, sizeof i);
+    return s;
+  };
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p)
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) q.put(item(p, i), true, kTimeout);
+    });
+  std::vector<std::vector<std::pair<int, int>>> got(kConsumers);
+  std::atomic<int> remaining{kProducers * kPerProducer};
+  for (int c = 0; c < kConsumers; ++c)
+    threads.emplace_back([&, c] {
+      while (remaining.fetch_sub(1) > 0) {
+        const std::string s = q.get(true, kTimeout);
+        int i = 0;
+        std::memcpy(&i, s.data(), sizeof i);
+        const int p = s.back() - 'a';
+        if (s != item(p, i)) ADD_FAILURE() << "torn item";
+        got[c].emplace_back(p, i);
+      }
+    });
+  for (auto& t : threads) t.join();
+  std::set<std::pair<int, int>> all;
+  for (const auto& g : got) {
+    std::map<int, int> last;
+    for (const auto& [p, i] : g) {
+      EXPECT_TRUE(all.insert({p, i}).second) << "item received twice";
+      auto [it, fresh] = last.emplace(p, i);
+      if (!fresh) {
+        EXPECT_GT(i, it->second) << "out of order for one consumer";
+        it->second = i;
+      }
+    }
+  }
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(kProducers * kPerProducer));
+  EXPECT_TRUE(q.empty());
 }
