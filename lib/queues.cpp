@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <utility>
 
+#include "event_count.hpp"
 #include "futex_lock.hpp"
 #include "queue_faults.hpp"
 #include "spin.hpp"
@@ -98,7 +98,7 @@ struct Shared {
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;  // an event count (see advance()): consumers sleep on it
+  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/event_count.hpp): consumers sleep on it
   std::atomic<std::uint64_t> tail[kRings];
   std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
   std::uint64_t oob_next;               // under put_lock
@@ -132,23 +132,6 @@ struct Deadline {
   bool passed() const { return timeout && Clock::now() >= at; }
 };
 
-// Event counts: a 32-bit word whose low 31 bits count events and whose top bit says that someone
-// may sleep on it. A sleeper sets the bit, rechecks its condition, then sleeps on the word as it
-// left it; an event clears the bit in the same atomic step that counts it, and wakes the sleepers
-// if the bit was set. (A separate "waiters" flag cleared by the waker loses a wake-up when a
-// consumer takes an item before the producer's count of it lands: the count's wake-up then finds
-// no sleeper yet and clears the flag of one about to sleep.)
-constexpr std::uint32_t kSleepers = 0x8000'0000u;
-std::uint32_t events(std::uint32_t w) { return w & ~kSleepers; }
-
-// Counts an event on `seq` (callers that count hold a lock: only sleepers race, setting the bit).
-// True if someone may sleep on it: the caller then calls wake_all (after releasing its lock).
-bool advance(std::atomic<std::uint32_t>& seq) {
-  const std::uint32_t next = events(seq.load(std::memory_order_relaxed) + 1);
-  return (seq.exchange(next, std::memory_order_seq_cst) & kSleepers) != 0;
-}
-void wake_all(std::atomic<std::uint32_t>& seq) { platform::wake_address(&seq, INT_MAX); }
-
 // Spins briefly on `ready`, then sleeps on the event count `seq` until ready() or the deadline.
 // Returns ready() at the end.
 template <class Ready>
@@ -159,11 +142,11 @@ bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& de
   const Nanos* t = deadline.remaining(left);
   if ((!t || *t >= kMaxSpin) && spin.spin(ready)) return true;  // a short timeout is not overrun
   for (;;) {
-    const std::uint32_t s = seq.fetch_or(kSleepers, std::memory_order_seq_cst) | kSleepers;
+    const std::uint32_t s = prepare_sleep(seq);
     if (ready()) return true;
     t = deadline.remaining(left);
     if (t && *t <= Nanos::zero()) return false;
-    platform::wait_on_address(&seq, s, t);
+    sleep_on(seq, s, t);
   }
 }
 
@@ -459,7 +442,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     total = hot_switch ? 0 : room_in(c.ring);
     if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
       switch_ring(c);
-      wake_consumers |= advance(s.tail_seq);
+      wake_consumers |= count_event(s.tail_seq);
       st.cold.store(false, std::memory_order_relaxed);
       c = current();
       total = room_in(c.ring);
@@ -473,7 +456,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     }
     if (total != 0) break;
     guard.release();
-    if (std::exchange(wake_consumers, false)) wake_all(s.tail_seq);
+    if (std::exchange(wake_consumers, false)) wake_sleepers(s.tail_seq);
     if (deadline.nonblocking() || deadline.passed()) return false;
     if (oob) {
       Nanos left;
@@ -501,9 +484,9 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     copy_parts(ring + pos + sizeof fh);
   }
   s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
-  wake_consumers |= advance(s.tail_seq);
+  wake_consumers |= count_event(s.tail_seq);
   guard.release();
-  if (wake_consumers) wake_all(s.tail_seq);
+  if (wake_consumers) wake_sleepers(s.tail_seq);
   return true;
 }
 
@@ -517,11 +500,11 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
     return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
   };
   bool wake_producers = false;
-  auto removed = [&] { wake_producers |= advance(s.head_seq); };
+  auto removed = [&] { wake_producers |= count_event(s.head_seq); };
   // Releases the consumers' lock, then wakes producers waiting for room if any.
   auto finish = [&](LockGuard& guard) {
     guard.release();
-    if (std::exchange(wake_producers, false)) wake_all(s.head_seq);
+    if (std::exchange(wake_producers, false)) wake_sleepers(s.head_seq);
   };
 
   LockGuard guard(s.get_lock);
@@ -651,15 +634,15 @@ void QueueCore::task_done() {
     if ((d & kCountMask) == put_count(s)) throw std::invalid_argument("task_done() called too many times");
     if (s.done.compare_exchange_weak(d, events(events(d) + 1), std::memory_order_seq_cst)) break;
   }
-  if (d & kSleepers) wake_all(s.done);
+  if (d & kSleepers) wake_sleepers(s.done);
 }
 
 void QueueCore::join() {
   Shared& s = *state_->shm;
   for (;;) {
-    const std::uint32_t d = s.done.fetch_or(kSleepers, std::memory_order_seq_cst) | kSleepers;
+    const std::uint32_t d = prepare_sleep(s.done);
     if ((d & kCountMask) == put_count(s)) return;
-    platform::wait_on_address(&s.done, d, nullptr);
+    sleep_on(s.done, d, nullptr);
   }
 }
 
