@@ -25,6 +25,7 @@
 // connects and stays silent makes accept() throw AuthenticationError instead of hanging.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -43,6 +44,9 @@
 #include "mp/reduction.hpp"
 
 namespace mp {
+namespace detail {
+struct ConnectionAccess;
+}
 
 class MP_API Connection {
  public:
@@ -105,17 +109,18 @@ class MP_API Connection {
   std::size_t max_message_size() const noexcept;
   void set_max_message_size(std::size_t size);
 
-  // Sent as a descriptor; only while a spawned Process is being started.
+  // Sent as descriptors (the socket, and a Pipe end's shared memory); only while a spawned Process
+  // is being started.
   template <class Archive>
   void save(Archive& ar) const {
-    ar(send_token(), readable(), writable());
+    ar(send_tokens(), readable(), writable());
   }
   template <class Archive>
   void load(Archive& ar) {
-    std::uint64_t token = 0;
+    std::array<std::uint64_t, 3> tokens{};
     bool r = false, w = false;
-    ar(token, r, w);
-    attach(token, r, w);
+    ar(tokens, r, w);
+    attach(tokens, r, w);
   }
 
   // For the library: a connection owning `fd`.
@@ -128,8 +133,9 @@ class MP_API Connection {
   void send_framed(std::string& buf);  // buf: kHeaderReserve bytes then the payload
   std::string recv_message(std::size_t maxlength);
   bool poll_for(std::chrono::nanoseconds timeout);
-  std::uint64_t send_token() const;
-  void attach(std::uint64_t token, bool readable, bool writable);
+  std::array<std::uint64_t, 3> send_tokens() const;  // socket, shared memory (or ~0), end
+  void attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable);
+  friend struct detail::ConnectionAccess;  // lib/connection.cpp: wait(); tests and fuzz: the ring
   std::shared_ptr<State> state_;
 };
 
