@@ -507,9 +507,9 @@ TEST_P(ConnectionTest, SenderKilledMidSendLeavesTheRingUsable) {
 // A receiver blocked in recv() (asleep on its socket) wakes when a message arrives.
 TEST_P(ConnectionTest, BlockedReceiverWakesOnAMessage) {
   auto [a, b] = mp::Pipe();
-  auto got = std::async(std::launch::async, [&a = a] { return a.recv<int>(); });
   mp::Process p(ctx(), send_after, b, 30);
-  p.start();
+  p.start();  // before the thread: a fork while a thread starts can deadlock the child (glibc)
+  auto got = std::async(std::launch::async, [&a = a] { return a.recv<int>(); });
   ASSERT_EQ(got.wait_for(kTimeout), std::future_status::ready);
   EXPECT_EQ(got.get(), 30);
   join_or_fail(p);
