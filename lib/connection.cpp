@@ -221,6 +221,7 @@ void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readabl
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex) {
+  conn::ignore_sigpipe();  // as CPython at start-up; our own writes never raise it anyway
   const auto [s0, s1] = conn::socket_pair();
   Connection a(s0, true, duplex), b(s1, duplex, true);
   auto [c0, c1] = detail::PipeChannel::create(s0, s1);
