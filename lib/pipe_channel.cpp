@@ -111,6 +111,11 @@ void PipeChannel::close() noexcept {
     std::uint32_t one = 1;
     in_ring().armed.compare_exchange_strong(one, 0);
   }
+  std::lock_guard lock(desc_mutex_);
+  close_descriptors();
+}
+
+void PipeChannel::close_descriptors() noexcept {
   platform::close_handle(ready_set_);
   platform::close_handle(event_);
   ready_set_ = event_ = platform::kInvalidHandle;
@@ -379,19 +384,22 @@ void PipeChannel::rescue_dead_sender() {
 bool PipeChannel::descriptor_mode() const noexcept { return desc_pid_ != 0 && desc_pid_ == platform::cached_pid(); }
 
 platform::Handle PipeChannel::fileno() {
-  if (!descriptor_mode()) {
-    close();  // handles inherited from the parent are not this process's to use
+  {
+    std::lock_guard lock(desc_mutex_);
+    if (descriptor_mode()) return ready_set_;
+    close_descriptors();  // handles inherited from the parent are not this process's to use
     event_ = conn::make_event();
     ready_set_ = conn::make_ready_set(sock_, event_);
     event_on_ = false;
     desc_pid_ = platform::cached_pid();
-    leave();
   }
+  leave();
   return ready_set_;
 }
 
 void PipeChannel::leave() noexcept {
   try {
+    std::lock_guard lock(desc_mutex_);
     PipeRing& r = in_ring();
     const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
     if (v & kTaken) settle(v);

@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -135,13 +136,16 @@ class PipeChannel {
   void consume(std::uint64_t head);
   bool descriptor_mode() const noexcept;
   void leave() noexcept;  // descriptor mode: re-arm, and set the event while messages remain
+  void close_descriptors() noexcept;
   friend struct LeaveGuard;
 
   std::shared_ptr<PipeMapping> map_;
   int end_ = 0;
   platform::Handle sock_ = platform::kInvalidHandle;
   // Descriptor mode (process-local: the pid that created the handles; a forked child starts over).
-  int desc_pid_ = 0;
+  // desc_mutex_ serializes this process's threads over the handles and the event's state.
+  std::atomic<int> desc_pid_{0};
+  std::mutex desc_mutex_;
   platform::Handle event_ = platform::kInvalidHandle;
   platform::Handle ready_set_ = platform::kInvalidHandle;
   bool event_on_ = false;

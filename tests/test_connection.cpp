@@ -132,6 +132,18 @@ bool fd_readable(std::intptr_t fd, int timeout_ms) {
   return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
 }
 
+// In a child given an end whose fileno() the parent uses: its own fileno() is exact for its own
+// receives. Exit code 0 when every check held.
+void own_fileno(mp::Connection a, mp::Connection b) {
+  const std::intptr_t fd = a.fileno();
+  if (fd_readable(fd, 0)) std::exit(2);
+  b.send(5);
+  if (!fd_readable(fd, 30000)) std::exit(3);
+  if (a.recv<int>() != 5) std::exit(4);
+  if (fd_readable(fd, 0)) std::exit(5);
+  std::exit(0);
+}
+
 }  // namespace
 
 class ConnectionTest : public StartMethodTest {};
@@ -611,6 +623,23 @@ TEST_P(ConnectionTest, FilenoReadinessIsExact) {
   EXPECT_THROW(a.recv<int>(), mp::EOFError);
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+// A forked child does not share the parent's descriptor-mode handles: each process's fileno() is
+// its own and exact for it.
+TEST_P(ConnectionTest, ChildHasItsOwnFileno) {
+  auto [a, b] = mp::Pipe();
+  const std::intptr_t fd = a.fileno();
+  EXPECT_FALSE(fd_readable(fd, 0));
+  mp::Process p(ctx(), own_fileno, a, b);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(fd_readable(fd, 0));
+  b.send(6);
+  EXPECT_TRUE(fd_readable(fd, 30000));
+  EXPECT_EQ(a.recv<int>(), 6);
+  EXPECT_FALSE(fd_readable(fd, 0));
 }
 
 TEST(Connection, SimplexDirectionErrors) {
