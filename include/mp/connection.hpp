@@ -45,7 +45,9 @@
 // actually arrive, so a peer announcing a bogus length cannot make the receiver allocate more
 // than 1 MiB or twice what it sent.
 // Latency: a receive polls (yielding the CPU between polls) before it sleeps when the process may
-// run on several CPUs, so a quick reply costs no cross-CPU wake-up. The polling time adapts per
+// run on several CPUs, so a quick reply costs no cross-CPU wake-up. Confined to one CPU, a Pipe
+// receive that finds nothing yields the CPU once before it sleeps: a peer ready to reply runs at
+// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The polling time adapts per
 // thread between 2 and 50 µs: it shrinks while polls find nothing (a slow or idle peer costs
 // little CPU) and grows while they succeed.
 // Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
