@@ -33,6 +33,11 @@
 //   (an epoll set of the socket and an event, private to the process; a forked child starts over)
 //   where every message sent while it idles costs the sender a token write; recv/poll/wait never
 //   need fileno().
+// Limits: exactness of fileno() holds for one receiving process; when several processes receive
+// on one end, another's receive may take the message a select() reported (as with a socket), and
+// a receive in a process not using fileno() may leave the fileno() user's descriptor asleep until
+// the next message. A ring holding only the remains of a message whose sender died reads as
+// ready to poll() until a receive skips them.
 // Python: CPython's send() to a peer whose every copy is closed fails at once (EPIPE); here a
 // small message may go into the ring, and the send fails (OSError EPIPE) at the latest once the
 // ring is full. One send() of more than the ring blocks until the receiver takes it, as a socket
