@@ -383,9 +383,10 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
     bool any = false;
     for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
     bool armed = false;
+    std::vector<bool> armed_here(objects.size(), false);
     if (!any) {
-      for (auto* pipe : pipes)
-        if (pipe) pipe->arm();
+      for (std::size_t i = 0; i < pipes.size(); ++i)
+        if (pipes[i]) armed_here[i] = pipes[i]->arm();
       armed = true;
       for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
     }
@@ -397,7 +398,7 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
     std::vector<Waitable> ready;
     for (std::size_t i = 0; i < objects.size(); ++i) {
       if (pipes[i]) {
-        if (armed) pipes[i]->finish_wait(socket_ready[i]);
+        if (armed) pipes[i]->finish_wait(socket_ready[i], armed_here[i]);
         if (pipes[i]->ready_now() || (socket_ready[i] && pipes[i]->ready())) ready.push_back(objects[i]);
       } else if (socket_ready[i]) {
         ready.push_back(objects[i]);

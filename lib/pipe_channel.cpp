@@ -284,13 +284,13 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
   PipeRing& r = in_ring();
   if (nonempty(r) || spin_for(t_data_spin, [&] { return nonempty(r); })) return Wait::data;
   for (;;) {
-    arm();
+    const bool mine = arm();
     if (nonempty(r)) {
-      disarm(false);
+      disarm(false, mine);
       return Wait::data;
     }
     if (conn::peer_closed(sock_)) {
-      disarm(false);
+      disarm(false, mine);
       return nonempty(r) ? Wait::data : Wait::eof;
     }
     Nanos slice = mid_message ? kMidMessageSlice : Nanos::max();
@@ -298,12 +298,12 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {
-      disarm(false);
+      disarm(false, mine);
       return Wait::data;
     }
     if (!woke) {
       if (deadline && Clock::now() >= *deadline) {
-        disarm(false);
+        disarm(false, mine);
         return Wait::timeout;
       }
       if (mid_message) rescue_dead_sender();
@@ -313,23 +313,23 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
 
 bool PipeChannel::ready_now() const noexcept { return nonempty(in_ring()); }
 
-void PipeChannel::arm() {
+bool PipeChannel::arm() {
   PipeRing& r = in_ring();
   for (;;) {
     std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
-    if (v == 1) return;
+    if (v == 1) return false;
     if (v == 0) {
-      if (r.armed.compare_exchange_strong(v, 1, std::memory_order_seq_cst)) return;
+      if (r.armed.compare_exchange_strong(v, 1, std::memory_order_seq_cst)) return true;
       continue;
     }
     settle(v);  // a token is owed from an earlier arming: collect it first
   }
 }
 
-void PipeChannel::disarm(bool socket_was_ready) {
+void PipeChannel::disarm(bool socket_was_ready, bool armed_here) {
   after_sleep(socket_was_ready);
   std::uint32_t one = 1;
-  in_ring().armed.compare_exchange_strong(one, 0);
+  if (armed_here) in_ring().armed.compare_exchange_strong(one, 0);
 }
 
 bool PipeChannel::ready() { return nonempty(in_ring()) || conn::peer_closed(sock_) || nonempty(in_ring()); }
@@ -403,7 +403,7 @@ void PipeChannel::leave() noexcept {
     PipeRing& r = in_ring();
     const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
     if (v & kTaken) settle(v);
-    arm();
+    (void)arm();
     const bool on = nonempty(r);
     if (on != event_on_) {
       conn::set_event(event_, on);

@@ -95,11 +95,12 @@ class PipeChannel {
 
   // connection::wait(): ready_now() looks without a system call (messages only); arm() makes a
   // sender wake the socket; after the sleep, disarm(socket_was_ready) and then ready() tells.
+  // arm() returns whether this call set the word (else another waiter's arming is left alone).
   bool ready_now() const noexcept;
-  void arm();
-  void disarm(bool socket_was_ready);
-  void finish_wait(bool socket_was_ready) {
-    disarm(socket_was_ready);
+  bool arm();
+  void disarm(bool socket_was_ready, bool armed_here);
+  void finish_wait(bool socket_was_ready, bool armed_here) {
+    disarm(socket_was_ready, armed_here);
     if (descriptor_mode()) leave();
   }
   bool ready();

@@ -35,8 +35,8 @@
 //   need fileno().
 // Limits: exactness of fileno() holds for one receiving process; when several processes receive
 // on one end, another's receive may take the message a select() reported (as with a socket), and
-// a receive in a process not using fileno() may leave the fileno() user's descriptor asleep until
-// the next message. A ring holding only the remains of a message whose sender died reads as
+// a receive that had to sleep in another process may leave this process's descriptor unreadable
+// for later messages until this process next calls recv() or poll(). A ring holding only the remains of a message whose sender died reads as
 // ready to poll() until a receive skips them.
 // Python: CPython's send() to a peer whose every copy is closed fails at once (EPIPE); here a
 // small message may go into the ring, and the send fails (OSError EPIPE) at the latest once the
