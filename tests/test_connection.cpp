@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <future>
 #include <map>
 #include <thread>
@@ -65,12 +67,12 @@ void big_sender(mp::Connection conn, std::size_t size) {
 // ---- Pipe() over shared memory: helpers for the children
 
 // A message that names its sender and sequence number and checks itself: [sender][seq][size] then
-// a pattern of `size` bytes in all.
+// a pattern (of the sender and size) to `size` bytes in all.
 std::string make_message(std::uint32_t sender, std::uint32_t seq, std::size_t size) {
   std::string m(std::max<std::size_t>(size, 12), '\0');
   const std::uint32_t head[3] = {sender, seq, static_cast<std::uint32_t>(m.size())};
   std::memcpy(m.data(), head, sizeof head);
-  for (std::size_t i = 12; i < m.size(); ++i) m[i] = static_cast<char>(sender * 31 + seq * 7 + i);
+  for (std::size_t i = 12; i < m.size(); ++i) m[i] = static_cast<char>(sender * 31 + m.size() * 7 + i);
   return m;
 }
 
@@ -82,7 +84,7 @@ std::pair<std::uint32_t, std::uint32_t> check_message(const std::string& m) {
   std::memcpy(head, m.data(), sizeof head);
   if (head[2] != m.size()) return {bad, bad};
   for (std::size_t i = 12; i < m.size(); ++i)
-    if (m[i] != static_cast<char>(head[0] * 31 + head[1] * 7 + i)) return {bad, bad};
+    if (m[i] != static_cast<char>(head[0] * 31 + m.size() * 7 + i)) return {bad, bad};
   return {head[0], head[1]};
 }
 
@@ -97,9 +99,17 @@ void send_numbered(mp::Connection conn, mp::Connection other, std::uint32_t send
   for (std::uint32_t i = 0; i < count; ++i) conn.send_bytes(make_message(sender, i, size_for(i)));
 }
 
+// Sends as fast as it can (messages built once, only the number changes), so that a kill lands
+// anywhere, mostly inside the send of a message streamed in chunks.
 void send_forever(mp::Connection conn, mp::Connection other, std::uint32_t sender) {
   other.close();
-  for (std::uint32_t i = 0;; ++i) conn.send_bytes(make_message(sender, i, size_for(i)));
+  std::vector<std::string> messages;
+  for (std::uint32_t i = 0; i < 7; ++i) messages.push_back(make_message(sender, 0, size_for(i)));
+  for (std::uint32_t i = 0;; ++i) {
+    std::string& m = messages[i % messages.size()];
+    std::memcpy(m.data() + 4, &i, sizeof i);
+    conn.send_bytes(m);
+  }
 }
 
 void echo_ints(mp::Connection conn, mp::Connection other) {
@@ -485,24 +495,50 @@ TEST_P(ConnectionTest, EofAfterThePeerExitsWithMessagesInTheRing) {
 }
 
 // A sender killed in a loop of sends (some streamed in chunks) leaves no torn message, and the
-// ring stays usable for the others.
+// ring stays usable for the others. The receiver keeps receiving while the sender is killed, so
+// the kill lands anywhere, mostly in the middle of a chunked message.
 TEST_P(ConnectionTest, SenderKilledMidSendLeavesTheRingUsable) {
   auto [a, b] = mp::Pipe(false);
-  for (std::uint32_t round = 0; round < 4; ++round) {
+  for (std::uint32_t round = 0; round < 6; ++round) {
     mp::Process p(ctx(), send_forever, b, a, round + 1);
     p.start();
-    for (std::uint32_t i = 0; i < 10 + 7 * round; ++i) {
-      const auto [sender, seq] = check_message(a.recv_bytes());
-      ASSERT_EQ(sender, round + 1);
-      ASSERT_EQ(seq, i);
-    }
-    p.kill();
-    join_or_fail(p);
-    // The parent's own copy of the sending end takes over; its marker comes after whatever the
-    // dead sender completed.
-    b.send_bytes(make_message(100, round, 20));
-    std::uint32_t expect = 10 + 7 * round;
+    std::mutex m;
+    std::condition_variable cv;
+    std::uint32_t received = 0;
+    const std::uint32_t kill_after = 10 + 3 * round;  // every phase of the 7 sizes
+    // The killer: once enough arrived, kills the sender and then sends a marker on the parent's
+    // own copy of the sending end (which takes the dead sender's lock over).
+    std::thread killer([&, b = b]() mutable {
+      {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, kTimeout, [&] { return received >= kill_after; })) ADD_FAILURE() << "no progress";
+      }
+      p.kill();
+      join_or_fail(p);
+      try {
+        b.send_bytes(make_message(100, round, 20));
+      } catch (const mp::OSError&) {  // the receiver failed and closed its end
+      }
+    });
+    // On a failed assertion below: release the killer, and close the receiving end so that its
+    // marker send cannot block on a full ring.
+    struct Finish {
+      std::function<void()> fn;
+      ~Finish() { fn(); }
+    } finish{[&, a = a]() mutable {
+      {
+        std::lock_guard lock(m);
+        received = ~0u;
+      }
+      cv.notify_one();
+      if (killer.joinable()) {
+        a.close();
+        killer.join();
+      }
+    }};
+    std::uint32_t expect = 0;
     for (;;) {
+      ASSERT_TRUE(a.poll(kTimeout));
       const auto [sender, seq] = check_message(a.recv_bytes());
       ASSERT_NE(sender, ~0u) << "torn message";
       if (sender == 100) {
@@ -511,7 +547,14 @@ TEST_P(ConnectionTest, SenderKilledMidSendLeavesTheRingUsable) {
       }
       ASSERT_EQ(sender, round + 1);
       ASSERT_EQ(seq, expect++);
+      {
+        std::lock_guard lock(m);
+        ++received;
+      }
+      cv.notify_one();
     }
+    killer.join();
+    EXPECT_GE(expect, kill_after);
     EXPECT_FALSE(a.poll());
   }
 }
