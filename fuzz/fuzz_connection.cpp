@@ -1,11 +1,14 @@
 // Fuzz target: connection framing (mp/connection.hpp, CPython: Connection._recv_bytes / recv).
-// The input after the first byte is written into one end of a socket pair exactly as a peer
-// process would write it, then closed; the other end reads messages until EOF. The first byte
-// selects the reader: 0 recv_bytes(), 1 recv_bytes(maxlength 1000), 2 recv<std::string>(),
-// 3 recv<std::vector<int>>(), 4 recv_bytes_into(a 256-byte buffer), 5 recv with
-// max_message_size 4096. Contract: each message decodes, or throws EOFError (end of input),
-// OSError (message longer than the maximum), UnpicklingError (not a value of the type) or
-// BufferTooShort; a bogus length never makes the receiver allocate more than was sent.
+// The first byte selects the reader (data[0] % 6) and the transport (data[0] / 6 % 2). Transport
+// 0: a socket connection (as Listener/Client use) — the input after the first byte is written into
+// one end exactly as a peer process would write it, then closed. Transport 1: a Pipe() — the input
+// is placed into the shared-memory ring the reader receives from and published as a broken or
+// hostile peer could, then the peer's end is closed. The reader reads messages until EOF: 0
+// recv_bytes(), 1 recv_bytes(maxlength 1000), 2 recv<std::string>(), 3 recv<std::vector<int>>(),
+// 4 recv_bytes_into(a 256-byte buffer), 5 recv with max_message_size 4096. Contract: each message
+// decodes, or throws EOFError (end of input), OSError (message longer than the maximum, corrupt
+// frame, end of file mid-message), UnpicklingError (not a value of the type) or BufferTooShort; a
+// bogus length never makes the receiver allocate more than was sent.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,24 +16,46 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mp/connection.hpp"
 #include "mp/errors.hpp"
+#include "pipe_channel.hpp"
+
+namespace {
+
+std::pair<mp::Connection, mp::Connection> socket_connections() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) __builtin_trap();
+  return {mp::Connection(fds[0], true, true), mp::Connection(fds[1], true, true)};
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  auto [writer, reader] = mp::Pipe(true);
-  // The input is at most -max_len (64 KiB), below a Unix socket pair's buffer: no reader needed.
-  const int fd = static_cast<int>(writer.fileno());
-  std::size_t off = 1;
-  while (off < size) {
-    const ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<std::size_t>(n);
+  const int mode = data[0] % 6;
+  const bool ring = (data[0] / 6) % 2 == 1;
+  auto [writer, reader] = ring ? mp::Pipe(true) : socket_connections();
+  if (ring) {
+    // The input is at most -max_len (64 KiB), below the ring's size: published in one store.
+    mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(reader);
+    mp::detail::PipeRing& r = ch->in_ring();
+    const std::size_t n = std::min(size - 1, mp::detail::kPipeRingBytes);
+    for (std::size_t i = 0; i < n; ++i) ch->in_data()[i] = static_cast<char>(data[1 + i]);
+    r.tail.store((n + 7) & ~std::size_t{7});
+  } else {
+    // Below a Unix socket pair's buffer: no reader needed.
+    const int fd = static_cast<int>(writer.fileno());
+    std::size_t off = 1;
+    while (off < size) {
+      const ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<std::size_t>(n);
+    }
   }
   writer.close();
-  const int mode = data[0] % 6;
   if (mode == 5) reader.set_max_message_size(4096);
   std::array<std::byte, 256> buf{};
   for (int i = 0; i < 1000; ++i) {  // every message in the input, then EOF
@@ -48,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const mp::BufferTooShort&) {
     } catch (const mp::UnpicklingError&) {
     } catch (const mp::OSError&) {
-      break;  // a message over the maximum closes the connection (as CPython)
+      break;  // a message over the maximum closes the connection (as CPython); a corrupt ring
     }
   }
   return 0;

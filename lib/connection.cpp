@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "auth.hpp"
+#include "pipe_channel.hpp"
 #include "spin.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
@@ -47,7 +48,13 @@ struct Connection::State {
   bool writable = false;
   std::size_t max_message = kDefaultMaxMessage;
   bool spin_unsupported = false;  // a pipe: receives block at once
-  ~State() { platform::close_handle(fd); }
+  std::unique_ptr<detail::PipeChannel> pipe;  // Pipe() ends: messages travel in shared memory
+  ~State() { close(); }
+  void close() noexcept {
+    if (pipe) pipe->close();
+    platform::close_handle(fd);
+    fd = platform::kInvalidHandle;
+  }
   platform::Handle check_readable() const {
     if (fd == platform::kInvalidHandle) throw_closed();
     if (!readable) throw OSError(EBADF, "connection is write-only");
@@ -75,7 +82,9 @@ void Connection::send_framed(std::string& buf) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_writable();
   const std::size_t size = buf.size() - kHeaderReserve;
-  if (size < kLongMarker) {
+  if (state_->pipe) {
+    state_->pipe->send(buf.data() + kHeaderReserve, size);
+  } else if (size < kLongMarker) {
     const auto n = static_cast<std::uint32_t>(size);
     std::memcpy(buf.data(), &n, sizeof n);
     conn::write_all(fd, buf.data(), buf.size());  // one write for header and payload
@@ -93,6 +102,14 @@ void Connection::send_framed(std::string& buf) {
 std::string Connection::recv_message(std::size_t maxlength) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_readable();
+  if (state_->pipe) {
+    try {
+      return state_->pipe->recv(maxlength);
+    } catch (const OSError& e) {
+      if (e.code().value() == EMSGSIZE) close();  // as CPython: a bad length closes the connection
+      throw;
+    }
+  }
   std::uint32_t n32 = 0;
   // The header: poll briefly first (a quick reply then costs no sleep and wake-up). Between two
   // polls the thread yields: when the peer is runnable on this very CPU (the scheduler often puts
@@ -159,19 +176,19 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t
 bool Connection::poll_for(std::chrono::nanoseconds timeout) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_readable();
+  if (state_->pipe) return state_->pipe->poll(&timeout);
   return conn::poll_readable(fd, &timeout);
 }
 
 void Connection::close() noexcept {
-  if (!state_) return;
-  platform::close_handle(state_->fd);
-  state_->fd = platform::kInvalidHandle;
+  if (state_) state_->close();
 }
 bool Connection::closed() const noexcept { return !state_ || state_->fd == platform::kInvalidHandle; }
 bool Connection::readable() const noexcept { return state_ && state_->readable; }
 bool Connection::writable() const noexcept { return state_ && state_->writable; }
 std::intptr_t Connection::fileno() const {
   if (closed()) throw_closed();
+  if (state_->pipe && state_->readable) return state_->pipe->fileno();
   return state_->fd;
 }
 std::size_t Connection::max_message_size() const noexcept { return state_ ? state_->max_message : kDefaultMaxMessage; }
@@ -180,25 +197,50 @@ void Connection::set_max_message_size(std::size_t size) {
   state_->max_message = size;
 }
 
-std::uint64_t Connection::send_token() const {
+constexpr std::uint64_t kNoToken = ~std::uint64_t{0};
+
+std::array<std::uint64_t, 3> Connection::send_tokens() const {
   if (closed()) throw_closed();
-  return reduction::send_handle(state_->fd, "Connection");
+  std::array<std::uint64_t, 3> tokens{reduction::send_handle(state_->fd, "Connection"), kNoToken, kNoToken};
+  if (const auto& pipe = state_->pipe) {
+    tokens[1] = reduction::send_handle(pipe->memfd(), "Connection");
+    tokens[2] = static_cast<std::uint64_t>(pipe->end());
+  }
+  return tokens;
 }
 
-void Connection::attach(std::uint64_t token, bool readable, bool writable) {
+void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable) {
   conn::ignore_sigpipe();
-  const auto fd = reduction::receive_handle(token);
-  *this = Connection(fd, readable, writable);
+  Connection c(reduction::receive_handle(tokens[0]), readable, writable);
+  if (tokens[1] != kNoToken) {
+    const auto memfd = static_cast<platform::Handle>(reduction::receive_handle(tokens[1]));
+    const int end = tokens[2] == 0 ? 0 : tokens[2] == 1 ? 1 : -1;  // attach() owns memfd, refuses -1
+    c.state_->pipe = detail::PipeChannel::attach(memfd, end, c.state_->fd);
+  }
+  *this = std::move(c);
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex) {
-  if (duplex) {
-    const auto [a, b] = conn::socket_pair();
-    return {Connection(a, true, true), Connection(b, true, true)};
-  }
-  const auto [r, w] = conn::pipe_pair();
-  return {Connection(r, true, false), Connection(w, false, true)};
+  conn::ignore_sigpipe();  // as CPython at start-up; our own writes never raise it anyway
+  const auto [s0, s1] = conn::socket_pair();
+  Connection a(s0, true, duplex), b(s1, duplex, true);
+  auto [c0, c1] = detail::PipeChannel::create(s0, s1);
+  detail::ConnectionAccess::set_pipe(a, std::move(c0));
+  detail::ConnectionAccess::set_pipe(b, std::move(c1));
+  return {std::move(a), std::move(b)};
 }
+
+namespace detail {
+PipeChannel* ConnectionAccess::pipe(const Connection& c) noexcept {
+  return c.closed() ? nullptr : c.state_->pipe.get();
+}
+void ConnectionAccess::set_pipe(Connection& c, std::unique_ptr<PipeChannel> pipe) noexcept {
+  c.state_->pipe = std::move(pipe);
+}
+platform::Handle ConnectionAccess::socket(const Connection& c) noexcept {
+  return c.state_ ? c.state_->fd : platform::kInvalidHandle;
+}
+}  // namespace detail
 
 namespace connection {
 namespace {
@@ -314,17 +356,56 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
   return Connection(fd.release(), true, true);
 }
 
+// Pipe ends are ready when their ring holds a message (seen without a system call) or the peer
+// closed; they are armed before the sleep so that a sender wakes their socket, and disarmed after.
+// fileno() is not used: waiting never puts a connection in descriptor mode.
 std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
   std::vector<platform::Handle> handles;
+  std::vector<detail::PipeChannel*> pipes;
   handles.reserve(objects.size());
+  pipes.reserve(objects.size());
   for (const Waitable& w : objects) {
-    if (const auto* c = std::get_if<Connection>(&w)) handles.push_back(static_cast<platform::Handle>(c->fileno()));
-    else if (const auto* p = std::get_if<Process>(&w)) handles.push_back(static_cast<platform::Handle>(p->sentinel()));
-    else handles.push_back(static_cast<platform::Handle>(std::get<std::intptr_t>(w)));
+    detail::PipeChannel* pipe = nullptr;
+    if (const auto* c = std::get_if<Connection>(&w)) {
+      if (c->closed()) throw_closed();
+      pipe = c->readable() ? detail::ConnectionAccess::pipe(*c) : nullptr;
+      handles.push_back(pipe ? pipe->socket() : detail::ConnectionAccess::socket(*c));
+    } else if (const auto* p = std::get_if<Process>(&w)) {
+      handles.push_back(static_cast<platform::Handle>(p->sentinel()));
+    } else {
+      handles.push_back(static_cast<platform::Handle>(std::get<std::intptr_t>(w)));
+    }
+    pipes.push_back(pipe);
   }
-  std::vector<Waitable> ready;
-  for (const std::size_t i : platform::wait_any(handles, timeout)) ready.push_back(objects[i]);
-  return ready;
+  const auto deadline = timeout ? platform::Clock::now() + *timeout : platform::Clock::time_point();
+  const platform::Nanos zero{0};
+  for (;;) {
+    bool any = false;
+    for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
+    bool armed = false;
+    std::vector<bool> armed_here(objects.size(), false);
+    if (!any) {
+      for (std::size_t i = 0; i < pipes.size(); ++i)
+        if (pipes[i]) armed_here[i] = pipes[i]->arm();
+      armed = true;
+      for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
+    }
+    platform::Nanos left = zero;
+    if (!any && timeout) left = std::max(zero, std::chrono::duration_cast<platform::Nanos>(deadline - platform::Clock::now()));
+    const auto ready_idx = platform::wait_any(handles, any || timeout ? &left : nullptr);
+    std::vector<bool> socket_ready(objects.size(), false);
+    for (const std::size_t i : ready_idx) socket_ready[i] = true;
+    std::vector<Waitable> ready;
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      if (pipes[i]) {
+        if (armed) pipes[i]->finish_wait(socket_ready[i], armed_here[i]);
+        if (pipes[i]->ready_now() || (socket_ready[i] && pipes[i]->ready())) ready.push_back(objects[i]);
+      } else if (socket_ready[i]) {
+        ready.push_back(objects[i]);
+      }
+    }
+    if (!ready.empty() || (timeout && platform::Clock::now() >= deadline)) return ready;
+  }
 }
 
 }  // namespace connection

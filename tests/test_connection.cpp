@@ -1,13 +1,21 @@
 // mp::Pipe, Connection, Listener/Client and connection::wait under every start method
 // (CPython: _TestConnection, _TestListenerClient, _TestListener, _TestWait).
+#include <poll.h>
 #include <signal.h>
+#include <sys/select.h>
 #include <unistd.h>
 
 #include <array>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <future>
+#include <map>
 #include <thread>
 
 #include "mp/connection.hpp"
 #include "mp_test.hpp"
+#include "pipe_channel.hpp"
 
 using namespace mp_test;
 
@@ -53,6 +61,97 @@ void client_wrong_key(mp::connection::Address address) {
 
 void big_sender(mp::Connection conn, std::size_t size) {
   conn.send_bytes(std::string(size, 'x'));
+}
+
+
+// ---- Pipe() over shared memory: helpers for the children
+
+// A message that names its sender and sequence number and checks itself: [sender][seq][size] then
+// a pattern (of the sender and size) to `size` bytes in all.
+std::string make_message(std::uint32_t sender, std::uint32_t seq, std::size_t size) {
+  std::string m(std::max<std::size_t>(size, 12), '\0');
+  const std::uint32_t head[3] = {sender, seq, static_cast<std::uint32_t>(m.size())};
+  std::memcpy(m.data(), head, sizeof head);
+  for (std::size_t i = 12; i < m.size(); ++i) m[i] = static_cast<char>(sender * 31 + m.size() * 7 + i);
+  return m;
+}
+
+// {sender, seq} of a well-formed message; {~0, ~0} if it is torn or garbled.
+std::pair<std::uint32_t, std::uint32_t> check_message(const std::string& m) {
+  constexpr std::uint32_t bad = ~0u;
+  std::uint32_t head[3];
+  if (m.size() < sizeof head) return {bad, bad};
+  std::memcpy(head, m.data(), sizeof head);
+  if (head[2] != m.size()) return {bad, bad};
+  for (std::size_t i = 12; i < m.size(); ++i)
+    if (m[i] != static_cast<char>(head[0] * 31 + m.size() * 7 + i)) return {bad, bad};
+  return {head[0], head[1]};
+}
+
+// Sizes that mix single frames and messages streamed through the ring in chunks.
+std::size_t size_for(std::uint32_t seq) {
+  static constexpr std::size_t sizes[] = {8, 1000, 300000, 70000, 64 * 1024 - 8, 65 * 1024, 5};
+  return sizes[seq % std::size(sizes)];
+}
+
+void send_numbered(mp::Connection conn, mp::Connection other, std::uint32_t sender, std::uint32_t count) {
+  other.close();
+  for (std::uint32_t i = 0; i < count; ++i) conn.send_bytes(make_message(sender, i, size_for(i)));
+}
+
+// Sends as fast as it can (messages built once, only the number changes), so that a kill lands
+// anywhere, mostly inside the send of a message streamed in chunks.
+void send_forever(mp::Connection conn, mp::Connection other, std::uint32_t sender) {
+  other.close();
+  std::vector<std::string> messages;
+  for (std::uint32_t i = 0; i < 7; ++i) messages.push_back(make_message(sender, 0, size_for(i)));
+  for (std::uint32_t i = 0;; ++i) {
+    std::string& m = messages[i % messages.size()];
+    std::memcpy(m.data() + 4, &i, sizeof i);
+    conn.send_bytes(m);
+  }
+}
+
+void echo_ints(mp::Connection conn, mp::Connection other) {
+  other.close();
+  try {
+    for (;;) conn.send(conn.recv<int>());
+  } catch (const mp::EOFError&) {
+  }
+}
+
+void stream_ints(mp::Connection conn, mp::Connection other, int count) {
+  other.close();
+  for (int i = 0; i < count; ++i) conn.send(i);
+}
+
+// Sends `count` messages, waits for the peer's acknowledgement, then exits (closing its end).
+void send_then_wait_ack(mp::Connection conn, mp::Connection other, int count) {
+  other.close();
+  for (int i = 0; i < count; ++i) conn.send(i);
+  (void)conn.recv<std::string>();
+}
+
+void send_sizes_then_close(mp::Connection conn, mp::Connection other, std::vector<std::size_t> sizes) {
+  other.close();
+  for (std::uint32_t i = 0; i < sizes.size(); ++i) conn.send_bytes(make_message(0, i, sizes[i]));
+}
+
+bool fd_readable(std::intptr_t fd, int timeout_ms) {
+  pollfd p{static_cast<int>(fd), POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
+}
+
+// In a child given an end whose fileno() the parent uses: its own fileno() is exact for its own
+// receives. Exit code 0 when every check held.
+void own_fileno(mp::Connection a, mp::Connection b) {
+  const std::intptr_t fd = a.fileno();
+  if (fd_readable(fd, 0)) std::exit(2);
+  b.send(5);
+  if (!fd_readable(fd, 30000)) std::exit(3);
+  if (a.recv<int>() != 5) std::exit(4);
+  if (fd_readable(fd, 0)) std::exit(5);
+  std::exit(0);
 }
 
 }  // namespace
@@ -234,20 +333,29 @@ TEST(Connection, WrongTypeIsAClearError) {
   EXPECT_THROW(b.recv<int>(), mp::UnpicklingError);
 }
 
+// A socket connection (Listener/Client): bytes written raw onto the socket.
 TEST(Connection, GarbageAndOversizedLengthsAreRejected) {
-  auto [a, b] = mp::Pipe();
+  mp::Listener listener;
+  const auto socket_pair = [&] {
+    std::optional<mp::Connection> server;
+    std::thread t([&] { server = listener.accept(); });
+    mp::Connection client = mp::Client(listener.address());
+    t.join();
+    return std::pair<mp::Connection, mp::Connection>(std::move(client), std::move(*server));
+  };
+  auto [a, b] = socket_pair();
   b.set_max_message_size(1 << 20);
   const std::uint32_t huge = 0x7ffffff0;  // 2 GiB announced, nothing sent
-  ::write(static_cast<int>(a.fileno()), &huge, sizeof huge);
+  ASSERT_EQ(::write(static_cast<int>(a.fileno()), &huge, sizeof huge), 4);
   EXPECT_THROW(b.recv_bytes(), mp::OSError);
   // Under the cap but never sent in full: EOF mid-message is an error, and nothing big is
   // allocated up front.
-  auto [c, d] = mp::Pipe();
+  auto [c, d] = socket_pair();
   const std::uint32_t marker = 0xffffffffu;
   const std::uint64_t big = std::uint64_t{3} << 30;
-  ::write(static_cast<int>(c.fileno()), &marker, sizeof marker);
-  ::write(static_cast<int>(c.fileno()), &big, sizeof big);
-  ::write(static_cast<int>(c.fileno()), "abc", 3);
+  ASSERT_EQ(::write(static_cast<int>(c.fileno()), &marker, sizeof marker), 4);
+  ASSERT_EQ(::write(static_cast<int>(c.fileno()), &big, sizeof big), 8);
+  ASSERT_EQ(::write(static_cast<int>(c.fileno()), "abc", 3), 3);
   c.close();
   EXPECT_THROW(d.recv_bytes(), mp::OSError);
   // Garbage bytes as a typed message.
@@ -256,13 +364,22 @@ TEST(Connection, GarbageAndOversizedLengthsAreRejected) {
   EXPECT_THROW(f.recv<std::string>(), mp::UnpicklingError);
 }
 
+// Python: CPython fails the first send after the peer closed; a Pipe's small messages go to
+// shared memory, so the failure (EPIPE) comes at the latest when the ring is full.
 TEST(Connection, WriteToClosedPeerIsAnErrorNotSigpipe) {
   auto [a, b] = mp::Pipe();
   b.close();
   EXPECT_THROW(a.send_bytes(std::string(1 << 20, 'x')), mp::OSError);
   auto [r, w] = mp::Pipe(false);
   r.close();
-  EXPECT_THROW(w.send(1), mp::OSError);
+  const std::string kib(1024, 'k');
+  int sent = 0;
+  try {
+    for (; sent < 10000; ++sent) w.send_bytes(kib);
+  } catch (const mp::OSError& e) {
+    EXPECT_EQ(e.code().value(), EPIPE);
+  }
+  EXPECT_LT(sent, 10000);
 }
 
 TEST(Connection, ClosedConnection) {
@@ -279,6 +396,391 @@ TEST(Connection, ClosedConnection) {
 TEST(Connection, SharingOutsideSpawnIsRefused) {
   auto [a, b] = mp::Pipe();
   EXPECT_THROW(mp::reduction::dumps(a), std::runtime_error);
+}
+
+
+// ---- Pipe() over shared memory
+
+TEST_P(ConnectionTest, PingPongAndStreamingThroughTheRing) {
+  auto [a, b] = mp::Pipe();
+  mp::Process echo(ctx(), echo_ints, b, a);
+  echo.start();
+  for (int i = 0; i < 20000; ++i) {
+    a.send(i);
+    ASSERT_EQ(a.recv<int>(), i);
+  }
+  a.close();
+  join_or_fail(echo);
+  EXPECT_EQ(echo.exitcode(), 0);
+
+  auto [c, d] = mp::Pipe(false);
+  const int count = 200000;
+  mp::Process streamer(ctx(), stream_ints, d, c, count);
+  streamer.start();
+  d.close();
+  for (int i = 0; i < count; ++i) ASSERT_EQ(c.recv<int>(), i);
+  EXPECT_THROW(c.recv<int>(), mp::EOFError);
+  join_or_fail(streamer);
+  EXPECT_EQ(streamer.exitcode(), 0);
+}
+
+// Messages larger than the ring are streamed through it in chunks, in order with small ones.
+TEST_P(ConnectionTest, MessagesLargerThanTheRingArriveInOrder) {
+  auto [a, b] = mp::Pipe();
+  mp::Process echo(ctx(), echo_bytes, b, a);
+  echo.start();
+  b.close();
+  std::vector<std::string> sent;
+  for (const std::size_t size : {std::size_t{4} << 20, std::size_t{12}, std::size_t{64} << 20,
+                                 mp::detail::kPipeRingBytes, std::size_t{100}})
+    sent.push_back(make_message(1, static_cast<std::uint32_t>(sent.size()), size));
+  std::thread feeder([&] {  // the echo's replies must be read while we send
+    for (const std::string& m : sent) a.send_bytes(m);
+  });
+  for (const std::string& m : sent) {
+    ASSERT_TRUE(a.poll(kTimeout));
+    EXPECT_TRUE(a.recv_bytes() == m);
+  }
+  feeder.join();
+  a.close();
+  join_or_fail(echo);
+  EXPECT_EQ(echo.exitcode(), 0);
+}
+
+// Two processes sending on one end: every message arrives whole, each sender's in order.
+TEST_P(ConnectionTest, TwoSendersOnOneEnd) {
+  auto [a, b] = mp::Pipe(false);
+  const std::uint32_t count = 300;
+  mp::Process p1(ctx(), send_numbered, b, a, 1u, count);
+  mp::Process p2(ctx(), send_numbered, b, a, 2u, count);
+  p1.start();
+  p2.start();
+  b.close();
+  std::map<std::uint32_t, std::uint32_t> next;
+  std::size_t bytes = 0, expected_bytes = 0;
+  for (std::uint32_t i = 0; i < count; ++i) expected_bytes += 2 * std::max<std::size_t>(size_for(i), 12);
+  for (std::uint32_t i = 0; i < 2 * count; ++i) {
+    const std::string m = a.recv_bytes();
+    const auto [sender, seq] = check_message(m);
+    ASSERT_TRUE(sender == 1 || sender == 2) << "torn message " << i;
+    ASSERT_EQ(seq, next[sender]++);
+    bytes += m.size();
+  }
+  EXPECT_EQ(bytes, expected_bytes);
+  EXPECT_THROW(a.recv_bytes(), mp::EOFError);
+  join_or_fail(p1);
+  join_or_fail(p2);
+  EXPECT_EQ(p1.exitcode(), 0);
+  EXPECT_EQ(p2.exitcode(), 0);
+}
+
+// The peer ends (its last copy closed) with messages still in the ring: they are received first,
+// then EOFError.
+TEST_P(ConnectionTest, EofAfterThePeerExitsWithMessagesInTheRing) {
+  auto [a, b] = mp::Pipe();
+  const std::vector<std::size_t> sizes = {8, 100, 5000, 60000, 8};
+  mp::Process p(ctx(), send_sizes_then_close, b, a, sizes);
+  p.start();
+  b.close();
+  join_or_fail(p);  // everything is in the ring before the first recv
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_TRUE(a.poll());
+  for (std::uint32_t i = 0; i < sizes.size(); ++i) {
+    const std::string m = a.recv_bytes();
+    EXPECT_EQ(check_message(m).second, i);
+  }
+  EXPECT_TRUE(a.poll());  // EOF is readable
+  EXPECT_THROW(a.recv_bytes(), mp::EOFError);
+  EXPECT_THROW(a.recv_bytes(), mp::EOFError);
+}
+
+// A sender killed in a loop of sends (some streamed in chunks) leaves no torn message, and the
+// ring stays usable for the others. The receiver keeps receiving while the sender is killed, so
+// the kill lands anywhere, mostly in the middle of a chunked message.
+TEST_P(ConnectionTest, SenderKilledMidSendLeavesTheRingUsable) {
+  auto [a, b] = mp::Pipe(false);
+  for (std::uint32_t round = 0; round < 6; ++round) {
+    mp::Process p(ctx(), send_forever, b, a, round + 1);
+    p.start();
+    std::mutex m;
+    std::condition_variable cv;
+    std::uint32_t received = 0;
+    const std::uint32_t kill_after = 10 + 3 * round;  // every phase of the 7 sizes
+    // The killer: once enough arrived, kills the sender and then sends a marker on the parent's
+    // own copy of the sending end (which takes the dead sender's lock over).
+    std::thread killer([&, b = b]() mutable {
+      {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, kTimeout, [&] { return received >= kill_after; })) ADD_FAILURE() << "no progress";
+      }
+      p.kill();
+      join_or_fail(p);
+      try {
+        b.send_bytes(make_message(100, round, 20));
+      } catch (const mp::OSError&) {  // the receiver failed and closed its end
+      }
+    });
+    // On a failed assertion below: release the killer, and close the receiving end so that its
+    // marker send cannot block on a full ring.
+    struct Finish {
+      std::function<void()> fn;
+      ~Finish() { fn(); }
+    } finish{[&, a = a]() mutable {
+      {
+        std::lock_guard lock(m);
+        received = ~0u;
+      }
+      cv.notify_one();
+      if (killer.joinable()) {
+        a.close();
+        killer.join();
+      }
+    }};
+    std::uint32_t expect = 0;
+    for (;;) {
+      ASSERT_TRUE(a.poll(kTimeout));
+      const auto [sender, seq] = check_message(a.recv_bytes());
+      ASSERT_NE(sender, ~0u) << "torn message";
+      if (sender == 100) {
+        EXPECT_EQ(seq, round);
+        break;
+      }
+      ASSERT_EQ(sender, round + 1);
+      ASSERT_EQ(seq, expect++);
+      {
+        std::lock_guard lock(m);
+        ++received;
+      }
+      cv.notify_one();
+    }
+    killer.join();
+    EXPECT_GE(expect, kill_after);
+    EXPECT_FALSE(a.poll());
+  }
+}
+
+// A receiver blocked in recv() (asleep on its socket) wakes when a message arrives.
+TEST_P(ConnectionTest, BlockedReceiverWakesOnAMessage) {
+  auto [a, b] = mp::Pipe();
+  mp::Process p(ctx(), send_after, b, 30);
+  p.start();  // before the thread: a fork while a thread starts can deadlock the child (glibc)
+  auto got = std::async(std::launch::async, [&a = a] { return a.recv<int>(); });
+  ASSERT_EQ(got.wait_for(kTimeout), std::future_status::ready);
+  EXPECT_EQ(got.get(), 30);
+  join_or_fail(p);
+}
+
+TEST_P(ConnectionTest, WaitOverPipesSocketsAndASentinel) {
+  auto [a1, b1] = mp::Pipe();
+  auto [a2, b2] = mp::Pipe(false);
+  mp::Listener listener;
+  std::optional<mp::Connection> server;
+  std::thread t([&] { server = listener.accept(); });
+  mp::Connection client = mp::Client(listener.address());
+  t.join();
+  int raw[2];
+  ASSERT_EQ(::pipe(raw), 0);
+  const std::intptr_t raw_read = raw[0];
+  const std::vector<mp::connection::Waitable> all = {a1, a2, client, raw_read};
+  EXPECT_TRUE(mp::connection::wait(all, 20ms).empty());
+  // A message in a ring, sent before the wait.
+  b2.send(7);
+  auto ready = mp::connection::wait(all, kTimeout);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(std::get<mp::Connection>(ready[0]).recv<int>(), 7);
+  // A message sent by a child while the wait sleeps, then a socket and a raw handle.
+  mp::Process p(ctx(), send_after, b1, 20);
+  p.start();
+  ready = mp::connection::wait(all, kTimeout);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(a1.recv<int>(), 20);
+  server->send(1);
+  ASSERT_EQ(::write(raw[1], "x", 1), 1);
+  ready = mp::connection::wait(all, kTimeout);
+  EXPECT_EQ(ready.size(), 2u);
+  EXPECT_EQ(client.recv<int>(), 1);
+  ::close(raw[0]);
+  ::close(raw[1]);
+  ready = mp::connection::wait({a1, a2, p}, kTimeout);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<mp::Process>(ready[0]));
+  join_or_fail(p);
+  // The peer's close is ready too.
+  b2.close();
+  ready = mp::connection::wait({a1, a2}, kTimeout);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_THROW(a2.recv<int>(), mp::EOFError);
+}
+
+TEST_P(ConnectionTest, PollTimeoutIsHonoured) {
+  auto [a, b] = mp::Pipe();
+  for (const auto timeout : {5ms, 50ms}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(a.poll(timeout));
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(waited, timeout - 1ms);
+    EXPECT_LT(waited, timeout + 2s);
+  }
+  b.send(1);
+  EXPECT_TRUE(a.poll(0ms));
+  EXPECT_TRUE(a.poll(kTimeout));
+  EXPECT_EQ(a.recv<int>(), 1);
+  EXPECT_FALSE(a.poll(0ms));
+}
+
+// select()/poll() on fileno() is exact: readable when a message (also one sent before fileno()
+// was first called) or EOF is there, not once it was received.
+TEST_P(ConnectionTest, FilenoReadinessIsExact) {
+  auto [a, b] = mp::Pipe();
+  b.send(1);  // before the first fileno()
+  const std::intptr_t fd = a.fileno();
+  EXPECT_EQ(a.fileno(), fd);
+  EXPECT_TRUE(fd_readable(fd, 0));
+  EXPECT_EQ(a.recv<int>(), 1);
+  EXPECT_FALSE(fd_readable(fd, 0));
+  b.send(2);
+  b.send(3);
+  fd_set set;
+  FD_ZERO(&set);
+  FD_SET(static_cast<int>(fd), &set);
+  timeval tv{0, 0};
+  EXPECT_EQ(::select(static_cast<int>(fd) + 1, &set, nullptr, nullptr, &tv), 1);
+  EXPECT_EQ(a.recv<int>(), 2);
+  EXPECT_TRUE(fd_readable(fd, 0));
+  EXPECT_EQ(a.recv<int>(), 3);
+  EXPECT_FALSE(fd_readable(fd, 0));
+  EXPECT_FALSE(a.poll());
+  EXPECT_FALSE(fd_readable(fd, 0));
+
+  // Across processes: each message makes it readable, nothing else does; then EOF.
+  mp::Process p(ctx(), send_then_wait_ack, b, a, 3);
+  p.start();
+  b.close();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(fd_readable(fd, 30000));
+    EXPECT_EQ(a.recv<int>(), i);
+  }
+  EXPECT_FALSE(fd_readable(fd, 0));
+  a.send(std::string("ack"));
+  ASSERT_TRUE(fd_readable(fd, 30000));  // EOF when the child exits
+  EXPECT_THROW(a.recv<int>(), mp::EOFError);
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// A forked child does not share the parent's descriptor-mode handles: each process's fileno() is
+// its own and exact for it.
+TEST_P(ConnectionTest, ChildHasItsOwnFileno) {
+  auto [a, b] = mp::Pipe();
+  const std::intptr_t fd = a.fileno();
+  EXPECT_FALSE(fd_readable(fd, 0));
+  mp::Process p(ctx(), own_fileno, a, b);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(fd_readable(fd, 0));
+  b.send(6);
+  EXPECT_TRUE(fd_readable(fd, 30000));
+  EXPECT_EQ(a.recv<int>(), 6);
+  EXPECT_FALSE(fd_readable(fd, 0));
+}
+
+TEST(Connection, SimplexDirectionErrors) {
+  auto [r, w] = mp::Pipe(false);
+  EXPECT_THROW(r.send_bytes("x"), mp::OSError);
+  EXPECT_THROW(w.recv_bytes(), mp::OSError);
+  EXPECT_THROW(w.poll(), mp::OSError);
+  EXPECT_TRUE(mp::connection::wait({w}, 0ms).empty());
+  w.send_bytes("x");
+  EXPECT_EQ(r.recv_bytes(), "x");
+}
+
+TEST(Connection, RecvBytesIntoThroughTheRing) {
+  auto [a, b] = mp::Pipe();
+  const std::string big = make_message(3, 1, 1 << 20);  // streamed in chunks
+  std::vector<char> buf(big.size() + 16);
+  std::thread sender([&a = a, &big] {  // larger than the ring: the receiver must run meanwhile
+    a.send_bytes(big);
+    a.send_bytes(big);
+  });
+  EXPECT_EQ(b.recv_bytes_into(buf, 16), big.size());
+  EXPECT_EQ(std::string(buf.data() + 16, big.size()), big);
+  try {
+    b.recv_bytes_into(buf, 17);
+    FAIL() << "expected BufferTooShort";
+  } catch (const mp::BufferTooShort& e) {
+    EXPECT_TRUE(e.message() == big);
+  }
+  sender.join();
+  a.send_bytes("after");
+  EXPECT_EQ(b.recv_bytes(), "after");
+}
+
+namespace {
+// Writes raw bytes into the ring `c` receives from and publishes them, as a broken peer could.
+void inject(const mp::Connection& c, const void* bytes, std::size_t size) {
+  mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(c);
+  ASSERT_NE(ch, nullptr);
+  mp::detail::PipeRing& r = ch->in_ring();
+  const std::uint64_t tail = r.tail.load();
+  for (std::size_t i = 0; i < size; ++i)
+    ch->in_data()[(tail + i) % mp::detail::kPipeRingBytes] = static_cast<const char*>(bytes)[i];
+  r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
+}
+}  // namespace
+
+// A garbled ring is an OSError, never a crash or a huge allocation.
+TEST(Connection, GarbageInTheRingIsAnError) {
+  {
+    auto [a, b] = mp::Pipe();
+    const std::uint32_t frame[2] = {99, 0};  // unknown kind
+    inject(b, frame, sizeof frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {
+    auto [a, b] = mp::Pipe();
+    const std::uint32_t frame[2] = {1, 0x7ffffff0};  // a frame larger than the ring
+    inject(b, frame, sizeof frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {
+    auto [a, b] = mp::Pipe();
+    const std::uint32_t frame[2] = {1, 64};  // announced bytes not published
+    inject(b, frame, sizeof frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {
+    auto [a, b] = mp::Pipe();
+    mp::detail::ConnectionAccess::pipe(b)->in_ring().tail.store(std::uint64_t{1} << 40);  // beyond the ring
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {  // 3 GiB announced over the maximum: refused before anything is allocated, and closed
+    auto [a, b] = mp::Pipe();
+    b.set_max_message_size(1 << 20);
+    std::uint32_t frame[4] = {2, 8, 0, 0};
+    const std::uint64_t total = std::uint64_t{3} << 30;
+    std::memcpy(frame + 2, &total, 8);
+    inject(b, frame, sizeof frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+    EXPECT_TRUE(b.closed());
+  }
+  {  // 3 GiB announced under the maximum, a few bytes sent, then the peer closes
+    auto [a, b] = mp::Pipe();
+    b.set_max_message_size(std::size_t{4} << 30);
+    std::uint32_t frame[6] = {2, 16, 0, 0, 0x61616161, 0x61616161};
+    const std::uint64_t total = std::uint64_t{3} << 30;
+    std::memcpy(frame + 2, &total, 8);
+    inject(b, frame, sizeof frame);
+    a.close();
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {  // a continuation without its start (left by a dead receiver) is skipped
+    auto [a, b] = mp::Pipe();
+    const std::uint32_t frame[4] = {3, 8, 1, 2};
+    inject(b, frame, sizeof frame);
+    a.send_bytes("next");
+    EXPECT_EQ(b.recv_bytes(), "next");
+  }
 }
 
 MP_INSTANTIATE_START_METHODS(ConnectionTest);

@@ -15,6 +15,7 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
+#include "pipe_channel.hpp"
 
 using namespace mp_test;
 
@@ -110,8 +111,9 @@ std::vector<FileId> inheritable_descriptors() {
 }
 
 // Exits with DescriptorBits: what this child has open of the parent's descriptors.
+// A Pipe's ends are identified by their sockets (fileno() is a descriptor of this process).
 void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<FileId> allowed, FileId passed_read,
-                        FileId passed_write, mp::Connection r, mp::Connection w) {
+                        FileId passed_write, FileId pipe_memory, mp::Connection r, mp::Connection w) {
   int bits = 0;
   bool got_read = false, got_write = false;
   DIR* d = ::opendir("/proc/self/fd");
@@ -127,10 +129,12 @@ void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<File
       bits |= kHasCloexecPipe;
     } else if (id == plain_pipe) {
       bits |= kHasPlainPipe;
-    } else if (id == passed_read && fd == r.fileno()) {
+    } else if (id == passed_read && fd == mp::detail::ConnectionAccess::socket(r)) {
       got_read = true;
-    } else if (id == passed_write && fd == w.fileno()) {
+    } else if (id == passed_write && fd == mp::detail::ConnectionAccess::socket(w)) {
       got_write = true;
+    } else if (id == pipe_memory) {
+      // the Pipe's shared memory (a memfd), passed with its ends
     } else if (std::find(allowed.begin(), allowed.end(), id) == allowed.end() &&
                !(n > 0 && std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {
       bits |= kHasOtherFiles;
@@ -343,7 +347,8 @@ TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {
   ASSERT_EQ(::pipe(plain), 0);
   auto [r, w] = mp::Pipe(false);
   mp::Process p(ctx(), report_descriptors, file_id(cloexec[0]), file_id(plain[0]), inheritable_descriptors(),
-                file_id(r.fileno()), file_id(w.fileno()), r, w);
+                file_id(mp::detail::ConnectionAccess::socket(r)), file_id(mp::detail::ConnectionAccess::socket(w)),
+                file_id(mp::detail::ConnectionAccess::pipe(r)->memfd()), r, w);
   p.start();
   join_or_fail(p);
   for (int fd : {cloexec[0], cloexec[1], plain[0], plain[1]}) ::close(fd);

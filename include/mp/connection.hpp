@@ -7,24 +7,59 @@
 //
 // A Connection is a handle: copies share the descriptor (like Python references); close() closes
 // it for every copy in this process. Passed as a Process argument it is inherited under fork and
-// sent as a descriptor under spawn. Messages are framed [u32 size] (or [0xffffffff][u64 size] for
-// 2 GiB and more) then the bytes; send() puts a type tag before the value, so recv<U>() of a value
+// sent as descriptors under spawn. send() puts a type tag before the value, so recv<U>() of a value
 // sent as T (U ≠ T) throws UnpicklingError instead of reading garbage.
 //
-// Guarantees: a write to a closed peer throws OSError (EPIPE), never SIGPIPE — SIGPIPE is set to
-// ignored when a pipe is created (as CPython does at start-up) and sockets use MSG_NOSIGNAL.
-// Received sizes are checked against the maximum (max_message_size(), default 4 GiB, or
-// recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes actually
-// arrive, so a peer sending a bogus length cannot make the receiver allocate more than 1 MiB or
-// twice what it sent.
-// Latency: a receive on a socket polls (yielding the CPU between polls) before it sleeps when the
-// process may run on several CPUs, so a quick reply costs no cross-CPU wake-up. The polling time
-// adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow or idle peer
-// costs little CPU) and grows while they succeed.
+// Transport. The ends of a Pipe() share a socket pair and one anonymous shared mapping (memfd)
+// holding a byte ring per direction (256 KiB each; only the pages touched cost memory). Messages
+// travel through the rings; larger ones are streamed through in chunks. The socket is kept for
+// what only the kernel can do: a receiver that found its ring empty (after spinning briefly, when
+// the process may run on several CPUs) sleeps on it and a sender wakes it with a one-byte token;
+// it reports EOF when the peer's last copy is closed or its process dies; it backs fileno(). A
+// ping-pong between two busy processes makes no system call at all. Listener/Client connections
+// are plain sockets: messages framed [u32 size] (or [0xffffffff][u64 size] for 4 GiB and more)
+// then the bytes.
+//
+// Guarantees (Pipe ends)
+// - A message is whole or absent: it is committed by one atomic store after its bytes are in
+//   place, so a sender killed mid-send leaves no torn message (an unfinished chunked message is
+//   dropped), and the pipe stays usable for the other processes. Several processes or threads
+//   may send on one end, and receive on one end: each direction's senders and receivers are
+//   serialized by robust locks (a dead holder's lock is taken over).
+// - Messages sent before the peer's last copy was closed are received first; then EOFError.
+// - The ring is checked as it is read: a corrupt ring is OSError, never a crash.
+// - fileno() is exact for select/poll: readable when a message or EOF is there, not readable once
+//   it was received. Its first call in a process puts that end's receive side in a descriptor mode
+//   (an epoll set of the socket and an event, private to the process; a forked child starts over)
+//   where every message sent while it idles costs the sender a token write; recv/poll/wait never
+//   need fileno().
+// Limits: exactness of fileno() holds for one receiving process; when several processes receive
+// on one end, another's receive may take the message a select() reported (as with a socket), and
+// a receive that had to sleep in another process may leave this process's descriptor unreadable
+// for later messages until this process next calls recv() or poll(). A ring holding only the remains of a message whose sender died reads as
+// ready to poll() until a receive skips them.
+// Python: CPython's send() to a peer whose every copy is closed fails at once (EPIPE); here a
+// small message may go into the ring, and the send fails (OSError EPIPE) at the latest once the
+// ring is full. One send() of more than the ring blocks until the receiver takes it, as a socket
+// send larger than its buffer does. fileno() of a readable Pipe end is not its socket.
+//
+// Guarantees (all): a write to a closed peer throws OSError (EPIPE), never SIGPIPE — SIGPIPE is
+// set to ignored when a Pipe is created or a connection received (as CPython does at start-up) and sockets use
+// MSG_NOSIGNAL. Received sizes are checked against the maximum (max_message_size(), default
+// 4 GiB, or recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes
+// actually arrive, so a peer announcing a bogus length cannot make the receiver allocate more
+// than 1 MiB or twice what it sent.
+// Latency: a receive polls (yielding the CPU between polls) before it sleeps when the process may
+// run on several CPUs, so a quick reply costs no cross-CPU wake-up. Confined to one CPU, a Pipe
+// receive that finds nothing yields the CPU once before it sleeps: a peer ready to reply runs at
+// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The polling time adapts per
+// thread between 2 and 50 µs: it shrinks while polls find nothing (a slow or idle peer costs
+// little CPU) and grows while they succeed.
 // Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
 // connects and stays silent makes accept() throw AuthenticationError instead of hanging.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -43,6 +78,9 @@
 #include "mp/reduction.hpp"
 
 namespace mp {
+namespace detail {
+struct ConnectionAccess;
+}
 
 class MP_API Connection {
  public:
@@ -98,24 +136,26 @@ class MP_API Connection {
   bool closed() const noexcept;
   bool readable() const noexcept;
   bool writable() const noexcept;
-  // The descriptor. Throws OSError "handle is closed".
+  // The descriptor to select/poll on for readability (a readable Pipe end: a descriptor of this
+  // process, see the top of this file). Throws OSError "handle is closed".
   std::intptr_t fileno() const;
 
   // The largest message recv()/recv_bytes() accept (default 4 GiB), shared by the copies.
   std::size_t max_message_size() const noexcept;
   void set_max_message_size(std::size_t size);
 
-  // Sent as a descriptor; only while a spawned Process is being started.
+  // Sent as descriptors (the socket, and a Pipe end's shared memory); only while a spawned Process
+  // is being started.
   template <class Archive>
   void save(Archive& ar) const {
-    ar(send_token(), readable(), writable());
+    ar(send_tokens(), readable(), writable());
   }
   template <class Archive>
   void load(Archive& ar) {
-    std::uint64_t token = 0;
+    std::array<std::uint64_t, 3> tokens{};
     bool r = false, w = false;
-    ar(token, r, w);
-    attach(token, r, w);
+    ar(tokens, r, w);
+    attach(tokens, r, w);
   }
 
   // For the library: a connection owning `fd`.
@@ -128,13 +168,15 @@ class MP_API Connection {
   void send_framed(std::string& buf);  // buf: kHeaderReserve bytes then the payload
   std::string recv_message(std::size_t maxlength);
   bool poll_for(std::chrono::nanoseconds timeout);
-  std::uint64_t send_token() const;
-  void attach(std::uint64_t token, bool readable, bool writable);
+  std::array<std::uint64_t, 3> send_tokens() const;  // socket, shared memory (or ~0), end
+  void attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable);
+  friend struct detail::ConnectionAccess;  // lib/connection.cpp: wait(); tests and fuzz: the ring
   std::shared_ptr<State> state_;
 };
 
-// Pipe(duplex): two connected ends. Duplex: a socket pair, both ends read and write. Simplex
-// (duplex = false): a pipe, the first end only receives and the second only sends.
+// Pipe(duplex): two connected ends over shared memory (see the top of this file). Duplex: both
+// ends send and receive. Simplex (duplex = false): the first end only receives and the second only
+// sends (the other direction throws OSError).
 MP_API std::pair<Connection, Connection> Pipe(bool duplex = true);
 
 namespace connection {

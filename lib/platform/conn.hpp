@@ -61,4 +61,19 @@ bool wait_writable(Handle h, const Nanos* timeout);
 // Returns false when none is queued.
 bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek);
 
+// ---- Pipe() over shared memory (lib/pipe_channel.cpp): the socket carries only wake tokens.
+// Whether the peer's every copy of a stream socket is closed (its end of file is pending), without
+// consuming anything. Never blocks.
+bool peer_closed(Handle socket);
+// Writes a one-byte wake token without blocking. False when the peer is gone (EPIPE/ECONNRESET)
+// or the socket's buffer is full; never SIGPIPE.
+bool write_token(Handle socket);
+// Reads one token without blocking: 1 when one was read, 0 at end of file, -1 when none is queued.
+int read_token(Handle socket);
+// Descriptor mode of a Pipe end (conn_linux.cpp): an event descriptor that is readable while set,
+// and a readiness set readable when `socket` is readable (data or EOF) or `event` is set.
+Handle make_event();
+void set_event(Handle event, bool on);
+Handle make_ready_set(Handle socket, Handle event);
+
 }  // namespace mp::platform::conn

@@ -306,4 +306,35 @@ bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek
   return true;
 }
 
+bool peer_closed(Handle socket) {
+  pollfd p{socket, POLLRDHUP, 0};
+  int r;
+  do r = ::poll(&p, 1, 0);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) throw_last_error("poll");
+  return r > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+bool write_token(Handle socket) {
+  const char token = 't';
+  for (;;) {
+    if (::send(socket, &token, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) return true;
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET || errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    throw_last_error("cannot write to the connection");
+  }
+}
+
+int read_token(Handle socket) {
+  char token;
+  for (;;) {
+    const ssize_t n = ::recv(socket, &token, 1, MSG_DONTWAIT);
+    if (n >= 0) return static_cast<int>(n);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+    if (errno == ECONNRESET) return 0;
+    throw_last_error("cannot read from the connection");
+  }
+}
+
 }  // namespace mp::platform::conn

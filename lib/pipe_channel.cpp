@@ -1,0 +1,416 @@
+// The shared-memory transport of Pipe() (lib/pipe_channel.hpp).
+#include "pipe_channel.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "mp/errors.hpp"
+#include "platform/conn.hpp"
+#include "platform/sync.hpp"
+#include "spin.hpp"
+
+namespace mp::detail {
+namespace {
+
+namespace conn = platform::conn;
+using platform::Clock;
+using platform::Nanos;
+
+constexpr std::uint32_t kWhole = 1, kFirst = 2, kMore = 3, kAbort = 4;
+constexpr std::uint32_t kTaken = 0x8000'0000u;
+constexpr std::size_t kHeader = 8;
+constexpr std::size_t kMaxFrame = kPipeRingBytes / 4;  // payload bytes in one frame
+constexpr Nanos kRoomSlice = std::chrono::milliseconds(10);
+constexpr Nanos kMidMessageSlice = std::chrono::milliseconds(50);
+constexpr auto kTokenPatience = std::chrono::milliseconds(100);
+// How long a receiver or a sender with a full ring spins before it sleeps (adapted per thread).
+constinit thread_local AdaptiveSpin t_data_spin{std::chrono::microseconds(2), std::chrono::microseconds(50)};
+constinit thread_local AdaptiveSpin t_room_spin{std::chrono::microseconds(2), std::chrono::microseconds(50)};
+
+constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
+
+[[noreturn]] void corrupt() { throw OSError(EPROTO, "corrupt message in the pipe's shared memory"); }
+
+void copy_in(char* ring, std::uint64_t pos, const void* src, std::size_t n) {
+  const std::size_t off = static_cast<std::size_t>(pos & (kPipeRingBytes - 1));
+  const std::size_t first = std::min(n, kPipeRingBytes - off);
+  std::memcpy(ring + off, src, first);
+  std::memcpy(ring, static_cast<const char*>(src) + first, n - first);
+}
+
+void copy_out(const char* ring, std::uint64_t pos, void* dst, std::size_t n) {
+  const std::size_t off = static_cast<std::size_t>(pos & (kPipeRingBytes - 1));
+  const std::size_t first = std::min(n, kPipeRingBytes - off);
+  std::memcpy(dst, ring + off, first);
+  std::memcpy(static_cast<char*>(dst) + first, ring, n - first);
+}
+
+bool nonempty(const PipeRing& r) noexcept {
+  return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
+}
+
+struct LockGuard {
+  FutexLock& lock;
+  explicit LockGuard(FutexLock& l) : lock(l) { lock.acquire(); }
+  ~LockGuard() { lock.release(); }
+};
+
+// Waits for data while the peer may run on this very CPU: yielding lets it run at once.
+template <class Ready>
+bool spin_for(AdaptiveSpin& spin, Ready ready) {
+  return spin.spin(
+      [&] {
+        if (ready()) return true;
+        std::this_thread::yield();
+        return false;
+      },
+      1);
+}
+
+}  // namespace
+
+PipeMapping::~PipeMapping() {
+  platform::unmap(address, kPipeMapBytes);
+  platform::close_handle(memfd);
+}
+
+// Ends the descriptor mode's receive call: re-arms, and sets the event while messages remain.
+struct LeaveGuard {
+  PipeChannel& c;
+  ~LeaveGuard() {
+    if (c.descriptor_mode()) c.leave();
+  }
+};
+
+std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> PipeChannel::create(platform::Handle s0,
+                                                                                         platform::Handle s1) {
+  auto map = std::make_shared<PipeMapping>();
+  map->memfd = platform::create_shared_memory(kPipeMapBytes);
+  map->address = platform::map_shared(map->memfd, kPipeMapBytes);
+  new (map->address) PipeShared();
+  return {std::unique_ptr<PipeChannel>(new PipeChannel(map, 0, s0)),
+          std::unique_ptr<PipeChannel>(new PipeChannel(map, 1, s1))};
+}
+
+std::unique_ptr<PipeChannel> PipeChannel::attach(platform::Handle memfd, int end, platform::Handle socket) {
+  auto map = std::make_shared<PipeMapping>();
+  map->memfd = memfd;
+  if ((end != 0 && end != 1) || platform::shared_memory_size(memfd) < kPipeMapBytes)
+    throw UnpicklingError("mp: the shared memory of a Pipe received is not one");
+  map->address = platform::map_shared(memfd, kPipeMapBytes);
+  return std::unique_ptr<PipeChannel>(new PipeChannel(std::move(map), end, socket));
+}
+
+PipeChannel::~PipeChannel() { close(); }
+
+void PipeChannel::close() noexcept {
+  if (descriptor_mode()) {  // stop asking senders for tokens nobody here will read
+    std::uint32_t one = 1;
+    in_ring().armed.compare_exchange_strong(one, 0);
+  }
+  std::lock_guard lock(desc_mutex_);
+  close_descriptors();
+}
+
+void PipeChannel::close_descriptors() noexcept {
+  platform::close_handle(ready_set_);
+  platform::close_handle(event_);
+  ready_set_ = event_ = platform::kInvalidHandle;
+  desc_pid_ = 0;
+}
+
+// ---- sending
+
+void PipeChannel::send(const char* data, std::size_t size) {
+  PipeRing& r = out_ring();
+  LockGuard guard(r.send_lock);
+  if (r.long_open.load(std::memory_order_relaxed)) {  // a sender died or failed mid-message
+    put_frame(kAbort, nullptr, 0, nullptr, 0);
+    r.long_open.store(0, std::memory_order_relaxed);
+  }
+  if (size <= kMaxFrame) {
+    put_frame(kWhole, nullptr, 0, data, size);
+    return;
+  }
+  r.long_open.store(1, std::memory_order_relaxed);
+  const std::uint64_t total = size;
+  std::size_t off = kMaxFrame - sizeof total;
+  put_frame(kFirst, &total, sizeof total, data, off);
+  while (off < size) {
+    const std::size_t n = std::min(kMaxFrame, size - off);
+    put_frame(kMore, nullptr, 0, data + off, n);
+    off += n;
+  }
+  r.long_open.store(0, std::memory_order_relaxed);
+}
+
+void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size, const char* payload,
+                            std::size_t size) {
+  PipeRing& r = out_ring();
+  char* ring = out_data();
+  const auto len = static_cast<std::uint32_t>(prefix_size + size);
+  const std::uint64_t tail = r.tail.load(std::memory_order_relaxed);
+  const std::uint64_t need = align8(kHeader + len);
+  wait_room(tail, need);
+  const std::uint32_t header[2] = {kind, len};
+  copy_in(ring, tail, header, kHeader);
+  if (prefix_size) copy_in(ring, tail + kHeader, prefix, prefix_size);
+  if (size) copy_in(ring, tail + kHeader + prefix_size, payload, size);
+  publish(tail + need);
+}
+
+void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
+  PipeRing& r = out_ring();
+  const auto room = [&] {
+    const std::uint64_t used = tail - r.head.load(std::memory_order_seq_cst);
+    if (used > kPipeRingBytes || (used & 7)) corrupt();
+    return kPipeRingBytes - used >= need;
+  };
+  if (room() || spin_for(t_room_spin, room)) return;
+  for (;;) {
+    r.room_wanted.store(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = r.room_seq.load(std::memory_order_seq_cst);
+    if (room()) return;
+    platform::wait_on_address(&r.room_seq, seq, &kRoomSlice);
+    if (room()) return;
+    if (conn::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
+  }
+}
+
+void PipeChannel::publish(std::uint64_t tail) {
+  PipeRing& r = out_ring();
+  r.tail.store(tail, std::memory_order_seq_cst);
+  if (r.armed.load(std::memory_order_seq_cst) != 1) return;
+  std::uint32_t expected = 1;
+  if (r.armed.compare_exchange_strong(expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
+      !conn::write_token(sock_) && conn::peer_closed(sock_))
+    platform::throw_error(EPIPE, "cannot write to the connection");
+}
+
+// ---- receiving
+
+void PipeChannel::consume(std::uint64_t head) {
+  PipeRing& r = in_ring();
+  r.head.store(head, std::memory_order_seq_cst);
+  if (r.room_wanted.load(std::memory_order_seq_cst) && r.room_wanted.exchange(0)) {
+    r.room_seq.fetch_add(1);
+    platform::wake_address(&r.room_seq, INT_MAX);
+  }
+}
+
+std::string PipeChannel::recv(std::size_t maxlength) {
+  LeaveGuard leave{*this};
+  PipeRing& r = in_ring();
+  const char* ring = in_data();
+  LockGuard guard(r.recv_lock);
+  std::string out;
+  bool in_long = false;
+  std::uint64_t total = 0;
+  for (;;) {
+    if (wait_data(nullptr, in_long) == Wait::eof) {
+      if (in_long) throw OSError(EPROTO, "got end of file during message");
+      throw EOFError();
+    }
+    const std::uint64_t head = r.head.load(std::memory_order_relaxed);
+    const std::uint64_t avail = r.tail.load(std::memory_order_acquire) - head;
+    if (avail > kPipeRingBytes || avail < kHeader || (head & 7)) corrupt();
+    std::uint32_t h[2];
+    copy_out(ring, head, h, kHeader);
+    const std::uint32_t kind = h[0], size = h[1];
+    if (size > kMaxFrame || align8(kHeader + size) > avail) corrupt();
+    const std::uint64_t next = head + align8(kHeader + size);
+    switch (kind) {
+      case kWhole:
+        if (in_long) corrupt();
+        if (size > maxlength) {
+          consume(next);
+          throw OSError(EMSGSIZE, "bad message length");
+        }
+        out.resize(size);
+        copy_out(ring, head + kHeader, out.data(), size);
+        consume(next);
+        return out;
+      case kFirst: {
+        if (in_long || size < sizeof total) corrupt();
+        copy_out(ring, head + kHeader, &total, sizeof total);
+        const std::size_t chunk = size - sizeof total;
+        if (total <= chunk) corrupt();
+        if (total > maxlength) {
+          consume(next);  // the rest is skipped as a remnant
+          throw OSError(EMSGSIZE, "bad message length");
+        }
+        out.resize(chunk);
+        copy_out(ring, head + kHeader + sizeof total, out.data(), chunk);
+        in_long = true;
+        consume(next);
+        break;
+      }
+      case kMore: {
+        if (!in_long) {  // the rest of a message whose receiver died or refused it: skipped
+          consume(next);
+          break;
+        }
+        if (total - out.size() < size) corrupt();
+        const std::size_t old = out.size();
+        out.resize(old + size);  // grows geometrically: at most twice what arrived
+        copy_out(ring, head + kHeader, out.data() + old, size);
+        consume(next);
+        if (out.size() == total) return out;
+        break;
+      }
+      case kAbort:
+        consume(next);
+        in_long = false;
+        out.clear();
+        break;
+      default:
+        corrupt();
+    }
+  }
+}
+
+bool PipeChannel::poll(const Nanos* timeout) {
+  LeaveGuard leave{*this};
+  if (nonempty(in_ring())) return true;
+  if (timeout && *timeout <= Nanos::zero()) return conn::peer_closed(sock_) || nonempty(in_ring());
+  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point();
+  return wait_data(timeout ? &deadline : nullptr, false) != Wait::timeout;
+}
+
+PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool mid_message) {
+  PipeRing& r = in_ring();
+  if (nonempty(r) || spin_for(t_data_spin, [&] { return nonempty(r); })) return Wait::data;
+  for (;;) {
+    const bool mine = arm();
+    if (nonempty(r)) {
+      disarm(false, mine);
+      return Wait::data;
+    }
+    if (conn::peer_closed(sock_)) {
+      disarm(false, mine);
+      return nonempty(r) ? Wait::data : Wait::eof;
+    }
+    Nanos slice = mid_message ? kMidMessageSlice : Nanos::max();
+    if (deadline) slice = std::min(slice, std::max(Nanos::zero(), std::chrono::duration_cast<Nanos>(*deadline - Clock::now())));
+    const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
+    after_sleep(woke);
+    if (nonempty(r)) {
+      disarm(false, mine);
+      return Wait::data;
+    }
+    if (!woke) {
+      if (deadline && Clock::now() >= *deadline) {
+        disarm(false, mine);
+        return Wait::timeout;
+      }
+      if (mid_message) rescue_dead_sender();
+    }
+  }
+}
+
+bool PipeChannel::ready_now() const noexcept { return nonempty(in_ring()); }
+
+bool PipeChannel::arm() {
+  PipeRing& r = in_ring();
+  for (;;) {
+    std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
+    if (v == 1) return false;
+    if (v == 0) {
+      if (r.armed.compare_exchange_strong(v, 1, std::memory_order_seq_cst)) return true;
+      continue;
+    }
+    settle(v);  // a token is owed from an earlier arming: collect it first
+  }
+}
+
+void PipeChannel::disarm(bool socket_was_ready, bool armed_here) {
+  after_sleep(socket_was_ready);
+  std::uint32_t one = 1;
+  if (armed_here) in_ring().armed.compare_exchange_strong(one, 0);
+}
+
+bool PipeChannel::ready() { return nonempty(in_ring()) || conn::peer_closed(sock_) || nonempty(in_ring()); }
+
+void PipeChannel::after_sleep(bool socket_was_ready) {
+  PipeRing& r = in_ring();
+  const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
+  if (v & kTaken) {
+    settle(v);
+  } else if (socket_was_ready && !nonempty(r) && !conn::peer_closed(sock_)) {
+    (void)conn::read_token(sock_);  // a token given up for lost arrived late: drop it
+  }
+}
+
+// Reads the one token the sender that took `taken` owes. Only the thread that clears the word
+// reads it; if the sender died before writing it (or it is very late) the wait gives up.
+void PipeChannel::settle(std::uint32_t taken) {
+  if (!in_ring().armed.compare_exchange_strong(taken, 0)) return;
+  const auto give_up = Clock::now() + kTokenPatience;
+  const Nanos slice = std::chrono::milliseconds(1);
+  for (;;) {
+    if (conn::read_token(sock_) >= 0) return;
+    if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || Clock::now() >= give_up) {
+      (void)conn::read_token(sock_);
+      return;
+    }
+    platform::wait_readable(sock_, &slice);
+  }
+}
+
+// A receiver waiting for the rest of a chunked message whose sender died: aborts it in the ring
+// (as the next sender would), so the receiver does not wait for a sender that is gone.
+void PipeChannel::rescue_dead_sender() {
+  PipeRing& r = in_ring();
+  const int owner = r.send_lock.owner_pid();
+  if (owner == 0 || !platform::process_dead(owner) || r.send_lock.try_acquire() == Acquire::timed_out) return;
+  if (r.long_open.load(std::memory_order_relaxed)) {
+    const std::uint64_t tail = r.tail.load(std::memory_order_relaxed);
+    const std::uint64_t used = tail - r.head.load(std::memory_order_seq_cst);
+    if (used <= kPipeRingBytes - kHeader) {
+      const std::uint32_t header[2] = {kAbort, 0};
+      copy_in(in_data(), tail, header, kHeader);
+      r.tail.store(tail + kHeader, std::memory_order_seq_cst);
+      r.long_open.store(0, std::memory_order_relaxed);
+    }
+  }
+  r.send_lock.release();
+}
+
+// ---- descriptor mode
+
+bool PipeChannel::descriptor_mode() const noexcept { return desc_pid_ != 0 && desc_pid_ == platform::cached_pid(); }
+
+platform::Handle PipeChannel::fileno() {
+  {
+    std::lock_guard lock(desc_mutex_);
+    if (descriptor_mode()) return ready_set_;
+    close_descriptors();  // handles inherited from the parent are not this process's to use
+    event_ = conn::make_event();
+    ready_set_ = conn::make_ready_set(sock_, event_);
+    event_on_ = false;
+    desc_pid_ = platform::cached_pid();
+  }
+  leave();
+  return ready_set_;
+}
+
+void PipeChannel::leave() noexcept {
+  try {
+    std::lock_guard lock(desc_mutex_);
+    PipeRing& r = in_ring();
+    const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
+    if (v & kTaken) settle(v);
+    (void)arm();
+    const bool on = nonempty(r);
+    if (on != event_on_) {
+      conn::set_event(event_, on);
+      event_on_ = on;
+    }
+  } catch (...) {
+  }
+}
+
+}  // namespace mp::detail

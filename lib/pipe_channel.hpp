@@ -1,0 +1,168 @@
+// lib/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
+//
+// A Pipe is a connected socket pair plus one anonymous shared mapping (memfd) that holds a byte
+// ring per direction: ring[i] carries the messages end i sends. Messages travel through the
+// rings; the socket carries only what the kernel must do: sleep and wake-up (one-byte tokens),
+// end of file when the peer's last copy is closed or its process dies, and fileno().
+//
+// Ring protocol (positions are byte counts that only grow; frames are 8-byte aligned):
+//   frame = [u32 kind][u32 size] then `size` payload bytes.
+//   kWhole: a whole message. kFirst: [u64 total] then the first chunk of a message too big for one
+//   frame; kMore: the next chunk. kAbort: the chunked message in progress was abandoned (its sender
+//   died or failed), the receiver drops what it has of it.
+// - Senders of one direction are serialized by a robust FutexLock, receivers by another (a dead
+//   holder is taken over). A frame is committed by one release store of `tail` after its bytes are
+//   in place: a sender killed mid-send leaves no torn frame; a chunked message it left unfinished
+//   is aborted by the next sender (or by a receiver waiting for it that sees it died).
+// - Frames are validated before use: a corrupt ring is OSError(EPROTO), never a crash, and sizes
+//   are checked against maxlength before anything is allocated; buffers grow as chunks arrive.
+// - Wake-up: a receiver that found nothing after spinning stores armed = 1 (seq_cst), re-checks
+//   the ring and sleeps on its socket. A sender, after publishing, reads `armed` (seq_cst); only if
+//   it is 1 does it take it (CAS to kTaken | its pid) and write one token. The receiver that sees
+//   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
+//   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
+//   ping-pong no system call is made.
+// - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
+//   the socket for a vanished peer (EPIPE) between slices.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "futex_lock.hpp"
+#include "platform/os.hpp"
+
+namespace mp::detail {
+
+// One direction's control words, in the shared mapping (zero-filled memory is a valid empty ring).
+struct PipeRing {
+  FutexLock send_lock;
+  std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
+  std::atomic<std::uint64_t> tail{0};         // bytes published (written under send_lock)
+  std::atomic<std::uint32_t> room_wanted{0};  // a sender sleeps on room_seq for room
+  std::atomic<std::uint32_t> room_seq{0};
+  alignas(64) FutexLock recv_lock;
+  std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
+  alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
+  char pad[60];
+};
+
+struct PipeShared {
+  PipeRing ring[2];
+};
+
+inline constexpr std::size_t kPipeRingBytes = std::size_t{256} << 10;  // per direction, power of 2
+inline constexpr std::size_t kPipeRingsOffset = 4096;
+inline constexpr std::size_t kPipeMapBytes = kPipeRingsOffset + 2 * kPipeRingBytes;
+static_assert(sizeof(PipeShared) <= kPipeRingsOffset);
+
+// The mapping and its memfd, shared by the ends of one Pipe in a process.
+struct PipeMapping {
+  platform::Handle memfd = platform::kInvalidHandle;
+  void* address = nullptr;
+  PipeMapping() = default;
+  PipeMapping(const PipeMapping&) = delete;
+  PipeMapping& operator=(const PipeMapping&) = delete;
+  ~PipeMapping();
+};
+
+class PipeChannel {
+ public:
+  // Both ends of a new Pipe over the socket pair {s0, s1} (not owned).
+  static std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> create(platform::Handle s0,
+                                                                                     platform::Handle s1);
+  // End `end` in a process that received `memfd` (owned from now on) and `socket` (not owned).
+  static std::unique_ptr<PipeChannel> attach(platform::Handle memfd, int end, platform::Handle socket);
+  ~PipeChannel();
+
+  platform::Handle memfd() const noexcept { return map_->memfd; }
+  int end() const noexcept { return end_; }
+
+  // One message. Blocks while the ring is full. Throws OSError (EPIPE when the peer is gone,
+  // EPROTO for a corrupt ring).
+  void send(const char* data, std::size_t size);
+  // The next message, at most `maxlength` bytes. Throws EOFError (peer closed, ring empty),
+  // OSError EMSGSIZE "bad message length" (the message is dropped), OSError EPROTO (corrupt ring,
+  // or end of file in the middle of a chunked message).
+  std::string recv(std::size_t maxlength);
+  // Whether a message or EOF is available, waiting up to `timeout` (null: forever).
+  bool poll(const platform::Nanos* timeout);
+
+  // connection::wait(): ready_now() looks without a system call (messages only); arm() makes a
+  // sender wake the socket; after the sleep, disarm(socket_was_ready) and then ready() tells.
+  // arm() returns whether this call set the word (else another waiter's arming is left alone).
+  bool ready_now() const noexcept;
+  bool arm();
+  void disarm(bool socket_was_ready, bool armed_here);
+  void finish_wait(bool socket_was_ready, bool armed_here) {
+    disarm(socket_was_ready, armed_here);
+    if (descriptor_mode()) leave();
+  }
+  bool ready();
+  platform::Handle socket() const noexcept { return sock_; }
+
+  // fileno(): a descriptor readable exactly when a message or EOF is available (descriptor mode).
+  platform::Handle fileno();
+  // Closes this process's descriptor-mode handles. The memfd and mapping go with the object.
+  void close() noexcept;
+
+  // For tests and the fuzz target: the ring this end receives from and its bytes.
+  PipeRing& in_ring() const noexcept { return shared()->ring[1 - end_]; }
+  char* in_data() const noexcept { return data(1 - end_); }
+
+ private:
+  enum class Wait { data, eof, timeout };
+  PipeChannel(std::shared_ptr<PipeMapping> map, int end, platform::Handle socket)
+      : map_(std::move(map)), end_(end), sock_(socket) {}
+  PipeShared* shared() const noexcept { return static_cast<PipeShared*>(map_->address); }
+  char* data(int ring) const noexcept {
+    return static_cast<char*>(map_->address) + kPipeRingsOffset + static_cast<std::size_t>(ring) * kPipeRingBytes;
+  }
+  PipeRing& out_ring() const noexcept { return shared()->ring[end_]; }
+  char* out_data() const noexcept { return data(end_); }
+
+  void put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size, const char* payload,
+                 std::size_t size);
+  void wait_room(std::uint64_t tail, std::uint64_t need);
+  void publish(std::uint64_t tail);
+  Wait wait_data(const platform::Clock::time_point* deadline, bool mid_message);
+  void settle(std::uint32_t taken);
+  void after_sleep(bool socket_was_ready);
+  void rescue_dead_sender();
+  void consume(std::uint64_t head);
+  bool descriptor_mode() const noexcept;
+  void leave() noexcept;  // descriptor mode: re-arm, and set the event while messages remain
+  void close_descriptors() noexcept;
+  friend struct LeaveGuard;
+
+  std::shared_ptr<PipeMapping> map_;
+  int end_ = 0;
+  platform::Handle sock_ = platform::kInvalidHandle;
+  // Descriptor mode (process-local: the pid that created the handles; a forked child starts over).
+  // desc_mutex_ serializes this process's threads over the handles and the event's state.
+  std::atomic<int> desc_pid_{0};
+  std::mutex desc_mutex_;
+  platform::Handle event_ = platform::kInvalidHandle;
+  platform::Handle ready_set_ = platform::kInvalidHandle;
+  bool event_on_ = false;
+};
+
+}  // namespace mp::detail
+
+namespace mp {
+class Connection;
+namespace detail {
+// Access to a Connection's internals for the library, its tests and fuzz targets.
+struct ConnectionAccess {
+  // The shared-memory channel of a Pipe end; null for other connections and closed ones.
+  static PipeChannel* pipe(const Connection& c) noexcept;
+  static platform::Handle socket(const Connection& c) noexcept;
+  static void set_pipe(Connection& c, std::unique_ptr<PipeChannel> pipe) noexcept;
+};
+}  // namespace detail
+}  // namespace mp
