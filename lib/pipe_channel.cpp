@@ -2,11 +2,11 @@
 #include "pipe_channel.hpp"
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <new>
 #include <thread>
 
+#include "event_count.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/sync.hpp"
@@ -171,10 +171,9 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
   };
   if (room() || spin_for(t_room_spin, room)) return;
   for (;;) {
-    r.room_wanted.store(1, std::memory_order_seq_cst);
-    const std::uint32_t seq = r.room_seq.load(std::memory_order_seq_cst);
+    const std::uint32_t seq = prepare_sleep(r.room_seq);
     if (room()) return;
-    platform::wait_on_address(&r.room_seq, seq, &kRoomSlice);
+    sleep_on(r.room_seq, seq, &kRoomSlice);
     if (room()) return;
     if (conn::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
   }
@@ -195,10 +194,7 @@ void PipeChannel::publish(std::uint64_t tail) {
 void PipeChannel::consume(std::uint64_t head) {
   PipeRing& r = in_ring();
   r.head.store(head, std::memory_order_seq_cst);
-  if (r.room_wanted.load(std::memory_order_seq_cst) && r.room_wanted.exchange(0)) {
-    r.room_seq.fetch_add(1);
-    platform::wake_address(&r.room_seq, INT_MAX);
-  }
+  if (count_event_if_sleepers(r.room_seq)) wake_sleepers(r.room_seq);
 }
 
 std::string PipeChannel::recv(std::size_t maxlength) {

@@ -44,8 +44,7 @@ struct PipeRing {
   FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
   std::atomic<std::uint64_t> tail{0};         // bytes published (written under send_lock)
-  std::atomic<std::uint32_t> room_wanted{0};  // a sender sleeps on room_seq for room
-  std::atomic<std::uint32_t> room_seq{0};
+  std::atomic<std::uint32_t> room_seq{0};  // an event count (lib/event_count.hpp): senders wait for room
   alignas(64) FutexLock recv_lock;
   std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
   alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
