@@ -36,25 +36,25 @@
 // Limits: exactness of fileno() holds for one receiving process; when several processes receive
 // on one end, another's receive may take the message a select() reported (as with a socket), and
 // a receive that had to sleep in another process may leave this process's descriptor unreadable
-// for later messages until this process next calls recv() or poll(). A ring holding only the remains of a message whose sender died reads as
-// ready to poll() until a receive skips them.
+// for later messages until this process next calls recv() or poll(). A ring holding only the
+// remains of a message whose sender died reads as ready to poll() until a receive skips them.
 // Python: CPython's send() to a peer whose every copy is closed fails at once (EPIPE); here a
 // small message may go into the ring, and the send fails (OSError EPIPE) at the latest once the
 // ring is full. One send() of more than the ring blocks until the receiver takes it, as a socket
 // send larger than its buffer does. fileno() of a readable Pipe end is not its socket.
 //
 // Guarantees (all): a write to a closed peer throws OSError (EPIPE), never SIGPIPE — SIGPIPE is
-// set to ignored when a Pipe is created or a connection received (as CPython does at start-up) and sockets use
-// MSG_NOSIGNAL. Received sizes are checked against the maximum (max_message_size(), default
+// set to ignored when a Pipe is created or a connection received (as CPython does at start-up)
+// and sockets use MSG_NOSIGNAL. Received sizes are checked against the maximum (max_message_size(), default
 // 4 GiB, or recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes
 // actually arrive, so a peer announcing a bogus length cannot make the receiver allocate more
 // than 1 MiB or twice what it sent.
 // Latency: a receive polls (yielding the CPU between polls) before it sleeps when the process may
 // run on several CPUs, so a quick reply costs no cross-CPU wake-up. Confined to one CPU, a Pipe
 // receive that finds nothing yields the CPU once before it sleeps: a peer ready to reply runs at
-// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The polling time adapts per
-// thread between 2 and 50 µs: it shrinks while polls find nothing (a slow or idle peer costs
-// little CPU) and grows while they succeed.
+// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The
+// polling time adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow
+// or idle peer costs little CPU) and grows while they succeed.
 // Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
 // connects and stays silent makes accept() throw AuthenticationError instead of hanging.
 #pragma once
