@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <thread>
 
 #include "auth.hpp"
 #include "pipe_channel.hpp"
@@ -111,21 +110,16 @@ std::string Connection::recv_message(std::size_t maxlength) {
     }
   }
   std::uint32_t n32 = 0;
-  // The header: poll briefly first (a quick reply then costs no sleep and wake-up). Between two
-  // polls the thread yields: when the peer is runnable on this very CPU (the scheduler often puts
-  // a pair of ping-ponging processes on one CPU) it runs at once, and when it is not, the yield
-  // returns at once. A pause loop instead would hold the peer off this CPU until preempted.
+  // The header: poll briefly first, yielding between polls (lib/spin.hpp): a quick reply then
+  // costs no sleep and wake-up.
   std::size_t first = 0;
   bool have = false;
   if (!state_->spin_unsupported && platform::several_cpus()) {
     conn::TryRead r = conn::TryRead::would_block;
-    t_recv_spin.spin(
-        [&] {
-          r = conn::try_read(fd, &n32, sizeof n32, first);
-          if (r == conn::TryRead::would_block) std::this_thread::yield();
-          return r != conn::TryRead::would_block;
-        },
-        1);
+    t_recv_spin.spin_yielding([&] {
+      r = conn::try_read(fd, &n32, sizeof n32, first);
+      return r != conn::TryRead::would_block;
+    });
     if (r == conn::TryRead::unsupported) state_->spin_unsupported = true;
     have = r == conn::TryRead::ok;
   }

@@ -88,6 +88,32 @@ class FutexLock {
   std::atomic<std::uint32_t> word_{0};
 };
 
+// Holds a FutexLock while it is acquired through it: acquire(timeout) (false on timeout), then
+// release() or the destructor. FutexLockGuard(lock, acquire_now) acquires at once, waiting as
+// long as needed.
+class FutexLockGuard {
+ public:
+  explicit FutexLockGuard(FutexLock& lock) noexcept : lock_(lock) {}
+  struct AcquireNow {};
+  static constexpr AcquireNow acquire_now{};
+  FutexLockGuard(FutexLock& lock, AcquireNow) : lock_(lock) { acquire(nullptr); }
+  FutexLockGuard(const FutexLockGuard&) = delete;
+  FutexLockGuard& operator=(const FutexLockGuard&) = delete;
+  ~FutexLockGuard() { release(); }
+  bool acquire(const std::chrono::nanoseconds* timeout) {
+    held_ = lock_.acquire(timeout) != Acquire::timed_out;
+    return held_;
+  }
+  void release() noexcept {
+    if (held_) lock_.release();
+    held_ = false;
+  }
+
+ private:
+  FutexLock& lock_;
+  bool held_ = false;
+};
+
 static_assert(sizeof(FutexLock) == 4 && std::atomic<std::uint32_t>::is_always_lock_free);
 
 // Adaptive spinning before sleeping on a word: spin_until() spins (pause loop) until ready() or

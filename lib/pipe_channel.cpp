@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include "event_count.hpp"
 #include "mp/errors.hpp"
@@ -50,24 +49,6 @@ void copy_out(const char* ring, std::uint64_t pos, void* dst, std::size_t n) {
 
 bool nonempty(const PipeRing& r) noexcept {
   return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
-}
-
-struct LockGuard {
-  FutexLock& lock;
-  explicit LockGuard(FutexLock& l) : lock(l) { lock.acquire(); }
-  ~LockGuard() { lock.release(); }
-};
-
-// Waits for data while the peer may run on this very CPU: yielding lets it run at once.
-template <class Ready>
-bool spin_for(AdaptiveSpin& spin, Ready ready) {
-  return spin.spin(
-      [&] {
-        if (ready()) return true;
-        std::this_thread::yield();
-        return false;
-      },
-      1);
 }
 
 }  // namespace
@@ -126,7 +107,7 @@ void PipeChannel::close_descriptors() noexcept {
 
 void PipeChannel::send(const char* data, std::size_t size) {
   PipeRing& r = out_ring();
-  LockGuard guard(r.send_lock);
+  FutexLockGuard guard(r.send_lock, FutexLockGuard::acquire_now);
   if (r.long_open.load(std::memory_order_relaxed)) {  // a sender died or failed mid-message
     put_frame(kAbort, nullptr, 0, nullptr, 0);
     r.long_open.store(0, std::memory_order_relaxed);
@@ -169,7 +150,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     if (used > kPipeRingBytes || (used & 7)) corrupt();
     return kPipeRingBytes - used >= need;
   };
-  if (room() || spin_for(t_room_spin, room)) return;
+  if (room() || t_room_spin.spin_yielding(room)) return;
   for (;;) {
     const std::uint32_t seq = prepare_sleep(r.room_seq);
     if (room()) return;
@@ -201,7 +182,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
   LeaveGuard leave{*this};
   PipeRing& r = in_ring();
   const char* ring = in_data();
-  LockGuard guard(r.recv_lock);
+  FutexLockGuard guard(r.recv_lock, FutexLockGuard::acquire_now);
   std::string out;
   bool in_long = false;
   std::uint64_t total = 0;
@@ -278,7 +259,7 @@ bool PipeChannel::poll(const Nanos* timeout) {
 
 PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool mid_message) {
   PipeRing& r = in_ring();
-  if (nonempty(r) || spin_for(t_data_spin, [&] { return nonempty(r); })) return Wait::data;
+  if (nonempty(r) || t_data_spin.spin_yielding([&] { return nonempty(r); })) return Wait::data;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {

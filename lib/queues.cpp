@@ -150,31 +150,13 @@ bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& de
   }
 }
 
-// Holds a FutexLock until destroyed.
-class LockGuard {
- public:
-  explicit LockGuard(FutexLock& lock) : lock_(lock) {}
-  LockGuard(const LockGuard&) = delete;
-  LockGuard& operator=(const LockGuard&) = delete;
-  ~LockGuard() {
-    if (held_) lock_.release();
-  }
-  // A non-blocking operation still waits for the lock: it is only ever held while one item is
-  // copied, so waiting is bounded (a dead holder is taken over within 10 ms).
-  bool acquire(const Deadline& deadline) {
-    Nanos left;
-    held_ = lock_.acquire(deadline.nonblocking() ? nullptr : deadline.remaining(left)) != Acquire::timed_out;
-    return held_;
-  }
-  void release() {
-    if (held_) lock_.release();
-    held_ = false;
-  }
-
- private:
-  FutexLock& lock_;
-  bool held_ = false;
-};
+// Takes `guard`'s lock within the deadline. A non-blocking operation still waits for it: it is only
+// ever held while one item is copied, so waiting is bounded (a dead holder is taken over within
+// 10 ms).
+bool acquire_within(FutexLockGuard& guard, const Deadline& deadline) {
+  Nanos left;
+  return guard.acquire(deadline.nonblocking() ? nullptr : deadline.remaining(left));
+}
 
 // A memfd of `size` bytes filled by fill(char*), for an out-of-band item.
 template <class Fill>
@@ -423,7 +405,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   } closer{item_fd};
   if (oob) item_fd = make_item_memory(size, copy_parts);
 
-  LockGuard guard(s.put_lock);
+  FutexLockGuard guard(s.put_lock);
   bool wake_consumers = false;
   unsigned r = 0;
   std::uint64_t total = 0, oob_tag = 0;
@@ -432,7 +414,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   for (bool first = true;; first = false) {
     auto ready = [&] { return room_in(0) != 0 || room_in(1) != 0; };
     if (!first && !wait_until(ready, s.head_seq, deadline, t_put_spin)) return false;
-    if (!guard.acquire(deadline)) return false;
+    if (!acquire_within(guard, deadline)) return false;
     Current c = current();
     // Past the hot part once the other ring is empty, or out of room where the other has some:
     // switch.
@@ -502,19 +484,19 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   bool wake_producers = false;
   auto removed = [&] { wake_producers |= count_event(s.head_seq); };
   // Releases the consumers' lock, then wakes producers waiting for room if any.
-  auto finish = [&](LockGuard& guard) {
+  auto finish = [&](FutexLockGuard& guard) {
     guard.release();
     if (std::exchange(wake_producers, false)) wake_sleepers(s.head_seq);
   };
 
-  LockGuard guard(s.get_lock);
+  FutexLockGuard guard(s.get_lock);
   unsigned r = 0;
   std::uint64_t h = 0, pos = 0;
   FrameHeader fh{};
   // The first pass takes the lock at once; later passes first wait for a frame without it.
   for (bool first = true;; first = false) {
     if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
-    if (!guard.acquire(deadline)) return false;
+    if (!acquire_within(guard, deadline)) return false;
     // Frames that are not items (switch, wrap) are passed under the lock until an item or the
     // tail is reached; each pass is one store of the head, a state as valid as any other.
     bool item = false;

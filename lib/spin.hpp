@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <thread>
 
 #include "platform/os.hpp"
 
@@ -45,6 +46,19 @@ class AdaptiveSpin {
     }
     budget_ = budget_ / 2 < min_ ? min_ : budget_ / 2;
     return ready();
+  }
+  // The same, yielding the thread after each look that finds nothing: when the peer is runnable
+  // on this very CPU (a ping-ponging pair is often put on one) it runs at once, and when it is
+  // not, the yield returns at once. A pause loop alone would hold the peer off until preempted.
+  template <class Ready>
+  bool spin_yielding(Ready ready) {
+    return spin(
+        [&] {
+          if (ready()) return true;
+          std::this_thread::yield();
+          return false;
+        },
+        1);
   }
 
  private:
