@@ -2,6 +2,7 @@
 // _TestEvent, _TestBarrier), plus crash tests: a holder, a waiter or a barrier party is SIGKILLed
 // and the others go on within the bound.
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -53,6 +54,20 @@ void release_foreign_rlock(mp::RLock lock) {
     std::exit(0);
   }
   std::exit(3);
+}
+
+// Holds both locks in a second thread after the main thread has ended by a raw thread exit: the
+// process lives on (its /proc entry shows the thread-group leader as a zombie) until `release`.
+void hold_locks_after_main_thread_exits(mp::Lock lock, mp::RLock rlock, mp::Event held, mp::Event release) {
+  std::thread([=]() mutable {
+    if (!lock.acquire(true, kTimeout) || !rlock.acquire(true, kTimeout)) std::_Exit(2);
+    held.set();
+    const bool released = release.wait(kTimeout);
+    rlock.release();
+    lock.release();
+    if (!released) std::_Exit(3);
+  }).detach();
+  ::syscall(SYS_exit, 0);  // ends this thread only; the process ends with the other one
 }
 
 void hold_lock_forever(mp::Lock lock, mp::Event ready) {
@@ -415,6 +430,33 @@ TEST_P(SynchronizeTest, KilledLockHolderIsTakenOver) {
   EXPECT_TRUE(lock.acquire(false));
   EXPECT_FALSE(lock.previous_owner_died());
   lock.release();
+}
+
+// Issue 13 bug 6: a holder whose main thread has exited is alive; no one may take its locks.
+TEST_P(SynchronizeTest, HolderWhoseMainThreadExitedKeepsItsLocks) {
+  mp::Lock lock;
+  mp::RLock rlock;
+  mp::Event held;
+  mp::Event release;
+  mp::Process p(ctx(), hold_locks_after_main_thread_exits, lock, rlock, held, release);
+  p.start();
+  ASSERT_TRUE(held.wait(kTimeout));
+  // Many times the 10 ms take-over check period.
+  const bool took_lock = lock.acquire(true, 300ms);
+  EXPECT_FALSE(took_lock) << "took the Lock from a live holder";
+  if (took_lock) lock.release();
+  const bool took_rlock = rlock.acquire(true, 300ms);
+  EXPECT_FALSE(took_rlock) << "took the RLock from a live holder";
+  if (took_rlock) rlock.release();
+  release.set();
+  ASSERT_TRUE(lock.acquire(true, kTimeout));
+  EXPECT_FALSE(lock.previous_owner_died());
+  ASSERT_TRUE(rlock.acquire(true, kTimeout));
+  EXPECT_FALSE(rlock.previous_owner_died());
+  rlock.release();
+  lock.release();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST_P(SynchronizeTest, KilledRLockHolderIsTakenOver) {

@@ -36,7 +36,8 @@ void unmap(void* address, std::size_t size) noexcept;
 // Returns false on timeout; spurious wake-ups return true. `timeout` null = forever.
 bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, const Nanos* timeout);
 void wake_address(std::atomic<std::uint32_t>* word, int count);  // count = INT_MAX: all
-// Whether the process `pid` has ended (a zombie counts as ended).
+// Whether the process `pid` has ended: every thread of it (an unreaped zombie counts as ended; a
+// process whose main thread exited while other threads run does not).
 bool process_dead(int pid) noexcept;
 int current_pid() noexcept;
 int current_tid() noexcept;

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <link.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -16,6 +17,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -75,22 +77,45 @@ void wake_address(std::atomic<std::uint32_t>* word, int count) {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
 }
 
-bool process_dead(int pid) noexcept {
-  if (pid <= 0) return false;
+namespace {
+// /proc's view, for when no pidfd can be opened (no descriptor to spare): the thread-group
+// leader's state, and how many threads the group still has. A leader whose thread ended shows
+// as a zombie while other threads run; the process has ended only when it is the last one.
+bool process_dead_by_proc(int pid) noexcept {
   char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  std::snprintf(path, sizeof path, "/proc/%d/status", pid);
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT || errno == ESRCH;
-  char buf[512];
+  char buf[2048];
   const ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
   if (n <= 0) return true;
   buf[n] = '\0';
-  // "pid (comm) S ...": the state follows the last ')'.
-  const char* close_paren = std::strrchr(buf, ')');
-  if (!close_paren || close_paren[1] == '\0' || close_paren[2] == '\0') return false;
-  const char state = close_paren[2];
-  return state == 'Z' || state == 'X' || state == 'x';
+  const char* state = std::strstr(buf, "\nState:");
+  const char* threads = std::strstr(buf, "\nThreads:");
+  if (!state || !threads) return false;  // unreadable: never take a lock from a live holder
+  state += 7;
+  while (*state == ' ' || *state == '\t') ++state;
+  const long count = std::strtol(threads + 9, nullptr, 10);
+  return (*state == 'Z' || *state == 'X' || *state == 'x') && count <= 1;
+}
+}  // namespace
+
+bool process_dead(int pid) noexcept {
+  if (pid <= 0) return false;
+  // A pidfd is readable only once the whole thread group has ended, which is the definition
+  // needed here: a process whose main thread exited (pthread_exit in main, a raw SYS_exit) while
+  // another thread still runs is alive, and may be inside a critical section.
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {
+    if (errno == ESRCH) return true;  // reaped, or never existed
+    return process_dead_by_proc(pid);
+  }
+  pollfd p{fd, POLLIN, 0};
+  const int r = ::poll(&p, 1, 0);
+  ::close(fd);
+  if (r < 0) return process_dead_by_proc(pid);
+  return r > 0;
 }
 
 int current_tid() noexcept { return static_cast<int>(::syscall(SYS_gettid)); }
