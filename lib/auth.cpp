@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -48,14 +49,21 @@ struct Crypto {
   decltype(&::HMAC) hmac;
 };
 
+// Loaded on first use without an initialization guard (a thread forking while another loads
+// would leave the child a guard that never completes): threads that race each load it (the
+// loader counts references) and keep the first result.
+constinit std::atomic<const Crypto*> g_crypto{nullptr};
+
 const Crypto& crypto() {
-  static const Crypto c = [] {
-    void* lib = platform::open_library({MP_CRYPTO_SONAME, MP_CRYPTO_PATH},
-                                       "OpenSSL's libcrypto (needed for authkey handshakes)");
-    return Crypto{reinterpret_cast<decltype(&::EVP_sha256)>(platform::library_symbol(lib, "EVP_sha256")),
-                  reinterpret_cast<decltype(&::HMAC)>(platform::library_symbol(lib, "HMAC"))};
-  }();
-  return c;
+  if (const Crypto* c = g_crypto.load(std::memory_order_acquire)) return *c;
+  void* lib = platform::open_library({MP_CRYPTO_SONAME, MP_CRYPTO_PATH},
+                                     "OpenSSL's libcrypto (needed for authkey handshakes)");
+  auto* fresh = new Crypto{reinterpret_cast<decltype(&::EVP_sha256)>(platform::library_symbol(lib, "EVP_sha256")),
+                           reinterpret_cast<decltype(&::HMAC)>(platform::library_symbol(lib, "HMAC"))};
+  const Crypto* expected = nullptr;
+  if (g_crypto.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;
+  return *expected;
 }
 
 }  // namespace

@@ -1,20 +1,22 @@
 // Start methods (CPython: multiprocessing/context.py). The only place that picks a Popen.
 #include "mp/context.hpp"
 
+#include <array>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string_view>
 
+#include "load_time_global.hpp"
+#include "platform/sync.hpp"
 #include "process_impl.hpp"
 
 namespace mp {
 namespace {
 
-// Default first, as CPython's get_all_start_methods().
-const std::vector<std::string>& methods() {
-  static const std::vector<std::string> all{"fork", "spawn"};
-  return all;
-}
+// Default first, as CPython's get_all_start_methods(). (Constant: no initialization guard that a
+// fork could copy half-taken.)
+constexpr std::array<std::string_view, 2> methods() { return {"fork", "spawn"}; }
 
 bool known(const std::string& m) {
   for (const auto& x : methods())
@@ -23,14 +25,14 @@ bool known(const std::string& m) {
 }
 
 struct DefaultMethod {
+  DefaultMethod() { platform::hold_across_fork(mutex); }
   std::mutex mutex;
   std::optional<std::string> actual;  // fixed by set_start_method or first use
 };
 
-DefaultMethod& default_method() {
-  static DefaultMethod* d = new DefaultMethod;
-  return *d;
-}
+MP_LOAD_TIME_GLOBAL(DefaultMethod, g_default_method);
+
+DefaultMethod& default_method() { return g_default_method.get(); }
 
 std::string initial_default() {
   if (auto env = platform::get_env("MP_START_METHOD"); env && !env->empty()) {
@@ -38,7 +40,7 @@ std::string initial_default() {
       throw std::invalid_argument("MP_START_METHOD: cannot find context for '" + *env + "'");
     return *env;
   }
-  return methods().front();
+  return std::string(methods().front());
 }
 
 }  // namespace
@@ -66,7 +68,10 @@ std::string get_start_method() {
   return *d.actual;
 }
 
-std::vector<std::string> get_all_start_methods() { return methods(); }
+std::vector<std::string> get_all_start_methods() {
+  const auto all = methods();
+  return {all.begin(), all.end()};
+}
 
 namespace detail {
 

@@ -20,10 +20,12 @@
 #include <unordered_map>
 
 #include "auth.hpp"
+#include "load_time_global.hpp"
 #include "mp/process.hpp"
 #include "platform/conn.hpp"
 #include "platform/managers.hpp"
 #include "platform/os.hpp"
+#include "platform/sync.hpp"
 
 namespace mp::managers {
 namespace detail {
@@ -46,13 +48,15 @@ void register_builtins(std::map<std::string, TypeInfo>& r);
 struct Registry {
   std::mutex mutex;
   std::map<std::string, TypeInfo> types;
-  Registry() { register_builtins(types); }
+  Registry() {
+    register_builtins(types);
+    platform::hold_across_fork(mutex);
+  }
 };
 
-Registry& registry() {
-  static Registry* r = new Registry;  // never destroyed: used until the process ends
-  return *r;
-}
+MP_LOAD_TIME_GLOBAL(Registry, g_registry);  // never destroyed: used until the process ends
+
+Registry& registry() { return g_registry.get(); }
 
 const TypeInfo* find_type(const std::string& name) {
   Registry& r = registry();
@@ -937,8 +941,7 @@ void BaseManager::start() {
     std::tie(control_read, s.control) = platform::conn::pipe_pair();
     // OpenSSL sets itself up lazily (milliseconds); doing it once here means a forked server
     // inherits it instead of paying it on its first handshake.
-    static const bool hmac_ready = !auth::hmac_sha256("mp", "warm-up").empty();
-    (void)hmac_ready;
+    (void)auth::hmac_sha256("mp", "warm-up");
     Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener}, detail::InheritedHandle{owner},
               detail::InheritedHandle{control_read}, s.authkey, s.address, s.private_dir);
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down

@@ -24,11 +24,9 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   const std::string parent_name = g.current->name;
   int pid;
   {
-    // Held across fork so the child's copy of the globals is consistent.
-    std::unique_lock lk(g.mutex);
+    // The fork handlers hold g.mutex across the fork, so the child's copy of the globals is sane.
     pid = platform::fork_process();
     if (pid == 0) {
-      lk.unlock();
       become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid, parent_name);
       platform::on_exit_first(&forked_child_exit);
       const int code = run_in_child([&] { self.run(); });

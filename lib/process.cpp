@@ -6,7 +6,9 @@
 #include <typeinfo>
 
 #include "lifeline.hpp"
+#include "load_time_global.hpp"
 #include "mp/errors.hpp"
+#include "platform/sync.hpp"
 #include "process_impl.hpp"
 
 namespace mp {
@@ -44,20 +46,21 @@ void throw_not_spawnable(const char* why) {
       "serializable (mp/reduction.hpp); use the fork start method for other callables.");
 }
 
-Globals& globals() {
-  // Never destroyed: the exit function and children may use it during static destruction.
-  static Globals* g = [] {
-    auto* p = new Globals;
-    p->current = std::make_shared<ProcessState>();
-    p->current->kind = Kind::Current;
-    p->current->name = "MainProcess";
-    p->current->pid = platform::current_pid();
-    p->current->authkey.resize(32);
-    platform::random_bytes(p->current->authkey.data(), p->current->authkey.size());
-    return p;
-  }();
-  return *g;
+Globals::Globals() : current(std::make_shared<ProcessState>()) {
+  current->kind = Kind::Current;
+  current->name = "MainProcess";
+  current->pid = platform::current_pid();
+  current->authkey.resize(32);
+  platform::random_bytes(current->authkey.data(), current->authkey.size());
+  platform::hold_across_fork(mutex);
 }
+
+namespace {
+// Never destroyed: the exit function and children may use it during static destruction.
+MP_LOAD_TIME_GLOBAL(Globals, g_globals);
+}  // namespace
+
+Globals& globals() { return g_globals.get(); }
 
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
                   const std::string& authkey, int parent_pid, const std::string& parent_name) {
@@ -212,8 +215,9 @@ void Process::start() {
   std::lock_guard lk(g.mutex);
   g.children.push_back(state_);
   if (!g.exit_registered) {
-    static bool registered = [] { return std::atexit(&detail::atexit_handler) == 0; }();
-    (void)registered;
+    // Once per program image (a forked child inherits the registration); under g.mutex.
+    static constinit bool atexit_registered = false;
+    if (!atexit_registered) atexit_registered = std::atexit(&detail::atexit_handler) == 0;
     g.exit_registered = true;
   }
 }

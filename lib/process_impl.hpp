@@ -63,7 +63,8 @@ struct ProcessState {
 
 // Per-process globals (CPython: process._current_process, _children, _process_counter).
 struct Globals {
-  std::mutex mutex;  // guards children, counter (held across fork so the child's copy is sane)
+  Globals();  // this process as MainProcess, with a new authkey
+  std::mutex mutex;  // guards children, counter (held across every fork: the child's copy is sane)
   std::vector<std::shared_ptr<ProcessState>> children;
   int counter = 0;
   std::shared_ptr<ProcessState> current;

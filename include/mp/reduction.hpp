@@ -14,6 +14,8 @@
 // processes through inheritance"); see send_handle()/receive_handle().
 #pragma once
 
+#include <atomic>
+
 #include <cereal/cereal.hpp>
 #include <cereal/types/array.hpp>
 #include <cereal/types/chrono.hpp>
@@ -178,7 +180,13 @@ MP_API std::uint64_t hash_type_name(const char* name) noexcept;
 
 template <class T>
 std::uint64_t type_tag() {
-  static const std::uint64_t tag = hash_type_name(typeid(T).name());
+  // Cached without an initialization guard (a fork could copy one half-taken); 0 = not yet.
+  static constinit std::atomic<std::uint64_t> cache{0};
+  std::uint64_t tag = cache.load(std::memory_order_relaxed);
+  if (tag == 0) {
+    tag = hash_type_name(typeid(T).name());
+    cache.store(tag, std::memory_order_relaxed);
+  }
   return tag;
 }
 

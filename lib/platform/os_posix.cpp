@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -195,12 +196,16 @@ void unset_env(const char* name) { ::unsetenv(name); }
 
 bool several_cpus() noexcept {
 #ifdef __linux__
-  static const bool several = [] {
+  // Read once, cached without an initialization guard (0 = not read yet), so it is fork-safe.
+  static constinit std::atomic<int> cache{0};
+  int v = cache.load(std::memory_order_relaxed);
+  if (v == 0) {
     cpu_set_t set;
     CPU_ZERO(&set);
-    return ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
-  }();
-  return several;
+    v = ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1 ? 2 : 1;
+    cache.store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
 #else
   return true;
 #endif

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 
 namespace mp::platform {
 
@@ -22,6 +23,13 @@ inline int cached_tid() noexcept {
   const int tid = t_tid_cache;
   return tid != 0 ? tid : read_tid_slow();
 }
+
+// Makes every fork() of this process (the library's or the program's own) take `lock` first and
+// release it after, in the parent and in the child, so a forked child never inherits it held by
+// a thread that does not exist there (CPython resets such locks with register_after_fork).
+// For the library's process-wide locks, which live until the process ends. Locks are taken in
+// registration order: code holding one of them must not take one registered earlier, nor fork.
+void hold_across_fork(std::mutex& lock) noexcept;
 
 // The CPU the calling thread runs on now (a hint: it may move at once); -1 if unknown.
 int current_cpu() noexcept;
