@@ -12,7 +12,9 @@
 //
 // Crash safety (beyond CPython, which loses a lock for good when its holder dies):
 // - Lock/RLock: when the holding process ends without releasing (SIGKILL, crash, exit), the next
-//   acquirer gets the lock within ~50 ms and previous_owner_died() tells it so.
+//   acquirer gets the lock within ~10 ms and previous_owner_died() tells it so. A process has
+//   ended when all its threads have: one whose main thread exited while another thread holds
+//   the lock keeps it.
 // - Condition, Event and Barrier never wait for an acknowledgement from another process: a dead
 //   waiter cannot block notify()/set(); a Barrier party that dies while waiting breaks the barrier
 //   (the others get BrokenBarrierError) instead of hanging — within ~10 ms for a few parties and
