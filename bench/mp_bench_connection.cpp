@@ -10,11 +10,11 @@ BENCH_METRIC(pipe_duplex_rt_us, "us") {
   auto [a, b] = mp::Pipe();
   return mpbench::pingpong_us(
       p.n(50000, 50),
-      [&] {
+      [&a = a] {
         a.send(1);
         (void)a.recv<int>();
       },
-      [b]() mutable { b.send(b.recv<int>()); });
+      [b = b]() mutable { b.send(b.recv<int>()); });
 }
 
 BENCH_METRIC(pipe_simplex_rt_us, "us") {
@@ -22,11 +22,11 @@ BENCH_METRIC(pipe_simplex_rt_us, "us") {
   auto [r2, w2] = mp::Pipe(false);
   return mpbench::pingpong_us(
       p.n(50000, 50),
-      [&] {
+      [&w1 = w1, &r2 = r2] {
         w1.send(1);
         (void)r2.recv<int>();
       },
-      [r1, w2]() mutable { w2.send(r1.recv<int>()); });
+      [r1 = r1, w2 = w2]() mutable { w2.send(r1.recv<int>()); });
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // bench/raw_bench.cpp — the raw OS limits: each multiprocessing metric measured with the bare
 // primitive it rests on (futex, sem_t, process-shared pthread objects, atomics, pipe, Unix socket,
 // a shared-memory ring, fork, posix_spawn/vfork/fork+exec of this binary), as in
-// ../shared/BASELINE.md. No mp code: these are the physical limits mp is compared with.
+// bench/results/baseline-2026-11-24.md. No mp code: these are the physical limits mp is compared with.
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine: install what is missing, build, then
 #   samples  run every tutorial sample (prints each one's name and output)
-#   test     run the whole test suite: release build and tests (samples included), then the
-#            ASan+UBSan and TSan runs and 30 s of every fuzz target — exactly what CI runs
+#   test     run the whole test suite: release build and tests (samples included), the unit
+#            tests built with clang, then the ASan+UBSan and TSan runs and 30 s of every fuzz
+#            target — exactly what CI runs. The release and clang builds treat warnings as errors.
 #   unit     only the release build and tests (the quick loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-samples}"
 
-need=(cmake make g++ pkg-config libboost1.81-dev libcereal-dev libssl-dev libgtest-dev libgmock-dev
+need=(cmake make g++ pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
       libbenchmark-dev python3
       clang-14 libclang-rt-14-dev)  # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
 missing=()
@@ -34,6 +35,10 @@ case "$what" in
     cmake --build --preset release -j "$jobs"
     ctest --preset release -j "$jobs" 2>&1 | tee -a "$log"
     if [ "$what" = test ]; then
+      echo "== clang build and unit tests ($((SECONDS - start)) s so far)"
+      cmake --preset clang
+      cmake --build --preset clang -j "$jobs"
+      ctest --preset clang -j "$jobs" 2>&1 | tee -a "$log"
       echo "== ASan+UBSan and TSan ($((SECONDS - start)) s so far)"
       bash scripts/sanitizers.sh asan tsan 2>&1 | tee -a "$log"
       echo "== fuzzing ($((SECONDS - start)) s so far)"

@@ -434,7 +434,7 @@ TEST_P(ConnectionTest, MessagesLargerThanTheRingArriveInOrder) {
   for (const std::size_t size : {std::size_t{4} << 20, std::size_t{12}, std::size_t{64} << 20,
                                  mp::detail::kPipeRingBytes, std::size_t{100}})
     sent.push_back(make_message(1, static_cast<std::uint32_t>(sent.size()), size));
-  std::thread feeder([&] {  // the echo's replies must be read while we send
+  std::thread feeder([&a = a, &sent] {  // the echo's replies must be read while we send
     for (const std::string& m : sent) a.send_bytes(m);
   });
   for (const std::string& m : sent) {

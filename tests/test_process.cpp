@@ -73,11 +73,6 @@ void child_starts_grandchild(std::string method) {
   std::exit(grandchild.exitcode() == 0 ? 0 : 5);
 }
 
-void print_line(std::string text) {
-  std::printf("%s\n", text.c_str());
-  std::fflush(stdout);
-}
-
 // ---- what a child inherits from its parent: descriptors and signal state
 
 // A file's identity, comparable across processes (descriptor numbers are not).
@@ -534,7 +529,7 @@ TEST(ProcessOutput, BufferedParentOutputIsNotDuplicatedByFork) {
 }
 
 TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
-  for (const std::string method : mp::get_all_start_methods()) {
+  for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exception " + method);
     EXPECT_EQ(r.status, 1) << method;
     EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"), std::string::npos)
@@ -543,7 +538,7 @@ TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
 }
 
 TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
-  for (const std::string method : mp::get_all_start_methods()) {
+  for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exit " + method);
     EXPECT_EQ(r.status, 0) << method;
     // The normal child finished after main returned: the exit handler waited for it.

@@ -547,7 +547,9 @@ TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
     ASSERT_EQ(s.size(), size) << "item " << index;
     int got = 0;
     std::memcpy(&got, s.data(), std::min(sizeof got, size));
-    if (size >= sizeof got) ASSERT_EQ(got, index);
+    if (size >= sizeof got) {
+      ASSERT_EQ(got, index);
+    }
     ASSERT_EQ(s.back(), size >= sizeof got ? static_cast<char>(index & 0xff) : s.back()) << "item " << index;
     ASSERT_EQ(s[size / 2], size / 2 >= sizeof got ? static_cast<char>(index & 0xff) : s[size / 2]);
   };

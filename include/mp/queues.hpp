@@ -4,31 +4,7 @@
 //   mp::Process p(producer, q); p.start();    // passed to children like any shared object
 //   std::string s = q.get(true, 1s);          // mp::Empty after 1 s without an item
 //
-// Design. A queue is one anonymous shared mapping (mp::heap::SharedBlock, a sparse memfd: only
-// the pages that items pass through use memory) holding a header and two byte rings of 32 MiB.
-// Items are serialized (mp/reduction.hpp; trivially copyable T is copied as is) and written to a
-// ring as frames [u32 size][u32 kind][bytes, padded to 8]; a frame never wraps around the end of
-// a ring (a wrap frame sends readers back to its start). Producers write into one ring at a time
-// and move to the other with a numbered switch frame, which consumers follow: each ring is a FIFO
-// and the switch frames keep the order between them. A producer past the first 4 MiB of its ring
-// switches as soon as the other ring is empty (restarting that one at its start), waiting briefly
-// for it while consumers are removing items: a queue whose consumers keep up cycles items through
-// a few MiB that stay mapped and in the CPUs' caches. A producer out of room in its ring switches
-// to the other if that one has room, so the whole 64 MiB holds items when consumers fall behind
-// (a producer joined before its items are read relies on it).
-// Producers serialize under `put_lock` and consumers under `get_lock` (two robust futex locks,
-// lib/futex_lock.hpp), so one producer and one consumer never contend. Each ring's state is two
-// 64-bit words, `tail` (written by producers) and `head` (by consumers, or by a producer restarting
-// an empty ring no consumer is in), each holding the byte position and the count of items; an item
-// is committed by one store of `tail` after its bytes are in place, and removed by one store of
-// `head` after it was deserialized. A switch is recorded before its frame is committed, and the
-// consumers' ring is stored before they pass the frame, so that a process killed between any two
-// stores leaves a state the next one reads right. Waiting for an item or for room is a futex wait
-// on a sequence word (after a brief spin), woken by the other side only when someone sleeps.
-// Items larger than half a ring (16 MiB) go out of band: the producer writes them to a memfd of
-// their own and passes the descriptor over a datagram socket pair shared by the queue's users
-// (SCM_RIGHTS), then commits a small frame naming it; the consumer maps it. A descriptor in
-// flight stays valid when its sender dies.
+// How the queue works inside (rings, crash-consistent stores, out-of-band items): docs/queues.md.
 //
 // Guarantees (beyond CPython)
 // - put() returns once the item is in shared memory (or in the kernel, out of band): it is
