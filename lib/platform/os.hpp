@@ -27,7 +27,9 @@ Handle duplicate_handle(Handle h);
 void set_inheritable(Handle h, bool inheritable);
 
 // ---- shared memory: anonymous, unnamed, freed by the OS when the last mapping and handle go.
-Handle create_shared_memory(std::size_t size);  // zero-filled
+// Zero-filled; pages are committed on first touch. Throws std::bad_alloc for more than RAM + swap,
+// OSError otherwise.
+Handle create_shared_memory(std::size_t size);
 std::size_t shared_memory_size(Handle h);
 void* map_shared(Handle h, std::size_t size);
 void unmap(void* address, std::size_t size) noexcept;
