@@ -8,6 +8,7 @@
 //   response = u8 0, result bytes | u8 1, u32 type length, type name, message
 // Nothing received is ever used as an address: types and methods are looked up by name.
 #include "mp/managers.hpp"
+#include "forced_unwind.hpp"
 #include "lifeline.hpp"
 #include "managers_wire.hpp"
 
@@ -196,6 +197,8 @@ class ServerCore {
     try {
       out.push_back('\0');
       dispatch(frame, out, client, stop);
+    } catch (const mp::detail::ForcedUnwind&) {
+      throw;  // a method ended its thread (pthread_exit): this connection ends with it
     } catch (const std::exception& e) {
       out.resize(4);
       out.push_back('\1');

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "event_count.hpp"
+#include "forced_unwind.hpp"
 #include "futex_lock.hpp"
 #include "queue_faults.hpp"
 #include "spin.hpp"
@@ -595,6 +596,11 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
       cleanup.map = platform::map_shared(fd, ref.size);
       cleanup.size = ref.size;
       consume(context, static_cast<const char*>(cleanup.map), ref.size);
+    } catch (const ForcedUnwind&) {  // the decoder ended its thread: the item is consumed
+      commit();
+      drop_stale(ref.tag + 1);
+      finish(guard);
+      throw;
     } catch (...) {
       error = std::current_exception();
     }

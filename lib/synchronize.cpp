@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "forced_unwind.hpp"
 #include "futex_lock.hpp"
 #include "platform/os.hpp"
 #include "platform/sync.hpp"
@@ -676,6 +677,8 @@ int Barrier::wait_impl(const Nanos* timeout) {
       if (!round_broken && action_) {
         try {
           action_();
+        } catch (const mp::detail::ForcedUnwind&) {
+          throw;  // the thread ends (pthread_exit); the guard's destructor releases the barrier
         } catch (...) {
           action_error = std::current_exception();
           round_broken = true;
