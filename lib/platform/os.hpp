@@ -61,6 +61,9 @@ std::optional<int> reap(Handle process, bool block);
 void send_signal(Handle process, int sig);  // no error if the process already ended
 inline constexpr int kTerminateSignal = 15;  // SIGTERM
 inline constexpr int kKillSignal = 9;       // SIGKILL
+// SIGKILLs the child `pid`, which the caller has not reaped (so the pid is still this child's),
+// and reaps it. For a child no process handle could be had for.
+void kill_and_reap(int pid) noexcept;
 // Makes the calling process receive `sig` when its parent thread ends (0 = off). No-op where
 // the OS has no such facility.
 void set_parent_death_signal(int sig) noexcept;
