@@ -47,11 +47,15 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
       platform::exit_now(code);
     }
   }
-  platform::close_handle(gate_read);
+  // The read end stays open until the handle is had: freeing its slot first would not make
+  // pidfd_open safe (another thread may take the slot), only make the failure path rarer.
   struct CloseGate {
-    platform::Handle h;
-    ~CloseGate() { platform::close_handle(h); }
-  } close_gate{gate_write};
+    platform::Handle read, write;
+    ~CloseGate() {
+      platform::close_handle(read);
+      platform::close_handle(write);
+    }
+  } close_gate{gate_read, gate_write};
   popen->started(pid, open_child_then_open_gate(pid, gate_write));
   return popen;
 }

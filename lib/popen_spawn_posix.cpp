@@ -108,9 +108,9 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   // replaced); argv[0] is the program's path, for ps and error messages.
   const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
                                           status, inherit);
+  popen->started(pid, open_child_then_open_gate(pid, status_read.h));
   status_write.reset();
   data.reset();
-  popen->started(pid, open_child_then_open_gate(pid, status_read.h));
   await_bootstrap(status_read.h, *popen);
   return popen;
 }
