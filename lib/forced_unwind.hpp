@@ -5,6 +5,14 @@
 // methods, a Barrier's action, decoding a Queue item) catches ForcedUnwind first.
 #pragma once
 
+// A function with a `catch (const ForcedUnwind&)` handler carries MP_CATCHES_FORCED_UNWIND: the
+// forced unwind has no exception object, so UBSan's null check would flag the handler's reference.
+#if defined(__GNUC__)
+#define MP_CATCHES_FORCED_UNWIND __attribute__((no_sanitize("null")))
+#else
+#define MP_CATCHES_FORCED_UNWIND
+#endif
+
 #if defined(__GLIBCXX__) && __has_include(<cxxabi.h>)
 #include <cxxabi.h>
 namespace mp::detail {

@@ -192,7 +192,7 @@ class ServerCore {
 
   // One request frame (without its length) to one response frame (4 bytes reserved for the
   // length, then the response): every exception becomes an error response.
-  std::string respond(const std::string& frame, int client, bool& stop) {
+  MP_CATCHES_FORCED_UNWIND std::string respond(const std::string& frame, int client, bool& stop) {
     std::string out(4, '\0');
     try {
       out.push_back('\0');

@@ -110,7 +110,7 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   g.parent = std::move(parent);
 }
 
-int run_in_child(const std::function<void()>& body, void (*leave)(int code)) {
+MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body, void (*leave)(int code)) {
   try {
     body();
     return 0;

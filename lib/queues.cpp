@@ -473,7 +473,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   return true;
 }
 
-bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
+MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;

@@ -640,7 +640,7 @@ void Barrier::abort() {
   g.break_current_round();
 }
 
-int Barrier::wait_impl(const Nanos* timeout) {
+MP_CATCHES_FORCED_UNWIND int Barrier::wait_impl(const Nanos* timeout) {
   BS* s = state_;
   Nanos own_default{};
   if (!timeout && s->timeout_ns >= 0) {
