@@ -8,6 +8,7 @@
 //   response = u8 0, result bytes | u8 1, u32 type length, type name, message
 // Nothing received is ever used as an address: types and methods are looked up by name.
 #include "mp/managers.hpp"
+#include "forced_unwind.hpp"
 #include "lifeline.hpp"
 #include "managers_wire.hpp"
 
@@ -195,11 +196,13 @@ class ServerCore {
 
   // One request frame (without its length) to one response frame (4 bytes reserved for the
   // length, then the response): every exception becomes an error response.
-  std::string respond(const std::string& frame, int client, bool& stop) {
+  MP_CATCHES_FORCED_UNWIND std::string respond(const std::string& frame, int client, bool& stop) {
     std::string out(4, '\0');
     try {
       out.push_back('\0');
       dispatch(frame, out, client, stop);
+    } catch (const mp::detail::ForcedUnwind&) {
+      throw;  // a method ended its thread (pthread_exit): this connection ends with it
     } catch (const std::exception& e) {
       out.resize(4);
       out.push_back('\1');

@@ -22,20 +22,40 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   Globals& g = globals();
   const int parent_pid = platform::current_pid();
   const std::string parent_name = g.current->name;
+  auto popen = std::make_unique<Popen>();
+  auto [gate_read, gate_write] = platform::make_pipe();
   int pid;
   {
     // The fork handlers hold g.mutex across the fork, so the child's copy of the globals is sane.
-    pid = platform::fork_process();
+    try {
+      pid = platform::fork_process();
+    } catch (...) {
+      platform::close_handle(gate_read);
+      platform::close_handle(gate_write);
+      throw;
+    }
     if (pid == 0) {
+      platform::close_handle(gate_write);
+      wait_at_gate(gate_read);
+      platform::close_handle(gate_read);
       become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid, parent_name);
       platform::on_exit_first(&forked_child_exit);
-      const int code = run_in_child([&] { self.run(); });
+      const int code = run_in_child([&] { self.run(); }, &forked_child_exit);
       exit_function();
       platform::exit_now(code);
     }
   }
-  platform::Handle h = platform::open_process(pid);
-  return std::make_unique<Popen>(pid, h);
+  // The read end stays open until the handle is had: freeing its slot first would not make
+  // pidfd_open safe (another thread may take the slot), only make the failure path rarer.
+  struct CloseGate {
+    platform::Handle read, write;
+    ~CloseGate() {
+      platform::close_handle(read);
+      platform::close_handle(write);
+    }
+  } close_gate{gate_read, gate_write};
+  popen->started(pid, open_child_then_open_gate(pid, gate_write));
+  return popen;
 }
 
 }  // namespace mp::detail

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "mp/errors.hpp"
+#include "platform/conn.hpp"
 #include "platform/spawn.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
@@ -93,8 +94,10 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
     std::memcpy(p, bytes.data(), bytes.size());
     platform::unmap(p, bytes.size());
   }
-  auto [status_r, status_w] = platform::make_pipe();
+  // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
+  auto [status_r, status_w] = platform::conn::socket_pair();
   OwnedHandle status_read(status_r), status_write(status_w);
+  auto popen = std::make_unique<Popen>();
 
   std::vector<platform::Handle> inherit(handles.begin(), handles.end());
   inherit.push_back(data.h);
@@ -105,7 +108,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   // replaced); argv[0] is the program's path, for ps and error messages.
   const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
                                           status, inherit);
-  auto popen = std::make_unique<Popen>(pid, platform::open_process(pid));
+  popen->started(pid, open_child_then_open_gate(pid, status_read.h));
   status_write.reset();
   data.reset();
   await_bootstrap(status_read.h, *popen);

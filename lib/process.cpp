@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <typeinfo>
 
+#include "forced_unwind.hpp"
 #include "lifeline.hpp"
 #include "load_time_global.hpp"
 #include "mp/errors.hpp"
@@ -35,6 +36,33 @@ std::optional<int> Popen::wait(const platform::Nanos* timeout) {
 
 void Popen::send_signal(int sig) {
   if (!returncode_ && handle_ != platform::kInvalidHandle) platform::send_signal(handle_, sig);
+}
+
+platform::Handle open_child_then_open_gate(int pid, platform::Handle gate) {
+  platform::Handle h = platform::kInvalidHandle;
+  try {
+    h = platform::open_process(pid);
+  } catch (...) {
+    platform::kill_and_reap(pid);  // it has not passed the gate: the target never ran
+    throw;
+  }
+  const char go = 1;
+  try {
+    platform::write_all(gate, &go, 1);
+  } catch (const OSError&) {
+    // The child is gone already (killed from outside): it is reaped through `h` as any child.
+  }
+  return h;
+}
+
+void wait_at_gate(platform::Handle gate) noexcept {
+  char go = 0;
+  std::size_t n = 0;
+  try {
+    n = platform::read_some(gate, &go, 1);
+  } catch (...) {
+  }
+  if (n != 1) platform::exit_now(1);
 }
 
 ProcessState::~ProcessState() { platform::close_handle(parent_handle); }
@@ -85,10 +113,16 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   g.parent = std::move(parent);
 }
 
-int run_in_child(const std::function<void()>& body) {
+MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body, void (*leave)(int code)) {
   try {
     body();
     return 0;
+  } catch (const ForcedUnwind&) {
+    // pthread_exit() in the target (or a cancellation): the target's thread has ended, as if it
+    // returned. The unwind must not continue into the frames below the target (under fork, the
+    // parent's own frames), so the child leaves from here, with code 0.
+    leave(0);
+    std::abort();  // not reached: leave() does not return
   } catch (const std::exception& e) {
     platform::flush_stdio();
     std::fprintf(stderr, "Process %s:\n%s: %s\n", globals().current->name.c_str(),
@@ -102,6 +136,10 @@ int run_in_child(const std::function<void()>& body) {
 }
 
 void exit_function() noexcept {
+  // The program's own output first: CPython's buffered streams reach their pipe before the
+  // children it waits for here have printed theirs (observed: `prog | cat` shows the parent's
+  // last lines, then the late child's).
+  platform::flush_stdio();
   try {
     for (Process& p : active_children())
       if (p.daemon()) p.terminate();
@@ -185,6 +223,12 @@ void Process::start() {
       throw std::logic_error("daemonic processes are not allowed to have children");
   }
   detail::reap_finished(detail::globals());
+  {
+    // Room for this child in the list now: nothing may fail once the child runs.
+    detail::Globals& g = detail::globals();
+    std::lock_guard lk(g.mutex);
+    g.children.reserve(g.children.size() + 1);
+  }
   const std::string method = s.method ? *s.method : get_start_method();
   // A SpawnableProcess sends itself; its target refers to *this, so it never outlives start().
   const bool sends_itself = method == "spawn" && !s.target && typeid(*this) != typeid(Process);
@@ -195,6 +239,9 @@ void Process::start() {
           "a Process subclass overriding run() needs the fork start method, or to derive from "
           "mp::SpawnableProcess<Derived> and serialize its fields");
   }
+  // As CPython's Popen (util._flush_std_streams), under every start method: the parent's buffered
+  // output comes out before anything the child prints.
+  platform::flush_stdio();
   std::unique_ptr<detail::Popen> popen;
   try {
     popen = detail::launch(method, s, *this);

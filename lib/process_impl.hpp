@@ -30,12 +30,29 @@ class Popen {
   void close() noexcept;
   // A started child: its pid and a process handle (pidfd) on it, owned from now on.
   Popen(int pid, platform::Handle handle) : pid_(pid), handle_(handle) {}
+  // Made before the child exists (so that creating it is the last thing that can fail), then given
+  // the child by started().
+  Popen() = default;
+  void started(int pid, platform::Handle handle) noexcept {
+    pid_ = pid;
+    handle_ = handle;
+  }
 
  protected:
   int pid_ = 0;
   platform::Handle handle_ = platform::kInvalidHandle;  // pidfd
   std::optional<int> returncode_;
 };
+
+// The start of a child is all or nothing: either start() returns and the child is tracked, or it
+// throws and no child ran the target (none is left, not even a zombie). So the child waits at a
+// gate until the parent holds every descriptor it needs on it (its pidfd); if the parent cannot
+// get one, it kills and reaps the waiting child and throws.
+// Opens the process handle on the new child `pid`, then opens `gate` (writes one byte). On failure
+// kills and reaps the child and throws. Needs no new descriptor but the handle.
+platform::Handle open_child_then_open_gate(int pid, platform::Handle gate);
+// In the child: waits for the parent to open the gate; leaves at once (_exit) if the parent gave up.
+void wait_at_gate(platform::Handle gate) noexcept;
 
 // Starts `state`'s child with the given method (chosen only in context.cpp).
 std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self);
@@ -76,8 +93,9 @@ Globals& globals();
 // Sets up the globals in a new child (fork or spawn): name, identity, daemon, authkey, parent.
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
                   const std::string& authkey, int parent_pid, const std::string& parent_name);
-// Runs a target in the child, printing an escaping exception; returns the exit code.
-int run_in_child(const std::function<void()>& body);
+// Runs a target in the child, printing an escaping exception; returns the exit code. If the
+// target ends its thread (pthread_exit), calls leave(0), which must end the process.
+int run_in_child(const std::function<void()>& body, void (*leave)(int code));
 // CPython's _exit_function: terminate daemonic children, join the others.
 void exit_function() noexcept;
 // Every mp entry point calls this: a spawned child whose main() forgot freeze_support() stops here.

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "event_count.hpp"
+#include "forced_unwind.hpp"
 #include "futex_lock.hpp"
 #include "queue_faults.hpp"
 #include "spin.hpp"
@@ -472,7 +473,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   return true;
 }
 
-bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
+MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
@@ -595,6 +596,11 @@ bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
       cleanup.map = platform::map_shared(fd, ref.size);
       cleanup.size = ref.size;
       consume(context, static_cast<const char*>(cleanup.map), ref.size);
+    } catch (const ForcedUnwind&) {  // the decoder ended its thread: the item is consumed
+      commit();
+      drop_stale(ref.tag + 1);
+      finish(guard);
+      throw;
     } catch (...) {
       error = std::current_exception();
     }

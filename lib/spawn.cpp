@@ -53,6 +53,13 @@ void report_ready() {
   g_status = platform::kInvalidHandle;
 }
 
+// The spawned child's way out: CPython's _exit_function, then exit() (atexit handlers, static
+// destructors), as when main returns.
+[[noreturn]] void spawned_child_exit(int code) {
+  exit_function();
+  std::exit(code);
+}
+
 int parse_fd(const char* s) {
   char* end = nullptr;
   const long v = std::strtol(s, &end, 10);
@@ -75,6 +82,7 @@ PreparationData read_preparation_data(platform::Handle data) {
 
 [[noreturn]] void spawned_main(int data_fd, int status_fd) {
   g_status = status_fd;
+  wait_at_gate(status_fd);  // until the parent holds a handle on this process
   platform::name_process_after_executable();
   platform::set_inheritable(status_fd, false);
   PreparationData d;
@@ -125,11 +133,10 @@ PreparationData read_preparation_data(platform::Handle data) {
           fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
         throw;
       }
-    });
+    }, &spawned_child_exit);
     (void)ready;
   }
-  exit_function();
-  std::exit(code);
+  spawned_child_exit(code);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "forced_unwind.hpp"
 #include "futex_lock.hpp"
 #include "platform/os.hpp"
 #include "platform/sync.hpp"
@@ -639,7 +640,7 @@ void Barrier::abort() {
   g.break_current_round();
 }
 
-int Barrier::wait_impl(const Nanos* timeout) {
+MP_CATCHES_FORCED_UNWIND int Barrier::wait_impl(const Nanos* timeout) {
   BS* s = state_;
   Nanos own_default{};
   if (!timeout && s->timeout_ns >= 0) {
@@ -676,6 +677,8 @@ int Barrier::wait_impl(const Nanos* timeout) {
       if (!round_broken && action_) {
         try {
           action_();
+        } catch (const mp::detail::ForcedUnwind&) {
+          throw;  // the thread ends (pthread_exit); the guard's destructor releases the barrier
         } catch (...) {
           action_error = std::current_exception();
           round_broken = true;

@@ -1,6 +1,9 @@
 // mp::Process under every start method (CPython: _TestProcess, test_spawn, _TestSubclassingProcess).
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,6 +31,29 @@ void exit_with(int code) { std::exit(code); }
 void sleep_forever() {
   for (;;) ::pause();
 }
+void exit_thread() { ::pthread_exit(nullptr); }
+void set_flag(mp::RawValue<int> flag) { flag.set_value(1); }
+
+// The pids of every direct child of this process, zombies included, from /proc.
+std::vector<int> all_children() {
+  std::vector<int> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const int pid = std::atoi(e.path().filename().c_str());
+    if (pid <= 0) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    const auto rp = line.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::istringstream rest(line.substr(rp + 2));
+    char state = 0;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == ::getpid()) out.push_back(pid);
+  }
+  return out;
+}
+
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 struct Point {
@@ -171,6 +197,93 @@ TEST_P(ProcessTest, ReturnGivesExitCodeZero) {
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
   EXPECT_FALSE(p.is_alive());
+}
+
+// Issue 13, bug 9: pthread_exit() in the target (a forced unwind through the bootstrap's
+// catch-all) ends the child as a return would: exit code 0, not "FATAL: exception not rethrown"
+// and SIGABRT.
+TEST_P(ProcessTest, PthreadExitInTargetGivesExitCodeZero) {
+  mp::Process p(ctx(), exit_thread);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Issue 13, bug 5: start() is all or nothing when descriptors run out. With the table filled up
+// to a lowered RLIMIT_NOFILE and 0, 1, 2, ... slots freed, every point of start() that needs a
+// descriptor fails in turn (before and after the child is created): either start() returns and
+// the child is tracked and joined, or it throws and no child exists — not even a zombie — and the
+// target never ran.
+TEST_P(ProcessTest, StartFailingForWantOfDescriptorsLeavesNoChild) {
+  mp::RawValue<int> ran(0);
+  {
+    // Once with descriptors to spare: UBSan's first check of each dynamic type needs a descriptor
+    // itself (and reports a false "invalid vptr" without one); it is cached from then on.
+    mp::Process warm(ctx(), set_flag, ran);
+    warm.start();
+    join_or_fail(warm);
+  }
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  int highest = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+    highest = std::max(highest, std::atoi(e.path().filename().c_str()));
+  std::vector<int> fill;
+  struct Restore {
+    rlimit limit;
+    std::vector<int>& fill;
+    ~Restore() {
+      for (int fd : fill) ::close(fd);
+      ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+  } restore{old, fill};
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(highest + 64);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  int failures = 0, successes = 0;
+  for (int freed = 0; freed <= 16; ++freed) {
+    for (int fd; (fd = ::fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0;) fill.push_back(fd);
+    ASSERT_EQ(errno, EMFILE);
+    for (int i = 0; i < freed; ++i) {
+      ::close(fill.back());
+      fill.pop_back();
+    }
+    ran.set_value(0);
+    mp::Process p(ctx(), set_flag, ran);
+    bool started = false;
+    std::exception_ptr thrown;
+    try {
+      p.start();
+      started = true;
+    } catch (...) {
+      thrown = std::current_exception();  // what() is read below: UBSan needs a descriptor to check it
+    }
+    for (int fd : fill) ::close(fd);  // the checks below need descriptors
+    fill.clear();
+    std::string error;
+    if (thrown) {
+      try {
+        std::rethrow_exception(thrown);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    if (started) {
+      ++successes;
+      EXPECT_TRUE(p.pid().has_value());
+      join_or_fail(p);
+      EXPECT_TRUE(p.exitcode().has_value()) << "freed " << freed;
+    } else {
+      ++failures;
+      EXPECT_TRUE(all_children().empty()) << "freed " << freed << ": start() threw (" << error
+                                          << ") but a child of this process exists";
+      EXPECT_EQ(ran.value(), 0) << "freed " << freed << ": start() threw but the target ran";
+    }
+    EXPECT_TRUE(all_children().empty()) << "freed " << freed << ": a child (or zombie) is left";
+  }
+  // The loop crossed every failure point up to success.
+  EXPECT_GT(failures, 0);
+  EXPECT_GT(successes, 0);
 }
 
 TEST_P(ProcessTest, ExceptionGivesExitCodeOne) {
@@ -521,6 +634,73 @@ RunResult run_probe(const std::string& args) {
 }
 
 }  // namespace
+
+// Runs `args` with stdout and stderr on one pipe and stdin on another; closes stdin once the output
+// contains `release` (or after 20 s). Bounded: the program is killed after 60 s.
+RunResult run_probe_releasing_stdin(const std::vector<std::string>& args, const std::string& release) {
+  RunResult r;
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return r;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  int stdin_w = in[1];
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    if (stdin_w >= 0 && (r.output.find(release) != std::string::npos || elapsed > 20s)) {
+      ::close(stdin_w);
+      stdin_w = -1;
+    }
+    if (elapsed > 60s) {
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    r.output.append(buf, static_cast<std::size_t>(n));
+  }
+  if (stdin_w >= 0) ::close(stdin_w);
+  ::close(out[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Issue 13, bug 10a: as CPython, start() flushes the parent's buffered output (C stdio and
+// std::cout) under every start method, so a child's output never overtakes it.
+TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
+  for (const std::string method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " order " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    EXPECT_EQ(r.output, "parent-printf\nparent-cout\nchild-line\n") << method;
+  }
+}
+
+// Issue 13, bug 10b: main returns while a non-daemonic child runs: the parent's buffered output is
+// out before the exit handler waits for the child (CPython's order). The child prints only after
+// the test has read the parent's last line, so the order does not depend on timing.
+TEST(ProcessOutput, AtExitParentOutputComesBeforeTheJoinedChilds) {
+  for (const std::string method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe_releasing_stdin({MP_PROBE_PATH, "exit-order", method}, "parent-cout-last\n");
+    EXPECT_EQ(r.status, 0) << method;
+    EXPECT_EQ(r.output, "parent-last\nparent-cout-last\nchild-line\n") << method;
+  }
+}
 
 TEST(ProcessOutput, BufferedParentOutputIsNotDuplicatedByFork) {
   const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " stdio");

@@ -1,6 +1,11 @@
 // mp/sharedctypes.hpp under every start method (CPython: _TestValue, _TestArray, and the tutorial's
 // 05_value_race / 06 / 07_value_get_lock semantics).
+#include <sys/sysinfo.h>
+
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <limits>
 #include <functional>
 #include <numeric>
 #include <sstream>
@@ -210,6 +215,71 @@ TEST(Array, ExplicitLock) {
 // ================================================================ between processes
 
 class SharedCtypesTest : public StartMethodTest {};
+
+// Issue 13, bug 1: sizes are checked as CPython's ctypes checks them, never wrapped.
+TEST(Array, AbsurdSizesThrowCPythonsExceptionsInsteadOfWrapping) {
+  mp::Array<int> other(16);
+  for (int i = 0; i < 16; ++i) other[i] = i;
+  auto expect_message = [](auto make, const char* type, const std::string& message) {
+    try {
+      make();
+      ADD_FAILURE() << "no exception; expected " << type;
+    } catch (const std::exception& e) {
+      EXPECT_EQ(e.what(), message) << type;
+    }
+  };
+  // Bytes beyond the address space: OverflowError "array too large".
+  EXPECT_THROW(mp::RawArray<int>((1ull << 62) + 16), std::overflow_error);
+  expect_message([] { mp::RawArray<int>((1ull << 62) + 16); }, "overflow_error", "array too large");
+  EXPECT_THROW(mp::RawArray<double>((1ull << 61) + 8), std::overflow_error);
+  EXPECT_THROW(mp::Array<char>(SIZE_MAX), std::overflow_error);
+  EXPECT_THROW(mp::RawArray<char>(static_cast<std::size_t>(PTRDIFF_MAX)), std::overflow_error);
+  EXPECT_THROW(mp::Array<int>(std::numeric_limits<std::uint64_t>::max() / 2, mp::Lock()), std::overflow_error);
+  // Negative: ValueError "Array length must be >= 0, not -1".
+  EXPECT_THROW(mp::Array<int>(-1), std::invalid_argument);
+  expect_message([] { mp::Array<int>(-1); }, "invalid_argument", "Array length must be >= 0, not -1");
+  EXPECT_THROW(mp::RawArray<double>(std::int64_t{-5}), std::invalid_argument);
+  EXPECT_THROW(mp::Array<int>(-3, mp::RLock()), std::invalid_argument);
+  // Within the address space but more than RAM + swap: MemoryError, at once.
+  EXPECT_THROW(mp::RawArray<char>(static_cast<std::size_t>(PTRDIFF_MAX) - 64), std::bad_alloc);
+  // Nothing else was touched.
+  EXPECT_EQ(other.size(), 16u);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(other[i], i);
+  EXPECT_EQ(mp::RawArray<int>(0).size(), 0u);
+  EXPECT_EQ(mp::RawArray<int>(short{3}).size(), 3u);
+}
+
+// 8 TiB (Array('d', 1 << 40)): refused when RAM + swap cannot hold it (CPython tries to zero it and
+// dies or hangs); a smaller array is reserved, committed page by page as it is used.
+TEST(Array, MoreThanMemoryCanBackIsMemoryError) {
+  struct sysinfo si {};
+  ASSERT_EQ(::sysinfo(&si), 0);
+  const double capacity = (double(si.totalram) + double(si.totalswap)) * si.mem_unit;
+  if (capacity >= double(8ull << 40)) GTEST_SKIP() << "this machine has 8 TiB of RAM + swap";
+  EXPECT_THROW(mp::Array<double>(std::size_t{1} << 40), std::bad_alloc);
+  mp::RawArray<double> fits(std::size_t{1} << 20);
+  fits[-1] = 1.5;
+  EXPECT_EQ(fits[(1 << 20) - 1], 1.5);
+}
+
+struct Defaults {
+  int a = 7;
+  double b = 2.5;
+};
+
+// A default Value is T() built in place in shared memory: T may be larger than the stack.
+TEST(Value, DefaultIsBuiltInPlaceEvenWhenLargerThanTheStack) {
+  mp::Value<std::array<char, (64 << 20)>> big;
+  EXPECT_EQ(big.get_obj()[0], 0);
+  EXPECT_EQ(big.get_obj()[(64 << 20) - 1], 0);
+  big.get_obj()[12345] = 'x';
+  EXPECT_EQ(big.get_obj()[12345], 'x');
+  mp::RawValue<std::array<double, (16 << 20)>> raw;  // 128 MiB
+  EXPECT_EQ(raw.get_obj()[(16 << 20) - 1], 0.0);
+  const mp::Value<Defaults> d;  // default member initializers are honoured, as T() does
+  EXPECT_EQ(d.value().a, 7);
+  EXPECT_EQ(d.value().b, 2.5);
+}
 
 TEST_P(SharedCtypesTest, UnlockedIncrementsRace) {
   // Tutorial 05: the result is usually not 0, and never undefined behaviour.

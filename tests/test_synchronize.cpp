@@ -2,6 +2,7 @@
 // _TestEvent, _TestBarrier), plus crash tests: a holder, a waiter or a barrier party is SIGKILLed
 // and the others go on within the bound.
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -348,6 +349,27 @@ TEST(Barrier, ThreadsAndState) {
   EXPECT_THROW(mp::Barrier(0), std::invalid_argument);
   mp::Barrier one(1);
   EXPECT_EQ(one.wait(), 0);
+}
+
+// Issue 13, bug 9: an action that ends its thread (pthread_exit) is not swallowed by the barrier's
+// catch-all (glibc would abort: "FATAL: exception not rethrown"); the thread ends and the process
+// goes on.
+void exit_this_thread() { ::pthread_exit(nullptr); }
+
+TEST(Barrier, ActionCallingPthreadExitEndsOnlyItsThread) {
+  mp::Barrier b(1, &exit_this_thread);
+  pthread_t t;
+  ASSERT_EQ(::pthread_create(
+                &t, nullptr,
+                [](void* arg) -> void* {
+                  static_cast<mp::Barrier*>(arg)->wait();
+                  return arg;  // not reached: the action ends the thread
+                },
+                &b),
+            0);
+  void* result = &b;
+  ASSERT_EQ(::pthread_join(t, &result), 0);
+  EXPECT_EQ(result, nullptr);  // pthread_exit's value
 }
 
 TEST(Barrier, DefaultTimeoutBreaks) {

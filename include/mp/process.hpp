@@ -220,7 +220,10 @@ class MP_API Process {
 
   // Starts the child. Throws std::logic_error "cannot start a process twice" (and CPython's other
   // misuse messages), ProcessError/OSError when the child cannot be launched or bootstrapped
-  // (spawn: the child's own error message is reported here).
+  // (spawn: the child's own error message is reported here). All or nothing: if it throws, no
+  // child ran the target and none is left (not even a zombie); if it returns, the child is tracked.
+  // Flushes the parent's stdio and std::cout/cerr/clog first (CPython's Popen does).
+  // A target that calls pthread_exit() ends the child with exit code 0, as a return would.
   void start();
   // What the child runs: the target with its arguments. Override in a subclass (fork only).
   virtual void run();

@@ -13,9 +13,21 @@
 // without undefined behaviour; hold get_lock() to make it atomic.
 // Python: Value's `.value` takes the lock on each access in CPython; here value()/set_value() are
 // indivisible without it, and get_lock() is for compound updates (the documented Python idiom).
+//
+// Sizes (CPython's exceptions for RawArray('i', n)): a negative size throws std::invalid_argument
+// "Array length must be >= 0, not -1" (ValueError); a size whose bytes overflow or exceed the
+// address space (more than PTRDIFF_MAX bytes) throws std::overflow_error "array too large"
+// (OverflowError); a block larger than the machine's RAM plus swap, which could never be backed,
+// throws std::bad_alloc (MemoryError) at once. Smaller blocks are reserved, not committed: pages are
+// zero-filled on first touch (CPython zero-fills at creation, so an array that fits address space
+// but not memory fails there, or is killed by the OOM killer; here that happens when it is used).
+// A mapping the OS refuses throws OSError (ENOMEM).
 #pragma once
 
 #include <algorithm>
+#include <concepts>
+#include <climits>
+#include <new>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -78,6 +90,26 @@ class AnyLock : public detail::Lockable<AnyLock> {
 
 namespace detail {
 
+// The bytes of a block of `count` elements of `elem` bytes after `offset` bytes; throws
+// std::overflow_error "array too large" beyond the address space (see the file comment).
+inline std::size_t block_bytes(std::size_t count, std::size_t elem, std::size_t offset) {
+  constexpr auto kMax = static_cast<std::size_t>(PTRDIFF_MAX);
+  if (count > (kMax - offset) / (elem ? elem : 1)) throw std::overflow_error("array too large");
+  return offset + count * elem;
+}
+
+// An array length given as any integer; a negative one throws std::invalid_argument (ValueError).
+template <std::integral I>
+std::size_t array_length(I n) {
+  if constexpr (std::is_signed_v<I>) {
+    if (n < 0) throw std::invalid_argument("Array length must be >= 0, not " + std::to_string(n));
+  }
+  if constexpr (sizeof(I) > sizeof(std::size_t)) {
+    if (static_cast<std::make_unsigned_t<I>>(n) > SIZE_MAX) throw std::overflow_error("array too large");
+  }
+  return static_cast<std::size_t>(n);
+}
+
 // Whether T can be loaded and stored indivisibly in place with std::atomic_ref.
 template <class T>
 inline constexpr bool kIndivisible =
@@ -127,9 +159,15 @@ class RawValue {
  public:
   using value_type = T;
 
-  // A new value in shared memory, zero-initialised (T{}) or `initial`. Throws OSError.
-  RawValue() : RawValue(T{}) {}
-  explicit RawValue(const T& initial) : block_(detail::kDataOffset<T> + sizeof(T)) {
+  // A new value in shared memory, value-initialised (T()) in place — no T is built on the stack, so
+  // T may be larger than the stack — or a copy of `initial`. Throws OSError or std::bad_alloc.
+  RawValue() : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>)) {
+    attach();
+    // The block is zero-filled, which is what T() is for a trivially default-constructible T: its
+    // pages stay uncommitted until used.
+    if constexpr (!std::is_trivially_default_constructible_v<T>) ::new (static_cast<void*>(ptr_)) T();
+  }
+  explicit RawValue(const T& initial) : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>)) {
     attach();
     std::memcpy(static_cast<void*>(ptr_), &initial, sizeof(T));
   }
@@ -169,7 +207,7 @@ class Value {
  public:
   using value_type = T;
 
-  Value() : Value(T{}) {}
+  Value() {}  // T() in place (see RawValue())
   explicit Value(const T& initial) : raw_(initial) {}
   Value(const T& initial, Lock lock) : raw_(initial), lock_(std::move(lock)) {}
   Value(const T& initial, RLock lock) : raw_(initial), lock_(std::move(lock)) {}
@@ -238,12 +276,11 @@ class RawArray {
     T* p_;
   };
 
-  // A zero-filled array of `size` elements (Python: RawArray('i', 10)).
+  // A zero-filled array of `size` elements (Python: RawArray('i', 10)). Any integer type; bad
+  // sizes throw as the file comment says.
   RawArray() : RawArray(size_type{0}) {}
-  explicit RawArray(size_type size) : block_(detail::kDataOffset<T> + size * sizeof(T)) {
-    size_ = size;
-    attach();
-  }
+  template <std::integral I>
+  explicit RawArray(I size) : RawArray(detail::array_length(size), Length{}) {}
   // From values (Python: RawArray('i', [1, 2, 3])).
   RawArray(std::initializer_list<T> values) : RawArray(values.begin(), values.end()) {}
   explicit RawArray(const std::vector<T>& values) : RawArray(values.begin(), values.end()) {}
@@ -326,6 +363,11 @@ class RawArray {
   }
 
  private:
+  struct Length {};
+  RawArray(size_type size, Length) : block_(detail::block_bytes(size, sizeof(T), detail::kDataOffset<T>)) {
+    size_ = size;
+    attach();
+  }
   RawArray(std::vector<T> values, int) : RawArray(values.size()) {
     if (!values.empty()) std::memcpy(static_cast<void*>(data_), values.data(), values.size() * sizeof(T));
   }
@@ -358,9 +400,9 @@ template <class T>
 class Array : public RawArray<T> {
  public:
   using RawArray<T>::RawArray;
-  template <class L>
+  template <std::integral I, class L>
     requires std::is_constructible_v<AnyLock, L>
-  Array(std::size_t size, L lock) : RawArray<T>(size), lock_(std::move(lock)) {}
+  Array(I size, L lock) : RawArray<T>(size), lock_(std::move(lock)) {}
   template <class L>
     requires std::is_constructible_v<AnyLock, L>
   Array(std::initializer_list<T> values, L lock) : RawArray<T>(values), lock_(std::move(lock)) {}

@@ -27,7 +27,9 @@ Handle duplicate_handle(Handle h);
 void set_inheritable(Handle h, bool inheritable);
 
 // ---- shared memory: anonymous, unnamed, freed by the OS when the last mapping and handle go.
-Handle create_shared_memory(std::size_t size);  // zero-filled
+// Zero-filled; pages are committed on first touch. Throws std::bad_alloc for more than RAM + swap,
+// OSError otherwise.
+Handle create_shared_memory(std::size_t size);
 std::size_t shared_memory_size(Handle h);
 void* map_shared(Handle h, std::size_t size);
 void unmap(void* address, std::size_t size) noexcept;
@@ -60,6 +62,9 @@ std::optional<int> reap(Handle process, bool block);
 void send_signal(Handle process, int sig);  // no error if the process already ended
 inline constexpr int kTerminateSignal = 15;  // SIGTERM
 inline constexpr int kKillSignal = 9;       // SIGKILL
+// SIGKILLs the child `pid`, which the caller has not reaped (so the pid is still this child's),
+// and reaps it. For a child no process handle could be had for.
+void kill_and_reap(int pid) noexcept;
 // Makes the calling process receive `sig` when its parent thread ends (0 = off). No-op where
 // the OS has no such facility.
 void set_parent_death_signal(int sig) noexcept;

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 
 #include "mp/errors.hpp"
@@ -30,7 +32,21 @@
 
 namespace mp::platform {
 
+namespace {
+// RAM plus swap, in bytes (0 if unknown): the most shared memory could ever hold.
+std::uint64_t memory_capacity() noexcept {
+  struct sysinfo si {};
+  if (::sysinfo(&si) != 0) return 0;
+  const auto unit = static_cast<std::uint64_t>(si.mem_unit ? si.mem_unit : 1);
+  return (static_cast<std::uint64_t>(si.totalram) + static_cast<std::uint64_t>(si.totalswap)) * unit;
+}
+}  // namespace
+
 Handle create_shared_memory(std::size_t size) {
+  // A block larger than memory could ever back is refused at once (MemoryError), rather than
+  // mapped sparse and failing at some later first touch. Also keeps off_t from wrapping.
+  if (size > static_cast<std::size_t>(PTRDIFF_MAX)) throw std::bad_alloc();
+  if (const std::uint64_t cap = memory_capacity(); cap != 0 && size > cap) throw std::bad_alloc();
   const int fd = static_cast<int>(::syscall(SYS_memfd_create, "mp", MFD_CLOEXEC));
   if (fd < 0) throw_last_error("memfd_create");
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {

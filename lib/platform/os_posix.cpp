@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -113,6 +114,12 @@ int fork_process() {
 }
 
 void exit_now(int code) noexcept { ::_exit(code & 0xff); }
+
+void kill_and_reap(int pid) noexcept {
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
 
 std::pair<Handle, Handle> make_pipe() {
   int fds[2];

@@ -4,11 +4,14 @@
 //   mp_probe no-freeze-support  main() forgets freeze_support: the spawned child must fail fast
 //   mp_probe delete-self PATH   spawn after this binary was deleted from disk
 //   mp_probe exit METHOD        main returns with a daemonic and a normal child running
+//   mp_probe order METHOD       buffered parent output (stdio and std::cout), then a child prints
+//   mp_probe exit-order METHOD  main returns with buffered output while a child waits for stdin
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <stdexcept>
 #include <thread>
 
@@ -29,6 +32,10 @@ void late_child() {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::printf("child done\n");
 }
+void print_after_stdin() {
+  (void)std::getchar();  // the test releases it once it has read the parent's last line (or EOF)
+  std::printf("child-line\n");
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,6 +49,21 @@ int main(int argc, char** argv) {
     p.start();
     p.join();
     return *p.exitcode();
+  }
+  if (mode == "order") {
+    std::printf("parent-printf\n");  // both stay in their buffers: stdout is a pipe
+    std::cout << "parent-cout\n";
+    mp::Process p(mp::get_context(argv[2]), print_child);
+    p.start();
+    p.join();
+    return *p.exitcode();
+  }
+  if (mode == "exit-order") {
+    mp::Process p(mp::get_context(argv[2]), print_after_stdin);
+    p.start();
+    std::printf("parent-last\n");
+    std::cout << "parent-cout-last\n";
+    return 0;  // the exit handler joins the child, which prints only after this output is out
   }
   if (mode == "exception") {
     mp::Process p(mp::get_context(argv[2]), throw_child);
