@@ -1,68 +1,138 @@
-// lib/spin.hpp — time-bounded adaptive spinning before a blocking wait (queues, connections).
+// lib/spin.hpp — the library's one spinning policy: how a wait polls before it sleeps. Locks
+// (futex_lock), Semaphore, Event, Condition, Barrier, queues, Pipe() and socket receives use it.
 //
-// A wait for a peer on another CPU that ends within a few microseconds is far cheaper spun than
-// slept: a sleep costs a system call on each side and, across vCPUs, a wake-up of the other,
-// halted CPU (20–45 µs here). AdaptiveSpin::spin() polls ready() for at most the caller's current
-// budget. A spin that succeeds doubles the budget (up to `max`); one that fails halves it (down
-// to `min`), so a peer that is slow, idle, or needs this very CPU costs little spinning. One spin
-// in kExploreEvery uses the full `max`, so that a peer that became fast is noticed again. Nothing
-// is spun when the process may run on one CPU only.
+// A wait for a peer on another CPU that ends within microseconds is far cheaper polled than slept:
+// a sleep costs a system call on each side and a wake-up of the sleeper's CPU (20–45 µs across
+// vCPUs, a few µs on bare metal). Spinner::spin(ready) polls ready() — a "look" at the shared
+// word — until it returns true or the time budget of the calling thread is spent.
 //
-// Not shared between threads: keep one per thread (thread_local) and per kind of wait.
+// Guarantees
+// - Budgets are time (the steady clock is read after every pause between looks), never counts of
+//   pause instructions: a pause costs from a few cycles to ~140 depending on the CPU model, so a
+//   count tuned on one CPU spins 10x too long or too short on another. A spin ends within its
+//   budget plus one gap between looks (at most kMaxLookGap, or one pause if a pause is longer).
+// - Looks back off in time: the gap between two looks stays about a quarter of the time waited so
+//   far, from one pause up to kMaxLookGap. A hand-off answered within a few hundred ns is seen
+//   within about a quarter of its time; a long wait does not keep pulling the watched cache line
+//   away from the peer that writes it (a spinner that looked every pause slowed a lock's holder
+//   2x, commit 3deab86).
+// - Adaptive per thread and kind of wait: a spin that succeeds raises the budget to cover twice
+//   what it took (at least double, up to kSpinMax); one that fails halves it (down to kSpinMin).
+//   One spin in kExploreEvery uses all of kSpinMax, which is longer than a cross-CPU wake-up: a
+//   peer that became fast is noticed again, and two waiters that both fell asleep (each then waits
+//   for the other's wake-up) get back to spinning.
+// - Whether the peer can answer: nothing is spun when the process may run on one CPU only; when
+//   the peer last ran on the calling CPU (`peer_cpu`, a hint), each look yields the CPU to it
+//   instead of pausing (a pause loop would hold it off until preempted).
+//
+// Test hook: MP_PAUSE_REPEAT=N in the environment at start-up makes every pause N pause
+// instructions (0: none), as on a CPU whose pause costs N times this one's; tests call
+// set_pause_repeat(). bench/run.py --pause-repeat sets it.
+//
+// Not shared between threads: keep one Spinner per thread (thread_local) and per kind of wait.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
 
 #include "platform/os.hpp"
+#include "platform/sync.hpp"
 
 namespace mp::detail {
 
-class AdaptiveSpin {
+inline constexpr std::chrono::nanoseconds kSpinMin = std::chrono::microseconds(1);
+inline constexpr std::chrono::nanoseconds kSpinMax = std::chrono::microseconds(50);
+inline constexpr std::chrono::nanoseconds kMaxLookGap = std::chrono::microseconds(1);
+inline constexpr unsigned kExploreEvery = 16;
+
+// Pause instructions per pause (the test hook above; 1 normally).
+extern std::atomic<unsigned> g_pause_repeat;
+inline void set_pause_repeat(unsigned n) noexcept { g_pause_repeat.store(n, std::memory_order_relaxed); }
+
+// `n` pauses (n x the hook's repeat pause instructions).
+inline void pause(unsigned n) noexcept {
+  const unsigned repeat = g_pause_repeat.load(std::memory_order_relaxed);
+  for (unsigned i = n * repeat; i > 0; --i) platform::yield_cpu();
+}
+
+// Paces the looks of one wait (see "Looks back off" above).
+class LookPacer {
  public:
-  static constexpr unsigned kExploreEvery = 16;
-
-  constexpr AdaptiveSpin(std::chrono::nanoseconds min, std::chrono::nanoseconds max) noexcept
-      : min_(min.count()), max_(max.count()), budget_(max.count()) {}
-
-  // Polls ready() until it returns true (then returns true) or the budget is spent (returns
-  // ready()). `poll_interval`: ready() calls between two reads of the clock.
-  template <class Ready>
-  bool spin(Ready ready, unsigned poll_interval = 8) {
-    if (!platform::several_cpus()) return ready();
-    const bool explore = ++attempts_ % kExploreEvery == 0;
-    const std::int64_t budget = explore ? max_ : budget_;
-    const auto start = platform::Clock::now();
-    for (unsigned i = 1;; ++i) {
-      if (ready()) {
-        budget_ = budget * 2 > max_ ? max_ : budget * 2;
-        return true;
-      }
-      if (i % poll_interval == 0 &&
-          std::chrono::duration_cast<std::chrono::nanoseconds>(platform::Clock::now() - start).count() >= budget)
-        break;
-      platform::yield_cpu();
+  explicit LookPacer(platform::Clock::time_point start) noexcept : start_(start), prev_(start) {}
+  // Waits for the next look: pauses the current gap, or yields the thread (`yield`). Returns the
+  // time after it.
+  platform::Clock::time_point wait(bool yield = false) {
+    if (yield) {
+      std::this_thread::yield();
+    } else {
+      pause(gap_);
     }
-    budget_ = budget_ / 2 < min_ ? min_ : budget_ / 2;
-    return ready();
-  }
-  // The same, yielding the thread after each look that finds nothing: when the peer is runnable
-  // on this very CPU (a ping-ponging pair is often put on one) it runs at once, and when it is
-  // not, the yield returns at once. A pause loop alone would hold the peer off until preempted.
-  template <class Ready>
-  bool spin_yielding(Ready ready) {
-    return spin(
-        [&] {
-          if (ready()) return true;
-          std::this_thread::yield();
-          return false;
-        },
-        1);
+    const auto now = platform::Clock::now();
+    const auto last = now - prev_;
+    prev_ = now;
+    if (last * 4 < now - start_ && last * 2 <= kMaxLookGap) {
+      gap_ *= 2;
+    } else if (last > kMaxLookGap && gap_ > 1) {
+      gap_ /= 2;
+    }
+    return now;
   }
 
  private:
-  std::int64_t min_, max_, budget_;
+  platform::Clock::time_point start_, prev_;
+  unsigned gap_ = 1;  // pauses
+};
+
+class Spinner {
+ public:
+  static constexpr int kUnknownCpu = -1;
+
+  constexpr Spinner() noexcept = default;
+
+  // Polls ready() until it returns true (then returns true) or the budget is spent (then returns
+  // ready()). `peer_cpu`: the CPU where the peer that will make ready() true last ran, if known.
+  template <class Ready>
+  bool spin(Ready&& ready, int peer_cpu = kUnknownCpu) {
+    if (!platform::several_cpus()) return ready();
+    return run(ready, peer_cpu >= 0 && peer_cpu == platform::current_cpu());
+  }
+  // The same for looks that are system calls on a descriptor (whose peer's CPU is unknown): the
+  // thread yields between looks, so a peer runnable on this CPU answers at once.
+  template <class Ready>
+  bool spin_yielding(Ready&& ready) {
+    if (!platform::several_cpus()) return ready();
+    return run(ready, true);
+  }
+
+  std::chrono::nanoseconds budget() const noexcept { return std::chrono::nanoseconds(budget_); }
+
+ private:
+  template <class Ready>
+  bool run(Ready& ready, bool yield) {
+    const bool explore = ++attempts_ % kExploreEvery == 0;
+    const std::int64_t budget = explore ? kSpinMax.count() : budget_;
+    if (ready()) return succeeded(0);
+    const auto start = platform::Clock::now();
+    LookPacer pacer(start);
+    for (;;) {
+      // The time of the last look (no clock read after a successful one: that is the hand-off's
+      // latency).
+      const std::int64_t waited = std::chrono::duration_cast<std::chrono::nanoseconds>(pacer.wait(yield) - start).count();
+      if (ready()) return succeeded(waited);
+      if (waited >= budget) break;
+    }
+    budget_ = budget_ / 2 < kSpinMin.count() ? kSpinMin.count() : budget_ / 2;
+    return ready();
+  }
+  bool succeeded(std::int64_t waited) noexcept {
+    const std::int64_t want = 2 * (waited > budget_ ? waited : budget_);
+    budget_ = want > kSpinMax.count() ? kSpinMax.count() : want;
+    return true;
+  }
+
+  std::int64_t budget_ = kSpinMax.count();  // ns
   unsigned attempts_ = 0;
 };
 
