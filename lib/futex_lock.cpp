@@ -9,7 +9,7 @@
 namespace mp::detail {
 
 namespace {
-constinit thread_local Spinner t_lock_spin;
+constinit thread_local Spinner t_lock_spin{kLockPace};
 }  // namespace
 
 void FutexLock::wake_one() noexcept {

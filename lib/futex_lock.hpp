@@ -56,12 +56,15 @@ class FutexLock {
       return Acquire::acquired;
     return acquire_slow(timeout);
   }
-  // The uncontended path alone: one compare-exchange; false if the lock is held (or was, an
-  // instant ago). Callers that fail call acquire().
+  // acquire() in two parts, for callers that record the acquisition on the uncontended path:
+  // try_acquire_uncontended() is one compare-exchange, false if the lock is held (or was, an
+  // instant ago); then acquire_contended() waits as acquire() does, without a second
+  // compare-exchange on a word another CPU is writing.
   bool try_acquire_uncontended() noexcept {
     std::uint32_t expected = 0;
     return word_.compare_exchange_strong(expected, self(), std::memory_order_acquire, std::memory_order_relaxed);
   }
+  Acquire acquire_contended(const std::chrono::nanoseconds* timeout) { return acquire_slow(timeout); }
   Acquire acquire() { return acquire(nullptr); }
   Acquire try_acquire() {
     const std::chrono::nanoseconds zero{0};

@@ -382,7 +382,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     std::uint32_t seen = events(s.head_seq.load(std::memory_order_relaxed));
     const auto start = Clock::now();
     auto progress = start;
-    LookPacer pacer(start);
+    LookPacer pacer(start, kHandoffPace);
     for (;;) {
       const auto now = pacer.wait();
       if (const std::uint32_t q = events(s.head_seq.load(std::memory_order_relaxed)); q != seen) {

@@ -7,15 +7,18 @@
 // word — until it returns true or the time budget of the calling thread is spent.
 //
 // Guarantees
-// - Budgets are time (the steady clock is read after every pause between looks), never counts of
+// - Budgets are time (the steady clock is read after every pause), never counts of
 //   pause instructions: a pause costs from a few cycles to ~140 depending on the CPU model, so a
 //   count tuned on one CPU spins 10x too long or too short on another. A spin ends within its
-//   budget plus one gap between looks (at most kMaxLookGap, or one pause if a pause is longer).
-// - Looks back off in time: the gap between two looks stays about a quarter of the time waited so
-//   far, from one pause up to kMaxLookGap. A hand-off answered within a few hundred ns is seen
-//   within about a quarter of its time; a long wait does not keep pulling the watched cache line
-//   away from the peer that writes it (a spinner that looked every pause slowed a lock's holder
-//   2x, commit 3deab86).
+//   budget plus one gap between looks (at most its cap, or one pause if a pause is longer).
+// - Looks back off in time: the gap between two looks is a fraction of the time waited so far
+//   (at least one pause, at most a cap), measured on the clock whatever a pause costs. Hand-offs
+//   (kHandoffPace: a quarter, up to 1 µs) see an answer that took t within ~t/4 more, and a long
+//   wait does not keep pulling the watched cache line away from the peer that writes it. Locks
+//   (kLockPace: all of it, i.e. gaps doubling, up to 4 µs) look sparsely: each look that finds
+//   the lock free an instant takes it from a holder that would have taken it again, moving the
+//   lock and its data between CPUs (a spinner that looked every pause halved a contended lock's
+//   throughput, commit 3deab86; a quarter up to 1 µs costs ~40%, doubling up to 1 µs ~30%).
 // - Adaptive per thread and kind of wait: a spin that succeeds raises the budget to cover twice
 //   what it took (at least double, up to kSpinMax); one that fails halves it (down to kSpinMin).
 //   One spin in kExploreEvery uses all of kSpinMax, which is longer than a cross-CPU wake-up: a
@@ -44,52 +47,56 @@ namespace mp::detail {
 
 inline constexpr std::chrono::nanoseconds kSpinMin = std::chrono::microseconds(1);
 inline constexpr std::chrono::nanoseconds kSpinMax = std::chrono::microseconds(50);
-inline constexpr std::chrono::nanoseconds kMaxLookGap = std::chrono::microseconds(1);
+// The gap between looks: the time waited so far divided by `divisor`, at most `max_gap`.
+struct LookPace {
+  unsigned divisor;
+  std::chrono::nanoseconds max_gap;
+};
+inline constexpr LookPace kHandoffPace{4, std::chrono::microseconds(1)};
+inline constexpr LookPace kLockPace{1, std::chrono::microseconds(4)};
 inline constexpr unsigned kExploreEvery = 16;
 
 // Pause instructions per pause (the test hook above; 1 normally).
 extern std::atomic<unsigned> g_pause_repeat;
 inline void set_pause_repeat(unsigned n) noexcept { g_pause_repeat.store(n, std::memory_order_relaxed); }
 
-// `n` pauses (n x the hook's repeat pause instructions).
-inline void pause(unsigned n) noexcept {
-  const unsigned repeat = g_pause_repeat.load(std::memory_order_relaxed);
-  for (unsigned i = n * repeat; i > 0; --i) platform::yield_cpu();
+// One pause between looks (the hook's count of pause instructions).
+inline void pause() noexcept {
+  for (unsigned i = g_pause_repeat.load(std::memory_order_relaxed); i > 0; --i) platform::yield_cpu();
 }
 
 // Paces the looks of one wait (see "Looks back off" above).
 class LookPacer {
  public:
-  explicit LookPacer(platform::Clock::time_point start) noexcept : start_(start), prev_(start) {}
-  // Waits for the next look: pauses the current gap, or yields the thread (`yield`). Returns the
-  // time after it.
+  LookPacer(platform::Clock::time_point start, LookPace pace) noexcept : start_(start), due_(start), pace_(pace) {}
+  // Waits for the next look, pausing (or yielding the thread: `yield`) at least once and until
+  // the gap has passed; returns the time after it.
   platform::Clock::time_point wait(bool yield = false) {
-    if (yield) {
-      std::this_thread::yield();
-    } else {
-      pause(gap_);
-    }
-    const auto now = platform::Clock::now();
-    const auto last = now - prev_;
-    prev_ = now;
-    if (last * 4 < now - start_ && last * 2 <= kMaxLookGap) {
-      gap_ *= 2;
-    } else if (last > kMaxLookGap && gap_ > 1) {
-      gap_ /= 2;
-    }
+    platform::Clock::time_point now;
+    do {
+      if (yield) {
+        std::this_thread::yield();
+      } else {
+        pause();
+      }
+      now = platform::Clock::now();
+    } while (now < due_);
+    const auto gap = (now - start_) / pace_.divisor;
+    due_ = now + (gap < pace_.max_gap ? gap : pace_.max_gap);
     return now;
   }
 
  private:
-  platform::Clock::time_point start_, prev_;
-  unsigned gap_ = 1;  // pauses
+  platform::Clock::time_point start_, due_;
+  LookPace pace_;
 };
 
 class Spinner {
  public:
   static constexpr int kUnknownCpu = -1;
 
-  constexpr Spinner() noexcept = default;
+  // `pace`: how the looks back off (kLockPace for locks).
+  constexpr explicit Spinner(LookPace pace = kHandoffPace) noexcept : pace_(pace) {}
 
   // Polls ready() until it returns true (then returns true) or the budget is spent (then returns
   // ready()). `peer_cpu`: the CPU where the peer that will make ready() true last ran, if known.
@@ -115,7 +122,7 @@ class Spinner {
     const std::int64_t budget = explore ? kSpinMax.count() : budget_;
     if (ready()) return succeeded(0);
     const auto start = platform::Clock::now();
-    LookPacer pacer(start);
+    LookPacer pacer(start, pace_);
     for (;;) {
       // The time of the last look (no clock read after a successful one: that is the hand-off's
       // latency).
@@ -132,6 +139,7 @@ class Spinner {
     return true;
   }
 
+  LookPace pace_;
   std::int64_t budget_ = kSpinMax.count();  // ns
   unsigned attempts_ = 0;
 };

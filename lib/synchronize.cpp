@@ -183,7 +183,7 @@ void note_acquired(State& s, Acquire r) noexcept {
 // The contended path, out of line so that the uncontended one saves no registers.
 template <class State>
 [[gnu::noinline]] bool acquire_contended(State& s, const Nanos* timeout) {
-  const Acquire r = s.lock.acquire(timeout);
+  const Acquire r = s.lock.acquire_contended(timeout);
   if (r == Acquire::timed_out) return false;
   note_acquired(s, r);
   return true;
