@@ -52,7 +52,9 @@ class FutexLock {
   // dead holder never blocks it); zero or negative: polls once; else waits at most that long.
   // Throws: OSError only if the OS futex call fails unexpectedly.
   Acquire acquire(const std::chrono::nanoseconds* timeout) {
-    if (try_acquire_uncontended()) [[likely]]
+    std::uint32_t expected = 0;
+    if (word_.compare_exchange_strong(expected, self(), std::memory_order_acquire,
+                                      std::memory_order_relaxed)) [[likely]]
       return Acquire::acquired;
     return acquire_slow(timeout);
   }
@@ -60,9 +62,13 @@ class FutexLock {
   // try_acquire_uncontended() is one compare-exchange, false if the lock is held (or was, an
   // instant ago); then acquire_contended() waits as acquire() does, without a second
   // compare-exchange on a word another CPU is writing.
+  // (False as well before the process's pid is cached: acquire_contended() reads it; the fast
+  // path then calls nothing and saves no registers.)
   bool try_acquire_uncontended() noexcept {
+    const std::uint32_t me = static_cast<std::uint32_t>(platform::g_pid_cache.load(std::memory_order_relaxed));
     std::uint32_t expected = 0;
-    return word_.compare_exchange_strong(expected, self(), std::memory_order_acquire, std::memory_order_relaxed);
+    return me != 0 &&
+           word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed);
   }
   Acquire acquire_contended(const std::chrono::nanoseconds* timeout) { return acquire_slow(timeout); }
   Acquire acquire() { return acquire(nullptr); }

@@ -24,9 +24,11 @@
 //   One spin in kExploreEvery uses all of kSpinMax, which is longer than a cross-CPU wake-up: a
 //   peer that became fast is noticed again, and two waiters that both fell asleep (each then waits
 //   for the other's wake-up) get back to spinning.
-// - Whether the peer can answer: nothing is spun when the process may run on one CPU only; when
-//   the peer last ran on the calling CPU (`peer_cpu`, a hint), each look yields the CPU to it
-//   instead of pausing (a pause loop would hold it off until preempted).
+// - Whether the peer can answer: nothing is spun when the process may run on one CPU only, nor
+//   when the peer last ran on the calling CPU (`peer_cpu`, a hint): it needs this CPU to answer,
+//   a pause loop would hold it off and a yield can hand the CPU to anyone else for a whole time
+//   slice (under load, a Barrier round took 60-90 µs instead of 15 that way); the caller sleeps.
+//   Looks that are system calls (spin_yielding) yield the thread between them.
 //
 // Test hook: MP_PAUSE_REPEAT=N in the environment at start-up makes every pause N pause
 // instructions (0: none), as on a CPU whose pause costs N times this one's; tests call
@@ -102,8 +104,8 @@ class Spinner {
   // ready()). `peer_cpu`: the CPU where the peer that will make ready() true last ran, if known.
   template <class Ready>
   bool spin(Ready&& ready, int peer_cpu = kUnknownCpu) {
-    if (!platform::several_cpus()) return ready();
-    return run(ready, peer_cpu >= 0 && peer_cpu == platform::current_cpu());
+    if (!platform::several_cpus() || (peer_cpu >= 0 && peer_cpu == platform::current_cpu())) return ready();
+    return run(ready, false);
   }
   // The same for looks that are system calls on a descriptor (whose peer's CPU is unknown): the
   // thread yields between looks, so a peer runnable on this CPU answers at once.

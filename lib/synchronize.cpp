@@ -172,20 +172,20 @@ void Lock::attach() { state_ = static_cast<detail::LockState*>(block_.data()); }
 
 namespace detail {
 namespace {
-// Records an acquisition in the state next to the lock word. The uncontended path stores the tid
-// only: the take-over flag is rewritten only when it changes (a store fewer on the hot line).
+// Records an acquisition in the state next to the lock word (by the thread `tid`).
 template <class State>
-void note_acquired(State& s, Acquire r) noexcept {
-  s.owner_tid.store(platform::cached_tid(), std::memory_order_relaxed);
-  const std::uint32_t died = r == Acquire::owner_died ? 1 : 0;
-  if (s.owner_died.load(std::memory_order_relaxed) != died) s.owner_died.store(died, std::memory_order_relaxed);
+void note_acquired(State& s, Acquire r, int tid) noexcept {
+  s.owner_tid.store(tid, std::memory_order_relaxed);
+  s.owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
 }
-// The contended path, out of line so that the uncontended one saves no registers.
+// The uncontended path calls nothing (so it saves no registers): one compare-exchange once the
+// pid and tid are cached; everything else is here, out of line.
 template <class State>
 [[gnu::noinline]] bool acquire_contended(State& s, const Nanos* timeout) {
+  const int tid = platform::cached_tid();
   const Acquire r = s.lock.acquire_contended(timeout);
   if (r == Acquire::timed_out) return false;
-  note_acquired(s, r);
+  note_acquired(s, r, tid);
   return true;
 }
 }  // namespace
@@ -193,10 +193,12 @@ template <class State>
 
 bool Lock::acquire_impl(const Nanos* timeout) {
   detail::LockState& s = *state_;
-  if (!s.lock.try_acquire_uncontended()) [[unlikely]]
-    return detail::acquire_contended(s, timeout);
-  detail::note_acquired(s, Acquire::acquired);
-  return true;
+  const int tid = platform::t_tid_cache;
+  if (tid != 0 && s.lock.try_acquire_uncontended()) [[likely]] {
+    detail::note_acquired(s, Acquire::acquired, tid);
+    return true;
+  }
+  return detail::acquire_contended(s, timeout);
 }
 
 void Lock::release() {
@@ -234,10 +236,11 @@ bool RLock::acquire_impl(const Nanos* timeout) {
     s.count.store(s.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return true;
   }
-  if (!s.lock.try_acquire_uncontended()) [[unlikely]] {
+  const int tid = platform::t_tid_cache;
+  if (tid == 0 || !s.lock.try_acquire_uncontended()) [[unlikely]] {
     if (!detail::acquire_contended(s, timeout)) return false;
   } else {
-    detail::note_acquired(s, Acquire::acquired);
+    detail::note_acquired(s, Acquire::acquired, tid);
   }
   s.count.store(1, std::memory_order_relaxed);
   return true;
@@ -263,7 +266,7 @@ unsigned RLock::release_save() {
 
 void RLock::acquire_restore(unsigned depth) {
   const Acquire r = state_->lock.acquire(nullptr);
-  detail::note_acquired(*state_, r);
+  detail::note_acquired(*state_, r, platform::cached_tid());
   state_->count.store(depth, std::memory_order_relaxed);
 }
 
