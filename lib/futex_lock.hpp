@@ -62,8 +62,8 @@ class FutexLock {
   // try_acquire_uncontended() is one compare-exchange, false if the lock is held (or was, an
   // instant ago); then acquire_contended() waits as acquire() does, without a second
   // compare-exchange on a word another CPU is writing.
-  // (False as well before the process's pid is cached: acquire_contended() reads it; the fast
-  // path then calls nothing and saves no registers.)
+  // (False as well before the process's pid is cached: acquire_contended() reads it, so the
+  // fast path calls nothing.)
   bool try_acquire_uncontended() noexcept {
     const std::uint32_t me = static_cast<std::uint32_t>(platform::g_pid_cache.load(std::memory_order_relaxed));
     std::uint32_t expected = 0;

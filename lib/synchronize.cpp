@@ -178,8 +178,8 @@ void note_acquired(State& s, Acquire r, int tid) noexcept {
   s.owner_tid.store(tid, std::memory_order_relaxed);
   s.owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
 }
-// The uncontended path calls nothing (so it saves no registers): one compare-exchange once the
-// pid and tid are cached; everything else is here, out of line.
+// The uncontended path calls nothing: one compare-exchange once the pid and tid are cached;
+// everything else (reading them, waiting) is here, out of line.
 template <class State>
 [[gnu::noinline]] bool acquire_contended(State& s, const Nanos* timeout) {
   const int tid = platform::cached_tid();
