@@ -299,6 +299,21 @@ BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
   return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(now_ns() - t0) * 1e-9);
 }
 
+// The cost of one pause instruction (the spin-wait hint), which varies ~10x between CPU models:
+// a spin bounded by a count of pauses lasts that much longer or shorter (lib/spin.hpp).
+BENCH_METRIC(pause_ns, "ns") {
+  const long n = p.n(2'000'000, 1000);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+  return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
+}
+
 // ---- blocking round trips (us per round trip); the child echoes ----------------------------
 
 template <class Ping, class Pong>

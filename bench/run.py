@@ -89,6 +89,7 @@ ROWS = [
     ('memcpy 1 MiB, 1 proc [reference]', 'MB/s', None, 'memcpy_1mb_MBps', False),
     ('uncontended pthread mutex [reference]', 'ns', None, 'mutex_uncontended_ns', False),
     ('uncontended atomic fetch_add [reference]', 'ops/s', None, 'atomic_fetch_add_1p', False),
+    ('pause instruction [reference]', 'ns', None, 'pause_ns', False),
 ]
 
 MODES = {  # rounds, repetitions per side and round, iteration-count scale
@@ -370,7 +371,13 @@ def main():
     ap.add_argument('--bin-dir', help='where raw_bench and mp_bench are (default: build/bench/bench)')
     ap.add_argument('--python', default='python3', help='the CPython to compare with (default: python3)')
     ap.add_argument('--out', default=os.path.join(HERE, 'results'), help='output directory')
+    ap.add_argument('--tag', help='written as bench-<mode>-<tag>.* (default: bench-<mode>.*)')
+    ap.add_argument('--pause-repeat', type=int, metavar='N',
+                    help="mp's spin loops execute N pause instructions per pause (0: none): as on a CPU "
+                         "whose pause costs N times this one's (sets MP_PAUSE_REPEAT; see lib/spin.hpp)")
     args = ap.parse_args()
+    if args.pause_repeat is not None and not 0 <= args.pause_repeat <= 1000:
+        ap.error('--pause-repeat must be within 0..1000')
 
     mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
     cfg = dict(MODES[mode])
@@ -387,6 +394,9 @@ def main():
         if not os.access(exe, os.X_OK):
             sys.exit(f'run.py: {exe} is missing (build it, or drop --no-build)')
     env = dict(os.environ, MP_BENCH_EXE=mp_exe)
+    env.pop('MP_PAUSE_REPEAT', None)
+    if args.pause_repeat is not None:
+        env['MP_PAUSE_REPEAT'] = str(args.pause_repeat)
     sides = {'raw': Side('raw', [raw_exe], env), 'mp': Side('mp', [mp_exe], env), 'CPython': python_side(args.python)}
     for s in sides.values():
         if not s.missing:
@@ -426,7 +436,10 @@ def main():
     elapsed = time.monotonic() - t_start
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     meta = (f'{mode} run, {stamp}: {cfg["rounds"]} rounds x {cfg["reps"]} repetitions, scale {cfg["scale"]}, '
-            f'{elapsed:.0f} s. {machine_info()}. CPython: '
+            f'{elapsed:.0f} s. {machine_info()}. '
+            + (f'Pause-cost hook: MP_PAUSE_REPEAT={args.pause_repeat} (each pause in mp\'s spins is '
+               f'{args.pause_repeat} pause instructions). ' if args.pause_repeat is not None else '')
+            + 'CPython: '
             + ('skipped' if sides['CPython'].missing else
                subprocess.run([sides['CPython'].cmd[0], '-c', 'import sys; print(sys.version.split()[0])'],
                               capture_output=True, text=True).stdout.strip()))
@@ -446,11 +459,11 @@ def main():
         print(f'note: {n}')
 
     os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f'bench-{mode}')
+    base = os.path.join(args.out, f'bench-{mode}' + (f'-{args.tag}' if args.tag else ''))
     with open(base + '.md', 'w') as f:
         f.write(md)
     with open(base + '.json', 'w') as f:
-        json.dump({'mode': mode, 'config': cfg, 'meta': meta,
+        json.dump({'mode': mode, 'config': cfg, 'meta': meta, 'pause_repeat': args.pause_repeat,
                    'data': {s: {f'{m}{" [1 CPU]" if p else ""}': v for (m, p), v in d.items()}
                             for s, d in data.items()}}, f, indent=1)
     with open(base + '.svg', 'w') as f:

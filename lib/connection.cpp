@@ -19,10 +19,8 @@ constexpr std::uint32_t kLongMarker = 0xffffffffu;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
 constexpr std::size_t kFirstStep = std::size_t{1} << 20;
-// How long a receive may poll before it sleeps (lib/spin.hpp adapts it per thread).
-constexpr std::chrono::microseconds kMinSpin{2};
-constexpr std::chrono::microseconds kMaxSpin{50};
-constinit thread_local detail::AdaptiveSpin t_recv_spin{kMinSpin, kMaxSpin};
+// A receive polls before it sleeps (lib/spin.hpp), adapted per thread.
+constinit thread_local detail::Spinner t_recv_spin;
 
 [[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
 

@@ -4,8 +4,13 @@
 #include <algorithm>
 
 #include "platform/os.hpp"
+#include "spin.hpp"
 
 namespace mp::detail {
+
+namespace {
+constinit thread_local Spinner t_lock_spin{kLockPace};
+}  // namespace
 
 void FutexLock::wake_one() noexcept {
   try {
@@ -40,7 +45,7 @@ Acquire FutexLock::acquire_slow(const std::chrono::nanoseconds* timeout) {
     }
   }
 
-  if (spin_until([&] {
+  if (t_lock_spin.spin([&] {
         std::uint32_t v = word_.load(std::memory_order_relaxed);
         return v == 0 && word_.compare_exchange_weak(v, me, std::memory_order_acquire,
                                                      std::memory_order_relaxed);

@@ -8,7 +8,7 @@
 // - Semantics of CPython's multiprocessing.Lock: not recursive, and any thread of any process may
 //   release it (release() does not check the caller).
 // - Uncontended acquire/release is one compare-exchange / one exchange, no system call. Contended
-//   acquirers spin briefly, then sleep on the word (futex); release wakes one sleeper.
+//   acquirers spin (lib/spin.hpp), then sleep on the word (futex); release wakes one sleeper.
 // - Robust: the word holds the pid of the process that acquired it. A waiter re-checks the holder
 //   every kOwnerCheckInterval while it sleeps; when the holder has ended (a zombie counts) it takes
 //   the lock over atomically (one waiter wins) and acquire() reports Acquire::owner_died. A poll
@@ -58,6 +58,19 @@ class FutexLock {
       return Acquire::acquired;
     return acquire_slow(timeout);
   }
+  // acquire() in two parts, for callers that record the acquisition on the uncontended path:
+  // try_acquire_uncontended() is one compare-exchange, false if the lock is held (or was, an
+  // instant ago); then acquire_contended() waits as acquire() does, without a second
+  // compare-exchange on a word another CPU is writing.
+  // (False as well before the process's pid is cached: acquire_contended() reads it, so the
+  // fast path calls nothing.)
+  bool try_acquire_uncontended() noexcept {
+    const std::uint32_t me = static_cast<std::uint32_t>(platform::g_pid_cache.load(std::memory_order_relaxed));
+    std::uint32_t expected = 0;
+    return me != 0 &&
+           word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed);
+  }
+  Acquire acquire_contended(const std::chrono::nanoseconds* timeout) { return acquire_slow(timeout); }
   Acquire acquire() { return acquire(nullptr); }
   Acquire try_acquire() {
     const std::chrono::nanoseconds zero{0};
@@ -115,44 +128,5 @@ class FutexLockGuard {
 };
 
 static_assert(sizeof(FutexLock) == 4 && std::atomic<std::uint32_t>::is_always_lock_free);
-
-// Adaptive spinning before sleeping on a word: spin_until() spins (pause loop) until ready() or
-// the calling thread's budget runs out. Success doubles the budget (up to kMaxSpin, ~10 µs): the
-// peer runs on another CPU and a spin avoids a kernel wake-up. Failure halves it (down to
-// kMinSpin): the peer is slow, or needs this very CPU, and spinning only delays it. One attempt in
-// kExploreEvery spins the full kMaxSpin so that a peer that became fast is noticed again.
-inline constexpr unsigned kMaxSpin = 400;
-inline constexpr unsigned kMinSpin = 8;
-inline constexpr unsigned kExploreEvery = 16;
-inline constexpr unsigned kMaxBackoff = 32;
-
-struct SpinState {
-  unsigned budget = kMaxSpin;
-  unsigned attempts = 0;
-};
-constinit inline thread_local SpinState t_spin{};
-
-// `peer_cpu`: the CPU the peer that will make ready() true last ran on, if known (else -1). When it
-// is the calling thread's CPU, spinning only delays the peer, so there is none.
-template <class Ready>
-bool spin_until(Ready ready, int peer_cpu = -1) {
-  if (peer_cpu >= 0 && peer_cpu == platform::current_cpu()) return ready();
-  SpinState& s = t_spin;
-  const bool explore = ++s.attempts % kExploreEvery == 0;
-  const unsigned n = explore ? kMaxSpin : s.budget;
-  // Exponential backoff between looks: a spinner that reads the word on every pause keeps pulling
-  // its cache line away from the holder, which then runs its critical sections slower.
-  unsigned pause = 1;
-  for (unsigned i = 0; i < n; i += pause) {
-    if (ready()) {
-      s.budget = explore ? kMaxSpin : (s.budget * 2 > kMaxSpin ? kMaxSpin : s.budget * 2);
-      return true;
-    }
-    for (unsigned k = 0; k < pause; ++k) platform::yield_cpu();
-    if (pause < kMaxBackoff) pause *= 2;
-  }
-  s.budget = s.budget / 2 < kMinSpin ? kMinSpin : s.budget / 2;
-  return ready();
-}
 
 }  // namespace mp::detail

@@ -25,9 +25,9 @@ constexpr std::size_t kMaxFrame = kPipeRingBytes / 4;  // payload bytes in one f
 constexpr Nanos kRoomSlice = std::chrono::milliseconds(10);
 constexpr Nanos kMidMessageSlice = std::chrono::milliseconds(50);
 constexpr auto kTokenPatience = std::chrono::milliseconds(100);
-// How long a receiver or a sender with a full ring spins before it sleeps (adapted per thread).
-constinit thread_local AdaptiveSpin t_data_spin{std::chrono::microseconds(2), std::chrono::microseconds(50)};
-constinit thread_local AdaptiveSpin t_room_spin{std::chrono::microseconds(2), std::chrono::microseconds(50)};
+// A receiver, or a sender with a full ring, spins before it sleeps (lib/spin.hpp), adapted per
+// thread; the peer's CPU, published in the ring, tells whether to pause or yield between looks.
+constinit thread_local Spinner t_data_spin, t_room_spin;
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
 
@@ -46,6 +46,13 @@ void copy_out(const char* ring, std::uint64_t pos, void* dst, std::size_t n) {
   std::memcpy(dst, ring + off, first);
   std::memcpy(static_cast<char*>(dst) + first, ring, n - first);
 }
+
+// CPU hints (PipeRing::sender_cpu, receiver_cpu): the CPU + 1, 0 when unknown.
+void note_cpu(std::atomic<std::int32_t>& hint) noexcept {
+  const std::int32_t cpu = platform::current_cpu() + 1;
+  if (hint.load(std::memory_order_relaxed) != cpu) hint.store(cpu, std::memory_order_relaxed);
+}
+int peer_cpu(const std::atomic<std::int32_t>& hint) noexcept { return hint.load(std::memory_order_relaxed) - 1; }
 
 bool nonempty(const PipeRing& r) noexcept {
   return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
@@ -150,7 +157,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     if (used > kPipeRingBytes || (used & 7)) corrupt();
     return kPipeRingBytes - used >= need;
   };
-  if (room() || t_room_spin.spin_yielding(room)) return;
+  if (room() || t_room_spin.spin(room, peer_cpu(r.receiver_cpu))) return;
   for (;;) {
     const std::uint32_t seq = prepare_sleep(r.room_seq);
     if (room()) return;
@@ -162,6 +169,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
 
 void PipeChannel::publish(std::uint64_t tail) {
   PipeRing& r = out_ring();
+  note_cpu(r.sender_cpu);
   r.tail.store(tail, std::memory_order_seq_cst);
   if (r.armed.load(std::memory_order_seq_cst) != 1) return;
   std::uint32_t expected = 1;
@@ -174,6 +182,7 @@ void PipeChannel::publish(std::uint64_t tail) {
 
 void PipeChannel::consume(std::uint64_t head) {
   PipeRing& r = in_ring();
+  note_cpu(r.receiver_cpu);
   r.head.store(head, std::memory_order_seq_cst);
   if (count_event_if_sleepers(r.room_seq)) wake_sleepers(r.room_seq);
 }
@@ -259,7 +268,7 @@ bool PipeChannel::poll(const Nanos* timeout) {
 
 PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool mid_message) {
   PipeRing& r = in_ring();
-  if (nonempty(r) || t_data_spin.spin_yielding([&] { return nonempty(r); })) return Wait::data;
+  if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu))) return Wait::data;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {

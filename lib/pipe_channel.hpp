@@ -22,6 +22,8 @@
 //   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
 //   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
 //   ping-pong no system call is made.
+// - A receiver finding the ring empty spins (lib/spin.hpp; the sender's CPU, stored at each
+//   publish, is the hint whether to pause or yield between looks), then arms as above.
 // - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
 //   the socket for a vanished peer (EPIPE) between slices.
 #pragma once
@@ -40,13 +42,17 @@
 namespace mp::detail {
 
 // One direction's control words, in the shared mapping (zero-filled memory is a valid empty ring).
+// `tail` and `head`, which the other side polls while it waits, have lines of their own: a poll
+// then pulls away only the line of the store that publishes (consumes), not the lock's.
 struct PipeRing {
   FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
-  std::atomic<std::uint64_t> tail{0};         // bytes published (written under send_lock)
   std::atomic<std::uint32_t> room_seq{0};  // an event count (lib/event_count.hpp): senders wait for room
+  alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
+  std::atomic<std::int32_t> sender_cpu{0};    // the CPU + 1 of the last publish (a spin hint; 0: unknown)
   alignas(64) FutexLock recv_lock;
-  std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
+  alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
+  std::atomic<std::int32_t> receiver_cpu{0};  // the CPU + 1 of the last consume (a spin hint)
   alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
   char pad[60];
 };

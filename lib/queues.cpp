@@ -38,12 +38,8 @@ constexpr std::uint64_t kPosMask = (std::uint64_t{1} << kPosBits) - 1;
 constexpr std::uint64_t kCountMask = (std::uint64_t{1} << 24) - 1;
 // Switch frames are numbered modulo 2^23.
 constexpr std::uint32_t kSeqMask = (std::uint32_t{1} << 23) - 1;
-// Spinning before a sleep, adapted per thread (lib/spin.hpp): up to about the time a 1 MiB item
-// takes to copy, so that a consumer keeping pace with a producer of big items never sleeps.
-constexpr std::chrono::microseconds kMinSpin{2};
-constexpr std::chrono::microseconds kMaxSpin{100};
-constinit thread_local AdaptiveSpin t_get_spin{kMinSpin, kMaxSpin};
-constinit thread_local AdaptiveSpin t_put_spin{kMinSpin, kMaxSpin};
+// Spinning before a sleep (lib/spin.hpp), adapted per thread and side.
+constinit thread_local Spinner t_get_spin, t_put_spin;
 // A producer past this many bytes of its ring moves to the other ring as soon as that one is
 // empty, restarting it at its start: while consumers keep up, items cycle through the first few
 // MiB of the two rings, whose pages stay mapped and whose bytes stay in the CPUs' caches (a byte
@@ -91,7 +87,11 @@ unsigned ring_of(std::uint64_t w) { return static_cast<unsigned>(w >> 63); }
 std::uint32_t seq_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> kPosBits) & kSeqMask; }
 
 // The shared header. Producers write the first line group, consumers the second; each side's
-// "someone sleeps" flag lives on the line of the side that reads it on every operation.
+// "someone sleeps" flag lives on the line of the side that reads it on every operation. The ring
+// ends, which the other side polls while it waits, have lines of their own: a poll then pulls
+// away only the line of the one store that commits an item, not the lock and event count that
+// the side writes two or three times more per item (a consumer polling the tail on the lock's
+// line made each put wait for that line up to four times).
 struct Shared {
   std::uint64_t magic;
   std::uint64_t capacity;  // of each ring
@@ -100,14 +100,14 @@ struct Shared {
 
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t> tail_seq;  // an event count (lib/event_count.hpp): consumers sleep on it
-  std::atomic<std::uint64_t> tail[kRings];
   std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
   std::uint64_t oob_next;               // under put_lock
+  alignas(64) std::atomic<std::uint64_t> tail[kRings];
 
   alignas(64) FutexLock get_lock;
   std::atomic<std::uint32_t> head_seq;  // an event count: producers sleep on it
-  std::atomic<std::uint64_t> head[kRings];
   std::atomic<std::uint64_t> reader;    // make_reader(); under get_lock
+  alignas(64) std::atomic<std::uint64_t> head[kRings];
 
   alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls, an event count
 };
@@ -136,12 +136,12 @@ struct Deadline {
 // Spins briefly on `ready`, then sleeps on the event count `seq` until ready() or the deadline.
 // Returns ready() at the end.
 template <class Ready>
-bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& deadline, AdaptiveSpin& spin) {
+bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& deadline, Spinner& spin) {
   if (ready()) return true;
   if (deadline.nonblocking()) return false;
   Nanos left;
   const Nanos* t = deadline.remaining(left);
-  if ((!t || *t >= kMaxSpin) && spin.spin(ready)) return true;  // a short timeout is not overrun
+  if ((!t || *t >= kSpinMax) && spin.spin(ready)) return true;  // a short timeout is not overrun
   for (;;) {
     const std::uint32_t s = prepare_sleep(seq);
     if (ready()) return true;
@@ -379,13 +379,13 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   auto wait_for_empty = [&](unsigned r, const Deadline& deadline) {
     if (!platform::several_cpus() || st.cold.load(std::memory_order_relaxed)) return false;
     // The ring empties only when a consumer removes something, which bumps head_seq: only that
-    // word is watched (its line is written by consumers anyway), every 64 pauses.
+    // word is watched (its line is written by consumers anyway), looks paced as a spin's.
     std::uint32_t seen = events(s.head_seq.load(std::memory_order_relaxed));
     const auto start = Clock::now();
     auto progress = start;
+    LookPacer pacer(start, kHandoffPace);
     for (;;) {
-      for (int i = 0; i < 64; ++i) platform::yield_cpu();
-      const auto now = Clock::now();
+      const auto now = pacer.wait();
       if (const std::uint32_t q = events(s.head_seq.load(std::memory_order_relaxed)); q != seen) {
         if (vacant(r)) return true;
         seen = q;

@@ -1,68 +1,149 @@
-// lib/spin.hpp — time-bounded adaptive spinning before a blocking wait (queues, connections).
+// lib/spin.hpp — the library's one spinning policy: how a wait polls before it sleeps. Locks
+// (futex_lock), Semaphore, Event, Condition, Barrier, queues, Pipe() and socket receives use it.
 //
-// A wait for a peer on another CPU that ends within a few microseconds is far cheaper spun than
-// slept: a sleep costs a system call on each side and, across vCPUs, a wake-up of the other,
-// halted CPU (20–45 µs here). AdaptiveSpin::spin() polls ready() for at most the caller's current
-// budget. A spin that succeeds doubles the budget (up to `max`); one that fails halves it (down
-// to `min`), so a peer that is slow, idle, or needs this very CPU costs little spinning. One spin
-// in kExploreEvery uses the full `max`, so that a peer that became fast is noticed again. Nothing
-// is spun when the process may run on one CPU only.
+// A wait for a peer on another CPU that ends within microseconds is far cheaper polled than slept:
+// a sleep costs a system call on each side and a wake-up of the sleeper's CPU (20–45 µs across
+// vCPUs, a few µs on bare metal). Spinner::spin(ready) polls ready() — a "look" at the shared
+// word — until it returns true or the time budget of the calling thread is spent.
 //
-// Not shared between threads: keep one per thread (thread_local) and per kind of wait.
+// Guarantees
+// - Budgets are time (the steady clock is read after every pause), never counts of
+//   pause instructions: a pause costs from a few cycles to ~140 depending on the CPU model, so a
+//   count tuned on one CPU spins 10x too long or too short on another. A spin ends within its
+//   budget plus one gap between looks (at most its cap, or one pause if a pause is longer).
+// - Looks back off in time: the gap between two looks is a fraction of the time waited so far
+//   (at least one pause, at most a cap), measured on the clock whatever a pause costs. Hand-offs
+//   (kHandoffPace: a quarter, up to 1 µs) see an answer that took t within ~t/4 more, and a long
+//   wait does not keep pulling the watched cache line away from the peer that writes it. Locks
+//   (kLockPace: all of it, i.e. gaps doubling, up to 4 µs) look sparsely: each look that finds
+//   the lock free an instant takes it from a holder that would have taken it again, moving the
+//   lock and its data between CPUs (a spinner that looked every pause halved a contended lock's
+//   throughput, commit 3deab86; two processes incrementing under one Lock, loaded host: 93 M ops/s
+//   with kLockPace, 66 M with gaps doubling up to 1 µs, 40 M with a quarter up to 1 µs).
+// - Adaptive per thread and kind of wait: a spin that succeeds raises the budget to cover twice
+//   what it took (at least double, up to kSpinMax); one that fails halves it (down to kSpinMin).
+//   One spin in kExploreEvery uses all of kSpinMax, which is longer than a cross-CPU wake-up: a
+//   peer that became fast is noticed again, and two waiters that both fell asleep (each then waits
+//   for the other's wake-up) get back to spinning.
+// - Whether the peer can answer: nothing is spun when the process may run on one CPU only, nor
+//   when the peer last ran on the calling CPU (`peer_cpu`, a hint): it needs this CPU to answer,
+//   a pause loop would hold it off and a yield may hand the CPU to any other runnable thread for
+//   a whole time slice; the caller sleeps instead, which lets the peer run.
+//   Looks that are system calls (spin_yielding) yield the thread between them.
+//
+// Test hook: MP_PAUSE_REPEAT=N in the environment at start-up makes every pause N pause
+// instructions (0: none), as on a CPU whose pause costs N times this one's; tests call
+// set_pause_repeat(). bench/run.py --pause-repeat sets it.
+//
+// Not shared between threads: keep one Spinner per thread (thread_local) and per kind of wait.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
 
 #include "platform/os.hpp"
+#include "platform/sync.hpp"
 
 namespace mp::detail {
 
-class AdaptiveSpin {
+inline constexpr std::chrono::nanoseconds kSpinMin = std::chrono::microseconds(1);
+inline constexpr std::chrono::nanoseconds kSpinMax = std::chrono::microseconds(50);
+// The gap between looks: the time waited so far divided by `divisor`, at most `max_gap`.
+struct LookPace {
+  unsigned divisor;
+  std::chrono::nanoseconds max_gap;
+};
+inline constexpr LookPace kHandoffPace{4, std::chrono::microseconds(1)};
+inline constexpr LookPace kLockPace{1, std::chrono::microseconds(4)};
+inline constexpr unsigned kExploreEvery = 16;
+
+// Pause instructions per pause (the test hook above; 1 normally).
+extern std::atomic<unsigned> g_pause_repeat;
+inline void set_pause_repeat(unsigned n) noexcept { g_pause_repeat.store(n, std::memory_order_relaxed); }
+
+// One pause between looks (the hook's count of pause instructions).
+inline void pause() noexcept {
+  for (unsigned i = g_pause_repeat.load(std::memory_order_relaxed); i > 0; --i) platform::yield_cpu();
+}
+
+// Paces the looks of one wait (see "Looks back off" above).
+class LookPacer {
  public:
-  static constexpr unsigned kExploreEvery = 16;
-
-  constexpr AdaptiveSpin(std::chrono::nanoseconds min, std::chrono::nanoseconds max) noexcept
-      : min_(min.count()), max_(max.count()), budget_(max.count()) {}
-
-  // Polls ready() until it returns true (then returns true) or the budget is spent (returns
-  // ready()). `poll_interval`: ready() calls between two reads of the clock.
-  template <class Ready>
-  bool spin(Ready ready, unsigned poll_interval = 8) {
-    if (!platform::several_cpus()) return ready();
-    const bool explore = ++attempts_ % kExploreEvery == 0;
-    const std::int64_t budget = explore ? max_ : budget_;
-    const auto start = platform::Clock::now();
-    for (unsigned i = 1;; ++i) {
-      if (ready()) {
-        budget_ = budget * 2 > max_ ? max_ : budget * 2;
-        return true;
+  LookPacer(platform::Clock::time_point start, LookPace pace) noexcept : start_(start), due_(start), pace_(pace) {}
+  // Waits for the next look, pausing (or yielding the thread: `yield`) at least once and until
+  // the gap has passed; returns the time after it.
+  platform::Clock::time_point wait(bool yield = false) {
+    platform::Clock::time_point now;
+    do {
+      if (yield) {
+        std::this_thread::yield();
+      } else {
+        pause();
       }
-      if (i % poll_interval == 0 &&
-          std::chrono::duration_cast<std::chrono::nanoseconds>(platform::Clock::now() - start).count() >= budget)
-        break;
-      platform::yield_cpu();
-    }
-    budget_ = budget_ / 2 < min_ ? min_ : budget_ / 2;
-    return ready();
-  }
-  // The same, yielding the thread after each look that finds nothing: when the peer is runnable
-  // on this very CPU (a ping-ponging pair is often put on one) it runs at once, and when it is
-  // not, the yield returns at once. A pause loop alone would hold the peer off until preempted.
-  template <class Ready>
-  bool spin_yielding(Ready ready) {
-    return spin(
-        [&] {
-          if (ready()) return true;
-          std::this_thread::yield();
-          return false;
-        },
-        1);
+      now = platform::Clock::now();
+    } while (now < due_);
+    const auto gap = (now - start_) / pace_.divisor;
+    due_ = now + (gap < pace_.max_gap ? gap : pace_.max_gap);
+    return now;
   }
 
  private:
-  std::int64_t min_, max_, budget_;
+  platform::Clock::time_point start_, due_;
+  LookPace pace_;
+};
+
+class Spinner {
+ public:
+  static constexpr int kUnknownCpu = -1;
+
+  // `pace`: how the looks back off (kLockPace for locks).
+  constexpr explicit Spinner(LookPace pace = kHandoffPace) noexcept : pace_(pace) {}
+
+  // Polls ready() until it returns true (then returns true) or the budget is spent (then returns
+  // ready()). `peer_cpu`: the CPU where the peer that will make ready() true last ran, if known.
+  template <class Ready>
+  bool spin(Ready&& ready, int peer_cpu = kUnknownCpu) {
+    if (!platform::several_cpus() || (peer_cpu >= 0 && peer_cpu == platform::current_cpu())) return ready();
+    return run(ready, false);
+  }
+  // The same for looks that are system calls on a descriptor (whose peer's CPU is unknown): the
+  // thread yields between looks, so a peer runnable on this CPU answers at once.
+  template <class Ready>
+  bool spin_yielding(Ready&& ready) {
+    if (!platform::several_cpus()) return ready();
+    return run(ready, true);
+  }
+
+  std::chrono::nanoseconds budget() const noexcept { return std::chrono::nanoseconds(budget_); }
+
+ private:
+  template <class Ready>
+  bool run(Ready& ready, bool yield) {
+    const bool explore = ++attempts_ % kExploreEvery == 0;
+    const std::int64_t budget = explore ? kSpinMax.count() : budget_;
+    if (ready()) return succeeded(0);
+    const auto start = platform::Clock::now();
+    LookPacer pacer(start, pace_);
+    for (;;) {
+      // The time of the last look (no clock read after a successful one: that is the hand-off's
+      // latency).
+      const std::int64_t waited = std::chrono::duration_cast<std::chrono::nanoseconds>(pacer.wait(yield) - start).count();
+      if (ready()) return succeeded(waited);
+      if (waited >= budget) break;
+    }
+    budget_ = budget_ / 2 < kSpinMin.count() ? kSpinMin.count() : budget_ / 2;
+    return ready();
+  }
+  bool succeeded(std::int64_t waited) noexcept {
+    const std::int64_t want = 2 * (waited > budget_ ? waited : budget_);
+    budget_ = want > kSpinMax.count() ? kSpinMax.count() : want;
+    return true;
+  }
+
+  LookPace pace_;
+  std::int64_t budget_ = kSpinMax.count();  // ns
   unsigned attempts_ = 0;
 };
 

@@ -11,6 +11,7 @@
 
 #include "forced_unwind.hpp"
 #include "futex_lock.hpp"
+#include "spin.hpp"
 #include "platform/os.hpp"
 #include "platform/sync.hpp"
 
@@ -103,6 +104,9 @@ constexpr Nanos kScanCostPerParty = std::chrono::microseconds(50);
 constexpr Nanos kWakePerSleeper = std::chrono::milliseconds(1);
 constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
+// Spinning before sleeping (lib/spin.hpp), adapted per thread and kind of wait.
+constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin, t_barrier_spin;
+
 // A deadline from an optional timeout (null: none). Very long timeouts count as none.
 class Deadline {
  public:
@@ -167,12 +171,35 @@ using detail::Nanos;
 Lock::Lock() { state_ = detail::create_state<detail::LockState>(block_); }
 void Lock::attach() { state_ = static_cast<detail::LockState*>(block_.data()); }
 
-bool Lock::acquire_impl(const Nanos* timeout) {
-  const Acquire r = state_->lock.acquire(timeout);
+namespace detail {
+namespace {
+// Records an acquisition in the state next to the lock word (by the thread `tid`).
+template <class State>
+void note_acquired(State& s, Acquire r, int tid) noexcept {
+  s.owner_tid.store(tid, std::memory_order_relaxed);
+  s.owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
+}
+// The uncontended path calls nothing: one compare-exchange once the pid and tid are cached;
+// everything else (reading them, waiting) is here, out of line.
+template <class State>
+[[gnu::noinline]] bool acquire_contended(State& s, const Nanos* timeout) {
+  const int tid = platform::cached_tid();
+  const Acquire r = s.lock.acquire_contended(timeout);
   if (r == Acquire::timed_out) return false;
-  state_->owner_tid.store(platform::cached_tid(), std::memory_order_relaxed);
-  state_->owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
+  note_acquired(s, r, tid);
   return true;
+}
+}  // namespace
+}  // namespace detail
+
+bool Lock::acquire_impl(const Nanos* timeout) {
+  detail::LockState& s = *state_;
+  const int tid = platform::t_tid_cache;
+  if (tid != 0 && s.lock.try_acquire_uncontended()) [[likely]] {
+    detail::note_acquired(s, Acquire::acquired, tid);
+    return true;
+  }
+  return detail::acquire_contended(s, timeout);
 }
 
 void Lock::release() {
@@ -202,24 +229,32 @@ bool RLock::is_mine() const noexcept {
 unsigned RLock::count() const noexcept { return state_->count.load(std::memory_order_relaxed); }
 bool RLock::previous_owner_died() const noexcept { return state_->owner_died.load(std::memory_order_relaxed) != 0; }
 
+// `count` is written only by the owning thread while it holds the lock: plain loads and stores,
+// no read-modify-write.
 bool RLock::acquire_impl(const Nanos* timeout) {
+  detail::RLockState& s = *state_;
   if (is_mine()) {
-    state_->count.fetch_add(1, std::memory_order_relaxed);
+    s.count.store(s.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return true;
   }
-  const Acquire r = state_->lock.acquire(timeout);
-  if (r == Acquire::timed_out) return false;
-  state_->owner_tid.store(platform::cached_tid(), std::memory_order_relaxed);
-  state_->count.store(1, std::memory_order_relaxed);
-  state_->owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
+  const int tid = platform::t_tid_cache;
+  if (tid == 0 || !s.lock.try_acquire_uncontended()) [[unlikely]] {
+    if (!detail::acquire_contended(s, timeout)) return false;
+  } else {
+    detail::note_acquired(s, Acquire::acquired, tid);
+  }
+  s.count.store(1, std::memory_order_relaxed);
   return true;
 }
 
 void RLock::release() {
   if (!is_mine()) throw std::logic_error("cannot release un-acquired lock");
-  if (state_->count.fetch_sub(1, std::memory_order_relaxed) == 1) {
-    state_->owner_tid.store(0, std::memory_order_relaxed);
-    state_->lock.release();
+  detail::RLockState& s = *state_;
+  const std::uint32_t depth = s.count.load(std::memory_order_relaxed);
+  s.count.store(depth - 1, std::memory_order_relaxed);
+  if (depth == 1) {
+    s.owner_tid.store(0, std::memory_order_relaxed);
+    s.lock.release();
   }
 }
 
@@ -232,9 +267,8 @@ unsigned RLock::release_save() {
 
 void RLock::acquire_restore(unsigned depth) {
   const Acquire r = state_->lock.acquire(nullptr);
-  state_->owner_tid.store(platform::cached_tid(), std::memory_order_relaxed);
+  detail::note_acquired(*state_, r, platform::cached_tid());
   state_->count.store(depth, std::memory_order_relaxed);
-  state_->owner_died.store(r == Acquire::owner_died ? 1 : 0, std::memory_order_relaxed);
 }
 
 // ---- Semaphore --------------------------------------------------------------------------------
@@ -253,8 +287,8 @@ bool Semaphore::acquire_impl(const Nanos* timeout) {
   auto& count = state_->count;
   if (detail::take_unit(count)) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
-  if (detail::spin_until([&] { return detail::take_unit(count); },
-                         state_->signal_cpu.load(std::memory_order_relaxed)))
+  if (detail::t_semaphore_spin.spin([&] { return detail::take_unit(count); },
+                                     state_->signal_cpu.load(std::memory_order_relaxed)))
     return true;
   const Deadline d(timeout);
   state_->waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -311,8 +345,8 @@ bool Event::wait_impl(const Nanos* timeout) {
   auto& word = state_->word;
   if (word.load() == S::kSet) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
-  if (detail::spin_until([&] { return word.load(std::memory_order_relaxed) == S::kSet; },
-                         state_->signal_cpu.load(std::memory_order_relaxed)))
+  if (detail::t_event_spin.spin([&] { return word.load(std::memory_order_relaxed) == S::kSet; },
+                                 state_->signal_cpu.load(std::memory_order_relaxed)))
     return true;
   const Deadline d(timeout);
   for (;;) {
@@ -369,7 +403,7 @@ bool Condition::wait_impl(const Nanos* timeout) {
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      woken = detail::spin_until(take, state_->signal_cpu.load(std::memory_order_relaxed));
+      woken = detail::t_condition_spin.spin(take, state_->signal_cpu.load(std::memory_order_relaxed));
       const Deadline d(timeout);
       while (!woken && !d.passed()) {
         const std::uint32_t seen = nseq.load(std::memory_order_seq_cst);
@@ -539,7 +573,7 @@ class BarrierGuard {
                                                 detail::kMaxWakePeriod);
     unlock();
     bool changed =
-        detail::spin_until([&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
+        detail::t_barrier_spin.spin([&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
     if (!changed) {
       sleepers.fetch_add(1, std::memory_order_seq_cst);
       for (;;) {
