@@ -684,7 +684,7 @@ RunResult run_probe_releasing_stdin(const std::vector<std::string>& args, const 
 // Issue 13, bug 10a: as CPython, start() flushes the parent's buffered output (C stdio and
 // std::cout) under every start method, so a child's output never overtakes it.
 TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
-  for (const std::string method : mp::get_all_start_methods()) {
+  for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " order " + method);
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-printf\nparent-cout\nchild-line\n") << method;
@@ -695,7 +695,7 @@ TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
 // out before the exit handler waits for the child (CPython's order). The child prints only after
 // the test has read the parent's last line, so the order does not depend on timing.
 TEST(ProcessOutput, AtExitParentOutputComesBeforeTheJoinedChilds) {
-  for (const std::string method : mp::get_all_start_methods()) {
+  for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r = run_probe_releasing_stdin({MP_PROBE_PATH, "exit-order", method}, "parent-cout-last\n");
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-last\nparent-cout-last\nchild-line\n") << method;
@@ -822,7 +822,8 @@ TEST(SpawnLauncher, InheritedDescriptorsKeepTheirNumbers) {
   std::string script = "for fd in";
   for (int fd : inherit) {
     ASSERT_LE(fd, 9) << "sh redirects single-digit descriptors only";
-    script += " " + std::to_string(fd);
+    script += ' ';  // (not " " + to_string: g++ 12 reports a false -Wrestrict, GCC bug 105651)
+    script += std::to_string(fd);
   }
   script += "; do echo $fd >&$fd; done";
   const int pid = mp::platform::spawn_process("/bin/sh", {"sh", "-c", script}, "MP_X", "1", inherit);
