@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -178,6 +179,24 @@ bool process_ended(int pid) {
   return rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'Z';
 }
 
+// A raw connection to a manager's Unix socket (a path or an abstract name); -1 on failure.
+int connect_raw(const Address& address) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const std::string& path = address.path;
+  if (path.size() >= sizeof a.sun_path) return -1;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{30, 0};  // every blocking read of a test is bounded
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
 int free_tcp_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -297,21 +316,33 @@ TEST_P(ManagerTest, ReferencesOfKilledClientAreDropped) {
 
 // ---------------------------------------------------------------- addresses and keys
 
-TEST_P(ManagerTest, DefaultAddressIsPrivateUnixSocket) {
+// Guarantee: the default address is an abstract Unix socket (Linux): nothing in the file system
+// that a killed server could leave behind; only peers of the same user (or root) get a challenge.
+TEST_P(ManagerTest, DefaultAddressIsPrivateAbstractSocket) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   const std::string path = manager.address().path;
   ASSERT_FALSE(path.empty());
-  struct stat st {};
-  ASSERT_EQ(::stat(path.c_str(), &st), 0);
-  EXPECT_TRUE(S_ISSOCK(st.st_mode));
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
-  const std::string dir = std::filesystem::path(path).parent_path();
-  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_EQ(path[0], '\0');
+  EXPECT_EQ(manager.address().to_string()[0], '@');
+  EXPECT_EQ(manager.Counter(3).get(), 3);
+  if (::geteuid() == 0) {
+    // A peer of another user is closed before the server says anything.
+    const pid_t child = ::fork();
+    if (child == 0) {
+      if (::setuid(65534) != 0) ::_exit(2);
+      const int fd = connect_raw(manager.address());
+      if (fd < 0) ::_exit(3);
+      char c;
+      ::_exit(::recv(fd, &c, 1, 0) == 0 ? 0 : 1);  // EOF, no challenge
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  }
   manager.shutdown();
-  EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(dir));
+  CustomManager client{manager.address()};
+  EXPECT_THROW(client.connect(), mp::OSError);  // the name is gone with its server
 }
 
 TEST_P(ManagerTest, BadAddressesAreClearErrors) {
@@ -444,11 +475,8 @@ TEST_P(ManagerTest, GarbageFromPeerDoesNotDisturbServer) {
   manager.start();
   auto c = manager.Counter(1);
   for (const std::string& junk : {std::string("\xff\xff\xff\x7f", 4), std::string("hello world"), std::string()}) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strcpy(a.sun_path, manager.address().path.c_str());
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const int fd = connect_raw(manager.address());
+    ASSERT_GE(fd, 0);
     char challenge[64];
     EXPECT_GT(::recv(fd, challenge, sizeof challenge, 0), 0);  // the server speaks first
     if (!junk.empty()) ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
@@ -467,11 +495,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   auto c = manager.Counter(1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strcpy(a.sun_path, manager.address().path.c_str());
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const int fd = connect_raw(manager.address());
+  ASSERT_GE(fd, 0);
   mp::auth::Channel ch;
   ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
   ch.read_exact = [fd](void* p, std::size_t n) {
