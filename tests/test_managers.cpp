@@ -693,7 +693,7 @@ TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
   std::this_thread::sleep_for(2s);  // a measurement window, not synchronisation
   const double cpu = cpu_seconds(pid) - cpu0;
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(cpu, 0.25 * wall) << "the server used " << cpu << " s of CPU in " << wall << " s";
+  EXPECT_LT(cpu, 0.1 * wall) << "the server used " << cpu << " s of CPU in " << wall << " s";
   // Descriptors free up: the server serves again by itself.
   for (int fd : peers) ::close(fd);
   CustomManager again(address, std::string("emfile key"));
