@@ -652,7 +652,7 @@ struct LeakCase {
 // Runs this binary as the program DISABLED_Program.<program> with a private TMPDIR, the start method
 // and the ready pipe's write end; `own_group`: in a new process group that it leads.
 pid_t spawn_program(const std::string& program, const fs::path& tmp, const std::string& method, int ready_w,
-                    bool own_group) {
+                    bool own_group, const std::vector<std::string>& extra_env = {}) {
   const std::string exe = fs::read_symlink("/proc/self/exe");
   std::vector<std::string> args{exe, "--gtest_filter=DISABLED_Program." + program, "--gtest_also_run_disabled_tests"};
   std::vector<std::string> envs;
@@ -662,6 +662,7 @@ pid_t spawn_program(const std::string& program, const fs::path& tmp, const std::
   envs.push_back("TMPDIR=" + tmp.string());
   envs.push_back("MP_START_METHOD=" + method);
   envs.push_back("MP_REL_READY_FD=" + std::to_string(ready_w));
+  envs.insert(envs.end(), extra_env.begin(), extra_env.end());
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -743,11 +744,18 @@ TEST_P(LeakTest, ProgramsLeaveNothingBehind) {
 MP_INSTANTIATE_START_METHODS(LeakTest);
 
 // A program with a started manager, stopped by a signal to its whole process group (Ctrl-C,
-// `timeout`, a service manager's stop).
+// `timeout`, a service manager's stop). With MP_REL_PATH_MANAGER, also one at a socket path in
+// TMPDIR (the kind of address without an abstract namespace).
 TEST(DISABLED_Program, ManagerUntilGroupSignal) {
   auto manager = mp::Manager();
   auto value = manager.Value<int>(0);
   value.set(1);
+  std::optional<mp::SyncManager> at_path;
+  if (std::getenv("MP_REL_PATH_MANAGER")) {
+    at_path.emplace(mp::managers::Address((fs::temp_directory_path() / "manager.sock").string()));
+    at_path->start();
+    at_path->Value<int>(2).set(3);
+  }
   report_ready();
   sleep_forever();
 }
@@ -800,14 +808,18 @@ TEST_P(GroupSignalTest, ManagerSurvivesCtrlCHandledByTheProgram) {
 
 // Guarantee: a program with a manager ended by any signal to its process group leaves no file,
 // socket, directory or process behind (before: SIGINT, SIGTERM and SIGHUP reached the server
-// directly and killed it before it could remove $TMPDIR/mp-XXXXXX/listener, 12 of 12 runs).
+// directly and killed it before it could remove $TMPDIR/mp-XXXXXX/listener, 12 of 12 runs). A
+// manager at a socket path the program chose is removed too, except after SIGKILL (nothing can
+// run then: the reason the default address is an abstract socket).
 TEST_P(GroupSignalTest, ProgramWithManagerLeavesNothingBehind) {
   const fs::path tmp = fs::temp_directory_path() / ("mp-groupsig-" + std::to_string(::getpid()));
   fs::create_directories(tmp);
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGKILL}) {
     SCOPED_TRACE(::strsignal(sig));
     InheritedPipe ready;
-    const pid_t root = spawn_program("ManagerUntilGroupSignal", tmp, GetParam(), ready.w, true);
+    std::vector<std::string> env;
+    if (sig != SIGKILL) env.push_back("MP_REL_PATH_MANAGER=1");
+    const pid_t root = spawn_program("ManagerUntilGroupSignal", tmp, GetParam(), ready.w, true, env);
     ASSERT_GT(root, 0);
     ready.close_write();
     EXPECT_EQ(read_int(ready.r, kTimeout), root) << "the program did not get ready";
