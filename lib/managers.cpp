@@ -490,6 +490,7 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
     cache.connections.clear();
     cache.pid = platform::current_pid();
   }
+  check_frame_size(1 + 8 + 4 + name.size() + args.size());  // before anything is sent
   auto key = std::make_pair(cache_key(address), authkey);
   const std::uint64_t epoch = g_epoch.load();
   auto it = cache.connections.find(key);

@@ -81,9 +81,17 @@ struct Registry {
 };
 MP_EXPOSE(Registry, (), add, all)
 
+// Makes and takes strings of any size (for the frame cap).
+struct Blob {
+  std::string make(std::uint64_t n) { return std::string(n, 'b'); }
+  std::uint64_t size_of(const std::string& s) { return s.size(); }
+};
+MP_EXPOSE(Blob, (), make, size_of)
+
 class CustomManager : public mp::BaseManager {
  public:
   using BaseManager::BaseManager;
+  MP_REGISTER(Blob)
   MP_REGISTER(Counter)
   MP_REGISTER(SafeCounter)
   MP_REGISTER(Registry)
@@ -737,6 +745,26 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
   for (int fd : peers) ::close(fd);
   EXPECT_LT(worst, 1s) << "a client waited " << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
                        << " ms";
+}
+
+// Guarantee: a request or response over the 256 MiB frame cap is refused before it is sent
+// (request: std::length_error; response: an error reply), and the connection stays usable (before:
+// the peer refused the frame and the connection was dropped: EOFError "server gone").
+TEST_P(ManagerTest, FramesOverTheCapAreRefusedBeforeSending) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto blob = manager.Blob();
+  constexpr std::uint64_t kCap = 256u << 20;
+  EXPECT_EQ(blob.size_of(std::string(1000, 'x')), 1000u);
+  EXPECT_THROW(blob.size_of(std::string(kCap + 1, 'x')), std::length_error);
+  EXPECT_EQ(blob.make(10), std::string(10, 'b'));  // the same connection goes on
+  try {
+    blob.make(kCap + 1);
+    ADD_FAILURE() << "an oversized response was returned";
+  } catch (const mp::RemoteError& e) {
+    EXPECT_NE(std::string(e.what()).find("length_error"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(blob.make(3), "bbb");
 }
 
 // ---------------------------------------------------------------- SyncManager types
