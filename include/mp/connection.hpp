@@ -206,7 +206,8 @@ class MP_API Listener {
   // Waits for a client. Throws AuthenticationError for a wrong key or a handshake that misses
   // handshake_timeout() (the client's connection is closed either way; the listener stays open),
   // OSError when accepting fails (EMFILE). Outcomes come in the order handshakes finish; calls
-  // from several threads take turns.
+  // from several threads take turns. Limit: handshakes progress only inside accept(), so fileno()
+  // turns readable for new connections, not for a pending handshake that completed meanwhile.
   Connection accept();
   void close() noexcept;
   bool closed() const noexcept;
