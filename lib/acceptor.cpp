@@ -72,15 +72,29 @@ bool Acceptor::advance(Pending& p) {
   }
 }
 
+bool Acceptor::evict_oldest(Clock::time_point now) {
+  Pending* oldest = nullptr;
+  for (Pending& p : pending_)
+    if (p.fd != platform::kInvalidHandle && (!oldest || p.deadline < oldest->deadline)) oldest = &p;
+  // A peer accepted moments ago may be a legitimate client in the middle of its handshake.
+  if (!oldest || oldest->deadline - options_.handshake_timeout + options_.handshake_timeout / 10 > now) return false;
+  finish(*oldest, "dropped to accept another connection: out of descriptors");
+  return true;
+}
+
 void Acceptor::accept_some(Clock::time_point now) {
   for (int i = 0; i < kAcceptsPerRound; ++i) {
     std::optional<platform::Handle> fd;
     try {
       fd = conn::try_accept(listener_);
-    } catch (const OSError&) {
+    } catch (const OSError& e) {
       if (!options_.back_off_on_errors) throw;
-      // Out of descriptors (or memory): the pending client stays in the backlog. Retry later,
-      // never in a busy loop; descriptors free up as connections close.
+      // Out of descriptors: make room by dropping the oldest unauthenticated peer (a slow one, or
+      // peers holding every descriptor would lock legitimate clients out until their deadlines).
+      const int err = e.code().value();
+      if ((err == EMFILE || err == ENFILE) && evict_oldest(now)) continue;
+      // Otherwise (or out of memory) the pending client stays in the backlog. Retry later, never
+      // in a busy loop; descriptors free up as connections close.
       backoff_ = std::clamp(backoff_ * 2, kFirstBackoff, kMaxBackoff);
       retry_at_ = now + backoff_;
       return;

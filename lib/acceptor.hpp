@@ -25,9 +25,9 @@ class Acceptor {
     platform::Nanos handshake_timeout = std::chrono::seconds(10);
     // Refuse Unix-socket peers of another user (platform::peer_is_same_user) before any byte.
     bool same_user_only = false;
-    // When accept fails (EMFILE: out of descriptors, ...): wait and retry, 1 ms doubling to 100 ms,
-    // while the handshakes in progress go on (a server). Otherwise next() throws the OSError (as
-    // CPython's accept()).
+    // When accept fails: out of descriptors, drop the oldest handshake in progress (older than a
+    // tenth of the deadline) and retry; else wait and retry, 1 ms doubling to 100 ms, while the
+    // handshakes in progress go on (a server). Otherwise next() throws the OSError (as CPython).
     bool back_off_on_errors = false;
   };
   // What next() yields: an authenticated connection (fd, owned by the caller), or the reason one
@@ -59,6 +59,9 @@ class Acceptor {
   // Sends output, reads what arrived; true once the handshake is over (outcome queued).
   bool advance(Pending& p);
   void finish(Pending& p, std::string error);
+  // Out of descriptors: closes the oldest handshake in progress if it is older than a tenth of
+  // the deadline; false when there is none.
+  bool evict_oldest(platform::Clock::time_point now);
 
   platform::Handle listener_;
   Options options_;
