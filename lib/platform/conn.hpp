@@ -43,16 +43,12 @@ Handle connect_unix(const std::string& path);
 Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 Handle connect_tcp(const std::string& host, std::uint16_t port);
 std::uint16_t local_port(Handle listener);
-// Accepts the next connection, blocking; EINTR and aborted connections are retried.
-Handle accept_connection(Handle listener);
 // For a listener that polled readable: accepts one connection, or nullopt when the pending one
 // was aborted meanwhile or a signal interrupted (the caller goes back to waiting).
 std::optional<Handle> try_accept(Handle listener);
 // Makes accept_connection/try_accept on `listener` return at once when nothing is pending
 // (O_NONBLOCK on the listening socket; accepted sockets are blocking).
 void set_nonblocking(Handle listener);
-// Deadline on blocking reads and writes of a socket (zero: none).
-void set_io_timeout(Handle h, Nanos timeout);
 // Reads up to `size` bytes, waiting at most until `deadline`: 0 at end of file; OSError ETIMEDOUT
 // once the deadline has passed. Unlike a socket timeout, the deadline bounds a whole exchange.
 std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_point deadline);

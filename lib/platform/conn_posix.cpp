@@ -224,29 +224,11 @@ int accept_once(Handle listener) {
 }
 }  // namespace
 
-Handle accept_connection(Handle listener) {
-  for (;;) {
-    const int fd = accept_once(listener);
-    if (fd >= 0) return fd;
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    throw_last_error("accept failed");
-  }
-}
-
 std::optional<Handle> try_accept(Handle listener) {
   const int fd = accept_once(listener);
   if (fd >= 0) return fd;
   if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EPROTO) return std::nullopt;
   throw_last_error("accept failed");
-}
-
-void set_io_timeout(Handle h, Nanos timeout) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000000000) / 1000);
-  if (::setsockopt(h, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-      ::setsockopt(h, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
-    throw_last_error("cannot set a socket deadline");
 }
 
 void set_nonblocking(Handle listener) {
