@@ -84,14 +84,13 @@ bool Acceptor::evict_oldest(Clock::time_point now) {
 
 void Acceptor::accept_some(Clock::time_point now) {
   for (int i = 0; i < kAcceptsPerRound; ++i) {
-    std::optional<platform::Handle> fd;
-    try {
-      fd = conn::try_accept(listener_);
-    } catch (const OSError& e) {
-      if (!options_.back_off_on_errors) throw;
+    // No exception on this path: out of descriptors, even a sanitizer's checks may fail.
+    int err = 0;
+    const std::optional<platform::Handle> fd = conn::try_accept(listener_, err);
+    if (err) {
+      if (!options_.back_off_on_errors) platform::throw_error(err, "accept failed");
       // Out of descriptors: make room by dropping the oldest unauthenticated peer (a slow one, or
       // peers holding every descriptor would lock legitimate clients out until their deadlines).
-      const int err = e.code().value();
       if ((err == EMFILE || err == ENFILE) && evict_oldest(now)) continue;
       // Otherwise (or out of memory) the pending client stays in the backlog. Retry later, never
       // in a busy loop; descriptors free up as connections close.

@@ -46,6 +46,9 @@ std::uint16_t local_port(Handle listener);
 // For a listener that polled readable: accepts one connection, or nullopt when the pending one
 // was aborted meanwhile or a signal interrupted (the caller goes back to waiting).
 std::optional<Handle> try_accept(Handle listener);
+// The same without throwing: on failure, nullopt with `error` set to the errno (EMFILE...); `error`
+// is 0 when nothing is pending.
+std::optional<Handle> try_accept(Handle listener, int& error) noexcept;
 // Makes accept_connection/try_accept on `listener` return at once when nothing is pending
 // (O_NONBLOCK on the listening socket; accepted sockets are blocking).
 void set_nonblocking(Handle listener);

@@ -224,11 +224,20 @@ int accept_once(Handle listener) {
 }
 }  // namespace
 
-std::optional<Handle> try_accept(Handle listener) {
+std::optional<Handle> try_accept(Handle listener, int& error) noexcept {
+  error = 0;
   const int fd = accept_once(listener);
   if (fd >= 0) return fd;
-  if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EPROTO) return std::nullopt;
-  throw_last_error("accept failed");
+  if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN && errno != EWOULDBLOCK && errno != EPROTO)
+    error = errno;
+  return std::nullopt;
+}
+
+std::optional<Handle> try_accept(Handle listener) {
+  int error = 0;
+  const std::optional<Handle> fd = try_accept(listener, error);
+  if (error) throw_error(error, "accept failed");
+  return fd;
 }
 
 void set_nonblocking(Handle listener) {
