@@ -674,6 +674,11 @@ double cpu_seconds(int pid) {
 // by dropping the oldest unauthenticated peers, and serves again by itself (before: accept failed with EMFILE, the listening socket stayed readable
 // and the server spun at 100 % CPU: 80 silent peers under a limit of 64 cost 33.7 s of CPU in 34 s).
 TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer preset includes UBSan, whose vptr check probes memory through a pipe(): in a
+  // server out of descriptors it reports every virtual call as invalid (a false report).
+  GTEST_SKIP() << "UBSan cannot run in a process out of descriptors";
+#endif
   const Address address(std::string("\0mp-test-emfile-", 17) + std::to_string(::getpid()) + GetParam());
   mp::Process server(ctx(), serve_with_few_descriptors, address);
   server.start();
