@@ -1,7 +1,9 @@
 // Fuzz target: the authkey handshake framing (lib/auth.hpp, CPython: deliver_challenge /
 // answer_challenge) against a hostile peer whose bytes are the fuzz input. Contract: the
 // handshake succeeds only if the peer knows the key, else throws mp::AuthenticationError or
-// mp::EOFError (input exhausted); frames are capped before allocation.
+// mp::EOFError (input exhausted); frames are capped before allocation. Modes 4-5 feed the
+// Handshake state machine directly (as lib/acceptor.cpp does), in pieces whose sizes come from the
+// input: it never takes more than wanted(), and fails instead of throwing.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -22,11 +24,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   const std::string key = "fuzz key";
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 6) {
       case 0: mp::auth::answer_challenge(ch, key); break;
       case 1: mp::auth::deliver_challenge(ch, key); break;
       case 2: mp::auth::serve_handshake(ch, key); break;
       case 3: mp::auth::client_handshake(ch, key); break;
+      default: {
+        mp::auth::Handshake h(key, data[0] % 6 == 4 ? mp::auth::Handshake::Role::server : mp::auth::Handshake::Role::client);
+        while (pos < end && h.wanted() > 0) {
+          const std::size_t piece = std::min<std::size_t>({static_cast<std::size_t>(*pos++ % 8 + 1), h.wanted(),
+                                                           static_cast<std::size_t>(end - pos)});
+          h.feed(reinterpret_cast<const char*>(pos), piece);
+          pos += piece;
+          h.output().clear();
+        }
+        if (h.succeeded()) __builtin_trap();  // nobody in the input knows the key's answers
+        break;
+      }
     }
   } catch (const mp::AuthenticationError&) {
   } catch (const mp::EOFError&) {

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -24,19 +25,10 @@ constexpr const char kChallenge[] = "#CHALLENGE#";
 constexpr const char kWelcome[] = "#WELCOME#";
 constexpr const char kFailure[] = "#FAILURE#";
 
-void send_frame(Channel& ch, const std::string& bytes) {
+void append_frame(std::string& out, const std::string& bytes) {
   const auto n = static_cast<std::uint32_t>(bytes.size());
-  ch.write_all(&n, sizeof n);
-  ch.write_all(bytes.data(), bytes.size());
-}
-
-std::string recv_frame(Channel& ch) {
-  std::uint32_t n = 0;
-  ch.read_exact(&n, sizeof n);
-  if (n > kMaxFrame) throw AuthenticationError("message too long in the authentication handshake");
-  std::string s(n, '\0');
-  ch.read_exact(s.data(), n);
-  return s;
+  out.append(reinterpret_cast<const char*>(&n), sizeof n);
+  out += bytes;
 }
 
 void check_key(const std::string& authkey) {
@@ -87,37 +79,120 @@ bool constant_time_equal(const std::string& a, const std::string& b) noexcept {
   return diff == 0;
 }
 
-void deliver_challenge(Channel& ch, const std::string& authkey) {
+Handshake::Handshake(const std::string& authkey, Role role) : key_(authkey) {
   check_key(authkey);
-  std::string challenge(kMessageLength, '\0');
-  platform::random_bytes(challenge.data(), challenge.size());
-  send_frame(ch, kChallenge + challenge);
-  const std::string response = recv_frame(ch);
-  if (!constant_time_equal(response, hmac_sha256(authkey, challenge))) {
-    send_frame(ch, kFailure);
-    throw AuthenticationError("digest received was wrong");
+  switch (role) {
+    case Role::server: phases_[0] = Phase::deliver, phases_[1] = Phase::answer, count_ = 2; break;
+    case Role::client: phases_[0] = Phase::answer, phases_[1] = Phase::deliver, count_ = 2; break;
+    case Role::deliver_only: phases_[0] = Phase::deliver, count_ = 1; break;
+    case Role::answer_only: phases_[0] = Phase::answer, count_ = 1; break;
   }
-  send_frame(ch, kWelcome);
+  start_phase();
+}
+
+std::size_t Handshake::wanted() const noexcept {
+  if (finished_ || !error_.empty()) return 0;
+  return have_header_ ? body_ - (in_.size() - 4) : 4 - in_.size();
+}
+
+void Handshake::start_phase() {
+  step_ = 0;
+  if (phases_[phase_] == Phase::deliver) {
+    challenge_.assign(kMessageLength, '\0');
+    platform::random_bytes(challenge_.data(), challenge_.size());
+    append_frame(out_, kChallenge + challenge_);
+  }
+}
+
+void Handshake::feed(const char* data, std::size_t size) {
+  while (size > 0 && wanted() > 0) {
+    const std::size_t n = std::min(size, wanted());
+    in_.append(data, n);
+    data += n;
+    size -= n;
+    if (!have_header_) {
+      if (in_.size() < 4) continue;
+      std::memcpy(&body_, in_.data(), 4);
+      if (body_ > kMaxFrame) {
+        error_ = "message too long in the authentication handshake";
+        return;
+      }
+      have_header_ = true;
+    }
+    if (in_.size() - 4 < body_) continue;
+    const std::string frame = in_.substr(4);
+    in_.clear();
+    have_header_ = false;
+    on_frame(frame);
+  }
+}
+
+void Handshake::on_frame(const std::string& frame) {
+  const std::size_t prefix = sizeof kChallenge - 1;
+  if (phases_[phase_] == Phase::deliver) {
+    // The peer's digest of our challenge.
+    if (!constant_time_equal(frame, hmac_sha256(key_, challenge_))) {
+      append_frame(out_, kFailure);
+      error_ = "digest received was wrong";
+      return;
+    }
+    append_frame(out_, kWelcome);
+  } else if (step_++ == 0) {
+    // The peer's challenge: answer it, then wait for its verdict.
+    if (frame.size() != prefix + kMessageLength || frame.compare(0, prefix, kChallenge) != 0) {
+      error_ = "protocol error: no challenge received";
+      return;
+    }
+    append_frame(out_, hmac_sha256(key_, frame.substr(prefix)));
+    return;
+  } else if (frame != kWelcome) {
+    error_ = "digest sent was rejected";
+    return;
+  }
+  if (++phase_ == count_)
+    finished_ = true;
+  else
+    start_phase();
+}
+
+namespace {
+
+// Drives `h` over a blocking channel; read errors (EOFError, OSError) pass through.
+void run(Handshake& h, Channel& ch) {
+  char buf[4 + kMaxFrame];
+  for (;;) {
+    if (!h.output().empty()) {
+      ch.write_all(h.output().data(), h.output().size());
+      h.output().clear();
+    }
+    if (!h.failed().empty()) throw AuthenticationError(h.failed());
+    const std::size_t n = h.wanted();
+    if (n == 0) return;
+    ch.read_exact(buf, n);
+    h.feed(buf, n);
+  }
+}
+
+}  // namespace
+
+void deliver_challenge(Channel& ch, const std::string& authkey) {
+  Handshake h(authkey, Handshake::Role::deliver_only);
+  run(h, ch);
 }
 
 void answer_challenge(Channel& ch, const std::string& authkey) {
-  check_key(authkey);
-  const std::string message = recv_frame(ch);
-  const std::size_t prefix = sizeof kChallenge - 1;
-  if (message.size() != prefix + kMessageLength || message.compare(0, prefix, kChallenge) != 0)
-    throw AuthenticationError("protocol error: no challenge received");
-  send_frame(ch, hmac_sha256(authkey, message.substr(prefix)));
-  if (recv_frame(ch) != kWelcome) throw AuthenticationError("digest sent was rejected");
+  Handshake h(authkey, Handshake::Role::answer_only);
+  run(h, ch);
 }
 
 void serve_handshake(Channel& ch, const std::string& authkey) {
-  deliver_challenge(ch, authkey);
-  answer_challenge(ch, authkey);
+  Handshake h(authkey, Handshake::Role::server);
+  run(h, ch);
 }
 
 void client_handshake(Channel& ch, const std::string& authkey) {
-  answer_challenge(ch, authkey);
-  deliver_challenge(ch, authkey);
+  Handshake h(authkey, Handshake::Role::client);
+  run(h, ch);
 }
 
 }  // namespace mp::auth

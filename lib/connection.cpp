@@ -4,8 +4,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
-#include "auth.hpp"
+#include "acceptor.hpp"
 #include "pipe_channel.hpp"
 #include "spin.hpp"
 #include "platform/conn.hpp"
@@ -237,29 +238,6 @@ platform::Handle ConnectionAccess::socket(const Connection& c) noexcept {
 namespace connection {
 namespace {
 
-auth::Channel channel_for(platform::Handle fd) {
-  return auth::Channel{
-      [fd](const void* data, std::size_t size) { conn::write_all(fd, data, size); },
-      [fd](void* data, std::size_t size) { read_exact(fd, data, size, true); }};
-}
-
-// Runs a handshake step under a deadline; a missed deadline or an I/O failure during the
-// handshake is an AuthenticationError.
-template <class F>
-void with_deadline(platform::Handle fd, std::chrono::nanoseconds deadline, F step) {
-  conn::set_io_timeout(fd, deadline);
-  try {
-    step();
-  } catch (const OSError& e) {
-    if (e.code().value() == EAGAIN || e.code().value() == EWOULDBLOCK)
-      throw AuthenticationError("authentication handshake timed out");
-    throw AuthenticationError(std::string("authentication handshake failed: ") + e.what());
-  } catch (const EOFError&) {
-    throw AuthenticationError("the peer closed the connection during the authentication handshake");
-  }
-  conn::set_io_timeout(fd, std::chrono::nanoseconds::zero());
-}
-
 // Owns a descriptor until released.
 struct FdGuard {
   platform::Handle fd;
@@ -287,9 +265,13 @@ struct Listener::State {
   std::optional<Address> last_accepted;
   std::optional<std::string> authkey;
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  // accept() calls take turns; the acceptor keeps the handshakes in progress between them.
+  std::mutex accept_mutex;
+  std::unique_ptr<detail::Acceptor> acceptor;
   ~State() { close(); }
   void close() noexcept {
     if (fd == platform::kInvalidHandle) return;
+    if (std::unique_lock lk(accept_mutex, std::try_to_lock); lk) acceptor.reset();  // else: ~State
     platform::close_handle(fd);
     fd = platform::kInvalidHandle;
     if (const auto* path = std::get_if<std::string>(&address)) conn::unlink_path(*path);
@@ -311,13 +293,14 @@ Listener::Listener(std::optional<Address> address, int backlog, std::optional<st
 
 Connection Listener::accept() {
   if (closed()) throw_closed();
-  FdGuard fd{conn::accept_connection(state_->fd)};
-  state_->last_accepted = state_->address;
-  if (state_->authkey) {
-    auto ch = channel_for(fd.fd);
-    with_deadline(fd.fd, state_->handshake_timeout, [&] { auth::serve_handshake(ch, *state_->authkey); });
-  }
-  return Connection(fd.release(), true, true);
+  State& s = *state_;
+  std::lock_guard lk(s.accept_mutex);
+  if (s.fd == platform::kInvalidHandle) throw_closed();
+  if (!s.acceptor) s.acceptor = std::make_unique<detail::Acceptor>(s.fd, detail::Acceptor::Options{s.authkey, s.handshake_timeout});
+  detail::Acceptor::Outcome o = *s.acceptor->next({});
+  s.last_accepted = s.address;
+  if (o.fd == platform::kInvalidHandle) throw AuthenticationError(o.error);
+  return Connection(o.fd, true, true);
 }
 
 void Listener::close() noexcept {
@@ -329,7 +312,9 @@ std::optional<Address> Listener::last_accepted() const { return state_->last_acc
 std::chrono::nanoseconds Listener::handshake_timeout() const noexcept { return state_->handshake_timeout; }
 void Listener::set_handshake_timeout(std::chrono::nanoseconds timeout) {
   if (timeout <= std::chrono::nanoseconds::zero()) throw std::invalid_argument("handshake timeout must be positive");
+  std::lock_guard lk(state_->accept_mutex);
   state_->handshake_timeout = timeout;
+  if (state_->acceptor) state_->acceptor->set_handshake_timeout(timeout);
 }
 std::intptr_t Listener::fileno() const {
   if (closed()) throw_closed();
@@ -341,10 +326,7 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
   FdGuard fd{std::holds_alternative<TcpAddress>(address)
                  ? conn::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
                  : conn::connect_unix(std::get<std::string>(address))};
-  if (authkey) {
-    auto ch = channel_for(fd.fd);
-    with_deadline(fd.fd, std::chrono::seconds(10), [&] { auth::client_handshake(ch, *authkey); });
-  }
+  if (authkey) detail::authenticate_client(fd.fd, *authkey, std::chrono::seconds(10));
   return Connection(fd.release(), true, true);
 }
 

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "acceptor.hpp"
 #include "auth.hpp"
 #include "load_time_global.hpp"
 #include "mp/process.hpp"
@@ -36,6 +37,8 @@ constexpr std::uint32_t kMaxFrame = 256u << 20;  // 256 MiB
 constexpr std::uint32_t kMaxName = 4096;
 constexpr auto kHandshakeDeadline = std::chrono::seconds(10);
 constexpr int kBacklog = 128;
+using mp::detail::Acceptor;
+using mp::detail::authenticate_client;
 
 // ---------------------------------------------------------------- registry
 
@@ -74,10 +77,10 @@ std::uint16_t port_of(const Address& a) {
   return static_cast<std::uint16_t>(a.port);
 }
 
-// A listening socket at `a`: a Unix socket only its owner may connect to, or TCP (port 0 is
-// replaced by the port bound).
+// A listening socket at `a`: a Unix socket (the server admits peers of the same user only), or TCP
+// (port 0 is replaced by the port bound).
 platform::Handle listen_at(Address& a) {
-  if (!a.is_tcp()) return platform::conn::listen_unix(a.path, kBacklog, true);
+  if (!a.is_tcp()) return platform::conn::listen_unix(a.path, kBacklog);
   const platform::Handle fd = platform::conn::listen_tcp(a.host, port_of(a), kBacklog);
   a.port = platform::conn::local_port(fd);
   return fd;
@@ -85,8 +88,17 @@ platform::Handle listen_at(Address& a) {
 
 // ---------------------------------------------------------------- frames
 
+// Throws std::length_error (before anything is sent) for a frame over the cap, which the peer
+// would refuse: a request whose arguments are too large, or a response (then sent as an error).
+void check_frame_size(std::size_t size) {
+  if (size > kMaxFrame)
+    throw std::length_error("manager message of " + std::to_string(size) + " bytes exceeds the limit of " +
+                            std::to_string(kMaxFrame));
+}
+
 void send_frame(platform::Handle fd, std::string& buf) {
   // `buf` starts with 4 reserved bytes for the length.
+  check_frame_size(buf.size() - 4);
   const auto n = static_cast<std::uint32_t>(buf.size() - 4);
   std::memcpy(buf.data(), &n, 4);
   platform::conn::write_all(fd, buf.data(), buf.size());
@@ -137,13 +149,6 @@ std::string_view get_bytes(std::string_view& in, std::uint32_t max) {
   return s;
 }
 
-auth::Channel channel_of(platform::Handle fd) {
-  auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) { platform::conn::write_all(fd, p, n); };
-  ch.read_exact = [fd](void* p, std::size_t n) { platform::recv_exact(fd, p, n); };
-  return ch;
-}
-
 std::uint64_t this_thread_token() {
   static std::atomic<std::uint64_t> next{1};
   thread_local const std::uint64_t token = next++;
@@ -168,28 +173,23 @@ class ServerCore {
 
   // Serves until a client asks for shutdown, `owner` (a process handle, or invalid) ends, or
   // `control` (the read end of the owner's pipe, or invalid) becomes readable.
+  // Handshakes run side by side in the accepting thread (lib/acceptor.hpp: a whole-handshake
+  // deadline; a slow or silent peer delays no one; peers of other users are refused before any
+  // byte); each authenticated connection is then served by its own thread. Out of descriptors,
+  // accepting backs off (at most 100 ms) instead of spinning, and resumes by itself.
   void serve(platform::Handle listener, platform::Handle owner, platform::Handle control = platform::kInvalidHandle) {
-    std::vector<platform::Handle> handles{listener, wake_read_};
-    if (owner != platform::kInvalidHandle) handles.push_back(owner);
-    if (control != platform::kInvalidHandle) handles.push_back(control);
+    std::vector<platform::Handle> stop{wake_read_};
+    if (owner != platform::kInvalidHandle) stop.push_back(owner);
+    if (control != platform::kInvalidHandle) stop.push_back(control);
+    Acceptor acceptor(listener, Acceptor::Options{authkey_, kHandshakeDeadline, true, true});
     for (;;) {
-      const auto ready = platform::wait_any(handles, nullptr);
-      bool stop = false;
-      for (std::size_t i : ready) {
-        if (i != 0) stop = true;
-      }
-      if (stop) return;
-      std::optional<platform::Handle> fd;
+      std::optional<Acceptor::Outcome> o = acceptor.next(stop);
+      if (!o) return;
+      if (o->fd == platform::kInvalidHandle) continue;  // failed its handshake: already closed
       try {
-        fd = platform::conn::try_accept(listener);
+        std::thread([this, c = o->fd] { handle_connection(c); }).detach();
       } catch (const std::exception&) {
-        continue;  // e.g. EMFILE: the pending client is retried at the next wake-up
-      }
-      if (!fd) continue;
-      try {
-        std::thread([this, c = *fd] { handle_connection(c); }).detach();
-      } catch (const std::exception&) {
-        platform::close_handle(*fd);
+        platform::close_handle(o->fd);
       }
     }
   }
@@ -201,6 +201,7 @@ class ServerCore {
     try {
       out.push_back('\0');
       dispatch(frame, out, client, stop);
+      check_frame_size(out.size() - 4);
     } catch (const mp::detail::ForcedUnwind&) {
       throw;  // a method ended its thread (pthread_exit): this connection ends with it
     } catch (const std::exception& e) {
@@ -228,16 +229,8 @@ class ServerCore {
     std::int64_t refs = 0;
   };
 
+  // Serves one authenticated connection.
   void handle_connection(platform::Handle fd) {
-    try {
-      platform::conn::set_io_timeout(fd, kHandshakeDeadline);
-      auth::Channel ch = channel_of(fd);
-      auth::serve_handshake(ch, authkey_);
-      platform::conn::set_io_timeout(fd, platform::Nanos(0));
-    } catch (const std::exception&) {
-      platform::close_handle(fd);
-      return;
-    }
     const std::optional<int> pid = platform::peer_pid(fd);
     platform::Handle peer = platform::kInvalidHandle;
     if (pid) {
@@ -386,16 +379,46 @@ class ServerCore {
 // down (and perhaps restarted on the same address) are not reused.
 std::atomic<std::uint64_t> g_epoch{0};
 
+// Each thread keeps one connection per (address, authkey), as CPython's BaseProxy._tls. A
+// connection is closed when it fails, when its thread ends, when the thread's manager shuts its
+// server down (forget()), and otherwise when the thread next opens a connection after its server
+// went away (sweep()): every manager has a new address, so a cache that only replaced entries on
+// reuse kept one descriptor per manager lifecycle.
 struct CachedConnection {
   platform::Handle fd;
   std::uint64_t epoch;
 };
+std::string cache_key(const Address& address) {
+  return address.is_tcp() ? address.host + '\n' + std::to_string(address.port) : address.path;
+}
 struct ConnectionCache {
   int pid = 0;
-  std::map<std::string, CachedConnection> connections;
+  std::map<std::pair<std::string, std::string>, CachedConnection> connections;  // (address, key)
   ~ConnectionCache() {
     if (pid == platform::current_pid())
       for (auto& [k, c] : connections) platform::close_handle(c.fd);
+  }
+  // Closes the connections to servers shut down or gone.
+  void sweep() {
+    const std::uint64_t epoch = g_epoch.load();
+    std::erase_if(connections, [epoch](const auto& entry) {
+      const CachedConnection& c = entry.second;
+      bool stale = c.epoch != epoch;
+      try {
+        stale = stale || platform::conn::peer_closed(c.fd);
+      } catch (const std::exception&) {
+        stale = true;
+      }
+      if (stale) platform::close_handle(c.fd);
+      return stale;
+    });
+  }
+  void forget(const Address& address) {
+    std::erase_if(connections, [k = cache_key(address)](const auto& entry) {
+      if (entry.first.first != k) return false;
+      platform::close_handle(entry.second.fd);
+      return true;
+    });
   }
 };
 thread_local ConnectionCache t_cache;
@@ -404,13 +427,10 @@ platform::Handle open_connection(const Address& address, const std::string& auth
   const platform::Handle fd =
       address.is_tcp() ? platform::conn::connect_tcp(address.host, port_of(address)) : platform::conn::connect_unix(address.path);
   try {
-    platform::conn::set_io_timeout(fd, kHandshakeDeadline);
-    auth::Channel ch = channel_of(fd);
-    auth::client_handshake(ch, authkey);
-    platform::conn::set_io_timeout(fd, platform::Nanos(0));
-  } catch (const EOFError&) {
+    authenticate_client(fd, authkey, kHandshakeDeadline);
+  } catch (const AuthenticationError& e) {
     platform::close_handle(fd);
-    throw AuthenticationError("the manager at " + address.to_string() + " closed the connection during the handshake");
+    throw AuthenticationError(std::string(e.what()) + " (the manager at " + address.to_string() + ")");
   } catch (...) {
     platform::close_handle(fd);
     throw;
@@ -477,7 +497,8 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
     cache.connections.clear();
     cache.pid = platform::current_pid();
   }
-  const std::string key = address.to_string() + '\n' + authkey;
+  check_frame_size(1 + 8 + 4 + name.size() + args.size());  // before anything is sent
+  auto key = std::make_pair(cache_key(address), authkey);
   const std::uint64_t epoch = g_epoch.load();
   auto it = cache.connections.find(key);
   if (it != cache.connections.end() && it->second.epoch != epoch) {
@@ -485,8 +506,10 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
     cache.connections.erase(it);
     it = cache.connections.end();
   }
-  if (it == cache.connections.end())
-    it = cache.connections.emplace(key, CachedConnection{open_connection(address, authkey), epoch}).first;
+  if (it == cache.connections.end()) {
+    cache.sweep();  // rare: a new connection (one syscall per cached connection)
+    it = cache.connections.emplace(std::move(key), CachedConnection{open_connection(address, authkey), epoch}).first;
+  }
   std::string response;
   try {
     response = exchange(it->second.fd, op, id, name, args);
@@ -827,6 +850,7 @@ void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandl
   g_server_address = address;
   g_server_private_dir = private_dir;
   mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
+  platform::protect_server_from_group_signals(address.is_tcp() ? std::string() : address.path, private_dir);
   drop_inherited_connections();
   {
     auto* core = new ServerCore(std::move(authkey));  // never destroyed: serving threads may still run
@@ -860,7 +884,7 @@ std::vector<std::string> serve_requests(const std::vector<std::string>& frames) 
 // ---------------------------------------------------------------- Address, BaseProxy
 
 std::string Address::to_string() const {
-  if (!is_tcp()) return path;
+  if (!is_tcp()) return path[0] == '\0' ? "@" + path.substr(1) : path;  // abstract: as ss(8) shows it
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
   return host + ":" + std::to_string(port);
 }
@@ -931,10 +955,7 @@ BaseManager::~BaseManager() {
 void BaseManager::start() {
   State& s = *state_;
   if (s.started) throw ProcessError("Already started server");
-  if (s.default_address) {
-    s.private_dir = platform::make_private_directory("mp-");
-    s.address = Address(s.private_dir + "/listener");
-  }
+  if (s.default_address) s.address = Address(platform::private_socket_address(s.private_dir));
   platform::Handle listener = platform::kInvalidHandle;
   platform::Handle owner = platform::kInvalidHandle;
   platform::Handle control_read = platform::kInvalidHandle;
@@ -986,6 +1007,7 @@ void BaseManager::shutdown() {
   platform::close_handle(s.control);
   s.control = platform::kInvalidHandle;
   detail::g_epoch++;
+  detail::t_cache.forget(s.address);
   if (s.process) {
     s.process->join(std::chrono::seconds(1));
     if (!s.process->exitcode()) {
@@ -1004,10 +1026,8 @@ void BaseManager::shutdown() {
 
 Server BaseManager::get_server() {
   State& s = *state_;
-  if (s.default_address && s.address.path.empty() && s.address.host.empty()) {
-    s.private_dir = platform::make_private_directory("mp-");
-    s.address = Address(s.private_dir + "/listener");
-  }
+  if (s.default_address && s.address.path.empty() && s.address.host.empty())
+    s.address = Address(platform::private_socket_address(s.private_dir));
   return Server(s.address, s.authkey);
 }
 

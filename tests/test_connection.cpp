@@ -3,9 +3,13 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <cstddef>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -282,6 +286,150 @@ TEST(Connection, SilentPeerCannotStallAccept) {
   EXPECT_THROW(listener.accept(), mp::AuthenticationError);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   t.join();
+}
+
+// ---- handshakes: whole-exchange deadlines, and no peer delays another (docs/RELIABILITY.md)
+
+namespace {
+
+// A raw connection to a Listener's Unix address (abstract or path), bounded reads; -1 on failure.
+int raw_connect(const mp::connection::Address& address) {
+  const std::string& path = std::get<std::string>(address);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Peers that send the handshake's first frame one byte at a time: a length of 256, then the body,
+// one byte per tick (a frame that would take 26 s to complete).
+class Tricklers {
+ public:
+  explicit Tricklers(std::vector<int> fds) : fds_(std::move(fds)), thread_([this] { run(); }) {}
+  ~Tricklers() {
+    {
+      std::lock_guard lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    for (int fd : fds_) ::close(fd);
+  }
+
+ private:
+  void run() {
+    const unsigned char header[4] = {0, 1, 0, 0};  // 256, little-endian
+    std::unique_lock lk(m_);
+    for (std::size_t tick = 0; !cv_.wait_for(lk, 100ms, [&] { return stop_; }); ++tick) {
+      const char byte = tick < 4 ? static_cast<char>(header[tick]) : 'x';
+      for (int fd : fds_) ::send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+  }
+  std::vector<int> fds_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+// Guarantee: a handshake has a deadline for the whole exchange, not per read: a peer trickling one
+// byte per 100 ms fails accept() at handshake_timeout (before: each byte restarted a per-read
+// timeout, so it held accept() for the 26 s its frame took).
+TEST(Connection, ListenerHandshakeDeadlineCoversTheWholeExchange) {
+  mp::Listener listener(std::nullopt, 4, std::string("key"));
+  listener.set_handshake_timeout(500ms);
+  const int fd = raw_connect(listener.address());
+  ASSERT_GE(fd, 0);
+  Tricklers trickle({fd});
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(listener.accept(), mp::AuthenticationError);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 450ms);
+  EXPECT_LT(took, 3s);
+}
+
+// Guarantee: Client()'s handshake deadline (10 s) covers the whole exchange: a server trickling
+// its challenge one byte per 100 ms is refused at 10 s (before: at the end of its 26 s frame).
+TEST(Connection, ClientHandshakeDeadlineCoversTheWholeExchange) {
+  const std::string name = std::string("\0mp-test-trickling-server-", 27) + std::to_string(::getpid());
+  const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, name.data(), name.size());
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size())), 0);
+  ASSERT_EQ(::listen(server, 4), 0);
+  std::optional<Tricklers> trickle;
+  std::thread accepter([&] {
+    pollfd p{server, POLLIN, 0};
+    if (::poll(&p, 1, 30000) == 1) trickle.emplace(std::vector<int>{::accept4(server, nullptr, nullptr, SOCK_CLOEXEC)});
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(mp::Client(mp::connection::Address(name), std::string("key")), mp::AuthenticationError);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  accepter.join();
+  trickle.reset();
+  ::close(server);
+  EXPECT_GE(took, 9s);
+  EXPECT_LT(took, 15s);
+}
+
+// Guarantee: handshakes run side by side: 40 silent and 40 trickling peers connected before a
+// legitimate client delay it by milliseconds, not by a handshake timeout each (before: accept()
+// authenticated one peer at a time, so the client waited behind all of them and timed out).
+TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
+  mp::Listener listener(std::nullopt, 128, std::string("key"));
+  listener.set_handshake_timeout(2s);
+  std::vector<int> silent, trickling;
+  for (int i = 0; i < 80; ++i) {
+    const int fd = raw_connect(listener.address());
+    ASSERT_GE(fd, 0);
+    (i % 2 ? silent : trickling).push_back(fd);
+  }
+  auto trickle = std::make_unique<Tricklers>(trickling);
+  std::atomic<int> received{0};
+  // Serves until a client sends 7 (the legitimate one) or -1 (the test giving up).
+  std::thread server([&] {
+    for (;;) {
+      try {
+        mp::Connection c = listener.accept();
+        const int v = c.poll(kTimeout) ? c.recv<int>() : -1;
+        if (v == 7 || v == -1) {
+          received = v;
+          return;
+        }
+      } catch (const mp::AuthenticationError&) {
+        // a slow peer's handshake failed: serve the next one
+      } catch (const mp::EOFError&) {
+      }
+    }
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration took{};
+  bool served = false;
+  try {
+    mp::Connection c = mp::Client(listener.address(), std::string("key"));
+    took = std::chrono::steady_clock::now() - t0;
+    c.send(7);
+    served = true;
+  } catch (const mp::AuthenticationError&) {
+    took = std::chrono::steady_clock::now() - t0;
+    ADD_FAILURE() << "the legitimate client was refused";
+  }
+  EXPECT_LT(took, 1s) << "the legitimate client waited "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  trickle.reset();
+  for (int fd : silent) ::close(fd);
+  if (!served) mp::Client(listener.address(), std::string("key")).send(-1);  // unblock the server
+  server.join();
+  EXPECT_EQ(received.load(), 7);
 }
 
 TEST(Connection, NoAuthListener) {

@@ -649,6 +649,52 @@ struct LeakCase {
   int kill_signal;  // 0: let it end by itself
 };
 
+// Runs this binary as the program DISABLED_Program.<program> with a private TMPDIR, the start method
+// and the ready pipe's write end; `own_group`: in a new process group that it leads.
+pid_t spawn_program(const std::string& program, const fs::path& tmp, const std::string& method, int ready_w,
+                    bool own_group, const std::vector<std::string>& extra_env = {}) {
+  const std::string exe = fs::read_symlink("/proc/self/exe");
+  std::vector<std::string> args{exe, "--gtest_filter=DISABLED_Program." + program, "--gtest_also_run_disabled_tests"};
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "TMPDIR=", 7) && std::strncmp(*e, "MP_START_METHOD=", 16) && std::strncmp(*e, "GTEST_", 6))
+      envs.emplace_back(*e);
+  envs.push_back("TMPDIR=" + tmp.string());
+  envs.push_back("MP_START_METHOD=" + method);
+  envs.push_back("MP_REL_READY_FD=" + std::to_string(ready_w));
+  envs.insert(envs.end(), extra_env.begin(), extra_env.end());
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (own_group) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
+  pid_t root = 0;
+  const int rc = ::posix_spawn(&root, exe.c_str(), &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return rc == 0 ? root : -1;
+}
+
+// Waits (bounded) for the program `root` to end and reaps it; its wait status.
+int wait_program(pid_t root) {
+  const int fd = pidfd_open(root);
+  EXPECT_GE(fd, 0);
+  EXPECT_TRUE(wait_end(fd, std::chrono::milliseconds(30000))) << "the program did not end";
+  ::close(fd);
+  int status = 0;
+  ::waitpid(root, &status, 0);
+  return status;
+}
+
 class LeakTest : public ReliabilityTest {};
 
 }  // namespace
@@ -666,38 +712,13 @@ TEST_P(LeakTest, ProgramsLeaveNothingBehind) {
   for (const LeakCase& c : cases) {
     SCOPED_TRACE(c.program);
     InheritedPipe ready;
-    const std::string filter = std::string("--gtest_filter=DISABLED_Program.") + c.program;
-    const std::string exe = fs::read_symlink("/proc/self/exe");
-    std::vector<std::string> args{exe, filter, "--gtest_also_run_disabled_tests"};
-    std::vector<std::string> envs;
-    for (char** e = environ; *e; ++e)
-      if (std::strncmp(*e, "TMPDIR=", 7) && std::strncmp(*e, "MP_START_METHOD=", 16) &&
-          std::strncmp(*e, "GTEST_", 6))
-        envs.emplace_back(*e);
-    envs.push_back("TMPDIR=" + tmp.string());
-    envs.push_back("MP_START_METHOD=" + GetParam());
-    envs.push_back("MP_REL_READY_FD=" + std::to_string(ready.w));
-    std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : envs) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    pid_t root = 0;
-    ASSERT_EQ(::posix_spawn(&root, exe.c_str(), &fa, nullptr, argv.data(), envp.data()), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    const pid_t root = spawn_program(c.program, tmp, GetParam(), ready.w, false);
+    ASSERT_GT(root, 0);
     ready.close_write();
     const auto reported = read_int(ready.r, kTimeout);
     EXPECT_EQ(reported, root) << "the program did not get ready";
     if (c.kill_signal) ::kill(root, c.kill_signal);
-    const int fd = pidfd_open(root);
-    ASSERT_GE(fd, 0);
-    EXPECT_TRUE(wait_end(fd, std::chrono::milliseconds(30000))) << "the program did not end";
-    ::close(fd);
-    int status = 0;
-    ::waitpid(root, &status, 0);
+    wait_program(root);
     // Its descendants re-parent to us: all must end by themselves, daemons within 1 s.
     const auto late = reap_orphans(std::chrono::milliseconds(5000));
     EXPECT_TRUE(late.empty()) << late.size() << " processes of the program did not end";
@@ -721,6 +742,102 @@ TEST_P(LeakTest, ProgramsLeaveNothingBehind) {
 }
 
 MP_INSTANTIATE_START_METHODS(LeakTest);
+
+// A program with a started manager, stopped by a signal to its whole process group (Ctrl-C,
+// `timeout`, a service manager's stop). With MP_REL_PATH_MANAGER, also one at a socket path in
+// TMPDIR (the kind of address without an abstract namespace).
+TEST(DISABLED_Program, ManagerUntilGroupSignal) {
+  auto manager = mp::Manager();
+  auto value = manager.Value<int>(0);
+  value.set(1);
+  std::optional<mp::SyncManager> at_path;
+  if (std::getenv("MP_REL_PATH_MANAGER")) {
+    at_path.emplace(mp::managers::Address((fs::temp_directory_path() / "manager.sock").string()));
+    at_path->start();
+    at_path->Value<int>(2).set(3);
+  }
+  report_ready();
+  sleep_forever();
+}
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+}  // namespace
+
+// A program that handles Ctrl-C itself (Python: catches KeyboardInterrupt) and then still uses its
+// manager, as CPython allows since bpo-36368.
+TEST(DISABLED_Program, ManagerSurvivesCtrlC) {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  ::sigaction(SIGINT, &sa, nullptr);
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old);
+  auto manager = mp::Manager();
+  auto value = manager.Value<int>(0);
+  report_ready();
+  while (!g_interrupted) ::sigsuspend(&old);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  value.set(41);
+  EXPECT_EQ(value.get(), 41);
+}
+
+namespace {
+class GroupSignalTest : public ReliabilityTest {};
+}  // namespace
+
+// Guarantee: the manager's server ignores SIGINT (as CPython's, bpo-36368): a program that handles
+// Ctrl-C to its process group keeps a working manager (before: the server died of it).
+TEST_P(GroupSignalTest, ManagerSurvivesCtrlCHandledByTheProgram) {
+  const fs::path tmp = fs::temp_directory_path() / ("mp-ctrlc-" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  InheritedPipe ready;
+  const pid_t root = spawn_program("ManagerSurvivesCtrlC", tmp, GetParam(), ready.w, true);
+  ASSERT_GT(root, 0);
+  ready.close_write();
+  EXPECT_EQ(read_int(ready.r, kTimeout), root) << "the program did not get ready";
+  ASSERT_EQ(::kill(-root, SIGINT), 0);
+  const int status = wait_program(root);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_TRUE(reap_orphans(std::chrono::milliseconds(5000)).empty());
+  EXPECT_TRUE(list_dir(tmp).empty());
+  fs::remove_all(tmp);
+}
+
+// Guarantee: a program with a manager ended by any signal to its process group leaves no file,
+// socket, directory or process behind (before: SIGINT, SIGTERM and SIGHUP reached the server
+// directly and killed it before it could remove $TMPDIR/mp-XXXXXX/listener, 12 of 12 runs). A
+// manager at a socket path the program chose is removed too, except after SIGKILL (nothing can
+// run then: the reason the default address is an abstract socket).
+TEST_P(GroupSignalTest, ProgramWithManagerLeavesNothingBehind) {
+  const fs::path tmp = fs::temp_directory_path() / ("mp-groupsig-" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGKILL}) {
+    SCOPED_TRACE(::strsignal(sig));
+    InheritedPipe ready;
+    std::vector<std::string> env;
+    if (sig != SIGKILL) env.push_back("MP_REL_PATH_MANAGER=1");
+    const pid_t root = spawn_program("ManagerUntilGroupSignal", tmp, GetParam(), ready.w, true, env);
+    ASSERT_GT(root, 0);
+    ready.close_write();
+    EXPECT_EQ(read_int(ready.r, kTimeout), root) << "the program did not get ready";
+    ASSERT_EQ(::kill(-root, sig), 0);
+    const int status = wait_program(root);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+    // The server re-parents to us (subreaper): it must end by itself, within 1 s of its owner.
+    const auto late = reap_orphans(std::chrono::milliseconds(5000));
+    EXPECT_TRUE(late.empty()) << late.size() << " processes of the program did not end";
+    EXPECT_NE(::kill(-root, 0), 0) << "a process of the group remains";
+    EXPECT_TRUE(list_dir(tmp).empty()) << "left in " << tmp << ": " << *list_dir(tmp).begin();
+    EXPECT_EQ(sockets_under(tmp.string()), 0);
+    for (const auto& e : fs::directory_iterator(tmp)) fs::remove_all(e.path());  // next signal starts clean
+  }
+  fs::remove_all(tmp);
+}
+
+MP_INSTANTIATE_START_METHODS(GroupSignalTest);
 
 // ---- single-process guarantees of the foundation
 

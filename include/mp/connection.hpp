@@ -55,8 +55,11 @@
 // once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The
 // polling time adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow
 // or idle peer costs little CPU) and grows while they succeed.
-// Python: a Listener's handshake has a deadline (handshake_timeout, default 10 s): a peer that
-// connects and stays silent makes accept() throw AuthenticationError instead of hanging.
+// Python: a Listener's handshake has a deadline for the whole exchange (handshake_timeout, default
+// 10 s; Client(): 10 s): a peer that connects and stays silent or trickles makes an accept() throw
+// AuthenticationError instead of hanging. accept() runs the handshakes of all pending connections
+// side by side and returns the first that authenticates, so a slow peer delays no one (CPython
+// authenticates them one at a time); handshakes still in progress go on at the next accept().
 #pragma once
 
 #include <array>
@@ -201,7 +204,10 @@ class MP_API Listener {
   explicit Listener(std::optional<Address> address = std::nullopt, int backlog = 1,
                     std::optional<std::string> authkey = std::nullopt);
   // Waits for a client. Throws AuthenticationError for a wrong key or a handshake that misses
-  // handshake_timeout() (the client's connection is closed either way; the listener stays open).
+  // handshake_timeout() (the client's connection is closed either way; the listener stays open),
+  // OSError when accepting fails (EMFILE). Outcomes come in the order handshakes finish; calls
+  // from several threads take turns. Limit: handshakes progress only inside accept(), so fileno()
+  // turns readable for new connections, not for a pending handshake that completed meanwhile.
   Connection accept();
   void close() noexcept;
   bool closed() const noexcept;

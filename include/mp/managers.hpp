@@ -21,11 +21,19 @@
 //   are passed to children as Process arguments under fork and spawn. Each process holding a proxy
 //   holds one reference; the object is freed after the last one is dropped. References of a local
 //   client process that dies are dropped when its connection closes.
-// - The wire protocol names type ids and method names only; frames are capped before allocation;
-//   every connection starts with the HMAC-SHA256 mutual challenge (a wrong key runs no handler).
+// - The wire protocol names type ids and method names only; frames are capped (256 MiB) before
+//   allocation, and a request over the cap is std::length_error before anything is sent; every
+//   connection starts with the HMAC-SHA256 mutual challenge (a wrong key runs no handler), with a
+//   10 s deadline for the whole exchange. The server runs the handshakes of all pending connections
+//   side by side, so a slow or silent peer delays no one; out of descriptors it backs off (at most
+//   100 ms) instead of spinning. Unix-socket peers of another user (but root) are refused.
+// - The default address is an abstract Unix socket (Linux): nothing in the file system, so nothing
+//   is left behind however the server ends. start() touches no process-wide state (no umask).
 // - A server started by start() is a daemonic child: it ends with its owner (even if the owner is
-//   SIGKILLed; then its socket file may remain in its private directory, with nothing listening).
-//   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging.
+//   SIGKILLed). It ignores SIGINT (as CPython: Ctrl-C reaches the whole process group; the owner
+//   decides), and on SIGTERM/SIGHUP removes a socket file at a path address before dying.
+//   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging. A thread's
+//   cached connection to a server is closed when the server is shut down or gone.
 // Python differences: registration is global (MP_EXPOSE makes a class hostable by any manager;
 // MP_REGISTER adds the creating method to a manager class); methods of a hosted class must not be
 // overloaded; proxies returned from hosted methods are not supported (return values are copied).
@@ -239,7 +247,7 @@ class Server;
 // Destroying a started manager shuts its server down (Python's `with` block).
 class MP_API BaseManager {
  public:
-  // address: default a Unix socket in a new private directory; authkey: default
+  // address: default a new abstract Unix socket ("\0mp-<random>"); authkey: default
   // current_process().authkey(); ctx: the start method of the server process.
   explicit BaseManager(std::optional<Address> address = std::nullopt,
                        std::optional<std::string> authkey = std::nullopt, std::optional<Context> ctx = std::nullopt);

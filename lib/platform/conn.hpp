@@ -35,20 +35,31 @@ TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got);
 bool poll_readable(Handle h, const Nanos* timeout);
 
 // Stream sockets for Listener/Client and the managers. `path` for Unix sockets ("\0name" =
-// abstract namespace); `owner_only` makes the socket file mode 0600 (only the owner can connect).
-Handle listen_unix(const std::string& path, int backlog, bool owner_only = false);
+// abstract namespace). Process-wide state (the umask) is never touched: a socket file gets the
+// mode the umask gives; access is controlled by its directory or by peer_uid() (lib/acceptor.cpp).
+Handle listen_unix(const std::string& path, int backlog);
 Handle connect_unix(const std::string& path);
 // TCP: host name or address and port (0 = any); the bound port is returned by local_port().
 Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 Handle connect_tcp(const std::string& host, std::uint16_t port);
 std::uint16_t local_port(Handle listener);
-// Accepts the next connection, blocking; EINTR and aborted connections are retried.
-Handle accept_connection(Handle listener);
 // For a listener that polled readable: accepts one connection, or nullopt when the pending one
 // was aborted meanwhile or a signal interrupted (the caller goes back to waiting).
 std::optional<Handle> try_accept(Handle listener);
-// Deadline on blocking reads and writes of a socket (zero: none).
-void set_io_timeout(Handle h, Nanos timeout);
+// The same without throwing: on failure, nullopt with `error` set to the errno (EMFILE...); `error`
+// is 0 when nothing is pending.
+std::optional<Handle> try_accept(Handle listener, int& error) noexcept;
+// Makes accept_connection/try_accept on `listener` return at once when nothing is pending
+// (O_NONBLOCK on the listening socket; accepted sockets are blocking).
+void set_nonblocking(Handle listener);
+// Reads up to `size` bytes, waiting at most until `deadline`: 0 at end of file; OSError ETIMEDOUT
+// once the deadline has passed. Unlike a socket timeout, the deadline bounds a whole exchange.
+std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_point deadline);
+// Writes all bytes by `deadline` (OSError ETIMEDOUT after it; EPIPE when the peer is gone).
+void write_all_until(Handle h, const void* data, std::size_t size, Clock::time_point deadline);
+// Writes what fits without blocking; returns the count (0: the buffer is full). OSError (EPIPE...)
+// when the peer is gone; never SIGPIPE.
+std::size_t try_write(Handle h, const void* data, std::size_t size);
 void unlink_path(const std::string& path) noexcept;
 
 // Sends `fd` with an 8-byte tag as one datagram without blocking; false when the socket's

@@ -7,13 +7,14 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "mp/errors.hpp"
@@ -31,6 +32,11 @@ sockaddr_un unix_address(const std::string& path, socklen_t& len) {
   std::memcpy(addr.sun_path, path.data(), path.size());
   len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
   return addr;
+}
+
+// A path for messages: an abstract name is shown with '@' for its leading NUL (as ss(8) does).
+std::string display_path(const std::string& path) {
+  return !path.empty() && path[0] == '\0' ? "@" + path.substr(1) : path;
 }
 
 Handle new_socket(int family, int type) {
@@ -146,19 +152,14 @@ TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
 
 bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }
 
-Handle listen_unix(const std::string& path, int backlog, bool owner_only) {
+Handle listen_unix(const std::string& path, int backlog) {
   socklen_t len = 0;
   const sockaddr_un addr = unix_address(path, len);
   const Handle fd = new_socket(AF_UNIX, SOCK_STREAM);
-  // The socket file's mode comes from the umask at bind time (fchmod on a socket does not apply).
-  const mode_t old_mask = owner_only ? ::umask(0177) : 0;
-  const bool bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0;
-  const int bind_errno = errno;
-  if (owner_only) ::umask(old_mask);
-  if (!bound || ::listen(fd, backlog) < 0) {
-    const int e = bound ? errno : bind_errno;
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 || ::listen(fd, backlog) < 0) {
+    const int e = errno;
     ::close(fd);
-    throw_error(e, "cannot listen on '" + path + "'");
+    throw_error(e, "cannot listen on '" + display_path(path) + "'");
   }
   return fd;
 }
@@ -173,7 +174,7 @@ Handle connect_unix(const std::string& path) {
   if (rc < 0) {
     const int e = errno;
     ::close(fd);
-    throw_error(e, "cannot connect to '" + path + "'");
+    throw_error(e, "cannot connect to '" + display_path(path) + "'");
   }
   return fd;
 }
@@ -223,29 +224,69 @@ int accept_once(Handle listener) {
 }
 }  // namespace
 
-Handle accept_connection(Handle listener) {
-  for (;;) {
-    const int fd = accept_once(listener);
-    if (fd >= 0) return fd;
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    throw_last_error("accept failed");
-  }
+std::optional<Handle> try_accept(Handle listener, int& error) noexcept {
+  error = 0;
+  const int fd = accept_once(listener);
+  if (fd >= 0) return fd;
+  if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN && errno != EWOULDBLOCK && errno != EPROTO)
+    error = errno;
+  return std::nullopt;
 }
 
 std::optional<Handle> try_accept(Handle listener) {
-  const int fd = accept_once(listener);
-  if (fd >= 0) return fd;
-  if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EPROTO) return std::nullopt;
-  throw_last_error("accept failed");
+  int error = 0;
+  const std::optional<Handle> fd = try_accept(listener, error);
+  if (error) throw_error(error, "accept failed");
+  return fd;
 }
 
-void set_io_timeout(Handle h, Nanos timeout) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000000000) / 1000);
-  if (::setsockopt(h, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-      ::setsockopt(h, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
-    throw_last_error("cannot set a socket deadline");
+void set_nonblocking(Handle listener) {
+  const int flags = ::fcntl(listener, F_GETFL);
+  if (flags < 0 || ::fcntl(listener, F_SETFL, flags | O_NONBLOCK) < 0) throw_last_error("fcntl");
+}
+
+namespace {
+// Waits for `events` on `h` until `deadline`; throws OSError ETIMEDOUT when it passes first.
+void wait_until(Handle h, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) throw OSError(ETIMEDOUT, "timed out");
+    pollfd p{h, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), INT32_MAX)));
+    if (r > 0) return;
+    if (r < 0 && errno != EINTR) throw_last_error("poll");
+  }
+}
+}  // namespace
+
+std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_point deadline) {
+  for (;;) {
+    std::size_t got = 0;
+    const TryRead r = try_read(h, data, size, got);
+    if (r == TryRead::ok) return got;
+    wait_until(h, POLLIN, deadline);
+    if (r == TryRead::unsupported) return read_some(h, data, size);  // a pipe: readable now
+  }
+}
+
+void write_all_until(Handle h, const void* data, std::size_t size, Clock::time_point deadline) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const std::size_t n = try_write(h, p, size);
+    p += n;
+    size -= n;
+    if (size > 0) wait_until(h, POLLOUT, deadline);
+  }
+}
+
+std::size_t try_write(Handle h, const void* data, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::send(h, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    throw_last_error("cannot write to the connection");
+  }
 }
 
 void unlink_path(const std::string& path) noexcept {

@@ -1,10 +1,11 @@
 // POSIX parts of the managers' sockets that the connection layer (conn_posix.cpp) does not have
 // (lib/platform/managers.hpp).
-#include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "mp/errors.hpp"
@@ -24,12 +25,42 @@ std::string make_private_directory(const std::string& prefix) {
 
 void remove_directory(const std::string& path) noexcept { ::rmdir(path.c_str()); }
 
-std::optional<int> peer_pid(Handle connection) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
-    return std::nullopt;
-  return static_cast<int>(cred.pid);
+std::string path_socket_address(std::string& private_dir) {
+  private_dir = make_private_directory("mp-");
+  return private_dir + "/listener";
+}
+
+namespace {
+// What the termination handler removes (copied into fixed storage: the handler may not allocate).
+char g_socket_path[256];
+char g_socket_dir[256];
+
+void copy_path(char (&to)[256], const std::string& from) noexcept {
+  const bool fits = !from.empty() && from[0] != '\0' && from.size() < sizeof to;
+  const std::size_t n = fits ? from.size() : 0;
+  std::memcpy(to, from.data(), n);
+  to[n] = '\0';
+}
+
+void remove_then_die(int sig) {
+  const int saved = errno;
+  if (g_socket_path[0]) ::unlink(g_socket_path);
+  if (g_socket_dir[0]) ::rmdir(g_socket_dir);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);  // delivered when the handler returns (the signal is blocked until then)
+  errno = saved;
+}
+}  // namespace
+
+void protect_server_from_group_signals(const std::string& path, const std::string& dir) {
+  copy_path(g_socket_path, path);
+  copy_path(g_socket_dir, dir);
+  ::signal(SIGINT, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = remove_then_die;
+  sigfillset(&sa.sa_mask);  // no other signal runs the handler twice
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
 }
 
 std::size_t recv_some(Handle connection, void* data, std::size_t size) {

@@ -1,0 +1,50 @@
+// Linux parts of lib/platform/managers.hpp: abstract sockets and peer credentials (SO_PEERCRED).
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "platform/managers.hpp"
+
+namespace mp::platform {
+
+std::string private_socket_address(std::string& private_dir) {
+  private_dir.clear();
+  unsigned char random[12];
+  random_bytes(random, sizeof random);
+  static const char hex[] = "0123456789abcdef";
+  std::string name("\0mp-", 4);
+  for (unsigned char c : random) {
+    name += hex[c >> 4];
+    name += hex[c & 15];
+  }
+  return name;
+}
+
+namespace {
+std::optional<ucred> peer_credentials(Handle connection) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return std::nullopt;
+  return cred;
+}
+}  // namespace
+
+std::optional<int> peer_pid(Handle connection) {
+  const auto cred = peer_credentials(connection);
+  if (!cred) return std::nullopt;
+  return static_cast<int>(cred->pid);
+}
+
+bool peer_is_same_user(Handle connection) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(connection, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  if (ss.ss_family != AF_UNIX) return true;
+  ucred cred{};
+  len = sizeof cred;
+  if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  return cred.uid == ::geteuid() || cred.uid == 0;
+}
+
+}  // namespace mp::platform
