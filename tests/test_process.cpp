@@ -822,8 +822,7 @@ TEST(SpawnLauncher, InheritedDescriptorsKeepTheirNumbers) {
   std::string script = "for fd in";
   for (int fd : inherit) {
     ASSERT_LE(fd, 9) << "sh redirects single-digit descriptors only";
-    script += ' ';  // (not " " + to_string: g++ 12 reports a false -Wrestrict, GCC bug 105651)
-    script += std::to_string(fd);
+    script += " " + std::to_string(fd);
   }
   script += "; do echo $fd >&$fd; done";
   const int pid = mp::platform::spawn_process("/bin/sh", {"sh", "-c", script}, "MP_X", "1", inherit);
