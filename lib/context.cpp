@@ -12,7 +12,7 @@ namespace {
 
 // Default first, as CPython's get_all_start_methods().
 const std::vector<std::string>& methods() {
-  static const std::vector<std::string> all{"fork", "spawn"};
+  static const std::vector<std::string> all{"fork", "spawn", "forkserver"};
   return all;
 }
 
@@ -73,6 +73,7 @@ namespace detail {
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self) {
   if (method == "fork") return launch_fork(state, self);
   if (method == "spawn") return launch_spawn(state);
+  if (method == "forkserver") return launch_forkserver(state);
   throw std::invalid_argument("cannot find context for '" + method + "'");
 }
 

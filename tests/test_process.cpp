@@ -353,7 +353,7 @@ TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {
   join_or_fail(p);
   for (int fd : {cloexec[0], cloexec[1], plain[0], plain[1]}) ::close(fd);
   ASSERT_TRUE(p.exitcode());
-  if (GetParam() == "spawn")
+  if (GetParam() != "fork")  // forkserver: as spawn (the server forwards the inheritable ones)
     EXPECT_EQ(*p.exitcode(), kHasPlainPipe | kHasPassedEnds);
   else
     EXPECT_EQ(*p.exitcode() & ~kHasOtherFiles, kHasCloexecPipe | kHasPlainPipe | kHasPassedEnds);
@@ -382,7 +382,7 @@ TEST_P(ProcessTest, SpawnedChildHasDefaultSignalState) {
   ::sigaction(SIGUSR2, &old_usr2, nullptr);
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   join_or_fail(p);
-  EXPECT_EQ(p.exitcode(), GetParam() == "spawn" ? 0 : 1 | 2 | 4);
+  EXPECT_EQ(p.exitcode(), GetParam() != "fork" ? 0 : 1 | 2 | 4);  // forkserver: as spawn
 }
 
 MP_INSTANTIATE_START_METHODS(ProcessTest);

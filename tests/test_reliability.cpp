@@ -136,6 +136,7 @@ std::vector<int> reap_orphans(std::chrono::milliseconds timeout) {
   std::set<int> mine;
   for (mp::Process& p : mp::active_children())
     if (p.pid()) mine.insert(*p.pid());
+  if (const auto server = mp::forkserver::server_pid()) mine.insert(*server);  // lives as long as we do
   std::vector<int> late;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (auto [pid, state] : children_with_state()) {

@@ -24,3 +24,6 @@
 #if __has_include("mp/shared_memory.hpp")
 #include "mp/shared_memory.hpp"
 #endif
+#if __has_include("mp/forkserver.hpp")
+#include "mp/forkserver.hpp"
+#endif

@@ -28,8 +28,8 @@ constexpr char kDirSlash[] = "/dev/shm/";
 Handle create_unnamed(std::size_t size) {
   const int fd = ::open(kDir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) throw_last_error(std::string("cannot create shared memory in ") + kDir);
-  // O_TMPFILE applies the umask to 0600 too; make the mode exact.
-  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+  // Mode 0600 less the umask, as shm_open: never more than the owner.
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     const int e = errno;
     ::close(fd);
     throw_error(e, "cannot size shared memory of " + std::to_string(size) + " bytes");
