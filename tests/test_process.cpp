@@ -391,8 +391,9 @@ MP_INSTANTIATE_START_METHODS(ProcessTest);
 
 TEST(ContextTest, StartMethods) {
   const auto all = mp::get_all_start_methods();
-  ASSERT_EQ(all.size(), 2u);
+  ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0], "fork");
+  EXPECT_EQ(all[2], "forkserver");
   EXPECT_EQ(mp::get_context("spawn").get_start_method(), "spawn");
   EXPECT_THROW(mp::get_context("forkserverx"), std::invalid_argument);
   const std::string before = mp::get_start_method();
