@@ -14,6 +14,7 @@
 #include "mp/forkserver.hpp"
 
 #include <cerrno>
+#include <new>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -229,12 +230,18 @@ struct ClientState {
 };
 
 ClientState& client() {
-  static ClientState* s = new ClientState;  // never destroyed: used at exit by children's joins
+  // Never destroyed: used at exit by children's joins. A forked child gets a usable mutex even
+  // if another thread held it during the fork.
+  static ClientState* s = [] {
+    auto* p = new ClientState;
+    platform::at_fork_in_child([] { new (&client().mutex) std::mutex; });
+    return p;
+  }();
   return *s;
 }
 
 void drop_connection(ClientState& s) {
-  if (s.connection_pid == platform::current_pid()) platform::close_handle(s.connection);
+  platform::close_handle(s.connection);  // in a forked child: its copy of the parent's
   s.connection = platform::kInvalidHandle;
   s.connection_pid = 0;
 }
@@ -312,6 +319,10 @@ platform::Handle connect(ClientState& s) {
 [[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init_fd, platform::Handle status) {
   platform::forkserver::ignore_interrupts(true);
   platform::name_process_after_executable();
+  try {
+    platform::forkserver::close_descriptors_except({listener, init_fd, status});
+  } catch (const std::exception&) {
+  }
   platform::set_inheritable(status, false);
   Server server{listener, platform::kInvalidHandle, {}, {}, {}};
   try {

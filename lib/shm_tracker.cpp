@@ -1,8 +1,6 @@
 // The named shared memory tracker (lib/shm_tracker.hpp).
 #include "shm_tracker.hpp"
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -60,7 +58,7 @@ struct Local {
 Local& local() {
   static Local* l = [] {
     auto* p = new Local;
-    ::pthread_atfork(nullptr, nullptr, [] { new (&local().mutex) std::mutex; });
+    platform::at_fork_in_child([] { new (&local().mutex) std::mutex; });
     return p;
   }();
   return *l;

@@ -30,5 +30,8 @@ void move_descriptor_inheritable(Handle fd, Handle target);
 // The calling process's descriptors without close-on-exec (stdio among them), in order: what a
 // spawned child would inherit by the POSIX convention (forkserver_linux.cpp: /proc/self/fd).
 std::vector<Handle> inheritable_descriptors();
+// Closes every descriptor of the calling process above stderr except `keep` (the server: it
+// must not hold what its owner had open when it was spawned, e.g. a pipe's write end).
+void close_descriptors_except(const std::vector<Handle>& keep);
 
 }  // namespace mp::platform::forkserver

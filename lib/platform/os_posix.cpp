@@ -111,6 +111,8 @@ int fork_process() {
   return static_cast<int>(pid);
 }
 
+void at_fork_in_child(void (*fn)()) { ::pthread_atfork(nullptr, nullptr, fn); }
+
 void exit_now(int code) noexcept { ::_exit(code & 0xff); }
 
 std::pair<Handle, Handle> make_pipe() {
