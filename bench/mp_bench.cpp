@@ -32,6 +32,12 @@ double start_join_ms(const bench::Params& params, const char* method, long n) {
 
 BENCH_METRIC(process_fork_ms, "ms") { return start_join_ms(p, "fork", p.n(1000, 5)); }
 BENCH_METRIC(process_spawn_ms, "ms") { return start_join_ms(p, "spawn", p.n(300, 3)); }
+// Steady state: the server is started (and a first child run) before the timing, on both sides.
+BENCH_METRIC(process_forkserver_ms, "ms") {
+  mp::forkserver::ensure_running();
+  (void)start_join_ms(p, "forkserver", 1);
+  return start_join_ms(p, "forkserver", p.n(1000, 5));
+}
 // From a parent holding 256 MiB: the cost of launching by fork+exec grows with the parent's size
 // (mp's spawn did so until it moved from Boost.Process v1 to posix_spawn); posix_spawn's does not
 // (raw:posix_spawn_mpbin_big_ms).

@@ -10,6 +10,8 @@ Cross-process rates use each worker's own CLOCK_MONOTONIC stamps (the same clock
 import argparse
 import multiprocessing as mp
 import multiprocessing.managers
+import multiprocessing.shared_memory as shared_memory
+import os
 import statistics
 import subprocess
 import sys
@@ -313,6 +315,60 @@ def interpreter_ms(n, code):
     return budgeted(n, lambda: subprocess.run([sys.executable, '-c', code], check=True))
 
 
+# ---- shared_memory ------------------------------------------------------------------------------
+
+def shm_attach_close_us(n):
+    shm = shared_memory.SharedMemory(create=True, size=MiB)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        other = shared_memory.SharedMemory(shm.name)
+        other.close()
+    r = (time.perf_counter() - t0) / n * 1e6
+    shm.close()
+    shm.unlink()
+    return r
+
+
+def shm_create_unlink_us(n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        shm = shared_memory.SharedMemory(create=True, size=4096)
+        shm.close()
+        shm.unlink()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _shm_reader(name, n, r, w):
+    s = shared_memory.SharedMemory(name)
+    for _ in range(n):
+        os.read(r, 1)
+        out = bytes(s.buf)
+        os.write(w, b'x')
+    del out
+    s.close()
+
+
+def shm_1mb_MBps(n):
+    shm = shared_memory.SharedMemory(create=True, size=MiB)
+    to_child, to_parent = os.pipe(), os.pipe()
+    p = mp.Process(target=_shm_reader, args=(shm.name, n, to_child[0], to_parent[1]))
+    p.start()
+    src = bytearray(b'x' * MiB)
+    t0 = time.perf_counter()
+    for i in range(n):
+        src[0] = i & 0xff
+        shm.buf[:] = src
+        os.write(to_child[1], b'x')
+        os.read(to_parent[0], 1)
+    t1 = time.perf_counter()
+    p.join()
+    for fd in to_child + to_parent:
+        os.close(fd)
+    shm.close()
+    shm.unlink()
+    return n * MiB / 1e6 / (t1 - t0)
+
+
 # ---- processes ----------------------------------------------------------------------------------
 
 def _noop():
@@ -335,6 +391,14 @@ def start_join_ms(method, n):
         p.join()
         assert p.exitcode == 0
     return budgeted(n, step)
+
+
+def forkserver_ms(n):
+    """Steady state: the server started and a first child run before the timing (as mp_bench)."""
+    import multiprocessing.forkserver
+    multiprocessing.forkserver.ensure_running()
+    start_join_ms('forkserver', 1)
+    return start_join_ms('forkserver', n)
 
 
 # name: (unit, base iteration count, minimum, function of n)
@@ -366,7 +430,10 @@ METRICS = {
     'process_spawn_ms': ('ms', 30, 2, lambda n: start_join_ms('spawn', n)),
     'process_fork_big_ms': ('ms', 100, 2, lambda n: start_join_big_ms('fork', n)),
     'process_spawn_big_ms': ('ms', 30, 2, lambda n: start_join_big_ms('spawn', n)),
-    'process_forkserver_ms': ('ms', 50, 2, lambda n: start_join_ms('forkserver', n)),
+    'process_forkserver_ms': ('ms', 50, 2, forkserver_ms),
+    'shm_attach_close_us': ('us', 100_000, 20, shm_attach_close_us),
+    'shm_create_unlink_us': ('us', 50_000, 20, shm_create_unlink_us),
+    'shm_1mb_MBps': ('MB/s', 5_000, 4, shm_1mb_MBps),
 }
 
 

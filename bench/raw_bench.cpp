@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include <poll.h>
@@ -312,6 +314,87 @@ BENCH_METRIC(pause_ns, "ns") {
 #endif
   }
   return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
+}
+
+// ---- named shared memory: shm_open + ftruncate + mmap, no tracking -------------------------
+
+std::string raw_shm_name() { return "/raw_bench_" + std::to_string(::getpid()); }
+
+BENCH_METRIC(raw_shm_attach_close_us, "us") {
+  const std::string name = raw_shm_name();
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || ::ftruncate(fd, kMiB) != 0) bench::die("shm_open");
+  ::close(fd);
+  const long n = p.n(100000, 20);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    const int f = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    struct stat st {};
+    if (f < 0 || ::fstat(f, &st) != 0) bench::die("shm_open");
+    void* m = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (m == MAP_FAILED) bench::die("mmap");
+    ::close(f);
+    bench::keep(m);
+    ::munmap(m, static_cast<std::size_t>(st.st_size));
+  }
+  const double r = static_cast<double>(now_ns() - t0) / 1e3 / static_cast<double>(n);
+  ::shm_unlink(name.c_str());
+  return r;
+}
+
+BENCH_METRIC(raw_shm_create_unlink_us, "us") {
+  const std::string name = raw_shm_name();
+  const long n = p.n(50000, 20);
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    const int f = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (f < 0 || ::ftruncate(f, 4096) != 0) bench::die("shm_open");
+    void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (m == MAP_FAILED) bench::die("mmap");
+    ::close(f);
+    bench::keep(m);
+    ::munmap(m, 4096);
+    ::shm_unlink(name.c_str());
+  }
+  return static_cast<double>(now_ns() - t0) / 1e3 / static_cast<double>(n);
+}
+
+BENCH_METRIC(raw_shm_1mb_MBps, "MB/s") {
+  const std::string name = raw_shm_name();
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || ::ftruncate(fd, kMiB) != 0) bench::die("shm_open");
+  auto* seg = static_cast<char*>(::mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ::close(fd);
+  const long n = p.n(5000, 4);
+  int to_child[2], to_parent[2];
+  if (::pipe(to_child) != 0 || ::pipe(to_parent) != 0) bench::die("pipe");
+  const pid_t pid = fork_child([&] {
+    const int f = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    auto* s = static_cast<char*>(::mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0));
+    std::vector<char> out(kMiB);
+    char c;
+    for (long i = 0; i < n; ++i) {
+      read_all(to_child[0], &c, 1);
+      std::memcpy(out.data(), s, kMiB);
+      bench::keep(out.data());
+      write_all(to_parent[1], &c, 1);
+    }
+  });
+  std::vector<char> src(kMiB, 1);
+  char c = 'x';
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    src[0] = static_cast<char>(i);
+    std::memcpy(seg, src.data(), kMiB);
+    write_all(to_child[1], &c, 1);
+    read_all(to_parent[0], &c, 1);
+  }
+  const auto t1 = now_ns();
+  wait_child(pid);
+  for (int f : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) ::close(f);
+  ::munmap(seg, kMiB);
+  ::shm_unlink(name.c_str());
+  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(t1 - t0) * 1e-9);
 }
 
 // ---- blocking round trips (us per round trip); the child echoes ----------------------------

@@ -120,3 +120,34 @@ write('managers', 'client_remote', u8(1) + msg(u8(1) + string_u32('std::out_of_r
 write('managers', 'client_empty', u8(1) + msg(u8(1) + string_u32('mp::Empty')))
 write('managers', 'client_barrier', u8(1) + msg(u8(1) + string_u32('mp::BrokenBarrierError') + b'broken'))
 write('managers', 'client_oversized', u8(1) + u32(0xFFFFFFF0))
+
+# fuzz_shareable_list: byte 0 = item to write back (0: none), then a segment in CPython's
+# ShareableList layout (lib/shareable_list_layout.hpp; native = little-endian here).
+def shareable_list(items):
+    fmts, codes, slots = [], [], []
+    for v in items:
+        if isinstance(v, (str, bytes)):
+            b = v.encode() if isinstance(v, str) else v
+            n = 8 * (len(b) // 8 + 1)
+            fmts.append(b'%ds' % n); codes.append(1 if isinstance(v, str) else 2); slots.append(b.ljust(n, b'\0'))
+        elif v is None:
+            fmts.append(b'xxxxxx?x'); codes.append(3); slots.append(bytes(8))
+        elif isinstance(v, bool):
+            fmts.append(b'xxxxxxx?'); codes.append(0); slots.append(bytes(7) + u8(v))
+        elif isinstance(v, int):
+            fmts.append(b'q'); codes.append(0); slots.append(i64(v))
+        else:
+            fmts.append(b'd'); codes.append(0); slots.append(f64(v))
+    offsets = [0]
+    for s in slots:
+        offsets.append(offsets[-1] + len(s))
+    return (i64(len(items)) + b''.join(i64(o) for o in offsets) + b''.join(slots) +
+            b''.join(f.ljust(8, b'\0') for f in fmts) + bytes(c & 0xff for c in codes))
+
+
+write('shareable_list', 'all_types', u8(0) + shareable_list([1, 2.5, True, 'text', None, b'by\0']))
+write('shareable_list', 'write_back', u8(7) + shareable_list([-1, 'a' * 20, b'', None]))
+write('shareable_list', 'empty', u8(0) + shareable_list([]))
+write('shareable_list', 'mp_exact_length', u8(0) + shareable_list(['ab'])[:-9] + b'2s \0\0\0\0\0' + u8(1))
+write('shareable_list', 'huge_length', u8(0) + i64(1 << 60) + bytes(16))
+write('shareable_list', 'bad_offsets', u8(3) + i64(2) + i64(0) + i64(1 << 40) + i64(8) + bytes(40))

@@ -162,7 +162,7 @@ std::optional<Acceptor::Outcome> Acceptor::next(const std::vector<platform::Hand
   }
 }
 
-void authenticate_client(platform::Handle fd, const std::string& authkey, platform::Nanos timeout) {
+void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server) {
   const Clock::time_point deadline = Clock::now() + timeout;
   auth::Channel ch{[fd, deadline](const void* data, std::size_t size) { conn::write_all_until(fd, data, size, deadline); },
                    [fd, deadline](void* data, std::size_t size) {
@@ -175,7 +175,10 @@ void authenticate_client(platform::Handle fd, const std::string& authkey, platfo
                      }
                    }};
   try {
-    auth::client_handshake(ch, authkey);
+    if (server)
+      auth::serve_handshake(ch, authkey);
+    else
+      auth::client_handshake(ch, authkey);
   } catch (const OSError& e) {
     if (e.code().value() == ETIMEDOUT) throw AuthenticationError("authentication handshake timed out");
     throw AuthenticationError(std::string("authentication handshake failed: ") + e.what());

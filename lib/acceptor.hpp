@@ -71,8 +71,12 @@ class Acceptor {
   platform::Nanos backoff_{0};
 };
 
-// The client side: runs the handshake on a connected socket with a deadline for the whole
-// exchange. Throws AuthenticationError (wrong key, deadline passed, peer gone or I/O error).
-void authenticate_client(platform::Handle fd, const std::string& authkey, platform::Nanos timeout);
+// Runs one side of the handshake on a connected socket with a deadline for the whole exchange.
+// Throws AuthenticationError (wrong key, deadline passed, peer gone or I/O error).
+void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server);
+// The client side (after connect).
+inline void authenticate_client(platform::Handle fd, const std::string& authkey, platform::Nanos timeout) {
+  authenticate(fd, authkey, timeout, false);
+}
 
 }  // namespace mp::detail

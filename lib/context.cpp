@@ -16,7 +16,7 @@ namespace {
 
 // Default first, as CPython's get_all_start_methods(). (Constant: no initialization guard that a
 // fork could copy half-taken.)
-constexpr std::array<std::string_view, 2> methods() { return {"fork", "spawn"}; }
+constexpr std::array<std::string_view, 3> methods() { return {"fork", "spawn", "forkserver"}; }
 
 bool known(const std::string& m) {
   for (const auto& x : methods())
@@ -78,6 +78,7 @@ namespace detail {
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self) {
   if (method == "fork") return launch_fork(state, self);
   if (method == "spawn") return launch_spawn(state);
+  if (method == "forkserver") return launch_forkserver(state);
   throw std::invalid_argument("cannot find context for '" + method + "'");
 }
 

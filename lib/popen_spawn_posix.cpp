@@ -34,6 +34,8 @@ struct OwnedHandle {
   }
 };
 
+}  // namespace
+
 // Reads the child's bootstrap report; throws ProcessError with the child's message.
 void await_bootstrap(platform::Handle status, Popen& child) {
   char tag = 0;
@@ -63,11 +65,9 @@ void await_bootstrap(platform::Handle status, Popen& child) {
   throw ProcessError(message);
 }
 
-}  // namespace
-
 void set_inherited_start_method(const std::string& method);
 
-std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles) {
   PreparationData d;
   d.name = state.name;
   d.identity = state.identity;
@@ -76,7 +76,6 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   d.parent_pid = platform::current_pid();
   d.parent_name = current_process().name();
   d.start_method = get_start_method();
-  std::vector<platform::Handle> handles;
   if (state.target) {
     reduction::detail::SendScope scope(handles);
     SpawnTarget t = state.target->spawn_target();
@@ -86,7 +85,12 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
     d.args = std::move(t.args);
   }
   d.handles.assign(handles.begin(), handles.end());
-  const std::string bytes = reduction::dumps(d);
+  return d;
+}
+
+std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
+  std::vector<platform::Handle> handles;
+  const std::string bytes = reduction::dumps(prepare_child(state, handles));
 
   OwnedHandle data(platform::create_shared_memory(bytes.size()));
   {

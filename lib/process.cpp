@@ -91,7 +91,8 @@ MP_LOAD_TIME_GLOBAL(Globals, g_globals);
 Globals& globals() { return g_globals.get(); }
 
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
-                  const std::string& authkey, int parent_pid, const std::string& parent_name) {
+                  const std::string& authkey, int parent_pid, const std::string& parent_name,
+                  platform::Handle parent_handle) {
   Globals& g = globals();
   g.children.clear();
   g.counter = 0;
@@ -108,7 +109,7 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   parent->kind = Kind::Parent;
   parent->name = parent_name;
   parent->pid = parent_pid;
-  parent->parent_handle = open_parent(parent_pid);
+  parent->parent_handle = parent_handle != platform::kInvalidHandle ? parent_handle : open_parent(parent_pid);
   if (daemon) watch_parent_for_daemon(parent->parent_handle, parent_pid);
   g.parent = std::move(parent);
 }
@@ -231,7 +232,7 @@ void Process::start() {
   }
   const std::string method = s.method ? *s.method : get_start_method();
   // A SpawnableProcess sends itself; its target refers to *this, so it never outlives start().
-  const bool sends_itself = method == "spawn" && !s.target && typeid(*this) != typeid(Process);
+  const bool sends_itself = (method == "spawn" || method == "forkserver") && !s.target && typeid(*this) != typeid(Process);
   if (sends_itself) {
     s.target = spawn_self();
     if (!s.target)

@@ -24,8 +24,9 @@ class Popen {
   int pid() const noexcept { return pid_; }
   platform::Handle sentinel() const noexcept { return handle_; }
   // The exit code once the child ended (reaping it); nullopt while it runs (or timeout passed).
-  std::optional<int> poll();
-  std::optional<int> wait(const platform::Nanos* timeout);
+  // Virtual: a forkserver child is not the caller's own (popen_forkserver.cpp).
+  virtual std::optional<int> poll();
+  virtual std::optional<int> wait(const platform::Nanos* timeout);
   void send_signal(int sig);
   void close() noexcept;
   // A started child: its pid and a process handle (pidfd) on it, owned from now on.
@@ -57,6 +58,10 @@ void wait_at_gate(platform::Handle gate) noexcept;
 // Starts `state`'s child with the given method (chosen only in context.cpp).
 std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self);
 std::unique_ptr<Popen> launch_spawn(ProcessState& state);
+std::unique_ptr<Popen> launch_forkserver(ProcessState& state);
+// Reads a spawned child's bootstrap report from `status`; throws ProcessError with the child's
+// message (popen_spawn_posix.cpp; the forkserver's children and server report the same way).
+void await_bootstrap(platform::Handle status, Popen& child);
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self);
 
 enum class Kind { Child, Current, Parent };
@@ -91,8 +96,11 @@ struct Globals {
 Globals& globals();
 
 // Sets up the globals in a new child (fork or spawn): name, identity, daemon, authkey, parent.
+// `parent_handle` (owned from now on): a process handle on the parent already open (a forkserver
+// child, whose OS parent is the server); else one is opened by pid.
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
-                  const std::string& authkey, int parent_pid, const std::string& parent_name);
+                  const std::string& authkey, int parent_pid, const std::string& parent_name,
+                  platform::Handle parent_handle = platform::kInvalidHandle);
 // Runs a target in the child, printing an escaping exception; returns the exit code. If the
 // target ends its thread (pthread_exit), calls leave(0), which must end the process.
 int run_in_child(const std::function<void()>& body, void (*leave)(int code));

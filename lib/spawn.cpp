@@ -8,6 +8,9 @@
 #include <cstring>
 #include <string>
 
+#include <algorithm>
+
+#include "platform/forkserver.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
@@ -80,11 +83,7 @@ PreparationData read_preparation_data(platform::Handle data) {
   }
 }
 
-[[noreturn]] void spawned_main(int data_fd, int status_fd) {
-  g_status = status_fd;
-  wait_at_gate(status_fd);  // until the parent holds a handle on this process
-  platform::name_process_after_executable();
-  platform::set_inheritable(status_fd, false);
+PreparationData receive_preparation_data(int data_fd) {
   PreparationData d;
   try {
     d = read_preparation_data(data_fd);
@@ -93,7 +92,21 @@ PreparationData read_preparation_data(platform::Handle data) {
   }
   platform::close_handle(data_fd);
   if (d.version != PreparationData::kVersion) fail_bootstrap("mp spawn: preparation data version mismatch");
-  become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid, d.parent_name);
+  return d;
+}
+
+[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle);
+
+[[noreturn]] void spawned_main(int data_fd, int status_fd) {
+  g_status = status_fd;
+  wait_at_gate(status_fd);  // until the parent holds a handle on this process
+  platform::name_process_after_executable();
+  platform::set_inheritable(status_fd, false);
+  run_prepared(receive_preparation_data(data_fd), platform::kInvalidHandle);
+}
+
+[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle) {
+  become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid, d.parent_name, parent_handle);
   set_inherited_start_method(d.start_method);
 
   std::vector<platform::Handle> inherited(d.handles.begin(), d.handles.end());
@@ -141,6 +154,47 @@ PreparationData read_preparation_data(platform::Handle data) {
 
 }  // namespace
 
+[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status, platform::Handle parent,
+                                       const std::vector<platform::Handle>& handles,
+                                       const std::vector<platform::Handle>& inherited,
+                                       const std::vector<std::int32_t>& targets) {
+  g_status = status;
+  PreparationData d = receive_preparation_data(data);
+  if (d.handles.size() != handles.size() || inherited.size() != targets.size())
+    fail_bootstrap("mp forkserver: wrong number of descriptors received");
+  // Descriptors go to the numbers they had in the parent (the arguments refer to their handles
+  // by those numbers): first all out of the way of every target, then each onto its own.
+  platform::Handle top = 3;
+  for (std::int64_t h : d.handles) {
+    if (h < 0 || h > (1 << 30)) fail_bootstrap("mp forkserver: bad descriptor number");
+    top = std::max<platform::Handle>(top, static_cast<platform::Handle>(h) + 1);
+  }
+  for (std::int32_t t : targets) {
+    if (t < 0 || t > (1 << 30)) fail_bootstrap("mp forkserver: bad descriptor number");
+    top = std::max<platform::Handle>(top, t + 1);
+  }
+  try {
+    auto lift = [top](platform::Handle h) {
+      if (h == platform::kInvalidHandle || h >= top) return h;
+      const platform::Handle m = platform::forkserver::duplicate_above(h, top);
+      platform::close_handle(h);
+      return m;
+    };
+    std::vector<platform::Handle> moved, moved_inherited;
+    for (platform::Handle h : handles) moved.push_back(lift(h));
+    for (platform::Handle h : inherited) moved_inherited.push_back(lift(h));
+    g_status = lift(g_status);
+    parent = lift(parent);
+    for (std::size_t i = 0; i < moved.size(); ++i)
+      platform::forkserver::move_descriptor(moved[i], static_cast<platform::Handle>(d.handles[i]));
+    for (std::size_t i = 0; i < moved_inherited.size(); ++i)
+      platform::forkserver::move_descriptor_inheritable(moved_inherited[i], targets[i]);
+  } catch (const std::exception& e) {
+    fail_bootstrap(std::string("mp forkserver: ") + e.what());
+  }
+  run_prepared(std::move(d), parent);
+}
+
 void check_bootstrapped() {
   if (g_freeze_support_called) return;
   const char* env = std::getenv(kSpawnEnv);
@@ -158,6 +212,10 @@ void freeze_support(int argc, char** argv) {
   if (argc >= 4 && argv && argv[1] && std::strcmp(argv[1], detail::kSpawnMarker) == 0) {
     platform::unset_env(detail::kSpawnEnv);
     detail::spawned_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]));
+  }
+  if (argc >= 5 && argv && argv[1] && std::strcmp(argv[1], detail::kForkserverMarker) == 0) {
+    platform::unset_env(detail::kSpawnEnv);
+    detail::forkserver_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]), detail::parse_fd(argv[4]));
   }
   platform::unset_env(detail::kSpawnEnv);
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "mp/reduction.hpp"
+#include "platform/os.hpp"
 
 namespace mp::detail {
 
@@ -43,5 +44,19 @@ struct PreparationData {
        function, args, handles);
   }
 };
+
+// In a child forked by the forkserver (lib/forkserver.cpp): reads the preparation data from
+// `data`, gives the received `handles` the numbers the data names and `inherited[i]` the number
+// `targets[i]` (without close-on-exec), reports to `status` and runs the target with `parent` as
+// the parent's process handle, then exits. Never returns.
+[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status, platform::Handle parent,
+                                       const std::vector<platform::Handle>& handles,
+                                       const std::vector<platform::Handle>& inherited,
+                                       const std::vector<std::int32_t>& targets);
+
+// The argument that makes a spawned program the forkserver (freeze_support runs it).
+inline constexpr const char* kForkserverMarker = "--mp-forkserver";
+// Runs the forkserver in this process (lib/forkserver.cpp); never returns.
+[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init, platform::Handle status);
 
 }  // namespace mp::detail

@@ -21,7 +21,7 @@ function(mp_sample_test sample methods)
   endforeach()
 endfunction()
 
-set(both "fork;spawn")
+set(both "fork;spawn;forkserver")  # every start method
 set(waiting "Waiting for processes to finish...")
 mp_sample_test(global_variable_fork fork
   exact $<TARGET_FILE:global_variable_fork> 1 "${waiting}" "Value: 0")

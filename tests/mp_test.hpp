@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "mp/forkserver.hpp"
 #include "mp/multiprocessing.hpp"
 
 namespace mp_test {
@@ -21,10 +22,12 @@ using namespace std::chrono_literals;
 // Generous bound for any single blocking call in a test (a hang fails instead of blocking CI).
 inline constexpr auto kTimeout = 30s;
 
-// The pids of the live (non-zombie) direct children of this process, from /proc.
+// The pids of the live (non-zombie) direct children of this process, from /proc, except the
+// forkserver it started (it lives as long as this process, as in CPython).
 inline std::vector<int> live_children() {
   std::vector<int> out;
   const int self = ::getpid();
+  const int server = mp::forkserver::server_pid().value_or(0);
   DIR* d = ::opendir("/proc");
   if (!d) return out;
   while (dirent* e = ::readdir(d)) {
@@ -39,7 +42,7 @@ inline std::vector<int> live_children() {
     char state = 0;
     int ppid = 0;
     rest >> state >> ppid;
-    if (ppid == self && state != 'Z') out.push_back(pid);
+    if (ppid == self && state != 'Z' && pid != server) out.push_back(pid);
   }
   ::closedir(d);
   return out;

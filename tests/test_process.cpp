@@ -461,7 +461,7 @@ TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {
   join_or_fail(p);
   for (int fd : {cloexec[0], cloexec[1], plain[0], plain[1]}) ::close(fd);
   ASSERT_TRUE(p.exitcode());
-  if (GetParam() == "spawn")
+  if (GetParam() != "fork")  // forkserver: as spawn (the server forwards the inheritable ones)
     EXPECT_EQ(*p.exitcode(), kHasPlainPipe | kHasPassedEnds);
   else
     EXPECT_EQ(*p.exitcode() & ~kHasOtherFiles, kHasCloexecPipe | kHasPlainPipe | kHasPassedEnds);
@@ -490,7 +490,7 @@ TEST_P(ProcessTest, SpawnedChildHasDefaultSignalState) {
   ::sigaction(SIGUSR2, &old_usr2, nullptr);
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   join_or_fail(p);
-  EXPECT_EQ(p.exitcode(), GetParam() == "spawn" ? 0 : 1 | 2 | 4);
+  EXPECT_EQ(p.exitcode(), GetParam() != "fork" ? 0 : 1 | 2 | 4);  // forkserver: as spawn
 }
 
 MP_INSTANTIATE_START_METHODS(ProcessTest);
@@ -499,8 +499,9 @@ MP_INSTANTIATE_START_METHODS(ProcessTest);
 
 TEST(ContextTest, StartMethods) {
   const auto all = mp::get_all_start_methods();
-  ASSERT_EQ(all.size(), 2u);
+  ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0], "fork");
+  EXPECT_EQ(all[2], "forkserver");
   EXPECT_EQ(mp::get_context("spawn").get_start_method(), "spawn");
   EXPECT_THROW(mp::get_context("forkserverx"), std::invalid_argument);
   const std::string before = mp::get_start_method();

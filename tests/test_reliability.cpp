@@ -136,19 +136,26 @@ std::vector<int> reap_orphans(std::chrono::milliseconds timeout) {
   std::set<int> mine;
   for (mp::Process& p : mp::active_children())
     if (p.pid()) mine.insert(*p.pid());
+  if (const auto server = mp::forkserver::server_pid()) mine.insert(*server);  // lives as long as we do
   std::vector<int> late;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (auto [pid, state] : children_with_state()) {
-    if (mine.count(pid)) continue;
-    const int fd = pidfd_open(pid);
-    if (fd < 0) continue;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (!wait_end(fd, std::max(left, std::chrono::milliseconds(0)))) {
-      late.push_back(pid);
-      ::kill(pid, SIGKILL);
+  // Again until none is left: an orphan's own children are re-parented to us only when it ends
+  // (e.g. a killed owner's forkserver, which ends after its owner, and the server's children).
+  for (bool found = true; found;) {
+    found = false;
+    for (auto [pid, state] : children_with_state()) {
+      if (mine.count(pid)) continue;
+      const int fd = pidfd_open(pid);
+      if (fd < 0) continue;
+      found = true;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (!wait_end(fd, std::max(left, std::chrono::milliseconds(0)))) {
+        late.push_back(pid);
+        ::kill(pid, SIGKILL);
+      }
+      ::close(fd);
+      ::waitpid(pid, nullptr, 0);
     }
-    ::close(fd);
-    ::waitpid(pid, nullptr, 0);
   }
   return late;
 }

@@ -1,8 +1,9 @@
 // mp/context.hpp — start methods (CPython: multiprocessing/context.py).
 //
-// A Context names a start method: "fork" (POSIX) or "spawn" (everywhere). The default is fork on
-// Linux and spawn on macOS and Windows; the environment variable MP_START_METHOD, read once when
-// the default is first needed, overrides it (used to run a whole program under spawn).
+// A Context names a start method: "fork" (POSIX), "spawn" (everywhere) or "forkserver" (POSIX;
+// mp/forkserver.hpp). The default is fork on Linux and spawn on macOS and Windows; the environment
+// variable MP_START_METHOD, read once when the default is first needed, overrides it (used to run
+// a whole program under spawn).
 //   auto ctx = mp::get_context("spawn");  mp::Process p(ctx, task, args...);
 #pragma once
 

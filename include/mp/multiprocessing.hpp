@@ -21,3 +21,9 @@
 #if __has_include("mp/managers.hpp")
 #include "mp/managers.hpp"
 #endif
+#if __has_include("mp/shared_memory.hpp")
+#include "mp/shared_memory.hpp"
+#endif
+#if __has_include("mp/forkserver.hpp")
+#include "mp/forkserver.hpp"
+#endif

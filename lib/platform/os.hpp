@@ -73,6 +73,9 @@ void set_parent_death_signal(int sig) noexcept;
 void flush_stdio() noexcept;
 // fork(); returns 0 in the child, the pid in the parent. Throws OSError.
 int fork_process();
+// Runs fn() in the child after every fork() (pthread_atfork), e.g. to re-make a mutex another
+// thread held during the fork.
+void at_fork_in_child(void (*fn)());
 // Leaves at once with `code` (no atexit handlers, no static destructors).
 [[noreturn]] void exit_now(int code) noexcept;
 // Runs fn(status) first when the process calls exit()/std::exit() (glibc on_exit), so a forked

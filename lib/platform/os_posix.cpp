@@ -113,6 +113,8 @@ int fork_process() {
   return static_cast<int>(pid);
 }
 
+void at_fork_in_child(void (*fn)()) { ::pthread_atfork(nullptr, nullptr, fn); }
+
 void exit_now(int code) noexcept { ::_exit(code & 0xff); }
 
 void kill_and_reap(int pid) noexcept {

@@ -13,7 +13,7 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SRC} -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH
     -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
-if(NOT last_output MATCHES "consumer ok 42")
+if(NOT last_output MATCHES "consumer ok [0-9]+")  # main.cpp checks the sum (exit status)
   message(FATAL_ERROR "unexpected consumer output: ${last_output}")
 endif()
 file(REMOVE_RECURSE ${WORK_DIR})

@@ -6,6 +6,10 @@
 //   mp_probe exit METHOD        main returns with a daemonic and a normal child running
 //   mp_probe order METHOD       buffered parent output (stdio and std::cout), then a child prints
 //   mp_probe exit-order METHOD  main returns with buffered output while a child waits for stdin
+//   mp_probe shm-attach NAME    attaches to a shared memory segment, prints its size and first byte
+//                               and exits (an unrelated process: CPython gh-82300)
+//   mp_probe shm-create-and-die creates a tracked segment, prints its name, kills itself (SIGKILL)
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +20,7 @@
 #include <thread>
 
 #include "mp/multiprocessing.hpp"
+#include "mp/shared_memory.hpp"
 
 namespace {
 void print_child() { std::printf("child-line\n"); }
@@ -92,6 +97,18 @@ int main(int argc, char** argv) {
     std::printf("daemon %d\nmain returned\n", *d.pid());
     std::fflush(stdout);
     return 0;  // CPython: the daemon is terminated, the other child joined
+  }
+  if (mode == "shm-attach" && argc > 2) {
+    mp::shared_memory::SharedMemory shm(argv[2]);
+    std::printf("%zu %d\n", shm.size(), static_cast<int>(shm.buf()[0]));
+    shm.close();
+    return 0;
+  }
+  if (mode == "shm-create-and-die") {
+    mp::shared_memory::SharedMemory shm(std::nullopt, true, 4096);
+    std::printf("%s\n", shm.name().c_str());
+    std::fflush(stdout);
+    ::kill(::getpid(), SIGKILL);
   }
   if (mode == "delete-self") {
     std::filesystem::remove(argv[2]);

@@ -1,0 +1,414 @@
+// The forkserver (CPython: multiprocessing/forkserver.py): the server's loop, and the client's
+// side that starts it and keeps an authenticated connection to it (mp/forkserver.hpp).
+//
+// The server is this executable started once by spawn (so it is single-threaded and holds no
+// lock of the owner's threads). It listens on a Unix socket (mode 0600) in a private directory;
+// each connection starts with the HMAC challenge of lib/auth.hpp, both ways, with the owner's
+// authkey. A request is one byte with descriptors attached (SCM_RIGHTS): the preparation data
+// (a memfd, as for spawn), the child's bootstrap-status pipe, the pipe for its exit status, a
+// process handle on the requesting process (the child's parent_process()), then the handles of
+// the target's arguments. The server forks; the child runs the target (lib/spawn.cpp,
+// run_forkserver_child); the server answers with the child's pid and a pidfd on it, and writes
+// the exit status into the status pipe once it has reaped the child. It follows its owner's life
+// through a pidfd and exits, removing its socket and directory, as soon as the owner has ended.
+#include "mp/forkserver.hpp"
+
+#include <cerrno>
+#include <new>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+
+#include "acceptor.hpp"
+#include "auth.hpp"
+#include "forkserver_impl.hpp"
+#include "lifeline.hpp"
+#include "load_time_global.hpp"
+#include "mp/errors.hpp"
+#include "platform/conn.hpp"
+#include "platform/forkserver.hpp"
+#include "platform/managers.hpp"
+#include "platform/spawn.hpp"
+#include "process_impl.hpp"
+#include "spawn_data.hpp"
+
+namespace mp {
+namespace detail {
+namespace {
+
+constexpr std::chrono::seconds kHandshakeTimeout{10};
+constexpr char kRequest = 'F';
+
+// A request: this header, then `inherited` int32 descriptor numbers. Attached to it: the
+// preparation data, the bootstrap status pipe, the exit status pipe, a pidfd of the requester,
+// the arguments' handles, then the requester's inheritable descriptors (stdio among them), which
+// the child gets under those numbers, as a spawned child would.
+struct RequestHeader {
+  char tag = kRequest;
+  std::uint32_t inherited = 0;
+};
+
+struct ServerInit {
+  std::string authkey;
+  std::string path;
+  std::string dir;
+  int owner_pid = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(authkey, path, dir, owner_pid);
+  }
+};
+
+// ---------------------------------------------------------------- the server
+
+struct RunningChild {
+  platform::Handle pidfd;
+  platform::Handle exit_status;  // write end; the requester reads the status
+};
+
+struct Server {
+  platform::Handle listener;
+  platform::Handle owner;
+  ServerInit init;
+  std::vector<platform::Handle> connections;
+  std::vector<RunningChild> children;
+
+  // Every descriptor of the server: closed in a forked child.
+  void close_all_in_child(const std::vector<platform::Handle>& keep) const noexcept {
+    auto close_unless_kept = [&](platform::Handle h) {
+      for (platform::Handle k : keep)
+        if (k == h) return;
+      platform::close_handle(h);
+    };
+    close_unless_kept(listener);
+    close_unless_kept(owner);
+    for (platform::Handle c : connections) close_unless_kept(c);
+    for (const RunningChild& c : children) {
+      close_unless_kept(c.pidfd);
+      close_unless_kept(c.exit_status);
+    }
+  }
+
+  [[noreturn]] void leave() noexcept {
+    platform::conn::unlink_path(init.path);
+    platform::remove_directory(init.dir);
+    platform::exit_now(0);
+  }
+
+  void accept_one() {
+    const std::optional<platform::Handle> c = platform::conn::try_accept(listener);
+    if (!c) return;
+    try {
+      // Only the owner and its children can reach the 0600 socket; the deadline still bounds how
+      // long a stuck one holds this single-threaded server.
+      authenticate(*c, init.authkey, kHandshakeTimeout, /*server=*/true);
+      connections.push_back(*c);
+    } catch (const std::exception&) {
+      platform::close_handle(*c);  // a wrong key or a silent peer runs nothing
+    }
+  }
+
+  // One request; false when the connection is finished (EOF or a bad request).
+  bool serve(platform::Handle conn) {
+    RequestHeader header;
+    std::vector<platform::Handle> fds;
+    std::vector<std::int32_t> targets;
+    bool got = false;
+    try {
+      got = platform::forkserver::receive_with_descriptors(conn, &header, sizeof header, fds);
+      if (got && header.tag == kRequest && header.inherited <= platform::forkserver::kMaxDescriptors &&
+          header.inherited + 4 <= fds.size()) {
+        targets.resize(header.inherited);
+        if (!targets.empty())
+          got = platform::forkserver::receive_with_descriptors(conn, targets.data(), targets.size() * sizeof(std::int32_t), fds);
+      } else {
+        got = false;
+      }
+    } catch (const std::exception&) {
+      got = false;
+    }
+    if (!got || header.inherited + 4 > fds.size()) {
+      for (platform::Handle h : fds) platform::close_handle(h);
+      return false;
+    }
+    const platform::Handle data = fds[0], status = fds[1], exit_status = fds[2], parent = fds[3];
+    const std::vector<platform::Handle> handles(fds.begin() + 4, fds.end() - header.inherited);
+    const std::vector<platform::Handle> inherited(fds.end() - header.inherited, fds.end());
+    std::int64_t reply = 0;
+    platform::Handle pidfd = platform::kInvalidHandle;
+    try {
+      const int pid = platform::fork_process();
+      if (pid == 0) {
+        std::vector<platform::Handle> keep(fds);
+        keep.erase(keep.begin() + 2);  // the exit status pipe stays with the server
+        close_all_in_child(keep);
+        platform::close_handle(exit_status);
+        platform::forkserver::ignore_interrupts(false);
+        run_forkserver_child(data, status, parent, handles, inherited, targets);
+      }
+      pidfd = platform::open_process(pid);
+      reply = pid;
+    } catch (const std::system_error& e) {
+      reply = -static_cast<std::int64_t>(e.code().value() ? e.code().value() : EAGAIN);
+    }
+    for (platform::Handle h : fds)
+      if (h != exit_status || pidfd == platform::kInvalidHandle) platform::close_handle(h);
+    try {
+      std::vector<platform::Handle> answer;
+      if (pidfd != platform::kInvalidHandle) answer.push_back(pidfd);
+      platform::forkserver::send_with_descriptors(conn, &reply, sizeof reply, answer);
+    } catch (const std::exception&) {
+      // The requester is gone; the child runs anyway and is reaped below.
+    }
+    if (pidfd != platform::kInvalidHandle) children.push_back({pidfd, exit_status});
+    return true;
+  }
+
+  void reap(std::size_t i) {
+    const RunningChild c = children[i];
+    children.erase(children.begin() + static_cast<std::ptrdiff_t>(i));
+    std::int32_t code = 255;
+    try {
+      if (const std::optional<int> r = platform::reap(c.pidfd, false)) code = *r;
+    } catch (const std::exception&) {
+    }
+    try {
+      platform::conn::write_all(c.exit_status, &code, sizeof code);
+    } catch (const std::exception&) {
+      // Nobody waits for it any more.
+    }
+    platform::close_handle(c.exit_status);
+    platform::close_handle(c.pidfd);
+  }
+
+  [[noreturn]] void run() {
+    for (;;) {
+      std::vector<platform::Handle> waited{owner, listener};
+      waited.insert(waited.end(), connections.begin(), connections.end());
+      for (const RunningChild& c : children) waited.push_back(c.pidfd);
+      const std::vector<std::size_t> ready = platform::wait_any(waited, nullptr);
+      if (!ready.empty() && ready.front() == 0) leave();
+      // From the back, so erasing keeps the earlier indexes valid.
+      for (auto it = ready.rbegin(); it != ready.rend(); ++it) {
+        const std::size_t i = *it;
+        const std::size_t first_child = 2 + connections.size();
+        if (i >= first_child) {
+          reap(i - first_child);
+        } else if (i >= 2) {
+          const platform::Handle conn = connections[i - 2];
+          if (!serve(conn)) {
+            platform::close_handle(conn);
+            connections.erase(connections.begin() + static_cast<std::ptrdiff_t>(i - 2));
+          }
+        } else if (i == 1) {
+          accept_one();
+        }
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- the client
+
+// This process's server (the one it started) and its connection to it. A forked child inherits
+// the parent's record: it connects to the same server (with its own connection) while that
+// runs, and starts its own otherwise.
+struct ClientState {
+  ClientState();
+  std::mutex mutex;
+  int owner_pid = 0;         // the process that started the server
+  int server_pid = 0;
+  platform::Handle server = platform::kInvalidHandle;  // a pidfd, in the owner only
+  std::string path, dir, authkey;
+  int connection_pid = 0;    // the process the connection belongs to
+  platform::Handle connection = platform::kInvalidHandle;
+};
+
+// Never destroyed: used at exit by children's joins. Made while the library loads (no
+// initialization guard a fork could copy half-taken).
+MP_LOAD_TIME_GLOBAL(ClientState, g_client);
+
+ClientState& client() { return g_client.get(); }
+
+// A forked child gets a usable mutex even if another thread held it during the fork.
+ClientState::ClientState() {
+  platform::at_fork_in_child([] { new (&client().mutex) std::mutex; });
+}
+
+void drop_connection(ClientState& s) {
+  platform::close_handle(s.connection);  // in a forked child: its copy of the parent's
+  s.connection = platform::kInvalidHandle;
+  s.connection_pid = 0;
+}
+
+// Reaps a server of ours that has ended, and forgets it.
+bool server_alive(ClientState& s) {
+  if (s.server_pid == 0) return false;
+  if (s.owner_pid != platform::current_pid()) return true;  // a forked child: try to connect
+  const platform::Nanos zero{0};
+  if (!platform::wait_readable(s.server, &zero)) return true;
+  try {
+    platform::reap(s.server, true);
+  } catch (const std::exception&) {
+  }
+  platform::close_handle(s.server);
+  s.server = platform::kInvalidHandle;
+  s.server_pid = 0;
+  platform::conn::unlink_path(s.path);
+  platform::remove_directory(s.dir);
+  return false;
+}
+
+void start_server(ClientState& s) {
+  s.authkey = current_process().authkey();
+  if (s.authkey.empty()) throw AuthenticationError("an empty authkey is not allowed");
+  s.dir = platform::make_private_directory("mp-forkserver-");
+  s.path = s.dir + "/sock";
+  struct Owned {
+    platform::Handle h = platform::kInvalidHandle;
+    ~Owned() { platform::close_handle(h); }
+  } listener, init, status_read, status_write;
+  try {
+    listener.h = platform::conn::listen_unix(s.path, 128, /*owner_only=*/true);
+    const std::string bytes = reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
+    init.h = platform::create_shared_memory(bytes.size());
+    void* p = platform::map_shared(init.h, bytes.size());
+    std::memcpy(p, bytes.data(), bytes.size());
+    platform::unmap(p, bytes.size());
+    std::tie(status_read.h, status_write.h) = platform::make_pipe();
+    const std::string status = std::to_string(status_write.h);
+    const int pid = platform::spawn_process(
+        platform::executable_path(),
+        {platform::executable_display_path(), kForkserverMarker, std::to_string(listener.h), std::to_string(init.h), status},
+        kSpawnEnv, status, {listener.h, init.h, status_write.h});
+    Popen server(pid, platform::open_process(pid));
+    platform::close_handle(status_write.h);
+    status_write.h = platform::kInvalidHandle;
+    await_bootstrap(status_read.h, server);  // the server reports once it listens and watches us
+    s.server = platform::duplicate_handle(server.sentinel());
+    s.server_pid = pid;
+    s.owner_pid = platform::current_pid();
+  } catch (...) {
+    platform::conn::unlink_path(s.path);
+    platform::remove_directory(s.dir);
+    throw;
+  }
+}
+
+platform::Handle connect(ClientState& s) {
+  const platform::Handle c = platform::conn::connect_unix(s.path);
+  try {
+    authenticate_client(c, s.authkey, kHandshakeTimeout);
+  } catch (...) {
+    platform::close_handle(c);
+    throw;
+  }
+  return c;
+}
+
+}  // namespace
+
+[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init_fd, platform::Handle status) {
+  platform::forkserver::ignore_interrupts(true);
+  platform::name_process_after_executable();
+  try {
+    platform::forkserver::close_descriptors_except({listener, init_fd, status});
+  } catch (const std::exception&) {
+  }
+  platform::set_inheritable(status, false);
+  Server server{listener, platform::kInvalidHandle, {}, {}, {}};
+  try {
+    const std::size_t size = platform::shared_memory_size(init_fd);
+    void* p = platform::map_shared(init_fd, size);
+    server.init = reduction::loads<ServerInit>(std::string_view(static_cast<const char*>(p), size));
+    platform::unmap(p, size);
+    platform::close_handle(init_fd);
+    server.owner = open_parent(server.init.owner_pid);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mp forkserver: %s\n", e.what());
+    platform::exit_now(1);
+  }
+  if (server.owner == platform::kInvalidHandle) server.leave();  // the owner is gone already
+  const char ready = 0;
+  try {
+    platform::write_all(status, &ready, 1);
+  } catch (const std::exception&) {
+  }
+  platform::close_handle(status);
+  server.run();
+}
+
+// A connection to this process's server, started if needed; `fresh`: a new one (the previous
+// failed). Called with the client lock held.
+platform::Handle forkserver_connection(bool fresh) {
+  ClientState& s = client();
+  if (fresh || s.connection_pid != platform::current_pid()) drop_connection(s);
+  if (s.connection != platform::kInvalidHandle) return s.connection;
+  if (!server_alive(s)) start_server(s);
+  try {
+    s.connection = connect(s);
+  } catch (const std::exception&) {
+    if (s.owner_pid == platform::current_pid()) throw;
+    // A forked child whose parent's server is gone (or refuses it): one of its own.
+    s.server_pid = 0;
+    start_server(s);
+    s.connection = connect(s);
+  }
+  s.connection_pid = platform::current_pid();
+  return s.connection;
+}
+
+std::mutex& forkserver_mutex() { return client().mutex; }
+
+// Sends a request; returns the child's pid and pidfd. Throws OSError (the fork failed in the
+// server) or EOFError/OSError when the server is gone.
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds) {
+  const std::vector<platform::Handle> inherited = platform::forkserver::inheritable_descriptors();
+  if (fds.size() + inherited.size() > platform::forkserver::kMaxDescriptors)
+    throw ProcessError("mp forkserver: too many descriptors to pass to the child (" +
+                       std::to_string(fds.size() + inherited.size()) + ")");
+  fds.insert(fds.end(), inherited.begin(), inherited.end());
+  RequestHeader header;
+  header.inherited = static_cast<std::uint32_t>(inherited.size());
+  std::string request(reinterpret_cast<const char*>(&header), sizeof header);
+  for (platform::Handle h : inherited) {
+    const auto n = static_cast<std::int32_t>(h);
+    request.append(reinterpret_cast<const char*>(&n), sizeof n);
+  }
+  platform::forkserver::send_with_descriptors(conn, request.data(), request.size(), fds);
+  std::int64_t reply = 0;
+  std::vector<platform::Handle> got;
+  if (!platform::forkserver::receive_with_descriptors(conn, &reply, sizeof reply, got))
+    throw EOFError("mp forkserver: the server closed the connection");
+  if (reply <= 0 || got.size() != 1) {
+    for (platform::Handle h : got) platform::close_handle(h);
+    platform::throw_error(reply < 0 ? static_cast<int>(-reply) : EPROTO, "mp forkserver: cannot start the child");
+  }
+  return {static_cast<int>(reply), got[0]};
+}
+
+std::string forkserver_address() {
+  ClientState& s = client();
+  std::lock_guard lk(s.mutex);
+  return s.server_pid ? s.path : std::string();
+}
+
+}  // namespace detail
+
+namespace forkserver {
+
+void ensure_running() {
+  detail::ClientState& s = detail::client();
+  std::lock_guard lk(s.mutex);
+  detail::forkserver_connection(false);
+}
+
+std::optional<int> server_pid() {
+  detail::ClientState& s = detail::client();
+  std::lock_guard lk(s.mutex);
+  if (s.owner_pid != platform::current_pid() || s.server_pid == 0) return std::nullopt;
+  return s.server_pid;
+}
+
+}  // namespace forkserver
+}  // namespace mp

@@ -1,0 +1,26 @@
+// Internal: the client side of the forkserver (lib/forkserver.cpp) used by
+// lib/popen_forkserver.cpp, and what tests need to reach the server.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "platform/os.hpp"
+
+namespace mp::detail {
+
+// Guards the connection below (one request at a time per process).
+std::mutex& forkserver_mutex();
+// This process's authenticated connection to its server, starting the server if none runs;
+// `fresh`: drop the current connection first (it failed). Call with forkserver_mutex() held.
+platform::Handle forkserver_connection(bool fresh);
+// Sends a request (lib/forkserver.cpp describes it) with the fixed descriptors `fds`; returns
+// the child's pid and a pidfd on it. Throws OSError/EOFError when the server is gone, OSError
+// when its fork failed.
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds);
+// The server's socket path ("" if none was started by this process or its parent).
+std::string forkserver_address();
+
+}  // namespace mp::detail

@@ -1,0 +1,117 @@
+// The forkserver start method, caller's side (CPython: multiprocessing/popen_forkserver.py).
+// The child is the server's (lib/forkserver.cpp): the caller holds a pidfd on it (sentinel,
+// signals) and a pipe on which the server writes its exit status once it has reaped it.
+// start() returns once the child reports that it is bootstrapped, or throws its error.
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <mutex>
+
+#include "forkserver_impl.hpp"
+#include "mp/errors.hpp"
+#include "process_impl.hpp"
+#include "reduction_impl.hpp"
+#include "spawn_data.hpp"
+
+namespace mp::detail {
+
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles);
+
+namespace {
+
+// A child of the forkserver. handle_ is a pidfd (readable once the child has ended, even if the
+// server died); the exit status comes from the server.
+class ForkserverPopen final : public Popen {
+ public:
+  ForkserverPopen(int pid, platform::Handle pidfd, platform::Handle exit_status)
+      : Popen(pid, pidfd), exit_status_(exit_status) {}
+  ~ForkserverPopen() override { platform::close_handle(exit_status_); }
+
+  std::optional<int> poll() override {
+    if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
+    const platform::Nanos zero{0};
+    if (!platform::wait_readable(handle_, &zero)) return std::nullopt;
+    return collect();
+  }
+
+  std::optional<int> wait(const platform::Nanos* timeout) override {
+    if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
+    if (!platform::wait_readable(handle_, timeout)) return std::nullopt;
+    return collect();
+  }
+
+ private:
+  // The child has ended: the server writes its status as soon as it reaps it; if the server
+  // has died, the status is unknown: 255, as CPython.
+  std::optional<int> collect() {
+    std::int32_t code = 255;
+    std::size_t got = 0;
+    try {
+      while (got < sizeof code) {
+        const std::size_t n = platform::read_some(exit_status_, reinterpret_cast<char*>(&code) + got, sizeof code - got);
+        if (n == 0) break;
+        got += n;
+      }
+    } catch (const std::exception&) {
+    }
+    returncode_ = got == sizeof code ? code : 255;
+    return returncode_;
+  }
+
+  platform::Handle exit_status_;
+};
+
+struct Owned {
+  platform::Handle h = platform::kInvalidHandle;
+  Owned() = default;
+  explicit Owned(platform::Handle x) : h(x) {}
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  ~Owned() { platform::close_handle(h); }
+};
+
+}  // namespace
+
+std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
+  std::vector<platform::Handle> handles;
+  const std::string bytes = reduction::dumps(prepare_child(state, handles));
+  Owned data(platform::create_shared_memory(bytes.size()));
+  {
+    void* p = platform::map_shared(data.h, bytes.size());
+    std::memcpy(p, bytes.data(), bytes.size());
+    platform::unmap(p, bytes.size());
+  }
+  auto [status_r, status_w] = platform::make_pipe();
+  Owned status_read(status_r), status_write(status_w);
+  auto [exit_r, exit_w] = platform::make_pipe();
+  Owned exit_read(exit_r), exit_write(exit_w);
+  Owned self(platform::open_process(platform::current_pid()));
+  std::vector<platform::Handle> fds{data.h, status_write.h, exit_write.h, self.h};
+  fds.insert(fds.end(), handles.begin(), handles.end());
+
+  int pid = 0;
+  platform::Handle pidfd = platform::kInvalidHandle;
+  {
+    std::lock_guard lk(forkserver_mutex());
+    for (int attempt = 0;; ++attempt) {
+      try {
+        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds);
+        break;
+      } catch (const EOFError&) {
+        if (attempt > 0) throw;  // the server went away: start a new one, once
+      } catch (const std::system_error& e) {
+        if (attempt > 0 || (e.code().value() != EPIPE && e.code().value() != ECONNRESET &&
+                            e.code().value() != ECONNREFUSED && e.code().value() != ENOENT))
+          throw;
+      }
+    }
+  }
+  status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
+  exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
+  auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.h);
+  exit_read.h = platform::kInvalidHandle;
+  await_bootstrap(status_read.h, *popen);
+  return popen;
+}
+
+}  // namespace mp::detail
