@@ -269,7 +269,7 @@ void start_server(ClientState& s) {
     ~Owned() { platform::close_handle(h); }
   } listener, init, status_read, status_write;
   try {
-    listener.h = platform::conn::listen_unix(s.path, 128, /*owner_only=*/true);
+    listener.h = platform::conn::listen_unix(s.path, 128);  // in a 0700 directory
     const std::string bytes = reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
     init.h = platform::create_shared_memory(bytes.size());
     void* p = platform::map_shared(init.h, bytes.size());
