@@ -98,6 +98,10 @@ struct Server {
   void accept_one() {
     const std::optional<platform::Handle> c = platform::conn::try_accept(listener);
     if (!c) return;
+    if (!platform::peer_is_same_user(*c)) {
+      platform::close_handle(*c);
+      return;
+    }
     try {
       // Only the owner and its children can reach the 0600 socket; the deadline still bounds how
       // long a stuck one holds this single-threaded server.
@@ -262,14 +266,16 @@ bool server_alive(ClientState& s) {
 void start_server(ClientState& s) {
   s.authkey = current_process().authkey();
   if (s.authkey.empty()) throw AuthenticationError("an empty authkey is not allowed");
-  s.dir = platform::make_private_directory("mp-forkserver-");
-  s.path = s.dir + "/sock";
+  // On Linux an abstract socket: nothing in the file system, so a server ended by any signal
+  // (SIGKILL to the program's group included) leaves nothing behind; peers of another user are
+  // refused at accept. Elsewhere a socket in a private directory.
+  s.path = platform::private_socket_address(s.dir);
   struct Owned {
     platform::Handle h = platform::kInvalidHandle;
     ~Owned() { platform::close_handle(h); }
   } listener, init, status_read, status_write;
   try {
-    listener.h = platform::conn::listen_unix(s.path, 128);  // in a 0700 directory
+    listener.h = platform::conn::listen_unix(s.path, 128);
     const std::string bytes = reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
     init.h = platform::create_shared_memory(bytes.size());
     void* p = platform::map_shared(init.h, bytes.size());

@@ -22,12 +22,10 @@ using namespace std::chrono_literals;
 // Generous bound for any single blocking call in a test (a hang fails instead of blocking CI).
 inline constexpr auto kTimeout = 30s;
 
-// The pids of the live (non-zombie) direct children of this process, from /proc, except the
-// forkserver it started (it lives as long as this process, as in CPython).
-inline std::vector<int> live_children() {
-  std::vector<int> out;
+// Every direct child of this process (zombies included) with its state letter, from /proc.
+inline std::vector<std::pair<int, char>> children_with_state() {
+  std::vector<std::pair<int, char>> out;
   const int self = ::getpid();
-  const int server = mp::forkserver::server_pid().value_or(0);
   DIR* d = ::opendir("/proc");
   if (!d) return out;
   while (dirent* e = ::readdir(d)) {
@@ -42,9 +40,19 @@ inline std::vector<int> live_children() {
     char state = 0;
     int ppid = 0;
     rest >> state >> ppid;
-    if (ppid == self && state != 'Z' && pid != server) out.push_back(pid);
+    if (ppid == self) out.emplace_back(pid, state);
   }
   ::closedir(d);
+  return out;
+}
+
+// The pids of the live (non-zombie) direct children of this process, except the forkserver it
+// started (it lives as long as this process, as in CPython).
+inline std::vector<int> live_children() {
+  std::vector<int> out;
+  const int server = mp::forkserver::server_pid().value_or(0);
+  for (auto [pid, state] : children_with_state())
+    if (state != 'Z' && pid != server) out.push_back(pid);
   return out;
 }
 

@@ -34,23 +34,13 @@ void sleep_forever() {
 void exit_thread() { ::pthread_exit(nullptr); }
 void set_flag(mp::RawValue<int> flag) { flag.set_value(1); }
 
-// The pids of every direct child of this process, zombies included, from /proc.
+// The pids of every direct child of this process, zombies included, except the forkserver it
+// started (a forkserver child is the server's child, not ours).
 std::vector<int> all_children() {
   std::vector<int> out;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const int pid = std::atoi(e.path().filename().c_str());
-    if (pid <= 0) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    const auto rp = line.rfind(')');
-    if (rp == std::string::npos) continue;
-    std::istringstream rest(line.substr(rp + 2));
-    char state = 0;
-    int ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == ::getpid()) out.push_back(pid);
-  }
+  const int server = mp::forkserver::server_pid().value_or(0);
+  for (auto [pid, state] : children_with_state())
+    if (pid != server) out.push_back(pid);
   return out;
 }
 

@@ -103,27 +103,6 @@ std::optional<std::chrono::milliseconds> wait_end(int pidfd, std::chrono::millis
   }
 }
 
-// All direct children of this process (zombies included).
-std::vector<std::pair<int, char>> children_with_state() {
-  std::vector<std::pair<int, char>> out;
-  const int self = ::getpid();
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const int pid = std::atoi(e.path().filename().c_str());
-    if (pid <= 0) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    const auto rp = line.rfind(')');
-    if (rp == std::string::npos) continue;
-    std::istringstream rest(line.substr(rp + 2));
-    char state = 0;
-    int ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == self) out.emplace_back(pid, state);
-  }
-  return out;
-}
-
 int zombie_children() {
   int n = 0;
   for (auto [pid, state] : children_with_state()) n += state == 'Z';
