@@ -21,3 +21,6 @@
 #if __has_include("mp/managers.hpp")
 #include "mp/managers.hpp"
 #endif
+#if __has_include("mp/pool.hpp")
+#include "mp/pool.hpp"
+#endif

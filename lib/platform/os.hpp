@@ -59,6 +59,8 @@ std::optional<int> reap(Handle process, bool block);
 void send_signal(Handle process, int sig);  // no error if the process already ended
 inline constexpr int kTerminateSignal = 15;  // SIGTERM
 inline constexpr int kKillSignal = 9;       // SIGKILL
+// The signal's name, e.g. "SIGKILL" ("signal N" when unknown).
+std::string signal_name(int sig);
 // Makes the calling process receive `sig` when its parent thread ends (0 = off). No-op where
 // the OS has no such facility.
 void set_parent_death_signal(int sig) noexcept;
