@@ -13,6 +13,8 @@
 
 #include "mp/pool.hpp"
 #include "mp_test.hpp"
+#include "platform/os.hpp"
+#include "queue_faults.hpp"
 
 namespace {
 
@@ -309,6 +311,260 @@ TEST_P(PoolTest, Destructor) {
 }
 
 MP_INSTANTIATE_START_METHODS(PoolTest);
+
+// ---- Guarantees beyond CPython (docs/RELIABILITY.md), each under every start method.
+class PoolGuarantee : public PoolTest {};
+
+int die_sigkill(int) {
+  ::kill(::getpid(), SIGKILL);
+  return 0;
+}
+int die_abort(int) { std::abort(); }
+int die_exit(int) { std::exit(3); }
+
+// 1. A worker that dies fails only the task it was running; the tasks it had been handed but
+// had not started complete elsewhere; it is replaced.
+TEST_P(PoolGuarantee, WorkerDeathFailsOnlyItsTask) {
+  mp::Pool pool(ctx(), 1);  // one worker: the tasks behind the fatal one were handed to it
+  auto before = pool.apply_async(sqr_slow, 2, 0.05);
+  auto fatal = pool.apply_async(die_sigkill, 0);
+  std::vector<mp::AsyncResult<int>> after;
+  for (int i = 0; i < 6; ++i) after.push_back(pool.apply_async(sqr, i));
+  EXPECT_EQ(before.get(kTimeout), 4);
+  try {
+    fatal.get(kTimeout);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("SIGKILL"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(e.pid())), std::string::npos) << e.what();
+    EXPECT_EQ(e.exitcode(), -SIGKILL);
+  }
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(after[static_cast<std::size_t>(i)].get(kTimeout), i * i);
+  EXPECT_EQ(pool.apply(sqr, 9), 81);  // replaced, and the pool goes on
+}
+
+TEST_P(PoolGuarantee, WorkerAbortAndExit) {
+  mp::Pool pool(ctx(), 2);
+  try {
+    pool.apply(die_abort, 0);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("SIGABRT"), std::string::npos) << e.what();
+  }
+  try {
+    pool.apply(die_exit, 0);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("exited with code 3"), std::string::npos) << e.what();
+    EXPECT_EQ(e.exitcode(), 3);
+  }
+  // In a map, the whole map fails (as any task error does); an imap fails only at that item.
+  EXPECT_THROW(pool.map(die_sigkill, std::vector<int>{1}), mp::WorkerLostError);
+  auto it = pool.imap(raise_at_5, std::views::iota(0, 8), 1);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_THROW(it.next(kTimeout), std::out_of_range);
+  EXPECT_EQ(pool.apply(sqr, 4), 16);
+}
+
+// 2. A result that cannot be serialized, or decoded, fails only its own task.
+struct Unsendable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive&) const {
+    throw mp::PicklingError("cannot serialize Unsendable");
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(v);
+  }
+};
+struct Undecodable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(v);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(v);
+    if (v == 3) throw mp::UnpicklingError("cannot decode Undecodable 3");
+  }
+};
+Unsendable make_unsendable(int v) { return {v}; }
+Undecodable make_undecodable(int v) { return {v}; }
+
+TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
+  mp::Pool pool(ctx(), 2);
+  EXPECT_THROW(pool.apply(make_unsendable, 1), mp::PicklingError);
+  EXPECT_EQ(pool.apply(sqr, 5), 25);
+  EXPECT_THROW(pool.apply(make_undecodable, 3), mp::UnpicklingError);
+  EXPECT_EQ(pool.apply(make_undecodable, 4).v, 4);
+  auto it = pool.imap(make_undecodable, std::views::iota(0, 6), 1);
+  for (int i = 0; i < 6; ++i) {
+    if (i == 3) {
+      EXPECT_THROW(it.next(kTimeout), mp::UnpicklingError);
+    } else {
+      EXPECT_EQ(it.next(kTimeout)->v, i);
+    }
+  }
+  EXPECT_EQ(it.next(kTimeout), std::nullopt);
+}
+
+// 3. A callback that throws does not stop the pool's result thread.
+TEST_P(PoolGuarantee, ThrowingCallback) {
+  mp::Pool pool(ctx(), 2);
+  for (int i = 0; i < 3; ++i) {
+    auto r = pool.apply_async(mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, i);
+    EXPECT_EQ(r.get(kTimeout), i * i);
+    auto e = pool.apply_async(mp::callbacks(nullptr, [](std::exception_ptr) { throw std::runtime_error("error callback fails"); }),
+                              raise_invalid, i);
+    EXPECT_THROW(e.get(kTimeout), std::invalid_argument);
+  }
+  EXPECT_EQ(pool.map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
+// 4. imap/imap_unordered read a huge lazy input lazily, with bounded buffering.
+std::atomic<long long> g_pulled{0};
+long long ident(long long x) { return x; }
+
+TEST_P(PoolGuarantee, LazyBoundedImap) {
+  mp::Pool pool(ctx(), 2);
+  for (bool ordered : {true, false}) {
+    g_pulled = 0;
+    auto input = std::views::iota(0LL, 100'000'000LL) | std::views::transform([](long long i) {
+                   ++g_pulled;
+                   return i;
+                 });
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      auto it = ordered ? pool.imap(ident, input) : pool.imap_unordered(ident, input);
+      ASSERT_TRUE(it.next(kTimeout).has_value());
+      EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+      for (int i = 0; i < 100'000; ++i) ASSERT_TRUE(it.next(kTimeout).has_value());
+      // Bounded: a few chunks in flight, whatever the input's length.
+      EXPECT_LT(g_pulled.load(), 2'000'000);
+    }  // abandoning a partly consumed iterator stops reading the input
+  }
+  // close() + join() with a partly consumed iterator of a finite input: no deadlock.
+  auto it = pool.imap(sqr, std::views::iota(0, 20'000));
+  EXPECT_EQ(it.next(kTimeout), 0);
+  pool.close();
+  pool.join();
+  int n = 1;
+  while (it.next(kTimeout)) ++n;
+  EXPECT_EQ(n, 20'000);
+}
+
+// 5. maxtasksperchild never strands queued work.
+TEST_P(PoolGuarantee, MaxTasksPerChildStrandsNothing) {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .maxtasksperchild = 1, .context = ctx()});
+  std::vector<int> in(40);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> want;
+  for (int x : in) want.push_back(x * x);
+  EXPECT_EQ(pool.map_async(sqr, in, 1).get(kTimeout), want);
+  std::vector<int> got;
+  for (int x : pool.imap(sqr, in)) got.push_back(x);
+  EXPECT_EQ(got, want);
+  pool.close();
+  pool.join();
+}
+
+// 6. terminate() is bounded even when a worker died holding the result queue's lock.
+// Kills the first worker to reach the fault point (a shared object passed as initargs).
+std::optional<mp::Value<int>> g_fired;
+void die_in_result_put(mp::Value<int> fired) {
+  g_fired = fired;
+  mp::detail::queue_fault = [](mp::detail::QueueFault f) {
+    if (f != mp::detail::QueueFault::producer_switch_recorded) return;
+    std::lock_guard g(g_fired->get_lock());
+    if (g_fired->value() != 0) return;
+    g_fired->set_value(1);
+    ::kill(::getpid(), SIGKILL);
+  };
+}
+std::string big_result(int n) { return std::string(static_cast<std::size_t>(n), 'x'); }
+
+TEST_P(PoolGuarantee, TerminateAfterDeathHoldingQueueLock) {
+  mp::Value<int> fired(0);
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx()}, die_in_result_put, fired);
+  // Results of 1 MiB soon make a worker switch rings inside put(): it dies holding the lock.
+  bool lost = false;
+  for (int i = 0; i < 40 && !lost; ++i) {
+    try {
+      pool.apply(big_result, 1 << 20);
+    } catch (const mp::WorkerLostError&) {
+      lost = true;
+    }
+  }
+  EXPECT_TRUE(lost);
+  EXPECT_EQ(pool.apply(sqr, 3), 9);  // the lock was taken over
+  const auto t0 = std::chrono::steady_clock::now();
+  pool.terminate();
+  pool.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
+// 7. Workers die with their owner, also when it is SIGKILLed or interrupted (Ctrl-C).
+int slow_pid(double seconds) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  return ::getpid();
+}
+void pool_owner(mp::Queue<int> pids, std::string method) {
+  mp::Pool pool(mp::get_context(method), 2);
+  for (int pid : pool.map(slow_pid, std::vector<double>{0.2, 0.2}, 1)) pids.put(pid);
+  pids.put(0);
+  std::this_thread::sleep_for(60s);
+}
+
+TEST_P(PoolGuarantee, WorkersDieWithOwner) {
+  for (int sig : {SIGKILL, SIGINT}) {
+    mp::Queue<int> pids;
+    mp::Process owner(ctx(), pool_owner, pids, GetParam());
+    owner.start();
+    std::vector<int> workers;
+    for (int pid = pids.get(true, kTimeout); pid != 0; pid = pids.get(true, kTimeout)) workers.push_back(pid);
+    ASSERT_FALSE(workers.empty());
+    ::kill(*owner.pid(), sig);
+    mp_test::join_or_fail(owner);
+    EXPECT_EQ(owner.exitcode(), -sig);
+    const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    for (int w : workers) {
+      while (!mp::platform::process_dead(w) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+      EXPECT_TRUE(mp::platform::process_dead(w)) << "worker " << w << " outlived its pool's process";
+    }
+  }
+}
+
+// 8. Per-task time limit: the task fails with TimeoutError, its worker is replaced.
+TEST_P(PoolGuarantee, TaskTimeout) {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx(), .task_timeout = 300ms});
+  auto slow = pool.apply_async(sqr_slow, 3, 30.0);
+  auto fast = pool.apply_async(sqr_slow, 4, 0.01);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(slow.get(kTimeout), mp::TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_EQ(fast.get(kTimeout), 16);
+  EXPECT_EQ(pool.apply(sqr, 5), 25);
+}
+
+// 9. chunksize left out adapts: tiny tasks are batched, long ones are not.
+TEST_P(PoolGuarantee, AdaptiveChunksize) {
+  mp::Pool pool(ctx(), 2);
+  std::vector<int> in(100'000);
+  std::iota(in.begin(), in.end(), 0);
+  const auto before = pool.chunks_sent();
+  const auto out = pool.map(sqr, in);
+  ASSERT_EQ(out.size(), in.size());
+  EXPECT_EQ(out[300], 90'000);
+  EXPECT_LT(pool.chunks_sent() - before, 500u);  // far fewer chunks than items
+  const auto before_long = pool.chunks_sent();
+  pool.starmap(sqr_slow, std::vector<std::tuple<int, double>>(24, {2, 0.01}));
+  EXPECT_EQ(pool.chunks_sent() - before_long, 24u);  // a task of 10 ms is not batched
+}
+
+MP_INSTANTIATE_START_METHODS(PoolGuarantee);
 
 // ThreadPool: the same API over threads, any callable.
 TEST(ThreadPool, Api) {
