@@ -354,7 +354,7 @@ class ProcessEngine final : public Engine {
     WorkerChannels ch{w.tasks, results_, slots_, static_cast<std::uint32_t>(i), cfg_.maxtasks, initializer_code_};
     slot(i).task.store(0, std::memory_order_relaxed);
     Process p = cfg_.factory(ctx_, ch);
-    p.set_name(std::string("Pool") + "Worker-" + std::to_string(++worker_count_));
+    p.set_name(std::string(cfg_.name) + "Worker-" + std::to_string(++worker_count_));
     p.set_daemon(true);
     p.start();
     w.pid = p.pid().value_or(0);
@@ -656,7 +656,8 @@ class ProcessEngine final : public Engine {
     {
       std::lock_guard g(mu_);
       kill_all();
-      const std::exception_ptr e = broken_ ? broken_ : terminated();
+      const std::exception_ptr e =
+          broken_ ? broken_ : cfg_.broken_error ? cfg_.broken_error("the executor's workers were terminated") : terminated();
       for (auto& w : workers_) {
         for (auto& f : w.inflight) d.failures.emplace_back(std::move(f.job), e);
         w.inflight.clear();

@@ -301,21 +301,8 @@ class BasicPool {
   }
   template <class OnResult, class OnError, class F, class... A>
   auto apply_async(Callbacks<OnResult, OnError> cb, F&& f, A&&... args) {
-    auto fn = task_function<Threads>(std::forward<F>(f));
-    using Fn = decltype(fn);
-    using Args = typename ArgsOf<Threads, Fn, A...>::type;
-    if constexpr (!Threads) {
-      static_assert(std::tuple_size_v<Args> == sizeof...(A), "mp::Pool::apply: wrong number of arguments for the task");
-      check_args<Args>();
-    }
-    using R = ResultOf<Fn, Args>;
-    std::vector<Args> items;
-    items.emplace_back(std::forward<A>(args)...);
-    auto state = std::make_shared<State<R>>();
-    auto sink = std::make_shared<StateSink<R, true>>(state, make_callbacks<R>(std::move(cb.on_result), std::move(cb.on_error)));
-    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)),
-                                                           sink, std::size_t{1}));
-    return AsyncResult<R>(state);
+    auto state = submit_one(std::move(cb), std::forward<F>(f), std::forward<A>(args)...);
+    return AsyncResult<typename decltype(state)::element_type::Result>(std::move(state));
   }
 
   // pool.map(f, iterable, chunksize): the input is read first (as CPython's list(iterable)).
@@ -394,6 +381,26 @@ class BasicPool {
   explicit BasicPool(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {}
 
   void submit(std::shared_ptr<Job> job) { engine_->submit(std::move(job)); }
+
+  // One call f(args...) (apply_async, submit): its State.
+  template <class OnResult, class OnError, class F, class... A>
+  auto submit_one(Callbacks<OnResult, OnError> cb, F&& f, A&&... args) {
+    auto fn = task_function<Threads>(std::forward<F>(f));
+    using Fn = decltype(fn);
+    using Args = typename ArgsOf<Threads, Fn, A...>::type;
+    if constexpr (!Threads) {
+      static_assert(std::tuple_size_v<Args> == sizeof...(A), "mp::Pool::apply: wrong number of arguments for the task");
+      check_args<Args>();
+    }
+    using R = ResultOf<Fn, Args>;
+    std::vector<Args> items;
+    items.emplace_back(std::forward<A>(args)...);
+    auto state = std::make_shared<State<R>>();
+    auto sink = std::make_shared<StateSink<R, true>>(state, make_callbacks<R>(std::move(cb.on_result), std::move(cb.on_error)));
+    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)),
+                                                           sink, std::size_t{1}));
+    return state;
+  }
   void check_running() const {
     if (!engine_->running()) throw std::invalid_argument("Pool not running");
   }

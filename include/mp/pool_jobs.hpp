@@ -290,6 +290,7 @@ using Stored = std::conditional_t<std::is_void_v<R>, Nothing, R>;
 // The state of an AsyncResult or Future.
 template <class R>
 struct State {
+  using Result = R;
   enum Status { pending, running, finished, cancelled };
   std::mutex mutex;
   std::condition_variable cv;
