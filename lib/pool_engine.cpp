@@ -28,6 +28,7 @@
 #include "mp/pool_jobs.hpp"
 #include "platform/os.hpp"
 #include "remote_error.hpp"
+#include "spin.hpp"
 
 namespace mp {
 
@@ -56,6 +57,11 @@ void report_callback_error(const char* where, std::exception_ptr error) noexcept
 }
 
 std::exception_ptr current_error() noexcept { return std::current_exception(); }
+
+bool spin_until(const std::atomic<bool>& flag) noexcept {
+  thread_local AdaptiveSpin spin(std::chrono::microseconds(1), std::chrono::microseconds(50));
+  return spin.spin_yielding([&] { return flag.load(std::memory_order_acquire); });
+}
 
 namespace {
 
@@ -168,8 +174,13 @@ void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
 namespace {
 
 // Chunks per worker handed out ahead: one running, one waiting, so a worker never idles while
-// the parent reacts to its last result.
+// the parent reacts to its last result. When chunks take under kShortChunkNs (measured, as a
+// moving average), up to kDeepDepth: the parent then answers in batches and workers do not sleep
+// between chunks. Depth never affects which chunk fails when a worker dies (the others go to
+// other workers), only how evenly long chunks spread.
 constexpr std::size_t kDepth = 2;
+constexpr std::size_t kDeepDepth = 64;
+constexpr double kShortChunkNs = 50'000;
 constexpr Nanos kTick = std::chrono::milliseconds(10);
 
 enum class RunState { run, close, terminate };
@@ -382,7 +393,7 @@ class ProcessEngine final : public Engine {
   }
 
   bool has_room(const Worker& w) const {
-    if (!w.proc || w.stop_sent || w.inflight.size() >= kDepth) return false;
+    if (!w.proc || w.stop_sent || w.inflight.size() >= depth_) return false;
     return cfg_.maxtasks == 0 || w.sent < cfg_.maxtasks;
   }
 
@@ -460,13 +471,13 @@ class ProcessEngine final : public Engine {
     Deliveries d;
     auto last_check = platform::Clock::now();
     for (;;) {
-      bool got = false;
+      bool got = false, woken = false;
       try {
         got = results_.get(&copy_item, &msg, &kTick);
       } catch (...) {
         got = false;
       }
-      if (got) handle_message(msg, d);
+      if (got) woken = handle_message(msg, d);
       // Drain whatever else is there before taking the lock for bookkeeping.
       const Nanos zero{0};
       for (int i = 0; got && i < 256; ++i) {
@@ -475,7 +486,7 @@ class ProcessEngine final : public Engine {
         } catch (...) {
           break;
         }
-        handle_message(msg, d);
+        woken |= handle_message(msg, d);
       }
       {
         std::lock_guard g(mu_);
@@ -486,7 +497,7 @@ class ProcessEngine final : public Engine {
       }
       d.run();
       const auto now = platform::Clock::now();
-      if (!got || now - last_check >= kTick) {
+      if (!got || woken || now - last_check >= kTick) {
         last_check = now;
         if (check_workers(d)) {
           d.run();
@@ -497,9 +508,9 @@ class ProcessEngine final : public Engine {
     }
   }
 
-  // A message from the result queue; engine thread.
-  void handle_message(const std::string& msg, Deliveries& d) {
-    if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult) return;
+  // A message from the result queue; engine thread. Returns whether it was a wake-up.
+  bool handle_message(const std::string& msg, Deliveries& d) {
+    if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult) return true;
     ResultHeader rh;
     std::memcpy(&rh, msg.data(), sizeof rh);
     Outcome o;
@@ -511,14 +522,17 @@ class ProcessEngine final : public Engine {
       o.error = decode_error(std::string_view(msg.data() + sizeof rh, msg.size() - sizeof rh));
     }
     std::lock_guard g(mu_);
-    if (rh.worker >= workers_.size()) return;
+    chunk_ns_ = chunk_ns_ == 0 ? static_cast<double>(rh.ns) : 0.9 * chunk_ns_ + 0.1 * static_cast<double>(rh.ns);
+    depth_ = chunk_ns_ < kShortChunkNs ? kDeepDepth : kDepth;
+    if (rh.worker >= workers_.size()) return false;
     auto& q = workers_[rh.worker].inflight;
     for (auto it = q.begin(); it != q.end(); ++it) {
       if (it->id != rh.id) continue;
       d.items.push_back({std::move(it->job), it->index, std::move(o)});
       q.erase(it);
-      return;
+      return false;
     }
+    return false;
   }
 
   // Every tick: dead workers, time limits, close and terminate. True when the engine is done.
@@ -562,17 +576,25 @@ class ProcessEngine final : public Engine {
       const bool idle = jobs_.empty() && retry_.empty() &&
                         std::all_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.inflight.empty(); });
       if (idle) {
-        bool all_gone = true;
+        std::vector<Process> stopping;
         for (auto& w : workers_) {
           if (!w.proc) continue;
-          all_gone = false;
           if (!w.stop_sent) {
             const std::uint8_t k = kStop;
             w.tasks.put(&k, 1, nullptr);
             w.stop_sent = true;
           }
+          stopping.push_back(*w.proc);
         }
-        if (all_gone) return true;
+        if (stopping.empty()) return true;
+        // Idle workers told to stop end at once: wait for them here rather than a tick each.
+        g.unlock();
+        bool all_ended = true;
+        for (auto& p : stopping) {
+          p.join(std::chrono::milliseconds(100));
+          all_ended = all_ended && p.exitcode().has_value();
+        }
+        if (all_ended) return check_workers(d);
       }
     }
     return false;
@@ -718,6 +740,8 @@ class ProcessEngine final : public Engine {
   bool kill_signal_ = false;
   std::exception_ptr broken_;
   std::atomic<std::uint64_t> chunks_sent_{0};
+  double chunk_ns_ = 0;
+  std::size_t depth_ = kDepth;
   std::thread thread_;
 };
 
