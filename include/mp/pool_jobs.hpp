@@ -439,10 +439,12 @@ class RangeSource final : public Source<Args> {
 // Chunk size when none is given (guarantee 9): each chunk aims at about kTargetChunkNs of work,
 // from the time the workers measured on this job's chunks so far (joblib's auto batching), never
 // more than a quarter of a worker's share of a known input (so load stays balanced), and starting
-// from one item (a long task is never batched behind another).
+// from one item (a long task is never batched behind another). A lazy input's chunks stay under
+// kMaxLazyChunk items, which with the iterator's window bounds the items read ahead.
 struct Chunking {
   static constexpr std::uint64_t kTargetChunkNs = 2'000'000;
   static constexpr std::size_t kMaxChunk = std::size_t{1} << 16;
+  static constexpr std::size_t kMaxLazyChunk = 4096;
   std::optional<std::size_t> fixed;
   double ns_per_item = 0;  // 0: nothing measured yet
   std::size_t next_size(std::optional<std::size_t> remaining, int processes) const {
@@ -452,7 +454,11 @@ struct Chunking {
       const double want = static_cast<double>(kTargetChunkNs) / ns_per_item;
       size = want >= static_cast<double>(kMaxChunk) ? kMaxChunk : std::max<std::size_t>(1, static_cast<std::size_t>(want));
     }
-    if (remaining) size = std::min(size, std::max<std::size_t>(1, *remaining / (4 * static_cast<std::size_t>(processes))));
+    if (remaining) {
+      size = std::min(size, std::max<std::size_t>(1, *remaining / (4 * static_cast<std::size_t>(processes))));
+    } else {
+      size = std::min(size, kMaxLazyChunk);
+    }
     return size;
   }
   void measured(std::uint64_t ns, std::size_t items) {
