@@ -310,6 +310,33 @@ TEST_P(PoolTest, Destructor) {
   EXPECT_FALSE(r.successful());
 }
 
+// Shared objects: as initargs they travel with the workers (TerminateAfterDeathHoldingQueueLock
+// passes a Value); proxies are valid task arguments; an OS-handle object (Value, Lock, Queue) as a
+// task argument fails that task with CPython's message.
+int set_in_dict(mp::managers::DictProxy<std::string, int> d, int v) {
+  d.setitem("k", v);
+  return v;
+}
+int read_value(mp::Value<int> v) { return v.value(); }
+
+TEST_P(PoolTest, SharedObjectsAsTaskArguments) {
+  auto manager = mp::Manager();
+  auto d = manager.dict<std::string, int>();
+  mp::Pool pool(ctx(), 1);
+  EXPECT_EQ(pool.apply(set_in_dict, d, 5), 5);
+  EXPECT_EQ(d.get("k"), 5);
+  mp::Value<int> v(3);
+  try {
+    pool.apply(read_value, v);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("should only be shared between processes through inheritance"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(pool.apply(sqr, 2), 4);
+  manager.shutdown();
+}
+
 MP_INSTANTIATE_START_METHODS(PoolTest);
 
 // ---- Guarantees beyond CPython (docs/RELIABILITY.md), each under every start method.

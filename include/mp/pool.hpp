@@ -12,9 +12,10 @@
 // (mp/reduction.hpp), under every start method: workers exist from construction (a fork worker
 // does not see globals changed later), and a task's function travels as its code location, its
 // arguments as bytes. A task whose types cannot be sent does not compile. ThreadPool takes any
-// callable and sends nothing. Shared objects (Lock, Value, Queue, ...) are valid initargs; as task
-// arguments they need no pool at all under fork-free designs and are refused as in CPython
-// ("... objects should only be shared between processes through inheritance").
+// callable and sends nothing. Shared objects (Lock, Value, Queue, ...) are valid initargs (they
+// travel as the workers start); manager proxies are valid task arguments too. An object backed by
+// an OS handle (Lock, Value, Queue, ...) as a task argument fails that task as in CPython ("...
+// objects should only be shared between processes through inheritance"): pass it as initargs.
 //
 // An exception escaping a task is rethrown by get(), map() and the iterators: the same type for
 // the <stdexcept> types and mp's own errors, else mp::RemoteError(type name, message).
