@@ -634,7 +634,8 @@ class ProcessEngine final : public Engine {
         if (msg.size() >= sizeof(TaskHeader) && static_cast<std::uint8_t>(msg[0]) == kTask) {
           TaskHeader th;
           std::memcpy(&th, msg.data(), sizeof th);
-          queued.push_back(th.id);
+          const std::uint64_t id = th.id;  // a packed field: copied, not bound to a reference
+          queued.push_back(id);
         }
       }
     }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -133,12 +134,15 @@ TEST_P(FuturesTest, CancelAndShutdownCancelFutures) {
 
 TEST_P(FuturesTest, DoneCallbacks) {
   fut::ProcessPoolExecutor ex(ctx(), 2);
-  std::atomic<int> seen{0};
+  std::promise<int> seen;
   auto f = ex.submit(sqr, 4);
-  f.add_done_callback([&](fut::Future<int> g) { seen = g.result(); });
+  f.add_done_callback([&](fut::Future<int> g) { seen.set_value(g.result()); });
   f.add_done_callback([](fut::Future<int>) { throw std::runtime_error("callback fails"); });
   f.result(kTimeout);
-  EXPECT_EQ(seen.load(), 16);  // done callbacks run before waiters wake
+  // As in CPython, waiters may wake before the done callbacks have run.
+  auto seen_value = seen.get_future();
+  ASSERT_EQ(seen_value.wait_for(kTimeout), std::future_status::ready);
+  EXPECT_EQ(seen_value.get(), 16);
   std::atomic<bool> immediate{false};
   f.add_done_callback([&](fut::Future<int>) { immediate = true; });
   EXPECT_TRUE(immediate.load());

@@ -585,12 +585,12 @@ TEST_P(PoolGuarantee, TaskTimeout) {
 // 9. chunksize left out adapts: tiny tasks are batched, long ones are not.
 TEST_P(PoolGuarantee, AdaptiveChunksize) {
   mp::Pool pool(ctx(), 2);
-  std::vector<int> in(100'000);
+  std::vector<long long> in(100'000);
   std::iota(in.begin(), in.end(), 0);
   const auto before = pool.chunks_sent();
-  const auto out = pool.map(sqr, in);
+  const auto out = pool.map(ident, in);
   ASSERT_EQ(out.size(), in.size());
-  EXPECT_EQ(out[300], 90'000);
+  EXPECT_EQ(out[300], 300);
   EXPECT_LT(pool.chunks_sent() - before, 500u);  // far fewer chunks than items
   const auto before_long = pool.chunks_sent();
   pool.starmap(sqr_slow, std::vector<std::tuple<int, double>>(24, {2, 0.01}));

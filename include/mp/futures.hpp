@@ -90,12 +90,14 @@ class Future {
       std::lock_guard g(state_->mutex);
       if (state_->status == State::cancelled) return true;
       if (state_->status != State::pending) return false;
+      state_->status = State::cancelled;  // from now on no worker takes it
     }
     state_->complete(State::cancelled);
-    return cancelled();
+    return true;
   }
-  // fn(future) runs when the future is done (at once if it is); an exception it throws is
-  // reported on stderr and ignored, as CPython logs it.
+  // fn(future) runs when the future is done (at once if it is), in the thread that completed it;
+  // as in CPython, result() may return before it has run. An exception it throws is reported on
+  // stderr and ignored, as CPython logs it.
   template <class F>
   void add_done_callback(F fn) {
     Future self = *this;
@@ -320,10 +322,10 @@ AsCompleted<R> as_completed(const std::vector<Future<R>>& fs, std::chrono::durat
 
 // ProcessPoolExecutor(max_workers, mp_context, initializer, initargs, max_tasks_per_child).
 struct ProcessPoolExecutorOptions {
-  std::optional<int> max_workers;  // default: cpu_count()
-  std::optional<Context> mp_context;
-  std::optional<int> max_tasks_per_child;
-  std::optional<std::chrono::nanoseconds> task_timeout;  // beyond CPython: see PoolOptions
+  std::optional<int> max_workers = std::nullopt;  // default: cpu_count()
+  std::optional<Context> mp_context = std::nullopt;
+  std::optional<int> max_tasks_per_child = std::nullopt;
+  std::optional<std::chrono::nanoseconds> task_timeout = std::nullopt;  // beyond CPython: see PoolOptions
 };
 
 namespace detail {
@@ -389,9 +391,8 @@ MP_API std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(std
 class ProcessPoolExecutor : public detail::BasicExecutor<false> {
  public:
   ProcessPoolExecutor() : ProcessPoolExecutor(ProcessPoolExecutorOptions{}) {}
-  explicit ProcessPoolExecutor(int max_workers) : ProcessPoolExecutor(ProcessPoolExecutorOptions{.max_workers = max_workers}) {}
-  ProcessPoolExecutor(const Context& ctx, int max_workers)
-      : ProcessPoolExecutor(ProcessPoolExecutorOptions{.max_workers = max_workers, .mp_context = ctx}) {}
+  explicit ProcessPoolExecutor(int max_workers) : ProcessPoolExecutor(make_options(max_workers, std::nullopt)) {}
+  ProcessPoolExecutor(const Context& ctx, int max_workers) : ProcessPoolExecutor(make_options(max_workers, ctx)) {}
   explicit ProcessPoolExecutor(const ProcessPoolExecutorOptions& options) : ProcessPoolExecutor(options, nullptr) {}
   template <class Init, class... A>
   ProcessPoolExecutor(const ProcessPoolExecutorOptions& options, Init&& initializer, A&&... initargs) {
@@ -408,6 +409,14 @@ class ProcessPoolExecutor : public detail::BasicExecutor<false> {
   void kill_workers() {
     shutdown_ = true;
     engine_->signal_workers(true);
+  }
+
+ private:
+  static ProcessPoolExecutorOptions make_options(int max_workers, std::optional<Context> ctx) {
+    ProcessPoolExecutorOptions o;
+    o.max_workers = max_workers;
+    o.mp_context = std::move(ctx);
+    return o;
   }
 };
 

@@ -58,10 +58,10 @@ namespace mp {
 
 // Pool(processes, initializer, initargs, maxtasksperchild, context) and the per-task time limit.
 struct PoolOptions {
-  std::optional<int> processes;         // default: cpu_count()
-  std::optional<int> maxtasksperchild;  // default: unlimited
-  std::optional<Context> context;       // default: get_context()
-  std::optional<std::chrono::nanoseconds> task_timeout;  // default: none
+  std::optional<int> processes = std::nullopt;         // default: cpu_count()
+  std::optional<int> maxtasksperchild = std::nullopt;  // default: unlimited
+  std::optional<Context> context = std::nullopt;       // default: get_context()
+  std::optional<std::chrono::nanoseconds> task_timeout = std::nullopt;  // default: none
 };
 
 // The callback= and error_callback= of the _async methods, as their leading argument.
@@ -439,8 +439,8 @@ MP_API std::shared_ptr<Engine> make_thread_pool_engine(std::optional<int> proces
 class Pool : public detail::pool::BasicPool<false> {
  public:
   Pool() : Pool(PoolOptions{}) {}
-  explicit Pool(int processes) : Pool(PoolOptions{.processes = processes}) {}
-  Pool(const Context& ctx, int processes) : Pool(PoolOptions{.processes = processes, .context = ctx}) {}
+  explicit Pool(int processes) : Pool(make_options(processes, std::nullopt)) {}
+  Pool(const Context& ctx, int processes) : Pool(make_options(processes, ctx)) {}
   explicit Pool(const PoolOptions& options) : Pool(options, nullptr) {}
   // Pool(options, initializer, initargs...): initializer(initargs...) runs first in every worker.
   template <class Init, class... A>
@@ -448,6 +448,14 @@ class Pool : public detail::pool::BasicPool<false> {
     detail::pool::EngineConfig config;
     detail::pool::set_initializer(config, std::forward<Init>(initializer), std::forward<A>(initargs)...);
     engine_ = detail::pool::make_pool_engine(options, std::move(config));
+  }
+
+ private:
+  static PoolOptions make_options(int processes, std::optional<Context> ctx) {
+    PoolOptions o;
+    o.processes = processes;
+    o.context = std::move(ctx);
+    return o;
   }
 };
 

@@ -665,6 +665,7 @@ class StateSink final : public Sink<Stored<R>> {
     {
       std::lock_guard g(state_->mutex);
       if (state_->status != State<Whole>::pending) return;
+      state_->status = State<Whole>::cancelled;  // from now on no worker takes it
     }
     state_->complete(State<Whole>::cancelled);
   }
