@@ -9,6 +9,8 @@ Cross-process rates use each worker's own CLOCK_MONOTONIC stamps (the same clock
 """
 import argparse
 import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 import multiprocessing.managers
 import multiprocessing.shared_memory as shared_memory
 import os
@@ -292,7 +294,7 @@ def manager_start_shutdown_ms(n):
     return budgeted(n, step)
 
 
-# ---- Pool (no mp counterpart: Pool is not in mp's design) ---------------------------------------
+# ---- Pool and ProcessPoolExecutor -----------------------------------------------------------------
 
 def _square(x):
     return x * x
@@ -309,6 +311,47 @@ def pool_map_tasks(n, chunksize):
 def pool_apply_us(n):
     with mp.Pool(2) as pool:
         return timed_calls_us(n, lambda: pool.apply(_square, (3,)))
+
+
+def executor_submit_result_us(n):
+    with ProcessPoolExecutor(2, mp_context=mp.get_context('fork')) as ex:
+        return timed_calls_us(n, lambda: ex.submit(_square, 3).result())
+
+
+def executor_map_tasks(n):
+    with ProcessPoolExecutor(2, mp_context=mp.get_context('fork')) as ex:
+        list(ex.map(_square, range(100)))  # warm-up
+        t0 = time.perf_counter()
+        for _ in ex.map(_square, range(n)):
+            pass
+        return n / (time.perf_counter() - t0)
+
+
+def pool4_create_join_ms(method, n):
+    ctx = mp.get_context(method)
+
+    def step():
+        pool = ctx.Pool(4)
+        pool.close()
+        pool.join()
+    return budgeted(n, step)
+
+
+def _rss_mib():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / MiB
+
+
+def imap_unordered_lazy_rss_mib(n):
+    """Peak RSS of the parent while reading the first n results of imap_unordered over 10^8 items."""
+    with mp.Pool(2) as pool:
+        peak = _rss_mib()
+        for got, _ in enumerate(pool.imap_unordered(_square, range(10 ** 8)), 1):
+            if got % 4096 == 0:
+                peak = max(peak, _rss_mib())
+            if got == n:
+                break
+        return max(peak, _rss_mib())
 
 
 def interpreter_ms(n, code):
@@ -424,6 +467,11 @@ METRICS = {
     'pool_map_tasks_chunked': ('tasks/s', 100_000, 100_000, lambda n: pool_map_tasks(n, None)),
     'pool_map_tasks_chunksize1': ('tasks/s', 20_000, 1000, lambda n: pool_map_tasks(n, 1)),
     'pool_apply_us': ('us', 5_000, 20, pool_apply_us),
+    'executor_submit_result_us': ('us', 5_000, 20, executor_submit_result_us),
+    'executor_map_tasks': ('tasks/s', 20_000, 1000, executor_map_tasks),
+    'pool4_create_join_fork_ms': ('ms', 30, 2, lambda n: pool4_create_join_ms('fork', n)),
+    'pool4_create_join_spawn_ms': ('ms', 10, 2, lambda n: pool4_create_join_ms('spawn', n)),
+    'imap_unordered_lazy_rss_MiB': ('MiB', 1_000_000, 1000, imap_unordered_lazy_rss_mib),
     'python_startup_ms': ('ms', 20, 2, lambda n: interpreter_ms(n, 'pass')),
     'python_import_mp_ms': ('ms', 20, 2, lambda n: interpreter_ms(n, 'import multiprocessing')),
     'process_fork_ms': ('ms', 300, 3, lambda n: start_join_ms('fork', n)),

@@ -37,9 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 TIME_UNITS = {'ns', 'us', 'ms'}
-# CPython metrics with no mp counterpart by design (mp has no Pool; interpreter start-up).
-NOT_IN_MP = {'pool_map_tasks_chunked', 'pool_map_tasks_chunksize1', 'pool_apply_us', 'python_startup_ms',
-             'python_import_mp_ms'}
+LOWER_IS_BETTER = TIME_UNITS | {'MiB'}  # times and memory
+# CPython metrics with no mp counterpart by design (interpreter start-up).
+NOT_IN_MP = {'python_startup_ms', 'python_import_mp_ms'}
 
 # (label, unit, mp/CPython metric, raw metric, pinned to one CPU)
 # mp_bench and py_bench.py use the same metric names; None = that side has no such metric.
@@ -87,6 +87,13 @@ ROWS = [
     ('Pool(2).map 100k tiny, default chunks', 'tasks/s', 'pool_map_tasks_chunked', 'pipe_pool_tasks_chunked', False),
     ('Pool(2).map tiny, chunksize=1', 'tasks/s', 'pool_map_tasks_chunksize1', 'pipe_pool_tasks_chunksize1', False),
     ('Pool.apply round trip vs pipe ping-pong [2 CPUs]', 'us', 'pool_apply_us', 'pipe_pingpong_us', False),
+    ('ProcessPoolExecutor(2) submit().result() vs pipe ping-pong [2 CPUs]', 'us', 'executor_submit_result_us',
+     'pipe_pingpong_us', False),
+    ('ProcessPoolExecutor(2).map 100k tiny', 'tasks/s', 'executor_map_tasks', 'pipe_pool_tasks_chunked', False),
+    ('Pool(4) create+close+join, fork vs fork', 'ms', 'pool4_create_join_fork_ms', 'fork_exit_wait_ms', False),
+    ('Pool(4) create+close+join, spawn vs posix_spawn', 'ms', 'pool4_create_join_spawn_ms',
+     'posix_spawn_mpbin_wait_ms', False),
+    ('imap_unordered over 10^8 lazy items: parent peak RSS', 'MiB', 'imap_unordered_lazy_rss_MiB', None, False),
     ('`python3 -c pass` vs posix_spawn [CPython only]', 'ms', 'python_startup_ms', 'posix_spawn_wait_ms', False),
     ("`python3 -c 'import multiprocessing'` [CPython only]", 'ms', 'python_import_mp_ms', 'posix_spawn_wait_ms', False),
     ('memcpy 1 MiB, 1 proc [reference]', 'MB/s', None, 'memcpy_1mb_MBps', False),
@@ -213,7 +220,7 @@ def speedup(unit, mine, other):
     """How many times faster `mine` is than `other` (both figures in `unit`)."""
     if not (isinstance(mine, float) and isinstance(other, float)) or mine <= 0 or other <= 0:
         return None
-    return other / mine if unit in TIME_UNITS else mine / other
+    return other / mine if unit in LOWER_IS_BETTER else mine / other
 
 
 def first_error(values):

@@ -7,6 +7,10 @@
 #   check_sample.py file EXE                run in a fresh temporary directory; prints
 #                                           "tmp.txt has 500000 lines" and tmp.txt holds every
 #                                           "Data line i from task t." exactly once, nothing else
+#   check_sample.py python EXE PY [sort=A:B] [mask=I,J]
+#                                           prints what `python3 PY` prints, after normalizing
+#                                           both: lines A..B-1 sorted (an arbitrary order in
+#                                           Python too), integers on lines I, J... (pids) masked
 #   check_sample.py hang EXE                after 3 s still running, has printed its two lines;
 #                                           stopped as Ctrl-C stops it (SIGINT to its process
 #                                           group), it leaves no process behind
@@ -104,6 +108,38 @@ def check_file(exe):
     print(f"-- all 500000 lines present exactly once, none torn (took {elapsed:.2f} s)")
 
 
+def normalize(lines, options):
+    lines = list(lines)
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key == "sort":
+            a, b = (int(x) for x in value.split(":"))
+            lines[a:b] = sorted(lines[a:b])
+        elif key == "mask":
+            for i in (int(x) for x in value.split(",")):
+                if i < len(lines):
+                    lines[i] = re.sub(r"\d+", "N", lines[i])
+        else:
+            fail(f"unknown option {opt!r}")
+    return lines
+
+
+def check_python(exe, original, options):
+    header(exe)
+    try:
+        py = subprocess.run([sys.executable, original], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        fail(f"the Python original {original} did not finish within {RUN_TIMEOUT} s")
+    if py.returncode != 0:
+        fail(f"the Python original {original} exited with {py.returncode}: {py.stderr}")
+    out, elapsed = run(exe)
+    print(out, end="")
+    want, got = normalize(py.stdout.splitlines(), options), normalize(out.splitlines(), options)
+    if got != want:
+        fail(f"expected (as {os.path.basename(original)}) {want!r}, got {got!r}")
+    print(f"-- output as the Python original's ({os.path.basename(original)}; took {elapsed:.2f} s)")
+
+
 def descendants(pid):
     """Pids of every live descendant of pid (from /proc)."""
     parent = {}
@@ -179,6 +215,8 @@ def main(argv):
         check_file(exe)
     elif mode == "hang":
         check_hang(exe)
+    elif mode == "python":
+        check_python(exe, argv[3], argv[4:])
     else:
         fail(f"unknown mode {mode!r}")
 

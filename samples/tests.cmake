@@ -44,3 +44,8 @@ mp_sample_test(condition_timing_fixed "${both}"
   exact $<TARGET_FILE:condition_timing_fixed> 3
   "Process: Waiting to be notified..." "Process: Ready" "Main: Notifying the process"
   "Process: Notified" "Main: Done")
+# The Python documentation's pool examples, checked against their originals' output.
+mp_sample_test(pool_of_workers "${both}"
+  python $<TARGET_FILE:pool_of_workers> ${CMAKE_CURRENT_SOURCE_DIR}/pool_of_workers.py sort=1:11 mask=12,13)
+mp_sample_test(process_pool_primes "${both}"
+  python $<TARGET_FILE:process_pool_primes> ${CMAKE_CURRENT_SOURCE_DIR}/process_pool_primes.py)

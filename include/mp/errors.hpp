@@ -32,6 +32,22 @@ class MP_API BufferTooShort : public ProcessError {
   std::string message_;
 };
 
+// A pool's worker process ended while it ran a task (Pool, beyond CPython, whose Pool hangs then).
+// what() names the pid and the signal ("SIGKILL") or the exit code; exitcode() is as
+// Process::exitcode(): -N for signal N.
+class MP_API WorkerLostError : public ProcessError {
+ public:
+  WorkerLostError(int pid, int exitcode);
+  WorkerLostError(const std::string& message, int pid, int exitcode)
+      : ProcessError(message), pid_(pid), exitcode_(exitcode) {}
+  int pid() const noexcept { return pid_; }
+  int exitcode() const noexcept { return exitcode_; }
+
+ private:
+  int pid_ = 0;
+  int exitcode_ = 0;
+};
+
 // A wrong authkey, on either side of a Listener/Client or manager handshake.
 class MP_API AuthenticationError : public ProcessError {
  public:

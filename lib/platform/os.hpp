@@ -65,6 +65,8 @@ inline constexpr int kKillSignal = 9;       // SIGKILL
 // SIGKILLs the child `pid`, which the caller has not reaped (so the pid is still this child's),
 // and reaps it. For a child no process handle could be had for.
 void kill_and_reap(int pid) noexcept;
+// The signal's name, e.g. "SIGKILL" ("signal N" when unknown).
+std::string signal_name(int sig);
 // Makes the calling process receive `sig` when its parent thread ends (0 = off). No-op where
 // the OS has no such facility.
 void set_parent_death_signal(int sig) noexcept;

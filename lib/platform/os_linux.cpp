@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string.h>
+
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -337,6 +339,11 @@ void* resolve_code(const CodeLocation& loc) {
                        s.loc.build_id + "); was it rebuilt or replaced while the parent ran?");
   }
   return reinterpret_cast<void*>(s.base + loc.offset);
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);  // glibc 2.32
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
 }  // namespace mp::platform

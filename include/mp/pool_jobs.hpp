@@ -1,0 +1,828 @@
+// mp/pool_jobs.hpp — internals shared by mp/pool.hpp and mp/futures.hpp: how a call is cut into
+// chunks, sent to a worker and turned back into a typed result. Not part of the API; include
+// mp/pool.hpp or mp/futures.hpp.
+//
+// One engine (lib/pool_engine.*) runs every pool: Pool and ProcessPoolExecutor over worker
+// processes, ThreadPool and ThreadPoolExecutor over threads. It knows jobs only through `Job`:
+// a job hands out chunks (a run of consecutive items) and receives each chunk's outcome. The
+// typed side — reading the input, serializing arguments, decoding results, callbacks — is here.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mp/context.hpp"
+#include "mp/errors.hpp"
+#include "mp/export.hpp"
+#include "mp/heap.hpp"
+#include "mp/process.hpp"
+#include "mp/queues.hpp"
+#include "mp/reduction.hpp"
+
+namespace mp::detail::pool {
+
+// ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it.
+class ItemWriter {
+ public:
+  explicit ItemWriter(std::string& out) : out_(out), ar_(out) {}
+  void count(std::uint32_t n) { out_.append(reinterpret_cast<const char*>(&n), sizeof n); }
+  template <class T>
+  void write(const T& value) {
+    if constexpr (reduction::detail::MemcpySerializable<T>) {
+      out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
+    } else {
+      ar_(value);
+    }
+  }
+
+ private:
+  std::string& out_;
+  reduction::OutputArchive ar_;
+};
+
+class ItemReader {
+ public:
+  ItemReader(const char* data, std::size_t size) : ar_(data, size) {}
+  std::uint32_t count() {
+    std::uint32_t n = 0;
+    ar_.loadBinary(&n, sizeof n);
+    return n;
+  }
+  template <class T>
+  T read() {
+    if constexpr (reduction::detail::MemcpySerializable<T>) {
+      T value;
+      ar_.loadBinary(static_cast<void*>(&value), sizeof(T));
+      return value;
+    } else {
+      T value{};
+      try {
+        ar_(value);
+      } catch (const cereal::Exception& e) {
+        throw UnpicklingError(std::string("corrupt data: ") + e.what());
+      }
+      return value;
+    }
+  }
+  void finish() const {
+    if (ar_.remaining() != 0) throw UnpicklingError("corrupt data: trailing bytes after the results");
+  }
+
+ private:
+  reduction::InputArchive ar_;
+};
+
+// A worker process runs a chunk through a Runner instantiated for the task's signature: it reads
+// the arguments, calls the function on each and writes the results. Exceptions propagate.
+using Runner = void (*)(AnyFunction fn, const char* data, std::size_t size, std::string& out);
+
+template <class Fn, class Args>
+void run_chunk(AnyFunction fn, const char* data, std::size_t size, std::string& out) {
+  using R = decltype(std::apply(std::declval<Fn>(), std::declval<Args&>()));
+  ItemReader in(data, size);
+  const std::uint32_t n = in.count();
+  ItemWriter w(out);
+  w.count(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Args args = in.template read<Args>();
+    if constexpr (std::is_void_v<R>) {
+      std::apply(reinterpret_cast<Fn>(fn), args);
+    } else {
+      w.write(std::apply(reinterpret_cast<Fn>(fn), args));
+    }
+  }
+  in.finish();
+}
+
+// ---- what the engine sees
+struct Outcome {
+  bool ok = false;
+  std::string bytes;              // processes: the serialized results
+  std::shared_ptr<void> values;   // threads: the results as a std::vector<R>
+  std::exception_ptr error;       // !ok
+  std::uint64_t ns = 0;           // time the worker spent on the chunk
+};
+
+struct Chunk {
+  std::uint32_t index = 0;
+  AnyFunction runner = nullptr;    // processes
+  AnyFunction function = nullptr;  // processes
+  std::string args;                // processes: the serialized arguments
+  std::function<void(Outcome&)> local;  // threads: runs the chunk in the calling thread
+};
+
+enum class Next { chunk, wait, done };
+
+class MP_API Job {
+ public:
+  virtual ~Job();
+  // Fills `c` with the next chunk; `wait` while the job's buffer is full (kick() the engine when
+  // it has room), `done` when nothing is left. Called with the engine's lock held; never throws.
+  virtual Next next(Chunk& c, bool threads, int processes) noexcept = 0;
+  // The outcome of chunk `index`. Called without the engine's lock; never throws.
+  virtual void deliver(std::uint32_t index, Outcome& o) noexcept = 0;
+  // The pool ended (terminate, broken) before the job finished.
+  virtual void fail(std::exception_ptr error) noexcept = 0;
+  // shutdown(cancel_futures=true): a job none of whose chunks was handed out cancels itself.
+  virtual void cancel_pending() noexcept {}
+  // Set when the pool is closed: a lazy job then reads all its input without waiting for its
+  // consumer, so close() + join() never wait on an iterator nobody reads (CPython buffers all).
+  std::atomic<bool> unbounded{false};
+};
+
+// An engine (lib/pool_engine.cpp). Thread-safe.
+class MP_API Engine {
+ public:
+  virtual ~Engine();
+  // Throws std::invalid_argument "Pool not running" after close()/terminate(), or the error the
+  // pool broke with (executors: BrokenProcessPool).
+  virtual void submit(std::shared_ptr<Job> job) = 0;
+  // A job that returned Next::wait has room again.
+  virtual void kick() noexcept = 0;
+  virtual void close() = 0;
+  virtual void terminate() = 0;
+  // Waits for the workers (and the engine's thread) to end.
+  virtual void join() = 0;
+  virtual bool running() const noexcept = 0;
+  virtual int processes() const noexcept = 0;
+  virtual bool threads() const noexcept = 0;
+  // shutdown(cancel_futures=true)
+  virtual void cancel_pending() noexcept = 0;
+  // Executors: kill the workers (terminate_workers/kill_workers); pending work fails.
+  virtual void signal_workers(bool kill) = 0;
+  // Chunks handed to workers so far (tests of the adaptive chunk size).
+  virtual std::uint64_t chunks_sent() const noexcept = 0;
+};
+
+// What a worker process is started with. Serializable: the queues and the block travel as
+// descriptors under spawn.
+struct WorkerChannels {
+  QueueCore tasks;
+  QueueCore results;
+  heap::SharedBlock slots;
+  std::uint32_t index = 0;
+  std::uint64_t maxtasks = 0;
+  std::string initializer;  // the initializer's code location, empty: none
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(tasks, results, slots, index, maxtasks, initializer);
+  }
+};
+
+// Makes (does not start) worker processes; instantiated per initializer signature.
+using WorkerFactory = std::function<Process(const Context&, const WorkerChannels&)>;
+
+struct EngineConfig {
+  int processes = 1;
+  std::uint64_t maxtasks = 0;  // 0: unlimited
+  std::optional<Context> context;
+  std::optional<std::chrono::nanoseconds> task_timeout;
+  WorkerFactory factory;            // processes
+  AnyFunction initializer = nullptr;  // processes: located and sent in WorkerChannels
+  std::function<void()> thread_initializer;  // threads
+  // Executors: a worker that dies breaks the pool; this makes the error for every pending job.
+  std::function<std::exception_ptr(const std::string&)> broken_error;
+  const char* name = "Pool";
+};
+
+MP_API std::shared_ptr<Engine> make_process_engine(EngineConfig config);
+MP_API std::shared_ptr<Engine> make_thread_engine(EngineConfig config);
+
+// In a worker process: runs the initializer (`init(context)`), then serves tasks until told to stop
+// or maxtasks is reached. Never returns by exception (the worker exits with code 1).
+MP_API void worker_main(WorkerChannels& channels, void (*init)(void*), void* context);
+MP_API AnyFunction resolve_initializer(const std::string& code);
+
+template <class Init, class Tuple>
+struct InitCall {
+  Init init;
+  Tuple* args;
+  static void run(void* self) {
+    auto* c = static_cast<InitCall*>(self);
+    std::apply(c->init, *c->args);
+  }
+};
+
+template <class Init, class Tuple>
+void worker_entry(WorkerChannels channels, Tuple initargs) {
+  if constexpr (std::is_same_v<Init, std::nullptr_t>) {
+    worker_main(channels, nullptr, nullptr);
+  } else {
+    using Call = InitCall<Init, Tuple>;
+    Call call{reinterpret_cast<Init>(resolve_initializer(channels.initializer)), &initargs};
+    worker_main(channels, channels.initializer.empty() ? nullptr : &Call::run, &call);
+  }
+}
+
+// Builds the factory and initializer fields of `config` for `init(initargs...)`.
+template <class Init, class... A>
+void set_initializer(EngineConfig& config, Init&& init, A&&... initargs) {
+  using D = std::decay_t<Init>;
+  if constexpr (std::is_same_v<D, std::nullptr_t>) {
+    static_assert(sizeof...(A) == 0, "mp: initargs without an initializer");
+    config.factory = [](const Context& ctx, const WorkerChannels& ch) {
+      return Process(ctx, &worker_entry<std::nullptr_t, std::tuple<>>, ch, std::tuple<>{});
+    };
+  } else {
+    static_assert(ToFunctionPointer<D>,
+                  "mp: a pool's initializer must be a function or captureless lambda");
+    using Fn = decltype(+std::declval<D&>());
+    using Tuple = typename Signature<Fn>::Params;
+    static_assert(std::tuple_size_v<Tuple> == sizeof...(A),
+                  "mp: wrong number of initargs for the initializer");
+    config.initializer = reinterpret_cast<AnyFunction>(+init);
+    auto args = std::make_shared<Tuple>(std::forward<A>(initargs)...);
+    Fn fn = +init;
+    config.thread_initializer = [fn, args] { std::apply(fn, *args); };
+    config.factory = [args](const Context& ctx, const WorkerChannels& ch) {
+      return Process(ctx, &worker_entry<Fn, Tuple>, ch, *args);
+    };
+  }
+}
+
+// ---- typed results
+
+// Prints "Exception in <where>:" and the error to stderr (a throwing callback never stops the
+// pool's threads; CPython prints the traceback the same way).
+MP_API void report_callback_error(const char* where, std::exception_ptr error) noexcept;
+// The exception a chunk's results could not be decoded with.
+MP_API std::exception_ptr current_error() noexcept;
+
+template <class T>
+std::vector<T> decode_values(Outcome& o, std::size_t expected) {
+  std::vector<T> out;
+  if (o.values) {
+    out = std::move(*static_cast<std::vector<T>*>(o.values.get()));
+  } else {
+    ItemReader in(o.bytes.data(), o.bytes.size());
+    const std::uint32_t n = in.count();
+    if (n != expected) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+    out.reserve(n);
+    for (std::uint32_t i = 0; i < n; ++i) out.push_back(in.template read<T>());
+    in.finish();
+  }
+  if (out.size() != expected) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+  return out;
+}
+
+// Spins briefly (lib/spin.hpp's adaptive policy) until `flag` is set: a result that comes within
+// microseconds is then received without a sleep and a wake-up.
+MP_API bool spin_until(const std::atomic<bool>& flag) noexcept;
+
+// void results: the count only.
+struct Nothing {};
+
+template <class R>
+using Stored = std::conditional_t<std::is_void_v<R>, Nothing, R>;
+
+// The state of an AsyncResult or Future.
+template <class R>
+struct State {
+  using Result = R;
+  enum Status { pending, running, finished, cancelled };
+  std::mutex mutex;
+  std::condition_variable cv;
+  Status status = pending;
+  std::optional<Stored<R>> value;
+  std::exception_ptr error;
+  std::vector<std::function<void()>> done_callbacks;  // futures
+  std::atomic<bool> is_done{false};
+
+  // Sets the result and wakes the waiters; callbacks run first (as CPython's AsyncResult._set).
+  void finish(std::optional<Stored<R>> v, std::exception_ptr e, const std::function<void(State&)>& before) {
+    {
+      std::lock_guard g(mutex);
+      if (status == finished || status == cancelled) return;
+      value = std::move(v);
+      error = e;
+    }
+    if (before) before(*this);
+    complete(finished);
+  }
+  void complete(Status s) {
+    std::vector<std::function<void()>> cbs;
+    {
+      std::lock_guard g(mutex);
+      status = s;
+      cbs.swap(done_callbacks);
+      is_done.store(true, std::memory_order_release);
+    }
+    cv.notify_all();
+    for (auto& cb : cbs) {
+      try {
+        cb();
+      } catch (...) {
+        report_callback_error("callback", std::current_exception());
+      }
+    }
+  }
+  bool done() {
+    std::lock_guard g(mutex);
+    return status == finished || status == cancelled;
+  }
+  template <class Clock, class Dur>
+  bool wait_until(const std::chrono::time_point<Clock, Dur>* deadline) {
+    if (!is_done.load(std::memory_order_acquire)) spin_until(is_done);
+    std::unique_lock g(mutex);
+    auto pred = [&] { return status == finished || status == cancelled; };
+    if (!deadline) {
+      cv.wait(g, pred);
+      return true;
+    }
+    return cv.wait_until(g, *deadline, pred);
+  }
+};
+
+// Where a job's decoded chunks go.
+template <class T>
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Chunk of items [start, start + values.size()) succeeded.
+  virtual void put(std::size_t start, std::vector<T>&& values) = 0;
+  // Chunk of `count` items at `start` failed (count 0: reading the input failed there).
+  virtual void put_error(std::size_t start, std::size_t count, std::exception_ptr error) = 0;
+  // The input is exhausted after `items` items in `chunks` chunks.
+  virtual void set_end(std::size_t items, std::size_t chunks) = 0;
+  // The pool ended first.
+  virtual void fail(std::exception_ptr error) = 0;
+  // Lazy sinks: whether another chunk may be handed out (bounded buffering).
+  virtual bool room(std::size_t outstanding) { return true; }
+  // Futures: false once cancelled; marks the job running otherwise.
+  virtual bool start() { return true; }
+  virtual void cancel_pending() {}
+};
+
+// The input of a job: materialized (apply, map) or a lazy range (imap, Executor.map).
+template <class Args>
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Appends up to `max` items; false when the input is exhausted (and nothing was appended).
+  virtual bool pull(std::vector<Args>& out, std::size_t max) = 0;
+  // Items left, when known.
+  virtual std::optional<std::size_t> remaining() const { return std::nullopt; }
+  virtual void release() {}
+};
+
+template <class Args>
+class VectorSource final : public Source<Args> {
+ public:
+  explicit VectorSource(std::vector<Args> items) : items_(std::move(items)) {}
+  bool pull(std::vector<Args>& out, std::size_t max) override {
+    if (pos_ == items_.size()) return false;
+    const std::size_t n = std::min(max, items_.size() - pos_);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(std::move(items_[pos_ + i]));
+    pos_ += n;
+    return true;
+  }
+  std::optional<std::size_t> remaining() const override { return items_.size() - pos_; }
+  void release() override { std::vector<Args>().swap(items_); }
+
+ private:
+  std::vector<Args> items_;
+  std::size_t pos_ = 0;
+};
+
+// Converts an input element to the argument tuple: one parameter (map) or unpacked (starmap).
+template <class Args, bool Star, class E>
+Args to_args(E&& e) {
+  if constexpr (Star) {
+    return std::apply([](auto&&... a) { return Args(std::forward<decltype(a)>(a)...); }, std::forward<E>(e));
+  } else {
+    return Args(std::forward<E>(e));
+  }
+}
+
+template <class Args, bool Star, class V>
+class RangeSource final : public Source<Args> {
+ public:
+  explicit RangeSource(V view) : view_(std::move(view)) {}
+  bool pull(std::vector<Args>& out, std::size_t max) override {
+    if (!started_) {
+      it_.emplace(std::ranges::begin(view_));
+      started_ = true;
+    }
+    if (done_ || *it_ == std::ranges::end(view_)) {
+      done_ = true;
+      return false;
+    }
+    for (std::size_t i = 0; i < max && *it_ != std::ranges::end(view_); ++i, ++*it_)
+      out.push_back(to_args<Args, Star>(**it_));
+    return true;
+  }
+  void release() override { done_ = true; }
+
+ private:
+  V view_;
+  std::optional<std::ranges::iterator_t<V>> it_;
+  bool started_ = false;
+  bool done_ = false;
+};
+
+// Chunk size when none is given (guarantee 9): each chunk aims at about kTargetChunkNs of work,
+// from the time the workers measured on this job's chunks so far (joblib's auto batching), never
+// more than a quarter of a worker's share of a known input (so load stays balanced), and starting
+// from one item (a long task is never batched behind another). A lazy input's chunks stay under
+// kMaxLazyChunk items, which with the iterator's window bounds the items read ahead.
+struct Chunking {
+  static constexpr std::uint64_t kTargetChunkNs = 2'000'000;
+  static constexpr std::size_t kMaxChunk = std::size_t{1} << 16;
+  static constexpr std::size_t kMaxLazyChunk = 4096;
+  std::optional<std::size_t> fixed;
+  double ns_per_item = 0;  // 0: nothing measured yet
+  std::size_t next_size(std::optional<std::size_t> remaining, int processes) const {
+    if (fixed) return *fixed;
+    std::size_t size = 1;
+    if (ns_per_item > 0) {
+      const double want = static_cast<double>(kTargetChunkNs) / ns_per_item;
+      size = want >= static_cast<double>(kMaxChunk) ? kMaxChunk : std::max<std::size_t>(1, static_cast<std::size_t>(want));
+    }
+    if (remaining) {
+      size = std::min(size, std::max<std::size_t>(1, *remaining / (4 * static_cast<std::size_t>(processes))));
+    } else {
+      size = std::min(size, kMaxLazyChunk);
+    }
+    return size;
+  }
+  void measured(std::uint64_t ns, std::size_t items) {
+    if (fixed || items == 0) return;
+    const double per = std::max(1.0, static_cast<double>(ns) / static_cast<double>(items));
+    ns_per_item = ns_per_item == 0 ? per : 0.5 * ns_per_item + 0.5 * per;
+  }
+};
+
+// Calls `fn` on chunks of `Args` read from a Source, and puts the results in a Sink.
+// F: a function pointer (processes) or any callable (threads).
+template <class F, class Args, class T>
+class MapJob final : public Job {
+  using R = decltype(std::apply(std::declval<F&>(), std::declval<Args&>()));
+
+ public:
+  MapJob(F fn, std::unique_ptr<Source<Args>> source, std::shared_ptr<Sink<T>> sink, std::optional<std::size_t> chunksize)
+      : fn_(std::move(fn)), source_(std::move(source)), sink_(std::move(sink)) {
+    chunking_.fixed = chunksize;
+  }
+
+  Next next(Chunk& c, bool threads, int processes) noexcept override {
+    std::lock_guard g(mutex_);
+    if (done_) return Next::done;
+    if (!unbounded.load(std::memory_order_relaxed) && !sink_->room(outstanding_)) return Next::wait;
+    if (index_ == 0 && !sink_->start()) return finish_input();
+    const std::size_t size = chunking_.next_size(source_->remaining(), processes);
+    std::vector<Args> items;
+    try {
+      items.reserve(std::min<std::size_t>(size, 1024));
+      if (!source_->pull(items, size)) return finish_input();
+    } catch (...) {
+      // An input that throws: the error comes out where this chunk begins; the input ends here.
+      sink_->put_error(position_, 0, std::current_exception());
+      ++index_;
+      return finish_input();
+    }
+    c.index = index_++;
+    spans_.emplace(c.index, std::make_pair(position_, items.size()));
+    position_ += items.size();
+    ++outstanding_;
+    try {
+      if (threads) {
+        c.local = [fn = fn_, items = std::move(items)](Outcome& o) mutable {
+          auto values = std::make_shared<std::vector<T>>();
+          values->reserve(items.size());
+          for (auto& a : items) {
+            if constexpr (std::is_void_v<R>) {
+              std::apply(fn, a);
+              values->push_back(T{});
+            } else {
+              values->push_back(std::apply(fn, a));
+            }
+          }
+          o.values = std::move(values);
+        };
+      } else if constexpr (FunctionPointer<F>) {
+        c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
+        c.function = reinterpret_cast<AnyFunction>(fn_);
+        c.args.clear();
+        ItemWriter w(c.args);
+        w.count(static_cast<std::uint32_t>(items.size()));
+        for (const auto& a : items) w.write(a);
+      }
+    } catch (...) {  // an argument that cannot be serialized fails its own chunk
+      c.args.clear();
+      c.local = [e = std::current_exception()](Outcome& o) { o.error = e; };
+    }
+    return Next::chunk;
+  }
+
+  void deliver(std::uint32_t index, Outcome& o) noexcept override {
+    std::size_t start = 0, count = 0;
+    {
+      std::lock_guard g(mutex_);
+      auto it = spans_.find(index);
+      if (it == spans_.end()) return;
+      std::tie(start, count) = it->second;
+      spans_.erase(it);
+      --outstanding_;
+      if (o.ok) chunking_.measured(o.ns, count);
+    }
+    try {
+      if (!o.ok) {
+        sink_->put_error(start, count, o.error);
+      } else {
+        std::vector<T> values;
+        try {
+          values = decode_results(o, count);
+        } catch (...) {
+          sink_->put_error(start, count, std::current_exception());
+          return;
+        }
+        sink_->put(start, std::move(values));
+      }
+    } catch (...) {
+      report_callback_error("result handler", std::current_exception());
+    }
+  }
+
+  void fail(std::exception_ptr error) noexcept override {
+    {
+      std::lock_guard g(mutex_);
+      done_ = true;
+      source_->release();
+    }
+    try {
+      sink_->fail(error);
+    } catch (...) {
+      report_callback_error("result handler", std::current_exception());
+    }
+  }
+
+  void cancel_pending() noexcept override {
+    try {
+      sink_->cancel_pending();
+    } catch (...) {
+    }
+  }
+
+  // The consumer went away (imap iterator destroyed): read no more input.
+  void abandon() noexcept {
+    std::lock_guard g(mutex_);
+    done_ = true;
+    source_->release();
+  }
+
+ private:
+  std::vector<T> decode_results(Outcome& o, std::size_t count) {
+    if constexpr (std::is_void_v<R>) {
+      if (o.values) return std::vector<T>(count);
+      ItemReader in(o.bytes.data(), o.bytes.size());
+      if (in.count() != count) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+      in.finish();
+      return std::vector<T>(count);
+    } else {
+      return decode_values<T>(o, count);
+    }
+  }
+  Next finish_input() {
+    done_ = true;
+    source_->release();
+    sink_->set_end(position_, index_);
+    return Next::done;
+  }
+
+  F fn_;
+  std::mutex mutex_;
+  std::unique_ptr<Source<Args>> source_;
+  std::shared_ptr<Sink<T>> sink_;
+  Chunking chunking_;
+  std::map<std::uint32_t, std::pair<std::size_t, std::size_t>> spans_;
+  std::uint32_t index_ = 0;
+  std::size_t position_ = 0;
+  std::size_t outstanding_ = 0;
+  bool done_ = false;
+};
+
+// Into a State: one value (apply, submit) or the whole list (map). The first error ends it.
+template <class R, bool Single>
+class StateSink final : public Sink<Stored<R>> {
+  using T = Stored<R>;
+  using Value = std::conditional_t<Single, T, std::vector<T>>;
+  using Whole = std::conditional_t<Single, R, std::conditional_t<std::is_void_v<R>, void, std::vector<R>>>;
+
+ public:
+  using OnResult = std::function<void(const State<Whole>&)>;
+  StateSink(std::shared_ptr<State<Whole>> state, std::function<void(State<Whole>&)> callbacks)
+      : state_(std::move(state)), callbacks_(std::move(callbacks)) {}
+
+  void put(std::size_t start, std::vector<T>&& values) override {
+    std::unique_lock g(mutex_);
+    if constexpr (Single) {
+      if (!values.empty()) single_ = std::move(values.front());
+    } else if constexpr (!std::is_void_v<R>) {
+      if (values_.size() < start + values.size()) values_.resize(start + values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) values_[start + i] = std::move(values[i]);
+    }
+    received_ += values.size();
+    ++chunks_done_;
+    maybe_finish(g);
+  }
+  void put_error(std::size_t, std::size_t, std::exception_ptr error) override {
+    std::unique_lock g(mutex_);
+    ++chunks_done_;
+    if (!error_) error_ = error;
+    g.unlock();
+    finish(error);
+  }
+  void set_end(std::size_t items, std::size_t chunks) override {
+    std::unique_lock g(mutex_);
+    end_items_ = items;
+    end_chunks_ = chunks;
+    maybe_finish(g);
+  }
+  void fail(std::exception_ptr error) override { finish(error); }
+  bool start() override {
+    std::lock_guard g(state_->mutex);
+    if (state_->status == State<Whole>::cancelled) return false;
+    state_->status = State<Whole>::running;
+    return true;
+  }
+  void cancel_pending() override {
+    {
+      std::lock_guard g(state_->mutex);
+      if (state_->status != State<Whole>::pending) return;
+      state_->status = State<Whole>::cancelled;  // from now on no worker takes it
+    }
+    state_->complete(State<Whole>::cancelled);
+  }
+
+ private:
+  void maybe_finish(std::unique_lock<std::mutex>& g) {
+    if (!end_chunks_ || chunks_done_ < *end_chunks_ || error_) return;
+    std::optional<Stored<Whole>> v;
+    if constexpr (Single) {
+      v = std::move(single_);
+    } else if constexpr (std::is_void_v<R>) {
+      v.emplace();
+    } else {
+      values_.resize(*end_items_);
+      v = std::move(values_);
+    }
+    g.unlock();
+    state_->finish(std::move(v), nullptr, callbacks_);
+  }
+  void finish(std::exception_ptr error) { state_->finish(std::nullopt, error, callbacks_); }
+
+  std::shared_ptr<State<Whole>> state_;
+  std::function<void(State<Whole>&)> callbacks_;
+  std::mutex mutex_;
+  std::vector<T> values_;
+  std::optional<T> single_;
+  std::size_t received_ = 0;
+  std::size_t chunks_done_ = 0;
+  std::optional<std::size_t> end_items_, end_chunks_;
+  std::exception_ptr error_;
+};
+
+// Into an iterator's buffer (imap, imap_unordered, Executor.map): in order or in completion
+// order; at most `window` chunks handed out and not yet consumed.
+template <class T>
+class StreamSink final : public Sink<T> {
+ public:
+  StreamSink(bool ordered, std::size_t window) : ordered_(ordered), window_(window) {}
+
+  void put(std::size_t start, std::vector<T>&& values) override {
+    {
+      std::lock_guard g(mutex_);
+      if (ordered_) {
+        pending_.emplace(start, Entry{std::move(values), nullptr, 0});
+      } else {
+        ready_.push_back(Entry{std::move(values), nullptr, 0});
+      }
+      ++delivered_;
+    }
+    cv_.notify_all();
+  }
+  void put_error(std::size_t start, std::size_t count, std::exception_ptr error) override {
+    {
+      std::lock_guard g(mutex_);
+      if (ordered_) {
+        pending_.emplace(start, Entry{{}, error, count});
+      } else {
+        ready_.push_back(Entry{{}, error, count});
+      }
+      ++delivered_;
+    }
+    cv_.notify_all();
+  }
+  void set_end(std::size_t items, std::size_t chunks) override {
+    {
+      std::lock_guard g(mutex_);
+      end_items_ = items;
+      end_chunks_ = chunks;
+    }
+    cv_.notify_all();
+  }
+  void fail(std::exception_ptr error) override {
+    {
+      std::lock_guard g(mutex_);
+      if (!failed_) failed_ = error;
+    }
+    cv_.notify_all();
+  }
+  bool room(std::size_t outstanding) override {
+    std::lock_guard g(mutex_);
+    return outstanding + unconsumed_chunks() < window_;
+  }
+
+  // The next value; nullopt at the end; throws a task's error, or TimeoutError after `deadline`.
+  // Sets `freed` when a chunk was consumed (the job may have room again).
+  std::optional<T> next(const std::chrono::steady_clock::time_point* deadline, bool& freed) {
+    std::unique_lock g(mutex_);
+    for (;;) {
+      if (!current_.empty() && pos_ < current_.size()) return std::move(current_[pos_++]);
+      if (!current_.empty() || had_current_) {
+        current_.clear();
+        pos_ = 0;
+        had_current_ = false;
+        ++consumed_;
+        freed = true;
+      }
+      if (ordered_) {
+        auto it = pending_.find(next_start_);
+        if (it != pending_.end()) {
+          Entry e = std::move(it->second);
+          pending_.erase(it);
+          if (e.error) {
+            ++consumed_;
+            freed = true;
+            next_start_ += e.count;  // the items of a failed chunk are skipped
+            std::rethrow_exception(e.error);
+          }
+          next_start_ += e.values.size();
+          current_ = std::move(e.values);
+          had_current_ = true;
+          continue;
+        }
+      } else if (!ready_.empty()) {
+        Entry e = std::move(ready_.front());
+        ready_.pop_front();
+        if (e.error) {
+          ++consumed_;
+          freed = true;
+          std::rethrow_exception(e.error);
+        }
+        current_ = std::move(e.values);
+        had_current_ = true;
+        continue;
+      }
+      if (end_chunks_ && consumed_ >= *end_chunks_) return std::nullopt;
+      if (failed_) std::rethrow_exception(failed_);
+      if (!deadline) {
+        cv_.wait(g);
+      } else if (cv_.wait_until(g, *deadline) == std::cv_status::timeout) {
+        bool again = !current_.empty() || (ordered_ ? pending_.count(next_start_) != 0 : !ready_.empty()) ||
+                     (end_chunks_ && consumed_ >= *end_chunks_) || failed_;
+        if (!again) throw TimeoutError("TimeoutError");
+      }
+    }
+  }
+
+ private:
+  struct Entry {
+    std::vector<T> values;
+    std::exception_ptr error;
+    std::size_t count;
+  };
+  std::size_t unconsumed_chunks() const { return delivered_ - consumed_; }
+
+  bool ordered_;
+  std::size_t window_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::size_t, Entry> pending_;
+  std::deque<Entry> ready_;
+  std::vector<T> current_;
+  std::size_t pos_ = 0;
+  bool had_current_ = false;
+  std::size_t next_start_ = 0;
+  std::size_t delivered_ = 0, consumed_ = 0;
+  std::optional<std::size_t> end_items_, end_chunks_;
+  std::exception_ptr failed_;
+};
+
+}  // namespace mp::detail::pool

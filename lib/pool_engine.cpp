@@ -1,0 +1,899 @@
+// The worker-pool engine behind Pool, ThreadPool and the executors (mp/pool_jobs.hpp).
+// CPython: multiprocessing/pool.py (its task, result and worker handler threads) and
+// concurrent/futures/process.py (the executor manager thread).
+//
+// Processes. Each worker has a task queue of its own (a shared-memory QueueCore) and all of them
+// answer on one result queue. The parent hands each worker at most a few chunks at a time, so it
+// always knows which chunks a worker holds; the worker writes the id and start time of the chunk
+// it runs into its slot (shared memory) before running it. One engine thread reads the results,
+// delivers them (callbacks run there), tops the workers up and watches them:
+// - a worker that died: its results already sent are read first; the chunk in its slot fails
+//   with WorkerLostError (executors: the pool breaks, CPython's BrokenProcessPool); the chunks it
+//   held but had not started go to other workers; a new worker takes its place;
+// - a chunk running longer than task_timeout: the worker is killed, the chunk fails with
+//   TimeoutError, the rest as above;
+// - maxtasksperchild: a worker is never handed more chunks than it has left to run, then exits
+//   and is replaced, so no work is stranded in its queue.
+// Callers hand chunks out directly under the engine's lock when a worker has room (no thread
+// hop on submit). Functions travel as (module, offset) code locations (lib/platform/os.hpp), sent
+// once to each worker before its first chunk that uses them.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "mp/pool_jobs.hpp"
+#include "platform/os.hpp"
+#include "remote_error.hpp"
+#include "spin.hpp"
+
+namespace mp {
+
+WorkerLostError::WorkerLostError(int pid, int exitcode)
+    : ProcessError("worker process (pid " + std::to_string(pid) + ") " +
+                   (exitcode < 0 ? "was killed by " + platform::signal_name(-exitcode)
+                                 : "exited with code " + std::to_string(exitcode)) +
+                   " while running the task"),
+      pid_(pid),
+      exitcode_(exitcode) {}
+
+namespace detail::pool {
+
+Job::~Job() = default;
+Engine::~Engine() = default;
+
+void report_callback_error(const char* where, std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::cerr << "Exception in " << where << ": " << platform::demangle(typeid(e).name()) << ": " << e.what()
+              << std::endl;
+  } catch (...) {
+    std::cerr << "Exception in " << where << ": unknown exception" << std::endl;
+  }
+}
+
+std::exception_ptr current_error() noexcept { return std::current_exception(); }
+
+bool spin_until(const std::atomic<bool>& flag) noexcept {
+  thread_local AdaptiveSpin spin(std::chrono::microseconds(1), std::chrono::microseconds(50));
+  return spin.spin_yielding([&] { return flag.load(std::memory_order_acquire); });
+}
+
+namespace {
+
+using Nanos = std::chrono::nanoseconds;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<Nanos>(platform::Clock::now().time_since_epoch()).count();
+}
+
+// What a worker publishes about the chunk it runs (one cache line each).
+struct alignas(64) Slot {
+  std::atomic<std::uint64_t> task;
+  std::atomic<std::int64_t> started_ns;
+};
+
+enum : std::uint8_t { kDefine = 1, kTask = 2, kStop = 3 };  // task queue
+enum : std::uint8_t { kResult = 1, kWake = 2 };             // result queue
+
+#pragma pack(push, 1)
+struct TaskHeader {
+  std::uint8_t kind;
+  std::uint64_t id;
+  std::uint32_t fn;
+};
+struct ResultHeader {
+  std::uint8_t kind;
+  std::uint32_t worker;
+  std::uint64_t id;
+  std::uint8_t ok;
+  std::uint64_t ns;
+};
+#pragma pack(pop)
+
+void copy_item(void* context, const char* data, std::size_t size) {
+  static_cast<std::string*>(context)->assign(data, size);
+}
+
+std::string code_of(AnyFunction f) {
+  const platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
+  return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
+}
+
+AnyFunction resolve(std::string_view code) {
+  const auto [module, build_id, offset] = reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
+  return reinterpret_cast<AnyFunction>(platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
+}
+
+}  // namespace
+
+AnyFunction resolve_initializer(const std::string& code) { return code.empty() ? nullptr : resolve(code); }
+
+void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
+  if (init) init(context);
+  Slot& slot = static_cast<Slot*>(ch.slots.data())[ch.index];
+  struct Fn {
+    Runner runner = nullptr;
+    AnyFunction function = nullptr;
+    std::exception_ptr error;  // the code could not be resolved here
+  };
+  std::vector<Fn> table;
+  std::string msg, out;
+  std::uint64_t done = 0;
+  for (;;) {
+    ch.tasks.get(&copy_item, &msg, nullptr);
+    if (msg.empty()) continue;
+    const auto kind = static_cast<std::uint8_t>(msg[0]);
+    if (kind == kStop) return;
+    if (kind == kDefine) {
+      std::uint32_t id = 0;
+      std::memcpy(&id, msg.data() + 1, sizeof id);
+      const std::string_view rest(msg.data() + 1 + sizeof id, msg.size() - 1 - sizeof id);
+      std::uint32_t n = 0;
+      std::memcpy(&n, rest.data(), sizeof n);
+      if (table.size() <= id) table.resize(id + 1);
+      try {
+        table[id].runner = reinterpret_cast<Runner>(resolve(rest.substr(sizeof n, n)));
+        table[id].function = resolve(rest.substr(sizeof n + n));
+      } catch (...) {
+        table[id].error = std::current_exception();
+      }
+      continue;
+    }
+    TaskHeader th;
+    std::memcpy(&th, msg.data(), sizeof th);
+    const std::int64_t start = now_ns();
+    slot.started_ns.store(start, std::memory_order_relaxed);
+    slot.task.store(th.id, std::memory_order_release);
+    out.resize(sizeof(ResultHeader));
+    ResultHeader rh{kResult, ch.index, th.id, 1, 0};
+    try {
+      if (th.fn >= table.size() || !table[th.fn].runner) {
+        if (th.fn < table.size() && table[th.fn].error) std::rethrow_exception(table[th.fn].error);
+        throw ProcessError("pool worker: a task refers to an unknown function");
+      }
+      table[th.fn].runner(table[th.fn].function, msg.data() + sizeof th, msg.size() - sizeof th, out);
+    } catch (...) {
+      out.resize(sizeof(ResultHeader));
+      rh.ok = 0;
+      encode_error(std::current_exception(), out);
+    }
+    rh.ns = static_cast<std::uint64_t>(now_ns() - start);
+    std::memcpy(out.data(), &rh, sizeof rh);
+    ch.results.put(out.data(), out.size(), nullptr);
+    if (out.capacity() > (std::size_t{16} << 20)) std::string().swap(out);
+    if (msg.capacity() > (std::size_t{16} << 20)) std::string().swap(msg);
+    if (ch.maxtasks != 0 && ++done >= ch.maxtasks) return;
+  }
+}
+
+namespace {
+
+// Chunks per worker handed out ahead: one running, one waiting, so a worker never idles while
+// the parent reacts to its last result. When chunks take under kShortChunkNs (measured, as a
+// moving average), up to kDeepDepth: the parent then answers in batches and workers do not sleep
+// between chunks. Depth never affects which chunk fails when a worker dies (the others go to
+// other workers), only how evenly long chunks spread.
+constexpr std::size_t kDepth = 2;
+constexpr std::size_t kDeepDepth = 64;
+constexpr double kShortChunkNs = 50'000;
+constexpr Nanos kTick = std::chrono::milliseconds(10);
+
+enum class RunState { run, close, terminate };
+
+std::exception_ptr not_running() { return std::make_exception_ptr(std::invalid_argument("Pool not running")); }
+std::exception_ptr terminated() {
+  return std::make_exception_ptr(ProcessError("the pool was terminated before the task finished"));
+}
+
+// Runs delivery and failure calls after the engine's lock is released.
+struct Deliveries {
+  struct D {
+    std::shared_ptr<Job> job;
+    std::uint32_t index;
+    Outcome outcome;
+  };
+  std::vector<D> items;
+  std::vector<std::pair<std::shared_ptr<Job>, std::exception_ptr>> failures;
+  void run() {
+    for (auto& d : items) d.job->deliver(d.index, d.outcome);
+    for (auto& f : failures) f.first->fail(f.second);
+    items.clear();
+    failures.clear();
+  }
+};
+
+Outcome error_outcome(std::exception_ptr e) {
+  Outcome o;
+  o.error = std::move(e);
+  return o;
+}
+
+class ProcessEngine final : public Engine {
+ public:
+  explicit ProcessEngine(EngineConfig config) : cfg_(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
+    results_ = QueueCore(0, 0);
+    slots_ = heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes));
+    if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
+    workers_.resize(static_cast<std::size_t>(cfg_.processes));
+    try {
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        workers_[i].tasks = QueueCore(0, 0);
+        start_worker(i);
+      }
+    } catch (...) {
+      kill_all();
+      throw;
+    }
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~ProcessEngine() override {
+    try {
+      terminate();
+    } catch (...) {
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void submit(std::shared_ptr<Job> job) override {
+    Deliveries d;
+    {
+      std::lock_guard g(mu_);
+      if (broken_) std::rethrow_exception(broken_);
+      if (state_ != RunState::run) throw std::invalid_argument("Pool not running");
+      jobs_.push_back(std::move(job));
+      dispatch(d);
+    }
+    d.run();
+  }
+
+  void kick() noexcept override {
+    Deliveries d;
+    {
+      std::lock_guard g(mu_);
+      if (state_ == RunState::terminate) return;
+      try {
+        dispatch(d);
+      } catch (...) {
+      }
+    }
+    d.run();
+  }
+
+  void close() override {
+    {
+      std::lock_guard g(mu_);
+      if (state_ == RunState::run) state_ = RunState::close;
+      for (auto& j : jobs_) j->unbounded = true;
+    }
+    wake();
+  }
+
+  void terminate() override {
+    {
+      std::lock_guard g(mu_);
+      state_ = RunState::terminate;
+    }
+    wake();
+    if (std::this_thread::get_id() != thread_.get_id()) wait_thread();
+  }
+
+  void join() override {
+    {
+      std::lock_guard g(mu_);
+      if (state_ == RunState::run) throw std::invalid_argument("Pool is still running");
+    }
+    if (std::this_thread::get_id() == thread_.get_id()) throw std::logic_error("cannot join the pool from its own thread");
+    wait_thread();
+  }
+
+  bool running() const noexcept override {
+    std::lock_guard g(mu_);
+    return state_ == RunState::run && !broken_;
+  }
+  int processes() const noexcept override { return cfg_.processes; }
+  bool threads() const noexcept override { return false; }
+  std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
+
+  void cancel_pending() noexcept override {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::lock_guard g(mu_);
+      jobs.assign(jobs_.begin(), jobs_.end());
+    }
+    for (auto& j : jobs) j->cancel_pending();
+  }
+
+  void signal_workers(bool kill) override {
+    {
+      std::lock_guard g(mu_);
+      state_ = RunState::terminate;
+      kill_signal_ = kill;
+    }
+    wake();
+    if (std::this_thread::get_id() != thread_.get_id()) wait_thread();
+  }
+
+ private:
+  struct InFlight {
+    std::uint64_t id;
+    std::shared_ptr<Job> job;
+    std::uint32_t index;
+    std::uint32_t fn;
+    std::string args;
+  };
+  struct Worker {
+    std::optional<Process> proc;
+    int pid = 0;
+    QueueCore tasks;
+    std::deque<InFlight> inflight;
+    std::vector<bool> defined;
+    std::uint64_t sent = 0;
+    bool stop_sent = false;
+    bool timed_out = false;
+  };
+  struct Retry {
+    std::shared_ptr<Job> job;
+    std::uint32_t index;
+    std::uint32_t fn;
+    std::string args;
+  };
+
+  Slot& slot(std::size_t i) { return static_cast<Slot*>(slots_.data())[i]; }
+
+  void wake() noexcept {
+    try {
+      const std::uint8_t k = kWake;
+      const Nanos zero{0};
+      results_.put(&k, 1, &zero);
+    } catch (...) {
+    }
+  }
+
+  void wait_thread() {
+    std::lock_guard g(join_mu_);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void start_worker(std::size_t i) {
+    Worker& w = workers_[i];
+    WorkerChannels ch{w.tasks, results_, slots_, static_cast<std::uint32_t>(i), cfg_.maxtasks, initializer_code_};
+    slot(i).task.store(0, std::memory_order_relaxed);
+    Process p = cfg_.factory(ctx_, ch);
+    p.set_name(std::string(cfg_.name) + "Worker-" + std::to_string(++worker_count_));
+    p.set_daemon(true);
+    p.start();
+    w.pid = p.pid().value_or(0);
+    w.proc = std::move(p);
+    w.defined.clear();
+    w.sent = 0;
+    w.stop_sent = false;
+    w.timed_out = false;
+  }
+
+  std::uint32_t function_id(AnyFunction runner, AnyFunction function) {
+    const auto key = std::make_pair(runner, function);
+    auto it = fn_ids_.find(key);
+    if (it != fn_ids_.end()) return it->second;
+    std::string def;
+    const std::string a = code_of(runner), b = code_of(function);
+    const auto n = static_cast<std::uint32_t>(a.size());
+    def.append(reinterpret_cast<const char*>(&n), sizeof n);
+    def += a;
+    def += b;
+    const auto id = static_cast<std::uint32_t>(fn_defs_.size());
+    fn_defs_.push_back(std::move(def));
+    fn_ids_.emplace(key, id);
+    return id;
+  }
+
+  bool has_room(const Worker& w) const {
+    if (!w.proc || w.stop_sent || w.inflight.size() >= depth_) return false;
+    return cfg_.maxtasks == 0 || w.sent < cfg_.maxtasks;
+  }
+
+  // Hands chunks to workers with room, least loaded first. Engine lock held.
+  void dispatch(Deliveries& d) {
+    if (broken_ || state_ == RunState::terminate) return;
+    for (;;) {
+      Worker* best = nullptr;
+      for (auto& w : workers_)
+        if (has_room(w) && (!best || w.inflight.size() < best->inflight.size())) best = &w;
+      if (!best) return;
+      if (!retry_.empty()) {
+        Retry r = std::move(retry_.front());
+        retry_.pop_front();
+        send(*best, std::move(r.job), r.index, r.fn, std::move(r.args));
+        continue;
+      }
+      bool sent = false;
+      for (auto it = jobs_.begin(); it != jobs_.end() && !sent;) {
+        Chunk c;
+        const Next n = (*it)->next(c, false, cfg_.processes);
+        if (n == Next::done) {
+          it = jobs_.erase(it);
+          continue;
+        }
+        if (n == Next::wait) {
+          ++it;
+          continue;
+        }
+        if (c.local || !c.runner) {  // the arguments could not be serialized
+          Outcome o;
+          if (c.local) c.local(o);
+          d.items.push_back({*it, c.index, std::move(o)});
+          sent = true;
+          break;
+        }
+        std::uint32_t fn = 0;
+        try {
+          fn = function_id(c.runner, c.function);
+        } catch (...) {
+          d.items.push_back({*it, c.index, error_outcome(std::current_exception())});
+          sent = true;
+          break;
+        }
+        send(*best, *it, c.index, fn, std::move(c.args));
+        sent = true;
+      }
+      if (!sent) return;
+    }
+  }
+
+  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn, std::string args) {
+    const std::size_t wi = static_cast<std::size_t>(&w - workers_.data());
+    (void)wi;
+    if (w.defined.size() <= fn) w.defined.resize(fn + 1);
+    if (!w.defined[fn]) {
+      std::string msg(1, static_cast<char>(kDefine));
+      msg.append(reinterpret_cast<const char*>(&fn), sizeof fn);
+      msg += fn_defs_[fn];
+      w.tasks.put(msg.data(), msg.size(), nullptr);
+      w.defined[fn] = true;
+    }
+    const TaskHeader th{kTask, next_id_++, fn};
+    const QueueCore::Part parts[2] = {{&th, sizeof th}, {args.data(), args.size()}};
+    w.tasks.put(parts, 2, nullptr);
+    w.inflight.push_back(InFlight{th.id, std::move(job), index, fn, std::move(args)});
+    ++w.sent;
+    chunks_sent_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---- the engine thread
+
+  void loop() {
+    std::string msg;
+    Deliveries d;
+    auto last_check = platform::Clock::now();
+    for (;;) {
+      bool got = false, woken = false;
+      try {
+        got = results_.get(&copy_item, &msg, &kTick);
+      } catch (...) {
+        got = false;
+      }
+      if (got) woken = handle_message(msg, d);
+      // Drain whatever else is there before taking the lock for bookkeeping.
+      const Nanos zero{0};
+      for (int i = 0; got && i < 256; ++i) {
+        try {
+          if (!results_.get(&copy_item, &msg, &zero)) break;
+        } catch (...) {
+          break;
+        }
+        woken |= handle_message(msg, d);
+      }
+      {
+        std::lock_guard g(mu_);
+        try {
+          dispatch(d);
+        } catch (...) {
+        }
+      }
+      d.run();
+      const auto now = platform::Clock::now();
+      if (!got || woken || now - last_check >= kTick) {
+        last_check = now;
+        if (check_workers(d)) {
+          d.run();
+          return;
+        }
+        d.run();
+      }
+    }
+  }
+
+  // A message from the result queue; engine thread. Returns whether it was a wake-up.
+  bool handle_message(const std::string& msg, Deliveries& d) {
+    if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult) return true;
+    ResultHeader rh;
+    std::memcpy(&rh, msg.data(), sizeof rh);
+    Outcome o;
+    o.ok = rh.ok != 0;
+    o.ns = rh.ns;
+    if (o.ok) {
+      o.bytes.assign(msg.data() + sizeof rh, msg.size() - sizeof rh);
+    } else {
+      o.error = decode_error(std::string_view(msg.data() + sizeof rh, msg.size() - sizeof rh));
+    }
+    std::lock_guard g(mu_);
+    chunk_ns_ = chunk_ns_ == 0 ? static_cast<double>(rh.ns) : 0.9 * chunk_ns_ + 0.1 * static_cast<double>(rh.ns);
+    depth_ = chunk_ns_ < kShortChunkNs ? kDeepDepth : kDepth;
+    if (rh.worker >= workers_.size()) return false;
+    auto& q = workers_[rh.worker].inflight;
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      if (it->id != rh.id) continue;
+      d.items.push_back({std::move(it->job), it->index, std::move(o)});
+      q.erase(it);
+      return false;
+    }
+    return false;
+  }
+
+  // Every tick: dead workers, time limits, close and terminate. True when the engine is done.
+  bool check_workers(Deliveries& d) {
+    std::unique_lock g(mu_);
+    if (state_ == RunState::terminate || broken_) {
+      g.unlock();
+      d.run();
+      shut_down();
+      return true;
+    }
+    const std::int64_t now = now_ns();
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      Worker& w = workers_[i];
+      if (!w.proc) continue;
+      if (!w.proc->is_alive()) {
+        g.unlock();
+        d.run();
+        drain_results(d);  // everything the dead worker sent is in the queue now
+        g.lock();
+        worker_ended(i, d);
+        if (broken_) {
+          g.unlock();
+          d.run();
+          shut_down();
+          return true;
+        }
+        continue;
+      }
+      if (cfg_.task_timeout && !w.timed_out) {
+        const std::uint64_t t = slot(i).task.load(std::memory_order_acquire);
+        const std::int64_t started = slot(i).started_ns.load(std::memory_order_relaxed);
+        const bool running = std::any_of(w.inflight.begin(), w.inflight.end(), [&](const InFlight& f) { return f.id == t; });
+        if (running && now - started > cfg_.task_timeout->count()) {
+          w.timed_out = true;
+          w.proc->kill();
+        }
+      }
+    }
+    if (state_ == RunState::close) {
+      const bool idle = jobs_.empty() && retry_.empty() &&
+                        std::all_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.inflight.empty(); });
+      if (idle) {
+        std::vector<Process> stopping;
+        for (auto& w : workers_) {
+          if (!w.proc) continue;
+          if (!w.stop_sent) {
+            const std::uint8_t k = kStop;
+            w.tasks.put(&k, 1, nullptr);
+            w.stop_sent = true;
+          }
+          stopping.push_back(*w.proc);
+        }
+        if (stopping.empty()) return true;
+        // Idle workers told to stop end at once: wait for them here rather than a tick each.
+        g.unlock();
+        bool all_ended = true;
+        for (auto& p : stopping) {
+          p.join(std::chrono::milliseconds(100));
+          all_ended = all_ended && p.exitcode().has_value();
+        }
+        if (all_ended) return check_workers(d);
+      }
+    }
+    return false;
+  }
+
+  void drain_results(Deliveries& d) {
+    std::string msg;
+    const Nanos zero{0};
+    for (;;) {
+      try {
+        if (!results_.get(&copy_item, &msg, &zero)) return;
+      } catch (...) {
+        return;
+      }
+      handle_message(msg, d);
+    }
+  }
+
+  // Worker i has ended; its results are all read. Engine lock held.
+  void worker_ended(std::size_t i, Deliveries& d) {
+    Worker& w = workers_[i];
+    const int code = w.proc->exitcode().value_or(0);
+    const int pid = w.pid;
+    w.proc->close();
+    w.proc.reset();
+    // Chunks still in its queue, then those it took: the one in its slot was running.
+    std::vector<std::uint64_t> queued;
+    {
+      std::string msg;
+      const Nanos zero{0};
+      for (;;) {
+        try {
+          if (!w.tasks.get(&copy_item, &msg, &zero)) break;
+        } catch (...) {
+          break;
+        }
+        if (msg.size() >= sizeof(TaskHeader) && static_cast<std::uint8_t>(msg[0]) == kTask) {
+          TaskHeader th;
+          std::memcpy(&th, msg.data(), sizeof th);
+          const std::uint64_t id = th.id;  // a packed field: copied, not bound to a reference
+          queued.push_back(id);
+        }
+      }
+    }
+    const std::uint64_t running = slot(i).task.load(std::memory_order_acquire);
+    std::deque<Retry> again;
+    for (auto& f : w.inflight) {
+      const bool was_queued = std::find(queued.begin(), queued.end(), f.id) != queued.end();
+      if (f.id == running && !was_queued) {
+        std::exception_ptr e;
+        if (w.timed_out) {
+          e = std::make_exception_ptr(TimeoutError("the task exceeded the pool's task_timeout; its worker (pid " +
+                                                   std::to_string(pid) + ") was killed"));
+        } else if (cfg_.broken_error) {
+          e = cfg_.broken_error(
+              "A process in the process pool was terminated abruptly while the future was running or pending.");
+        } else {
+          e = std::make_exception_ptr(WorkerLostError(pid, code));
+        }
+        if (cfg_.broken_error && !w.timed_out) broken_ = e;
+        d.items.push_back({std::move(f.job), f.index, error_outcome(e)});
+      } else {
+        again.push_back(Retry{std::move(f.job), f.index, f.fn, std::move(f.args)});
+      }
+    }
+    w.inflight.clear();
+    retry_.insert(retry_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+    if (broken_) return;
+    const bool needed = state_ == RunState::run || !jobs_.empty() || !retry_.empty() ||
+                        std::any_of(workers_.begin(), workers_.end(), [](const Worker& x) { return !x.inflight.empty(); });
+    if (!needed) return;
+    try {
+      start_worker(i);
+    } catch (...) {
+      broken_ = std::current_exception();
+    }
+  }
+
+  // terminate(), or the pool broke: stop the workers, fail what is left. Engine thread.
+  void shut_down() {
+    Deliveries d;
+    {
+      std::lock_guard g(mu_);
+      kill_all();
+      const std::exception_ptr e =
+          broken_ ? broken_ : cfg_.broken_error ? cfg_.broken_error("the executor's workers were terminated") : terminated();
+      for (auto& w : workers_) {
+        for (auto& f : w.inflight) d.failures.emplace_back(std::move(f.job), e);
+        w.inflight.clear();
+      }
+      for (auto& r : retry_) d.failures.emplace_back(std::move(r.job), e);
+      retry_.clear();
+      for (auto& j : jobs_) d.failures.emplace_back(j, e);
+      jobs_.clear();
+      if (!broken_) broken_ = not_running();
+      state_ = RunState::terminate;
+    }
+    d.run();
+  }
+
+  // SIGTERM (or SIGKILL), then SIGKILL for any worker still there after a grace period.
+  void kill_all() noexcept {
+    for (auto& w : workers_) {
+      if (!w.proc) continue;
+      try {
+        if (kill_signal_) {
+          w.proc->kill();
+        } else {
+          w.proc->terminate();
+        }
+      } catch (...) {
+      }
+    }
+    for (auto& w : workers_) {
+      if (!w.proc) continue;
+      try {
+        w.proc->join(std::chrono::seconds(1));
+        if (!w.proc->exitcode()) {
+          w.proc->kill();
+          w.proc->join();
+        }
+        w.proc->close();
+      } catch (...) {
+      }
+      w.proc.reset();
+    }
+  }
+
+  EngineConfig cfg_;
+  Context ctx_;
+  std::string initializer_code_;
+  QueueCore results_;
+  heap::SharedBlock slots_;
+  mutable std::mutex mu_;
+  std::mutex join_mu_;
+  std::vector<Worker> workers_;
+  std::deque<Retry> retry_;
+  std::deque<std::shared_ptr<Job>> jobs_;
+  std::map<std::pair<AnyFunction, AnyFunction>, std::uint32_t> fn_ids_;
+  std::vector<std::string> fn_defs_;
+  std::uint64_t next_id_ = 1;
+  int worker_count_ = 0;
+  RunState state_ = RunState::run;
+  bool kill_signal_ = false;
+  std::exception_ptr broken_;
+  std::atomic<std::uint64_t> chunks_sent_{0};
+  double chunk_ns_ = 0;
+  std::size_t depth_ = kDepth;
+  std::thread thread_;
+};
+
+// ---- threads (ThreadPool, ThreadPoolExecutor): any callable, no serialization.
+class ThreadEngine final : public Engine {
+ public:
+  explicit ThreadEngine(EngineConfig config) : cfg_(std::move(config)) {
+    for (int i = 0; i < cfg_.processes; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~ThreadEngine() override {
+    try {
+      terminate();
+    } catch (...) {
+    }
+    wait_threads();
+  }
+
+  void submit(std::shared_ptr<Job> job) override {
+    {
+      std::lock_guard g(mu_);
+      if (state_ != RunState::run) throw std::invalid_argument("Pool not running");
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+  void kick() noexcept override { cv_.notify_all(); }
+  void close() override {
+    {
+      std::lock_guard g(mu_);
+      if (state_ == RunState::run) state_ = RunState::close;
+      for (auto& j : jobs_) j->unbounded = true;
+    }
+    cv_.notify_all();
+  }
+  void terminate() override {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::lock_guard g(mu_);
+      state_ = RunState::terminate;
+      jobs.assign(jobs_.begin(), jobs_.end());
+      jobs_.clear();
+    }
+    cv_.notify_all();
+    for (auto& j : jobs) j->fail(terminated());
+    if (!on_worker_thread()) wait_threads();
+  }
+  void join() override {
+    {
+      std::lock_guard g(mu_);
+      if (state_ == RunState::run) throw std::invalid_argument("Pool is still running");
+    }
+    if (on_worker_thread()) throw std::logic_error("cannot join the pool from one of its threads");
+    wait_threads();
+  }
+  bool running() const noexcept override {
+    std::lock_guard g(mu_);
+    return state_ == RunState::run;
+  }
+  int processes() const noexcept override { return cfg_.processes; }
+  bool threads() const noexcept override { return true; }
+  std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
+  void cancel_pending() noexcept override {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::lock_guard g(mu_);
+      jobs.assign(jobs_.begin(), jobs_.end());
+    }
+    for (auto& j : jobs) j->cancel_pending();
+  }
+  void signal_workers(bool) override { terminate(); }
+
+ private:
+  bool on_worker_thread() const {
+    for (auto& t : threads_)
+      if (t.get_id() == std::this_thread::get_id()) return true;
+    return false;
+  }
+  void wait_threads() {
+    std::lock_guard g(join_mu_);
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+  void run() {
+    if (cfg_.thread_initializer) {
+      try {
+        cfg_.thread_initializer();
+      } catch (...) {
+        report_callback_error("initializer", std::current_exception());
+      }
+    }
+    std::unique_lock g(mu_);
+    for (;;) {
+      if (state_ == RunState::terminate) return;
+      std::shared_ptr<Job> job;
+      Chunk c;
+      for (auto it = jobs_.begin(); it != jobs_.end();) {
+        const Next n = (*it)->next(c, true, cfg_.processes);
+        if (n == Next::done) {
+          it = jobs_.erase(it);
+          continue;
+        }
+        if (n == Next::chunk) {
+          job = *it;
+          break;
+        }
+        ++it;
+      }
+      if (!job) {
+        if (state_ == RunState::close && jobs_.empty()) {
+          cv_.notify_all();
+          return;
+        }
+        cv_.wait(g);
+        continue;
+      }
+      chunks_sent_.fetch_add(1, std::memory_order_relaxed);
+      g.unlock();
+      Outcome o;
+      const auto start = platform::Clock::now();
+      try {
+        c.local(o);
+        o.ok = !o.error;
+      } catch (...) {
+        o.ok = false;
+        o.error = std::current_exception();
+      }
+      o.ns = static_cast<std::uint64_t>(std::chrono::duration_cast<Nanos>(platform::Clock::now() - start).count());
+      job->deliver(c.index, o);
+      g.lock();
+    }
+  }
+
+  EngineConfig cfg_;
+  mutable std::mutex mu_;
+  std::mutex join_mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> jobs_;
+  std::vector<std::thread> threads_;
+  RunState state_ = RunState::run;
+  std::atomic<std::uint64_t> chunks_sent_{0};
+};
+
+}  // namespace
+
+std::shared_ptr<Engine> make_process_engine(EngineConfig config) {
+  return std::make_shared<ProcessEngine>(std::move(config));
+}
+std::shared_ptr<Engine> make_thread_engine(EngineConfig config) {
+  return std::make_shared<ThreadEngine>(std::move(config));
+}
+
+}  // namespace detail::pool
+}  // namespace mp

@@ -1,0 +1,620 @@
+// Tests of mp/pool.hpp: CPython's _TestPool, _TestPoolWorkerLifetime and _TestPoolWorkerErrors
+// (Lib/test/_test_multiprocessing.py), under every start method, plus the guarantees beyond
+// CPython listed in docs/RELIABILITY.md.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <thread>
+
+#include "mp/pool.hpp"
+#include "mp_test.hpp"
+#include "platform/os.hpp"
+#include "queue_faults.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mp_test::kTimeout;
+
+int sqr(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+int sqr_slow(int x, double seconds) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  return x * x;
+}
+int my_pid() { return ::getpid(); }
+void nothing(int) {}
+std::string greet(std::string who) { return "hello " + who; }
+
+int raise_invalid(int) { throw std::invalid_argument("bad value"); }
+struct CustomError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+int raise_custom(int) { throw CustomError("custom failure"); }
+int raise_timeout(int) { throw mp::TimeoutError("inner timeout"); }
+int raise_int(int) { throw 42; }
+int raise_at_5(int x) {
+  if (x == 5) throw std::out_of_range("five");
+  return x * x;
+}
+
+int g_init_value = 0;
+void init_value(int v) { g_init_value = v; }
+int read_init_value(int) { return g_init_value; }
+
+class PoolTest : public mp_test::StartMethodTest {
+ protected:
+  mp::PoolOptions opts(int n) const { return {.processes = n, .context = ctx()}; }
+};
+
+TEST_P(PoolTest, Apply) {
+  mp::Pool pool(ctx(), 2);
+  EXPECT_EQ(pool.apply(sqr, 5), 25);
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);
+  EXPECT_EQ(pool.apply(greet, "world"), "hello world");
+  EXPECT_EQ(pool.apply([](int a, int b) { return a * b; }, 6, 7), 42);
+  pool.apply(nothing, 1);
+}
+
+TEST_P(PoolTest, Map) {
+  mp::Pool pool(ctx(), 2);
+  std::vector<int> in(10);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> want;
+  for (int x : in) want.push_back(x * x);
+  EXPECT_EQ(pool.map(sqr, in), want);
+  std::vector<int> big(100);
+  std::iota(big.begin(), big.end(), 0);
+  std::vector<int> big_want;
+  for (int x : big) big_want.push_back(x * x);
+  EXPECT_EQ(pool.map(sqr, big, 20), big_want);
+  EXPECT_EQ(pool.map(sqr, std::views::iota(0, 100)), big_want);
+  EXPECT_TRUE(pool.map(sqr, std::vector<int>{}).empty());
+  pool.map(nothing, in);
+}
+
+TEST_P(PoolTest, Starmap) {
+  mp::Pool pool(ctx(), 2);
+  const std::vector<std::tuple<int, int>> in{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(pool.starmap(add, in), (std::vector<int>{3, 7, 11}));
+  EXPECT_EQ(pool.starmap_async(add, in, 1).get(kTimeout), (std::vector<int>{3, 7, 11}));
+}
+
+TEST_P(PoolTest, ApplyAsyncAndTimeout) {
+  mp::Pool pool(ctx(), 2);
+  auto r = pool.apply_async(sqr_slow, 7, 0.2);
+  EXPECT_THROW(r.get(10ms), mp::TimeoutError);
+  EXPECT_FALSE(r.ready());
+  EXPECT_THROW(r.successful(), std::invalid_argument);
+  EXPECT_EQ(r.get(kTimeout), 49);
+  EXPECT_TRUE(r.ready());
+  EXPECT_TRUE(r.successful());
+  EXPECT_TRUE(r.wait(kTimeout));
+  auto m = pool.map_async(sqr, std::vector<int>{1, 2, 3});
+  m.wait();
+  EXPECT_EQ(m.get(), (std::vector<int>{1, 4, 9}));
+}
+
+TEST_P(PoolTest, Imap) {
+  mp::Pool pool(ctx(), 2);
+  std::vector<int> in(10);
+  std::iota(in.begin(), in.end(), 0);
+  auto it = pool.imap(sqr, in);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_EQ(it.next(kTimeout), std::nullopt);
+  std::vector<int> got;
+  for (int x : pool.imap(sqr, std::views::iota(0, 1000), 100)) got.push_back(x);
+  ASSERT_EQ(got.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], i * i);
+}
+
+TEST_P(PoolTest, ImapUnordered) {
+  mp::Pool pool(ctx(), 2);
+  std::multiset<int> got;
+  for (int x : pool.imap_unordered(sqr, std::views::iota(0, 1000))) got.insert(x);
+  std::multiset<int> want;
+  for (int i = 0; i < 1000; ++i) want.insert(i * i);
+  EXPECT_EQ(got, want);
+  got.clear();
+  for (int x : pool.imap_unordered(sqr, std::views::iota(0, 1000), 53)) got.insert(x);
+  EXPECT_EQ(got, want);
+}
+
+// CPython test_imap_handle_iterable_exception: the error comes out where its chunk begins.
+struct ThrowingInput {
+  int fail_at;
+  struct iterator {
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    int i = 0;
+    int fail_at = 0;
+    int operator*() const {
+      if (i == fail_at) throw std::runtime_error("input failed");
+      return i;
+    }
+    iterator& operator++() {
+      ++i;
+      return *this;
+    }
+    void operator++(int) { ++i; }
+    bool operator==(std::default_sentinel_t) const { return i >= 20; }
+  };
+  iterator begin() const { return {0, fail_at}; }
+  std::default_sentinel_t end() const { return {}; }
+};
+
+TEST_P(PoolTest, ImapInputException) {
+  mp::Pool pool(ctx(), 2);
+  auto it = pool.imap(sqr, ThrowingInput{10}, 1);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_THROW(it.next(kTimeout), std::runtime_error);
+  EXPECT_EQ(it.next(kTimeout), std::nullopt);
+  EXPECT_THROW(pool.map(sqr, ThrowingInput{3}), std::runtime_error);  // map reads first
+}
+
+TEST_P(PoolTest, ImapTaskException) {
+  mp::Pool pool(ctx(), 2);
+  auto it = pool.imap(raise_at_5, std::views::iota(0, 10), 1);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_THROW(it.next(kTimeout), std::out_of_range);
+  for (int i = 6; i < 10; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_EQ(it.next(kTimeout), std::nullopt);
+}
+
+TEST_P(PoolTest, ExceptionTypes) {
+  mp::Pool pool(ctx(), 1);
+  EXPECT_THROW(pool.apply(raise_invalid, 1), std::invalid_argument);
+  try {
+    pool.apply(raise_invalid, 1);
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "bad value");
+  }
+  EXPECT_THROW(pool.apply(raise_timeout, 1), mp::TimeoutError);
+  try {
+    pool.apply(raise_custom, 1);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::RemoteError& e) {
+    EXPECT_NE(e.type_name().find("CustomError"), std::string::npos) << e.type_name();
+    EXPECT_NE(std::string(e.what()).find("custom failure"), std::string::npos);
+  }
+  EXPECT_THROW(pool.apply(raise_int, 1), mp::RemoteError);
+  EXPECT_THROW(pool.map(raise_invalid, std::vector<int>{1, 2, 3}), std::invalid_argument);
+  auto r = pool.apply_async(raise_invalid, 1);
+  r.wait();
+  EXPECT_FALSE(r.successful());
+  EXPECT_EQ(pool.apply(sqr, 3), 9);  // the pool goes on
+}
+
+TEST_P(PoolTest, Callbacks) {
+  mp::Pool pool(ctx(), 2);
+  std::atomic<int> got{0};
+  std::atomic<bool> error_seen{false};
+  auto r = pool.apply_async(mp::callbacks([&](const int& v) { got = v; }), sqr, 6);
+  r.wait();
+  EXPECT_EQ(got.load(), 36);  // the callback ran before wait() returned
+  auto e = pool.apply_async(mp::callbacks([&](const int&) {}, [&](std::exception_ptr p) {
+                              try {
+                                std::rethrow_exception(p);
+                              } catch (const std::invalid_argument&) {
+                                error_seen = true;
+                              }
+                            }),
+                            raise_invalid, 1);
+  e.wait();
+  EXPECT_TRUE(error_seen.load());
+  std::vector<int> mapped;
+  auto m = pool.map_async(mp::callbacks([&](const std::vector<int>& v) { mapped = v; }), sqr, std::vector<int>{1, 2});
+  m.wait();
+  EXPECT_EQ(mapped, (std::vector<int>{1, 4}));
+}
+
+TEST_P(PoolTest, Initializer) {
+  mp::Pool pool(opts(2), init_value, 7);
+  EXPECT_EQ(pool.apply(read_init_value, 0), 7);
+  EXPECT_EQ(pool.map(read_init_value, std::vector<int>(10)), std::vector<int>(10, 7));
+}
+
+TEST_P(PoolTest, BadInput) {
+  try {
+    mp::Pool pool(ctx(), 0);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "Number of processes must be at least 1");
+  }
+  EXPECT_THROW(mp::Pool(mp::PoolOptions{.processes = 1, .maxtasksperchild = 0, .context = ctx()}), std::invalid_argument);
+  mp::Pool pool(ctx(), 1);
+  EXPECT_THROW(pool.map(sqr, std::vector<int>{1}, 0), std::invalid_argument);
+  EXPECT_THROW(pool.imap(sqr, std::vector<int>{1}, -1), std::invalid_argument);
+  try {
+    pool.join();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "Pool is still running");
+  }
+  pool.close();
+  for (auto call : std::vector<std::function<void()>>{
+           [&] { pool.apply(sqr, 1); }, [&] { pool.apply_async(sqr, 1); }, [&] { pool.map(sqr, std::vector<int>{1}); },
+           [&] { pool.imap(sqr, std::vector<int>{1}); }, [&] { pool.imap_unordered(sqr, std::vector<int>{1}); },
+           [&] { pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}}); }}) {
+    try {
+      call();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_STREQ(e.what(), "Pool not running");
+    }
+  }
+  pool.join();
+  mp::Pool p2(ctx(), 1);
+  p2.terminate();
+  EXPECT_THROW(p2.apply(sqr, 1), std::invalid_argument);
+  p2.join();
+}
+
+// CPython test_terminate: terminate() with a long map pending returns quickly; the result fails.
+TEST_P(PoolTest, Terminate) {
+  mp::Pool pool(ctx(), 2);
+  auto r = pool.map_async(sqr_slow, std::vector<std::tuple<int, double>>(1), 1);
+  auto many = pool.starmap_async(sqr_slow, std::vector<std::tuple<int, double>>(100, {1, 0.1}), 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  pool.terminate();
+  pool.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_TRUE(many.wait(kTimeout));
+  EXPECT_THROW(many.get(), mp::ProcessError);
+  (void)r;
+}
+
+TEST_P(PoolTest, CloseJoinFinishesWork) {
+  mp::Pool pool(ctx(), 2);
+  auto r = pool.starmap_async(sqr_slow, std::vector<std::tuple<int, double>>(6, {3, 0.02}));
+  pool.close();
+  pool.join();
+  ASSERT_TRUE(r.ready());
+  EXPECT_EQ(r.get(), std::vector<int>(6, 9));
+}
+
+// _TestPoolWorkerLifetime.test_pool_worker_lifetime: workers are replaced after maxtasksperchild.
+TEST_P(PoolTest, WorkerLifetime) {
+  mp::Pool pool(mp::PoolOptions{.processes = 3, .maxtasksperchild = 10, .context = ctx()});
+  std::vector<mp::AsyncResult<int>> results;
+  for (int i = 0; i < 100; ++i) results.push_back(pool.apply_async(my_pid));
+  std::set<int> pids;
+  for (auto& r : results) pids.insert(r.get(kTimeout));
+  EXPECT_GE(pids.size(), 10u);  // 100 tasks, at most 10 per worker
+  pool.close();
+  pool.join();
+}
+
+// test_pool_worker_lifetime_early_close
+TEST_P(PoolTest, WorkerLifetimeEarlyClose) {
+  mp::Pool pool(mp::PoolOptions{.processes = 3, .maxtasksperchild = 1, .context = ctx()});
+  std::vector<mp::AsyncResult<int>> results;
+  for (int i = 0; i < 6; ++i) results.push_back(pool.apply_async(sqr_slow, i, 0.01));
+  pool.close();
+  pool.join();
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(results[static_cast<std::size_t>(i)].get(kTimeout), i * i);
+}
+
+TEST_P(PoolTest, Destructor) {
+  auto r = [&] {
+    mp::Pool pool(ctx(), 2);
+    EXPECT_EQ(pool.apply(sqr, 2), 4);
+    return pool.apply_async(sqr_slow, 1, 5.0);
+  }();
+  EXPECT_TRUE(r.wait(kTimeout));
+  EXPECT_FALSE(r.successful());
+}
+
+// Shared objects: as initargs they travel with the workers (TerminateAfterDeathHoldingQueueLock
+// passes a Value); proxies are valid task arguments; an OS-handle object (Value, Lock, Queue) as a
+// task argument fails that task with CPython's message.
+int set_in_dict(mp::managers::DictProxy<std::string, int> d, int v) {
+  d.setitem("k", v);
+  return v;
+}
+int read_value(mp::Value<int> v) { return v.value(); }
+
+TEST_P(PoolTest, SharedObjectsAsTaskArguments) {
+  auto manager = mp::Manager();
+  auto d = manager.dict<std::string, int>();
+  mp::Pool pool(ctx(), 1);
+  EXPECT_EQ(pool.apply(set_in_dict, d, 5), 5);
+  EXPECT_EQ(d.get("k"), 5);
+  mp::Value<int> v(3);
+  try {
+    pool.apply(read_value, v);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("should only be shared between processes through inheritance"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(pool.apply(sqr, 2), 4);
+  manager.shutdown();
+}
+
+MP_INSTANTIATE_START_METHODS(PoolTest);
+
+// ---- Guarantees beyond CPython (docs/RELIABILITY.md), each under every start method.
+class PoolGuarantee : public PoolTest {};
+
+int die_sigkill(int) {
+  ::kill(::getpid(), SIGKILL);
+  return 0;
+}
+int die_abort(int) { std::abort(); }
+int die_exit(int) { std::exit(3); }
+
+// 1. A worker that dies fails only the task it was running; the tasks it had been handed but
+// had not started complete elsewhere; it is replaced.
+TEST_P(PoolGuarantee, WorkerDeathFailsOnlyItsTask) {
+  mp::Pool pool(ctx(), 1);  // one worker: the tasks behind the fatal one were handed to it
+  auto before = pool.apply_async(sqr_slow, 2, 0.05);
+  auto fatal = pool.apply_async(die_sigkill, 0);
+  std::vector<mp::AsyncResult<int>> after;
+  for (int i = 0; i < 6; ++i) after.push_back(pool.apply_async(sqr, i));
+  EXPECT_EQ(before.get(kTimeout), 4);
+  try {
+    fatal.get(kTimeout);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("SIGKILL"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(e.pid())), std::string::npos) << e.what();
+    EXPECT_EQ(e.exitcode(), -SIGKILL);
+  }
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(after[static_cast<std::size_t>(i)].get(kTimeout), i * i);
+  EXPECT_EQ(pool.apply(sqr, 9), 81);  // replaced, and the pool goes on
+}
+
+TEST_P(PoolGuarantee, WorkerAbortAndExit) {
+  mp::Pool pool(ctx(), 2);
+  try {
+    pool.apply(die_abort, 0);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("SIGABRT"), std::string::npos) << e.what();
+  }
+  try {
+    pool.apply(die_exit, 0);
+    ADD_FAILURE() << "no exception";
+  } catch (const mp::WorkerLostError& e) {
+    EXPECT_NE(std::string(e.what()).find("exited with code 3"), std::string::npos) << e.what();
+    EXPECT_EQ(e.exitcode(), 3);
+  }
+  // In a map, the whole map fails (as any task error does); an imap fails only at that item.
+  EXPECT_THROW(pool.map(die_sigkill, std::vector<int>{1}), mp::WorkerLostError);
+  auto it = pool.imap(raise_at_5, std::views::iota(0, 8), 1);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
+  EXPECT_THROW(it.next(kTimeout), std::out_of_range);
+  EXPECT_EQ(pool.apply(sqr, 4), 16);
+}
+
+// 2. A result that cannot be serialized, or decoded, fails only its own task.
+struct Unsendable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive&) const {
+    throw mp::PicklingError("cannot serialize Unsendable");
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(v);
+  }
+};
+struct Undecodable {
+  int v = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(v);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(v);
+    if (v == 3) throw mp::UnpicklingError("cannot decode Undecodable 3");
+  }
+};
+Unsendable make_unsendable(int v) { return {v}; }
+Undecodable make_undecodable(int v) { return {v}; }
+
+TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
+  mp::Pool pool(ctx(), 2);
+  EXPECT_THROW(pool.apply(make_unsendable, 1), mp::PicklingError);
+  EXPECT_EQ(pool.apply(sqr, 5), 25);
+  EXPECT_THROW(pool.apply(make_undecodable, 3), mp::UnpicklingError);
+  EXPECT_EQ(pool.apply(make_undecodable, 4).v, 4);
+  auto it = pool.imap(make_undecodable, std::views::iota(0, 6), 1);
+  for (int i = 0; i < 6; ++i) {
+    if (i == 3) {
+      EXPECT_THROW(it.next(kTimeout), mp::UnpicklingError);
+    } else {
+      EXPECT_EQ(it.next(kTimeout)->v, i);
+    }
+  }
+  EXPECT_EQ(it.next(kTimeout), std::nullopt);
+}
+
+// 3. A callback that throws does not stop the pool's result thread.
+TEST_P(PoolGuarantee, ThrowingCallback) {
+  mp::Pool pool(ctx(), 2);
+  for (int i = 0; i < 3; ++i) {
+    auto r = pool.apply_async(mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, i);
+    EXPECT_EQ(r.get(kTimeout), i * i);
+    auto e = pool.apply_async(mp::callbacks(nullptr, [](std::exception_ptr) { throw std::runtime_error("error callback fails"); }),
+                              raise_invalid, i);
+    EXPECT_THROW(e.get(kTimeout), std::invalid_argument);
+  }
+  EXPECT_EQ(pool.map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
+// 4. imap/imap_unordered read a huge lazy input lazily, with bounded buffering.
+std::atomic<long long> g_pulled{0};
+long long ident(long long x) { return x; }
+
+TEST_P(PoolGuarantee, LazyBoundedImap) {
+  mp::Pool pool(ctx(), 2);
+  for (bool ordered : {true, false}) {
+    g_pulled = 0;
+    auto input = std::views::iota(0LL, 100'000'000LL) | std::views::transform([](long long i) {
+                   ++g_pulled;
+                   return i;
+                 });
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      auto it = ordered ? pool.imap(ident, input) : pool.imap_unordered(ident, input);
+      ASSERT_TRUE(it.next(kTimeout).has_value());
+      EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+      // A consumer that pauses: the pool must not read ahead (the bound holds at any moment;
+      // the pause only gives an unbounded reader time to show itself).
+      std::this_thread::sleep_for(300ms);
+      for (int i = 0; i < 10'000; ++i) ASSERT_TRUE(it.next(kTimeout).has_value());
+      std::this_thread::sleep_for(300ms);
+      // Bounded: what was consumed plus a few chunks in flight or buffered (at most
+      // (4 * 2 + 2) * 4096 items here, with some slack), whatever the input's length.
+      EXPECT_LT(g_pulled.load(), 10'001 + 12 * 4096);
+      RecordProperty(ordered ? "pulled_imap" : "pulled_imap_unordered", std::to_string(g_pulled.load()));
+    }  // abandoning a partly consumed iterator stops reading the input
+  }
+  // close() + join() with a partly consumed iterator of a finite input: no deadlock.
+  auto it = pool.imap(sqr, std::views::iota(0, 20'000));
+  EXPECT_EQ(it.next(kTimeout), 0);
+  pool.close();
+  pool.join();
+  int n = 1;
+  while (it.next(kTimeout)) ++n;
+  EXPECT_EQ(n, 20'000);
+}
+
+// 5. maxtasksperchild never strands queued work.
+TEST_P(PoolGuarantee, MaxTasksPerChildStrandsNothing) {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .maxtasksperchild = 1, .context = ctx()});
+  std::vector<int> in(40);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> want;
+  for (int x : in) want.push_back(x * x);
+  EXPECT_EQ(pool.map_async(sqr, in, 1).get(kTimeout), want);
+  std::vector<int> got;
+  for (int x : pool.imap(sqr, in)) got.push_back(x);
+  EXPECT_EQ(got, want);
+  pool.close();
+  pool.join();
+}
+
+// 6. terminate() is bounded even when a worker died holding the result queue's lock.
+// Kills the first worker to reach the fault point (a shared object passed as initargs).
+std::optional<mp::Value<int>> g_fired;
+void die_in_result_put(mp::Value<int> fired) {
+  g_fired = fired;
+  mp::detail::queue_fault = [](mp::detail::QueueFault f) {
+    if (f != mp::detail::QueueFault::producer_switch_recorded) return;
+    std::lock_guard g(g_fired->get_lock());
+    if (g_fired->value() != 0) return;
+    g_fired->set_value(1);
+    ::kill(::getpid(), SIGKILL);
+  };
+}
+std::string big_result(int n) { return std::string(static_cast<std::size_t>(n), 'x'); }
+
+TEST_P(PoolGuarantee, TerminateAfterDeathHoldingQueueLock) {
+  mp::Value<int> fired(0);
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx()}, die_in_result_put, fired);
+  // Results of 1 MiB soon make a worker switch rings inside put(): it dies holding the lock.
+  bool lost = false;
+  for (int i = 0; i < 40 && !lost; ++i) {
+    try {
+      pool.apply(big_result, 1 << 20);
+    } catch (const mp::WorkerLostError&) {
+      lost = true;
+    }
+  }
+  EXPECT_TRUE(lost);
+  EXPECT_EQ(pool.apply(sqr, 3), 9);  // the lock was taken over
+  const auto t0 = std::chrono::steady_clock::now();
+  pool.terminate();
+  pool.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
+// 7. Workers die with their owner, also when it is SIGKILLed or interrupted (Ctrl-C).
+int slow_pid(double seconds) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  return ::getpid();
+}
+void pool_owner(mp::Queue<int> pids, std::string method) {
+  mp::Pool pool(mp::get_context(method), 2);
+  for (int pid : pool.map(slow_pid, std::vector<double>{0.2, 0.2}, 1)) pids.put(pid);
+  pids.put(0);
+  std::this_thread::sleep_for(60s);
+}
+
+TEST_P(PoolGuarantee, WorkersDieWithOwner) {
+  for (int sig : {SIGKILL, SIGINT}) {
+    mp::Queue<int> pids;
+    mp::Process owner(ctx(), pool_owner, pids, GetParam());
+    owner.start();
+    std::vector<int> workers;
+    for (int pid = pids.get(true, kTimeout); pid != 0; pid = pids.get(true, kTimeout)) workers.push_back(pid);
+    ASSERT_FALSE(workers.empty());
+    ::kill(*owner.pid(), sig);
+    mp_test::join_or_fail(owner);
+    EXPECT_EQ(owner.exitcode(), -sig);
+    const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    for (int w : workers) {
+      while (!mp::platform::process_dead(w) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+      EXPECT_TRUE(mp::platform::process_dead(w)) << "worker " << w << " outlived its pool's process";
+    }
+  }
+}
+
+// 8. Per-task time limit: the task fails with TimeoutError, its worker is replaced.
+TEST_P(PoolGuarantee, TaskTimeout) {
+  mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx(), .task_timeout = 300ms});
+  auto slow = pool.apply_async(sqr_slow, 3, 30.0);
+  auto fast = pool.apply_async(sqr_slow, 4, 0.01);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(slow.get(kTimeout), mp::TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_EQ(fast.get(kTimeout), 16);
+  EXPECT_EQ(pool.apply(sqr, 5), 25);
+}
+
+// 9. chunksize left out adapts: tiny tasks are batched, long ones are not.
+TEST_P(PoolGuarantee, AdaptiveChunksize) {
+  mp::Pool pool(ctx(), 2);
+  std::vector<long long> in(100'000);
+  std::iota(in.begin(), in.end(), 0);
+  const auto before = pool.chunks_sent();
+  const auto out = pool.map(ident, in);
+  ASSERT_EQ(out.size(), in.size());
+  EXPECT_EQ(out[300], 300);
+  EXPECT_LT(pool.chunks_sent() - before, 500u);  // far fewer chunks than items
+  const auto before_long = pool.chunks_sent();
+  pool.starmap(sqr_slow, std::vector<std::tuple<int, double>>(24, {2, 0.01}));
+  EXPECT_EQ(pool.chunks_sent() - before_long, 24u);  // a task of 10 ms is not batched
+}
+
+MP_INSTANTIATE_START_METHODS(PoolGuarantee);
+
+// ThreadPool: the same API over threads, any callable.
+TEST(ThreadPool, Api) {
+  int base = 10;
+  mp::ThreadPool pool(3);
+  EXPECT_EQ(pool.apply([&](int x) { return x + base; }, 5), 15);
+  std::vector<int> in{1, 2, 3};
+  EXPECT_EQ(pool.map([&](int x) { return x * base; }, in), (std::vector<int>{10, 20, 30}));
+  std::multiset<int> got;
+  for (int x : pool.imap_unordered([](int x) { return -x; }, std::views::iota(0, 100))) got.insert(x);
+  EXPECT_EQ(got.size(), 100u);
+  EXPECT_THROW(pool.apply(raise_invalid, 1), std::invalid_argument);
+  auto r = pool.apply_async(mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, 2);
+  EXPECT_EQ(r.get(kTimeout), 4);
+  EXPECT_EQ(pool.apply(sqr, 3), 9);
+  pool.close();
+  pool.join();
+}
+
+}  // namespace
