@@ -59,8 +59,8 @@ void report_callback_error(const char* where, std::exception_ptr error) noexcept
 std::exception_ptr current_error() noexcept { return std::current_exception(); }
 
 bool spin_until(const std::atomic<bool>& flag) noexcept {
-  thread_local AdaptiveSpin spin(std::chrono::microseconds(1), std::chrono::microseconds(50));
-  return spin.spin_yielding([&] { return flag.load(std::memory_order_acquire); });
+  constinit thread_local Spinner spin;  // the library's one spinning policy (lib/spin.hpp)
+  return spin.spin([&] { return flag.load(std::memory_order_acquire); });
 }
 
 namespace {

@@ -363,7 +363,7 @@ class Sink {
   // The pool ended first.
   virtual void fail(std::exception_ptr error) = 0;
   // Lazy sinks: whether another chunk may be handed out (bounded buffering).
-  virtual bool room(std::size_t outstanding) { return true; }
+  virtual bool room(std::size_t /*outstanding*/) { return true; }
   // Futures: false once cancelled; marks the job running otherwise.
   virtual bool start() { return true; }
   virtual void cancel_pending() {}
