@@ -189,7 +189,7 @@ TEST(SharedMemory, ErrorsAsCPython) {
   EXPECT_EQ(shm.size(), 16u);  // the existing segment is untouched
   EXPECT_THROW(SharedMemory(std::nullopt, true, 0), std::invalid_argument);
   EXPECT_THROW(SharedMemory(std::nullopt, true, -1), std::invalid_argument);
-  EXPECT_THROW(SharedMemory(std::nullopt), std::invalid_argument);
+  EXPECT_THROW((SharedMemory(std::nullopt)), std::invalid_argument);  // (parenthesized: not a declaration)
   // Absurd sizes fail cleanly and leave no name behind.
   EXPECT_THROW(SharedMemory(std::nullopt, true, std::int64_t{1} << 62), mp::OSError);
   EXPECT_THROW(SharedMemory(std::nullopt, true, std::numeric_limits<std::int64_t>::max()), mp::OSError);

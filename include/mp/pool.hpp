@@ -41,6 +41,8 @@
 //   for long tasks, chunks of ~2 ms of work for tiny ones. A given chunksize is used as is.
 // Differences from Python: AsyncResult::wait(timeout) returns whether the result is ready;
 // map() of a function returning void returns nothing.
+// Compilers: the calls that take a range need a working <ranges>: g++ >= 12, or clang >= 15 with
+// libstdc++ 12 (clang 14 rejects libstdc++ 12's views; its tests are not built there).
 #pragma once
 
 #include <chrono>
