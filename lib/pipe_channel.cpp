@@ -152,8 +152,11 @@ void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t 
 
 void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
   PipeRing& r = out_ring();
+  // tail - head_seen_ may exceed the ring when head_seen_ is old (a new attach starts at 0).
+  if (tail - head_seen_ <= kPipeRingBytes - need) return;
   const auto room = [&] {
-    const std::uint64_t used = tail - r.head.load(std::memory_order_seq_cst);
+    head_seen_ = r.head.load(std::memory_order_seq_cst);
+    const std::uint64_t used = tail - head_seen_;
     if (used > kPipeRingBytes || (used & 7)) corrupt();
     return kPipeRingBytes - used >= need;
   };

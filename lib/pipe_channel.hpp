@@ -24,6 +24,8 @@
 //   ping-pong no system call is made.
 // - A receiver finding the ring empty spins (lib/spin.hpp; the sender's CPU, stored at each
 //   publish, is the hint whether to pause or yield between looks), then arms as above.
+// - A sender keeps the last `head` it read (a lower bound: head only grows) and reads the shared
+//   one only when that bound leaves too little room, so in a stream the receiver's line stays put.
 // - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
 //   the socket for a vanished peer (EPIPE) between slices.
 #pragma once
@@ -47,12 +49,14 @@ namespace mp::detail {
 struct PipeRing {
   FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
-  std::atomic<std::uint32_t> room_seq{0};  // an event count (lib/event_count.hpp): senders wait for room
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{0};    // the CPU + 1 of the last publish (a spin hint; 0: unknown)
   alignas(64) FutexLock recv_lock;
   alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
   std::atomic<std::int32_t> receiver_cpu{0};  // the CPU + 1 of the last consume (a spin hint)
+  // An event count (lib/event_count.hpp): senders wait for room. On the head's line, which the
+  // receiver writes anyway, so its check after each consume moves no line between CPUs.
+  std::atomic<std::uint32_t> room_seq{0};
   alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
   char pad[60];
 };
@@ -155,6 +159,8 @@ class PipeChannel {
   platform::Handle event_ = platform::kInvalidHandle;
   platform::Handle ready_set_ = platform::kInvalidHandle;
   bool event_on_ = false;
+  // The out ring's head as last read by this process's senders (under send_lock).
+  std::uint64_t head_seen_ = 0;
 };
 
 }  // namespace mp::detail

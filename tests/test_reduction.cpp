@@ -106,6 +106,18 @@ TEST(Reduction, TruncatedAndTrailingBytesAreErrors) {
   EXPECT_THROW((void)mp::reduction::loads<Raw>(mp::reduction::dumps(Raw{}) + "x"), mp::UnpicklingError);
 }
 
+// Numbers skip the archive (a fast path): its checks must hold there too.
+TEST(Reduction, NumbersAreCheckedLikeEveryValue) {
+  const std::string d = mp::reduction::dumps(2.5);
+  EXPECT_EQ(mp::reduction::loads<double>(d), 2.5);
+  EXPECT_THROW((void)mp::reduction::loads<double>(d + "x"), mp::UnpicklingError);
+  EXPECT_THROW((void)mp::reduction::loads<double>(d.substr(0, d.size() - 1)), mp::UnpicklingError);
+  std::string b = mp::reduction::dumps(true);
+  EXPECT_TRUE(mp::reduction::loads<bool>(b));
+  b.back() = 2;  // not a bool: reading it as one would be undefined behaviour
+  EXPECT_THROW((void)mp::reduction::loads<bool>(b), mp::UnpicklingError);
+}
+
 TEST(Reduction, HostileLengthDoesNotAllocate) {
   // A vector<string> whose element count claims 2^60 elements: rejected before any allocation.
   std::string bytes = mp::reduction::dumps(std::vector<std::string>{});

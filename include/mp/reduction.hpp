@@ -208,9 +208,11 @@ inline constexpr bool is_picklable_v =
     !std::is_pointer_v<T> && (detail::CerealSerializable<T> || detail::MemcpySerializable<T>);
 
 // Appends the serialized value (without type tag) to `out`.
+// Numbers take the raw-bytes path too: the bytes are those the archive would write, without the
+// cost of building an archive (its type maps) for one value.
 template <class T>
 void dump_into(std::string& out, const T& value) {
-  if constexpr (detail::MemcpySerializable<T>) {
+  if constexpr (detail::MemcpySerializable<T> || std::is_arithmetic_v<T>) {
     out.append(reinterpret_cast<const char*>(&value), sizeof(T));
   } else {
     static_assert(detail::CerealSerializable<T>,
@@ -224,7 +226,13 @@ void dump_into(std::string& out, const T& value) {
 // Reads a value (without type tag) from `data`; all of `data` must be consumed.
 template <class T>
 T load_from(const char* data, std::size_t size) {
-  if constexpr (detail::MemcpySerializable<T>) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (size != 1) throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
+    // Only 0 and 1 are bools: any other byte would make reading the value undefined behaviour.
+    const auto byte = static_cast<unsigned char>(data[0]);
+    if (byte > 1) throw UnpicklingError("corrupt data: a bool is neither 0 nor 1");
+    return byte != 0;
+  } else if constexpr (detail::MemcpySerializable<T> || std::is_arithmetic_v<T>) {
     if (size != sizeof(T)) throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
     T value;
     std::memcpy(static_cast<void*>(&value), data, sizeof(T));
