@@ -15,7 +15,6 @@ namespace mp::detail {
 namespace {
 
 namespace conn = platform::conn;
-using platform::Clock;
 using platform::Nanos;
 
 constexpr std::uint32_t kWhole = 1, kFirst = 2, kMore = 3, kAbort = 4;
@@ -196,7 +195,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
   bool in_long = false;
   std::uint64_t total = 0;
   for (;;) {
-    if (wait_data(nullptr, in_long) == Wait::eof) {
+    if (wait_data(Deadline::none(), in_long) == Wait::eof) {
       if (in_long) throw OSError(EPROTO, "got end of file during message");
       throw EOFError();
     }
@@ -261,12 +260,12 @@ std::string PipeChannel::recv(std::size_t maxlength) {
 bool PipeChannel::poll(const Nanos* timeout) {
   LeaveGuard leave{*this};
   if (nonempty(in_ring())) return true;
-  if (timeout && *timeout <= Nanos::zero()) return conn::peer_closed(sock_) || nonempty(in_ring());
-  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point();
-  return wait_data(timeout ? &deadline : nullptr, false) != Wait::timeout;
+  const Deadline deadline(timeout);
+  if (deadline.nonblocking()) return conn::peer_closed(sock_) || nonempty(in_ring());
+  return wait_data(deadline, false) != Wait::timeout;
 }
 
-PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool mid_message) {
+PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_message) {
   PipeRing& r = in_ring();
   if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu))) return Wait::data;
   for (;;) {
@@ -279,8 +278,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
       disarm(false, mine);
       return nonempty(r) ? Wait::data : Wait::eof;
     }
-    Nanos slice = mid_message ? kMidMessageSlice : Nanos::max();
-    if (deadline) slice = std::min(slice, std::max(Nanos::zero(), std::chrono::duration_cast<Nanos>(*deadline - Clock::now())));
+    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : Nanos::max());
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {
@@ -288,7 +286,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
       return Wait::data;
     }
     if (!woke) {
-      if (deadline && Clock::now() >= *deadline) {
+      if (deadline.passed()) {
         disarm(false, mine);
         return Wait::timeout;
       }
@@ -334,11 +332,11 @@ void PipeChannel::after_sleep(bool socket_was_ready) {
 // reads it; if the sender died before writing it (or it is very late) the wait gives up.
 void PipeChannel::settle(std::uint32_t taken) {
   if (!in_ring().armed.compare_exchange_strong(taken, 0)) return;
-  const auto give_up = Clock::now() + kTokenPatience;
+  const Deadline give_up = Deadline::after(kTokenPatience);
   const Nanos slice = std::chrono::milliseconds(1);
   for (;;) {
     if (conn::read_token(sock_) >= 0) return;
-    if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || Clock::now() >= give_up) {
+    if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || give_up.passed()) {
       (void)conn::read_token(sock_);
       return;
     }

@@ -36,6 +36,7 @@
 #include <string>
 #include <utility>
 
+#include "deadline.hpp"
 #include "futex_lock.hpp"
 #include "platform/os.hpp"
 
@@ -135,7 +136,7 @@ class PipeChannel {
                  std::size_t size);
   void wait_room(std::uint64_t tail, std::uint64_t need);
   void publish(std::uint64_t tail);
-  Wait wait_data(const platform::Clock::time_point* deadline, bool mid_message);
+  Wait wait_data(const Deadline& deadline, bool mid_message);
   void settle(std::uint32_t taken);
   void after_sleep(bool socket_was_ready);
   void rescue_dead_sender();
