@@ -6,12 +6,12 @@
 #include <cstring>
 #include <mutex>
 
-#include "acceptor.hpp"
-#include "deadline.hpp"
-#include "framing.hpp"
-#include "pipe_channel.hpp"
-#include "unique_handle.hpp"
-#include "spin.hpp"
+#include "support/acceptor.hpp"
+#include "support/deadline.hpp"
+#include "support/framing.hpp"
+#include "support/pipe_channel.hpp"
+#include "support/unique_handle.hpp"
+#include "support/spin.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
@@ -23,7 +23,7 @@ namespace framing = detail::framing;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
 constexpr std::size_t kFirstStep = std::size_t{1} << 20;
-// A receive polls before it sleeps (lib/spin.hpp), adapted per thread.
+// A receive polls before it sleeps (lib/support/spin.hpp), adapted per thread.
 constinit thread_local detail::Spinner t_recv_spin;
 
 [[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
@@ -108,7 +108,7 @@ std::string Connection::recv_message(std::size_t maxlength) {
     }
   }
   std::uint32_t n32 = 0;
-  // The header: poll briefly first, yielding between polls (lib/spin.hpp): a quick reply then
+  // The header: poll briefly first, yielding between polls (lib/support/spin.hpp): a quick reply then
   // costs no sleep and wake-up.
   std::size_t first = 0;
   bool have = false;

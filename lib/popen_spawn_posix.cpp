@@ -6,14 +6,14 @@
 // start() returns once the child reports that it is bootstrapped, or throws its error.
 #include <cstring>
 
-#include "framing.hpp"
+#include "support/framing.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/spawn.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
-#include "unique_handle.hpp"
+#include "support/unique_handle.hpp"
 
 namespace mp::detail {
 

@@ -8,13 +8,13 @@
 #include <cstring>
 #include <utility>
 
-#include "deadline.hpp"
-#include "event_count.hpp"
-#include "forced_unwind.hpp"
-#include "futex_lock.hpp"
+#include "support/deadline.hpp"
+#include "support/event_count.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/futex_lock.hpp"
 #include "queue_faults.hpp"
-#include "spin.hpp"
-#include "unique_handle.hpp"
+#include "support/spin.hpp"
+#include "support/unique_handle.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
@@ -40,7 +40,7 @@ constexpr std::uint64_t kPosMask = (std::uint64_t{1} << kPosBits) - 1;
 constexpr std::uint64_t kCountMask = (std::uint64_t{1} << 24) - 1;
 // Switch frames are numbered modulo 2^23.
 constexpr std::uint32_t kSeqMask = (std::uint32_t{1} << 23) - 1;
-// Spinning before a sleep (lib/spin.hpp), adapted per thread and side.
+// Spinning before a sleep (lib/support/spin.hpp), adapted per thread and side.
 constinit thread_local Spinner t_get_spin, t_put_spin;
 // A producer past this many bytes of its ring moves to the other ring as soon as that one is
 // empty, restarting it at its start: while consumers keep up, items cycle through the first few
@@ -101,7 +101,7 @@ struct Shared {
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/event_count.hpp): consumers sleep on it
+  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/support/event_count.hpp): consumers sleep on it
   std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
   std::uint64_t oob_next;               // under put_lock
   alignas(64) std::atomic<std::uint64_t> tail[kRings];

@@ -9,7 +9,7 @@
 #include "platform/shm.hpp"
 #include "shareable_list_layout.hpp"
 #include "shm_tracker.hpp"
-#include "unique_handle.hpp"
+#include "support/unique_handle.hpp"
 
 namespace mp::shared_memory {
 

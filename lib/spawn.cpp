@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "framing.hpp"
+#include "support/framing.hpp"
 #include "platform/forkserver.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
@@ -26,7 +26,7 @@ bool g_freeze_support_called = false;
 platform::Handle g_status = platform::kInvalidHandle;
 
 // Status protocol: one byte 0 = bootstrapped; 1 = failed, then the message as one frame
-// (lib/framing.hpp).
+// (lib/support/framing.hpp).
 void report_failure(platform::Handle status, const std::string& message) noexcept {
   if (status == platform::kInvalidHandle) return;
   try {

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "code_ref.hpp"
+#include "support/code_ref.hpp"
 #include "mp/reduction.hpp"
 #include "platform/os.hpp"
 

@@ -9,11 +9,11 @@
 #include <stdexcept>
 #include <tuple>
 
-#include "code_ref.hpp"
-#include "deadline.hpp"
-#include "forced_unwind.hpp"
-#include "futex_lock.hpp"
-#include "spin.hpp"
+#include "support/code_ref.hpp"
+#include "support/deadline.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/futex_lock.hpp"
+#include "support/spin.hpp"
 #include "platform/os.hpp"
 #include "platform/sync.hpp"
 
@@ -106,7 +106,7 @@ constexpr Nanos kScanCostPerParty = std::chrono::microseconds(50);
 constexpr Nanos kWakePerSleeper = std::chrono::milliseconds(1);
 constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
-// Spinning before sleeping (lib/spin.hpp), adapted per thread and kind of wait.
+// Spinning before sleeping (lib/support/spin.hpp), adapted per thread and kind of wait.
 constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin, t_barrier_spin;
 
 // Takes one unit from `word` if it is positive.

@@ -1,5 +1,5 @@
-// lib/framing.hpp — the length prefix of every byte stream the library frames: Connection's
-// messages on sockets (lib/connection.cpp), the authentication handshake (lib/auth.cpp) and a
+// lib/support/framing.hpp — the length prefix of every byte stream the library frames: Connection's
+// messages on sockets (lib/connection.cpp), the authentication handshake (lib/support/auth.cpp) and a
 // spawned child's bootstrap report (lib/spawn.cpp, lib/popen_spawn_posix.cpp).
 //   [u32 length][body]                      a body of less than 0xffffffff bytes
 //   [0xffffffff][u64 length][body]          a larger one

@@ -1,15 +1,15 @@
-// The shared-memory transport of Pipe() (lib/pipe_channel.hpp).
-#include "pipe_channel.hpp"
+// The shared-memory transport of Pipe() (lib/support/pipe_channel.hpp).
+#include "support/pipe_channel.hpp"
 
 #include <cerrno>
 #include <cstring>
 #include <new>
 
-#include "event_count.hpp"
+#include "support/event_count.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/sync.hpp"
-#include "spin.hpp"
+#include "support/spin.hpp"
 
 namespace mp::detail {
 namespace {
@@ -24,7 +24,7 @@ constexpr std::size_t kMaxFrame = kPipeRingBytes / 4;  // payload bytes in one f
 constexpr Nanos kRoomSlice = std::chrono::milliseconds(10);
 constexpr Nanos kMidMessageSlice = std::chrono::milliseconds(50);
 constexpr auto kTokenPatience = std::chrono::milliseconds(100);
-// A receiver, or a sender with a full ring, spins before it sleeps (lib/spin.hpp), adapted per
+// A receiver, or a sender with a full ring, spins before it sleeps (lib/support/spin.hpp), adapted per
 // thread; the peer's CPU, published in the ring, tells whether to pause or yield between looks.
 constinit thread_local Spinner t_data_spin, t_room_spin;
 

@@ -1,4 +1,4 @@
-// lib/unique_handle.hpp — owns one platform::Handle (a descriptor; a HANDLE on Windows) and closes
+// lib/support/unique_handle.hpp — owns one platform::Handle (a descriptor; a HANDLE on Windows) and closes
 // it with platform::close_handle when it goes, unless released first. Move-only.
 #pragma once
 

@@ -1,10 +1,10 @@
-// Connection set-up with whole-exchange deadlines (lib/acceptor.hpp).
-#include "acceptor.hpp"
+// Connection set-up with whole-exchange deadlines (lib/support/acceptor.hpp).
+#include "support/acceptor.hpp"
 
 #include <algorithm>
 #include <cerrno>
 
-#include "deadline.hpp"
+#include "support/deadline.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/managers.hpp"

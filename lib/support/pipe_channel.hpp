@@ -1,4 +1,4 @@
-// lib/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
+// lib/support/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
 //
 // A Pipe is a connected socket pair plus one anonymous shared mapping (memfd) that holds a byte
 // ring per direction: ring[i] carries the messages end i sends. Messages travel through the
@@ -22,7 +22,7 @@
 //   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
 //   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
 //   ping-pong no system call is made.
-// - A receiver finding the ring empty spins (lib/spin.hpp; the sender's CPU, stored at each
+// - A receiver finding the ring empty spins (lib/support/spin.hpp; the sender's CPU, stored at each
 //   publish, is the hint whether to pause or yield between looks), then arms as above.
 // - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
 //   the socket for a vanished peer (EPIPE) between slices.
@@ -36,8 +36,8 @@
 #include <string>
 #include <utility>
 
-#include "deadline.hpp"
-#include "futex_lock.hpp"
+#include "support/deadline.hpp"
+#include "support/futex_lock.hpp"
 #include "platform/os.hpp"
 
 namespace mp::detail {
@@ -48,7 +48,7 @@ namespace mp::detail {
 struct PipeRing {
   FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
-  std::atomic<std::uint32_t> room_seq{0};  // an event count (lib/event_count.hpp): senders wait for room
+  std::atomic<std::uint32_t> room_seq{0};  // an event count (lib/support/event_count.hpp): senders wait for room
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{0};    // the CPU + 1 of the last publish (a spin hint; 0: unknown)
   alignas(64) FutexLock recv_lock;

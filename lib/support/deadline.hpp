@@ -1,4 +1,4 @@
-// lib/deadline.hpp — the time by which a blocking call must return, from Python's optional
+// lib/support/deadline.hpp — the time by which a blocking call must return, from Python's optional
 // `timeout` (a null pointer: none, wait forever).
 // - A timeout beyond a century counts as none, so no clock arithmetic can overflow.
 // - A timeout of zero or less is "non-blocking": the call looks once and does not sleep

@@ -1,4 +1,4 @@
-// lib/code_ref.hpp — a function of this program named so that another process running the same
+// lib/support/code_ref.hpp — a function of this program named so that another process running the same
 // program can call it (a spawned or forkserver child's target, a pickled Barrier's action, a Pool
 // task): the loaded module, its build id and the offset in it. Never an address: addresses differ
 // between processes (ASLR), and a module rebuilt since is refused instead of called.

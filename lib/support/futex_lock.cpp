@@ -1,11 +1,11 @@
-// lib/futex_lock.cpp — the contended paths of the internal robust lock (see futex_lock.hpp).
-#include "futex_lock.hpp"
+// lib/support/futex_lock.cpp — the contended paths of the internal robust lock (see futex_lock.hpp).
+#include "support/futex_lock.hpp"
 
 #include <algorithm>
 
-#include "deadline.hpp"
+#include "support/deadline.hpp"
 #include "platform/os.hpp"
-#include "spin.hpp"
+#include "support/spin.hpp"
 
 namespace mp::detail {
 

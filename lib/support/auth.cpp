@@ -5,7 +5,7 @@
 // Listener/Client and the managers use it. Linking it statically cost 0.4 ms (4.4 MB of
 // relocations, OpenSSL 3's providers come along with HMAC). Its headers give the signatures.
 // Python: CPython's multiprocessing also imports hmac only when a connection authenticates.
-#include "auth.hpp"
+#include "support/auth.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "framing.hpp"
+#include "support/framing.hpp"
 #include "mp/errors.hpp"
 #include "platform/os.hpp"
 
