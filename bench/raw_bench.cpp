@@ -302,7 +302,7 @@ BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
 }
 
 // The cost of one pause instruction (the spin-wait hint), which varies ~10x between CPU models:
-// a spin bounded by a count of pauses lasts that much longer or shorter (lib/spin.hpp).
+// a spin bounded by a count of pauses lasts that much longer or shorter (lib/support/spin.hpp).
 BENCH_METRIC(pause_ns, "ns") {
   const long n = p.n(2'000'000, 1000);
   const auto t0 = now_ns();

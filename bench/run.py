@@ -384,7 +384,7 @@ def main():
     ap.add_argument('--tag', help='written as bench-<mode>-<tag>.* (default: bench-<mode>.*)')
     ap.add_argument('--pause-repeat', type=int, metavar='N',
                     help="mp's spin loops execute N pause instructions per pause (0: none): as on a CPU "
-                         "whose pause costs N times this one's (sets MP_PAUSE_REPEAT; see lib/spin.hpp)")
+                         "whose pause costs N times this one's (sets MP_PAUSE_REPEAT; see lib/support/spin.hpp)")
     args = ap.parse_args()
     if args.pause_repeat is not None and not 0 <= args.pause_repeat <= 1000:
         ap.error('--pause-repeat must be within 0..1000')

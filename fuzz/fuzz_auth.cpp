@@ -1,14 +1,14 @@
-// Fuzz target: the authkey handshake framing (lib/auth.hpp, CPython: deliver_challenge /
+// Fuzz target: the authkey handshake framing (lib/support/auth.hpp, CPython: deliver_challenge /
 // answer_challenge) against a hostile peer whose bytes are the fuzz input. Contract: the
 // handshake succeeds only if the peer knows the key, else throws mp::AuthenticationError or
 // mp::EOFError (input exhausted); frames are capped before allocation. Modes 4-5 feed the
-// Handshake state machine directly (as lib/acceptor.cpp does), in pieces whose sizes come from the
+// Handshake state machine directly (as lib/support/acceptor.cpp does), in pieces whose sizes come from the
 // input: it never takes more than wanted(), and fails instead of throwing.
 #include <algorithm>
 #include <cstring>
 #include <string>
 
-#include "auth.hpp"
+#include "support/auth.hpp"
 #include "mp/errors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -21,7 +21,7 @@
 
 #include "mp/connection.hpp"
 #include "mp/errors.hpp"
-#include "pipe_channel.hpp"
+#include "support/pipe_channel.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// Fuzz target: a pool worker's error reply (lib/remote_error.hpp, CPython: the pickled
+// Fuzz target: a pool worker's error reply (lib/support/remote_error.hpp, CPython: the pickled
 // exception of pool.py's ExceptionWithTraceback), as the parent decodes it from the result queue.
 // Contract: decode_error never throws, never crashes; it returns the rebuilt exception or an
 // UnpicklingError. Also round-trips what it decoded (encode, decode again).
@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "fuzz_common.hpp"
-#include "remote_error.hpp"
+#include "support/remote_error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets (fuzz/corpus/<target>/) in the wire formats of
-mp::reduction (little-endian, u64 lengths, no type tag: the targets prepend it) and lib/auth.cpp.
+mp::reduction (little-endian, u64 lengths, no type tag: the targets prepend it) and lib/support/auth.cpp.
 Re-run after a format change: python3 fuzz/make_seeds.py"""
 import os
 import struct

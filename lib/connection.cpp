@@ -6,9 +6,12 @@
 #include <cstring>
 #include <mutex>
 
-#include "acceptor.hpp"
-#include "pipe_channel.hpp"
-#include "spin.hpp"
+#include "support/acceptor.hpp"
+#include "support/deadline.hpp"
+#include "support/framing.hpp"
+#include "support/pipe_channel.hpp"
+#include "support/unique_handle.hpp"
+#include "support/spin.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
@@ -16,11 +19,11 @@ namespace mp {
 namespace {
 
 namespace conn = platform::conn;
-constexpr std::uint32_t kLongMarker = 0xffffffffu;
+namespace framing = detail::framing;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
 constexpr std::size_t kFirstStep = std::size_t{1} << 20;
-// A receive polls before it sleeps (lib/spin.hpp), adapted per thread.
+// A receive polls before it sleeps (lib/support/spin.hpp), adapted per thread.
 constinit thread_local detail::Spinner t_recv_spin;
 
 [[noreturn]] void throw_closed() { throw OSError(EBADF, "handle is closed"); }
@@ -82,16 +85,12 @@ void Connection::send_framed(std::string& buf) {
   const std::size_t size = buf.size() - kHeaderReserve;
   if (state_->pipe) {
     state_->pipe->send(buf.data() + kHeaderReserve, size);
-  } else if (size < kLongMarker) {
-    const auto n = static_cast<std::uint32_t>(size);
-    std::memcpy(buf.data(), &n, sizeof n);
+  } else if (size < framing::kLongMarker) {
+    framing::put_header(buf.data(), size);        // fits the kHeaderReserve bytes
     conn::write_all(fd, buf.data(), buf.size());  // one write for header and payload
   } else {
-    char header[12];
-    const std::uint64_t n = size;
-    std::memcpy(header, &kLongMarker, 4);
-    std::memcpy(header + 4, &n, 8);
-    conn::write_all(fd, header, sizeof header);
+    char header[framing::kLongHeader];
+    conn::write_all(fd, header, framing::put_header(header, size));
     conn::write_all(fd, buf.data() + kHeaderReserve, size);
   }
   if (buf.capacity() > (std::size_t{64} << 20)) std::string().swap(buf);  // do not keep big buffers
@@ -109,7 +108,7 @@ std::string Connection::recv_message(std::size_t maxlength) {
     }
   }
   std::uint32_t n32 = 0;
-  // The header: poll briefly first, yielding between polls (lib/spin.hpp): a quick reply then
+  // The header: poll briefly first, yielding between polls (lib/support/spin.hpp): a quick reply then
   // costs no sleep and wake-up.
   std::size_t first = 0;
   bool have = false;
@@ -125,8 +124,8 @@ std::string Connection::recv_message(std::size_t maxlength) {
   if (!have) first = conn::read_some(fd, &n32, sizeof n32);
   if (first == 0) throw EOFError();
   if (first < sizeof n32) read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
-  std::uint64_t size = n32;
-  if (n32 == kLongMarker) read_exact(fd, &size, sizeof size, false);
+  const std::uint64_t size =
+      framing::body_length(n32, [&](void* data, std::size_t n) { read_exact(fd, data, n, false); });
   if (size > maxlength) {
     close();
     throw OSError(EMSGSIZE, "bad message length");
@@ -238,13 +237,6 @@ platform::Handle ConnectionAccess::socket(const Connection& c) noexcept {
 namespace connection {
 namespace {
 
-// Owns a descriptor until released.
-struct FdGuard {
-  platform::Handle fd;
-  ~FdGuard() { platform::close_handle(fd); }
-  platform::Handle release() { return std::exchange(fd, platform::kInvalidHandle); }
-};
-
 std::string arbitrary_unix_address() {
   unsigned char random[8];
   platform::random_bytes(random, sizeof random);
@@ -323,10 +315,10 @@ std::intptr_t Listener::fileno() const {
 
 Connection Client(const Address& address, std::optional<std::string> authkey) {
   if (authkey && authkey->empty()) throw AuthenticationError("an empty authkey is not allowed");
-  FdGuard fd{std::holds_alternative<TcpAddress>(address)
+  detail::UniqueHandle fd{std::holds_alternative<TcpAddress>(address)
                  ? conn::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
                  : conn::connect_unix(std::get<std::string>(address))};
-  if (authkey) detail::authenticate_client(fd.fd, *authkey, std::chrono::seconds(10));
+  if (authkey) detail::authenticate_client(fd.get(), *authkey, std::chrono::seconds(10));
   return Connection(fd.release(), true, true);
 }
 
@@ -351,8 +343,7 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
     }
     pipes.push_back(pipe);
   }
-  const auto deadline = timeout ? platform::Clock::now() + *timeout : platform::Clock::time_point();
-  const platform::Nanos zero{0};
+  const detail::Deadline deadline(timeout);
   for (;;) {
     bool any = false;
     for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
@@ -364,9 +355,8 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
       armed = true;
       for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
     }
-    platform::Nanos left = zero;
-    if (!any && timeout) left = std::max(zero, std::chrono::duration_cast<platform::Nanos>(deadline - platform::Clock::now()));
-    const auto ready_idx = platform::wait_any(handles, any || timeout ? &left : nullptr);
+    const platform::Nanos left = any ? platform::Nanos::zero() : deadline.left();
+    const auto ready_idx = platform::wait_any(handles, any || !deadline.forever() ? &left : nullptr);
     std::vector<bool> socket_ready(objects.size(), false);
     for (const std::size_t i : ready_idx) socket_ready[i] = true;
     std::vector<Waitable> ready;
@@ -378,7 +368,7 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
         ready.push_back(objects[i]);
       }
     }
-    if (!ready.empty() || (timeout && platform::Clock::now() >= deadline)) return ready;
+    if (!ready.empty() || deadline.passed()) return ready;
   }
 }
 

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "load_time_global.hpp"
+#include "support/load_time_global.hpp"
 #include "platform/sync.hpp"
 #include "process_impl.hpp"
 

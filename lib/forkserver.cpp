@@ -3,7 +3,7 @@
 //
 // The server is this executable started once by spawn (so it is single-threaded and holds no
 // lock of the owner's threads). It listens on a Unix socket (mode 0600) in a private directory;
-// each connection starts with the HMAC challenge of lib/auth.hpp, both ways, with the owner's
+// each connection starts with the HMAC challenge of lib/support/auth.hpp, both ways, with the owner's
 // authkey. A request is one byte with descriptors attached (SCM_RIGHTS): the preparation data
 // (a memfd, as for spawn), the child's bootstrap-status pipe, the pipe for its exit status, a
 // process handle on the requesting process (the child's parent_process()), then the handles of
@@ -19,11 +19,11 @@
 #include <mutex>
 #include <stdexcept>
 
-#include "acceptor.hpp"
-#include "auth.hpp"
+#include "support/acceptor.hpp"
+#include "support/auth.hpp"
 #include "forkserver_impl.hpp"
-#include "lifeline.hpp"
-#include "load_time_global.hpp"
+#include "support/lifeline.hpp"
+#include "support/load_time_global.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/forkserver.hpp"

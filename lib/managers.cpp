@@ -8,8 +8,8 @@
 //   response = u8 0, result bytes | u8 1, u32 type length, type name, message
 // Nothing received is ever used as an address: types and methods are looked up by name.
 #include "mp/managers.hpp"
-#include "forced_unwind.hpp"
-#include "lifeline.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/lifeline.hpp"
 #include "managers_wire.hpp"
 
 #include <algorithm>
@@ -20,9 +20,9 @@
 #include <tuple>
 #include <unordered_map>
 
-#include "acceptor.hpp"
-#include "auth.hpp"
-#include "load_time_global.hpp"
+#include "support/acceptor.hpp"
+#include "support/auth.hpp"
+#include "support/load_time_global.hpp"
 #include "mp/process.hpp"
 #include "platform/conn.hpp"
 #include "platform/managers.hpp"

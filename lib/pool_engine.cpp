@@ -27,8 +27,8 @@
 
 #include "mp/pool_jobs.hpp"
 #include "platform/os.hpp"
-#include "remote_error.hpp"
-#include "spin.hpp"
+#include "support/remote_error.hpp"
+#include "support/spin.hpp"
 
 namespace mp {
 

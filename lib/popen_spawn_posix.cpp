@@ -6,57 +6,32 @@
 // start() returns once the child reports that it is bootstrapped, or throws its error.
 #include <cstring>
 
+#include "support/framing.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/spawn.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
+#include "support/unique_handle.hpp"
 
 namespace mp::detail {
-namespace {
-
-CodeRef code_ref(AnyFunction f) {
-  platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
-  return {std::move(loc.module), std::move(loc.build_id), loc.offset};
-}
-
-struct OwnedHandle {
-  platform::Handle h = platform::kInvalidHandle;
-  OwnedHandle() = default;
-  explicit OwnedHandle(platform::Handle x) : h(x) {}
-  OwnedHandle(const OwnedHandle&) = delete;
-  OwnedHandle& operator=(const OwnedHandle&) = delete;
-  ~OwnedHandle() { reset(); }
-  void reset() noexcept {
-    platform::close_handle(h);
-    h = platform::kInvalidHandle;
-  }
-};
-
-}  // namespace
 
 // Reads the child's bootstrap report; throws ProcessError with the child's message.
 void await_bootstrap(platform::Handle status, Popen& child) {
   char tag = 0;
   if (platform::read_some(status, &tag, 1) == 1 && tag == 0) return;
   std::string message;
-  if (tag == 1) {
-    std::uint32_t n = 0;
+  // Reads `size` bytes, fewer only at EOF (a child that died mid-report).
+  auto read_up_to = [status](char* data, std::size_t size) {
     std::size_t got = 0;
-    while (got < sizeof n) {
-      const std::size_t r = platform::read_some(status, reinterpret_cast<char*>(&n) + got, sizeof n - got);
-      if (r == 0) break;
-      got += r;
-    }
-    message.resize(std::min<std::uint32_t>(n, 1u << 16));
-    got = 0;
-    while (got < message.size()) {
-      const std::size_t r = platform::read_some(status, message.data() + got, message.size() - got);
-      if (r == 0) break;
-      got += r;
-    }
-    message.resize(got);
+    for (std::size_t r = 1; got < size && r != 0; got += r) r = platform::read_some(status, data + got, size - got);
+    return got;
+  };
+  char header[framing::kShortHeader];
+  if (tag == 1 && read_up_to(header, sizeof header) == sizeof header) {
+    message.resize(std::min<std::uint32_t>(framing::short_length(header), 1u << 16));  // the long form is never sent
+    message.resize(read_up_to(message.data(), message.size()));
   }
   const std::optional<int> code = child.wait(nullptr);
   if (message.empty())
@@ -80,8 +55,8 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
     reduction::detail::SendScope scope(handles);
     SpawnTarget t = state.target->spawn_target();
     d.has_target = true;
-    d.trampoline = code_ref(t.trampoline);
-    d.function = code_ref(t.function);
+    d.trampoline = CodeRef::of(t.trampoline);
+    d.function = CodeRef::of(t.function);
     d.args = std::move(t.args);
   }
   d.handles.assign(handles.begin(), handles.end());
@@ -92,30 +67,30 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   std::vector<platform::Handle> handles;
   const std::string bytes = reduction::dumps(prepare_child(state, handles));
 
-  OwnedHandle data(platform::create_shared_memory(bytes.size()));
+  UniqueHandle data(platform::create_shared_memory(bytes.size()));
   {
-    void* p = platform::map_shared(data.h, bytes.size());
+    void* p = platform::map_shared(data.get(), bytes.size());
     std::memcpy(p, bytes.data(), bytes.size());
     platform::unmap(p, bytes.size());
   }
   // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
   auto [status_r, status_w] = platform::conn::socket_pair();
-  OwnedHandle status_read(status_r), status_write(status_w);
+  UniqueHandle status_read(status_r), status_write(status_w);
   auto popen = std::make_unique<Popen>();
 
   std::vector<platform::Handle> inherit(handles.begin(), handles.end());
-  inherit.push_back(data.h);
-  inherit.push_back(status_write.h);
+  inherit.push_back(data.get());
+  inherit.push_back(status_write.get());
   const std::string exe = platform::executable_path();
-  const std::string status = std::to_string(status_write.h);
+  const std::string status = std::to_string(status_write.get());
   // Executed through /proc/self/exe (the very file this process runs, even if the path was since
   // replaced); argv[0] is the program's path, for ps and error messages.
-  const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.h), status}, kSpawnEnv,
+  const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.get()), status}, kSpawnEnv,
                                           status, inherit);
-  popen->started(pid, open_child_then_open_gate(pid, status_read.h));
+  popen->started(pid, open_child_then_open_gate(pid, status_read.get()));
   status_write.reset();
   data.reset();
-  await_bootstrap(status_read.h, *popen);
+  await_bootstrap(status_read.get(), *popen);
   return popen;
 }
 

@@ -5,9 +5,9 @@
 #include <stdexcept>
 #include <typeinfo>
 
-#include "forced_unwind.hpp"
-#include "lifeline.hpp"
-#include "load_time_global.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/lifeline.hpp"
+#include "support/load_time_global.hpp"
 #include "mp/errors.hpp"
 #include "platform/sync.hpp"
 #include "process_impl.hpp"

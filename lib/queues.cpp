@@ -8,11 +8,13 @@
 #include <cstring>
 #include <utility>
 
-#include "event_count.hpp"
-#include "forced_unwind.hpp"
-#include "futex_lock.hpp"
+#include "support/deadline.hpp"
+#include "support/event_count.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/futex_lock.hpp"
 #include "queue_faults.hpp"
-#include "spin.hpp"
+#include "support/spin.hpp"
+#include "support/unique_handle.hpp"
 #include "platform/conn.hpp"
 #include "platform/os.hpp"
 
@@ -38,7 +40,7 @@ constexpr std::uint64_t kPosMask = (std::uint64_t{1} << kPosBits) - 1;
 constexpr std::uint64_t kCountMask = (std::uint64_t{1} << 24) - 1;
 // Switch frames are numbered modulo 2^23.
 constexpr std::uint32_t kSeqMask = (std::uint32_t{1} << 23) - 1;
-// Spinning before a sleep (lib/spin.hpp), adapted per thread and side.
+// Spinning before a sleep (lib/support/spin.hpp), adapted per thread and side.
 constinit thread_local Spinner t_get_spin, t_put_spin;
 // A producer past this many bytes of its ring moves to the other ring as soon as that one is
 // empty, restarting it at its start: while consumers keep up, items cycle through the first few
@@ -99,7 +101,7 @@ struct Shared {
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/event_count.hpp): consumers sleep on it
+  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/support/event_count.hpp): consumers sleep on it
   std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
   std::uint64_t oob_next;               // under put_lock
   alignas(64) std::atomic<std::uint64_t> tail[kRings];
@@ -118,20 +120,6 @@ std::uint64_t put_count(const Shared& s) {
   return (count_of(s.tail[0].load(std::memory_order_acquire)) + count_of(s.tail[1].load(std::memory_order_acquire))) &
          kCountMask;
 }
-
-struct Deadline {
-  const Nanos* timeout;
-  Clock::time_point at;
-  explicit Deadline(const Nanos* t) : timeout(t), at(t ? Clock::now() + *t : Clock::time_point::max()) {}
-  bool nonblocking() const { return timeout && *timeout <= Nanos::zero(); }
-  // Remaining time (clamped at zero); null when unbounded.
-  const Nanos* remaining(Nanos& out) const {
-    if (!timeout) return nullptr;
-    out = std::max(Nanos::zero(), std::chrono::duration_cast<Nanos>(at - Clock::now()));
-    return &out;
-  }
-  bool passed() const { return timeout && Clock::now() >= at; }
-};
 
 // Spins briefly on `ready`, then sleeps on the event count `seq` until ready() or the deadline.
 // Returns ready() at the end.
@@ -399,12 +387,8 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     }
   };
 
-  platform::Handle item_fd = platform::kInvalidHandle;
-  struct FdCloser {
-    platform::Handle& fd;
-    ~FdCloser() { platform::close_handle(fd); }
-  } closer{item_fd};
-  if (oob) item_fd = make_item_memory(size, copy_parts);
+  UniqueHandle item_fd;
+  if (oob) item_fd.reset(make_item_memory(size, copy_parts));
 
   FutexLockGuard guard(s.put_lock);
   bool wake_consumers = false;
@@ -434,7 +418,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
-      if (platform::conn::send_descriptor(st.send_fd, oob_tag, item_fd)) break;  // before the commit
+      if (platform::conn::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;  // before the commit
       total = 0;
     }
     if (total != 0) break;
@@ -575,27 +559,24 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
     std::uint64_t tag = 0;
     platform::Handle fd = platform::kInvalidHandle;
     const bool found = platform::conn::receive_descriptor(st.recv_fd, tag, fd, true);
-    if (found && tag != ref.tag) platform::close_handle(fd);
-    if (!found || tag != ref.tag || platform::shared_memory_size(fd) < ref.size) {
-      if (found && tag == ref.tag) platform::close_handle(fd);
+    const UniqueHandle item(found ? fd : platform::kInvalidHandle);
+    if (!found || tag != ref.tag || platform::shared_memory_size(item.get()) < ref.size) {
       commit();
       finish(guard);
       throw ProcessError("mp: an out-of-band queue item is missing");
     }
-    struct Cleanup {
-      platform::Handle fd;
-      void* map = nullptr;
+    struct Mapping {
+      void* at = nullptr;
       std::size_t size = 0;
-      ~Cleanup() {
-        if (map) platform::unmap(map, size);
-        platform::close_handle(fd);
+      ~Mapping() {
+        if (at) platform::unmap(at, size);
       }
-    } cleanup{fd};
+    } mapping;
     std::exception_ptr error;
     try {
-      cleanup.map = platform::map_shared(fd, ref.size);
-      cleanup.size = ref.size;
-      consume(context, static_cast<const char*>(cleanup.map), ref.size);
+      mapping.at = platform::map_shared(item.get(), ref.size);
+      mapping.size = ref.size;
+      consume(context, static_cast<const char*>(mapping.at), ref.size);
     } catch (const ForcedUnwind&) {  // the decoder ended its thread: the item is consumed
       commit();
       drop_stale(ref.tag + 1);

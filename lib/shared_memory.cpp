@@ -9,6 +9,7 @@
 #include "platform/shm.hpp"
 #include "shareable_list_layout.hpp"
 #include "shm_tracker.hpp"
+#include "support/unique_handle.hpp"
 
 namespace mp::shared_memory {
 
@@ -25,11 +26,6 @@ struct SharedMemory::State {
 };
 
 namespace {
-
-struct OwnedHandle {
-  platform::Handle h;
-  ~OwnedHandle() { platform::close_handle(h); }
-};
 
 // CPython: "psm_" + secrets.token_hex(4); 16 hex digits here (the 14-character limit it keeps
 // for macOS does not apply on Linux).
@@ -55,11 +51,11 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
     while (!name->empty() && name->front() == '/') name->erase(0, 1);
   auto s = std::make_shared<State>();
   if (!create) {
-    OwnedHandle fd{platform::shm::open(*name)};
+    mp::detail::UniqueHandle fd{platform::shm::open(*name)};
     s->name = std::move(*name);
-    s->size = platform::shared_memory_size(fd.h);
+    s->size = platform::shared_memory_size(fd.get());
     if (s->size == 0) throw std::invalid_argument("cannot mmap an empty file");
-    s->address = platform::map_shared(fd.h, s->size);
+    s->address = platform::map_shared(fd.get(), s->size);
     state_ = std::move(s);
     return;
   }
@@ -69,14 +65,14 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
   if (name) platform::shm::check_name(*name);
   // The segment is complete (sized and mapped) and registered before it gets its name: a crash
   // at any point leaves either nothing or a name the tracker will remove.
-  OwnedHandle fd{platform::shm::create_unnamed(s->size)};
-  s->address = platform::map_shared(fd.h, s->size);
-  const platform::shm::FileId id = platform::shm::file_id(fd.h);
+  mp::detail::UniqueHandle fd{platform::shm::create_unnamed(s->size)};
+  s->address = platform::map_shared(fd.get(), s->size);
+  const platform::shm::FileId id = platform::shm::file_id(fd.get());
   for (int attempt = 0;; ++attempt) {
     s->name = name ? *name : generate_name();
     if (track) s->ticket = detail::shm_tracker::register_segment(s->name, id);
     try {
-      platform::shm::publish(fd.h, s->name);
+      platform::shm::publish(fd.get(), s->name);
       break;
     } catch (const std::system_error& e) {
       detail::shm_tracker::unregister_segment(s->ticket);

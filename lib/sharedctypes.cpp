@@ -2,7 +2,7 @@
 // (CPython: multiprocessing/sharedctypes.py).
 #include "mp/sharedctypes.hpp"
 
-#include "futex_lock.hpp"
+#include "support/futex_lock.hpp"
 
 namespace mp::detail {
 

@@ -7,8 +7,8 @@
 #include <mutex>
 #include <new>
 
-#include "futex_lock.hpp"
-#include "load_time_global.hpp"
+#include "support/futex_lock.hpp"
+#include "support/load_time_global.hpp"
 #include "platform/sync.hpp"
 
 namespace mp::detail::shm_tracker {

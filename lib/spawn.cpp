@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "support/framing.hpp"
 #include "platform/forkserver.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
@@ -24,15 +25,13 @@ namespace {
 bool g_freeze_support_called = false;
 platform::Handle g_status = platform::kInvalidHandle;
 
-// Status protocol: one byte 0 = bootstrapped; 1 = failed, then a 4-byte length and the message.
+// Status protocol: one byte 0 = bootstrapped; 1 = failed, then the message as one frame
+// (lib/support/framing.hpp).
 void report_failure(platform::Handle status, const std::string& message) noexcept {
   if (status == platform::kInvalidHandle) return;
   try {
-    const char tag = 1;
-    const auto n = static_cast<std::uint32_t>(message.size());
-    std::string frame(&tag, 1);
-    frame.append(reinterpret_cast<const char*>(&n), sizeof n);
-    frame += message;
+    std::string frame(1, '\1');
+    detail::framing::append(frame, message);
     platform::write_all(status, frame.data(), frame.size());
   } catch (...) {
   }
@@ -122,10 +121,8 @@ PreparationData receive_preparation_data(int data_fd) {
     Trampoline trampoline = nullptr;
     AnyFunction function = nullptr;
     try {
-      trampoline = reinterpret_cast<Trampoline>(platform::resolve_code(
-          {d.trampoline.module, d.trampoline.build_id, d.trampoline.offset}));
-      function = reinterpret_cast<AnyFunction>(
-          platform::resolve_code({d.function.module, d.function.build_id, d.function.offset}));
+      trampoline = d.trampoline.resolve<Trampoline>();
+      function = d.function.resolve<AnyFunction>();
     } catch (const std::exception& e) {
       fail_bootstrap(e.what());
     }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "support/code_ref.hpp"
 #include "mp/reduction.hpp"
 #include "platform/os.hpp"
 
@@ -12,16 +13,6 @@ namespace mp::detail {
 
 inline constexpr const char* kSpawnMarker = "--mp-spawn-child";
 inline constexpr const char* kSpawnEnv = "MP_SPAWNED_CHILD";  // value: the status descriptor
-
-struct CodeRef {
-  std::string module;
-  std::string build_id;
-  std::uint64_t offset = 0;
-  template <class Archive>
-  void serialize(Archive& ar) {
-    ar(module, build_id, offset);
-  }
-};
 
 struct PreparationData {
   static constexpr std::uint32_t kVersion = 1;

@@ -9,9 +9,11 @@
 #include <stdexcept>
 #include <tuple>
 
-#include "forced_unwind.hpp"
-#include "futex_lock.hpp"
-#include "spin.hpp"
+#include "support/code_ref.hpp"
+#include "support/deadline.hpp"
+#include "support/forced_unwind.hpp"
+#include "support/futex_lock.hpp"
+#include "support/spin.hpp"
 #include "platform/os.hpp"
 #include "platform/sync.hpp"
 
@@ -104,30 +106,8 @@ constexpr Nanos kScanCostPerParty = std::chrono::microseconds(50);
 constexpr Nanos kWakePerSleeper = std::chrono::milliseconds(1);
 constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
-// Spinning before sleeping (lib/spin.hpp), adapted per thread and kind of wait.
+// Spinning before sleeping (lib/support/spin.hpp), adapted per thread and kind of wait.
 constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin, t_barrier_spin;
-
-// A deadline from an optional timeout (null: none). Very long timeouts count as none.
-class Deadline {
- public:
-  explicit Deadline(const Nanos* timeout) {
-    if (timeout && *timeout < std::chrono::hours(24 * 365 * 100)) {
-      forever_ = false;
-      at_ = Clock::now() + std::max(*timeout, Nanos::zero());
-    }
-  }
-  bool forever() const noexcept { return forever_; }
-  bool passed() const { return !forever_ && Clock::now() >= at_; }
-  // What is left, at most `cap`.
-  Nanos left(Nanos cap = Nanos::max()) const {
-    if (forever_) return cap;
-    return std::clamp<Nanos>(at_ - Clock::now(), Nanos::zero(), cap);
-  }
-
- private:
-  bool forever_ = true;
-  Clock::time_point at_{};
-};
 
 // Takes one unit from `word` if it is positive.
 bool take_unit(std::atomic<std::uint32_t>& word) noexcept {
@@ -641,15 +621,12 @@ void Barrier::attach(const std::string& code) {
   state_ = static_cast<detail::BarrierState*>(block_.data());
   action_ = nullptr;
   if (code.empty()) return;
-  const auto [module, build_id, offset] =
-      reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
-  action_ = reinterpret_cast<Action>(platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
+  action_ = reduction::loads<detail::CodeRef>(code).resolve<Action>();
 }
 
 std::string Barrier::action_code() const {
   if (!action_) return {};
-  const auto loc = platform::locate_code(reinterpret_cast<const void*>(action_));
-  return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
+  return reduction::dumps(detail::CodeRef::of(action_));
 }
 
 int Barrier::parties() const noexcept { return state_->parties; }

@@ -1,7 +1,7 @@
-// The authkey handshake (lib/auth.hpp; CPython: connection.deliver_challenge/answer_challenge)
+// The authkey handshake (lib/support/auth.hpp; CPython: connection.deliver_challenge/answer_challenge)
 // over a socketpair, one side per thread: right and wrong keys, empty keys, hostile frames, and
 // the constant-time compare.
-#include "auth.hpp"
+#include "support/auth.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -284,7 +284,7 @@ void report_libcrypto() {
 }
 }  // namespace
 
-// libcrypto is loaded on the first handshake, not at start-up (lib/auth.cpp): a spawned child,
+// libcrypto is loaded on the first handshake, not at start-up (lib/support/auth.cpp): a spawned child,
 // which is this program started afresh, has not mapped it until it computes an HMAC.
 TEST(Auth, LibcryptoIsLoadedOnFirstUse) {
   mp::Process p(mp::get_context("spawn"), report_libcrypto);

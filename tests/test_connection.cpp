@@ -19,7 +19,7 @@
 
 #include "mp/connection.hpp"
 #include "mp_test.hpp"
-#include "pipe_channel.hpp"
+#include "support/pipe_channel.hpp"
 
 using namespace mp_test;
 

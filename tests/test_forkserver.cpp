@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "auth.hpp"
+#include "support/auth.hpp"
 #include "forkserver_impl.hpp"
 #include "mp/errors.hpp"
 #include "mp/forkserver.hpp"

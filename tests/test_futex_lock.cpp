@@ -1,11 +1,11 @@
-// The internal robust lock (lib/futex_lock.hpp): polling, timeouts, release by another process,
+// The internal robust lock (lib/support/futex_lock.hpp): polling, timeouts, release by another process,
 // mutual exclusion between processes, and take-over after the holder is killed.
 #include <unistd.h>
 
 #include <new>
 #include <thread>
 
-#include "../lib/futex_lock.hpp"
+#include "support/futex_lock.hpp"
 #include "mp/heap.hpp"
 #include "mp_test.hpp"
 

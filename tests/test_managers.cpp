@@ -22,7 +22,7 @@
 #include <mutex>
 #include <thread>
 
-#include "auth.hpp"
+#include "support/auth.hpp"
 #include "mp/managers.hpp"
 #include "mp_test.hpp"
 

@@ -18,7 +18,7 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
-#include "pipe_channel.hpp"
+#include "support/pipe_channel.hpp"
 
 using namespace mp_test;
 

@@ -1,4 +1,4 @@
-// The spinning policy (lib/spin.hpp): budgets are time whatever a pause costs (the MP_PAUSE_REPEAT
+// The spinning policy (lib/support/spin.hpp): budgets are time whatever a pause costs (the MP_PAUSE_REPEAT
 // hook makes pause free or ~200x dearer), the budget adapts, looks stay paced, a peer on this CPU
 // is not spun for, and hand-offs between processes complete with the hook on, under every start
 // method.
@@ -9,7 +9,7 @@
 #include <atomic>
 #include <string>
 
-#include "../lib/spin.hpp"
+#include "support/spin.hpp"
 #include "mp_test.hpp"
 
 using namespace mp_test;

@@ -1,4 +1,4 @@
-// Internal OS helpers for the synchronization primitives (lib/futex_lock, lib/synchronize):
+// Internal OS helpers for the synchronization primitives (lib/support/futex_lock, lib/synchronize):
 // cheap process and thread identities for lock ownership.
 #pragma once
 

@@ -1,4 +1,4 @@
-// lib/load_time_global.hpp — process-wide objects made while the library loads.
+// lib/support/load_time_global.hpp — process-wide objects made while the library loads.
 #pragma once
 
 #include <atomic>

@@ -25,7 +25,7 @@ inline constexpr std::size_t kMessageLength = 32;
 inline constexpr std::size_t kMaxFrame = 256;
 
 // The handshake as a state machine over frames, so that a server can authenticate many peers at
-// once from one thread without any peer delaying another (lib/acceptor.hpp). The blocking
+// once from one thread without any peer delaying another (lib/support/acceptor.hpp). The blocking
 // functions below drive it over a Channel. Use: send output() (and clear it); then, while
 // wanted() > 0, feed() that many bytes (or fewer) and send output() again; finished once
 // wanted() == 0 and failed() is empty. After a failure, output() may still hold the failure

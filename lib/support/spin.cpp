@@ -1,5 +1,5 @@
-// lib/spin.cpp — the spinning policy's test hook (lib/spin.hpp).
-#include "spin.hpp"
+// lib/support/spin.cpp — the spinning policy's test hook (lib/support/spin.hpp).
+#include "support/spin.hpp"
 
 #include <cstdlib>
 #include <optional>

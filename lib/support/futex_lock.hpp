@@ -1,4 +1,4 @@
-// lib/futex_lock.hpp — the library's internal robust lock: one 32-bit word in shared memory.
+// lib/support/futex_lock.hpp — the library's internal robust lock: one 32-bit word in shared memory.
 //
 // FutexLock is the building block of Lock, RLock, Condition, Barrier and the queues. It lives in
 // shared memory (a SharedBlock) and is used in place by every process that maps it; a zero word is
@@ -8,7 +8,7 @@
 // - Semantics of CPython's multiprocessing.Lock: not recursive, and any thread of any process may
 //   release it (release() does not check the caller).
 // - Uncontended acquire/release is one compare-exchange / one exchange, no system call. Contended
-//   acquirers spin (lib/spin.hpp), then sleep on the word (futex); release wakes one sleeper.
+//   acquirers spin (lib/support/spin.hpp), then sleep on the word (futex); release wakes one sleeper.
 // - Robust: the word holds the pid of the process that acquired it. A waiter re-checks the holder
 //   every kOwnerCheckInterval while it sleeps; when the holder has ended (a zombie counts) it takes
 //   the lock over atomically (one waiter wins) and acquire() reports Acquire::owner_died. A poll

@@ -1,9 +1,10 @@
-// Connection set-up with whole-exchange deadlines (lib/acceptor.hpp).
-#include "acceptor.hpp"
+// Connection set-up with whole-exchange deadlines (lib/support/acceptor.hpp).
+#include "support/acceptor.hpp"
 
 #include <algorithm>
 #include <cerrno>
 
+#include "support/deadline.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/managers.hpp"
@@ -163,7 +164,7 @@ std::optional<Acceptor::Outcome> Acceptor::next(const std::vector<platform::Hand
 }
 
 void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server) {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = Deadline::after(timeout).at();
   auth::Channel ch{[fd, deadline](const void* data, std::size_t size) { conn::write_all_until(fd, data, size, deadline); },
                    [fd, deadline](void* data, std::size_t size) {
                      char* p = static_cast<char*>(data);

@@ -1,21 +1,20 @@
-// The shared-memory transport of Pipe() (lib/pipe_channel.hpp).
-#include "pipe_channel.hpp"
+// The shared-memory transport of Pipe() (lib/support/pipe_channel.hpp).
+#include "support/pipe_channel.hpp"
 
 #include <cerrno>
 #include <cstring>
 #include <new>
 
-#include "event_count.hpp"
+#include "support/event_count.hpp"
 #include "mp/errors.hpp"
 #include "platform/conn.hpp"
 #include "platform/sync.hpp"
-#include "spin.hpp"
+#include "support/spin.hpp"
 
 namespace mp::detail {
 namespace {
 
 namespace conn = platform::conn;
-using platform::Clock;
 using platform::Nanos;
 
 constexpr std::uint32_t kWhole = 1, kFirst = 2, kMore = 3, kAbort = 4;
@@ -25,7 +24,7 @@ constexpr std::size_t kMaxFrame = kPipeRingBytes / 4;  // payload bytes in one f
 constexpr Nanos kRoomSlice = std::chrono::milliseconds(10);
 constexpr Nanos kMidMessageSlice = std::chrono::milliseconds(50);
 constexpr auto kTokenPatience = std::chrono::milliseconds(100);
-// A receiver, or a sender with a full ring, spins before it sleeps (lib/spin.hpp), adapted per
+// A receiver, or a sender with a full ring, spins before it sleeps (lib/support/spin.hpp), adapted per
 // thread; the peer's CPU, published in the ring, tells whether to pause or yield between looks.
 constinit thread_local Spinner t_data_spin, t_room_spin;
 
@@ -199,7 +198,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
   bool in_long = false;
   std::uint64_t total = 0;
   for (;;) {
-    if (wait_data(nullptr, in_long) == Wait::eof) {
+    if (wait_data(Deadline::none(), in_long) == Wait::eof) {
       if (in_long) throw OSError(EPROTO, "got end of file during message");
       throw EOFError();
     }
@@ -264,12 +263,12 @@ std::string PipeChannel::recv(std::size_t maxlength) {
 bool PipeChannel::poll(const Nanos* timeout) {
   LeaveGuard leave{*this};
   if (nonempty(in_ring())) return true;
-  if (timeout && *timeout <= Nanos::zero()) return conn::peer_closed(sock_) || nonempty(in_ring());
-  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point();
-  return wait_data(timeout ? &deadline : nullptr, false) != Wait::timeout;
+  const Deadline deadline(timeout);
+  if (deadline.nonblocking()) return conn::peer_closed(sock_) || nonempty(in_ring());
+  return wait_data(deadline, false) != Wait::timeout;
 }
 
-PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool mid_message) {
+PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_message) {
   PipeRing& r = in_ring();
   if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu))) return Wait::data;
   for (;;) {
@@ -282,8 +281,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
       disarm(false, mine);
       return nonempty(r) ? Wait::data : Wait::eof;
     }
-    Nanos slice = mid_message ? kMidMessageSlice : Nanos::max();
-    if (deadline) slice = std::min(slice, std::max(Nanos::zero(), std::chrono::duration_cast<Nanos>(*deadline - Clock::now())));
+    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : Nanos::max());
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {
@@ -291,7 +289,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
       return Wait::data;
     }
     if (!woke) {
-      if (deadline && Clock::now() >= *deadline) {
+      if (deadline.passed()) {
         disarm(false, mine);
         return Wait::timeout;
       }
@@ -337,11 +335,11 @@ void PipeChannel::after_sleep(bool socket_was_ready) {
 // reads it; if the sender died before writing it (or it is very late) the wait gives up.
 void PipeChannel::settle(std::uint32_t taken) {
   if (!in_ring().armed.compare_exchange_strong(taken, 0)) return;
-  const auto give_up = Clock::now() + kTokenPatience;
+  const Deadline give_up = Deadline::after(kTokenPatience);
   const Nanos slice = std::chrono::milliseconds(1);
   for (;;) {
     if (conn::read_token(sock_) >= 0) return;
-    if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || Clock::now() >= give_up) {
+    if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || give_up.passed()) {
       (void)conn::read_token(sock_);
       return;
     }

@@ -1,5 +1,5 @@
-// Exceptions across processes for pools (lib/remote_error.hpp).
-#include "remote_error.hpp"
+// Exceptions across processes for pools (lib/support/remote_error.hpp).
+#include "support/remote_error.hpp"
 
 #include <cstdint>
 #include <cstring>

@@ -1,4 +1,4 @@
-// lib/spin.hpp — the library's one spinning policy: how a wait polls before it sleeps. Locks
+// lib/support/spin.hpp — the library's one spinning policy: how a wait polls before it sleeps. Locks
 // (futex_lock), Semaphore, Event, Condition, Barrier, queues, Pipe() and socket receives use it.
 //
 // A wait for a peer on another CPU that ends within microseconds is far cheaper polled than slept:

@@ -1,7 +1,7 @@
 // Internal: the server and client sides of connection set-up for Listener/Client and the managers.
 //
 // Acceptor accepts connections on a listening socket and runs their server-side authkey
-// handshakes side by side from the calling thread (lib/auth.hpp's state machine, no thread per
+// handshakes side by side from the calling thread (lib/support/auth.hpp's state machine, no thread per
 // peer). Each handshake has a deadline for the whole exchange, counted from its accept; a slow,
 // trickling or silent peer never delays another (CPython authenticates one peer at a time inside
 // accept(), with no deadline).
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "auth.hpp"
+#include "support/auth.hpp"
 #include "platform/os.hpp"
 
 namespace mp::detail {

@@ -1,4 +1,4 @@
-// lib/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
+// lib/support/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
 //
 // A Pipe is a connected socket pair plus one anonymous shared mapping (memfd) that holds a byte
 // ring per direction: ring[i] carries the messages end i sends. Messages travel through the
@@ -22,7 +22,7 @@
 //   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
 //   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
 //   ping-pong no system call is made.
-// - A receiver finding the ring empty spins (lib/spin.hpp; the sender's CPU, stored at each
+// - A receiver finding the ring empty spins (lib/support/spin.hpp; the sender's CPU, stored at each
 //   publish, is the hint whether to pause or yield between looks), then arms as above.
 // - A sender keeps the last `head` it read (a lower bound: head only grows) and reads the shared
 //   one only when that bound leaves too little room, so in a stream the receiver's line stays put.
@@ -38,7 +38,8 @@
 #include <string>
 #include <utility>
 
-#include "futex_lock.hpp"
+#include "support/deadline.hpp"
+#include "support/futex_lock.hpp"
 #include "platform/os.hpp"
 
 namespace mp::detail {
@@ -54,7 +55,7 @@ struct PipeRing {
   alignas(64) FutexLock recv_lock;
   alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
   std::atomic<std::int32_t> receiver_cpu{0};  // the CPU + 1 of the last consume (a spin hint)
-  // An event count (lib/event_count.hpp): senders wait for room. On the head's line, which the
+  // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which the
   // receiver writes anyway, so its check after each consume moves no line between CPUs.
   std::atomic<std::uint32_t> room_seq{0};
   alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
@@ -139,7 +140,7 @@ class PipeChannel {
                  std::size_t size);
   void wait_room(std::uint64_t tail, std::uint64_t need);
   void publish(std::uint64_t tail);
-  Wait wait_data(const platform::Clock::time_point* deadline, bool mid_message);
+  Wait wait_data(const Deadline& deadline, bool mid_message);
   void settle(std::uint32_t taken);
   void after_sleep(bool socket_was_ready);
   void rescue_dead_sender();

@@ -1,10 +1,11 @@
-// lib/futex_lock.cpp — the contended paths of the internal robust lock (see futex_lock.hpp).
-#include "futex_lock.hpp"
+// lib/support/futex_lock.cpp — the contended paths of the internal robust lock (see futex_lock.hpp).
+#include "support/futex_lock.hpp"
 
 #include <algorithm>
 
+#include "support/deadline.hpp"
 #include "platform/os.hpp"
-#include "spin.hpp"
+#include "support/spin.hpp"
 
 namespace mp::detail {
 
@@ -52,11 +53,8 @@ Acquire FutexLock::acquire_slow(const std::chrono::nanoseconds* timeout) {
       }))
     return Acquire::acquired;
 
-  const auto start = Clock::now();
-  // Timeouts beyond a century count as none (and cannot overflow the clock).
-  const bool forever = !timeout || *timeout >= std::chrono::hours(24 * 365 * 100);
-  const auto deadline = forever ? Clock::time_point::max() : start + *timeout;
-  auto next_check = start + kOwnerCheckInterval;
+  const Deadline deadline(timeout);
+  auto next_check = Clock::now() + kOwnerCheckInterval;
   for (;;) {
     std::uint32_t v = word_.load(std::memory_order_relaxed);
     if (v == 0) {
@@ -71,12 +69,12 @@ Acquire FutexLock::acquire_slow(const std::chrono::nanoseconds* timeout) {
       v |= kWaitersBit;
     }
     const auto now = Clock::now();
-    if (now >= next_check || now >= deadline) {
+    if (now >= next_check || deadline.passed(now)) {
       if (take_over_if_dead(v)) return Acquire::owner_died;
-      if (now >= deadline) return Acquire::timed_out;
+      if (deadline.passed(now)) return Acquire::timed_out;
       next_check = now + kOwnerCheckInterval;
     }
-    const std::chrono::nanoseconds slice = std::min(next_check, deadline) - now;
+    const std::chrono::nanoseconds slice = std::min(next_check, deadline.at()) - now;
     platform::wait_on_address(&word_, v, &slice);
   }
 }

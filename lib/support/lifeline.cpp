@@ -1,6 +1,6 @@
 // The child's lifeline to its parent: parent handles immune to PID reuse, and the watch that ends
 // a daemonic child when its parent dies (however it dies).
-#include "lifeline.hpp"
+#include "support/lifeline.hpp"
 
 #include <atomic>
 #include <exception>

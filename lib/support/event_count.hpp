@@ -1,4 +1,4 @@
-// lib/event_count.hpp — event counts: a 32-bit futex word (in shared memory or not) whose low 31
+// lib/support/event_count.hpp — event counts: a 32-bit futex word (in shared memory or not) whose low 31
 // bits count events and whose top bit says that someone may sleep on it.
 //
 // A sleeper marks the word (prepare_sleep), rechecks its condition, then sleeps on the word as it
