@@ -17,7 +17,6 @@
 #include "mp/mpi.hpp"
 
 #include <mpi.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -41,12 +40,15 @@ constexpr auto kMaxNap = 1ms;
 constexpr std::size_t kDepth = 2;
 constexpr std::size_t kDeepDepth = 64;
 constexpr double kShortChunkNs = 50'000;
+constexpr auto kWatchEvery = 100ms;  // spawned workers' liveness, while results are due
+constexpr auto kHelloTimeout = 60s;
 
 std::mutex g_mpi;  // every MPI call
 bool g_ready = false;
 int g_rank = 0, g_size = 1;
 MPI_Comm g_world = MPI_COMM_NULL;  // a dup of MPI_COMM_WORLD: the mpiexec-mode executors' channel
 std::atomic<bool> g_world_taken{false};
+std::atomic<bool> g_broken{false};  // an executor broke: MPI_Finalize could wait for a dead rank
 std::vector<std::string> g_args;  // argv[1..] for spawned workers
 
 std::string mpi_error(int code) {
@@ -189,7 +191,7 @@ void finish_root() {
   MPI_Comm_free(&g_world);
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (!finalized && !g_broken.load()) MPI_Finalize();
 }
 
 // ---- the client side
@@ -220,8 +222,11 @@ class MpiEngine final : public pool::Engine {
  public:
   // Workers are ranks `first`..`first + n - 1` of `comm`; `spawned`: an intercommunicator of
   // ranks started for this executor (disconnected at the end), else the world's (released).
-  MpiEngine(MPI_Comm comm, int first, int n, bool spawned) : comm_(comm), spawned_(spawned) {
-    for (int i = 0; i < n; ++i) workers_.push_back(Worker{first + i, {}, {}});
+  // `pids`: of the spawned workers on this host (0 for one elsewhere).
+  MpiEngine(MPI_Comm comm, int first, int n, bool spawned, const std::vector<int>& pids = {})
+      : comm_(comm), spawned_(spawned) {
+    for (int i = 0; i < n; ++i)
+      workers_.push_back(Worker{first + i, {}, {}, static_cast<std::size_t>(i) < pids.size() ? pids[static_cast<std::size_t>(i)] : 0});
     first_ = first;
     thread_ = std::thread([this] { loop(); });
   }
@@ -312,6 +317,7 @@ class MpiEngine final : public pool::Engine {
     int rank;
     std::deque<InFlight> inflight;
     std::vector<bool> defined;
+    int pid = 0;  // a spawned worker on this host: watched (0: not watched)
   };
   struct Send {
     MPI_Request request;
@@ -450,6 +456,17 @@ class MpiEngine final : public pool::Engine {
     return !sends_.empty();
   }
 
+  // A spawned worker that died does not end this process (Open MPI ends the spawned job only):
+  // the executor breaks, as the local one does. mu_ held.
+  void watch_workers() {
+    for (const auto& w : workers_)
+      if (w.pid != 0 && platform::process_dead(w.pid)) {
+        break_pool("worker rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
+                   ") died; the executor is broken");
+        return;
+      }
+  }
+
   // A result from `source`. mu_ held.
   void take_result(int source, std::string_view bytes, Deliveries& d) {
     const std::size_t wi = static_cast<std::size_t>(source - first_);
@@ -533,12 +550,19 @@ class MpiEngine final : public pool::Engine {
         backoff.reset();
         continue;
       }
+      if (Clock::now() - last_watch_ >= kWatchEvery) {
+        last_watch_ = Clock::now();
+        watch_workers();
+        if (broken_) break;
+      }
       g.unlock();
       backoff.pause();
     }
     // Broken: every job fails; else the workers are released (or ended, when spawned).
     std::unique_lock g(mu_);
-    if (broken_) {
+    if (broken_) {  // no release: a disconnect would wait for a dead rank; the comm is left as is
+      if (!spawned_) g_world_taken.store(false);
+      g_broken.store(true);
       fail_all(broken_, d);
       g.unlock();
       d.run();
@@ -573,21 +597,15 @@ class MpiEngine final : public pool::Engine {
   std::list<Send> sends_;
   std::uint64_t next_id_ = 1;
   double avg_ns_ = 0;
+  Clock::time_point last_watch_ = Clock::now();
   std::atomic<std::uint64_t> outstanding_{0};
   std::atomic<std::uint64_t> chunks_sent_{0};
   std::atomic<bool> sleeping_{false};
   std::thread thread_;
 };
 
-std::string self_exe() {
-  char path[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
-  if (n <= 0) throw std::runtime_error("MPIPoolExecutor: cannot find this program's path");
-  return std::string(path, static_cast<std::size_t>(n));
-}
-
 std::shared_ptr<pool::Engine> spawn_engine(int n) {
-  const std::string exe = self_exe();
+  const std::string exe = platform::executable_display_path();
   std::vector<char*> argv;
   for (auto& a : g_args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -598,7 +616,33 @@ std::shared_ptr<pool::Engine> spawn_engine(int n) {
   if (rc != MPI_SUCCESS)
     throw std::runtime_error("MPIPoolExecutor: MPI_Comm_spawn of " + std::to_string(n) + " workers failed: " + mpi_error(rc));
   MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
-  return std::make_shared<MpiEngine>(inter, 0, n, true);
+  // Each worker says who it is; those on this host are watched (see watch_workers).
+  std::vector<int> pids(static_cast<std::size_t>(n), 0);
+  char name[MPI_MAX_PROCESSOR_NAME];
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  const std::string_view here(name, static_cast<std::size_t>(len));
+  const auto deadline = Clock::now() + kHelloTimeout;
+  std::string buf;
+  for (int got = 0; got < n;) {
+    int flag = 0;
+    MPI_Status st;
+    check(MPI_Iprobe(MPI_ANY_SOURCE, wire::kHello, inter, &flag, &st), "MPI_Iprobe");
+    if (!flag) {
+      if (Clock::now() > deadline)
+        throw std::runtime_error("MPIPoolExecutor: the spawned workers did not start within 60 s");
+      std::this_thread::sleep_for(100us);
+      continue;
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    buf.resize(static_cast<std::size_t>(count));
+    check(MPI_Recv(buf.data(), count, MPI_BYTE, st.MPI_SOURCE, wire::kHello, inter, MPI_STATUS_IGNORE), "MPI_Recv");
+    const wire::Hello h = wire::decode_hello(buf);
+    if (st.MPI_SOURCE >= 0 && st.MPI_SOURCE < n && h.host == here) pids[static_cast<std::size_t>(st.MPI_SOURCE)] = h.pid;
+    ++got;
+  }
+  return std::make_shared<MpiEngine>(inter, 0, n, true, pids);
 }
 
 }  // namespace
@@ -623,6 +667,8 @@ void init(int& argc, char**& argv) {
   if (parent != MPI_COMM_NULL) {  // spawned by an MPIPoolExecutor: rank 0 of its group is the client
     int code = 0;
     try {
+      const std::string hello = wire::encode_hello(platform::current_pid(), processor_name());
+      check(MPI_Send(hello.data(), static_cast<int>(hello.size()), MPI_BYTE, 0, wire::kHello, parent), "MPI_Send");
       serve(parent, 0, true);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mp::mpi worker: %s\n", e.what());

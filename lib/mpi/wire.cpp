@@ -84,4 +84,20 @@ Result decode_result(std::string_view bytes) {
   return res;
 }
 
+Hello decode_hello(std::string_view bytes) {
+  Reader r{bytes, "hello"};
+  Hello h;
+  h.pid = r.take<std::int32_t>();
+  if (h.pid <= 0) throw UnpicklingError("corrupt data: bad pid in a hello message");
+  h.host = r.rest;
+  return h;
+}
+
+std::string encode_hello(std::int32_t pid, std::string_view host) {
+  std::string out;
+  put(out, pid);
+  out.append(host);
+  return out;
+}
+
 }  // namespace mp::mpi::wire

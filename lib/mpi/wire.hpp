@@ -9,6 +9,7 @@
 //   kExit    end the process (mpiexec mode: rank 0's main returned)
 // worker -> client
 //   kResult  [u64 id][u8 ok][u64 ns][ok: results (ItemWriter bytes) | !ok: an encoded exception]
+//   kHello   [i32 pid][processor name]  (a spawned worker, once: lets the client watch it)
 // A code is lib/pool_engine.cpp's code location (module, build id, offset), serialized.
 #pragma once
 
@@ -18,7 +19,7 @@
 
 namespace mp::mpi::wire {
 
-enum Tag : int { kDefine = 1, kTask = 2, kRelease = 3, kExit = 4, kResult = 5 };
+enum Tag : int { kDefine = 1, kTask = 2, kRelease = 3, kExit = 4, kResult = 5, kHello = 6 };
 
 struct Define {
   std::uint32_t fn = 0;
@@ -28,6 +29,10 @@ struct Task {
   std::uint64_t id = 0;
   std::uint32_t fn = 0;
   std::string_view args;
+};
+struct Hello {
+  std::int32_t pid = 0;
+  std::string_view host;
 };
 struct Result {
   std::uint64_t id = 0;
@@ -48,5 +53,7 @@ void put_result_header(std::string& out, std::uint64_t id, bool ok, std::uint64_
 Define decode_define(std::string_view bytes);
 Task decode_task(std::string_view bytes);
 Result decode_result(std::string_view bytes);
+Hello decode_hello(std::string_view bytes);
+std::string encode_hello(std::int32_t pid, std::string_view host);
 
 }  // namespace mp::mpi::wire
