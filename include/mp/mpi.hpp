@@ -20,9 +20,10 @@
 //   (`python -m mpi4py.futures`). An MPIPoolExecutor then uses them (max_workers, if given, uses
 //   the first max_workers of them); one executor at a time, any number one after the other.
 //   Workers end when rank 0's main returns (or calls std::exit).
-// - `./program` alone (a world of one rank): each MPIPoolExecutor spawns max_workers ranks
-//   (default 1) with MPI_Comm_spawn, running this same executable (its init() makes them serve),
-//   and ends them at shutdown. As root, Open MPI needs OMPI_ALLOW_RUN_AS_ROOT=1 and
+// - `./program` alone (a world of one rank): an MPIPoolExecutor spawns max_workers ranks
+//   (default 1) with MPI_Comm_spawn, running this same executable (its init() makes them serve).
+//   They are kept for the next executor that wants as many (a spawn costs ~0.4 s) and end when
+//   the program exits. As root, Open MPI needs OMPI_ALLOW_RUN_AS_ROOT=1 and
 //   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; more workers than cores needs
 //   OMPI_MCA_rmaps_base_oversubscribe=1 (mpiexec: --oversubscribe).
 //

@@ -18,7 +18,9 @@
 
 #include <mpi.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <list>
 #include <map>
@@ -42,13 +44,25 @@ constexpr std::size_t kDeepDepth = 64;
 constexpr double kShortChunkNs = 50'000;
 constexpr auto kWatchEvery = 100ms;  // spawned workers' liveness, while results are due
 constexpr auto kHelloTimeout = 60s;
+constexpr auto kSpawnTimeout = 60s;
 
 std::mutex g_mpi;  // every MPI call
 bool g_ready = false;
 int g_rank = 0, g_size = 1;
 MPI_Comm g_world = MPI_COMM_NULL;  // a dup of MPI_COMM_WORLD: the mpiexec-mode executors' channel
 std::atomic<bool> g_world_taken{false};
-std::atomic<bool> g_broken{false};  // an executor broke: MPI_Finalize could wait for a dead rank
+std::atomic<bool> g_broken{false};
+// Spawned workers outlive their executor: the next executor that wants as many takes them
+// (Open MPI 4.1's MPI_Comm_spawn is slow, ~0.4 s, and now and then stalls in PMIx after several
+// spawns in one process). Ended at exit, or when an executor wants another number of workers.
+struct SpawnedGroup {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int n = 0;
+  std::vector<int> pids;
+  bool taken = false;
+};
+std::mutex g_spawn_mu;  // before g_mpi
+SpawnedGroup g_spawned;  // an executor broke: MPI_Finalize could wait for a dead rank
 std::vector<std::string> g_args;  // argv[1..] for spawned workers
 
 std::string mpi_error(int code) {
@@ -132,8 +146,8 @@ void define(std::vector<Function>& table, std::string_view msg) {
   }
 }
 
-// Serves the client (rank `client` of `comm`) until kRelease (`until_release`) or kExit.
-void serve(MPI_Comm comm, int client, bool until_release) {
+// Serves the client (rank `client` of `comm`) until kExit; kRelease ends an executor's use.
+void serve(MPI_Comm comm, int client) {
   std::vector<Function> table;
   std::string msg, out;
   Backoff backoff;
@@ -172,7 +186,6 @@ void serve(MPI_Comm comm, int client, bool until_release) {
       }
       case wire::kRelease:
         table.clear();
-        if (until_release) return;
         break;
       case wire::kExit:
         return;
@@ -184,9 +197,18 @@ void serve(MPI_Comm comm, int client, bool until_release) {
   }
 }
 
-// Rank 0 at exit: the world's workers end, then MPI.
+// Ends a spawned group that is not in use (g_spawn_mu and g_mpi held).
+void end_group(SpawnedGroup& group) {
+  for (int r = 0; r < group.n; ++r) MPI_Send(nullptr, 0, MPI_BYTE, r, wire::kExit, group.comm);
+  MPI_Comm_disconnect(&group.comm);
+  group = SpawnedGroup{};
+}
+
+// Rank 0 at exit: the spawned and the world's workers end, then MPI.
 void finish_root() {
+  std::lock_guard s(g_spawn_mu);
   std::lock_guard g(g_mpi);
+  if (g_spawned.comm != MPI_COMM_NULL && !g_spawned.taken && !g_broken.load()) end_group(g_spawned);
   for (int r = 1; r < g_size; ++r) MPI_Send(nullptr, 0, MPI_BYTE, r, wire::kExit, g_world);
   MPI_Comm_free(&g_world);
   int finalized = 0;
@@ -220,11 +242,11 @@ std::exception_ptr broken(const std::string& why) {
 
 class MpiEngine final : public pool::Engine {
  public:
-  // Workers are ranks `first`..`first + n - 1` of `comm`; `spawned`: an intercommunicator of
-  // ranks started for this executor (disconnected at the end), else the world's (released).
-  // `pids`: of the spawned workers on this host (0 for one elsewhere).
-  MpiEngine(MPI_Comm comm, int first, int n, bool spawned, const std::vector<int>& pids = {})
-      : comm_(comm), spawned_(spawned) {
+  // Workers are ranks `first`..`first + n - 1` of `comm`, told kRelease at the end; then
+  // `released(broken)` runs (without any lock). `pids`: of spawned workers on this host (0 for
+  // one elsewhere), watched.
+  MpiEngine(MPI_Comm comm, int first, int n, std::function<void(bool)> released, const std::vector<int>& pids = {})
+      : comm_(comm), released_(std::move(released)) {
     for (int i = 0; i < n; ++i)
       workers_.push_back(Worker{first + i, {}, {}, static_cast<std::size_t>(i) < pids.size() ? pids[static_cast<std::size_t>(i)] : 0});
     first_ = first;
@@ -561,29 +583,23 @@ class MpiEngine final : public pool::Engine {
     // Broken: every job fails; else the workers are released (or ended, when spawned).
     std::unique_lock g(mu_);
     if (broken_) {  // no release: a disconnect would wait for a dead rank; the comm is left as is
-      if (!spawned_) g_world_taken.store(false);
       g_broken.store(true);
       fail_all(broken_, d);
       g.unlock();
+      released_(true);
       d.run();
       return;
     }
     g.unlock();
-    release();
-  }
-
-  void release() noexcept {
-    std::lock_guard m(g_mpi);
-    for (const auto& w : workers_) MPI_Send(nullptr, 0, MPI_BYTE, w.rank, wire::kRelease, comm_);
-    if (spawned_) {
-      MPI_Comm_disconnect(&comm_);
-    } else {
-      g_world_taken.store(false);
+    {
+      std::lock_guard m(g_mpi);
+      for (const auto& w : workers_) MPI_Send(nullptr, 0, MPI_BYTE, w.rank, wire::kRelease, comm_);
     }
+    released_(false);
   }
 
   MPI_Comm comm_;
-  bool spawned_;
+  std::function<void(bool)> released_;
   int first_ = 0;
   mutable std::mutex mu_;
   std::mutex join_mu_;
@@ -604,7 +620,7 @@ class MpiEngine final : public pool::Engine {
   std::thread thread_;
 };
 
-std::shared_ptr<pool::Engine> spawn_engine(int n) {
+SpawnedGroup spawn_group(int n) {
   const std::string exe = platform::executable_display_path();
   std::vector<char*> argv;
   for (auto& a : g_args) argv.push_back(a.data());
@@ -612,9 +628,35 @@ std::shared_ptr<pool::Engine> spawn_engine(int n) {
   MPI_Comm inter = MPI_COMM_NULL;
   std::vector<int> errcodes(static_cast<std::size_t>(n));
   std::lock_guard g(g_mpi);
+  // MPI_Comm_spawn has no timeout: if it has not returned within kSpawnTimeout, the process ends
+  // with a message (exit code 1) rather than hang.
+  struct Watchdog {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread t;
+    Watchdog() : t([this] {
+      std::unique_lock l(m);
+      if (!cv.wait_for(l, kSpawnTimeout, [this] { return done; })) {
+        std::fprintf(stderr, "mp::mpi: MPI_Comm_spawn did not return within %lld s; ending the process\n",
+                     static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(kSpawnTimeout).count()));
+        std::_Exit(1);
+      }
+    }) {}
+    ~Watchdog() {
+      {
+        std::lock_guard l(m);
+        done = true;
+      }
+      cv.notify_all();
+      t.join();
+    }
+  };
+  std::optional<Watchdog> watchdog(std::in_place);
   const int rc = MPI_Comm_spawn(exe.c_str(), argv.data(), n, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, errcodes.data());
   if (rc != MPI_SUCCESS)
     throw std::runtime_error("MPIPoolExecutor: MPI_Comm_spawn of " + std::to_string(n) + " workers failed: " + mpi_error(rc));
+  watchdog.reset();
   MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
   // Each worker says who it is; those on this host are watched (see watch_workers).
   std::vector<int> pids(static_cast<std::size_t>(n), 0);
@@ -642,7 +684,38 @@ std::shared_ptr<pool::Engine> spawn_engine(int n) {
     if (st.MPI_SOURCE >= 0 && st.MPI_SOURCE < n && h.host == here) pids[static_cast<std::size_t>(st.MPI_SOURCE)] = h.pid;
     ++got;
   }
-  return std::make_shared<MpiEngine>(inter, 0, n, true, pids);
+  return SpawnedGroup{inter, n, pids, true};
+}
+
+std::shared_ptr<pool::Engine> spawn_engine(int n) {
+  std::lock_guard s(g_spawn_mu);
+  if (g_spawned.comm != MPI_COMM_NULL && !g_spawned.taken && g_spawned.n != n) {
+    std::lock_guard g(g_mpi);
+    end_group(g_spawned);
+  }
+  if (g_spawned.comm == MPI_COMM_NULL) {
+    g_spawned = spawn_group(n);
+  } else if (!g_spawned.taken) {
+    g_spawned.taken = true;
+  } else {  // another executor holds the group: a group of this executor's own
+    SpawnedGroup own = spawn_group(n);
+    return std::make_shared<MpiEngine>(own.comm, 0, n, [comm = own.comm, n](bool broken) mutable {
+      if (broken) return;  // a disconnect would wait for a dead rank
+      SpawnedGroup g{comm, n, {}, false};
+      std::lock_guard m(g_mpi);
+      end_group(g);
+    }, own.pids);
+  }
+  const MPI_Comm comm = g_spawned.comm;
+  return std::make_shared<MpiEngine>(comm, 0, n, [comm](bool broken) {
+    std::lock_guard l(g_spawn_mu);
+    if (g_spawned.comm != comm) return;
+    if (broken) {
+      g_spawned = SpawnedGroup{};  // left as is (see the broken path)
+    } else {
+      g_spawned.taken = false;
+    }
+  }, g_spawned.pids);
 }
 
 }  // namespace
@@ -669,7 +742,7 @@ void init(int& argc, char**& argv) {
     try {
       const std::string hello = wire::encode_hello(platform::current_pid(), processor_name());
       check(MPI_Send(hello.data(), static_cast<int>(hello.size()), MPI_BYTE, 0, wire::kHello, parent), "MPI_Send");
-      serve(parent, 0, true);
+      serve(parent, 0);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mp::mpi worker: %s\n", e.what());
       code = 1;
@@ -683,7 +756,7 @@ void init(int& argc, char**& argv) {
   if (g_rank != 0) {
     int code = 0;
     try {
-      serve(g_world, 0, false);
+      serve(g_world, 0);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mp::mpi worker %d: %s\n", g_rank, e.what());
       code = 1;
@@ -720,7 +793,7 @@ std::shared_ptr<mp::detail::pool::Engine> make_engine(const MPIPoolExecutorOptio
   if (g_world_taken.exchange(true))
     throw std::runtime_error("MPIPoolExecutor: the worker ranks are in use by another MPIPoolExecutor (shut it down first)");
   try {
-    return std::make_shared<MpiEngine>(g_world, 1, n, false);
+    return std::make_shared<MpiEngine>(g_world, 1, n, [](bool) { g_world_taken.store(false); });
   } catch (...) {
     g_world_taken.store(false);
     throw;
