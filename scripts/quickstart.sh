@@ -11,7 +11,9 @@ what="${1:-samples}"
 
 need=(cmake make g++ pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
       libbenchmark-dev python3
-      clang-14 libclang-rt-14-dev)  # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
+      clang-14 libclang-rt-14-dev   # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
+      openmpi-bin libopenmpi-dev iproute2  # mp::mpi (mp/mpi.hpp) and its tests (mpiexec, ip netns)
+      python3-mpi4py)               # bench/mpi: mpi4py.futures beside mp::mpi
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,101 @@
+// bench/mpi/mpi_bench.cpp — MPIPoolExecutor's figures and the raw MPI ping-pong, for
+// bench/mpi/run.py (which runs mpi4py.futures beside them, bench/mpi/mpi4py_bench.py).
+//   mpiexec -n 3 mpi_bench executor <scale>   rank 0 client, 2 worker ranks
+//   mpiexec -n 2 mpi_bench pingpong <scale>   MPI_Send/MPI_Recv of 8 bytes between ranks 0 and 1
+// Prints `metric value` lines: roundtrip_us, map_cs1_per_s, map_cs1000_per_s, pingpong_us.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include <mp/mpi.hpp>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+int identity(int x) { return x; }
+
+// Median of `reps` timings of f() (seconds).
+template <class F>
+double median_of(int reps, F f) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(f());
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int executor(int argc, char** argv, double scale) {
+  mp::mpi::init(argc, argv);
+  mp::mpi::MPIPoolExecutor ex;
+  const int rt = std::max(100, static_cast<int>(5000 * scale));
+  for (int i = 0; i < 200; ++i) ex.submit(identity, i).result();
+  const double rt_s = median_of(5, [&] {
+    const auto t = Clock::now();
+    for (int i = 0; i < rt; ++i)
+      if (ex.submit(identity, i).result() != i) std::abort();
+    return seconds_since(t);
+  });
+  std::printf("roundtrip_us %.3f\n", rt_s / rt * 1e6);
+
+  auto map_rate = [&](int n, int chunksize) {
+    std::vector<int> in(static_cast<std::size_t>(n));
+    std::iota(in.begin(), in.end(), 0);
+    const double s = median_of(5, [&] {
+      const auto t = Clock::now();
+      long long sum = 0;
+      for (int x : ex.map(identity, in, chunksize)) sum += x;
+      if (sum != static_cast<long long>(n) * (n - 1) / 2) std::abort();
+      return seconds_since(t);
+    });
+    return n / s;
+  };
+  std::printf("map_cs1_per_s %.1f\n", map_rate(std::max(1000, static_cast<int>(50000 * scale)), 1));
+  std::printf("map_cs1000_per_s %.1f\n", map_rate(std::max(10000, static_cast<int>(2000000 * scale)), 1000));
+  return 0;
+}
+
+int pingpong(int argc, char** argv, double scale) {
+  MPI_Init(&argc, &argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int n = std::max(1000, static_cast<int>(20000 * scale));
+  long long msg = 0;
+  auto round = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      if (rank == 0) {
+        MPI_Send(&msg, 1, MPI_LONG_LONG, 1, 0, MPI_COMM_WORLD);
+        MPI_Recv(&msg, 1, MPI_LONG_LONG, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      } else if (rank == 1) {
+        MPI_Recv(&msg, 1, MPI_LONG_LONG, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        ++msg;
+        MPI_Send(&msg, 1, MPI_LONG_LONG, 0, 0, MPI_COMM_WORLD);
+      }
+    }
+  };
+  round(500);
+  const double s = median_of(5, [&] {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t = Clock::now();
+    round(n);
+    return seconds_since(t);
+  });
+  if (rank == 0) std::printf("pingpong_us %.3f\n", s / n * 1e6);
+  MPI_Finalize();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool pp = argc > 1 && std::strcmp(argv[1], "pingpong") == 0;
+  const double scale = argc > 2 ? std::atof(argv[2]) : 1.0;
+  return pp ? pingpong(argc, argv, scale) : executor(argc, argv, scale);
+}
