@@ -27,7 +27,7 @@
 #include <thread>
 
 #include "../platform/os.hpp"
-#include "../remote_error.hpp"
+#include "../support/remote_error.hpp"
 #include "wire.hpp"
 
 namespace mp::mpi {
