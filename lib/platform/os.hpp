@@ -12,7 +12,11 @@
 
 namespace mp::platform {
 
-using Handle = int;  // a file descriptor here; a HANDLE on Windows
+#ifdef _WIN32
+using Handle = std::intptr_t;  // a HANDLE; INVALID_HANDLE_VALUE is -1
+#else
+using Handle = int;  // a file descriptor
+#endif
 inline constexpr Handle kInvalidHandle = -1;
 using Clock = std::chrono::steady_clock;
 using Nanos = std::chrono::nanoseconds;

@@ -1,0 +1,164 @@
+// Tests of the OS layer itself (lib/platform/), built on every platform, the ported part of it on
+// Windows (run under Wine there): the capabilities the library stands on, without the library.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+
+#include "platform/os.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace platform = mp::platform;
+
+// A segment mapped once for a test; unmapped and closed after it.
+struct Segment {
+  explicit Segment(std::size_t n) : size(n), handle(platform::create_shared_memory(n)) {
+    base = platform::map_shared(handle, size);
+  }
+  ~Segment() {
+    platform::unmap(base, size);
+    platform::close_handle(handle);
+  }
+  std::atomic<std::uint32_t>* word(std::size_t i) { return static_cast<std::atomic<std::uint32_t>*>(base) + i; }
+  std::size_t size;
+  platform::Handle handle;
+  void* base = nullptr;
+};
+
+TEST(SharedMemory, IsZeroFilledAndSizedAsAsked) {
+  Segment s(10000);
+  EXPECT_EQ(platform::shared_memory_size(s.handle), 10000u);
+  const auto* p = static_cast<const unsigned char*>(s.base);
+  for (std::size_t i = 0; i < s.size; ++i) ASSERT_EQ(p[i], 0) << i;
+}
+
+TEST(SharedMemory, TwoViewsSeeTheSameBytes) {
+  Segment s(4096);
+  void* second = platform::map_shared(s.handle, s.size);
+  ASSERT_NE(second, s.base);
+  std::memcpy(s.base, "hello", 6);
+  EXPECT_STREQ(static_cast<const char*>(second), "hello");
+  platform::unmap(second, s.size);
+  EXPECT_STREQ(static_cast<const char*>(s.base), "hello");  // the first view outlives the second
+}
+
+TEST(SharedMemory, ADuplicatedHandleOutlivesTheOriginal) {
+  const platform::Handle h = platform::create_shared_memory(64);
+  const platform::Handle dup = platform::duplicate_handle(h);
+  void* a = platform::map_shared(h, 64);
+  platform::close_handle(h);
+  static_cast<char*>(a)[0] = 'x';
+  void* b = platform::map_shared(dup, 64);
+  EXPECT_EQ(static_cast<char*>(b)[0], 'x');
+  platform::unmap(a, 64);
+  platform::unmap(b, 64);
+  platform::close_handle(dup);
+}
+
+// The wait object, on a shared word and on a process-private one.
+class Wait : public testing::TestWithParam<bool> {
+ protected:
+  std::atomic<std::uint32_t>* word(std::size_t i) {
+    return GetParam() ? segment_.word(i) : &private_words_[i];
+  }
+  Segment segment_{4096};
+  std::atomic<std::uint32_t> private_words_[256] = {};
+};
+
+TEST_P(Wait, ReturnsAtOnceWhenTheWordDiffers) {
+  word(0)->store(7);
+  const platform::Nanos forever = 3600s;
+  EXPECT_TRUE(platform::wait_on_address(word(0), 8, &forever));
+}
+
+TEST_P(Wait, TimesOut) {
+  const platform::Nanos t = 30ms;
+  const auto start = platform::Clock::now();
+  bool woke = true;
+  // A spurious wake-up may return true; a time-out must come by the deadline (widely bounded).
+  while (woke && platform::Clock::now() - start < 10s) woke = platform::wait_on_address(word(0), 0, &t);
+  EXPECT_FALSE(woke);
+}
+
+TEST_P(Wait, WakesAWaitingThread) {
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    const platform::Nanos slice = 30s;
+    while (word(1)->load() == 0) platform::wait_on_address(word(1), 0, &slice);
+    done = true;
+  });
+  word(1)->store(1);
+  platform::wake_address(word(1), 1);
+  waiter.join();
+  EXPECT_TRUE(done);
+}
+
+TEST_P(Wait, WakeAllReachesEveryWaiterAndNeighboursStayAsleepOrRecheck) {
+  constexpr int kThreads = 4;
+  std::atomic<int> woken{0};
+  std::thread threads[kThreads];
+  // Words 2 and 66 share a bucket on Windows (64 buckets per segment): waking one must still wake
+  // all waiters of the other word only spuriously, never lose a wake-up of its own.
+  for (auto& t : threads)
+    t = std::thread([&] {
+      const platform::Nanos slice = 30s;
+      while (word(2)->load() == 0) platform::wait_on_address(word(2), 0, &slice);
+      ++woken;
+    });
+  std::thread neighbour([&] {
+    const platform::Nanos slice = 30s;
+    while (word(66)->load() == 0) platform::wait_on_address(word(66), 0, &slice);
+  });
+  word(2)->store(1);
+  platform::wake_address(word(2), INT32_MAX);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(woken.load(), kThreads);
+  word(66)->store(1);
+  platform::wake_address(word(66), 1);
+  neighbour.join();
+}
+
+// A ping-pong of many rounds: every wake-up must arrive (a lost one hangs until the 30 s slice).
+TEST_P(Wait, PingPongLosesNoWakeUp) {
+  constexpr std::uint32_t kRounds = 2000;
+  std::atomic<std::uint32_t>* w = word(3);
+  std::thread peer([&] {
+    const platform::Nanos slice = 30s;
+    for (std::uint32_t i = 1; i <= kRounds; i += 2) {
+      for (std::uint32_t v; (v = w->load()) != i;) ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
+      w->store(i + 1);
+      platform::wake_address(w, 1);
+    }
+  });
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t i = 0; i < kRounds; i += 2) {
+    for (std::uint32_t v; (v = w->load()) != i;) ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
+    w->store(i + 1);
+    platform::wake_address(w, 1);
+  }
+  peer.join();
+  EXPECT_EQ(w->load(), kRounds);
+}
+
+INSTANTIATE_TEST_SUITE_P(Platform, Wait, testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "shared" : "private"; });
+
+TEST(Identity, PidAndTidAreThisProcessAndThread) {
+  EXPECT_GT(platform::current_pid(), 0);
+  EXPECT_FALSE(platform::process_dead(platform::current_pid()));
+  int other = 0;
+  std::thread([&] { other = platform::current_tid(); }).join();
+  EXPECT_NE(other, platform::current_tid());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
