@@ -16,7 +16,7 @@
 #include <cstring>
 
 #include "mp/errors.hpp"
-#include "platform/os.hpp"
+#include "platform/system.hpp"
 
 namespace mp::auth {
 namespace {

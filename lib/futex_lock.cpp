@@ -3,7 +3,8 @@
 
 #include <algorithm>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/wait.hpp"
 #include "spin.hpp"
 
 namespace mp::detail {

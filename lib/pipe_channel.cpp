@@ -7,14 +7,15 @@
 
 #include "event_count.hpp"
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 #include "spin.hpp"
 
 namespace mp::detail {
 namespace {
 
-namespace conn = platform::conn;
 using platform::Clock;
 using platform::Nanos;
 
@@ -163,7 +164,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     if (room()) return;
     sleep_on(r.room_seq, seq, &kRoomSlice);
     if (room()) return;
-    if (conn::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
+    if (platform::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
   }
 }
 
@@ -174,7 +175,7 @@ void PipeChannel::publish(std::uint64_t tail) {
   if (r.armed.load(std::memory_order_seq_cst) != 1) return;
   std::uint32_t expected = 1;
   if (r.armed.compare_exchange_strong(expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
-      !conn::write_token(sock_) && conn::peer_closed(sock_))
+      !platform::write_token(sock_) && platform::peer_closed(sock_))
     platform::throw_error(EPIPE, "cannot write to the connection");
 }
 
@@ -261,7 +262,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
 bool PipeChannel::poll(const Nanos* timeout) {
   LeaveGuard leave{*this};
   if (nonempty(in_ring())) return true;
-  if (timeout && *timeout <= Nanos::zero()) return conn::peer_closed(sock_) || nonempty(in_ring());
+  if (timeout && *timeout <= Nanos::zero()) return platform::peer_closed(sock_) || nonempty(in_ring());
   const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point();
   return wait_data(timeout ? &deadline : nullptr, false) != Wait::timeout;
 }
@@ -275,7 +276,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Clock::time_point* deadline, bool
       disarm(false, mine);
       return Wait::data;
     }
-    if (conn::peer_closed(sock_)) {
+    if (platform::peer_closed(sock_)) {
       disarm(false, mine);
       return nonempty(r) ? Wait::data : Wait::eof;
     }
@@ -318,15 +319,15 @@ void PipeChannel::disarm(bool socket_was_ready, bool armed_here) {
   if (armed_here) in_ring().armed.compare_exchange_strong(one, 0);
 }
 
-bool PipeChannel::ready() { return nonempty(in_ring()) || conn::peer_closed(sock_) || nonempty(in_ring()); }
+bool PipeChannel::ready() { return nonempty(in_ring()) || platform::peer_closed(sock_) || nonempty(in_ring()); }
 
 void PipeChannel::after_sleep(bool socket_was_ready) {
   PipeRing& r = in_ring();
   const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
   if (v & kTaken) {
     settle(v);
-  } else if (socket_was_ready && !nonempty(r) && !conn::peer_closed(sock_)) {
-    (void)conn::read_token(sock_);  // a token given up for lost arrived late: drop it
+  } else if (socket_was_ready && !nonempty(r) && !platform::peer_closed(sock_)) {
+    (void)platform::read_token(sock_);  // a token given up for lost arrived late: drop it
   }
 }
 
@@ -337,9 +338,9 @@ void PipeChannel::settle(std::uint32_t taken) {
   const auto give_up = Clock::now() + kTokenPatience;
   const Nanos slice = std::chrono::milliseconds(1);
   for (;;) {
-    if (conn::read_token(sock_) >= 0) return;
+    if (platform::read_token(sock_) >= 0) return;
     if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || Clock::now() >= give_up) {
-      (void)conn::read_token(sock_);
+      (void)platform::read_token(sock_);
       return;
     }
     platform::wait_readable(sock_, &slice);
@@ -374,8 +375,8 @@ platform::Handle PipeChannel::fileno() {
     std::lock_guard lock(desc_mutex_);
     if (descriptor_mode()) return ready_set_;
     close_descriptors();  // handles inherited from the parent are not this process's to use
-    event_ = conn::make_event();
-    ready_set_ = conn::make_ready_set(sock_, event_);
+    event_ = platform::make_event();
+    ready_set_ = platform::make_ready_set(sock_, event_);
     event_on_ = false;
     desc_pid_ = platform::cached_pid();
   }
@@ -392,7 +393,7 @@ void PipeChannel::leave() noexcept {
     (void)arm();
     const bool on = nonempty(r);
     if (on != event_on_) {
-      conn::set_event(event_, on);
+      platform::set_event(event_, on);
       event_on_ = on;
     }
   } catch (...) {

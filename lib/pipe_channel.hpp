@@ -37,7 +37,7 @@
 #include <utility>
 
 #include "futex_lock.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "mp/reduction.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

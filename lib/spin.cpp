@@ -1,5 +1,6 @@
 // lib/spin.cpp — the spinning policy's test hook (lib/spin.hpp).
 #include "spin.hpp"
+#include "platform/system.hpp"
 
 #include <cstdlib>
 #include <optional>

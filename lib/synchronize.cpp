@@ -12,8 +12,9 @@
 #include "forced_unwind.hpp"
 #include "futex_lock.hpp"
 #include "spin.hpp"
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 
 namespace mp {
 namespace detail {

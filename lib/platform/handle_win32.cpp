@@ -1,4 +1,4 @@
-// Windows part of the handle basics (platform/os.hpp): errors, closing and duplicating HANDLEs,
+// Windows part of the handle basics (platform/handle.hpp): errors, closing and duplicating HANDLEs,
 // text conversion. Every HANDLE the library makes is non-inheritable; a child receives only the
 // handles listed for it (process_win32.cpp).
 #include <string>

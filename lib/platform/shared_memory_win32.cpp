@@ -1,4 +1,4 @@
-// Windows part of anonymous shared memory (platform/os.hpp): pagefile-backed sections without a
+// Windows part of anonymous shared memory (platform/shared_memory.hpp): pagefile-backed sections without a
 // name (a child receives a duplicated handle), each preceded by a header granule the caller never
 // sees (platform/win32.hpp: size, machine-unique key, wait-bucket counts).
 #define _CRT_RAND_S

@@ -1,4 +1,4 @@
-// Windows part of the cross-process wait object (platform/os.hpp wait_on_address/wake_address;
+// Windows part of the cross-process wait object (platform/wait.hpp wait_on_address/wake_address;
 // contract in docs/DESIGN.md). WaitOnAddress wakes only threads of the calling process, so a word
 // in shared memory is waited on with a named semaphore per (section, bucket): a waiter counts
 // itself in the section header's bucket, re-checks the word, then waits on the semaphore; a waker
@@ -12,7 +12,7 @@
 #include <thread>
 #include <utility>
 
-#include "platform/sync.hpp"
+#include "platform/wait.hpp"
 #include "platform/win32.hpp"
 
 namespace mp::platform {

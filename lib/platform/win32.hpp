@@ -15,7 +15,8 @@
 #include <optional>
 #include <string>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/shared_memory.hpp"
 
 namespace mp::platform::win32 {
 

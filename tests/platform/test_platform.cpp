@@ -6,9 +6,15 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
+#include <string>
 #include <thread>
+#include <vector>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 
 namespace {
 
@@ -156,9 +162,102 @@ TEST(Identity, PidAndTidAreThisProcessAndThread) {
   EXPECT_NE(other, platform::current_tid());
 }
 
+// ---- processes: this binary run again as the child (MP_PLATFORM_CHILD=<role> in its environment;
+// argv[1] the shared segment's handle, the rest the role's arguments).
+constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
+constexpr std::size_t kSegment = 65536;
+
+int spawn_child(const std::string& role, platform::Handle segment, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args{platform::executable_path(), std::to_string(segment)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return platform::spawn_process(platform::executable_path(), args, kChildVar, role, {segment});
+}
+
+// Reaps the child within `limit`, killing it (and failing) if it has not ended by then.
+int reap_within(platform::Handle process, std::chrono::seconds limit = 60s) {
+  const auto deadline = platform::Clock::now() + limit;
+  while (platform::Clock::now() < deadline) {
+    if (auto code = platform::reap(process, false)) return *code;
+    platform::sleep_for(5ms);
+  }
+  ADD_FAILURE() << "child did not end within " << limit.count() << " s; killing it";
+  platform::send_signal(process, platform::kKillSignal);
+  return platform::reap(process, true).value_or(-1000);
+}
+
+// Rounds of a ping-pong on a word of a shared segment, between two processes.
+constexpr std::uint32_t kRounds = 500;
+bool ping_pong(std::atomic<std::uint32_t>* w, std::uint32_t first) {
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t i = first; i < kRounds; i += 2) {
+    for (std::uint32_t v; (v = w->load()) != i;)
+      if (!platform::wait_on_address(w, v, &slice)) return false;
+    w->store(i + 1);
+    platform::wake_address(w, 1);
+  }
+  return true;
+}
+
+TEST(Process, ChildSharesMemoryAndTheWaitObject) {
+  Segment s(kSegment);
+  const int pid = spawn_child("ping", s.handle);
+  const platform::Handle process = platform::open_process(pid);
+  EXPECT_TRUE(ping_pong(s.word(0), 0));
+  EXPECT_EQ(reap_within(process), 7);
+  EXPECT_EQ(s.word(0)->load(), kRounds);
+  platform::close_handle(process);
+}
+
+TEST(Process, ArgumentsArriveExactly) {
+  Segment s(kSegment);
+  const std::vector<std::string> args{"plain", "two words", "", "quote\"inside", "trailing\\",
+                                      "back\\\\\"slash", "tab\tnew\nline", "caf\xc3\xa9 \xe2\x82\xac"};
+  const platform::Handle process = platform::open_process(spawn_child("echo", s.handle, args));
+  ASSERT_EQ(reap_within(process), 0);
+  platform::close_handle(process);
+  std::string expected;
+  for (const auto& a : args) expected += a + '\0';
+  EXPECT_EQ(std::string(static_cast<const char*>(s.base), expected.size()), expected);
+}
+
+TEST(Process, TerminatedChildReportsMinusSigterm) {
+  Segment s(kSegment);
+  const platform::Handle process = platform::open_process(spawn_child("sleep", s.handle));
+  // Wait until the child runs (it raises word 0), then terminate it while it sleeps.
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  platform::send_signal(process, platform::kTerminateSignal);
+  EXPECT_EQ(reap_within(process), -platform::kTerminateSignal);
+  platform::close_handle(process);
+}
+
+int child_main(const std::string& role, int argc, char** argv) {
+  const auto segment = static_cast<platform::Handle>(std::strtoll(argv[1], nullptr, 10));
+  void* base = platform::map_shared(segment, kSegment);
+  auto* words = static_cast<std::atomic<std::uint32_t>*>(base);
+  int code = 1;
+  if (role == "ping") {
+    code = ping_pong(&words[0], 1) ? 7 : 2;
+  } else if (role == "echo") {
+    std::string all;
+    const std::vector<std::string> args = platform::program_arguments(argc, argv);
+    for (std::size_t i = 2; i < args.size(); ++i) all += args[i] + '\0';
+    std::memcpy(base, all.data(), std::min(all.size(), kSegment));
+    code = 0;
+  } else if (role == "sleep") {
+    words[1].store(0);
+    words[0].store(1);
+    platform::wake_address(&words[0], 1);
+    for (;;) platform::wait_on_address(&words[1], 0, nullptr);  // until terminated
+  }
+  platform::unmap(base, kSegment);
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (const char* role = std::getenv(kChildVar); role && argc >= 2) return child_main(role, argc, argv);
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
