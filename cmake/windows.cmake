@@ -42,3 +42,11 @@ if(MP_BUILD_TESTS)
   gtest_discover_tests(test_platform DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
                        PROPERTIES TIMEOUT 60 LABELS "windows")
 endif()
+
+if(MP_BUILD_BENCH)
+  # Run by hand under Wine: the ratios to raw Win32 are the figures (absolute times under Wine
+  # say little).
+  add_executable(bench_platform_win32 ${PROJECT_SOURCE_DIR}/bench/win32/bench_platform_win32.cpp)
+  target_link_libraries(bench_platform_win32 PRIVATE mp_platform)
+  target_compile_options(bench_platform_win32 PRIVATE ${MP_WARNING_FLAGS})
+endif()
