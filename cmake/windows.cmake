@@ -1,18 +1,24 @@
 # The Windows build (included by CMakeLists.txt when cross-compiling with
 # cmake/mingw-w64-x86_64.cmake, or on Windows). What is ported so far is built and tested; the
 # rest is listed, so nobody mistakes its absence for a build failure.
-set(MP_WIN32_PORTED handle shared_memory wait process)
+set(MP_WIN32_PORTED handle shared_memory wait process system)
+# The toolkit's robust lock, which stands on the wait object alone.
+set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
     "process launch: fork, forkserver, parent_pid (the lifeline is the job object), on_exit_first, the ELF code lookup of spawn (system.hpp)"
     "pipes, sockets, named pipes and handle passing"
     "named shared memory (SharedMemory) and its tracker"
-    "the library proper (lib/*.cpp: Process, synchronize, queues, connection, managers, pool)"
+    "system.hpp's open_library and code lookup (PE modules for spawn)"
+    "the library proper (lib/*.cpp but futex_lock and spin: Process, synchronize, queues, connection, managers, pool)"
     "the library's tests (tests/test_*.cpp: they need Process) and the samples and benchmarks")
 set(MP_PLATFORM_SOURCES)
 foreach(part ${MP_WIN32_PORTED})
   list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/platform/${part}_win32.cpp)
 endforeach()
-message(STATUS "mp for Windows: ported OS layer parts: ${MP_WIN32_PORTED}")
+foreach(part ${MP_WIN32_TOOLKIT})
+  list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/${part}.cpp)
+endforeach()
+message(STATUS "mp for Windows: ported OS layer parts: ${MP_WIN32_PORTED}; toolkit: ${MP_WIN32_TOOLKIT}")
 foreach(item ${MP_WIN32_NOT_PORTED})
   message(STATUS "mp for Windows: not ported yet (not built): ${item}")
 endforeach()

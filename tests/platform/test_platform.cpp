@@ -6,11 +6,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "futex_lock.hpp"
 #include "platform/handle.hpp"
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
@@ -231,6 +233,26 @@ TEST(Process, TerminatedChildReportsMinusSigterm) {
   platform::close_handle(process);
 }
 
+// The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
+// dead (process_dead) and the lock taken over, in another process.
+TEST(RobustLock, KilledHolderIsTakenOver) {
+  Segment s(kSegment);
+  auto* lock = new (static_cast<char*>(s.base) + 64) mp::detail::FutexLock;
+  const platform::Handle process = platform::open_process(spawn_child("hold", s.handle));
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  ASSERT_TRUE(lock->locked());
+  const std::chrono::nanoseconds poll{0};
+  EXPECT_EQ(lock->acquire(&poll), mp::detail::Acquire::timed_out);  // the holder lives
+  platform::send_signal(process, platform::kKillSignal);
+  reap_within(process);
+  const std::chrono::nanoseconds bound = 30s;
+  EXPECT_EQ(lock->acquire(&bound), mp::detail::Acquire::owner_died);
+  EXPECT_TRUE(lock->held_by_this_process());
+  lock->release();
+  platform::close_handle(process);
+}
+
 int child_main(const std::string& role, int argc, char** argv) {
   const auto segment = static_cast<platform::Handle>(std::strtoll(argv[1], nullptr, 10));
   void* base = platform::map_shared(segment, kSegment);
@@ -244,6 +266,13 @@ int child_main(const std::string& role, int argc, char** argv) {
     for (std::size_t i = 2; i < args.size(); ++i) all += args[i] + '\0';
     std::memcpy(base, all.data(), std::min(all.size(), kSegment));
     code = 0;
+  } else if (role == "hold") {
+    auto* lock = std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
+    lock->acquire(nullptr);
+    words[1].store(0);
+    words[0].store(1);
+    platform::wake_address(&words[0], 1);
+    for (;;) platform::wait_on_address(&words[1], 0, nullptr);  // until killed, holding the lock
   } else if (role == "sleep") {
     words[1].store(0);
     words[0].store(1);
