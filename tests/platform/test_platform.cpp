@@ -253,6 +253,27 @@ TEST(RobustLock, KilledHolderIsTakenOver) {
   platform::close_handle(process);
 }
 
+// The lifeline: a child's own children end when it is killed (Windows: its kill-on-close job;
+// Linux: the library's lifeline is above this layer, so the check is Windows-only).
+TEST(Process, GrandchildEndsWithItsKilledParent) {
+#ifndef _WIN32
+  GTEST_SKIP() << "Linux's lifeline is lib/lifeline.cpp (a pipe the child watches), tested by test_reliability";
+#endif
+  Segment s(kSegment);
+  const platform::Handle process = platform::open_process(spawn_child("spawner", s.handle));
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  const int grandchild = static_cast<int>(s.word(2)->load());
+  ASSERT_GT(grandchild, 0);
+  EXPECT_FALSE(platform::process_dead(grandchild));
+  platform::send_signal(process, platform::kKillSignal);
+  reap_within(process);
+  const auto deadline = platform::Clock::now() + 30s;
+  while (!platform::process_dead(grandchild) && platform::Clock::now() < deadline) platform::sleep_for(10ms);
+  EXPECT_TRUE(platform::process_dead(grandchild)) << "the grandchild outlived its killed parent";
+  platform::close_handle(process);
+}
+
 int child_main(const std::string& role, int argc, char** argv) {
   const auto segment = static_cast<platform::Handle>(std::strtoll(argv[1], nullptr, 10));
   void* base = platform::map_shared(segment, kSegment);
@@ -273,6 +294,18 @@ int child_main(const std::string& role, int argc, char** argv) {
     words[0].store(1);
     platform::wake_address(&words[0], 1);
     for (;;) platform::wait_on_address(&words[1], 0, nullptr);  // until killed, holding the lock
+  } else if (role == "spawner") {
+    // Starts a sleeping grandchild on a segment of its own, reports its pid in word 2, then sleeps.
+    const platform::Handle own = platform::create_shared_memory(kSegment);
+    void* own_base = platform::map_shared(own, kSegment);
+    const int grandchild = spawn_child("sleep", own);
+    auto* own_words = static_cast<std::atomic<std::uint32_t>*>(own_base);
+    for (std::uint32_t v; (v = own_words[0].load()) == 0;) platform::wait_on_address(&own_words[0], v, nullptr);
+    words[2].store(static_cast<std::uint32_t>(grandchild));
+    words[1].store(0);
+    words[0].store(1);
+    platform::wake_address(&words[0], 1);
+    for (;;) platform::wait_on_address(&words[1], 0, nullptr);  // until killed
   } else if (role == "sleep") {
     words[1].store(0);
     words[0].store(1);
