@@ -12,13 +12,14 @@
 #include "support/pipe_channel.hpp"
 #include "support/unique_handle.hpp"
 #include "support/spin.hpp"
-#include "platform/conn.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 
 namespace mp {
 namespace {
 
-namespace conn = platform::conn;
 namespace framing = detail::framing;
 constexpr std::size_t kDefaultMaxMessage = std::size_t{4} << 30;
 // Receive buffers grow by at most this much beyond what already arrived.
@@ -32,7 +33,7 @@ void read_exact(platform::Handle fd, void* data, std::size_t size, bool at_start
   char* p = static_cast<char*>(data);
   std::size_t got = 0;
   while (got < size) {
-    const std::size_t n = conn::read_some(fd, p + got, size - got);
+    const std::size_t n = platform::read_some(fd, p + got, size - got);
     if (n == 0) {
       if (at_start && got == 0) throw EOFError();
       throw OSError(EPROTO, "got end of file during message");
@@ -87,11 +88,11 @@ void Connection::send_framed(std::string& buf) {
     state_->pipe->send(buf.data() + kHeaderReserve, size);
   } else if (size < framing::kLongMarker) {
     framing::put_header(buf.data(), size);        // fits the kHeaderReserve bytes
-    conn::write_all(fd, buf.data(), buf.size());  // one write for header and payload
+    platform::write_all(fd, buf.data(), buf.size());  // one write for header and payload
   } else {
     char header[framing::kLongHeader];
-    conn::write_all(fd, header, framing::put_header(header, size));
-    conn::write_all(fd, buf.data() + kHeaderReserve, size);
+    platform::write_all(fd, header, framing::put_header(header, size));
+    platform::write_all(fd, buf.data() + kHeaderReserve, size);
   }
   if (buf.capacity() > (std::size_t{64} << 20)) std::string().swap(buf);  // do not keep big buffers
 }
@@ -113,15 +114,15 @@ std::string Connection::recv_message(std::size_t maxlength) {
   std::size_t first = 0;
   bool have = false;
   if (!state_->spin_unsupported && platform::several_cpus()) {
-    conn::TryRead r = conn::TryRead::would_block;
+    platform::TryRead r = platform::TryRead::would_block;
     t_recv_spin.spin_yielding([&] {
-      r = conn::try_read(fd, &n32, sizeof n32, first);
-      return r != conn::TryRead::would_block;
+      r = platform::try_read(fd, &n32, sizeof n32, first);
+      return r != platform::TryRead::would_block;
     });
-    if (r == conn::TryRead::unsupported) state_->spin_unsupported = true;
-    have = r == conn::TryRead::ok;
+    if (r == platform::TryRead::unsupported) state_->spin_unsupported = true;
+    have = r == platform::TryRead::ok;
   }
-  if (!have) first = conn::read_some(fd, &n32, sizeof n32);
+  if (!have) first = platform::read_some(fd, &n32, sizeof n32);
   if (first == 0) throw EOFError();
   if (first < sizeof n32) read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
   const std::uint64_t size =
@@ -169,7 +170,7 @@ bool Connection::poll_for(std::chrono::nanoseconds timeout) {
   if (!state_) throw_closed();
   const platform::Handle fd = state_->check_readable();
   if (state_->pipe) return state_->pipe->poll(&timeout);
-  return conn::poll_readable(fd, &timeout);
+  return platform::wait_readable(fd, &timeout);
 }
 
 void Connection::close() noexcept {
@@ -202,7 +203,7 @@ std::array<std::uint64_t, 3> Connection::send_tokens() const {
 }
 
 void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable) {
-  conn::ignore_sigpipe();
+  platform::ignore_sigpipe();
   Connection c(reduction::receive_handle(tokens[0]), readable, writable);
   if (tokens[1] != kNoToken) {
     const auto memfd = static_cast<platform::Handle>(reduction::receive_handle(tokens[1]));
@@ -213,8 +214,8 @@ void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readabl
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex) {
-  conn::ignore_sigpipe();  // as CPython at start-up; our own writes never raise it anyway
-  const auto [s0, s1] = conn::socket_pair();
+  platform::ignore_sigpipe();  // as CPython at start-up; our own writes never raise it anyway
+  const auto [s0, s1] = platform::socket_pair();
   Connection a(s0, true, duplex), b(s1, duplex, true);
   auto [c0, c1] = detail::PipeChannel::create(s0, s1);
   detail::ConnectionAccess::set_pipe(a, std::move(c0));
@@ -266,7 +267,7 @@ struct Listener::State {
     if (std::unique_lock lk(accept_mutex, std::try_to_lock); lk) acceptor.reset();  // else: ~State
     platform::close_handle(fd);
     fd = platform::kInvalidHandle;
-    if (const auto* path = std::get_if<std::string>(&address)) conn::unlink_path(*path);
+    if (const auto* path = std::get_if<std::string>(&address)) platform::unlink_path(*path);
   }
 };
 
@@ -276,10 +277,10 @@ Listener::Listener(std::optional<Address> address, int backlog, std::optional<st
   state_->authkey = std::move(authkey);
   state_->address = address.value_or(Address(arbitrary_unix_address()));
   if (auto* tcp = std::get_if<TcpAddress>(&state_->address)) {
-    state_->fd = conn::listen_tcp(tcp->host, tcp->port, backlog);
-    tcp->port = conn::local_port(state_->fd);
+    state_->fd = platform::listen_tcp(tcp->host, tcp->port, backlog);
+    tcp->port = platform::local_port(state_->fd);
   } else {
-    state_->fd = conn::listen_unix(std::get<std::string>(state_->address), backlog);
+    state_->fd = platform::listen_unix(std::get<std::string>(state_->address), backlog);
   }
 }
 
@@ -316,8 +317,8 @@ std::intptr_t Listener::fileno() const {
 Connection Client(const Address& address, std::optional<std::string> authkey) {
   if (authkey && authkey->empty()) throw AuthenticationError("an empty authkey is not allowed");
   detail::UniqueHandle fd{std::holds_alternative<TcpAddress>(address)
-                 ? conn::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
-                 : conn::connect_unix(std::get<std::string>(address))};
+                 ? platform::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
+                 : platform::connect_unix(std::get<std::string>(address))};
   if (authkey) detail::authenticate_client(fd.get(), *authkey, std::chrono::seconds(10));
   return Connection(fd.release(), true, true);
 }

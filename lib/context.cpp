@@ -8,7 +8,8 @@
 #include <string_view>
 
 #include "support/load_time_global.hpp"
-#include "platform/sync.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 #include "process_impl.hpp"
 
 namespace mp {

@@ -25,10 +25,12 @@
 #include "support/lifeline.hpp"
 #include "support/load_time_global.hpp"
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/forkserver.hpp"
-#include "platform/managers.hpp"
-#include "platform/spawn.hpp"
+#include "platform/handle.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 #include "process_impl.hpp"
 #include "spawn_data.hpp"
 
@@ -90,13 +92,13 @@ struct Server {
   }
 
   [[noreturn]] void leave() noexcept {
-    platform::conn::unlink_path(init.path);
+    platform::unlink_path(init.path);
     platform::remove_directory(init.dir);
     platform::exit_now(0);
   }
 
   void accept_one() {
-    const std::optional<platform::Handle> c = platform::conn::try_accept(listener);
+    const std::optional<platform::Handle> c = platform::try_accept(listener);
     if (!c) return;
     if (!platform::peer_is_same_user(*c)) {
       platform::close_handle(*c);
@@ -119,12 +121,12 @@ struct Server {
     std::vector<std::int32_t> targets;
     bool got = false;
     try {
-      got = platform::forkserver::receive_with_descriptors(conn, &header, sizeof header, fds);
-      if (got && header.tag == kRequest && header.inherited <= platform::forkserver::kMaxDescriptors &&
+      got = platform::receive_with_descriptors(conn, &header, sizeof header, fds);
+      if (got && header.tag == kRequest && header.inherited <= platform::kMaxDescriptors &&
           header.inherited + 4 <= fds.size()) {
         targets.resize(header.inherited);
         if (!targets.empty())
-          got = platform::forkserver::receive_with_descriptors(conn, targets.data(), targets.size() * sizeof(std::int32_t), fds);
+          got = platform::receive_with_descriptors(conn, targets.data(), targets.size() * sizeof(std::int32_t), fds);
       } else {
         got = false;
       }
@@ -147,7 +149,7 @@ struct Server {
         keep.erase(keep.begin() + 2);  // the exit status pipe stays with the server
         close_all_in_child(keep);
         platform::close_handle(exit_status);
-        platform::forkserver::ignore_interrupts(false);
+        platform::ignore_interrupts(false);
         run_forkserver_child(data, status, parent, handles, inherited, targets);
       }
       pidfd = platform::open_process(pid);
@@ -160,7 +162,7 @@ struct Server {
     try {
       std::vector<platform::Handle> answer;
       if (pidfd != platform::kInvalidHandle) answer.push_back(pidfd);
-      platform::forkserver::send_with_descriptors(conn, &reply, sizeof reply, answer);
+      platform::send_with_descriptors(conn, &reply, sizeof reply, answer);
     } catch (const std::exception&) {
       // The requester is gone; the child runs anyway and is reaped below.
     }
@@ -177,7 +179,7 @@ struct Server {
     } catch (const std::exception&) {
     }
     try {
-      platform::conn::write_all(c.exit_status, &code, sizeof code);
+      platform::write_all(c.exit_status, &code, sizeof code);
     } catch (const std::exception&) {
       // Nobody waits for it any more.
     }
@@ -258,7 +260,7 @@ bool server_alive(ClientState& s) {
   platform::close_handle(s.server);
   s.server = platform::kInvalidHandle;
   s.server_pid = 0;
-  platform::conn::unlink_path(s.path);
+  platform::unlink_path(s.path);
   platform::remove_directory(s.dir);
   return false;
 }
@@ -275,7 +277,7 @@ void start_server(ClientState& s) {
     ~Owned() { platform::close_handle(h); }
   } listener, init, status_read, status_write;
   try {
-    listener.h = platform::conn::listen_unix(s.path, 128);
+    listener.h = platform::listen_unix(s.path, 128);
     const std::string bytes = reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
     init.h = platform::create_shared_memory(bytes.size());
     void* p = platform::map_shared(init.h, bytes.size());
@@ -295,14 +297,14 @@ void start_server(ClientState& s) {
     s.server_pid = pid;
     s.owner_pid = platform::current_pid();
   } catch (...) {
-    platform::conn::unlink_path(s.path);
+    platform::unlink_path(s.path);
     platform::remove_directory(s.dir);
     throw;
   }
 }
 
 platform::Handle connect(ClientState& s) {
-  const platform::Handle c = platform::conn::connect_unix(s.path);
+  const platform::Handle c = platform::connect_unix(s.path);
   try {
     authenticate_client(c, s.authkey, kHandshakeTimeout);
   } catch (...) {
@@ -315,10 +317,10 @@ platform::Handle connect(ClientState& s) {
 }  // namespace
 
 [[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init_fd, platform::Handle status) {
-  platform::forkserver::ignore_interrupts(true);
+  platform::ignore_interrupts(true);
   platform::name_process_after_executable();
   try {
-    platform::forkserver::close_descriptors_except({listener, init_fd, status});
+    platform::close_descriptors_except({listener, init_fd, status});
   } catch (const std::exception&) {
   }
   platform::set_inheritable(status, false);
@@ -369,8 +371,8 @@ std::mutex& forkserver_mutex() { return client().mutex; }
 // Sends a request; returns the child's pid and pidfd. Throws OSError (the fork failed in the
 // server) or EOFError/OSError when the server is gone.
 std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds) {
-  const std::vector<platform::Handle> inherited = platform::forkserver::inheritable_descriptors();
-  if (fds.size() + inherited.size() > platform::forkserver::kMaxDescriptors)
+  const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
+  if (fds.size() + inherited.size() > platform::kMaxDescriptors)
     throw ProcessError("mp forkserver: too many descriptors to pass to the child (" +
                        std::to_string(fds.size() + inherited.size()) + ")");
   fds.insert(fds.end(), inherited.begin(), inherited.end());
@@ -381,10 +383,10 @@ std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::
     const auto n = static_cast<std::int32_t>(h);
     request.append(reinterpret_cast<const char*>(&n), sizeof n);
   }
-  platform::forkserver::send_with_descriptors(conn, request.data(), request.size(), fds);
+  platform::send_with_descriptors(conn, request.data(), request.size(), fds);
   std::int64_t reply = 0;
   std::vector<platform::Handle> got;
-  if (!platform::forkserver::receive_with_descriptors(conn, &reply, sizeof reply, got))
+  if (!platform::receive_with_descriptors(conn, &reply, sizeof reply, got))
     throw EOFError("mp forkserver: the server closed the connection");
   if (reply <= 0 || got.size() != 1) {
     for (platform::Handle h : got) platform::close_handle(h);

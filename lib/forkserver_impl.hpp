@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

@@ -3,7 +3,8 @@
 
 #include <stdexcept>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/shared_memory.hpp"
 
 namespace mp::heap {
 

@@ -24,10 +24,11 @@
 #include "support/auth.hpp"
 #include "support/load_time_global.hpp"
 #include "mp/process.hpp"
-#include "platform/conn.hpp"
-#include "platform/managers.hpp"
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::managers {
 namespace detail {
@@ -80,9 +81,9 @@ std::uint16_t port_of(const Address& a) {
 // A listening socket at `a`: a Unix socket (the server admits peers of the same user only), or TCP
 // (port 0 is replaced by the port bound).
 platform::Handle listen_at(Address& a) {
-  if (!a.is_tcp()) return platform::conn::listen_unix(a.path, kBacklog);
-  const platform::Handle fd = platform::conn::listen_tcp(a.host, port_of(a), kBacklog);
-  a.port = platform::conn::local_port(fd);
+  if (!a.is_tcp()) return platform::listen_unix(a.path, kBacklog);
+  const platform::Handle fd = platform::listen_tcp(a.host, port_of(a), kBacklog);
+  a.port = platform::local_port(fd);
   return fd;
 }
 
@@ -101,7 +102,7 @@ void send_frame(platform::Handle fd, std::string& buf) {
   check_frame_size(buf.size() - 4);
   const auto n = static_cast<std::uint32_t>(buf.size() - 4);
   std::memcpy(buf.data(), &n, 4);
-  platform::conn::write_all(fd, buf.data(), buf.size());
+  platform::write_all(fd, buf.data(), buf.size());
 }
 
 // Requests and responses strictly alternate, so one recv usually brings the whole frame; bytes
@@ -405,7 +406,7 @@ struct ConnectionCache {
       const CachedConnection& c = entry.second;
       bool stale = c.epoch != epoch;
       try {
-        stale = stale || platform::conn::peer_closed(c.fd);
+        stale = stale || platform::peer_closed(c.fd);
       } catch (const std::exception&) {
         stale = true;
       }
@@ -425,7 +426,7 @@ thread_local ConnectionCache t_cache;
 
 platform::Handle open_connection(const Address& address, const std::string& authkey) {
   const platform::Handle fd =
-      address.is_tcp() ? platform::conn::connect_tcp(address.host, port_of(address)) : platform::conn::connect_unix(address.path);
+      address.is_tcp() ? platform::connect_tcp(address.host, port_of(address)) : platform::connect_unix(address.path);
   try {
     authenticate_client(fd, authkey, kHandshakeDeadline);
   } catch (const AuthenticationError& e) {
@@ -836,7 +837,7 @@ struct InheritedHandle {
 };
 
 void remove_socket(const Address& address, const std::string& private_dir) {
-  if (!address.is_tcp()) platform::conn::unlink_path(address.path);
+  if (!address.is_tcp()) platform::unlink_path(address.path);
   if (!private_dir.empty()) platform::remove_directory(private_dir);
 }
 
@@ -962,7 +963,8 @@ void BaseManager::start() {
   try {
     listener = detail::listen_at(s.address);
     owner = platform::open_process(platform::current_pid());
-    std::tie(control_read, s.control) = platform::conn::pipe_pair();
+    platform::ignore_sigpipe();  // as CPython at start-up
+    std::tie(control_read, s.control) = platform::make_pipe();
     // OpenSSL sets itself up lazily (milliseconds); doing it once here means a forked server
     // inherits it instead of paying it on its first handshake.
     (void)auth::hmac_sha256("mp", "warm-up");
@@ -1000,7 +1002,7 @@ void BaseManager::shutdown() {
   s.started = false;
   try {
     const char stop = 1;
-    platform::conn::write_all(s.control, &stop, 1);
+    platform::write_all(s.control, &stop, 1);
   } catch (...) {
     // The server is gone already (EPIPE).
   }
@@ -1060,7 +1062,7 @@ void Server::serve_forever() {
   auto* core = new detail::ServerCore(authkey_);  // never destroyed: serving threads may still run
   core->serve(listener, platform::kInvalidHandle);
   platform::close_handle(listener);
-  if (!address_.is_tcp()) platform::conn::unlink_path(address_.path);
+  if (!address_.is_tcp()) platform::unlink_path(address_.path);
   platform::flush_stdio();
   platform::exit_now(0);
 }

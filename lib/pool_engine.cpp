@@ -15,7 +15,7 @@
 // - maxtasksperchild: a worker is never handed more chunks than it has left to run, then exits
 //   and is replaced, so no work is stranded in its queue.
 // Callers hand chunks out directly under the engine's lock when a worker has room (no thread
-// hop on submit). Functions travel as (module, offset) code locations (lib/platform/os.hpp), sent
+// hop on submit). Functions travel as (module, offset) code locations (lib/platform/system.hpp), sent
 // once to each worker before its first chunk that uses them.
 #include <algorithm>
 #include <atomic>
@@ -26,9 +26,11 @@
 #include <thread>
 
 #include "mp/pool_jobs.hpp"
-#include "platform/os.hpp"
 #include "support/remote_error.hpp"
 #include "support/spin.hpp"
+#include "platform/handle.hpp"
+#include "platform/process.hpp"
+#include "platform/system.hpp"
 
 namespace mp {
 

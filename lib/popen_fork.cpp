@@ -5,6 +5,10 @@
 #include <mutex>
 
 #include "process_impl.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 namespace {

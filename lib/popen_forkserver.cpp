@@ -12,6 +12,11 @@
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

@@ -1,5 +1,5 @@
 // The spawn start method on POSIX (CPython: multiprocessing/popen_spawn_posix.py).
-// The child is this executable run again (posix_spawn, lib/platform/spawn.hpp; not Boost.Process:
+// The child is this executable run again (posix_spawn, lib/platform/process.hpp; not Boost.Process:
 // see there) with the marker argument. Of the descriptors the library opens (all close-on-exec) it
 // inherits exactly the preparation data, the status pipe and the handles of the shared objects
 // passed as arguments.
@@ -8,8 +8,12 @@
 
 #include "support/framing.hpp"
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/spawn.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
@@ -74,7 +78,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
     platform::unmap(p, bytes.size());
   }
   // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
-  auto [status_r, status_w] = platform::conn::socket_pair();
+  auto [status_r, status_w] = platform::socket_pair();
   UniqueHandle status_read(status_r), status_write(status_w);
   auto popen = std::make_unique<Popen>();
 

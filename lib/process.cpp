@@ -9,7 +9,11 @@
 #include "support/lifeline.hpp"
 #include "support/load_time_global.hpp"
 #include "mp/errors.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 #include "process_impl.hpp"
 
 namespace mp {

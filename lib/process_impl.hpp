@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "mp/process.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

@@ -15,8 +15,11 @@
 #include "queue_faults.hpp"
 #include "support/spin.hpp"
 #include "support/unique_handle.hpp"
-#include "platform/conn.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 
@@ -226,7 +229,7 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
   state_->shm = shm;
   state_->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
   state_->capacity = shm->capacity;
-  const auto [a, b] = platform::conn::datagram_pair();
+  const auto [a, b] = platform::datagram_pair();
   state_->send_fd = a;
   state_->recv_fd = b;
 }
@@ -418,7 +421,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
-      if (platform::conn::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;  // before the commit
+      if (platform::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;  // before the commit
       total = 0;
     }
     if (total != 0) break;
@@ -430,7 +433,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
       const Nanos* wait = deadline.remaining(left);
       Nanos slice = std::chrono::milliseconds(10);  // consumers drain it without telling
       if (wait) slice = std::min(slice, *wait);
-      platform::conn::wait_writable(st.send_fd, &slice);
+      platform::wait_writable(st.send_fd, &slice);
     }
   }
 
@@ -536,10 +539,10 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
     for (;;) {
       std::uint64_t tag = 0;
       platform::Handle fd = platform::kInvalidHandle;
-      if (!platform::conn::receive_descriptor(st.recv_fd, tag, fd, true)) return;
+      if (!platform::receive_descriptor(st.recv_fd, tag, fd, true)) return;
       platform::close_handle(fd);
       if (tag >= below) return;
-      if (platform::conn::receive_descriptor(st.recv_fd, tag, fd, false)) platform::close_handle(fd);
+      if (platform::receive_descriptor(st.recv_fd, tag, fd, false)) platform::close_handle(fd);
     }
   };
 
@@ -558,7 +561,7 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
     drop_stale(ref.tag);
     std::uint64_t tag = 0;
     platform::Handle fd = platform::kInvalidHandle;
-    const bool found = platform::conn::receive_descriptor(st.recv_fd, tag, fd, true);
+    const bool found = platform::receive_descriptor(st.recv_fd, tag, fd, true);
     const UniqueHandle item(found ? fd : platform::kInvalidHandle);
     if (!found || tag != ref.tag || platform::shared_memory_size(item.get()) < ref.size) {
       commit();

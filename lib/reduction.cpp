@@ -4,7 +4,8 @@
 #include <string>
 
 #include "mp/reduction.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/system.hpp"
 #include "reduction_impl.hpp"
 
 namespace mp::reduction {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::reduction::detail {
 

@@ -6,7 +6,9 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "platform/shm.hpp"
+#include "platform/handle.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/system.hpp"
 #include "shareable_list_layout.hpp"
 #include "shm_tracker.hpp"
 #include "support/unique_handle.hpp"
@@ -51,7 +53,7 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
     while (!name->empty() && name->front() == '/') name->erase(0, 1);
   auto s = std::make_shared<State>();
   if (!create) {
-    mp::detail::UniqueHandle fd{platform::shm::open(*name)};
+    mp::detail::UniqueHandle fd{platform::open_shm(*name)};
     s->name = std::move(*name);
     s->size = platform::shared_memory_size(fd.get());
     if (s->size == 0) throw std::invalid_argument("cannot mmap an empty file");
@@ -62,17 +64,17 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
   if (static_cast<std::uint64_t>(size) > static_cast<std::uint64_t>(PTRDIFF_MAX))
     platform::throw_error(ENOMEM, "cannot map shared memory of " + std::to_string(size) + " bytes");
   s->size = static_cast<std::size_t>(size);
-  if (name) platform::shm::check_name(*name);
+  if (name) platform::check_shm_name(*name);
   // The segment is complete (sized and mapped) and registered before it gets its name: a crash
   // at any point leaves either nothing or a name the tracker will remove.
-  mp::detail::UniqueHandle fd{platform::shm::create_unnamed(s->size)};
+  mp::detail::UniqueHandle fd{platform::create_unnamed_shm(s->size)};
   s->address = platform::map_shared(fd.get(), s->size);
-  const platform::shm::FileId id = platform::shm::file_id(fd.get());
+  const platform::ShmFileId id = platform::shm_file_id(fd.get());
   for (int attempt = 0;; ++attempt) {
     s->name = name ? *name : generate_name();
     if (track) s->ticket = detail::shm_tracker::register_segment(s->name, id);
     try {
-      platform::shm::publish(fd.get(), s->name);
+      platform::publish_shm(fd.get(), s->name);
       break;
     } catch (const std::system_error& e) {
       detail::shm_tracker::unregister_segment(s->ticket);
@@ -110,7 +112,7 @@ void SharedMemory::unlink() {
     detail::shm_tracker::unregister_segment(state_->ticket);
     state_->ticket = {};
   }
-  platform::shm::unlink(state_->name);
+  platform::unlink_shm(state_->name);
 }
 
 // ---------------------------------------------------------------- ShareableList
@@ -207,7 +209,7 @@ void SharedMemoryTracker::unlink_all() {
   std::lock_guard lk(mutex_);
   for (const std::string& n : names_) {
     try {
-      platform::shm::unlink(n);
+      platform::unlink_shm(n);
     } catch (const std::system_error&) {
       // Unlinked already (by its creator or anyone else).
     }

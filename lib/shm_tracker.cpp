@@ -9,7 +9,11 @@
 
 #include "support/futex_lock.hpp"
 #include "support/load_time_global.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail::shm_tracker {
 namespace {
@@ -22,7 +26,7 @@ struct Entry {
   std::uint64_t dev;
   std::uint64_t ino;
   std::uint32_t size;
-  char name[platform::shm::kMaxName + 1];
+  char name[platform::kMaxShmName + 1];
 };
 
 // Capacity: names registered at once per process. The mapping is sparse: a page is touched only
@@ -45,7 +49,7 @@ void cleanup(void* context) {
   for (std::uint32_t i = 0; i < used; ++i) {
     Entry& e = r->entries[i];
     if (e.serial.load(std::memory_order_acquire) == 0) continue;
-    platform::shm::unlink_if_same(e.name, e.size < sizeof e.name ? e.size : 0, {e.dev, e.ino});
+    platform::unlink_shm_if_same(e.name, e.size < sizeof e.name ? e.size : 0, {e.dev, e.ino});
   }
 }
 
@@ -83,7 +87,7 @@ Registry* own_registry() {
   auto* r = static_cast<Registry*>(memory);
   auto [read_end, write_end] = platform::make_pipe();
   try {
-    platform::shm::start_watcher(read_end, &cleanup, r);
+    platform::start_shm_watcher(read_end, &cleanup, r);
   } catch (...) {
     platform::close_handle(read_end);
     platform::close_handle(write_end);
@@ -101,8 +105,8 @@ Registry* own_registry() {
 
 }  // namespace
 
-Ticket register_segment(const std::string& name, platform::shm::FileId id) {
-  platform::shm::check_name(name);
+Ticket register_segment(const std::string& name, platform::ShmFileId id) {
+  platform::check_shm_name(name);
   Registry* r = own_registry();
   FutexLockGuard guard(r->lock, FutexLockGuard::acquire_now);
   std::uint32_t slot = 0;

@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <string>
 
-#include "platform/shm.hpp"
+#include "platform/shared_memory.hpp"
 
 namespace mp::detail::shm_tracker {
 
@@ -36,7 +36,7 @@ struct Ticket {
 
 // Records `name` (the segment `id`). Starts the watcher on the first call in this process.
 // Throws OSError when the watcher cannot be started or the registry is full (ENOSPC).
-Ticket register_segment(const std::string& name, platform::shm::FileId id);
+Ticket register_segment(const std::string& name, platform::ShmFileId id);
 // Forgets a registration (no-op for an empty ticket or one already forgotten); works from the
 // registering process and from its forked children.
 void unregister_segment(const Ticket& ticket) noexcept;

@@ -11,7 +11,12 @@
 #include <algorithm>
 
 #include "support/framing.hpp"
-#include "platform/forkserver.hpp"
+#include "platform/handle.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/system.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
@@ -173,7 +178,7 @@ PreparationData receive_preparation_data(int data_fd) {
   try {
     auto lift = [top](platform::Handle h) {
       if (h == platform::kInvalidHandle || h >= top) return h;
-      const platform::Handle m = platform::forkserver::duplicate_above(h, top);
+      const platform::Handle m = platform::duplicate_above(h, top);
       platform::close_handle(h);
       return m;
     };
@@ -183,9 +188,9 @@ PreparationData receive_preparation_data(int data_fd) {
     g_status = lift(g_status);
     parent = lift(parent);
     for (std::size_t i = 0; i < moved.size(); ++i)
-      platform::forkserver::move_descriptor(moved[i], static_cast<platform::Handle>(d.handles[i]));
+      platform::move_descriptor(moved[i], static_cast<platform::Handle>(d.handles[i]));
     for (std::size_t i = 0; i < moved_inherited.size(); ++i)
-      platform::forkserver::move_descriptor_inheritable(moved_inherited[i], targets[i]);
+      platform::move_descriptor_inheritable(moved_inherited[i], targets[i]);
   } catch (const std::exception& e) {
     fail_bootstrap(std::string("mp forkserver: ") + e.what());
   }

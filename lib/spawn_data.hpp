@@ -7,7 +7,7 @@
 
 #include "support/code_ref.hpp"
 #include "mp/reduction.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

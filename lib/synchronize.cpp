@@ -14,8 +14,9 @@
 #include "support/forced_unwind.hpp"
 #include "support/futex_lock.hpp"
 #include "support/spin.hpp"
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 
 namespace mp {
 namespace detail {

@@ -5,6 +5,7 @@
 #            tests built with clang, then the ASan+UBSan and TSan runs and 30 s of every fuzz
 #            target — exactly what CI runs. The release and clang builds treat warnings as errors.
 #   unit     only the release build and tests (the quick loop)
+#   windows  the Windows cross-build (mingw-w64) and its tests under Wine (also part of `test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-samples}"
@@ -14,6 +15,8 @@ need=(cmake make g++ pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-d
       clang-14 libclang-rt-14-dev   # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
       openmpi-bin libopenmpi-dev iproute2  # mp::mpi (mp/mpi.hpp) and its tests (mpiexec, ip netns)
       python3-mpi4py)               # bench/mpi: mpi4py.futures beside mp::mpi
+# The Windows cross-build and Wine (`windows`, and CI's `test`): about 1.1 GB installed.
+case "$what" in windows|test) need+=(g++-mingw-w64-x86-64-posix wine64 wine googletest) ;; esac
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,7 +29,15 @@ if ((${#missing[@]})); then
 fi
 
 jobs=$(nproc)
+windows() {
+  echo "== Windows cross-build and tests under Wine"
+  MP_JOBS="$jobs" bash scripts/build_gtest_mingw.sh  # GoogleTest for mingw, into build/windows-deps
+  cmake --preset windows
+  cmake --build --preset windows -j "$jobs"
+  bash scripts/wine_test.sh -j "$jobs"
+}
 case "$what" in
+  windows) windows ;;
   samples) cmake --workflow --preset samples ;;
   unit|test)
     start=$SECONDS
@@ -45,11 +56,13 @@ case "$what" in
       bash scripts/sanitizers.sh asan tsan 2>&1 | tee -a "$log"
       echo "== fuzzing ($((SECONDS - start)) s so far)"
       MP_FUZZ_SECONDS="${MP_FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+      echo "== Windows ($((SECONDS - start)) s so far)"
+      windows 2>&1 | tee -a "$log"
     fi
     # One closing line over every ctest run above (a failure has already stopped the script).
     total=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
     echo "== done in $((SECONDS - start)) s"
     echo "mp: ${total:-0} passed, 0 failed"
     ;;
-  *) echo "usage: $0 samples|test|unit" >&2; exit 2 ;;
+  *) echo "usage: $0 samples|test|unit|windows" >&2; exit 2 ;;
 esac

@@ -16,8 +16,9 @@
 #include "mp/forkserver.hpp"
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
-#include "platform/conn.hpp"
-#include "platform/managers.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/system.hpp"
 
 using namespace mp_test;
 
@@ -149,9 +150,9 @@ TEST(Forkserver, WrongKeyIsRefused) {
   mp::forkserver::ensure_running();
   const std::string path = mp::detail::forkserver_address();
   ASSERT_FALSE(path.empty());
-  const mp::platform::Handle c = mp::platform::conn::connect_unix(path);
+  const mp::platform::Handle c = mp::platform::connect_unix(path);
   mp::auth::Channel ch;
-  ch.write_all = [c](const void* p, std::size_t n) { mp::platform::conn::write_all(c, p, n); };
+  ch.write_all = [c](const void* p, std::size_t n) { mp::platform::write_all(c, p, n); };
   ch.read_exact = [c](void* p, std::size_t n) { mp::platform::recv_exact(c, p, n); };
   bool refused = false;
   try {

@@ -13,7 +13,7 @@
 
 #include "mp/pool.hpp"
 #include "mp_test.hpp"
-#include "platform/os.hpp"
+#include "platform/wait.hpp"
 #include "queue_faults.hpp"
 
 namespace {

@@ -739,7 +739,9 @@ TEST(ProcessOutput, SpawnWorksAfterTheBinaryWasDeleted) {
   EXPECT_FALSE(std::filesystem::exists(copy));
 }
 
-#include "platform/os.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/system.hpp"
 
 TEST(SpawnModules, BuildIdMismatchFailsLoudly) {
   auto loc = mp::platform::locate_code(reinterpret_cast<const void*>(&noop));
@@ -757,9 +759,8 @@ TEST(SpawnModules, BuildIdMismatchFailsLoudly) {
   EXPECT_THROW(mp::platform::resolve_code(loc), mp::ProcessError);
 }
 
-// ---- the spawn launcher (lib/platform/spawn.hpp)
+// ---- the spawn launcher (lib/platform/process.hpp)
 
-#include "platform/spawn.hpp"
 
 namespace {
 // Sets an environment variable for the scope of a test (single-threaded tests only).

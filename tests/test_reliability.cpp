@@ -31,7 +31,8 @@
 #include "mp/queues.hpp"
 #include "mp/synchronize.hpp"
 #include "mp_test.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
 
 extern char** environ;
 

@@ -26,7 +26,9 @@
 #include <map>
 #include <thread>
 
-#include "../platform/os.hpp"
+#include "../platform/process.hpp"
+#include "../platform/system.hpp"
+#include "../platform/wait.hpp"
 #include "../support/remote_error.hpp"
 #include "wire.hpp"
 

@@ -6,12 +6,11 @@
 
 #include "support/deadline.hpp"
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/managers.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
 
 namespace mp::detail {
 
-namespace conn = platform::conn;
 using platform::Clock;
 
 constexpr platform::Nanos kFirstBackoff = std::chrono::milliseconds(1);
@@ -19,7 +18,7 @@ constexpr platform::Nanos kMaxBackoff = std::chrono::milliseconds(100);
 constexpr int kAcceptsPerRound = 16;  // then the handshakes in progress get their turn
 
 Acceptor::Acceptor(platform::Handle listener, Options options) : listener_(listener), options_(std::move(options)) {
-  conn::set_nonblocking(listener_);
+  platform::set_nonblocking(listener_);
 }
 
 Acceptor::~Acceptor() {
@@ -44,7 +43,7 @@ bool Acceptor::advance(Pending& p) {
       if (!out.empty()) {
         // Handshake messages are a few dozen bytes into a fresh socket: they always fit. A peer
         // whose buffer is full has not read what it asked for: a protocol failure.
-        if (conn::try_write(p.fd, out.data(), out.size()) != out.size()) {
+        if (platform::try_write(p.fd, out.data(), out.size()) != out.size()) {
           finish(p, "the peer does not read the authentication handshake");
           return true;
         }
@@ -60,7 +59,7 @@ bool Acceptor::advance(Pending& p) {
       }
       char buf[4 + auth::kMaxFrame];
       std::size_t got = 0;
-      if (conn::try_read(p.fd, buf, h.wanted(), got) == conn::TryRead::would_block) return false;
+      if (platform::try_read(p.fd, buf, h.wanted(), got) == platform::TryRead::would_block) return false;
       if (got == 0) {
         finish(p, "the peer closed the connection during the authentication handshake");
         return true;
@@ -87,7 +86,7 @@ void Acceptor::accept_some(Clock::time_point now) {
   for (int i = 0; i < kAcceptsPerRound; ++i) {
     // No exception on this path: out of descriptors, even a sanitizer's checks may fail.
     int err = 0;
-    const std::optional<platform::Handle> fd = conn::try_accept(listener_, err);
+    const std::optional<platform::Handle> fd = platform::try_accept(listener_, err);
     if (err) {
       if (!options_.back_off_on_errors) platform::throw_error(err, "accept failed");
       // Out of descriptors: make room by dropping the oldest unauthenticated peer (a slow one, or
@@ -165,11 +164,11 @@ std::optional<Acceptor::Outcome> Acceptor::next(const std::vector<platform::Hand
 
 void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server) {
   const Clock::time_point deadline = Deadline::after(timeout).at();
-  auth::Channel ch{[fd, deadline](const void* data, std::size_t size) { conn::write_all_until(fd, data, size, deadline); },
+  auth::Channel ch{[fd, deadline](const void* data, std::size_t size) { platform::write_all_until(fd, data, size, deadline); },
                    [fd, deadline](void* data, std::size_t size) {
                      char* p = static_cast<char*>(data);
                      while (size > 0) {
-                       const std::size_t n = conn::read_some_until(fd, p, size, deadline);
+                       const std::size_t n = platform::read_some_until(fd, p, size, deadline);
                        if (n == 0) throw EOFError();
                        p += n;
                        size -= n;

@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "support/auth.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
 
 namespace mp::detail {
 

@@ -17,7 +17,7 @@
 
 #include "support/framing.hpp"
 #include "mp/errors.hpp"
-#include "platform/os.hpp"
+#include "platform/system.hpp"
 
 namespace mp::auth {
 namespace {

@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "platform/os.hpp"
+#include "platform/system.hpp"
 
 namespace mp::detail {
 

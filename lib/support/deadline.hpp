@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

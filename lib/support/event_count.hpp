@@ -12,7 +12,8 @@
 #include <climits>
 #include <cstdint>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

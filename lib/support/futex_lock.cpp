@@ -4,8 +4,9 @@
 #include <algorithm>
 
 #include "support/deadline.hpp"
-#include "platform/os.hpp"
 #include "support/spin.hpp"
+#include "platform/handle.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

@@ -27,8 +27,7 @@
 #include <chrono>
 #include <cstdint>
 
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

@@ -6,7 +6,9 @@
 #include <exception>
 #include <thread>
 
-#include "platform/lifeline.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
 
 namespace mp::detail {
 namespace {
@@ -31,7 +33,7 @@ platform::Handle open_parent(int parent_pid) noexcept {
   // now. Our OS parent is still `parent_pid` only while the parent lives (an orphan is re-parented
   // to a reaper), and the handle, once open, cannot be re-targeted: checking after opening closes
   // the race.
-  if (platform::os_parent_pid() != parent_pid) {
+  if (platform::parent_pid() != parent_pid) {
     platform::close_handle(h);
     return platform::kInvalidHandle;
   }
@@ -40,7 +42,7 @@ platform::Handle open_parent(int parent_pid) noexcept {
 
 void watch_parent_for_daemon(platform::Handle parent, int parent_pid) noexcept {
   if (parent == platform::kInvalidHandle) {
-    if (platform::os_parent_pid() != parent_pid) platform::kill_self();
+    if (platform::parent_pid() != parent_pid) platform::kill_self();
     return;
   }
   try {

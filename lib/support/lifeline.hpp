@@ -2,7 +2,7 @@
 // docs/RELIABILITY.md).
 #pragma once
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

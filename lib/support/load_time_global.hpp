@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

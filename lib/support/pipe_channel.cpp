@@ -7,14 +7,15 @@
 
 #include "support/event_count.hpp"
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/sync.hpp"
 #include "support/spin.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
+#include "platform/shared_memory.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 namespace {
 
-namespace conn = platform::conn;
 using platform::Nanos;
 
 constexpr std::uint32_t kWhole = 1, kFirst = 2, kMore = 3, kAbort = 4;
@@ -165,7 +166,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     if (room()) return;
     sleep_on(r.room_seq, seq, &kRoomSlice);
     if (room()) return;
-    if (conn::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
+    if (platform::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
   }
 }
 
@@ -176,7 +177,7 @@ void PipeChannel::publish(std::uint64_t tail) {
   if (r.armed.load(std::memory_order_seq_cst) != 1) return;
   std::uint32_t expected = 1;
   if (r.armed.compare_exchange_strong(expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
-      !conn::write_token(sock_) && conn::peer_closed(sock_))
+      !platform::write_token(sock_) && platform::peer_closed(sock_))
     platform::throw_error(EPIPE, "cannot write to the connection");
 }
 
@@ -264,7 +265,7 @@ bool PipeChannel::poll(const Nanos* timeout) {
   LeaveGuard leave{*this};
   if (nonempty(in_ring())) return true;
   const Deadline deadline(timeout);
-  if (deadline.nonblocking()) return conn::peer_closed(sock_) || nonempty(in_ring());
+  if (deadline.nonblocking()) return platform::peer_closed(sock_) || nonempty(in_ring());
   return wait_data(deadline, false) != Wait::timeout;
 }
 
@@ -277,7 +278,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
       disarm(false, mine);
       return Wait::data;
     }
-    if (conn::peer_closed(sock_)) {
+    if (platform::peer_closed(sock_)) {
       disarm(false, mine);
       return nonempty(r) ? Wait::data : Wait::eof;
     }
@@ -319,15 +320,15 @@ void PipeChannel::disarm(bool socket_was_ready, bool armed_here) {
   if (armed_here) in_ring().armed.compare_exchange_strong(one, 0);
 }
 
-bool PipeChannel::ready() { return nonempty(in_ring()) || conn::peer_closed(sock_) || nonempty(in_ring()); }
+bool PipeChannel::ready() { return nonempty(in_ring()) || platform::peer_closed(sock_) || nonempty(in_ring()); }
 
 void PipeChannel::after_sleep(bool socket_was_ready) {
   PipeRing& r = in_ring();
   const std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
   if (v & kTaken) {
     settle(v);
-  } else if (socket_was_ready && !nonempty(r) && !conn::peer_closed(sock_)) {
-    (void)conn::read_token(sock_);  // a token given up for lost arrived late: drop it
+  } else if (socket_was_ready && !nonempty(r) && !platform::peer_closed(sock_)) {
+    (void)platform::read_token(sock_);  // a token given up for lost arrived late: drop it
   }
 }
 
@@ -338,9 +339,9 @@ void PipeChannel::settle(std::uint32_t taken) {
   const Deadline give_up = Deadline::after(kTokenPatience);
   const Nanos slice = std::chrono::milliseconds(1);
   for (;;) {
-    if (conn::read_token(sock_) >= 0) return;
+    if (platform::read_token(sock_) >= 0) return;
     if (platform::process_dead(static_cast<int>(taken & ~kTaken)) || give_up.passed()) {
-      (void)conn::read_token(sock_);
+      (void)platform::read_token(sock_);
       return;
     }
     platform::wait_readable(sock_, &slice);
@@ -375,8 +376,8 @@ platform::Handle PipeChannel::fileno() {
     std::lock_guard lock(desc_mutex_);
     if (descriptor_mode()) return ready_set_;
     close_descriptors();  // handles inherited from the parent are not this process's to use
-    event_ = conn::make_event();
-    ready_set_ = conn::make_ready_set(sock_, event_);
+    event_ = platform::make_event();
+    ready_set_ = platform::make_ready_set(sock_, event_);
     event_on_ = false;
     desc_pid_ = platform::cached_pid();
   }
@@ -393,7 +394,7 @@ void PipeChannel::leave() noexcept {
     (void)arm();
     const bool on = nonempty(r);
     if (on != event_on_) {
-      conn::set_event(event_, on);
+      platform::set_event(event_, on);
       event_on_ = on;
     }
   } catch (...) {

@@ -40,7 +40,7 @@
 
 #include "support/deadline.hpp"
 #include "support/futex_lock.hpp"
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "mp/errors.hpp"
-#include "platform/os.hpp"
+#include "platform/system.hpp"
 
 namespace mp::detail {
 namespace {

@@ -1,5 +1,6 @@
 // lib/support/spin.cpp — the spinning policy's test hook (lib/support/spin.hpp).
 #include "support/spin.hpp"
+#include "platform/system.hpp"
 
 #include <cstdlib>
 #include <optional>

@@ -43,8 +43,8 @@
 #include <cstdint>
 #include <thread>
 
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/handle.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::detail {
 

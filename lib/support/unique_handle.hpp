@@ -4,7 +4,7 @@
 
 #include <utility>
 
-#include "platform/os.hpp"
+#include "platform/handle.hpp"
 
 namespace mp::detail {
 

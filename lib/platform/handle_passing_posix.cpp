@@ -1,16 +1,78 @@
-// POSIX part of lib/platform/forkserver.hpp: SCM_RIGHTS over a stream socket.
+// POSIX part of platform/handle_passing.hpp: SCM_RIGHTS over Unix sockets, descriptor moves.
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "mp/errors.hpp"
-#include "platform/forkserver.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/posix.hpp"
 
-namespace mp::platform::forkserver {
+namespace mp::platform {
+
+std::pair<Handle, Handle> datagram_pair() {
+  int fds[2];
+  if (posix::socketpair_cloexec(SOCK_DGRAM, fds) < 0) throw_last_error("socketpair");
+  return {fds[0], fds[1]};
+}
+
+bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
+  iovec iov{&tag, sizeof tag};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    if (posix::sendmsg_nosignal(socket, &msg, MSG_DONTWAIT) >= 0) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    if (errno != EINTR) throw_last_error("cannot pass a descriptor");
+  }
+}
+
+bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek) {
+  iovec iov{&tag, sizeof tag};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = posix::recvmsg_cloexec(socket, &msg, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    throw_last_error("cannot receive a descriptor");
+  }
+  fd = kInvalidHandle;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  if (n != static_cast<ssize_t>(sizeof tag) || fd == kInvalidHandle || (msg.msg_flags & MSG_CTRUNC)) {
+    close_handle(fd);
+    throw ProcessError("mp: corrupt out-of-band message in a queue");
+  }
+  return true;
+}
 
 void send_with_descriptors(Handle socket, const void* data, std::size_t size, const std::vector<Handle>& fds) {
   if (size == 0 || fds.size() > kMaxDescriptors) throw std::invalid_argument("mp forkserver: bad message");
@@ -31,7 +93,7 @@ void send_with_descriptors(Handle socket, const void* data, std::size_t size, co
       c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
       std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
-    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    const ssize_t n = posix::sendmsg_nosignal(socket, &msg, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_last_error("mp forkserver: send");
@@ -53,7 +115,7 @@ bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::
     msg.msg_iovlen = 1;
     msg.msg_control = control.data();
     msg.msg_controllen = control.size();
-    const ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    const ssize_t n = posix::recvmsg_cloexec(socket, &msg, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_last_error("mp forkserver: receive");
@@ -79,15 +141,9 @@ bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::
   return true;
 }
 
-void ignore_interrupts(bool ignore) noexcept {
-  struct sigaction sa {};
-  sa.sa_handler = ignore ? SIG_IGN : SIG_DFL;
-  ::sigaction(SIGINT, &sa, nullptr);
-}
-
 void move_descriptor(Handle fd, Handle target) {
   if (fd == target) return;
-  if (::dup3(fd, target, O_CLOEXEC) < 0) throw_last_error("dup3");
+  if (posix::dup_to_cloexec(fd, target) < 0) throw_last_error("dup3");
   ::close(fd);
 }
 
@@ -106,4 +162,4 @@ Handle duplicate_above(Handle fd, Handle minimum) {
   return r;
 }
 
-}  // namespace mp::platform::forkserver
+}  // namespace mp::platform

@@ -1,27 +1,39 @@
-// POSIX implementation of lib/platform/conn.hpp: sockets, pipes and descriptor passing.
+// POSIX part of platform/io.hpp: pipes, sockets, readiness.
+#include <cxxabi.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "mp/errors.hpp"
-#include "platform/conn.hpp"
-#include "platform/os.hpp"
+#include "platform/io.hpp"
+#include "platform/posix.hpp"
 
-namespace mp::platform::conn {
+namespace mp::platform {
+
 namespace {
 
 sockaddr_un unix_address(const std::string& path, socklen_t& len) {
@@ -40,7 +52,7 @@ std::string display_path(const std::string& path) {
 }
 
 Handle new_socket(int family, int type) {
-  const int fd = ::socket(family, type | SOCK_CLOEXEC, 0);
+  const int fd = posix::socket_cloexec(family, type, 0);
   if (fd < 0) throw_last_error("cannot create a socket");
   return fd;
 }
@@ -58,7 +70,7 @@ Handle with_tcp_address(const std::string& host, std::uint16_t port, bool passiv
   if (rc != 0) throw OSError(EINVAL, "cannot resolve '" + host + "': " + ::gai_strerror(rc));
   int last_errno = 0;
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    const int fd = posix::socket_cloexec(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0) {
       last_errno = errno;
       continue;
@@ -78,59 +90,32 @@ Handle with_tcp_address(const std::string& host, std::uint16_t port, bool passiv
 
 std::pair<Handle, Handle> socket_pair() {
   int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) throw_last_error("socketpair");
+  if (posix::socketpair_cloexec(SOCK_STREAM, fds) < 0) throw_last_error("socketpair");
   return {fds[0], fds[1]};
 }
+
+namespace {
+// Set once ignore_sigpipe() has found or made SIGPIPE ignored: writes to pipes then skip the
+// signal-mask dance of SigpipeGuard (a program that later installs a handler itself gets EPIPE
+// from sockets still; from pipes it gets its handler, as with any write of its own).
+std::atomic<bool> g_sigpipe_ignored{false};
+}  // namespace
 
 void ignore_sigpipe() noexcept {
   // As CPython does at start-up: a broken pipe is an error, not a signal. A handler the program
   // installed itself is kept.
   struct sigaction old{};
-  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
-}
-
-std::pair<Handle, Handle> pipe_pair() {
-  ignore_sigpipe();
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) < 0) throw_last_error("pipe");
-  return {fds[0], fds[1]};
-}
-
-std::pair<Handle, Handle> datagram_pair() {
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0) throw_last_error("socketpair");
-  return {fds[0], fds[1]};
-}
-
-void write_all(Handle h, const void* data, std::size_t size) {
-  const char* p = static_cast<const char*>(data);
-  bool is_socket = true;
-  while (size > 0) {
-    // send() with MSG_NOSIGNAL on sockets; a pipe falls back to write(), made safe by
-    // ignore_sigpipe() (called when a pipe is created).
-    ssize_t n = is_socket ? ::send(h, p, size, MSG_NOSIGNAL) : ::write(h, p, size);
-    if (n < 0 && is_socket && errno == ENOTSOCK) {
-      is_socket = false;
-      continue;
-    }
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_last_error("cannot write to the connection");
-    }
-    p += n;
-    size -= static_cast<std::size_t>(n);
+  if (::sigaction(SIGPIPE, nullptr, &old) != 0) return;
+  if (old.sa_handler == SIG_DFL) {
+    ::signal(SIGPIPE, SIG_IGN);
+    g_sigpipe_ignored.store(true, std::memory_order_relaxed);
+  } else if (old.sa_handler == SIG_IGN) {
+    g_sigpipe_ignored.store(true, std::memory_order_relaxed);
   }
 }
 
-std::size_t read_some(Handle h, void* data, std::size_t size) {
-  for (;;) {
-    const ssize_t n = ::read(h, data, size);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno == EINTR) continue;
-    if (errno == ECONNRESET) return 0;  // the peer is gone: end of file
-    throw_last_error("cannot read from the connection");
-  }
-}
+
+
 
 TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
   for (;;) {
@@ -149,8 +134,6 @@ TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
     throw_last_error("cannot read from the connection");
   }
 }
-
-bool poll_readable(Handle h, const Nanos* timeout) { return wait_readable(h, timeout); }
 
 Handle listen_unix(const std::string& path, int backlog) {
   socklen_t len = 0;
@@ -209,9 +192,9 @@ std::uint16_t local_port(Handle listener) {
 }
 
 namespace {
-// One accept4(); TCP connections get TCP_NODELAY. -1 with errno on failure.
+// One accept(); TCP connections get TCP_NODELAY. -1 with errno on failure.
 int accept_once(Handle listener) {
-  const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  const int fd = posix::accept_cloexec(listener);
   if (fd >= 0) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -281,7 +264,7 @@ void write_all_until(Handle h, const void* data, std::size_t size, Clock::time_p
 
 std::size_t try_write(Handle h, const void* data, std::size_t size) {
   for (;;) {
-    const ssize_t n = ::send(h, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = posix::send_nosignal(h, data, size, MSG_DONTWAIT);
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
@@ -302,64 +285,12 @@ bool wait_writable(Handle h, const Nanos* timeout) {
   return r > 0;
 }
 
-bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd) {
-  iovec iov{&tag, sizeof tag};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  for (;;) {
-    if (::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return true;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-    if (errno != EINTR) throw_last_error("cannot pass a descriptor");
-  }
-}
-
-bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek) {
-  iovec iov{&tag, sizeof tag};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (peek ? MSG_PEEK : 0));
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-    throw_last_error("cannot receive a descriptor");
-  }
-  fd = kInvalidHandle;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  if (n != static_cast<ssize_t>(sizeof tag) || fd == kInvalidHandle || (msg.msg_flags & MSG_CTRUNC)) {
-    close_handle(fd);
-    throw ProcessError("mp: corrupt out-of-band message in a queue");
-  }
-  return true;
-}
-
-bool peer_closed(Handle socket) {
-  pollfd p{socket, POLLRDHUP, 0};
-  int r;
-  do r = ::poll(&p, 1, 0);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) throw_last_error("poll");
-  return r > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
+bool peer_closed(Handle socket) { return posix::peer_hung_up(socket); }
 
 bool write_token(Handle socket) {
   const char token = 't';
   for (;;) {
-    if (::send(socket, &token, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) return true;
+    if (posix::send_nosignal(socket, &token, 1, MSG_DONTWAIT) == 1) return true;
     if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET || errno == EAGAIN || errno == EWOULDBLOCK) return false;
     throw_last_error("cannot write to the connection");
@@ -378,4 +309,161 @@ int read_token(Handle socket) {
   }
 }
 
-}  // namespace mp::platform::conn
+namespace {
+// poll() until something is ready (returns the count) or the timeout passed (returns 0);
+// EINTR is retried with the time left.
+int poll_until(pollfd* fds, std::size_t n, const Nanos* timeout) {
+  const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  for (;;) {
+    int ms = -1;
+    if (timeout) {
+      const auto left = deadline - Clock::now();
+      ms = left <= Nanos::zero()
+               ? 0
+               : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    const int r = ::poll(fds, n, ms);
+    if (r > 0) return r;
+    if (r == 0) {
+      if (!timeout || Clock::now() >= deadline) return 0;
+      continue;
+    }
+    if (errno != EINTR) throw_last_error("poll");
+  }
+}
+}  // namespace
+
+bool wait_readable(Handle h, const Nanos* timeout) {
+  pollfd p{h, POLLIN, 0};
+  return poll_until(&p, 1, timeout) > 0;
+}
+
+std::vector<std::size_t> wait_any(const std::vector<Handle>& handles, const Nanos* timeout) {
+  std::vector<pollfd> fds(handles.size());
+  for (std::size_t i = 0; i < handles.size(); ++i) fds[i] = pollfd{handles[i], POLLIN, 0};
+  std::vector<std::size_t> ready;
+  if (poll_until(fds.data(), fds.size(), timeout) > 0)
+    for (std::size_t i = 0; i < fds.size(); ++i)
+      if (fds[i].revents != 0) ready.push_back(i);
+  return ready;
+}
+
+std::pair<Handle, Handle> make_pipe() {
+  int fds[2];
+  if (posix::pipe_cloexec(fds) != 0) throw_last_error("pipe");
+  return {fds[0], fds[1]};
+}
+
+namespace {
+// Blocks SIGPIPE on the calling thread for its lifetime; a SIGPIPE raised meanwhile by a write to
+// a closed pipe is consumed (unless one was already pending), so EPIPE is reported as an error
+// instead of killing the process, whatever the program's SIGPIPE disposition.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeGuard() {
+    if (raised_ && !was_pending_) {
+      const timespec zero{0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  void raised() noexcept { raised_ = true; }
+
+ private:
+  sigset_t pipe_, old_;
+  bool was_pending_ = false;
+  bool raised_ = false;
+};
+}  // namespace
+
+// One strategy for every write: a socket is written with send() that cannot raise SIGPIPE; a pipe
+// (ENOTSOCK) with write() under SigpipeGuard unless SIGPIPE is known to be ignored.
+void write_all(Handle h, const void* data, std::size_t size) {
+  const char* p = static_cast<const char*>(data);
+  std::optional<SigpipeGuard> guard;
+  bool is_socket = true;
+  while (size > 0) {
+    ssize_t n;
+    if (is_socket) {
+      n = posix::send_nosignal(h, p, size, 0);
+      if (n < 0 && errno == ENOTSOCK) {
+        is_socket = false;
+        if (!g_sigpipe_ignored.load(std::memory_order_relaxed)) guard.emplace();
+        continue;
+      }
+    } else {
+      n = ::write(h, p, size);
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      if (e == EPIPE && guard) guard->raised();
+      throw_error(e, "cannot write");
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::size_t read_some(Handle h, void* data, std::size_t size) {
+  for (;;) {
+    const ssize_t n = ::read(h, data, size);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) return 0;  // the peer is gone: end of file
+    throw_last_error("cannot read");
+  }
+}
+
+std::string read_to_end(Handle h) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const std::size_t n = read_some(h, buf, sizeof buf);
+    if (n == 0) return out;
+    out.append(buf, n);
+  }
+}
+
+std::string make_private_directory(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "XXXXXX";
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) throw_last_error("cannot create a private directory in " + templ);
+  return std::string(buf.data());
+}
+
+void remove_directory(const std::string& path) noexcept { ::rmdir(path.c_str()); }
+
+std::string path_socket_address(std::string& private_dir) {
+  private_dir = make_private_directory("mp-");
+  return private_dir + "/listener";
+}
+
+std::size_t recv_some(Handle connection, void* data, std::size_t size) {
+  const std::size_t n = read_some(connection, data, size);
+  if (n == 0) throw EOFError();
+  return n;
+}
+
+void recv_exact(Handle connection, void* data, std::size_t size) {
+  char* p = static_cast<char*>(data);
+  while (size > 0) {
+    const std::size_t n = recv_some(connection, p, size);
+    p += n;
+    size -= n;
+  }
+}
+
+}  // namespace mp::platform

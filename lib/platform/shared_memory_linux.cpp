@@ -1,31 +1,84 @@
-// Linux part of lib/platform/shm.hpp: segments are files of /dev/shm (where glibc's shm_open
-// keeps them). A new one is an O_TMPFILE there, sized, then linked under its name: nobody ever
-// sees a segment of size 0 or a name whose creator died half-way.
+// Linux part of platform/shared_memory.hpp: anonymous segments (memfd); named ones created
+// unnamed (O_TMPFILE in /dev/shm) and published by linkat; the tracker's watcher.
+#include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 
-#include "platform/shm.hpp"
+#include "mp/errors.hpp"
+#include "platform/shared_memory.hpp"
 
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
+namespace mp::platform {
 
-namespace mp::platform::shm {
+namespace {
+// RAM plus swap, in bytes (0 if unknown): the most shared memory could ever hold.
+std::uint64_t memory_capacity() noexcept {
+  struct sysinfo si {};
+  if (::sysinfo(&si) != 0) return 0;
+  const auto unit = static_cast<std::uint64_t>(si.mem_unit ? si.mem_unit : 1);
+  return (static_cast<std::uint64_t>(si.totalram) + static_cast<std::uint64_t>(si.totalswap)) * unit;
+}
+}  // namespace
+
+Handle create_shared_memory(std::size_t size) {
+  // A block larger than memory could ever back is refused at once (MemoryError), rather than
+  // mapped sparse and failing at some later first touch. Also keeps off_t from wrapping.
+  if (size > static_cast<std::size_t>(PTRDIFF_MAX)) throw std::bad_alloc();
+  if (const std::uint64_t cap = memory_capacity(); cap != 0 && size > cap) throw std::bad_alloc();
+  const int fd = static_cast<int>(::syscall(SYS_memfd_create, "mp", MFD_CLOEXEC));
+  if (fd < 0) throw_last_error("memfd_create");
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw_error(e, "cannot size shared memory of " + std::to_string(size) + " bytes");
+  }
+  return fd;
+}
+
+std::size_t shared_memory_size(Handle h) {
+  struct stat st {};
+  if (::fstat(h, &st) != 0) throw_last_error("fstat");
+  return static_cast<std::size_t>(st.st_size);
+}
+
+void* map_shared(Handle h, std::size_t size) {
+  void* p = ::mmap(nullptr, size == 0 ? 1 : size, PROT_READ | PROT_WRITE, MAP_SHARED, h, 0);
+  if (p == MAP_FAILED) throw_last_error("cannot map shared memory");
+  return p;
+}
+
+void unmap(void* address, std::size_t size) noexcept {
+  if (address) ::munmap(address, size == 0 ? 1 : size);
+}
+
 namespace {
 constexpr char kDir[] = "/dev/shm";
 constexpr char kDirSlash[] = "/dev/shm/";
 }  // namespace
 
-Handle create_unnamed(std::size_t size) {
+Handle create_unnamed_shm(std::size_t size) {
   const int fd = ::open(kDir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) throw_last_error(std::string("cannot create shared memory in ") + kDir);
   // Mode 0600 less the umask, as shm_open: never more than the owner.
@@ -37,8 +90,8 @@ Handle create_unnamed(std::size_t size) {
   return fd;
 }
 
-void publish(Handle h, const std::string& name) {
-  check_name(name);
+void publish_shm(Handle h, const std::string& name) {
+  check_shm_name(name);
   const std::string target = kDirSlash + name;
   char source[64];
   std::snprintf(source, sizeof source, "/proc/self/fd/%d", h);
@@ -49,7 +102,7 @@ void publish(Handle h, const std::string& name) {
   throw_error(e, "cannot create shared memory '" + name + "'");
 }
 
-void start_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
+void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
   const pid_t middle = ::fork();
   if (middle < 0) throw_last_error("cannot start the shared memory tracker (fork)");
   if (middle == 0) {
@@ -85,9 +138,9 @@ void start_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
   }
 }
 
-void unlink_if_same(const char* name, std::size_t size, FileId id) noexcept {
-  char path[sizeof kDirSlash + kMaxName];
-  if (size == 0 || size > kMaxName) return;
+void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept {
+  char path[sizeof kDirSlash + kMaxShmName];
+  if (size == 0 || size > kMaxShmName) return;
   std::memcpy(path, kDirSlash, sizeof kDirSlash - 1);
   std::memcpy(path + sizeof kDirSlash - 1, name, size);
   path[sizeof kDirSlash - 1 + size] = '\0';
@@ -98,4 +151,4 @@ void unlink_if_same(const char* name, std::size_t size, FileId id) noexcept {
   ::unlinkat(AT_FDCWD, path, 0);
 }
 
-}  // namespace mp::platform::shm
+}  // namespace mp::platform

@@ -1,14 +1,28 @@
-// POSIX part of lib/platform/sync.hpp: the library's fork handlers. They keep the pid/tid caches
+// POSIX part of platform/wait.hpp: the library's fork handlers. They keep the pid/tid caches
 // right in a forked child and hold the library's process-wide locks across fork(), so a child
 // never inherits one that another thread held in the middle of an update.
+// Also: pid, CPU pause, sleeping, CPU affinity.
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <thread>
 
-#include "platform/os.hpp"
-#include "platform/sync.hpp"
+#include "platform/wait.hpp"
 
 namespace mp::platform {
 
@@ -79,6 +93,35 @@ void hold_across_fork(std::mutex& lock) noexcept {
   const int i = g_fork_lock_count.fetch_add(1, std::memory_order_acq_rel);
   if (i >= kMaxForkLocks) std::abort();  // a library bug: raise kMaxForkLocks
   g_fork_locks[i].store(&lock, std::memory_order_release);
+}
+
+int current_pid() noexcept { return static_cast<int>(::getpid()); }
+
+void yield_cpu() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+void sleep_for(Nanos d) noexcept { std::this_thread::sleep_for(d); }
+
+bool several_cpus() noexcept {
+#ifdef __linux__
+  // Read once, cached without an initialization guard (0 = not read yet), so it is fork-safe.
+  static constinit std::atomic<int> cache{0};
+  int v = cache.load(std::memory_order_relaxed);
+  if (v == 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    v = ::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1 ? 2 : 1;
+    cache.store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+#else
+  return true;
+#endif
 }
 
 }  // namespace mp::platform

@@ -1,0 +1,42 @@
+// Handles sent to another process: SCM_RIGHTS over Unix sockets (handle_passing_posix.cpp), and
+// the descriptor-number moves the forkserver's children need. (Windows: DuplicateHandle into the
+// child, not written yet.)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "platform/handle.hpp"
+
+namespace mp::platform {
+
+// A connected pair of datagram sockets that keep message boundaries (for descriptor passing).
+std::pair<Handle, Handle> datagram_pair();
+// Sends `fd` with an 8-byte tag as one datagram without blocking; false when the socket's
+// buffer is full.
+bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd);
+// Without blocking, receives the next datagram: its tag and descriptor (the caller owns it).
+// `peek` leaves the datagram queued (the descriptor is still duplicated to the caller).
+// Returns false when none is queued.
+bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek);
+
+// Most descriptors one stream message carries (below the kernel's SCM_MAX_FD).
+inline constexpr std::size_t kMaxDescriptors = 250;
+// Sends `size` bytes (at least 1) over a stream socket with `fds` attached to the first of them.
+// Blocking; throws OSError (EPIPE when the peer is gone; never SIGPIPE).
+void send_with_descriptors(Handle socket, const void* data, std::size_t size, const std::vector<Handle>& fds);
+// Receives exactly `size` bytes and the descriptors attached to them (close-on-exec, owned by
+// the caller). Returns false at end of file before the first byte. Throws OSError, or
+// ProcessError for a truncated message or more than kMaxDescriptors descriptors.
+bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::vector<Handle>& fds);
+
+// Moves `fd` to the number `target` (close-on-exec), closing whatever `target` was.
+void move_descriptor(Handle fd, Handle target);
+// Moves `fd` to the number `target` without close-on-exec (an inherited descriptor).
+void move_descriptor_inheritable(Handle fd, Handle target);
+// A duplicate of `fd` numbered at least `minimum` (close-on-exec).
+Handle duplicate_above(Handle fd, Handle minimum);
+
+}  // namespace mp::platform

@@ -1,0 +1,64 @@
+// Shared memory: anonymous segments (every start method; passed to children as handles) and
+// named ones (mp::SharedMemory; POSIX shm_open names, and the tracker's watcher).
+// Anonymous: shared_memory_linux.cpp (memfd), shared_memory_win32.cpp (pagefile-backed section).
+// Named: shared_memory_posix.cpp (shm_open, shm_unlink, fstat), shared_memory_linux.cpp
+// (creation that publishes only complete segments; the watcher).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "platform/handle.hpp"
+
+namespace mp::platform {
+
+// ---- anonymous: unnamed, freed by the OS when the last mapping and handle go.
+// Zero-filled; pages are committed on first touch. Throws std::bad_alloc for more than RAM + swap,
+// OSError otherwise.
+Handle create_shared_memory(std::size_t size);
+std::size_t shared_memory_size(Handle h);
+// Maps `size` bytes (at most the segment's size) read-write. A word in such a view can be waited
+// on by every process mapping the segment (platform/wait.hpp).
+void* map_shared(Handle h, std::size_t size);
+void unmap(void* address, std::size_t size) noexcept;
+
+// ---- named (POSIX shm names)
+// Which file a name refers to (device and inode): lets the watcher check that a name still
+// refers to the segment it recorded before unlinking it.
+struct ShmFileId {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  friend bool operator==(const ShmFileId&, const ShmFileId&) = default;
+};
+
+// Longest name accepted (without the leading '/'), as NAME_MAX.
+inline constexpr std::size_t kMaxShmName = 255;
+
+// Throws OSError EINVAL (as shm_open) for a name that is empty, contains '/' or NUL, or is "."
+// or "..", and ENAMETOOLONG past kMaxShmName.
+void check_shm_name(const std::string& name);
+// A new segment of exactly `size` bytes (zero-filled, mode 0600) that has no name yet: nobody
+// can open it until publish_shm(). Throws OSError (e.g. EFBIG, ENOSPC, EMFILE).
+Handle create_unnamed_shm(std::size_t size);
+// Gives `h` (from create_unnamed_shm) the name `name`, atomically: an opener sees the complete
+// segment or nothing. Throws OSError EEXIST if the name exists, leaving it untouched.
+void publish_shm(Handle h, const std::string& name);
+// Opens an existing segment read-write. Throws OSError (ENOENT: no such name, EACCES).
+Handle open_shm(const std::string& name);
+// Removes the name. Throws OSError (ENOENT).
+void unlink_shm(const std::string& name);
+ShmFileId shm_file_id(Handle h);
+
+// The tracker's watcher (lib/shm_tracker.cpp): a process outside this one's process tree
+// (double fork: not a child anyone must reap or count; its own session, so a terminal's ^C for
+// the program's process group does not reach it) that blocks reading `lifeline` until every
+// holder of the pipe's write end has ended, then calls `cleanup(context)` and exits. Between
+// fork and exit it runs only system calls (the caller may have other threads). It holds no
+// other descriptor of the caller and has /dev/null as stdio. Returns once the watcher runs.
+// Throws OSError when fork fails.
+void start_shm_watcher(Handle lifeline, void (*cleanup)(void* context), void* context);
+// In the watcher (async-signal-safe): unlinks `name` only if it still refers to `id`.
+void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept;
+
+}  // namespace mp::platform

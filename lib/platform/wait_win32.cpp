@@ -1,0 +1,140 @@
+// Windows part of the cross-process wait object (platform/wait.hpp wait_on_address/wake_address;
+// contract in docs/DESIGN.md). WaitOnAddress wakes only threads of the calling process, so a word
+// in shared memory is waited on with a named semaphore per (section, bucket): a waiter counts
+// itself in the section header's bucket, re-checks the word, then waits on the semaphore; a waker
+// that sees waiters releases one token per counted waiter of the bucket (words that share a
+// bucket are all woken: spurious wake-ups, which the contract allows). Process-private words use
+// WaitOnAddress. Also the process and thread identities the locks record.
+#include <climits>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "platform/wait.hpp"
+#include "platform/win32.hpp"
+
+namespace mp::platform {
+
+namespace {
+
+std::mutex g_sems_lock;
+std::map<std::pair<std::uint64_t, std::size_t>, HANDLE>& semaphores() {
+  static auto* m = new std::map<std::pair<std::uint64_t, std::size_t>, HANDLE>;
+  return *m;
+}
+
+// The bucket's semaphore, created by the first process that needs it and opened by the others
+// (by name: a Local\ name is seen by the processes of the same session).
+HANDLE semaphore(std::uint64_t key, std::size_t bucket) {
+  std::lock_guard lock(g_sems_lock);
+  auto& m = semaphores();
+  if (auto it = m.find({key, bucket}); it != m.end()) return it->second;
+  wchar_t name[64];
+  std::swprintf(name, 64, L"Local\\mp-wait-%016llx-%02u", static_cast<unsigned long long>(key),
+                static_cast<unsigned>(bucket));
+  HANDLE h = ::CreateSemaphoreW(nullptr, 0, LONG_MAX, name);
+  if (!h) throw_last_error("cannot create the wait semaphore");
+  m.emplace(std::make_pair(key, bucket), h);
+  return h;
+}
+
+std::size_t bucket_of(std::uint64_t offset) noexcept {
+  return static_cast<std::size_t>((offset / sizeof(std::uint32_t)) % win32::kWaitBuckets);
+}
+
+}  // namespace
+
+namespace win32 {
+void release_wait_objects(std::uint64_t key) noexcept {
+  std::lock_guard lock(g_sems_lock);
+  auto& m = semaphores();
+  for (auto it = m.lower_bound({key, 0}); it != m.end() && it->first.first == key;) {
+    ::CloseHandle(it->second);
+    it = m.erase(it);
+  }
+}
+}  // namespace win32
+
+bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, const Nanos* timeout) {
+  const DWORD ms = win32::wait_millis(timeout);
+  const auto shared = win32::locate_shared(word);
+  if (!shared) {
+    if (::WaitOnAddress(word, &expected, sizeof expected, ms)) return true;
+    if (::GetLastError() == ERROR_TIMEOUT) return false;
+    throw_last_error("WaitOnAddress");
+  }
+  auto& waiters = shared->header->waiters[bucket_of(shared->offset)];
+  const HANDLE sem = semaphore(shared->header->key, bucket_of(shared->offset));
+  // Dekker with wake_address: the waker changes the word then reads `waiters`; the waiter counts
+  // itself then reads the word. One of them sees the other's write (both seq_cst).
+  waiters.fetch_add(1, std::memory_order_seq_cst);
+  if (word->load(std::memory_order_seq_cst) != expected) {
+    waiters.fetch_sub(1, std::memory_order_seq_cst);
+    return true;
+  }
+  const DWORD r = ::WaitForSingleObject(sem, ms);
+  waiters.fetch_sub(1, std::memory_order_seq_cst);
+  if (r == WAIT_OBJECT_0) return true;
+  if (r == WAIT_TIMEOUT) return false;
+  throw_last_error("wait on a shared word");
+}
+
+void wake_address(std::atomic<std::uint32_t>* word, int count) {
+  const auto shared = win32::locate_shared(word);
+  if (!shared) {
+    if (count == 1) ::WakeByAddressSingle(word);
+    else ::WakeByAddressAll(word);
+    return;
+  }
+  const std::uint32_t n = shared->header->waiters[bucket_of(shared->offset)].load(std::memory_order_seq_cst);
+  if (n == 0) return;
+  // Every counted waiter of the bucket: a token meant for this word could otherwise go to a
+  // waiter of another word in the same bucket. A token a timed-out waiter left is a later
+  // spurious wake-up.
+  const HANDLE sem = semaphore(shared->header->key, bucket_of(shared->offset));
+  ::ReleaseSemaphore(sem, static_cast<LONG>(std::min<std::uint32_t>(n, LONG_MAX / 2)), nullptr);
+}
+
+bool process_dead(int pid) noexcept {
+  if (pid <= 0) return false;
+  HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, static_cast<DWORD>(pid));
+  if (!h) return ::GetLastError() == ERROR_INVALID_PARAMETER;  // no such process
+  const bool dead = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
+  ::CloseHandle(h);
+  return dead;
+}
+
+int current_pid() noexcept { return static_cast<int>(::GetCurrentProcessId()); }
+int current_tid() noexcept { return static_cast<int>(::GetCurrentThreadId()); }
+
+void yield_cpu() noexcept { YieldProcessor(); }
+
+void sleep_for(Nanos d) noexcept { std::this_thread::sleep_for(d); }
+
+bool several_cpus() noexcept {
+  static const bool several = [] {
+    DWORD_PTR process = 0, system = 0;
+    if (!::GetProcessAffinityMask(::GetCurrentProcess(), &process, &system)) return true;
+    return (process & (process - 1)) != 0;
+  }();
+  return several;
+}
+
+// Windows has no fork: the caches are filled once and stay right.
+std::atomic<int> g_pid_cache{0};
+thread_local constinit int t_tid_cache = 0;
+int read_pid_slow() noexcept {
+  const int pid = current_pid();
+  g_pid_cache.store(pid, std::memory_order_relaxed);
+  return pid;
+}
+int read_tid_slow() noexcept {
+  t_tid_cache = current_tid();
+  return t_tid_cache;
+}
+void hold_across_fork(std::mutex&) noexcept {}  // no fork on Windows
+int current_cpu() noexcept { return static_cast<int>(::GetCurrentProcessorNumber()); }
+
+}  // namespace mp::platform

@@ -1,0 +1,57 @@
+// Windows-only internals shared by the *_win32.cpp files (never included by shared code).
+#pragma once
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "platform/handle.hpp"
+#include "platform/shared_memory.hpp"
+
+namespace mp::platform::win32 {
+
+inline HANDLE native(Handle h) noexcept { return reinterpret_cast<HANDLE>(h); }
+inline Handle wrap(HANDLE h) noexcept { return reinterpret_cast<Handle>(h); }
+
+// UTF-8 <-> UTF-16 (the library's strings are UTF-8; Win32 takes UTF-16).
+std::wstring widen(const std::string& s);
+std::string narrow(const std::wstring& s);
+// GetLastError's text.
+std::string error_text(DWORD code);
+// Milliseconds for a Win32 wait: rounded up, INFINITE for null, never INFINITE for a finite one.
+DWORD wait_millis(const Nanos* timeout) noexcept;
+
+// Every section created by create_shared_memory starts with one allocation granule (64 KiB of
+// address space, one committed page) that the caller never sees: the segment's size, a key
+// unique on the machine, and the wait buckets' waiter counts (wait_win32.cpp).
+inline constexpr std::size_t kWaitBuckets = 64;
+struct SectionHeader {
+  std::uint64_t magic;
+  std::uint64_t size;  // the caller's size
+  std::uint64_t key;   // random: names the section's wait semaphores
+  std::atomic<std::uint32_t> waiters[kWaitBuckets];
+};
+inline constexpr std::uint64_t kSectionMagic = 0x6d702d7365637431ull;  // "mp-sect1"
+
+// For an address inside a view from map_shared: the view's header and the offset in the section
+// (what names a word for every process mapping it). nullopt for process-private memory.
+struct SharedWord {
+  SectionHeader* header;
+  std::uint64_t offset;
+};
+std::optional<SharedWord> locate_shared(const void* address) noexcept;
+// Called when a process maps / unmaps its last view of the section `key` (wait_win32.cpp closes
+// its cached semaphores).
+void release_wait_objects(std::uint64_t key) noexcept;
+
+}  // namespace mp::platform::win32
