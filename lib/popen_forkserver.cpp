@@ -15,7 +15,8 @@
 
 namespace mp::detail {
 
-PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles);
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
+                              heap::detail::Lease& lease);
 
 namespace {
 
@@ -55,6 +56,7 @@ class ForkserverPopen final : public Popen {
     } catch (const std::exception&) {
     }
     returncode_ = got == sizeof code ? code : 255;
+    note_ended();
     return returncode_;
   }
 
@@ -74,7 +76,8 @@ struct Owned {
 
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   std::vector<platform::Handle> handles;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles));
+  heap::detail::Lease lease;
+  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
   Owned data(platform::create_shared_memory(bytes.size()));
   {
     void* p = platform::map_shared(data.h, bytes.size());
@@ -110,6 +113,7 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
   auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.h);
   exit_read.h = platform::kInvalidHandle;
+  popen->lease = std::move(lease);
   await_bootstrap(status_read.h, *popen);
   return popen;
 }

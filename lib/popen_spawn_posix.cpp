@@ -67,7 +67,8 @@ void await_bootstrap(platform::Handle status, Popen& child) {
 
 void set_inherited_start_method(const std::string& method);
 
-PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles) {
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
+                              heap::detail::Lease& lease) {
   PreparationData d;
   d.name = state.name;
   d.identity = state.identity;
@@ -78,6 +79,7 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
   d.start_method = get_start_method();
   if (state.target) {
     reduction::detail::SendScope scope(handles);
+    heap::detail::LeaseScope lease_scope(lease);
     SpawnTarget t = state.target->spawn_target();
     d.has_target = true;
     d.trampoline = code_ref(t.trampoline);
@@ -90,7 +92,8 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
 
 std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   std::vector<platform::Handle> handles;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles));
+  heap::detail::Lease lease;
+  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
 
   OwnedHandle data(platform::create_shared_memory(bytes.size()));
   {
@@ -102,6 +105,7 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   auto [status_r, status_w] = platform::conn::socket_pair();
   OwnedHandle status_read(status_r), status_write(status_w);
   auto popen = std::make_unique<Popen>();
+  popen->lease = std::move(lease);
 
   std::vector<platform::Handle> inherit(handles.begin(), handles.end());
   inherit.push_back(data.h);
