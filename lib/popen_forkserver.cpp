@@ -15,8 +15,10 @@
 
 namespace mp::detail {
 
-PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
-                              heap::detail::Lease& lease);
+// The preparation data for the child, in a memfd (popen_spawn_posix.cpp); `handles` gets the
+// arguments' handles, `lease` their shared-heap blocks.
+platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
+                                        heap::detail::Lease& lease);
 
 namespace {
 
@@ -77,13 +79,7 @@ struct Owned {
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   std::vector<platform::Handle> handles;
   heap::detail::Lease lease;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
-  Owned data(platform::create_shared_memory(bytes.size()));
-  {
-    void* p = platform::map_shared(data.h, bytes.size());
-    std::memcpy(p, bytes.data(), bytes.size());
-    platform::unmap(p, bytes.size());
-  }
+  Owned data(write_preparation_data(state, handles, lease));
   auto [status_r, status_w] = platform::make_pipe();
   Owned status_read(status_r), status_write(status_w);
   auto [exit_r, exit_w] = platform::make_pipe();

@@ -90,17 +90,22 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
   return d;
 }
 
+platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
+                                        heap::detail::Lease& lease) {
+  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
+  OwnedHandle data(platform::create_shared_memory(bytes.size()));
+  void* p = platform::map_shared(data.h, bytes.size());
+  std::memcpy(p, bytes.data(), bytes.size());
+  platform::unmap(p, bytes.size());
+  const platform::Handle h = data.h;
+  data.h = platform::kInvalidHandle;
+  return h;
+}
+
 std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   std::vector<platform::Handle> handles;
   heap::detail::Lease lease;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
-
-  OwnedHandle data(platform::create_shared_memory(bytes.size()));
-  {
-    void* p = platform::map_shared(data.h, bytes.size());
-    std::memcpy(p, bytes.data(), bytes.size());
-    platform::unmap(p, bytes.size());
-  }
+  OwnedHandle data(write_preparation_data(state, handles, lease));
   // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
   auto [status_r, status_w] = platform::conn::socket_pair();
   OwnedHandle status_read(status_r), status_write(status_w);
