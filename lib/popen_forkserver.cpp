@@ -90,23 +90,32 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
 
   int pid = 0;
   platform::Handle pidfd = platform::kInvalidHandle;
+  // Once the request is out, the server and the child hold what they need: our copies of the
+  // write ends go (so a server or child that dies makes the status pipe end), and we wait for the
+  // child's bootstrap report before reading the server's reply, which precedes it.
+  bool handed_over = false;
+  auto sent = [&] {
+    handed_over = true;
+    status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
+    exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
+    platform::wait_readable(status_read.h, nullptr);
+  };
   {
     std::lock_guard lk(forkserver_mutex());
     for (int attempt = 0;; ++attempt) {
       try {
-        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds);
+        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds, sent);
         break;
       } catch (const EOFError&) {
-        if (attempt > 0) throw;  // the server went away: start a new one, once
+        if (attempt > 0 || handed_over) throw;  // the server went away: start a new one, once
       } catch (const std::system_error& e) {
-        if (attempt > 0 || (e.code().value() != EPIPE && e.code().value() != ECONNRESET &&
-                            e.code().value() != ECONNREFUSED && e.code().value() != ENOENT))
+        if (attempt > 0 || handed_over ||
+            (e.code().value() != EPIPE && e.code().value() != ECONNRESET && e.code().value() != ECONNREFUSED &&
+             e.code().value() != ENOENT))
           throw;
       }
     }
   }
-  status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
-  exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
   auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.h);
   exit_read.h = platform::kInvalidHandle;
   popen->lease = std::move(lease);

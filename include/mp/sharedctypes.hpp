@@ -93,8 +93,9 @@ namespace detail {
 // The bytes of a block of `count` elements of `elem` bytes after `offset` bytes; throws
 // std::overflow_error "array too large" beyond the address space (see the file comment).
 inline std::size_t block_bytes(std::size_t count, std::size_t elem, std::size_t offset) {
-  constexpr auto kMax = static_cast<std::size_t>(PTRDIFF_MAX) - 4096;  // room for the heap's headers
-  if (count > (kMax - offset) / (elem ? elem : 1)) throw std::overflow_error("array too large");
+  constexpr auto kMax = static_cast<std::size_t>(PTRDIFF_MAX);
+  const std::size_t room = offset > 64 ? offset : 64;  // at least the heap's headers (mp/heap.hpp)
+  if (count > (kMax - room) / (elem ? elem : 1)) throw std::overflow_error("array too large");
   return offset + count * elem;
 }
 
