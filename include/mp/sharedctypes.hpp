@@ -3,8 +3,9 @@
 // A value or an array of a trivially copyable T (the C++ form of ctypes' type codes 'i', 'd',
 // 'c', ... and of ctypes structures) in shared memory. Each is a copyable handle: copies, and the
 // copies a child gets when it is a Process argument (fork or spawn) or inside another serialized
-// object, see the same memory. The memory is anonymous and freed by the OS when the last process
-// drops it; nothing outlives the program, even after SIGKILL.
+// object, see the same memory. The memory comes from the shared heap (mp/heap.hpp: no descriptor
+// per object) and is reused once no process holds it; nothing outlives the program, even after
+// SIGKILL. Serialized: the block (heap::SharedBlock::Wire), then for Value/Array the lock.
 //
 // Indivisible access: value()/set_value() and element reads/writes through operator[] are each a
 // single indivisible load or store — std::atomic_ref (relaxed) when T is lock-free, else a copy
