@@ -89,11 +89,22 @@ void hold_forever(mp::RawValue<int> v, mp::Event ready) {
   for (;;) v.set_value(v.value() + 1);
 }
 
+// Whether the block at `address` is among the next few handed out (free blocks are reused last in,
+// first out); each comes zero-filled.
+bool reused_soon(const void* address) {
+  std::vector<mp::RawValue<int>> again(4);
+  bool reused = false;
+  for (auto& a : again) {
+    reused |= static_cast<const void*>(&a.get_obj()) == address;
+    EXPECT_EQ(a.value(), 0);
+  }
+  return reused;
+}
+
 TEST_P(HeapTest, BlockIsNotReusedWhileAChildHoldsIt) {
   mp::Event go;
   auto v = std::make_unique<mp::RawValue<int>>(1);
   const void* address = &v->get_obj();
-  // (The Process object keeps its arguments, as a fork child's copy needs them: it goes too.)
   auto p = std::make_unique<mp::Process>(ctx(), hold_until, *v, go);
   p->start();
   v.reset();  // the parent lets go; the child still has it
@@ -106,14 +117,8 @@ TEST_P(HeapTest, BlockIsNotReusedWhileAChildHoldsIt) {
   join_or_fail(*p);
   ASSERT_EQ(p->exitcode(), 0);
   p.reset();
-  // Now no process holds it: it is reused (among the next blocks handed out), zero-filled.
-  std::vector<mp::RawValue<int>> again(4);
-  bool reused = false;
-  for (auto& a : again) {
-    reused |= static_cast<const void*>(&a.get_obj()) == address;
-    EXPECT_EQ(a.value(), 0);
-  }
-  EXPECT_TRUE(reused);
+  // Now no process holds it: it is reused.
+  EXPECT_TRUE(reused_soon(address));
 }
 
 TEST_P(HeapTest, ChildKilledWhileHoldingLeavesNoCount) {
@@ -127,10 +132,7 @@ TEST_P(HeapTest, ChildKilledWhileHoldingLeavesNoCount) {
   p->kill();
   join_or_fail(*p);
   p.reset();
-  std::vector<mp::RawValue<int>> again(4);
-  bool reused = false;
-  for (auto& a : again) reused |= static_cast<const void*>(&a.get_obj()) == address;
-  EXPECT_TRUE(reused);
+  EXPECT_TRUE(reused_soon(address));
 }
 
 void use_shared(std::vector<mp::Lock> locks, mp::Semaphore s, mp::Condition c, mp::Barrier b, mp::RawArray<double> a) {
