@@ -192,6 +192,11 @@ TEST(Heap, BadSerializedBlockIsRefused) {
 }
 
 TEST(Heap, OutOfDescriptorsIsAnOSErrorNamingTheLimit) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer preset includes UBSan, whose vptr check probes memory through a pipe(): in a
+  // process out of descriptors it reports virtual calls as invalid (a false report).
+  GTEST_SKIP() << "UBSan cannot run in a process out of descriptors";
+#endif
   std::vector<mp::heap::SharedBlock> big;
   mp::Value<int> warm(0);  // the first arena exists
   const int lowest_free = ::dup(0);
