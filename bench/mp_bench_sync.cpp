@@ -2,6 +2,7 @@
 // (mp/synchronize.hpp, mp/sharedctypes.hpp). Compiled in once those headers are in the tree.
 #if __has_include("mp/synchronize.hpp") && __has_include("mp/sharedctypes.hpp")
 #include <mutex>
+#include <vector>
 
 #include "mp_bench.hpp"
 
@@ -46,6 +47,26 @@ BENCH_METRIC(value_get_lock_2p, "ops/s") {
   });
   if (value.value() != 2 * n) throw std::runtime_error("lost increments");
   return 2.0 * static_cast<double>(n) / s;
+}
+
+// Python: values = [Value('i', 0) for _ in range(n)]  (kept alive: no reuse), per object.
+BENCH_METRIC(value_create_us, "us") {
+  const long n = p.n(20'000, 100);
+  std::vector<mp::Value<int>> values;
+  values.reserve(static_cast<std::size_t>(n));
+  const auto t0 = bench::now_ns();
+  for (long i = 0; i < n; ++i) values.emplace_back(0);
+  return static_cast<double>(bench::now_ns() - t0) / 1e3 / static_cast<double>(n);
+}
+
+// Python: locks = [Lock() for _ in range(n)], per object.
+BENCH_METRIC(lock_create_us, "us") {
+  const long n = p.n(20'000, 100);
+  std::vector<mp::Lock> locks;
+  locks.reserve(static_cast<std::size_t>(n));
+  const auto t0 = bench::now_ns();
+  for (long i = 0; i < n; ++i) locks.emplace_back();
+  return static_cast<double>(bench::now_ns() - t0) / 1e3 / static_cast<double>(n);
 }
 
 BENCH_METRIC(rawvalue_inc_1p, "ops/s") {

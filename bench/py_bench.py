@@ -108,6 +108,22 @@ def value_get_lock_2p(n):
     return 2 * n / seconds
 
 
+def value_create_us(n):
+    t0 = time.perf_counter()
+    values = [mp.Value('i', 0) for _ in range(n)]
+    r = (time.perf_counter() - t0) * 1e6 / n
+    del values
+    return r
+
+
+def lock_create_us(n):
+    t0 = time.perf_counter()
+    locks = [mp.Lock() for _ in range(n)]
+    r = (time.perf_counter() - t0) * 1e6 / n
+    del locks
+    return r
+
+
 def rawvalue_inc_1p(n):
     v = mp.RawValue('i', 0)
     t0 = time.perf_counter()
@@ -450,6 +466,8 @@ METRICS = {
     'lock_value_contended_2p': ('ops/s', 200_000, 100, lock_value_contended_2p),
     'value_get_lock_2p': ('ops/s', 200_000, 100, value_get_lock_2p),
     'rawvalue_inc_1p': ('ops/s', 2_000_000, 1000, rawvalue_inc_1p),
+    'value_create_us': ('us', 2_000, 100, value_create_us),
+    'lock_create_us': ('us', 2_000, 100, lock_create_us),
     'array_copyout_MBps': ('MB/s', 200, 4, array_copyout_MBps),
     'queue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.Queue, n, 1)),
     'simplequeue_small_msgs': ('msgs/s', 100_000, 100, lambda n: queue_rate(mp.SimpleQueue, n, 1)),

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -339,6 +340,24 @@ BENCH_METRIC(raw_shm_attach_close_us, "us") {
   }
   const double r = static_cast<double>(now_ns() - t0) / 1e3 / static_cast<double>(n);
   ::shm_unlink(name.c_str());
+  return r;
+}
+
+// One anonymous shared page per object (mmap, kept mapped), per object: what a small shared object
+// costs when each has its own mapping.
+BENCH_METRIC(mmap_page_us, "us") {
+  const long n = p.n(20'000, 100);
+  std::vector<void*> pages;
+  pages.reserve(static_cast<std::size_t>(n));
+  const auto t0 = now_ns();
+  for (long i = 0; i < n; ++i) {
+    void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) bench::die("mmap");
+    static_cast<int*>(m)[0] = 0;
+    pages.push_back(m);
+  }
+  const double r = static_cast<double>(now_ns() - t0) / 1e3 / static_cast<double>(n);
+  for (void* m : pages) ::munmap(m, 4096);
   return r;
 }
 

@@ -61,6 +61,8 @@ ROWS = [
     ('  same, vs atomic fetch_add ceiling', 'ops/s', 'lock_value_contended_2p', 'atomic_fetch_add_2p', False),
     ('Value get_lock() +=1, 2 procs', 'ops/s', 'value_get_lock_2p', 'mutex_contended_2p', False),
     ('RawValue +=1, 1 proc', 'ops/s', 'rawvalue_inc_1p', 'shared_int_inc_1p', False),
+    ("Value('i', 0) creation, per object, vs mmap of a shared page", 'us', 'value_create_us', 'mmap_page_us', False),
+    ('Lock() creation, per object, vs mmap of a shared page', 'us', 'lock_create_us', 'mmap_page_us', False),
     ("Array('d', 1 MiB) arr[:] copy-out vs memcpy", 'MB/s', 'array_copyout_MBps', 'memcpy_1mb_MBps', False),
     ('Queue small ints vs pipe', 'msgs/s', 'queue_small_msgs', 'pipe_stream_8b_msgs', False),
     ('  same, vs SPSC shm ring', 'msgs/s', 'queue_small_msgs', 'spsc_ring_8b_msgs', False),

@@ -370,7 +370,8 @@ std::mutex& forkserver_mutex() { return client().mutex; }
 
 // Sends a request; returns the child's pid and pidfd. Throws OSError (the fork failed in the
 // server) or EOFError/OSError when the server is gone.
-std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds) {
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds,
+                                                    const std::function<void()>& sent) {
   const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
   if (fds.size() + inherited.size() > platform::kMaxDescriptors)
     throw ProcessError("mp forkserver: too many descriptors to pass to the child (" +
@@ -384,6 +385,7 @@ std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::
     request.append(reinterpret_cast<const char*>(&n), sizeof n);
   }
   platform::send_with_descriptors(conn, request.data(), request.size(), fds);
+  sent();
   std::int64_t reply = 0;
   std::vector<platform::Handle> got;
   if (!platform::receive_with_descriptors(conn, &reply, sizeof reply, got))

@@ -2,6 +2,8 @@
 // lib/popen_forkserver.cpp, and what tests need to reach the server.
 #pragma once
 
+#include <functional>
+
 #include <mutex>
 #include <string>
 #include <utility>
@@ -18,8 +20,11 @@ std::mutex& forkserver_mutex();
 platform::Handle forkserver_connection(bool fresh);
 // Sends a request (lib/forkserver.cpp describes it) with the fixed descriptors `fds`; returns
 // the child's pid and a pidfd on it. Throws OSError/EOFError when the server is gone, OSError
-// when its fork failed.
-std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds);
+// when its fork failed. `sent` runs once the request is sent, before the reply is read (the caller
+// waits there for the child's bootstrap report, which comes after the reply: one wake-up instead of
+// two).
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds,
+                                                    const std::function<void()>& sent);
 // The server's socket path ("" if none was started by this process or its parent).
 std::string forkserver_address();
 

@@ -29,11 +29,13 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   auto popen = std::make_unique<Popen>();
   auto [gate_read, gate_write] = platform::make_pipe();
   int pid;
+  heap::detail::ForkLease fork_lease;  // the child inherits every block this process holds
   {
     // The fork handlers hold g.mutex across the fork, so the child's copy of the globals is sane.
     try {
       pid = platform::fork_process();
     } catch (...) {
+      fork_lease.forked();
       platform::close_handle(gate_read);
       platform::close_handle(gate_write);
       throw;
@@ -49,6 +51,8 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
       platform::exit_now(code);
     }
   }
+  fork_lease.forked();
+  popen->lease = std::move(fork_lease.lease());
   // The read end stays open until the handle is had: freeing its slot first would not make
   // pidfd_open safe (another thread may take the slot), only make the failure path rarer.
   struct CloseGate {

@@ -20,7 +20,10 @@
 
 namespace mp::detail {
 
-PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles);
+// The preparation data for the child, in a memfd (popen_spawn_posix.cpp); `handles` gets the
+// arguments' handles, `lease` their shared-heap blocks.
+platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
+                                        heap::detail::Lease& lease);
 
 namespace {
 
@@ -60,6 +63,7 @@ class ForkserverPopen final : public Popen {
     } catch (const std::exception&) {
     }
     returncode_ = got == sizeof code ? code : 255;
+    note_ended();
     return returncode_;
   }
 
@@ -79,13 +83,8 @@ struct Owned {
 
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   std::vector<platform::Handle> handles;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles));
-  Owned data(platform::create_shared_memory(bytes.size()));
-  {
-    void* p = platform::map_shared(data.h, bytes.size());
-    std::memcpy(p, bytes.data(), bytes.size());
-    platform::unmap(p, bytes.size());
-  }
+  heap::detail::Lease lease;
+  Owned data(write_preparation_data(state, handles, lease));
   auto [status_r, status_w] = platform::make_pipe();
   Owned status_read(status_r), status_write(status_w);
   auto [exit_r, exit_w] = platform::make_pipe();
@@ -96,25 +95,35 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
 
   int pid = 0;
   platform::Handle pidfd = platform::kInvalidHandle;
+  // Once the request is out, the server and the child hold what they need: our copies of the
+  // write ends go (so a server or child that dies makes the status pipe end), and we wait for the
+  // child's bootstrap report before reading the server's reply, which precedes it.
+  bool handed_over = false;
+  auto sent = [&] {
+    handed_over = true;
+    status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
+    exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
+    platform::wait_readable(status_read.h, nullptr);
+  };
   {
     std::lock_guard lk(forkserver_mutex());
     for (int attempt = 0;; ++attempt) {
       try {
-        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds);
+        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds, sent);
         break;
       } catch (const EOFError&) {
-        if (attempt > 0) throw;  // the server went away: start a new one, once
+        if (attempt > 0 || handed_over) throw;  // the server went away: start a new one, once
       } catch (const std::system_error& e) {
-        if (attempt > 0 || (e.code().value() != EPIPE && e.code().value() != ECONNRESET &&
-                            e.code().value() != ECONNREFUSED && e.code().value() != ENOENT))
+        if (attempt > 0 || handed_over ||
+            (e.code().value() != EPIPE && e.code().value() != ECONNRESET && e.code().value() != ECONNREFUSED &&
+             e.code().value() != ENOENT))
           throw;
       }
     }
   }
-  status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
-  exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
   auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.h);
   exit_read.h = platform::kInvalidHandle;
+  popen->lease = std::move(lease);
   await_bootstrap(status_read.h, *popen);
   return popen;
 }

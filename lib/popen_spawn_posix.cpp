@@ -46,7 +46,8 @@ void await_bootstrap(platform::Handle status, Popen& child) {
 
 void set_inherited_start_method(const std::string& method);
 
-PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles) {
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
+                              heap::detail::Lease& lease) {
   PreparationData d;
   d.name = state.name;
   d.identity = state.identity;
@@ -57,6 +58,7 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
   d.start_method = get_start_method();
   if (state.target) {
     reduction::detail::SendScope scope(handles);
+    heap::detail::LeaseScope lease_scope(lease);
     SpawnTarget t = state.target->spawn_target();
     d.has_target = true;
     d.trampoline = CodeRef::of(t.trampoline);
@@ -67,20 +69,25 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
   return d;
 }
 
+platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
+                                        heap::detail::Lease& lease) {
+  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
+  UniqueHandle data(platform::create_shared_memory(bytes.size()));
+  void* p = platform::map_shared(data.get(), bytes.size());
+  std::memcpy(p, bytes.data(), bytes.size());
+  platform::unmap(p, bytes.size());
+  return data.release();
+}
+
 std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   std::vector<platform::Handle> handles;
-  const std::string bytes = reduction::dumps(prepare_child(state, handles));
-
-  UniqueHandle data(platform::create_shared_memory(bytes.size()));
-  {
-    void* p = platform::map_shared(data.get(), bytes.size());
-    std::memcpy(p, bytes.data(), bytes.size());
-    platform::unmap(p, bytes.size());
-  }
+  heap::detail::Lease lease;
+  UniqueHandle data(write_preparation_data(state, handles, lease));
   // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
   auto [status_r, status_w] = platform::socket_pair();
   UniqueHandle status_read(status_r), status_write(status_w);
   auto popen = std::make_unique<Popen>();
+  popen->lease = std::move(lease);
 
   std::vector<platform::Handle> inherit(handles.begin(), handles.end());
   inherit.push_back(data.get());

@@ -19,7 +19,10 @@
 namespace mp {
 namespace detail {
 
-Popen::~Popen() { close(); }
+Popen::~Popen() {
+  if (!returncode_ && pid_ != 0) lease.leak();  // the child may still run: its blocks stay reserved
+  close();
+}
 
 void Popen::close() noexcept {
   platform::close_handle(handle_);
@@ -28,6 +31,7 @@ void Popen::close() noexcept {
 
 std::optional<int> Popen::poll() {
   if (!returncode_ && handle_ != platform::kInvalidHandle) returncode_ = platform::reap(handle_, false);
+  note_ended();
   return returncode_;
 }
 
@@ -35,6 +39,7 @@ std::optional<int> Popen::wait(const platform::Nanos* timeout) {
   if (returncode_) return returncode_;
   if (timeout && !platform::wait_readable(handle_, timeout)) return std::nullopt;
   returncode_ = platform::reap(handle_, true);
+  note_ended();
   return returncode_;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "heap_impl.hpp"
 #include "mp/process.hpp"
 #include "platform/handle.hpp"
 
@@ -38,11 +39,18 @@ class Popen {
     pid_ = pid;
     handle_ = handle;
   }
+  // The shared-heap blocks the child has (heap_impl.hpp): released once the child is known to have
+  // ended (or never ran), kept for the program's life if this Popen goes while the child may run.
+  heap::detail::Lease lease;
 
  protected:
   int pid_ = 0;
   platform::Handle handle_ = platform::kInvalidHandle;  // pidfd
   std::optional<int> returncode_;
+  // Call after setting returncode_.
+  void note_ended() noexcept {
+    if (returncode_) lease.release();
+  }
 };
 
 // The start of a child is all or nothing: either start() returns and the child is tracked, or it

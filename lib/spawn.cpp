@@ -175,9 +175,14 @@ PreparationData receive_preparation_data(int data_fd) {
     if (t < 0 || t > (1 << 30)) fail_bootstrap("mp forkserver: bad descriptor number");
     top = std::max<platform::Handle>(top, t + 1);
   }
+  // Only a descriptor sitting on some target's number has to move out of the way first.
+  std::vector<platform::Handle> target_numbers(d.handles.begin(), d.handles.end());
+  target_numbers.insert(target_numbers.end(), targets.begin(), targets.end());
   try {
-    auto lift = [top](platform::Handle h) {
-      if (h == platform::kInvalidHandle || h >= top) return h;
+    auto lift = [top, &target_numbers](platform::Handle h) {
+      if (h == platform::kInvalidHandle || h >= top ||
+          std::find(target_numbers.begin(), target_numbers.end(), h) == target_numbers.end())
+        return h;
       const platform::Handle m = platform::duplicate_above(h, top);
       platform::close_handle(h);
       return m;

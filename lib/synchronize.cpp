@@ -132,7 +132,7 @@ void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, const De
 
 template <class State>
 State* create_state(heap::SharedBlock& block, std::size_t size = sizeof(State)) {
-  block = heap::SharedBlock(size);
+  block = heap::SharedBlock(size, alignof(State));
   return new (block.data()) State();
 }
 

@@ -3,8 +3,9 @@
 // A value or an array of a trivially copyable T (the C++ form of ctypes' type codes 'i', 'd',
 // 'c', ... and of ctypes structures) in shared memory. Each is a copyable handle: copies, and the
 // copies a child gets when it is a Process argument (fork or spawn) or inside another serialized
-// object, see the same memory. The memory is anonymous and freed by the OS when the last process
-// drops it; nothing outlives the program, even after SIGKILL.
+// object, see the same memory. The memory comes from the shared heap (mp/heap.hpp: no descriptor
+// per object) and is reused once no process holds it; nothing outlives the program, even after
+// SIGKILL. Serialized: the block (heap::SharedBlock::Wire), then for Value/Array the lock.
 //
 // Indivisible access: value()/set_value() and element reads/writes through operator[] are each a
 // single indivisible load or store — std::atomic_ref (relaxed) when T is lock-free, else a copy
@@ -94,7 +95,8 @@ namespace detail {
 // std::overflow_error "array too large" beyond the address space (see the file comment).
 inline std::size_t block_bytes(std::size_t count, std::size_t elem, std::size_t offset) {
   constexpr auto kMax = static_cast<std::size_t>(PTRDIFF_MAX);
-  if (count > (kMax - offset) / (elem ? elem : 1)) throw std::overflow_error("array too large");
+  const std::size_t room = offset > 64 ? offset : 64;  // at least the heap's headers (mp/heap.hpp)
+  if (count > (kMax - room) / (elem ? elem : 1)) throw std::overflow_error("array too large");
   return offset + count * elem;
 }
 
@@ -115,10 +117,12 @@ template <class T>
 inline constexpr bool kIndivisible =
     std::atomic_ref<T>::is_always_lock_free && alignof(T) >= std::atomic_ref<T>::required_alignment;
 
-// The shared block's layout: a 4-byte guard word (for types that are not lock-free), then the data
-// at kDataOffset (aligned for T).
+// The shared block's layout: the data at the start for types loaded and stored indivisibly; for
+// others a 4-byte guard word, then the data at kDataOffset (aligned for T).
 template <class T>
-inline constexpr std::size_t kDataOffset = alignof(T) > 64 ? alignof(T) : 64;
+inline constexpr std::size_t kDataOffset = kIndivisible<T> ? 0 : (alignof(T) > 64 ? alignof(T) : 64);
+template <class T>
+inline constexpr std::size_t kBlockAlign = alignof(T) > 16 ? alignof(T) : 16;
 
 // memcpy under the block's guard word (a robust lock; lib/sharedctypes.cpp).
 MP_API void guarded_copy(void* block_base, void* dst, const void* src, std::size_t size);
@@ -161,13 +165,13 @@ class RawValue {
 
   // A new value in shared memory, value-initialised (T()) in place — no T is built on the stack, so
   // T may be larger than the stack — or a copy of `initial`. Throws OSError or std::bad_alloc.
-  RawValue() : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>)) {
+  RawValue() : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
     attach();
     // The block is zero-filled, which is what T() is for a trivially default-constructible T: its
     // pages stay uncommitted until used.
     if constexpr (!std::is_trivially_default_constructible_v<T>) ::new (static_cast<void*>(ptr_)) T();
   }
-  explicit RawValue(const T& initial) : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>)) {
+  explicit RawValue(const T& initial) : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
     attach();
     std::memcpy(static_cast<void*>(ptr_), &initial, sizeof(T));
   }
@@ -364,7 +368,8 @@ class RawArray {
 
  private:
   struct Length {};
-  RawArray(size_type size, Length) : block_(detail::block_bytes(size, sizeof(T), detail::kDataOffset<T>)) {
+  RawArray(size_type size, Length)
+      : block_(detail::block_bytes(size, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
     size_ = size;
     attach();
   }

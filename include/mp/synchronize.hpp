@@ -1,10 +1,12 @@
 // mp/synchronize.hpp — Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier
 // (CPython: multiprocessing/synchronize.py).
 //
-// Each class is a copyable handle to an object in shared memory (heap::SharedBlock): copies, and
-// the copies a child gets when the handle is a Process argument (fork or spawn), all refer to the
-// same lock. The memory is anonymous and freed by the OS when the last process drops it, so
-// nothing outlives the program, even after SIGKILL.
+// Each class is a copyable handle to an object in the shared heap (mp/heap.hpp: no descriptor of
+// its own): copies, and the copies a child gets when the handle is a Process argument (fork, spawn,
+// forkserver), all refer to the same lock. Its memory is reused once no process holds it, and
+// nothing outlives the program, even after SIGKILL. Serialized, an object is its block(s) as
+// heap::SharedBlock::Wire (arena id + offset; Condition: its lock's, then its own; Barrier: then its
+// action).
 //
 // Timeouts are std::chrono durations; zero polls, a negative timeout counts as zero (CPython).
 // Locks and semaphores are also C++ Lockables (lock/unlock/try_lock/try_lock_for/try_lock_until)

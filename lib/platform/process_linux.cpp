@@ -103,7 +103,10 @@ std::string signal_name(int sig) {
   return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
-std::vector<Handle> inheritable_descriptors() {
+namespace {
+
+// Every open descriptor of this process, from /proc/self/fd (without the listing's own).
+std::vector<Handle> open_descriptors() {
   std::vector<Handle> out;
   DIR* d = ::opendir("/proc/self/fd");
   if (!d) throw_last_error("cannot list /proc/self/fd");
@@ -111,27 +114,27 @@ std::vector<Handle> inheritable_descriptors() {
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const int fd = std::atoi(e->d_name);
-    if (fd == own) continue;
-    const int flags = ::fcntl(fd, F_GETFD);
-    if (flags >= 0 && !(flags & FD_CLOEXEC)) out.push_back(fd);
+    if (fd != own) out.push_back(fd);
   }
   ::closedir(d);
+  return out;
+}
+
+}  // namespace
+
+std::vector<Handle> inheritable_descriptors() {
+  std::vector<Handle> out = open_descriptors();
+  std::erase_if(out, [](Handle fd) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    return flags < 0 || (flags & FD_CLOEXEC);
+  });
   std::sort(out.begin(), out.end());
   return out;
 }
 
 void close_descriptors_except(const std::vector<Handle>& keep) {
-  std::vector<Handle> all;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (!d) throw_last_error("cannot list /proc/self/fd");
-  const int own = ::dirfd(d);
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    const int fd = std::atoi(e->d_name);
-    if (fd > 2 && fd != own && std::find(keep.begin(), keep.end(), fd) == keep.end()) all.push_back(fd);
-  }
-  ::closedir(d);
-  for (Handle fd : all) close_handle(fd);
+  for (Handle fd : open_descriptors())
+    if (fd > 2 && std::find(keep.begin(), keep.end(), fd) == keep.end()) close_handle(fd);
 }
 
 namespace {
