@@ -41,9 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (ring) {
     // The input is at most -max_len (64 KiB), below the ring's size: published in one store.
     mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(reader);
-    mp::detail::PipeRing& r = ch->in_ring();
+    mp::detail::PipeRing& r = mp::detail::PipeChannelAccess::in_ring(*ch);
     const std::size_t n = std::min(size - 1, mp::detail::kPipeRingBytes);
-    for (std::size_t i = 0; i < n; ++i) ch->in_data()[i] = static_cast<char>(data[1 + i]);
+    for (std::size_t i = 0; i < n; ++i) mp::detail::PipeChannelAccess::in_data(*ch)[i] = static_cast<char>(data[1 + i]);
     r.tail.store((n + 7) & ~std::size_t{7});
   } else {
     // Below a Unix socket pair's buffer: no reader needed.

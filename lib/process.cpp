@@ -400,14 +400,14 @@ std::intptr_t Process::sentinel() const {
 Process current_process() {
   detail::Globals& g = detail::globals();
   std::lock_guard lk(g.mutex);
-  return Process(g.current);
+  return detail::ProcessAccess::make(g.current);
 }
 
 std::optional<Process> parent_process() {
   detail::Globals& g = detail::globals();
   std::lock_guard lk(g.mutex);
   if (!g.parent) return std::nullopt;
-  return Process(g.parent);
+  return detail::ProcessAccess::make(g.parent);
 }
 
 std::vector<Process> active_children() {
@@ -416,7 +416,7 @@ std::vector<Process> active_children() {
   std::lock_guard lk(g.mutex);
   std::vector<Process> out;
   out.reserve(g.children.size());
-  for (const auto& s : g.children) out.emplace_back(s);
+  for (const auto& s : g.children) out.push_back(detail::ProcessAccess::make(s));
   return out;
 }
 

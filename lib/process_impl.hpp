@@ -117,4 +117,10 @@ void exit_function() noexcept;
 // Every mp entry point calls this: a spawned child whose main() forgot freeze_support() stops here.
 void check_bootstrapped();
 
+// The library's way to a Process for a shared state (current_process(), active_children()); not
+// part of the public API.
+struct ProcessAccess {
+  static Process make(std::shared_ptr<ProcessState> state) { return Process(std::move(state)); }
+};
+
 }  // namespace mp::detail

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 #include "support/deadline.hpp"
@@ -276,26 +277,24 @@ std::size_t QueueCore::qsize() const {
   return static_cast<std::size_t>((put_count(s) - removed) & kCountMask);
 }
 
-bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) {
-  std::size_t size = 0;
-  for (std::size_t i = 0; i < count; ++i) size += parts[i].size;
-  auto copy_parts = [&](char* out) {
-    for (std::size_t i = 0; i < count; ++i) {
-      if (parts[i].size != 0) std::memcpy(out, parts[i].data, parts[i].size);
-      out += parts[i].size;
-    }
+// ---- The producer's steps (put), each under put_lock unless said otherwise. Every store that
+// another process can see leaves a state the next producer or consumer reads right, even if this
+// one is killed before its next store (the QueueFault points sit between such stores).
+struct QueueCore::ProducerSteps {
+  State& st;
+  Shared& s;
+  const std::uint64_t cap;
+  const std::uint64_t need;  // the frame's bytes: header and padded payload
+
+  // The producers' ring and the number of their next switch frame (see make_switch).
+  struct Current {
+    unsigned ring;
+    std::uint32_t seq;
   };
-  State& st = *state_;
-  Shared& s = *st.shm;
-  const std::uint64_t cap = st.capacity;
-  const bool oob = size > cap / 2;
-  const std::size_t payload = oob ? sizeof(OutOfBand) : size;
-  const std::size_t need = sizeof(FrameHeader) + pad8(payload);
-  const Deadline deadline(timeout);
 
   // The bytes a frame takes at the tail of ring `r` (with the skip to the ring's start), or 0 if
-  // there is no room. The last kSwitchBytes of a ring are kept for a switch frame.
-  auto room = [&](unsigned r, bool refresh) -> std::uint64_t {
+  // there is no room. The last kSwitchBytes of a ring are kept for a switch frame. Lock-free.
+  std::uint64_t room(unsigned r, bool refresh) const {
     const std::uint64_t t = s.tail[r].load(std::memory_order_acquire), h = st.head(r, refresh);
     const std::uint64_t pos = pos_of(t) & (cap - 1);
     const std::uint64_t used = (pos_of(t) - pos_of(h)) & kPosMask;
@@ -309,38 +308,35 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     const std::uint64_t total = need + (cap - pos < need ? cap - pos : 0);
     if (cap - used < total + kSwitchBytes) return 0;
     return total;
-  };
-  auto room_in = [&](unsigned r) -> std::uint64_t {
+  }
+  std::uint64_t room_in(unsigned r) const {
     if (const std::uint64_t n = room(r, false)) return n;
     return room(r, true);
-  };
-  // The producers' ring and the number of their next switch frame (see make_switch).
-  struct Current {
-    unsigned ring;
-    std::uint32_t seq;
-  };
-  auto current = [&]() -> Current {
+  }
+
+  Current current() const {
     const std::uint64_t w = s.switched.load(std::memory_order_relaxed);
     const unsigned from = ring_of(w);
     if (pos_of(s.tail[from].load(std::memory_order_relaxed)) != pos_of(w)) return {1 - from, seq_of(w) + 1};
     return {from, seq_of(w)};
-  };
+  }
+
   // Whether ring `r` (not the producers') holds nothing for consumers: it is empty, or holds only
   // the wrap frame of a restart whose producer was killed before the second store.
-  auto vacant = [&](unsigned r) {
+  bool vacant(unsigned r) const {
     const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed), h = st.head(r, true);
     if (t == h) return true;
     const std::uint64_t pos = pos_of(h) & (cap - 1);
     FrameHeader fh;
     std::memcpy(&fh, st.ring(r) + pos, sizeof fh);
     return fh.kind == kWrap && count_of(t) == count_of(h) && ((pos_of(t) - pos_of(h)) & kPosMask) == cap - pos;
-  };
-  // Sends the consumers from the current ring to the other one. A vacant target ring (no consumer
-  // is in it, nor can enter it before the switch frame is committed) is first restarted at its
-  // start: a wrap frame, then both ends past it (a producer killed between the two stores leaves a
-  // bare wrap frame, which the next restart completes and consumers pass).
-  auto switch_ring = [&](Current c) {
-    const unsigned to = 1 - c.ring;
+  }
+
+  // Restarts the vacant ring `to` at its start (no consumer is in it, nor can enter it before the
+  // switch frame is committed): a wrap frame, then both ends past it. A producer killed between
+  // the two stores (QueueFault::producer_restart_half_done) leaves a bare wrap frame, which the
+  // next restart completes and consumers pass.
+  void restart_vacant(unsigned to) {
     const std::uint64_t tt = s.tail[to].load(std::memory_order_relaxed);
     const std::uint64_t tpos = pos_of(tt) & (cap - 1);
     if (vacant(to)) {
@@ -354,6 +350,14 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
       fault_point(QueueFault::producer_restart_half_done);
       s.head[to].store(nt, std::memory_order_release);
     }
+  }
+
+  // Sends the consumers from the current ring to the other one: the switch is recorded in
+  // `switched` before its frame is committed by the tail's store, so a producer killed between
+  // the two (QueueFault::producer_switch_recorded) or after them (producer_switch_committed)
+  // leaves a state current() reads right.
+  void switch_ring(Current c) {
+    restart_vacant(1 - c.ring);
     const std::uint64_t t = s.tail[c.ring].load(std::memory_order_relaxed);
     s.switched.store(make_switch(c.ring, c.seq, pos_of(t)), std::memory_order_relaxed);
     const FrameHeader sw{c.seq & kSeqMask, kSwitch};
@@ -361,13 +365,13 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     fault_point(QueueFault::producer_switch_recorded);
     s.tail[c.ring].store(make_word(count_of(t), pos_of(t) + kSwitchBytes), std::memory_order_release);
     fault_point(QueueFault::producer_switch_committed);
-  };
+  }
 
   // Waits (holding put_lock) until ring `r` is vacant, while consumers keep removing items: the
   // producer then stays within the rings' hot parts instead of running ahead into cold memory.
   // False when consumers made no progress for kProgressWindow, after kMaxHotWait, or at the
   // deadline.
-  auto wait_for_empty = [&](unsigned r, const Deadline& deadline) {
+  bool wait_for_empty(unsigned r, const Deadline& deadline) {
     if (!platform::several_cpus() || st.cold.load(std::memory_order_relaxed)) return false;
     // The ring empties only when a consumer removes something, which bumps head_seq: only that
     // word is watched (its line is written by consumers anyway), looks paced as a spin's.
@@ -388,7 +392,62 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
       }
       if (deadline.passed()) return false;
     }
+  }
+
+  // Picks the ring for the item, switching when past the hot part of the current one (once the
+  // other is empty) or out of room where the other has some. Returns the ring and the bytes the
+  // frame takes there (0: no room); `switched` says a switch frame was committed.
+  std::pair<unsigned, std::uint64_t> choose_ring(const Deadline& deadline, bool& switched) {
+    Current c = current();
+    const bool hot_switch =
+        (pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1)) >= kHotBytes &&
+        (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
+    std::uint64_t total = hot_switch ? 0 : room_in(c.ring);
+    if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
+      switch_ring(c);
+      switched = true;
+      st.cold.store(false, std::memory_order_relaxed);
+      c = current();
+      total = room_in(c.ring);
+    }
+    return {c.ring, total};
+  }
+
+  // Writes the frame (after a wrap frame when it does not fit before the ring's end) and commits
+  // it with one store of the tail: consumers never see a torn item, and a producer killed before
+  // that store leaves no trace but unreferenced bytes past the tail.
+  template <class Fill>
+  void write_and_commit(unsigned r, std::uint64_t total, const FrameHeader& fh, Fill fill) {
+    const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed);
+    char* ring = st.ring(r);
+    std::uint64_t pos = pos_of(t) & (cap - 1);
+    if (total > need) {  // no room before the end: send readers back to the start
+      const FrameHeader wrap{0, kWrap};
+      std::memcpy(ring + pos, &wrap, sizeof wrap);
+      pos = 0;
+    }
+    std::memcpy(ring + pos, &fh, sizeof fh);
+    fill(ring + pos + sizeof fh);
+    s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
+  }
+};
+
+bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) {
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < count; ++i) size += parts[i].size;
+  auto copy_parts = [&](char* out) {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (parts[i].size != 0) std::memcpy(out, parts[i].data, parts[i].size);
+      out += parts[i].size;
+    }
   };
+  State& st = *state_;
+  Shared& s = *st.shm;
+  const std::uint64_t cap = st.capacity;
+  const bool oob = size > cap / 2;
+  const std::size_t payload = oob ? sizeof(OutOfBand) : size;
+  ProducerSteps producer{st, s, cap, sizeof(FrameHeader) + pad8(payload)};
+  const Deadline deadline(timeout);
 
   UniqueHandle item_fd;
   if (oob) item_fd.reset(make_item_memory(size, copy_parts));
@@ -400,28 +459,18 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   // The first pass takes the lock at once (room is the common case); later passes first wait
   // for room without it.
   for (bool first = true;; first = false) {
-    auto ready = [&] { return room_in(0) != 0 || room_in(1) != 0; };
+    auto ready = [&] { return producer.room_in(0) != 0 || producer.room_in(1) != 0; };
     if (!first && !wait_until(ready, s.head_seq, deadline, t_put_spin)) return false;
     if (!acquire_within(guard, deadline)) return false;
-    Current c = current();
-    // Past the hot part once the other ring is empty, or out of room where the other has some:
-    // switch.
-    const bool hot_switch =
-        (pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1)) >= kHotBytes &&
-        (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
-    total = hot_switch ? 0 : room_in(c.ring);
-    if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
-      switch_ring(c);
-      wake_consumers |= count_event(s.tail_seq);
-      st.cold.store(false, std::memory_order_relaxed);
-      c = current();
-      total = room_in(c.ring);
-    }
-    r = c.ring;
-    // An out-of-band item also needs room in the socket buffer (about 250 items in flight).
+    bool switched = false;
+    std::tie(r, total) = producer.choose_ring(deadline, switched);
+    if (switched) wake_consumers |= count_event(s.tail_seq);
+    // An out-of-band item also needs room in the socket buffer (about 250 items in flight); it is
+    // sent before the commit (a producer killed in between leaves a message the next consumer
+    // drops as stale).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
-      if (platform::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;  // before the commit
+      if (platform::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;
       total = 0;
     }
     if (total != 0) break;
@@ -429,113 +478,103 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     if (std::exchange(wake_consumers, false)) wake_sleepers(s.tail_seq);
     if (deadline.nonblocking() || deadline.passed()) return false;
     if (oob) {
-      Nanos left;
-      const Nanos* wait = deadline.remaining(left);
-      Nanos slice = std::chrono::milliseconds(10);  // consumers drain it without telling
-      if (wait) slice = std::min(slice, *wait);
+      const Nanos slice = deadline.left(std::chrono::milliseconds(10));  // consumers drain it without telling
       platform::wait_writable(st.send_fd, &slice);
     }
   }
 
-  const std::uint64_t t = s.tail[r].load(std::memory_order_relaxed);
-  char* ring = st.ring(r);
-  std::uint64_t pos = pos_of(t) & (cap - 1);
-  if (total > need) {  // no room before the end: send readers back to the start
-    const FrameHeader wrap{0, kWrap};
-    std::memcpy(ring + pos, &wrap, sizeof wrap);
-    pos = 0;
-  }
   const FrameHeader fh{static_cast<std::uint32_t>(payload), oob ? kOutOfBand : kInline};
-  std::memcpy(ring + pos, &fh, sizeof fh);
   if (oob) {
-    const OutOfBand ref{oob_tag, size};
-    std::memcpy(ring + pos + sizeof fh, &ref, sizeof ref);
+    producer.write_and_commit(r, total, fh, [&](char* out) {
+      const OutOfBand ref{oob_tag, size};
+      std::memcpy(out, &ref, sizeof ref);
+    });
   } else {
-    copy_parts(ring + pos + sizeof fh);
+    producer.write_and_commit(r, total, fh, copy_parts);
   }
-  s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
   wake_consumers |= count_event(s.tail_seq);
   guard.release();
   if (wake_consumers) wake_sleepers(s.tail_seq);
   return true;
 }
 
-MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
-  State& st = *state_;
-  Shared& s = *st.shm;
-  const std::uint64_t cap = st.capacity;
-  const Deadline deadline(timeout);
-  auto available = [&] {
-    const unsigned r = ring_of(s.reader.load(std::memory_order_acquire));
-    return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
-  };
+// ---- The consumer's steps (get), under get_lock. As for producers, each store leaves a state
+// the next consumer reads right if this one is killed after it.
+struct QueueCore::ConsumerSteps {
+  State& st;
+  Shared& s;
+  const std::uint64_t cap;
   bool wake_producers = false;
-  auto removed = [&] { wake_producers |= count_event(s.head_seq); };
+
+  // The item at the consumers' head.
+  struct Frame {
+    unsigned ring = 0;
+    std::uint64_t head = 0;  // the head word before it
+    std::uint64_t pos = 0;   // its byte position in the ring
+    FrameHeader header{};
+  };
+
+  void removed() { wake_producers |= count_event(s.head_seq); }
   // Releases the consumers' lock, then wakes producers waiting for room if any.
-  auto finish = [&](FutexLockGuard& guard) {
+  void finish(FutexLockGuard& guard) {
     guard.release();
     if (std::exchange(wake_producers, false)) wake_sleepers(s.head_seq);
-  };
-
-  FutexLockGuard guard(s.get_lock);
-  unsigned r = 0;
-  std::uint64_t h = 0, pos = 0;
-  FrameHeader fh{};
-  // The first pass takes the lock at once; later passes first wait for a frame without it.
-  for (bool first = true;; first = false) {
-    if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
-    if (!acquire_within(guard, deadline)) return false;
-    // Frames that are not items (switch, wrap) are passed under the lock until an item or the
-    // tail is reached; each pass is one store of the head, a state as valid as any other.
-    bool item = false;
-    for (;;) {
-      const std::uint64_t reader = s.reader.load(std::memory_order_relaxed);
-      r = ring_of(reader);
-      h = s.head[r].load(std::memory_order_relaxed);
-      if (!st.has_frame(r, h)) break;
-      const char* ring = st.ring(r);
-      pos = pos_of(h) & (cap - 1);
-      std::memcpy(&fh, ring + pos, sizeof fh);
-      if (fh.kind == kSwitch) {
-        if (fh.size == seq_of(reader)) {
-          // First the consumers' ring, then the head past the frame: a consumer killed between
-          // the two leaves a frame already acted on, which the next one recognizes by its number
-          // (two behind: it comes back to this ring through the next switch) and passes.
-          s.reader.store(make_reader(1 - r, seq_of(reader) + 1), std::memory_order_relaxed);
-          fault_point(QueueFault::consumer_switch_recorded);
-        } else if (fh.size != ((seq_of(reader) - 2) & kSeqMask)) {
-          throw ProcessError("mp: corrupt queue (bad switch frame)");
-        }
-        s.head[r].store(make_word(count_of(h), pos_of(h) + kSwitchBytes), std::memory_order_release);
-        removed();
-        continue;
-      }
-      if (fh.kind == kWrap) {  // the rest of the ring is unused: go on at its start
-        s.head[r].store(make_word(count_of(h), pos_of(h) + (cap - pos)), std::memory_order_release);
-        removed();
-        continue;
-      }
-      item = true;
-      break;
-    }
-    if (item) break;
-    finish(guard);
-    if (deadline.nonblocking() || deadline.passed()) return false;
   }
 
-  const bool valid = (fh.kind == kInline || (fh.kind == kOutOfBand && fh.size == sizeof(OutOfBand))) &&
-                     sizeof fh + pad8(fh.size) <= cap - pos;
-  if (!valid) throw ProcessError("mp: corrupt queue (bad frame header)");
-  const std::uint64_t nh = make_word(count_of(h) + 1, pos_of(h) + sizeof fh + pad8(fh.size));
-  const char* payload = st.ring(r) + pos + sizeof fh;
-
-  auto commit = [&] {
-    s.head[r].store(nh, std::memory_order_release);
+  // Follows a switch frame numbered `number` at head `h` of ring `r`: first the consumers' ring,
+  // then the head past the frame. A consumer killed between the two
+  // (QueueFault::consumer_switch_recorded) leaves a frame already acted on, which the next one
+  // recognizes by its number (two behind: it comes back to this ring through the next switch)
+  // and passes.
+  void pass_switch(std::uint64_t reader, unsigned r, std::uint64_t h, std::uint32_t number) {
+    if (number == seq_of(reader)) {
+      s.reader.store(make_reader(1 - r, seq_of(reader) + 1), std::memory_order_relaxed);
+      fault_point(QueueFault::consumer_switch_recorded);
+    } else if (number != ((seq_of(reader) - 2) & kSeqMask)) {
+      throw ProcessError("mp: corrupt queue (bad switch frame)");
+    }
+    s.head[r].store(make_word(count_of(h), pos_of(h) + kSwitchBytes), std::memory_order_release);
     removed();
-  };
+  }
+  // A wrap frame: the rest of the ring is unused; one store moves the head to its start.
+  void pass_wrap(unsigned r, std::uint64_t h, std::uint64_t pos) {
+    s.head[r].store(make_word(count_of(h), pos_of(h) + (cap - pos)), std::memory_order_release);
+    removed();
+  }
+
+  // Passes the frames that are not items (switch, wrap) until an item or the tail is reached;
+  // each pass is one store of the head, a state as valid as any other. True with `f` set at an
+  // item; false when the queue is empty.
+  bool find_item(Frame& f) {
+    for (;;) {
+      const std::uint64_t reader = s.reader.load(std::memory_order_relaxed);
+      f.ring = ring_of(reader);
+      f.head = s.head[f.ring].load(std::memory_order_relaxed);
+      if (!st.has_frame(f.ring, f.head)) return false;
+      f.pos = pos_of(f.head) & (cap - 1);
+      std::memcpy(&f.header, st.ring(f.ring) + f.pos, sizeof f.header);
+      if (f.header.kind == kSwitch) {
+        pass_switch(reader, f.ring, f.head, f.header.size);
+      } else if (f.header.kind == kWrap) {
+        pass_wrap(f.ring, f.head, f.pos);
+      } else {
+        return true;
+      }
+    }
+  }
+
+  // Removes the item with one store of the head: until then it stays in the queue for the next
+  // consumer (a consumer killed while decoding loses nothing).
+  void commit(const Frame& f) {
+    const FrameHeader& fh = f.header;
+    s.head[f.ring].store(make_word(count_of(f.head) + 1, pos_of(f.head) + sizeof fh + pad8(fh.size)),
+                         std::memory_order_release);
+    removed();
+  }
+
   // Drops out-of-band messages of items that are gone: tags below `below` (a producer that died
   // between sending and committing, or a consumer that died between committing and dropping).
-  auto drop_stale = [&](std::uint64_t below) {
+  void drop_stale(std::uint64_t below) {
     for (;;) {
       std::uint64_t tag = 0;
       platform::Handle fd = platform::kInvalidHandle;
@@ -544,27 +583,35 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
       if (tag >= below) return;
       if (platform::receive_descriptor(st.recv_fd, tag, fd, false)) platform::close_handle(fd);
     }
-  };
+  }
 
-  if (fh.kind == kInline) {
+  // An item in the ring: decoded in place, then committed; one that does not decode is dropped
+  // (committed), not retried forever.
+  void take_inline(const Frame& f, Consumer consume, void* context, FutexLockGuard& guard) {
+    const char* payload = st.ring(f.ring) + f.pos + sizeof f.header;
     try {
-      consume(context, payload, fh.size);
+      consume(context, payload, f.header.size);
     } catch (...) {
-      commit();  // an item that does not decode is dropped, not retried forever
+      commit(f);
       finish(guard);
       throw;
     }
-    commit();
-  } else {
+    commit(f);
+  }
+
+  // An out-of-band item: its memory arrives on the socket, tagged; stale messages before it are
+  // dropped first. It is committed whether or not it decodes, then its message is dropped.
+  MP_CATCHES_FORCED_UNWIND void take_out_of_band(const Frame& f, Consumer consume, void* context,
+                                                 FutexLockGuard& guard) {
     OutOfBand ref;
-    std::memcpy(&ref, payload, sizeof ref);
+    std::memcpy(&ref, st.ring(f.ring) + f.pos + sizeof f.header, sizeof ref);
     drop_stale(ref.tag);
     std::uint64_t tag = 0;
     platform::Handle fd = platform::kInvalidHandle;
     const bool found = platform::receive_descriptor(st.recv_fd, tag, fd, true);
     const UniqueHandle item(found ? fd : platform::kInvalidHandle);
     if (!found || tag != ref.tag || platform::shared_memory_size(item.get()) < ref.size) {
-      commit();
+      commit(f);
       finish(guard);
       throw ProcessError("mp: an out-of-band queue item is missing");
     }
@@ -581,21 +628,53 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
       mapping.size = ref.size;
       consume(context, static_cast<const char*>(mapping.at), ref.size);
     } catch (const ForcedUnwind&) {  // the decoder ended its thread: the item is consumed
-      commit();
+      commit(f);
       drop_stale(ref.tag + 1);
       finish(guard);
       throw;
     } catch (...) {
       error = std::current_exception();
     }
-    commit();
+    commit(f);
     drop_stale(ref.tag + 1);
     if (error) {
       finish(guard);
       std::rethrow_exception(error);
     }
   }
-  finish(guard);
+};
+
+MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
+  State& st = *state_;
+  Shared& s = *st.shm;
+  const std::uint64_t cap = st.capacity;
+  const Deadline deadline(timeout);
+  auto available = [&] {
+    const unsigned r = ring_of(s.reader.load(std::memory_order_acquire));
+    return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
+  };
+  ConsumerSteps consumer{st, s, cap};
+
+  FutexLockGuard guard(s.get_lock);
+  ConsumerSteps::Frame f;
+  // The first pass takes the lock at once; later passes first wait for a frame without it.
+  for (bool first = true;; first = false) {
+    if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
+    if (!acquire_within(guard, deadline)) return false;
+    if (consumer.find_item(f)) break;
+    consumer.finish(guard);
+    if (deadline.nonblocking() || deadline.passed()) return false;
+  }
+
+  const FrameHeader& fh = f.header;
+  const bool valid = (fh.kind == kInline || (fh.kind == kOutOfBand && fh.size == sizeof(OutOfBand))) &&
+                     sizeof fh + pad8(fh.size) <= cap - f.pos;
+  if (!valid) throw ProcessError("mp: corrupt queue (bad frame header)");
+  if (fh.kind == kInline)
+    consumer.take_inline(f, consume, context, guard);
+  else
+    consumer.take_out_of_band(f, consume, context, guard);
+  consumer.finish(guard);
   return true;
 }
 

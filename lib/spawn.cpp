@@ -133,7 +133,6 @@ PreparationData receive_preparation_data(int data_fd) {
     }
     static std::vector<platform::Handle>* s_inherited;
     s_inherited = &inherited;
-    bool ready = false;
     code = run_in_child([&] {
       reduction::detail::ReceiveScope scope(inherited);
       try {
@@ -142,14 +141,12 @@ PreparationData receive_preparation_data(int data_fd) {
           s_inherited->clear();
           report_ready();
         });
-        ready = true;
       } catch (const std::exception& e) {
         if (g_status != platform::kInvalidHandle)
           fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
         throw;
       }
     }, &spawned_child_exit);
-    (void)ready;
   }
   spawned_child_exit(code);
 }

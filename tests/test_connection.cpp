@@ -869,10 +869,10 @@ namespace {
 void inject(const mp::Connection& c, const void* bytes, std::size_t size) {
   mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(c);
   ASSERT_NE(ch, nullptr);
-  mp::detail::PipeRing& r = ch->in_ring();
+  mp::detail::PipeRing& r = mp::detail::PipeChannelAccess::in_ring(*ch);
   const std::uint64_t tail = r.tail.load();
   for (std::size_t i = 0; i < size; ++i)
-    ch->in_data()[(tail + i) % mp::detail::kPipeRingBytes] = static_cast<const char*>(bytes)[i];
+    mp::detail::PipeChannelAccess::in_data(*ch)[(tail + i) % mp::detail::kPipeRingBytes] = static_cast<const char*>(bytes)[i];
   r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
 }
 }  // namespace
@@ -899,7 +899,7 @@ TEST(Connection, GarbageInTheRingIsAnError) {
   }
   {
     auto [a, b] = mp::Pipe();
-    mp::detail::ConnectionAccess::pipe(b)->in_ring().tail.store(std::uint64_t{1} << 40);  // beyond the ring
+    mp::detail::PipeChannelAccess::in_ring(*mp::detail::ConnectionAccess::pipe(b)).tail.store(std::uint64_t{1} << 40);  // beyond the ring
     EXPECT_THROW(b.recv_bytes(), mp::OSError);
   }
   {  // 3 GiB announced over the maximum: refused before anything is allocated, and closed

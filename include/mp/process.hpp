@@ -39,6 +39,7 @@ class Process;
 namespace detail {
 
 struct ProcessState;
+struct ProcessAccess;
 using AnyFunction = void (*)();
 // Deserializes the arguments, calls ready() (the child is bootstrapped), then calls the function;
 // instantiated per target signature.
@@ -255,11 +256,9 @@ class MP_API Process {
   // A handle that becomes ready when the child ends (a pidfd on Linux), for connection::wait.
   std::intptr_t sentinel() const;
 
-  // For the library: the shared state (same for all copies).
-  const std::shared_ptr<detail::ProcessState>& state() const noexcept { return state_; }
-  explicit Process(std::shared_ptr<detail::ProcessState> state) : state_(std::move(state)) {}
-
  private:
+  friend struct detail::ProcessAccess;  // lib/process_impl.hpp: the library's entry points
+  explicit Process(std::shared_ptr<detail::ProcessState> state) : state_(std::move(state)) {}
   Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetBase> target);
   void join_for(std::chrono::nanoseconds timeout);
   template <class Derived>

@@ -101,6 +101,8 @@ class MP_API QueueCore {
 
  private:
   struct State;
+  struct ProducerSteps;  // lib/queues.cpp: put()'s steps, each with its crash-consistency argument
+  struct ConsumerSteps;  // get()'s
   std::uint64_t send_token(int which) const;
   void attach(std::uint64_t send_token, std::uint64_t receive_token);
   heap::SharedBlock block_;

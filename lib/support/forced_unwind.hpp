@@ -13,7 +13,7 @@
 #define MP_CATCHES_FORCED_UNWIND
 #endif
 
-#if defined(__GLIBCXX__) && __has_include(<cxxabi.h>)
+#if defined(__GLIBCXX__)  // libstdc++ always ships <cxxabi.h>
 #include <cxxabi.h>
 namespace mp::detail {
 using ForcedUnwind = abi::__forced_unwind;

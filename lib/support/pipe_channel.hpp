@@ -81,6 +81,13 @@ struct PipeMapping {
   ~PipeMapping();
 };
 
+class PipeChannel;
+// For tests and the fuzz target only: the ring an end receives from, to corrupt or inspect it.
+struct PipeChannelAccess {
+  static PipeRing& in_ring(const PipeChannel& ch) noexcept;
+  static char* in_data(const PipeChannel& ch) noexcept;
+};
+
 class PipeChannel {
  public:
   // Both ends of a new Pipe over the socket pair {s0, s1} (not owned).
@@ -121,11 +128,11 @@ class PipeChannel {
   // Closes this process's descriptor-mode handles. The memfd and mapping go with the object.
   void close() noexcept;
 
-  // For tests and the fuzz target: the ring this end receives from and its bytes.
+ private:
+  friend struct PipeChannelAccess;
+  // The ring this end receives from and its bytes.
   PipeRing& in_ring() const noexcept { return shared()->ring[1 - end_]; }
   char* in_data() const noexcept { return data(1 - end_); }
-
- private:
   enum class Wait { data, eof, timeout };
   PipeChannel(std::shared_ptr<PipeMapping> map, int end, platform::Handle socket)
       : map_(std::move(map)), end_(end), sock_(socket) {}
@@ -163,6 +170,9 @@ class PipeChannel {
   // The out ring's head as last read by this process's senders (under send_lock).
   std::uint64_t head_seen_ = 0;
 };
+
+inline PipeRing& PipeChannelAccess::in_ring(const PipeChannel& ch) noexcept { return ch.in_ring(); }
+inline char* PipeChannelAccess::in_data(const PipeChannel& ch) noexcept { return ch.in_data(); }
 
 }  // namespace mp::detail
 
