@@ -146,6 +146,12 @@ class QueueBase {
   void put(const T& obj, bool block, std::chrono::duration<Rep, Period> timeout) {
     put(obj, block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
   }
+  // put(obj, timeout): Python's q.put(obj, timeout=1) — blocks at most `timeout`. A duration
+  // only: a number in second place would be Python's `block`.
+  template <class Rep, class Period>
+  void put(const T& obj, std::chrono::duration<Rep, Period> timeout) {
+    put(obj, true, timeout);
+  }
   void put_nowait(const T& obj) { put(obj, false); }
 
   // Queue.get(block, timeout). Throws Empty when no item comes (at once if !block).
@@ -159,6 +165,11 @@ class QueueBase {
   template <class Rep, class Period>
   T get(bool block, std::chrono::duration<Rep, Period> timeout) {
     return get(block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
+  }
+  // get(timeout): Python's q.get(timeout=1), e.g. q.get(1s) (a number would be Python's `block`).
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    return get(true, timeout);
   }
   T get_nowait() { return get(false); }
 
