@@ -128,7 +128,10 @@ inline constexpr bool kRawBytes = reduction::detail::MemcpySerializable<T> ||
 template <class T>
 class QueueBase {
   static_assert(reduction::is_picklable_v<T>,
-                "mp::Queue<T>: T must be serializable (see mp/reduction.hpp)");
+                "mp::Queue<T>: T must be serializable (see mp/reduction.hpp). A trivially copyable "
+                "struct is sent as raw bytes only if it holds no pointer (use std::string, not "
+                "const char*) and mp can check its fields, else give it serialize() or opt in with "
+                "mp::reduction::enable_raw_bytes<T>");
 
  public:
   explicit QueueBase(std::uint64_t maxsize) : core_(maxsize, reduction::detail::type_tag<T>()) {}
@@ -235,9 +238,9 @@ class QueueBase {
           const E* first = reinterpret_cast<const E*>(bytes);
           static_cast<std::optional<T>*>(ctx)->emplace(first, first + n);
         } else {
-          T& out = static_cast<std::optional<T>*>(ctx)->emplace();
-          out.resize(n);
-          if (n != 0) std::memcpy(out.data(), bytes, n * sizeof(E));
+          T& value = static_cast<std::optional<T>*>(ctx)->emplace();
+          value.resize(n);
+          if (n != 0) std::memcpy(value.data(), bytes, n * sizeof(E));
         }
       } else {
         static_cast<std::optional<T>*>(ctx)->emplace(reduction::load_from<T>(data, size));
