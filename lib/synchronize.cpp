@@ -58,7 +58,6 @@ struct ConditionState {
   std::atomic<std::uint32_t> tokens{0};
   std::atomic<std::uint32_t> nseq{0};          // the futex word waiters sleep on
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
-  std::atomic<std::int32_t> signal_tid{0};   // the thread that made it
 };
 
 // Barrier state, guarded by `lock` (fields marked atomic are also read or slept on without it).
@@ -107,11 +106,6 @@ constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
 // Spinning before sleeping (lib/spin.hpp), adapted per thread and kind of wait.
 constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin, t_barrier_spin;
-// A notified Condition waiter taking its lock back: the notifier holds it a moment more (until its
-// own wait() or release()), so this is a hand-off, polled at hand-off pace with the notifier's CPU
-// as hint; the lock's own spin (lock pace, budget shared with contended locks) would often give up
-// and sleep, making every ping-pong pay a cross-CPU wake-up (41.6 us).
-constinit thread_local Spinner t_condition_relock_spin;
 
 // A deadline from an optional timeout (null: none). Very long timeouts count as none.
 class Deadline {
@@ -375,15 +369,7 @@ Condition::Condition(RLock lock) : lock_(std::move(lock)) {
 void Condition::attach() { state_ = static_cast<detail::ConditionState*>(block_.data()); }
 
 bool Condition::acquire(bool block) {
-  // A condition's lock is held for moments (a check, a notify, until wait() releases it) and is
-  // typically wanted again at once by the side that just released it: poll at hand-off pace
-  // before the lock's own wait, whose sparse lock-pace looks tend to miss such short gaps and
-  // sleep (a cross-CPU wake-up per round).
-  auto try_acquire = [&] { return std::visit([](auto& l) { return l.acquire(false); }, lock_); };
-  if (try_acquire()) return true;
-  if (!block) return false;
-  if (detail::t_condition_relock_spin.spin(try_acquire)) return true;
-  return std::visit([](auto& l) { return l.acquire(true); }, lock_);
+  return std::visit([&](auto& l) { return l.acquire(block); }, lock_);
 }
 void Condition::release() {
   std::visit([](auto& l) { l.release(); }, lock_);
@@ -407,20 +393,7 @@ bool Condition::wait_impl(const Nanos* timeout) {
   } else {
     std::get<Lock>(lock_).release();
   }
-  auto try_restore_lock = [&] {
-    if (auto* r = std::get_if<RLock>(&lock_)) {
-      static constexpr Nanos poll{0};
-      const Acquire a = r->state_->lock.acquire(&poll);
-      if (a == Acquire::timed_out) return false;
-      detail::note_acquired(*r->state_, a, platform::cached_tid());
-      r->state_->count.store(depth, std::memory_order_relaxed);
-      return true;
-    }
-    return std::get<Lock>(lock_).acquire(false);
-  };
   auto restore_lock = [&] {
-    if (try_restore_lock()) return;
-    if (detail::t_condition_relock_spin.spin(try_restore_lock, state_->signal_cpu.load(std::memory_order_relaxed))) return;
     if (auto* r = std::get_if<RLock>(&lock_)) {
       r->acquire_restore(depth);
     } else {
@@ -430,13 +403,7 @@ bool Condition::wait_impl(const Nanos* timeout) {
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      // The last notifier's CPU tells where the next one runs, unless it was this thread (a
-      // ping-pong: the peer notified by us will notify next, from elsewhere). Taken as the peer's,
-      // it made every waiter of a ping-pong sleep at once: a cross-CPU wake-up per hand-off.
-      const int hint = state_->signal_tid.load(std::memory_order_relaxed) == platform::cached_tid()
-                           ? detail::Spinner::kUnknownCpu
-                           : state_->signal_cpu.load(std::memory_order_relaxed);
-      woken = detail::t_condition_spin.spin(take, hint);
+      woken = detail::t_condition_spin.spin(take, state_->signal_cpu.load(std::memory_order_relaxed));
       const Deadline d(timeout);
       while (!woken && !d.passed()) {
         const std::uint32_t seen = nseq.load(std::memory_order_seq_cst);
@@ -474,7 +441,6 @@ void Condition::notify(int n) {
   if (k == 0) return;
   state_->sleepers.fetch_sub(k);
   state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
-  state_->signal_tid.store(platform::cached_tid(), std::memory_order_relaxed);
   state_->tokens.fetch_add(k, std::memory_order_seq_cst);
   state_->nseq.fetch_add(1, std::memory_order_seq_cst);
   platform::wake_address(&state_->nseq, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
