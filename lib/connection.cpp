@@ -327,6 +327,12 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
 // closed; they are armed before the sleep so that a sender wakes their socket, and disarmed after.
 // fileno() is not used: waiting never puts a connection in descriptor mode.
 std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
+  std::vector<Waitable> ready;
+  for (const std::size_t i : wait_indexes(objects, timeout)) ready.push_back(objects[i]);
+  return ready;
+}
+
+std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
   std::vector<platform::Handle> handles;
   std::vector<detail::PipeChannel*> pipes;
   handles.reserve(objects.size());
@@ -360,13 +366,13 @@ std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::
     const auto ready_idx = platform::wait_any(handles, any || !deadline.forever() ? &left : nullptr);
     std::vector<bool> socket_ready(objects.size(), false);
     for (const std::size_t i : ready_idx) socket_ready[i] = true;
-    std::vector<Waitable> ready;
+    std::vector<std::size_t> ready;
     for (std::size_t i = 0; i < objects.size(); ++i) {
       if (pipes[i]) {
         if (armed) pipes[i]->finish_wait(socket_ready[i], armed_here[i]);
-        if (pipes[i]->ready_now() || (socket_ready[i] && pipes[i]->ready())) ready.push_back(objects[i]);
+        if (pipes[i]->ready_now() || (socket_ready[i] && pipes[i]->ready())) ready.push_back(i);
       } else if (socket_ready[i]) {
-        ready.push_back(objects[i]);
+        ready.push_back(i);
       }
     }
     if (!ready.empty() || deadline.passed()) return ready;

@@ -18,6 +18,7 @@
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
 #include "support/unique_handle.hpp"
+#include "util_impl.hpp"
 
 namespace mp::detail {
 
@@ -56,6 +57,9 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
   d.parent_pid = platform::current_pid();
   d.parent_name = current_process().name();
   d.start_method = get_start_method();
+  const LogSettings log = log_settings();
+  d.log_level = log.level;
+  d.log_to_stderr = log.to_stderr;
   if (state.target) {
     reduction::detail::SendScope scope(handles);
     heap::detail::LeaseScope lease_scope(lease);

@@ -15,6 +15,7 @@
 #include "platform/system.hpp"
 #include "platform/wait.hpp"
 #include "process_impl.hpp"
+#include "mp/util.hpp"
 
 namespace mp {
 namespace detail {
@@ -123,7 +124,16 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   g.parent = std::move(parent);
 }
 
+int run_body(const std::function<void()>& body, void (*leave)(int code));
+
 MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body, void (*leave)(int code)) {
+  const int code = run_body(body, leave);
+  util::info("process exiting with exitcode " + std::to_string(code));
+  return code;
+}
+
+MP_CATCHES_FORCED_UNWIND int run_body(const std::function<void()>& body, void (*leave)(int code)) {
+  util::info("child process calling self.run()");
   try {
     body();
     return 0;
@@ -131,6 +141,7 @@ MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body, voi
     // pthread_exit() in the target (or a cancellation): the target's thread has ended, as if it
     // returned. The unwind must not continue into the frames below the target (under fork, the
     // parent's own frames), so the child leaves from here, with code 0.
+    util::info("process exiting with exitcode 0");
     leave(0);
     std::abort();  // not reached: leave() does not return
   } catch (const std::exception& e) {
@@ -151,9 +162,16 @@ void exit_function() noexcept {
   // last lines, then the late child's).
   platform::flush_stdio();
   try {
+    util::info("process shutting down");
     for (Process& p : active_children())
-      if (p.daemon()) p.terminate();
-    for (Process& p : active_children()) p.join();
+      if (p.daemon()) {
+        util::info("calling terminate() for daemon " + p.name());
+        p.terminate();
+      }
+    for (Process& p : active_children()) {
+      util::info("calling join() for process " + p.name());
+      p.join();
+    }
   } catch (...) {
   }
   platform::flush_stdio();
@@ -221,6 +239,7 @@ void Process::run() {
 
 void Process::start() {
   detail::check_bootstrapped();
+  adopt_class_name();
   ProcessState& s = *state_;
   if (s.kind != Kind::Child) throw std::logic_error("cannot start a process twice");
   {
@@ -344,8 +363,32 @@ std::optional<int> Process::pid() const {
   return s.popen->pid();
 }
 
-const std::string& Process::name() const { return state_->name; }
-void Process::set_name(std::string name) { state_->name = std::move(name); }
+// CPython names a process after its class: "Process-1", or "Worker-1" for a subclass Worker. The
+// dynamic type is known only after construction, so the default name is settled on first use.
+void Process::adopt_class_name() const {
+  ProcessState& s = *state_;
+  if (s.kind != Kind::Child || typeid(*this) == typeid(Process)) return;
+  std::lock_guard lk(s.mutex);
+  if (s.class_named) return;
+  s.class_named = true;
+  std::string cls = platform::demangle(typeid(*this).name());
+  // The unqualified name, without template arguments (Python's type(self).__name__).
+  const std::size_t open = std::min(cls.find('<'), cls.size());
+  const std::size_t colons = cls.rfind("::", open);
+  if (colons != std::string::npos) cls.erase(0, colons + 2);
+  const std::size_t dash = s.name.find('-');
+  if (dash != std::string::npos && !cls.empty()) s.name = cls + s.name.substr(dash);
+}
+
+const std::string& Process::name() const {
+  adopt_class_name();
+  return state_->name;
+}
+void Process::set_name(std::string name) {
+  std::lock_guard lk(state_->mutex);
+  state_->class_named = true;
+  state_->name = std::move(name);
+}
 bool Process::daemon() const { return state_->daemon; }
 
 void Process::set_daemon(bool daemonic) {

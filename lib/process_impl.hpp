@@ -78,6 +78,7 @@ struct ProcessState {
   std::mutex mutex;
   Kind kind = Kind::Child;
   std::string name;
+  bool class_named = false;  // name chosen, or already made from the subclass's name
   bool daemon = false;
   std::vector<int> identity;
   std::string authkey;

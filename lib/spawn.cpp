@@ -20,6 +20,7 @@
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
+#include "util_impl.hpp"
 
 namespace mp {
 namespace detail {
@@ -110,6 +111,7 @@ PreparationData receive_preparation_data(int data_fd) {
 }
 
 [[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle) {
+  apply_log_settings({d.log_level, d.log_to_stderr});
   become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid, d.parent_name, parent_handle);
   set_inherited_start_method(d.start_method);
 

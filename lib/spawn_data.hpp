@@ -29,10 +29,12 @@ struct PreparationData {
   CodeRef function;
   std::string args;
   std::vector<std::int64_t> handles;  // inherited descriptors
+  int log_level = 0;                  // mp/util.hpp's logger, as CPython passes it
+  bool log_to_stderr = false;
   template <class Archive>
   void serialize(Archive& ar) {
     ar(version, name, identity, daemon, authkey, parent_pid, parent_name, start_method, has_target, trampoline,
-       function, args, handles);
+       function, args, handles, log_level, log_to_stderr);
   }
 };
 

@@ -49,3 +49,8 @@ mp_sample_test(pool_of_workers "${both}"
   python $<TARGET_FILE:pool_of_workers> ${CMAKE_CURRENT_SOURCE_DIR}/pool_of_workers.py sort=1:11 mask=12,13)
 mp_sample_test(process_pool_primes "${both}"
   python $<TARGET_FILE:process_pool_primes> ${CMAKE_CURRENT_SOURCE_DIR}/process_pool_primes.py)
+# The Python documentation's multiprocessing.connection examples.
+mp_sample_test(connection_wait "${both}"
+  python $<TARGET_FILE:connection_wait> ${CMAKE_CURRENT_SOURCE_DIR}/python/12_connection_wait.py sort=0:40)
+mp_sample_test(listener_client "${both}"
+  python $<TARGET_FILE:listener_client> ${CMAKE_CURRENT_SOURCE_DIR}/python/13_listener_client.py)

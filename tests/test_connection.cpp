@@ -1,5 +1,6 @@
 // mp::Pipe, Connection, Listener/Client and connection::wait under every start method
 // (CPython: _TestConnection, _TestListenerClient, _TestListener, _TestWait).
+#include <algorithm>
 #include <poll.h>
 #include <signal.h>
 #include <sys/select.h>
@@ -241,6 +242,73 @@ TEST_P(ConnectionTest, WaitOverConnectionsAndSentinels) {
   join_or_fail(p);
   b1.send(1);
   EXPECT_EQ(mp::connection::wait({a1, a2}, kTimeout).size(), 1u);
+}
+
+// Python's readers loop: wait() over a container of Connections gives Connections (no variant to
+// unwrap), and readers.remove(r) is std::erase(readers, r) (Connection == is identity).
+TEST_P(ConnectionTest, WaitOverAContainerOfConnectionsGivesConnections) {
+  std::vector<mp::Connection> readers;
+  std::vector<mp::Process> writers;
+  for (int i = 0; i < 3; ++i) {
+    auto [r, w] = mp::Pipe(false);
+    mp::Process p(ctx(), send_after, w, 10 * (i + 1));
+    p.start();
+    w.close();
+    readers.push_back(r);
+    writers.push_back(p);
+  }
+  std::vector<int> got;
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (!readers.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::vector<mp::Connection> ready = mp::connection::wait(readers, 1.0);  // seconds, as Python
+    for (mp::Connection& r : ready) {
+      try {
+        got.push_back(r.recv<int>());
+      } catch (const mp::EOFError&) {
+        std::erase(readers, r);
+      }
+    }
+  }
+  EXPECT_TRUE(readers.empty());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int>{10, 20, 30}));
+  // A container of Processes gives Processes, which are removed as they end.
+  std::vector<mp::Process> running = writers;
+  while (!running.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (const mp::Process& p : mp::connection::wait(running, kTimeout)) std::erase(running, p);
+  }
+  EXPECT_TRUE(running.empty());
+  for (auto& p : writers) join_or_fail(p);
+}
+
+TEST(Connection, EqualityIsIdentity) {
+  auto [a, b] = mp::Pipe();
+  mp::Connection copy = a;
+  EXPECT_EQ(a, copy);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(mp::Connection(), mp::Connection());
+  // A mixed list keeps Waitables, which compare by their contents.
+  b.send(1);
+  auto ready = mp::connection::wait({a, b}, 1.0);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0], mp::connection::Waitable(a));
+  EXPECT_EQ(a.recv<int>(), 1);
+  EXPECT_FALSE(a.poll(0.01));  // seconds as a number
+}
+
+// Listener(addr, authkey=k): CPython's keywords as a designated-initializer options struct.
+TEST(Connection, ListenerTakesKeywordOptions) {
+  mp::Listener listener(std::nullopt, {.authkey = std::string("k")});
+  std::thread t([&] {
+    mp::Connection c = listener.accept();
+    c.send(c.recv<int>() + 1);
+  });
+  mp::Connection c = mp::Client(listener.address(), std::string("k"));
+  c.send(1);
+  EXPECT_EQ(c.recv<int>(), 2);
+  t.join();
+  mp::Listener backlog(std::nullopt, {.backlog = 8});
+  EXPECT_FALSE(backlog.closed());
 }
 
 TEST_P(ConnectionTest, ListenerClientWithRightAndWrongKeys) {

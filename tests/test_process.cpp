@@ -566,15 +566,34 @@ class Squarer : public mp::SpawnableProcess<Squarer> {
 TEST_P(ProcessTest, SpawnableSubclassRunsWithItsFields) {
   mp::Queue<std::string> out;
   Squarer s(ctx(), 7, "square=", out);
-  const std::string default_name = s.name();  // Process-N
+  const std::string default_name = s.name();  // Squarer-N
   s.set_name("Squarer-7");
   s.start();
   EXPECT_EQ(out.get(true, kTimeout), "square=49");
   EXPECT_EQ(out.get(true, kTimeout), "Squarer-7");
   // The child's first child is <its identity>:1 (the rebuild took no number of its own).
-  EXPECT_EQ(out.get(true, kTimeout), default_name + ":1");
+  EXPECT_EQ(out.get(true, kTimeout), "Process-" + default_name.substr(default_name.find('-') + 1) + ":1");
   join_or_fail(s);
   EXPECT_EQ(s.exitcode(), 0);
+}
+
+// CPython names a Process subclass after its class (type(self).__name__ + "-N"), in the parent
+// and in the child; a plain Process stays "Process-N".
+TEST_P(ProcessTest, SubclassIsNamedAfterItsClass) {
+  mp::Queue<std::string> out;
+  Squarer s(ctx(), 3, "", out);
+  const std::string name = s.name();
+  ASSERT_EQ(name.rfind("Squarer-", 0), 0u) << name;
+  const std::string number = name.substr(8);
+  EXPECT_FALSE(number.empty());
+  EXPECT_EQ(number.find_first_not_of("0123456789:"), std::string::npos) << name;
+  s.start();
+  EXPECT_EQ(out.get(true, kTimeout), "9");
+  EXPECT_EQ(out.get(true, kTimeout), name);  // the child's current_process().name()
+  EXPECT_EQ(out.get(true, kTimeout), "Process-" + number + ":1");
+  join_or_fail(s);
+  mp::Process plain;
+  EXPECT_EQ(plain.name().rfind("Process-", 0), 0u);
 }
 
 namespace {
@@ -679,6 +698,23 @@ TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " order " + method);
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-printf\nparent-cout\nchild-line\n") << method;
+  }
+}
+
+// log_to_stderr(INFO) (CPython util.py): the library's own messages come through the logger, in
+// the child too under every start method (the level is passed to spawned children), one line each.
+TEST(ProcessOutput, LogToStderrShowsTheLibrarysMessages) {
+  for (const std::string& method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " log " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    EXPECT_EQ(r.output,
+              "[WARNING/MainProcess] parent warning\n"
+              "[INFO/Logged] child process calling self.run()\n"
+              "[INFO/Logged] process exiting with exitcode 0\n"
+              "child-line\n"  // the child's stdout is flushed as it exits (CPython's order)
+              "[INFO/Logged] process shutting down\n"
+              "[INFO/MainProcess] process shutting down\n")
+        << method;
   }
 }
 

@@ -503,6 +503,22 @@ TEST(Queue, BlockTimeoutAndNowaitRules) {
   EXPECT_THROW(q.get(true, -1s), mp::Empty);  // a negative timeout is a poll
 }
 
+// Python's q.get(timeout=1) / q.put(x, timeout=1): a duration alone is the timeout.
+TEST(Queue, TimeoutOnlyForms) {
+  mp::Queue<int> q(1);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(q.get(50ms), mp::Empty);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 45ms);
+  q.put(7, 1s);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(q.put(8, 50ms), mp::Full);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 45ms);
+  EXPECT_EQ(q.get(1s), 7);
+  mp::JoinableQueue<std::string> jq;
+  jq.put("a", 1s);
+  EXPECT_EQ(jq.get(std::chrono::milliseconds(500)), "a");
+}
+
 TEST(Queue, UnboundedQueueHoldsManyItems) {
   mp::Queue<std::string> q;
   for (int i = 0; i < 100000; ++i) q.put(std::to_string(i));

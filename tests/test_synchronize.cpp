@@ -170,6 +170,36 @@ bool wait_until(const std::function<bool()>& ready) {
 
 // ================================================================ single-process behaviour
 
+// Python's acquire(timeout=1), e.wait(0.5), p.join(1.5): a duration alone for acquire (a number
+// would be Python's `block`), seconds as a number where Python's first argument is the timeout.
+TEST(Synchronize, PorterTimeoutForms) {
+  mp::Lock lock;
+  EXPECT_TRUE(lock.acquire(1s));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(lock.acquire(30ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 25ms);
+  lock.release();
+  mp::RLock rlock;
+  EXPECT_TRUE(rlock.acquire(1s));
+  rlock.release();
+  mp::Semaphore sem(0);
+  EXPECT_FALSE(sem.acquire(10ms));
+  mp::Event e;
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(e.wait(0.03));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 25ms);
+  e.set();
+  EXPECT_TRUE(e.wait(1));
+  EXPECT_TRUE(e.wait(1e300));  // huge: no overflow
+  mp::Condition c;
+  ASSERT_TRUE(c.acquire(1s));
+  EXPECT_FALSE(c.wait(0.01));
+  EXPECT_FALSE(c.wait_for([] { return false; }, 0.01));
+  c.release();
+  mp::Barrier b(1);
+  EXPECT_EQ(b.wait(0.5), 0);
+}
+
 TEST(Lock, AcquireRelease) {
   mp::Lock lock;
   EXPECT_TRUE(lock.acquire());

@@ -71,6 +71,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <iterator>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -134,6 +136,7 @@ class MP_API Connection {
   bool poll(std::chrono::duration<Rep, Period> timeout) {
     return poll_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
+  bool poll(double timeout_seconds) { return poll_for(detail::seconds_to_nanos(timeout_seconds)); }
 
   void close() noexcept;
   bool closed() const noexcept;
@@ -160,6 +163,10 @@ class MP_API Connection {
     ar(tokens, r, w);
     attach(tokens, r, w);
   }
+
+  // Identity, as Python compares connections: copies of one handle are equal (so Python's
+  // `readers.remove(r)` is `std::erase(readers, r)`); two closed default-made ones are equal.
+  friend bool operator==(const Connection& a, const Connection& b) noexcept { return a.state_ == b.state_; }
 
   // For the library: a connection owning `fd`.
   Connection(std::intptr_t fd, bool readable, bool writable);
@@ -197,12 +204,21 @@ struct TcpAddress {
 };
 using Address = std::variant<std::string, TcpAddress>;
 
+// Listener's keyword arguments (CPython: Listener(address, family, backlog=1, authkey=None)):
+//   mp::Listener l(address, {.authkey = key});
+struct ListenerOptions {
+  int backlog = 1;
+  std::optional<std::string> authkey = std::nullopt;
+};
+
 // Listener(address, backlog, authkey). No address: a fresh Unix socket in the abstract
 // namespace. With an authkey, accept() runs the HMAC-SHA256 challenge–response both ways.
 class MP_API Listener {
  public:
   explicit Listener(std::optional<Address> address = std::nullopt, int backlog = 1,
                     std::optional<std::string> authkey = std::nullopt);
+  Listener(std::optional<Address> address, ListenerOptions options)
+      : Listener(std::move(address), options.backlog, std::move(options.authkey)) {}
   // Waits for a client. Throws AuthenticationError for a wrong key or a handshake that misses
   // handshake_timeout() (the client's connection is closed either way; the listener stays open),
   // OSError when accepting fails (EMFILE). Outcomes come in the order handshakes finish; calls
@@ -227,19 +243,81 @@ class MP_API Listener {
 MP_API Connection Client(const Address& address, std::optional<std::string> authkey = std::nullopt);
 
 // wait(objects, timeout): the objects that are ready — a Connection with data or EOF, a
-// Process that ended (its sentinel), or a raw handle that is readable. Empty on timeout.
+// Process that ended (its sentinel), or a raw handle that is readable — in their order in
+// `objects`. Empty on timeout. `objects` is any range of Connection, Process (or a subclass),
+// std::intptr_t or Waitable, and the result holds elements of that type, ready to use:
+//   std::vector<mp::Connection> readers = ...;
+//   for (mp::Connection& r : mp::connection::wait(readers)) { r.recv<int>(); ... }
+// A braced list ({conn, process}) gives Waitables; Waitables compare equal to their contents'
+// handles (Connection and Process compare by identity).
 using Waitable = std::variant<Connection, Process, std::intptr_t>;
+// The indexes of the ready objects, ascending (timeout null: none).
+MP_API std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout);
 MP_API std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout);
+
+namespace wait_detail {
+template <class T>
+concept WaitableElement = std::is_same_v<T, Waitable> || std::is_same_v<T, Connection> ||
+                          std::is_base_of_v<Process, T> || std::is_same_v<T, std::intptr_t>;
+template <class R>
+concept WaitableRange = requires(const R& r) {
+  std::begin(r);
+  std::end(r);
+} && WaitableElement<std::remove_cvref_t<decltype(*std::begin(std::declval<const R&>()))>>;
+
+template <class R>
+auto wait_range(const R& objects, const std::chrono::nanoseconds* timeout) {
+  using T = std::remove_cvref_t<decltype(*std::begin(objects))>;
+  std::vector<Waitable> all;
+  for (const auto& o : objects) {
+    if constexpr (std::is_base_of_v<Process, T>) {
+      all.emplace_back(std::in_place_type<Process>, o);
+    } else {
+      all.emplace_back(o);
+    }
+  }
+  const std::vector<std::size_t> ready = wait_indexes(all, timeout);
+  std::vector<T> out;
+  out.reserve(ready.size());
+  std::size_t i = 0;
+  auto it = std::begin(objects);
+  for (const std::size_t r : ready) {
+    for (; i < r; ++i) ++it;
+    out.push_back(*it);
+  }
+  return out;
+}
+}  // namespace wait_detail
+
 inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) { return wait_for(objects, nullptr); }
 template <class Rep, class Period>
 std::vector<Waitable> wait(const std::vector<Waitable>& objects, std::chrono::duration<Rep, Period> timeout) {
   const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
   return wait_for(objects, &t);
 }
+template <wait_detail::WaitableRange R>
+auto wait(const R& objects) {
+  return wait_detail::wait_range(objects, nullptr);
+}
+template <wait_detail::WaitableRange R, class Rep, class Period>
+auto wait(const R& objects, std::chrono::duration<Rep, Period> timeout) {
+  const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  return wait_detail::wait_range(objects, &t);
+}
+// Seconds as a number, as Python's wait(objects, timeout=0.5).
+template <class R>
+  requires wait_detail::WaitableRange<R> || std::is_same_v<R, std::vector<Waitable>>
+auto wait(const R& objects, double timeout_seconds) {
+  return wait(objects, mp::detail::seconds_to_nanos(timeout_seconds));
+}
+inline std::vector<Waitable> wait(const std::vector<Waitable>& objects, double timeout_seconds) {
+  return wait(objects, mp::detail::seconds_to_nanos(timeout_seconds));
+}
 
 }  // namespace connection
 
 using connection::Client;
 using connection::Listener;
+using connection::ListenerOptions;
 
 }  // namespace mp

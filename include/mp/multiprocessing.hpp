@@ -15,3 +15,4 @@
 #include "mp/sharedctypes.hpp"
 #include "mp/spawn.hpp"
 #include "mp/synchronize.hpp"
+#include "mp/util.hpp"

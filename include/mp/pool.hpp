@@ -169,9 +169,9 @@ class IMapIterator {
 
  private:
   struct Shared {
-    Shared(std::shared_ptr<detail::pool::StreamSink<T>> sink, std::shared_ptr<detail::pool::Job> job,
-           std::function<void()> abandon, std::shared_ptr<detail::pool::Engine> engine)
-        : sink(std::move(sink)), job(std::move(job)), abandon(std::move(abandon)), engine(std::move(engine)) {}
+    Shared(std::shared_ptr<detail::pool::StreamSink<T>> sink_, std::shared_ptr<detail::pool::Job> job_,
+           std::function<void()> abandon_, std::shared_ptr<detail::pool::Engine> engine_)
+        : sink(std::move(sink_)), job(std::move(job_)), abandon(std::move(abandon_)), engine(std::move(engine_)) {}
     ~Shared() {
       if (abandon) abandon();
     }

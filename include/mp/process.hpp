@@ -151,6 +151,15 @@ std::unique_ptr<TargetBase> make_target(F&& f, Args&&... args) {
 
 struct ProcessTag {};
 
+// Python's timeout in seconds as a number: negative counts as zero, a huge one (or NaN) as
+// 200 years (a deadline that cannot overflow the clock), never an overflow.
+inline std::chrono::nanoseconds seconds_to_nanos(double seconds) noexcept {
+  constexpr double kLongest = 6.3e9;  // ~200 years
+  if (!(seconds < kLongest)) return std::chrono::nanoseconds(static_cast<std::int64_t>(kLongest * 1e9));
+  if (seconds <= 0) return std::chrono::nanoseconds::zero();
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9));
+}
+
 // While set (in a spawned child rebuilding a SpawnableProcess), a constructed Process takes no
 // new identity: it becomes the current process, as CPython's unpickled Process object does.
 class MP_API RebuildScope {
@@ -236,6 +245,8 @@ class MP_API Process {
   void join(std::chrono::duration<Rep, Period> timeout) {
     join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
+  // join(1.5): Python's seconds as a number.
+  void join(double timeout_seconds) { join_for(detail::seconds_to_nanos(timeout_seconds)); }
   bool is_alive() const;
   // std::nullopt until the child has ended (and been reaped by join/is_alive/exitcode).
   std::optional<int> exitcode() const;
@@ -256,6 +267,9 @@ class MP_API Process {
   // A handle that becomes ready when the child ends (a pidfd on Linux), for connection::wait.
   std::intptr_t sentinel() const;
 
+  // Identity: copies of one Process handle are equal (Python compares Process objects by identity).
+  friend bool operator==(const Process& a, const Process& b) noexcept { return a.state_ == b.state_; }
+
  private:
   friend struct detail::ProcessAccess;  // lib/process_impl.hpp: the library's entry points
   explicit Process(std::shared_ptr<detail::ProcessState> state) : state_(std::move(state)) {}
@@ -266,6 +280,7 @@ class MP_API Process {
   // What a spawned child needs to rebuild this object (SpawnableProcess); null: not spawnable.
   virtual std::unique_ptr<detail::TargetBase> spawn_self() { return nullptr; }
   void join_until(const std::chrono::nanoseconds* timeout);
+  void adopt_class_name() const;
   std::shared_ptr<detail::ProcessState> state_;
 };
 

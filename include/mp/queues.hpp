@@ -130,7 +130,10 @@ inline constexpr bool kRawBytes = reduction::detail::MemcpySerializable<T> ||
 template <class T>
 class QueueBase {
   static_assert(reduction::is_picklable_v<T>,
-                "mp::Queue<T>: T must be serializable (see mp/reduction.hpp)");
+                "mp::Queue<T>: T must be serializable (see mp/reduction.hpp). A trivially copyable "
+                "struct is sent as raw bytes only if it holds no pointer (use std::string, not "
+                "const char*) and mp can check its fields, else give it serialize() or opt in with "
+                "mp::reduction::enable_raw_bytes<T>");
 
  public:
   explicit QueueBase(std::uint64_t maxsize) : core_(maxsize, reduction::detail::type_tag<T>()) {}
@@ -148,6 +151,12 @@ class QueueBase {
   void put(const T& obj, bool block, std::chrono::duration<Rep, Period> timeout) {
     put(obj, block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
   }
+  // put(obj, timeout): Python's q.put(obj, timeout=1) — blocks at most `timeout`. A duration
+  // only: a number in second place would be Python's `block`.
+  template <class Rep, class Period>
+  void put(const T& obj, std::chrono::duration<Rep, Period> timeout) {
+    put(obj, true, timeout);
+  }
   void put_nowait(const T& obj) { put(obj, false); }
 
   // Queue.get(block, timeout). Throws Empty when no item comes (at once if !block).
@@ -161,6 +170,11 @@ class QueueBase {
   template <class Rep, class Period>
   T get(bool block, std::chrono::duration<Rep, Period> timeout) {
     return get(block, std::optional<std::chrono::duration<Rep, Period>>(timeout));
+  }
+  // get(timeout): Python's q.get(timeout=1), e.g. q.get(1s) (a number would be Python's `block`).
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    return get(true, timeout);
   }
   T get_nowait() { return get(false); }
 
@@ -226,9 +240,9 @@ class QueueBase {
           const E* first = reinterpret_cast<const E*>(bytes);
           static_cast<std::optional<T>*>(ctx)->emplace(first, first + n);
         } else {
-          T& out = static_cast<std::optional<T>*>(ctx)->emplace();
-          out.resize(n);
-          if (n != 0) std::memcpy(out.data(), bytes, n * sizeof(E));
+          T& value = static_cast<std::optional<T>*>(ctx)->emplace();
+          value.resize(n);
+          if (n != 0) std::memcpy(value.data(), bytes, n * sizeof(E));
         }
       } else {
         static_cast<std::optional<T>*>(ctx)->emplace(reduction::load_from<T>(data, size));

@@ -152,15 +152,129 @@ struct IsStdSerializable<std::chrono::duration<R, P>> : std::true_type {};
 template <class C, class D>
 struct IsStdSerializable<std::chrono::time_point<C, D>> : std::true_type {};
 
-// A trivially copyable class with no serialization of its own: copied as raw bytes.
+// Field checks for aggregates (no Boost.PFR: docs/DESIGN.md). A probe converts to any type U:
+// `Any` unconditionally, `Plain` only to a U whose bytes are its value (PlainField<U>; the other
+// conversions are declared deleted, so a bad field makes the initialization ill-formed instead of
+// letting brace elision skip into it). T{Any x N} is valid exactly for N up to T's number of
+// initializers (array elements counted one by one); T{Plain x N} then checks every one.
+struct AnyProbe {
+  template <class U>
+  operator U() const;
+};
+
+template <class T, class... Args>
+concept BraceInitializable = requires { T{std::declval<Args>()...}; };
+
+template <class T, class Probe, std::size_t... I>
+constexpr bool init_with(std::index_sequence<I...>) {
+  return BraceInitializable<T, decltype((void)I, Probe{})...>;
+}
+// One more element than N, value-initialized: valid iff the count stopped before T's end (e.g. at
+// a field whose constructor also accepts the probe): such a T cannot be checked.
+template <class T, std::size_t... I>
+constexpr bool init_with_one_more(std::index_sequence<I...>) {
+  return requires { T{(void(I), AnyProbe{})..., {}}; };
+}
+// The largest N with T{Any x N} valid, searched in [lo, hi].
+template <class T, std::size_t lo, std::size_t hi>
+constexpr std::size_t initializer_count() {
+  if constexpr (lo == hi) {
+    return lo;
+  } else {
+    constexpr std::size_t mid = (lo + hi + 1) / 2;
+    if constexpr (init_with<T, AnyProbe>(std::make_index_sequence<mid>{})) {
+      return initializer_count<T, mid, hi>();
+    } else {
+      return initializer_count<T, lo, mid - 1>();
+    }
+  }
+}
+inline constexpr std::size_t kMaxCheckedInitializers = 4096;  // bytes: larger aggregates need the opt-in
+
 template <class T>
-concept RawClass =
+struct IsStdPlain : std::false_type {};
+
+template <class T>
+constexpr bool plain_field();
+
+struct PlainProbe {
+  template <class U>
+    requires(plain_field<U>())
+  operator U() const;
+  template <class U>
+    requires(!plain_field<U>())
+  operator U() const = delete;
+};
+
+// An aggregate whose every field (recursively) is plain; false when that cannot be checked.
+template <class T>
+constexpr bool plain_aggregate() {
+  if constexpr (!std::is_aggregate_v<T> || std::is_array_v<T> || !std::is_trivially_copyable_v<T> ||
+                sizeof(T) > kMaxCheckedInitializers) {
+    return false;
+  } else {
+    constexpr std::size_t n = initializer_count<T, 0, sizeof(T)>();
+    if constexpr (init_with_one_more<T>(std::make_index_sequence<n>{})) {
+      return false;
+    } else {
+      return init_with<T, PlainProbe>(std::make_index_sequence<n>{});
+    }
+  }
+}
+
+}  // namespace detail
+
+// Opt-in to the raw-bytes path for a trivially copyable class mp cannot check (private fields, or
+// an aggregate too large or unusual to inspect) whose bytes are its value in any process:
+//   template <> inline constexpr bool mp::reduction::enable_raw_bytes<Point> = true;
+// Never for a type holding pointers, references to memory or OS handles.
+template <class T>
+inline constexpr bool enable_raw_bytes = false;
+
+namespace detail {
+
+// A value whose bytes mean the same in another process: arithmetic, enum, an opted-in class, a
+// plain aggregate, std::array/pair/optional/duration of such.
+template <class T>
+constexpr bool plain_field() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_arithmetic_v<U> || std::is_enum_v<U>) {
+    return true;
+  } else if constexpr (std::is_array_v<U>) {
+    return plain_field<std::remove_all_extents_t<U>>();
+  } else if constexpr (IsStdPlain<U>::value) {
+    return true;
+  } else if constexpr (std::is_class_v<U>) {
+    return enable_raw_bytes<U> || plain_aggregate<U>();
+  } else {
+    return false;  // pointers, member pointers, references
+  }
+}
+template <class T, std::size_t N>
+struct IsStdPlain<std::array<T, N>> : std::bool_constant<plain_field<T>()> {};
+template <class A, class B>
+struct IsStdPlain<std::pair<A, B>> : std::bool_constant<plain_field<A>() && plain_field<B>() &&
+                                                        std::is_trivially_copyable_v<std::pair<A, B>>> {};
+template <class T>
+struct IsStdPlain<std::optional<T>>
+    : std::bool_constant<plain_field<T>() && std::is_trivially_copyable_v<std::optional<T>>> {};
+template <class R, class P>
+struct IsStdPlain<std::chrono::duration<R, P>> : std::is_arithmetic<R> {};
+
+// A trivially copyable class with no serialization of its own, whose bytes are its value (a plain
+// aggregate, or opted in with enable_raw_bytes): copied as raw bytes. Other trivially copyable
+// classes (e.g. `struct Msg { const char* text; int n; }`, whose pointer means nothing in another
+// process) are not serializable: a compile error instead of garbage or a crash in the receiver.
+template <class T>
+concept UnserializedTrivialClass =
     std::is_class_v<T> && std::is_trivially_copyable_v<T> && !IsStdSerializable<T>::value &&
     !cereal::traits::has_member_serialize<T, OutputArchive>::value &&
     !cereal::traits::has_member_versioned_serialize<T, OutputArchive>::value &&
     !cereal::traits::has_member_save<T, OutputArchive>::value &&
     !cereal::traits::has_member_load<T, InputArchive>::value &&
     !cereal::traits::has_non_member_serialize<T, OutputArchive>::value;
+template <class T>
+concept RawClass = UnserializedTrivialClass<T> && (enable_raw_bytes<T> || plain_aggregate<T>());
 
 }  // namespace detail
 
@@ -198,7 +312,7 @@ concept CerealSerializable =
 template <class T>
 concept MemcpySerializable =
     std::is_trivially_copyable_v<T> && !CerealSerializable<T> && !std::is_pointer_v<T> &&
-    !std::is_member_pointer_v<T>;
+    !std::is_member_pointer_v<T> && !UnserializedTrivialClass<T>;
 
 }  // namespace detail
 
@@ -215,6 +329,12 @@ void dump_into(std::string& out, const T& value) {
   if constexpr (detail::MemcpySerializable<T> || std::is_arithmetic_v<T>) {
     out.append(reinterpret_cast<const char*>(&value), sizeof(T));
   } else {
+    static_assert(!detail::UnserializedTrivialClass<T> || detail::RawClass<T>,
+                  "mp: this trivially copyable type is not sent as raw bytes: it holds a pointer (e.g. "
+                  "const char*, whose address means nothing in another process: use std::string) or mp "
+                  "cannot check its fields. Give it a `template <class Archive> void serialize(Archive&)` "
+                  "member, or if its bytes are its value, opt in: template <> inline constexpr bool "
+                  "mp::reduction::enable_raw_bytes<T> = true;");
     static_assert(detail::CerealSerializable<T>,
                   "mp: this type cannot be sent to another process; give it a "
                   "`template <class Archive> void serialize(Archive&)` member (cereal style)");

@@ -263,10 +263,16 @@ class RawArray {
   using value_type = T;
   using size_type = std::size_t;
 
-  // One element; reads and writes are indivisible (see the file comment).
+  // One element; reads and writes are indivisible (see the file comment). It converts to T
+  // wherever a T is expected (arithmetic, std::cout, a T variable) but is not a T: passed to
+  // printf's `...` it would print garbage. So it is not trivially copyable, which clang rejects
+  // there (an error) and g++ reports with -Wformat (which linking mp::mp turns on). Read a
+  // value for varargs with arr.get(i) or static_cast<T>(arr[i]).
   class reference {
    public:
+    reference(const reference& other) noexcept : base_(other.base_), p_(other.p_) {}
     operator T() const { return detail::load(base_, p_); }
+    T get() const { return detail::load(base_, p_); }
     reference& operator=(const T& v) {
       detail::store(base_, p_, v);
       return *this;
@@ -300,6 +306,8 @@ class RawArray {
 
   reference operator[](std::ptrdiff_t index) { return reference(base_, data_ + checked(index)); }
   T operator[](std::ptrdiff_t index) const { return detail::load(base_, data_ + checked(index)); }
+  // The value of one element (safe for printf: `printf("%d", arr.get(0))`).
+  T get(std::ptrdiff_t index) const { return detail::load(base_, data_ + checked(index)); }
 
   // Direct access to the elements (plain memory: hold a lock around concurrent use).
   T* data() const noexcept { return data_; }

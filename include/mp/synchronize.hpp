@@ -9,6 +9,9 @@
 // action).
 //
 // Timeouts are std::chrono durations; zero polls, a negative timeout counts as zero (CPython).
+// acquire(timeout) is Python's acquire(timeout=...) (lock.acquire(1s)); where Python's first
+// argument is the timeout (Event/Condition/Barrier wait) a number of seconds works too
+// (e.wait(0.5)). acquire() takes no number: Python's acquire(1) means block=True.
 // Locks and semaphores are also C++ Lockables (lock/unlock/try_lock/try_lock_for/try_lock_until)
 // so std::lock_guard, std::unique_lock and std::scoped_lock play the part of Python's `with`.
 //
@@ -86,7 +89,15 @@ class TimedAcquire : public Lockable<Derived> {
     const std::chrono::nanoseconds t = block ? to_nanos(timeout) : std::chrono::nanoseconds::zero();
     return static_cast<Derived&>(*this).acquire_impl(&t);
   }
+  // acquire(timeout): Python's acquire(timeout=1) (block = true).
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(true, timeout);
+  }
 };
+
+// Seconds as a number (Python's wait(0.5)), as a duration.
+inline std::chrono::duration<double> seconds(double s) noexcept { return std::chrono::duration<double>(s); }
 
 // threading.Condition.wait_for over anything with wait() and wait(timeout): waits until
 // predicate() is true or the timeout (null: none) has passed; returns predicate()'s last value.
@@ -254,6 +265,7 @@ class MP_API Event {
     const auto t = detail::to_nanos(timeout);
     return wait_impl(&t);
   }
+  bool wait(double timeout_seconds) { return wait(detail::seconds(timeout_seconds)); }
 
   template <class Archive>
   void save(Archive& ar) const {
@@ -289,6 +301,10 @@ class MP_API Condition : public detail::Lockable<Condition> {
   bool acquire(bool block, std::chrono::duration<Rep, Period> timeout) {
     return std::visit([&](auto& l) { return l.acquire(block, timeout); }, lock_);
   }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(true, timeout);
+  }
   void release();
 
   // Releases the lock, waits for a notify (or the timeout), re-acquires the lock. Returns false if
@@ -300,6 +316,7 @@ class MP_API Condition : public detail::Lockable<Condition> {
     const auto t = detail::to_nanos(timeout);
     return wait_impl(&t);
   }
+  bool wait(double timeout_seconds) { return wait(detail::seconds(timeout_seconds)); }
   // Waits until predicate() is true; returns its last value (false when the timeout passed).
   template <class Predicate>
   bool wait_for(Predicate predicate) {
@@ -309,6 +326,10 @@ class MP_API Condition : public detail::Lockable<Condition> {
   bool wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
     const auto t = detail::to_nanos(timeout);
     return detail::wait_for_predicate(*this, predicate, &t);
+  }
+  template <class Predicate>
+  bool wait_for(Predicate predicate, double timeout_seconds) {
+    return wait_for(std::move(predicate), detail::seconds(timeout_seconds));
   }
   // Wakes up to n waiters / all waiters. Throws std::logic_error "lock is not owned" if the caller
   // does not hold the lock.
@@ -359,6 +380,7 @@ class MP_API Barrier {
     const auto t = detail::to_nanos(timeout);
     return wait_impl(&t);
   }
+  int wait(double timeout_seconds) { return wait(detail::seconds(timeout_seconds)); }
   // Returns the barrier to its empty state; current waiters get BrokenBarrierError.
   void reset();
   // Puts the barrier in the broken state; current and future waiters get BrokenBarrierError.

@@ -70,6 +70,16 @@ int main(int argc, char** argv) {
     std::cout << "parent-cout-last\n";
     return 0;  // the exit handler joins the child, which prints only after this output is out
   }
+  if (mode == "log") {
+    mp::log_to_stderr(mp::util::INFO);
+    mp::get_logger().debug("not shown");
+    mp::get_logger().warning("parent warning");
+    mp::Process p(mp::get_context(argv[2]), print_child);
+    p.set_name("Logged");
+    p.start();
+    p.join();
+    return *p.exitcode();
+  }
   if (mode == "exception") {
     mp::Process p(mp::get_context(argv[2]), throw_child);
     p.set_name("Thrower");
