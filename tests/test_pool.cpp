@@ -311,30 +311,68 @@ TEST_P(PoolTest, Destructor) {
 }
 
 // Shared objects: as initargs they travel with the workers (TerminateAfterDeathHoldingQueueLock
-// passes a Value); proxies are valid task arguments; an OS-handle object (Value, Lock, Queue) as a
-// task argument fails that task with CPython's message.
+// passes a Value); as task arguments (apply, map, starmap, imap) their descriptors are passed to
+// the running worker with the task: the worker uses the parent's very objects, also ones created
+// after the pool and ones the caller destroyed before the task ran. Proxies too.
 int set_in_dict(mp::managers::DictProxy<std::string, int> d, int v) {
   d.setitem("k", v);
   return v;
 }
 int read_value(mp::Value<int> v) { return v.value(); }
+int add_locked(mp::Value<int> v, mp::Lock lock, int n) {
+  lock.acquire();
+  v.set_value(v.value() + n);
+  lock.release();
+  return n;
+}
+bool lock_is_free(mp::Lock lock) {
+  const bool got = lock.acquire(false);
+  if (got) lock.release();
+  return got;
+}
+int put_square(mp::Queue<int> q, int x) {
+  q.put(x * x);
+  return x;
+}
 
 TEST_P(PoolTest, SharedObjectsAsTaskArguments) {
   auto manager = mp::Manager();
   auto d = manager.dict<std::string, int>();
-  mp::Pool pool(ctx(), 1);
+  mp::Pool pool(ctx(), 2);
   EXPECT_EQ(pool.apply(set_in_dict, d, 5), 5);
   EXPECT_EQ(d.get("k"), 5);
-  mp::Value<int> v(3);
-  try {
-    pool.apply(read_value, v);
-    ADD_FAILURE() << "no exception";
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("should only be shared between processes through inheritance"), std::string::npos)
-        << e.what();
-  }
-  EXPECT_EQ(pool.apply(sqr, 2), 4);
   manager.shutdown();
+
+  // Created after the workers started.
+  mp::Value<int> v(3);
+  mp::Lock lock;
+  mp::Queue<int> q;
+  EXPECT_EQ(pool.apply(read_value, v), 3);
+  lock.acquire();
+  EXPECT_FALSE(pool.apply(lock_is_free, lock));  // the same lock, held here
+  lock.release();
+  EXPECT_TRUE(pool.apply(lock_is_free, lock));
+
+  // map/starmap in chunks: every task updates the one Value under the one Lock.
+  std::vector<std::tuple<mp::Value<int>, mp::Lock, int>> adds;
+  for (int i = 1; i <= 40; ++i) adds.emplace_back(v, lock, i);
+  EXPECT_EQ(pool.starmap(add_locked, adds, 3).size(), 40u);
+  EXPECT_EQ(v.value(), 3 + 40 * 41 / 2);
+  std::vector<std::tuple<mp::Queue<int>, int>> puts;
+  for (int i = 0; i < 10; ++i) puts.emplace_back(q, i);
+  EXPECT_EQ(pool.starmap(put_square, puts).size(), 10u);
+  int sum = 0;
+  for (int i = 0; i < 10; ++i) sum += q.get(true, kTimeout);
+  EXPECT_EQ(sum, 285);
+  std::vector<mp::Value<int>> values(5, v);
+  for (int r : pool.imap(read_value, values)) EXPECT_EQ(r, 3 + 40 * 41 / 2);
+
+  // The caller's object is gone before the task runs: the task still has it.
+  auto r = [&] {
+    mp::Value<int> temp(42);
+    return pool.apply_async(read_value, temp);
+  }();
+  EXPECT_EQ(r.get(kTimeout), 42);
 }
 
 MP_INSTANTIATE_START_METHODS(PoolTest);

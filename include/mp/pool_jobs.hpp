@@ -119,8 +119,33 @@ struct Outcome {
   std::uint64_t ns = 0;           // time the worker spent on the chunk
 };
 
+// The descriptors of shareable objects (Lock, Value, Queue, ...) in a chunk's arguments: the
+// token each was serialized as (reduction::send_handle) and a duplicate the chunk owns until its
+// outcome is in, so the objects may be destroyed meanwhile. The engine passes them to the worker
+// that runs the chunk over the worker's socket (SCM_RIGHTS); there receive_handle(token) gives them.
+class MP_API ChunkHandles {
+ public:
+  ChunkHandles() = default;
+  ChunkHandles(ChunkHandles&& o) noexcept : items(std::move(o.items)) { o.items.clear(); }
+  ChunkHandles& operator=(ChunkHandles&& o) noexcept;
+  ~ChunkHandles();
+  std::vector<std::pair<std::uint64_t, reduction::native_handle>> items;
+};
+
+// While alive, reduction::send_handle() on this thread records descriptors instead of refusing.
+class MP_API HandleCapture {
+ public:
+  HandleCapture();
+  ~HandleCapture();
+  HandleCapture(const HandleCapture&) = delete;
+  HandleCapture& operator=(const HandleCapture&) = delete;
+  // Duplicates what was recorded.
+  ChunkHandles take();
+};
+
 struct Chunk {
   std::uint32_t index = 0;
+  ChunkHandles handles;            // processes: descriptors in the arguments
   AnyFunction runner = nullptr;    // processes
   AnyFunction function = nullptr;  // processes
   std::string args;                // processes: the serialized arguments
@@ -168,7 +193,16 @@ class MP_API Engine {
   virtual void signal_workers(bool kill) = 0;
   // Chunks handed to workers so far (tests of the adaptive chunk size).
   virtual std::uint64_t chunks_sent() const noexcept = 0;
+  // Called by a thread about to wait for `done`: polls briefly (lib/spin.hpp's policy) and, on a
+  // process pool, reads the results that arrive meanwhile itself and delivers them, so a result
+  // that comes within microseconds reaches its waiter without a hop through the engine's thread
+  // or a sleep. Returns whether `done` is set.
+  virtual bool await(const std::atomic<bool>& done) noexcept = 0;
+  // A thread will await a result soon (true) / no longer (false); nests. While one does, a
+  // process engine's thread leaves the result queue to it (it would only be woken for nothing).
+  virtual void awaiting(bool /*starts*/) noexcept {}
 };
+
 
 // What a worker process is started with. Serializable: the queues and the block travel as
 // descriptors under spawn.
@@ -179,9 +213,16 @@ struct WorkerChannels {
   std::uint32_t index = 0;
   std::uint64_t maxtasks = 0;
   std::string initializer;  // the initializer's code location, empty: none
+  reduction::native_handle handles = -1;  // receives the descriptors of tasks' arguments
   template <class Archive>
-  void serialize(Archive& ar) {
-    ar(tasks, results, slots, index, maxtasks, initializer);
+  void save(Archive& ar) const {
+    ar(tasks, results, slots, index, maxtasks, initializer, reduction::send_handle(handles, "Pool channel"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t token = 0;
+    ar(tasks, results, slots, index, maxtasks, initializer, token);
+    handles = reduction::receive_handle(token);
   }
 };
 
@@ -281,10 +322,6 @@ std::vector<T> decode_values(Outcome& o, std::size_t expected) {
   return out;
 }
 
-// Spins briefly (lib/spin.hpp's adaptive policy) until `flag` is set: a result that comes within
-// microseconds is then received without a sleep and a wake-up.
-MP_API bool spin_until(const std::atomic<bool>& flag) noexcept;
-
 // void results: the count only.
 struct Nothing {};
 
@@ -303,6 +340,7 @@ struct State {
   std::exception_ptr error;
   std::vector<std::function<void()>> done_callbacks;  // futures
   std::atomic<bool> is_done{false};
+  std::weak_ptr<Engine> engine;  // the pool that computes it (Engine::await)
 
   // Sets the result and wakes the waiters; callbacks run first (as CPython's AsyncResult._set).
   void finish(std::optional<Stored<R>> v, std::exception_ptr e, const std::function<void(State&)>& before) {
@@ -336,9 +374,19 @@ struct State {
     std::lock_guard g(mutex);
     return status == finished || status == cancelled;
   }
+  // `awaited`: the engine the caller already called awaiting(true) on (apply(): before
+  // submitting); the call ends it.
   template <class Clock, class Dur>
-  bool wait_until(const std::chrono::time_point<Clock, Dur>* deadline) {
-    if (!is_done.load(std::memory_order_acquire)) spin_until(is_done);
+  bool wait_until(const std::chrono::time_point<Clock, Dur>* deadline, Engine* awaited = nullptr) {
+    if (!is_done.load(std::memory_order_acquire)) {
+      std::shared_ptr<Engine> e = awaited ? nullptr : engine.lock();
+      if (!awaited && e) {
+        awaited = e.get();
+        awaited->awaiting(true);
+      }
+      if (awaited) awaited->await(is_done);
+    }
+    if (awaited) awaited->awaiting(false);
     std::unique_lock g(mutex);
     auto pred = [&] { return status == finished || status == cancelled; };
     if (!deadline) {
@@ -519,9 +567,17 @@ class MapJob final : public Job {
         c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
         c.function = reinterpret_cast<AnyFunction>(fn_);
         c.args.clear();
-        ItemWriter w(c.args);
-        w.count(static_cast<std::uint32_t>(items.size()));
-        for (const auto& a : items) w.write(a);
+        if constexpr (reduction::detail::MemcpySerializable<Args>) {
+          ItemWriter w(c.args);
+          w.count(static_cast<std::uint32_t>(items.size()));
+          for (const auto& a : items) w.write(a);
+        } else {
+          HandleCapture capture;
+          ItemWriter w(c.args);
+          w.count(static_cast<std::uint32_t>(items.size()));
+          for (const auto& a : items) w.write(a);
+          c.handles = capture.take();
+        }
       }
     } catch (...) {  // an argument that cannot be serialized fails its own chunk
       c.args.clear();
