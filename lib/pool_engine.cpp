@@ -508,6 +508,7 @@ class ProcessEngine final : public EngineBase {
       }
     }
     if (d.items.empty()) return;
+    d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
     {
       std::lock_guard g(mu_);
       try {
@@ -682,6 +683,7 @@ class ProcessEngine final : public EngineBase {
         }
         woken |= handle_message(msg, d);
       }
+      d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
       {
         std::lock_guard g(mu_);
         try {

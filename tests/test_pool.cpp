@@ -431,7 +431,9 @@ TEST_P(PoolGuarantee, WorkerAbortAndExit) {
   EXPECT_EQ(pool.apply(sqr, 4), 16);
 }
 
-// 2. A result that cannot be serialized, or decoded, fails only its own task.
+// 2. A result that cannot be serialized (in the worker), or decoded (in the parent), fails only its
+// own task: the worker lives on, the pool goes on. Every wait is bounded: without the mechanism
+// the task would never finish (CPython hangs) or its worker would die (WorkerLostError).
 struct Unsendable {
   int v = 0;
   template <class Archive>
@@ -456,14 +458,17 @@ struct Undecodable {
   }
 };
 Unsendable make_unsendable(int v) { return {v}; }
+int worker_pid(int) { return static_cast<int>(::getpid()); }
 Undecodable make_undecodable(int v) { return {v}; }
 
 TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
-  mp::Pool pool(ctx(), 2);
-  EXPECT_THROW(pool.apply(make_unsendable, 1), mp::PicklingError);
-  EXPECT_EQ(pool.apply(sqr, 5), 25);
-  EXPECT_THROW(pool.apply(make_undecodable, 3), mp::UnpicklingError);
-  EXPECT_EQ(pool.apply(make_undecodable, 4).v, 4);
+  mp::Pool pool(ctx(), 1);
+  const int pid = pool.apply_async(worker_pid, 0).get(kTimeout);
+  EXPECT_THROW(pool.apply_async(make_unsendable, 1).get(kTimeout), mp::PicklingError);
+  EXPECT_EQ(pool.apply_async(sqr, 5).get(kTimeout), 25);
+  EXPECT_THROW(pool.apply_async(make_undecodable, 3).get(kTimeout), mp::UnpicklingError);
+  EXPECT_EQ(pool.apply_async(make_undecodable, 4).get(kTimeout).v, 4);
+  EXPECT_EQ(pool.apply_async(worker_pid, 0).get(kTimeout), pid);  // the same worker throughout
   auto it = pool.imap(make_undecodable, std::views::iota(0, 6), 1);
   for (int i = 0; i < 6; ++i) {
     if (i == 3) {
@@ -526,14 +531,18 @@ TEST_P(PoolGuarantee, LazyBoundedImap) {
   EXPECT_EQ(n, 20'000);
 }
 
-// 5. maxtasksperchild never strands queued work.
+// 5. maxtasksperchild never strands queued work: a worker is never handed more than it has left
+// to run, so no chunk waits in the queue of a worker that exits (none has to be handed out again:
+// chunks_sent() counts every hand-out, re-sends included).
 TEST_P(PoolGuarantee, MaxTasksPerChildStrandsNothing) {
   mp::Pool pool(mp::PoolOptions{.processes = 2, .maxtasksperchild = 1, .context = ctx()});
   std::vector<int> in(40);
   std::iota(in.begin(), in.end(), 0);
   std::vector<int> want;
   for (int x : in) want.push_back(x * x);
+  const auto sent = pool.chunks_sent();
   EXPECT_EQ(pool.map_async(sqr, in, 1).get(kTimeout), want);
+  EXPECT_EQ(pool.chunks_sent() - sent, in.size());
   std::vector<int> got;
   for (int x : pool.imap(sqr, in)) got.push_back(x);
   EXPECT_EQ(got, want);
@@ -563,13 +572,13 @@ TEST_P(PoolGuarantee, TerminateAfterDeathHoldingQueueLock) {
   bool lost = false;
   for (int i = 0; i < 40 && !lost; ++i) {
     try {
-      pool.apply(big_result, 1 << 20);
+      pool.apply_async(big_result, 1 << 20).get(kTimeout);
     } catch (const mp::WorkerLostError&) {
       lost = true;
     }
   }
   EXPECT_TRUE(lost);
-  EXPECT_EQ(pool.apply(sqr, 3), 9);  // the lock was taken over
+  EXPECT_EQ(pool.apply_async(sqr, 3).get(kTimeout), 9);  // the lock was taken over
   const auto t0 = std::chrono::steady_clock::now();
   pool.terminate();
   pool.join();

@@ -37,7 +37,13 @@
 
 namespace mp::detail::pool {
 
-// ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it.
+// ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it,
+// except that trivially copyable values, and argument tuples of them, are their bytes.
+template <class T>
+struct MemcpyTuple : std::false_type {};
+template <class... E>
+struct MemcpyTuple<std::tuple<E...>> : std::bool_constant<(reduction::detail::MemcpySerializable<E> && ...)> {};
+
 class ItemWriter {
  public:
   explicit ItemWriter(std::string& out) : out_(out), ar_(out) {}
@@ -46,6 +52,8 @@ class ItemWriter {
   void write(const T& value) {
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
+    } else if constexpr (MemcpyTuple<T>::value) {
+      std::apply([&](const auto&... e) { (out_.append(reinterpret_cast<const char*>(&e), sizeof e), ...); }, value);
     } else {
       ar_(value);
     }
@@ -69,6 +77,10 @@ class ItemReader {
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       T value;
       ar_.loadBinary(static_cast<void*>(&value), sizeof(T));
+      return value;
+    } else if constexpr (MemcpyTuple<T>::value) {
+      T value;
+      std::apply([&](auto&... e) { (ar_.loadBinary(static_cast<void*>(&e), sizeof e), ...); }, value);
       return value;
     } else {
       T value{};
@@ -486,7 +498,8 @@ class RangeSource final : public Source<Args> {
 
 // Chunk size when none is given (guarantee 9): each chunk aims at about kTargetChunkNs of work,
 // from the time the workers measured on this job's chunks so far (joblib's auto batching), never
-// more than a quarter of a worker's share of a known input (so load stays balanced), and starting
+// more than a quarter of a worker's share of a known input (so load stays balanced; the share of
+// the whole input, as CPython's len/(4*processes), so the chunks do not shrink towards its end), and starting
 // from one item (a long task is never batched behind another). A lazy input's chunks stay under
 // kMaxLazyChunk items, which with the iterator's window bounds the items read ahead.
 struct Chunking {
@@ -495,7 +508,9 @@ struct Chunking {
   static constexpr std::size_t kMaxLazyChunk = 4096;
   std::optional<std::size_t> fixed;
   double ns_per_item = 0;  // 0: nothing measured yet
-  std::size_t next_size(std::optional<std::size_t> remaining, int processes) const {
+  std::optional<std::size_t> total;  // a known input's size, from the first call
+  std::size_t next_size(std::optional<std::size_t> remaining, int processes) {
+    if (!total) total = remaining;
     if (fixed) return *fixed;
     std::size_t size = 1;
     if (ns_per_item > 0) {
@@ -503,7 +518,7 @@ struct Chunking {
       size = want >= static_cast<double>(kMaxChunk) ? kMaxChunk : std::max<std::size_t>(1, static_cast<std::size_t>(want));
     }
     if (remaining) {
-      size = std::min(size, std::max<std::size_t>(1, *remaining / (4 * static_cast<std::size_t>(processes))));
+      size = std::min(size, std::max<std::size_t>(1, *total / (4 * static_cast<std::size_t>(processes))));
     } else {
       size = std::min(size, kMaxLazyChunk);
     }
@@ -533,6 +548,9 @@ class MapJob final : public Job {
     if (done_) return Next::done;
     if (!unbounded.load(std::memory_order_relaxed) && !sink_->room(outstanding_)) return Next::wait;
     if (index_ == 0 && !sink_->start()) return finish_input();
+    // Adaptive size, nothing measured yet: one single-item chunk per worker until a time is in.
+    if (!chunking_.fixed && chunking_.ns_per_item == 0 && outstanding_ >= static_cast<std::size_t>(processes))
+      return Next::wait;
     const std::size_t size = chunking_.next_size(source_->remaining(), processes);
     std::vector<Args> items;
     try {
@@ -567,7 +585,7 @@ class MapJob final : public Job {
         c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
         c.function = reinterpret_cast<AnyFunction>(fn_);
         c.args.clear();
-        if constexpr (reduction::detail::MemcpySerializable<Args>) {
+        if constexpr (reduction::detail::MemcpySerializable<Args> || MemcpyTuple<Args>::value) {
           ItemWriter w(c.args);
           w.count(static_cast<std::uint32_t>(items.size()));
           for (const auto& a : items) w.write(a);
