@@ -472,10 +472,13 @@ class ProcessEngine final : public EngineBase {
 
   void wake() noexcept {
     unpark();
+    // Bounded: a worker that died or stopped holding the queue's lock (a zero timeout would
+    // wait for the lock without limit) costs at most this, then the engine sees the change at
+    // its next tick.
     try {
       const std::uint8_t k = kWake;
-      const Nanos zero{0};
-      results_.put(&k, 1, &zero);
+      const Nanos limit = std::chrono::milliseconds(1);
+      results_.put(&k, 1, &limit);
     } catch (...) {
     }
   }
