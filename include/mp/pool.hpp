@@ -12,10 +12,10 @@
 // (mp/reduction.hpp), under every start method: workers exist from construction (a fork worker
 // does not see globals changed later), and a task's function travels as its code location, its
 // arguments as bytes. A task whose types cannot be sent does not compile. ThreadPool takes any
-// callable and sends nothing. Shared objects (Lock, Value, Queue, ...) are valid initargs (they
-// travel as the workers start); manager proxies are valid task arguments too. An object backed by
-// an OS handle (Lock, Value, Queue, ...) as a task argument fails that task as in CPython ("...
-// objects should only be shared between processes through inheritance"): pass it as initargs.
+// callable and sends nothing. Shared objects (Lock, Value, Queue, manager proxies, ...) are valid
+// initargs and task arguments: the descriptors of a task's arguments go to the worker that runs
+// it with the task (Python: only proxies; the others raise "... objects should only be shared
+// between processes through inheritance"). A result cannot hold one (that task fails so).
 //
 // An exception escaping a task is rethrown by get(), map() and the iterators: the same type for
 // the <stdexcept> types and mp's own errors, else mp::RemoteError(type name, message).
