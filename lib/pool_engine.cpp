@@ -31,6 +31,11 @@
 #include "platform/handle.hpp"
 #include "platform/process.hpp"
 #include "platform/system.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
+#include "platform/wait.hpp"
+#include "reduction_impl.hpp"
+#include "support/event_count.hpp"
 
 namespace mp {
 
@@ -60,9 +65,44 @@ void report_callback_error(const char* where, std::exception_ptr error) noexcept
 
 std::exception_ptr current_error() noexcept { return std::current_exception(); }
 
-bool spin_until(const std::atomic<bool>& flag) noexcept {
-  constinit thread_local Spinner spin;  // the library's one spinning policy (lib/spin.hpp)
-  return spin.spin([&] { return flag.load(std::memory_order_acquire); });
+ChunkHandles& ChunkHandles::operator=(ChunkHandles&& o) noexcept {
+  if (this != &o) {
+    for (auto& [token, fd] : items) platform::close_handle(static_cast<platform::Handle>(fd));
+    items = std::move(o.items);
+    o.items.clear();
+  }
+  return *this;
+}
+ChunkHandles::~ChunkHandles() {
+  for (auto& [token, fd] : items) platform::close_handle(static_cast<platform::Handle>(fd));
+}
+
+namespace {
+// The descriptors send_handle() records while a chunk's arguments are serialized on this thread.
+struct Capture {
+  unsigned depth = 0;
+  std::vector<platform::Handle> recorded;
+  std::optional<reduction::detail::SendScope> scope;
+};
+thread_local Capture t_capture;
+}  // namespace
+
+HandleCapture::HandleCapture() {
+  if (t_capture.depth++ == 0) {
+    t_capture.recorded.clear();
+    t_capture.scope.emplace(t_capture.recorded);
+  }
+}
+HandleCapture::~HandleCapture() {
+  if (--t_capture.depth == 0) t_capture.scope.reset();
+}
+ChunkHandles HandleCapture::take() {
+  ChunkHandles out;
+  for (platform::Handle h : t_capture.recorded) {
+    out.items.emplace_back(static_cast<std::uint64_t>(h), platform::duplicate_handle(h));
+  }
+  t_capture.recorded.clear();
+  return out;
 }
 
 namespace {
@@ -87,6 +127,7 @@ struct TaskHeader {
   std::uint8_t kind;
   std::uint64_t id;
   std::uint32_t fn;
+  std::uint32_t handles;  // descriptors sent before the task (tagged with its id); their tokens follow
 };
 struct ResultHeader {
   std::uint8_t kind;
@@ -115,6 +156,35 @@ AnyFunction resolve(std::string_view code) {
 
 AnyFunction resolve_initializer(const std::string& code) { return code.empty() ? nullptr : resolve(code); }
 
+namespace {
+// In a worker: the descriptors of task `th`, sent before it; stale ones (of a task whose sending
+// failed halfway) are dropped. The error when they are not all there.
+std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& th, const std::string& msg,
+                                   reduction::detail::ReceiveMapScope::Map& received) {
+  if (msg.size() < sizeof th + std::size_t{th.handles} * sizeof(std::uint64_t))
+    return std::make_exception_ptr(UnpicklingError("pool worker: a truncated task"));
+  try {
+    const auto sock = static_cast<platform::Handle>(ch.handles);
+    while (received.size() < th.handles) {
+      std::uint64_t tag = 0;
+      platform::Handle fd = platform::kInvalidHandle;
+      if (!platform::receive_descriptor(sock, tag, fd, false)) break;
+      if (tag != th.id) {
+        platform::close_handle(fd);
+        continue;
+      }
+      std::uint64_t token = 0;
+      std::memcpy(&token, msg.data() + sizeof th + received.size() * sizeof token, sizeof token);
+      received.emplace_back(token, fd);
+    }
+  } catch (...) {
+    return std::current_exception();
+  }
+  if (received.size() == th.handles) return nullptr;
+  return std::make_exception_ptr(ProcessError("pool worker: the descriptors of a task's arguments did not arrive"));
+}
+}  // namespace
+
 void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
   if (init) init(context);
   Slot& slot = static_cast<Slot*>(ch.slots.data())[ch.index];
@@ -124,6 +194,7 @@ void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
     std::exception_ptr error;  // the code could not be resolved here
   };
   std::vector<Fn> table;
+  reduction::detail::ReceiveMapScope::Map received;
   std::string msg, out;
   std::uint64_t done = 0;
   for (;;) {
@@ -148,22 +219,28 @@ void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
     }
     TaskHeader th;
     std::memcpy(&th, msg.data(), sizeof th);
+    const std::size_t args_at = sizeof th + std::size_t{th.handles} * sizeof(std::uint64_t);
+    received.clear();
+    const std::exception_ptr handle_error = th.handles == 0 ? nullptr : receive_handles(ch, th, msg, received);
     const std::int64_t start = now_ns();
     slot.started_ns.store(start, std::memory_order_relaxed);
     slot.task.store(th.id, std::memory_order_release);
     out.resize(sizeof(ResultHeader));
     ResultHeader rh{kResult, ch.index, th.id, 1, 0};
     try {
+      if (handle_error) std::rethrow_exception(handle_error);
       if (th.fn >= table.size() || !table[th.fn].runner) {
         if (th.fn < table.size() && table[th.fn].error) std::rethrow_exception(table[th.fn].error);
         throw ProcessError("pool worker: a task refers to an unknown function");
       }
-      table[th.fn].runner(table[th.fn].function, msg.data() + sizeof th, msg.size() - sizeof th, out);
+      const reduction::detail::ReceiveMapScope scope(received);
+      table[th.fn].runner(table[th.fn].function, msg.data() + args_at, msg.size() - args_at, out);
     } catch (...) {
       out.resize(sizeof(ResultHeader));
       rh.ok = 0;
       encode_error(std::current_exception(), out);
     }
+    for (auto& r : received) platform::close_handle(r.second);
     rh.ns = static_cast<std::uint64_t>(now_ns() - start);
     std::memcpy(out.data(), &rh, sizeof rh);
     ch.results.put(out.data(), out.size(), nullptr);
@@ -215,9 +292,36 @@ Outcome error_outcome(std::exception_ptr e) {
   return o;
 }
 
-class ProcessEngine final : public Engine {
+// What both engines share: the configuration, the jobs not yet fully handed out, the lock.
+class EngineBase : public Engine {
  public:
-  explicit ProcessEngine(EngineConfig config) : cfg_(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
+  explicit EngineBase(EngineConfig config) : cfg_(std::move(config)) {}
+  int processes() const noexcept final { return cfg_.processes; }
+  std::uint64_t chunks_sent() const noexcept final { return chunks_sent_.load(std::memory_order_relaxed); }
+  void cancel_pending() noexcept final {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::lock_guard g(mu_);
+      jobs.assign(jobs_.begin(), jobs_.end());
+    }
+    for (auto& j : jobs) j->cancel_pending();
+  }
+
+ protected:
+  EngineConfig cfg_;
+  mutable std::mutex mu_;
+  std::mutex join_mu_;
+  std::deque<std::shared_ptr<Job>> jobs_;
+  RunState state_ = RunState::run;
+  std::atomic<std::uint64_t> chunks_sent_{0};
+};
+
+// The waiting thread's spinner (one per thread and kind of wait, lib/spin.hpp).
+constinit thread_local Spinner t_await_spin;
+
+class ProcessEngine final : public EngineBase {
+ public:
+  explicit ProcessEngine(EngineConfig config) : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
     results_ = QueueCore(0, 0);
     slots_ = heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
@@ -298,17 +402,23 @@ class ProcessEngine final : public Engine {
     std::lock_guard g(mu_);
     return state_ == RunState::run && !broken_;
   }
-  int processes() const noexcept override { return cfg_.processes; }
   bool threads() const noexcept override { return false; }
-  std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
 
-  void cancel_pending() noexcept override {
-    std::vector<std::shared_ptr<Job>> jobs;
-    {
-      std::lock_guard g(mu_);
-      jobs.assign(jobs_.begin(), jobs_.end());
+  void awaiting(bool starts) noexcept override {
+    if (starts) {
+      awaiters_.fetch_add(1, std::memory_order_seq_cst);
+    } else if (awaiters_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+               outstanding_.load(std::memory_order_seq_cst) != 0) {
+      unpark();  // results are due and no one else reads them
     }
-    for (auto& j : jobs) j->cancel_pending();
+  }
+
+  bool await(const std::atomic<bool>& done) noexcept override {
+    return t_await_spin.spin([&] {
+      if (done.load(std::memory_order_acquire)) return true;
+      if (results_.qsize() != 0) read_results();
+      return done.load(std::memory_order_acquire);
+    });
   }
 
   void signal_workers(bool kill) override {
@@ -328,12 +438,27 @@ class ProcessEngine final : public Engine {
     std::uint32_t index;
     std::uint32_t fn;
     std::string args;
+    ChunkHandles handles;
+  };
+  // The parent's end of a worker's socket for descriptors (closed with it).
+  struct Socket {
+    platform::Handle fd = platform::kInvalidHandle;
+    Socket() = default;
+    Socket(Socket&& o) noexcept : fd(std::exchange(o.fd, platform::kInvalidHandle)) {}
+    Socket& operator=(Socket&& o) noexcept {
+      std::swap(fd, o.fd);
+      return *this;
+    }
+    ~Socket() {
+      if (fd != platform::kInvalidHandle) platform::close_handle(fd);
+    }
   };
   struct Worker {
     std::optional<Process> proc;
     int pid = 0;
     QueueCore tasks;
     std::deque<InFlight> inflight;
+    Socket handles;
     std::vector<bool> defined;
     std::uint64_t sent = 0;
     bool stop_sent = false;
@@ -344,15 +469,20 @@ class ProcessEngine final : public Engine {
     std::uint32_t index;
     std::uint32_t fn;
     std::string args;
+    ChunkHandles handles;
   };
 
   Slot& slot(std::size_t i) { return static_cast<Slot*>(slots_.data())[i]; }
 
   void wake() noexcept {
+    unpark();
+    // Bounded: a worker that died or stopped holding the queue's lock (a zero timeout would
+    // wait for the lock without limit) costs at most this, then the engine sees the change at
+    // its next tick.
     try {
       const std::uint8_t k = kWake;
-      const Nanos zero{0};
-      results_.put(&k, 1, &zero);
+      const Nanos limit = std::chrono::milliseconds(1);
+      results_.put(&k, 1, &limit);
     } catch (...) {
     }
   }
@@ -362,9 +492,48 @@ class ProcessEngine final : public Engine {
     if (thread_.joinable()) thread_.join();
   }
 
+  // The engine thread, parked while threads await, goes back to reading the result queue.
+  void unpark() noexcept {
+    if (count_event_if_sleepers(park_)) wake_sleepers(park_);
+  }
+
+  // A waiting thread reads what is in the result queue and delivers it (await).
+  void read_results() noexcept {
+    Deliveries d;
+    {
+      std::unique_lock r(read_mu_, std::try_to_lock);
+      if (!r) return;
+      thread_local std::string msg;
+      const Nanos zero{0};
+      for (int i = 0; i < 256; ++i) {
+        try {
+          if (!results_.get(&copy_item, &msg, &zero)) break;
+        } catch (...) {
+          break;
+        }
+        handle_message(msg, d);
+      }
+    }
+    if (d.items.empty()) return;
+    d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
+    {
+      std::lock_guard g(mu_);
+      try {
+        dispatch(d);
+      } catch (...) {
+      }
+    }
+    d.run();
+  }
+
   void start_worker(std::size_t i) {
     Worker& w = workers_[i];
-    WorkerChannels ch{w.tasks, results_, slots_, static_cast<std::uint32_t>(i), cfg_.maxtasks, initializer_code_};
+    const auto [parent_end, child_end] = platform::datagram_pair();
+    Socket child;
+    child.fd = child_end;
+    w.handles = Socket();
+    w.handles.fd = parent_end;
+    WorkerChannels ch{w.tasks, results_, slots_, static_cast<std::uint32_t>(i), cfg_.maxtasks, initializer_code_, child_end};
     slot(i).task.store(0, std::memory_order_relaxed);
     Process p = cfg_.factory(ctx_, ch);
     p.set_name(std::string(cfg_.name) + "Worker-" + std::to_string(++worker_count_));
@@ -410,7 +579,7 @@ class ProcessEngine final : public Engine {
       if (!retry_.empty()) {
         Retry r = std::move(retry_.front());
         retry_.pop_front();
-        send(*best, std::move(r.job), r.index, r.fn, std::move(r.args));
+        send(*best, std::move(r.job), r.index, r.fn, std::move(r.args), std::move(r.handles), d);
         continue;
       }
       bool sent = false;
@@ -440,16 +609,15 @@ class ProcessEngine final : public Engine {
           sent = true;
           break;
         }
-        send(*best, *it, c.index, fn, std::move(c.args));
+        send(*best, *it, c.index, fn, std::move(c.args), std::move(c.handles), d);
         sent = true;
       }
       if (!sent) return;
     }
   }
 
-  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn, std::string args) {
-    const std::size_t wi = static_cast<std::size_t>(&w - workers_.data());
-    (void)wi;
+  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn, std::string args,
+            ChunkHandles handles, Deliveries& d) {
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
       std::string msg(1, static_cast<char>(kDefine));
@@ -458,12 +626,37 @@ class ProcessEngine final : public Engine {
       w.tasks.put(msg.data(), msg.size(), nullptr);
       w.defined[fn] = true;
     }
-    const TaskHeader th{kTask, next_id_++, fn};
-    const QueueCore::Part parts[2] = {{&th, sizeof th}, {args.data(), args.size()}};
-    w.tasks.put(parts, 2, nullptr);
-    w.inflight.push_back(InFlight{th.id, std::move(job), index, fn, std::move(args)});
+    const TaskHeader th{kTask, next_id_++, fn, static_cast<std::uint32_t>(handles.items.size())};
+    std::vector<std::uint64_t> tokens;
+    if (!handles.items.empty()) {
+      try {
+        send_handles(w, th.id, handles);
+      } catch (...) {  // the chunk fails; its descriptors left in the socket are dropped by id
+        d.items.push_back({std::move(job), index, error_outcome(std::current_exception())});
+        return;
+      }
+      for (const auto& h : handles.items) tokens.push_back(h.first);
+    }
+    const QueueCore::Part parts[3] = {
+        {&th, sizeof th}, {tokens.data(), tokens.size() * sizeof(std::uint64_t)}, {args.data(), args.size()}};
+    w.tasks.put(parts, 3, nullptr);
+    w.inflight.push_back(InFlight{th.id, std::move(job), index, fn, std::move(args), std::move(handles)});
+    if (outstanding_.fetch_add(1, std::memory_order_seq_cst) == 0 && awaiters_.load(std::memory_order_seq_cst) == 0)
+      unpark();
     ++w.sent;
     chunks_sent_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Passes a chunk's descriptors to worker `w`, tagged with the task's id, before the task.
+  void send_handles(Worker& w, std::uint64_t id, const ChunkHandles& handles) {
+    for (const auto& h : handles.items) {
+      const auto fd = static_cast<platform::Handle>(h.second);
+      while (!platform::send_descriptor(w.handles.fd, id, fd)) {
+        const Nanos limit = std::chrono::seconds(5);
+        if (!platform::wait_writable(w.handles.fd, &limit))
+          throw ProcessError("pool: the worker does not take the descriptors of a task's arguments");
+      }
+    }
   }
 
   // ---- the engine thread
@@ -474,10 +667,17 @@ class ProcessEngine final : public Engine {
     auto last_check = platform::Clock::now();
     for (;;) {
       bool got = false, woken = false;
-      try {
-        got = results_.get(&copy_item, &msg, &kTick);
-      } catch (...) {
-        got = false;
+      if (awaiters_.load(std::memory_order_seq_cst) != 0) {
+        // The awaiting threads read the results: sleep elsewhere, so that a worker's result
+        // does not wake this thread too (on a loaded host, that wake-up takes a CPU from them).
+        const std::uint32_t seen = prepare_sleep(park_);
+        if (awaiters_.load(std::memory_order_seq_cst) != 0) sleep_on(park_, seen, &kTick);
+      } else {
+        try {
+          got = results_.get(&copy_item, &msg, &kTick);
+        } catch (...) {
+          got = false;
+        }
       }
       if (got) woken = handle_message(msg, d);
       // Drain whatever else is there before taking the lock for bookkeeping.
@@ -490,6 +690,7 @@ class ProcessEngine final : public Engine {
         }
         woken |= handle_message(msg, d);
       }
+      d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
       {
         std::lock_guard g(mu_);
         try {
@@ -532,6 +733,7 @@ class ProcessEngine final : public Engine {
       if (it->id != rh.id) continue;
       d.items.push_back({std::move(it->job), it->index, std::move(o)});
       q.erase(it);
+      outstanding_.fetch_sub(1, std::memory_order_seq_cst);
       return false;
     }
     return false;
@@ -603,6 +805,7 @@ class ProcessEngine final : public Engine {
   }
 
   void drain_results(Deliveries& d) {
+    std::lock_guard r(read_mu_);  // a message a waiting thread took is handled first
     std::string msg;
     const Nanos zero{0};
     for (;;) {
@@ -659,9 +862,10 @@ class ProcessEngine final : public Engine {
         if (cfg_.broken_error && !w.timed_out) broken_ = e;
         d.items.push_back({std::move(f.job), f.index, error_outcome(e)});
       } else {
-        again.push_back(Retry{std::move(f.job), f.index, f.fn, std::move(f.args)});
+        again.push_back(Retry{std::move(f.job), f.index, f.fn, std::move(f.args), std::move(f.handles)});
       }
     }
+    outstanding_.fetch_sub(w.inflight.size(), std::memory_order_seq_cst);
     w.inflight.clear();
     retry_.insert(retry_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
     if (broken_) return;
@@ -685,6 +889,7 @@ class ProcessEngine final : public Engine {
           broken_ ? broken_ : cfg_.broken_error ? cfg_.broken_error("the executor's workers were terminated") : terminated();
       for (auto& w : workers_) {
         for (auto& f : w.inflight) d.failures.emplace_back(std::move(f.job), e);
+        outstanding_.fetch_sub(w.inflight.size(), std::memory_order_seq_cst);
         w.inflight.clear();
       }
       for (auto& r : retry_) d.failures.emplace_back(std::move(r.job), e);
@@ -725,33 +930,31 @@ class ProcessEngine final : public Engine {
     }
   }
 
-  EngineConfig cfg_;
   Context ctx_;
   std::string initializer_code_;
   QueueCore results_;
   heap::SharedBlock slots_;
-  mutable std::mutex mu_;
-  std::mutex join_mu_;
+  std::mutex read_mu_;  // held by a waiting thread while it reads and handles results
+  std::atomic<int> awaiters_{0};              // threads in awaiting(true)
+  std::atomic<std::size_t> outstanding_{0};   // chunks handed to workers whose results are unread
+  std::atomic<std::uint32_t> park_{0};        // an event count: the engine thread parks on it
   std::vector<Worker> workers_;
   std::deque<Retry> retry_;
-  std::deque<std::shared_ptr<Job>> jobs_;
   std::map<std::pair<AnyFunction, AnyFunction>, std::uint32_t> fn_ids_;
   std::vector<std::string> fn_defs_;
   std::uint64_t next_id_ = 1;
   int worker_count_ = 0;
-  RunState state_ = RunState::run;
   bool kill_signal_ = false;
   std::exception_ptr broken_;
-  std::atomic<std::uint64_t> chunks_sent_{0};
   double chunk_ns_ = 0;
   std::size_t depth_ = kDepth;
   std::thread thread_;
 };
 
 // ---- threads (ThreadPool, ThreadPoolExecutor): any callable, no serialization.
-class ThreadEngine final : public Engine {
+class ThreadEngine final : public EngineBase {
  public:
-  explicit ThreadEngine(EngineConfig config) : cfg_(std::move(config)) {
+  explicit ThreadEngine(EngineConfig config) : EngineBase(std::move(config)) {
     for (int i = 0; i < cfg_.processes; ++i) threads_.emplace_back([this] { run(); });
   }
   ~ThreadEngine() override {
@@ -803,18 +1006,12 @@ class ThreadEngine final : public Engine {
     std::lock_guard g(mu_);
     return state_ == RunState::run;
   }
-  int processes() const noexcept override { return cfg_.processes; }
   bool threads() const noexcept override { return true; }
-  std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
-  void cancel_pending() noexcept override {
-    std::vector<std::shared_ptr<Job>> jobs;
-    {
-      std::lock_guard g(mu_);
-      jobs.assign(jobs_.begin(), jobs_.end());
-    }
-    for (auto& j : jobs) j->cancel_pending();
-  }
   void signal_workers(bool) override { terminate(); }
+  // The worker thread sets the flag itself: only spin.
+  bool await(const std::atomic<bool>& done) noexcept override {
+    return t_await_spin.spin([&] { return done.load(std::memory_order_acquire); });
+  }
 
  private:
   bool on_worker_thread() const {
@@ -878,14 +1075,8 @@ class ThreadEngine final : public Engine {
     }
   }
 
-  EngineConfig cfg_;
-  mutable std::mutex mu_;
-  std::mutex join_mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Job>> jobs_;
   std::vector<std::thread> threads_;
-  RunState state_ = RunState::run;
-  std::atomic<std::uint64_t> chunks_sent_{0};
 };
 
 }  // namespace

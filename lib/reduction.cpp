@@ -12,6 +12,7 @@ namespace mp::reduction {
 namespace {
 thread_local std::vector<platform::Handle>* t_sending = nullptr;
 thread_local const std::vector<platform::Handle>* t_receiving = nullptr;
+thread_local const detail::ReceiveMapScope::Map* t_received = nullptr;
 }  // namespace
 
 namespace detail {
@@ -35,6 +36,8 @@ ReceiveScope::ReceiveScope(const std::vector<platform::Handle>& inherited) : pre
   t_receiving = &inherited;
 }
 ReceiveScope::~ReceiveScope() { t_receiving = previous_; }
+ReceiveMapScope::ReceiveMapScope(const Map& received) : previous_(t_received) { t_received = &received; }
+ReceiveMapScope::~ReceiveMapScope() { t_received = previous_; }
 
 }  // namespace detail
 
@@ -48,6 +51,10 @@ std::uint64_t send_handle(native_handle handle, const char* what) {
 }
 
 native_handle receive_handle(std::uint64_t token) {
+  if (t_received) {
+    for (const auto& [t, fd] : *t_received)
+      if (t == token) return platform::duplicate_handle(fd);
+  }
   const auto h = static_cast<platform::Handle>(token);
   if (!t_receiving || std::find(t_receiving->begin(), t_receiving->end(), h) == t_receiving->end())
     throw UnpicklingError("mp: a handle in the data was not inherited by this process");

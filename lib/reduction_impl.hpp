@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "platform/handle.hpp"
@@ -30,6 +31,20 @@ class ReceiveScope {
 
  private:
   const std::vector<platform::Handle>* previous_;
+};
+
+// In a process that received descriptors after it started (a pool worker, passed over a socket):
+// receive_handle(token) gives a duplicate of the descriptor received for `token`.
+class ReceiveMapScope {
+ public:
+  using Map = std::vector<std::pair<std::uint64_t, platform::Handle>>;
+  explicit ReceiveMapScope(const Map& received);
+  ~ReceiveMapScope();
+  ReceiveMapScope(const ReceiveMapScope&) = delete;
+  ReceiveMapScope& operator=(const ReceiveMapScope&) = delete;
+
+ private:
+  const Map* previous_;
 };
 
 }  // namespace mp::reduction::detail

@@ -57,6 +57,31 @@ TEST_P(FuturesTest, SubmitResult) {
   EXPECT_EQ(slow.result(kTimeout), 1);
 }
 
+// Shared objects as submit()/map() arguments: the worker uses the parent's objects.
+int add_to(mp::Value<int> v, mp::Lock lock, int n) {
+  lock.acquire();
+  v.set_value(v.value() + n);
+  lock.release();
+  return n;
+}
+int put_twice(mp::Queue<int> q, int x) {
+  q.put(2 * x);
+  return x;
+}
+
+TEST_P(FuturesTest, SharedObjectsAsArguments) {
+  fut::ProcessPoolExecutor ex(ctx(), 2);
+  mp::Value<int> v(0);
+  mp::Lock lock;
+  mp::Queue<int> q;
+  std::vector<fut::Future<int>> fs;
+  for (int i = 1; i <= 10; ++i) fs.push_back(ex.submit(add_to, v, lock, i));
+  for (auto& f : fs) f.result(kTimeout);
+  EXPECT_EQ(v.value(), 55);
+  EXPECT_EQ(ex.submit(put_twice, q, 21).result(kTimeout), 21);
+  EXPECT_EQ(q.get(true, kTimeout), 42);
+}
+
 TEST_P(FuturesTest, Map) {
   fut::ProcessPoolExecutor ex(opts(2));
   std::vector<int> got;

@@ -311,30 +311,68 @@ TEST_P(PoolTest, Destructor) {
 }
 
 // Shared objects: as initargs they travel with the workers (TerminateAfterDeathHoldingQueueLock
-// passes a Value); proxies are valid task arguments; an OS-handle object (Value, Lock, Queue) as a
-// task argument fails that task with CPython's message.
+// passes a Value); as task arguments (apply, map, starmap, imap) their descriptors are passed to
+// the running worker with the task: the worker uses the parent's very objects, also ones created
+// after the pool and ones the caller destroyed before the task ran. Proxies too.
 int set_in_dict(mp::managers::DictProxy<std::string, int> d, int v) {
   d.setitem("k", v);
   return v;
 }
 int read_value(mp::Value<int> v) { return v.value(); }
+int add_locked(mp::Value<int> v, mp::Lock lock, int n) {
+  lock.acquire();
+  v.set_value(v.value() + n);
+  lock.release();
+  return n;
+}
+bool lock_is_free(mp::Lock lock) {
+  const bool got = lock.acquire(false);
+  if (got) lock.release();
+  return got;
+}
+int put_square(mp::Queue<int> q, int x) {
+  q.put(x * x);
+  return x;
+}
 
 TEST_P(PoolTest, SharedObjectsAsTaskArguments) {
   auto manager = mp::Manager();
   auto d = manager.dict<std::string, int>();
-  mp::Pool pool(ctx(), 1);
+  mp::Pool pool(ctx(), 2);
   EXPECT_EQ(pool.apply(set_in_dict, d, 5), 5);
   EXPECT_EQ(d.get("k"), 5);
-  mp::Value<int> v(3);
-  try {
-    pool.apply(read_value, v);
-    ADD_FAILURE() << "no exception";
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("should only be shared between processes through inheritance"), std::string::npos)
-        << e.what();
-  }
-  EXPECT_EQ(pool.apply(sqr, 2), 4);
   manager.shutdown();
+
+  // Created after the workers started.
+  mp::Value<int> v(3);
+  mp::Lock lock;
+  mp::Queue<int> q;
+  EXPECT_EQ(pool.apply(read_value, v), 3);
+  lock.acquire();
+  EXPECT_FALSE(pool.apply(lock_is_free, lock));  // the same lock, held here
+  lock.release();
+  EXPECT_TRUE(pool.apply(lock_is_free, lock));
+
+  // map/starmap in chunks: every task updates the one Value under the one Lock.
+  std::vector<std::tuple<mp::Value<int>, mp::Lock, int>> adds;
+  for (int i = 1; i <= 40; ++i) adds.emplace_back(v, lock, i);
+  EXPECT_EQ(pool.starmap(add_locked, adds, 3).size(), 40u);
+  EXPECT_EQ(v.value(), 3 + 40 * 41 / 2);
+  std::vector<std::tuple<mp::Queue<int>, int>> puts;
+  for (int i = 0; i < 10; ++i) puts.emplace_back(q, i);
+  EXPECT_EQ(pool.starmap(put_square, puts).size(), 10u);
+  int sum = 0;
+  for (int i = 0; i < 10; ++i) sum += q.get(true, kTimeout);
+  EXPECT_EQ(sum, 285);
+  std::vector<mp::Value<int>> values(5, v);
+  for (int r : pool.imap(read_value, values)) EXPECT_EQ(r, 3 + 40 * 41 / 2);
+
+  // The caller's object is gone before the task runs: the task still has it.
+  auto r = [&] {
+    mp::Value<int> temp(42);
+    return pool.apply_async(read_value, temp);
+  }();
+  EXPECT_EQ(r.get(kTimeout), 42);
 }
 
 MP_INSTANTIATE_START_METHODS(PoolTest);
@@ -393,7 +431,9 @@ TEST_P(PoolGuarantee, WorkerAbortAndExit) {
   EXPECT_EQ(pool.apply(sqr, 4), 16);
 }
 
-// 2. A result that cannot be serialized, or decoded, fails only its own task.
+// 2. A result that cannot be serialized (in the worker), or decoded (in the parent), fails only its
+// own task: the worker lives on, the pool goes on. Every wait is bounded: without the mechanism
+// the task would never finish (CPython hangs) or its worker would die (WorkerLostError).
 struct Unsendable {
   int v = 0;
   template <class Archive>
@@ -418,14 +458,17 @@ struct Undecodable {
   }
 };
 Unsendable make_unsendable(int v) { return {v}; }
+int worker_pid(int) { return static_cast<int>(::getpid()); }
 Undecodable make_undecodable(int v) { return {v}; }
 
 TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
-  mp::Pool pool(ctx(), 2);
-  EXPECT_THROW(pool.apply(make_unsendable, 1), mp::PicklingError);
-  EXPECT_EQ(pool.apply(sqr, 5), 25);
-  EXPECT_THROW(pool.apply(make_undecodable, 3), mp::UnpicklingError);
-  EXPECT_EQ(pool.apply(make_undecodable, 4).v, 4);
+  mp::Pool pool(ctx(), 1);
+  const int pid = pool.apply_async(worker_pid, 0).get(kTimeout);
+  EXPECT_THROW(pool.apply_async(make_unsendable, 1).get(kTimeout), mp::PicklingError);
+  EXPECT_EQ(pool.apply_async(sqr, 5).get(kTimeout), 25);
+  EXPECT_THROW(pool.apply_async(make_undecodable, 3).get(kTimeout), mp::UnpicklingError);
+  EXPECT_EQ(pool.apply_async(make_undecodable, 4).get(kTimeout).v, 4);
+  EXPECT_EQ(pool.apply_async(worker_pid, 0).get(kTimeout), pid);  // the same worker throughout
   auto it = pool.imap(make_undecodable, std::views::iota(0, 6), 1);
   for (int i = 0; i < 6; ++i) {
     if (i == 3) {
@@ -488,14 +531,18 @@ TEST_P(PoolGuarantee, LazyBoundedImap) {
   EXPECT_EQ(n, 20'000);
 }
 
-// 5. maxtasksperchild never strands queued work.
+// 5. maxtasksperchild never strands queued work: a worker is never handed more than it has left
+// to run, so no chunk waits in the queue of a worker that exits (none has to be handed out again:
+// chunks_sent() counts every hand-out, re-sends included).
 TEST_P(PoolGuarantee, MaxTasksPerChildStrandsNothing) {
   mp::Pool pool(mp::PoolOptions{.processes = 2, .maxtasksperchild = 1, .context = ctx()});
   std::vector<int> in(40);
   std::iota(in.begin(), in.end(), 0);
   std::vector<int> want;
   for (int x : in) want.push_back(x * x);
+  const auto sent = pool.chunks_sent();
   EXPECT_EQ(pool.map_async(sqr, in, 1).get(kTimeout), want);
+  EXPECT_EQ(pool.chunks_sent() - sent, in.size());
   std::vector<int> got;
   for (int x : pool.imap(sqr, in)) got.push_back(x);
   EXPECT_EQ(got, want);
@@ -525,13 +572,13 @@ TEST_P(PoolGuarantee, TerminateAfterDeathHoldingQueueLock) {
   bool lost = false;
   for (int i = 0; i < 40 && !lost; ++i) {
     try {
-      pool.apply(big_result, 1 << 20);
+      pool.apply_async(big_result, 1 << 20).get(kTimeout);
     } catch (const mp::WorkerLostError&) {
       lost = true;
     }
   }
   EXPECT_TRUE(lost);
-  EXPECT_EQ(pool.apply(sqr, 3), 9);  // the lock was taken over
+  EXPECT_EQ(pool.apply_async(sqr, 3).get(kTimeout), 9);  // the lock was taken over
   const auto t0 = std::chrono::steady_clock::now();
   pool.terminate();
   pool.join();

@@ -12,10 +12,10 @@
 // (mp/reduction.hpp), under every start method: workers exist from construction (a fork worker
 // does not see globals changed later), and a task's function travels as its code location, its
 // arguments as bytes. A task whose types cannot be sent does not compile. ThreadPool takes any
-// callable and sends nothing. Shared objects (Lock, Value, Queue, ...) are valid initargs (they
-// travel as the workers start); manager proxies are valid task arguments too. An object backed by
-// an OS handle (Lock, Value, Queue, ...) as a task argument fails that task as in CPython ("...
-// objects should only be shared between processes through inheritance"): pass it as initargs.
+// callable and sends nothing. Shared objects (Lock, Value, Queue, manager proxies, ...) are valid
+// initargs and task arguments: the descriptors of a task's arguments go to the worker that runs
+// it with the task (Python: only proxies; the others raise "... objects should only be shared
+// between processes through inheritance"). A result cannot hold one (that task fails so).
 //
 // An exception escaping a task is rethrown by get(), map() and the iterators: the same type for
 // the <stdexcept> types and mp's own errors, else mp::RemoteError(type name, message).
@@ -295,7 +295,18 @@ class BasicPool {
   // pool.apply(f, args): the result of f(args...) run in a worker.
   template <class F, class... A>
   auto apply(F&& f, A&&... args) {
-    return apply_async(std::forward<F>(f), std::forward<A>(args)...).take();
+    // The caller reads its result itself from the moment it is submitted (Engine::awaiting).
+    detail::pool::Engine& e = *engine_;
+    e.awaiting(true);
+    decltype(submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...)) state;
+    try {
+      state = submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
+    } catch (...) {
+      e.awaiting(false);
+      throw;
+    }
+    state->wait_until(static_cast<const std::chrono::steady_clock::time_point*>(nullptr), &e);
+    return AsyncResult<typename decltype(state)::element_type::Result>(std::move(state)).take();
   }
   template <class F, class... A>
     requires(!IsCallbacks<std::decay_t<F>>::value)
@@ -399,6 +410,7 @@ class BasicPool {
     std::vector<Args> items;
     items.emplace_back(std::forward<A>(args)...);
     auto state = std::make_shared<State<R>>();
+    state->engine = engine_;
     auto sink = std::make_shared<StateSink<R, true>>(state, make_callbacks<R>(std::move(cb.on_result), std::move(cb.on_error)));
     submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)),
                                                            sink, std::size_t{1}));
@@ -422,6 +434,7 @@ class BasicPool {
     if constexpr (std::ranges::sized_range<Range>) items.reserve(std::ranges::size(inputs));
     for (auto&& e : inputs) items.push_back(to_args<Args, Star>(std::forward<decltype(e)>(e)));
     auto state = std::make_shared<State<Whole>>();
+    state->engine = engine_;
     auto sink = std::make_shared<StateSink<R, false>>(state, make_callbacks<Whole>(std::move(cb.on_result), std::move(cb.on_error)));
     submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, cs));
     return AsyncResult<Whole>(state);

@@ -37,7 +37,13 @@
 
 namespace mp::detail::pool {
 
-// ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it.
+// ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it,
+// except that trivially copyable values, and argument tuples of them, are their bytes.
+template <class T>
+struct MemcpyTuple : std::false_type {};
+template <class... E>
+struct MemcpyTuple<std::tuple<E...>> : std::bool_constant<(reduction::detail::MemcpySerializable<E> && ...)> {};
+
 class ItemWriter {
  public:
   explicit ItemWriter(std::string& out) : out_(out), ar_(out) {}
@@ -46,6 +52,8 @@ class ItemWriter {
   void write(const T& value) {
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
+    } else if constexpr (MemcpyTuple<T>::value) {
+      std::apply([&](const auto&... e) { (out_.append(reinterpret_cast<const char*>(&e), sizeof e), ...); }, value);
     } else {
       ar_(value);
     }
@@ -69,6 +77,10 @@ class ItemReader {
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       T value;
       ar_.loadBinary(static_cast<void*>(&value), sizeof(T));
+      return value;
+    } else if constexpr (MemcpyTuple<T>::value) {
+      T value;
+      std::apply([&](auto&... e) { (ar_.loadBinary(static_cast<void*>(&e), sizeof e), ...); }, value);
       return value;
     } else {
       T value{};
@@ -119,8 +131,33 @@ struct Outcome {
   std::uint64_t ns = 0;           // time the worker spent on the chunk
 };
 
+// The descriptors of shareable objects (Lock, Value, Queue, ...) in a chunk's arguments: the
+// token each was serialized as (reduction::send_handle) and a duplicate the chunk owns until its
+// outcome is in, so the objects may be destroyed meanwhile. The engine passes them to the worker
+// that runs the chunk over the worker's socket (SCM_RIGHTS); there receive_handle(token) gives them.
+class MP_API ChunkHandles {
+ public:
+  ChunkHandles() = default;
+  ChunkHandles(ChunkHandles&& o) noexcept : items(std::move(o.items)) { o.items.clear(); }
+  ChunkHandles& operator=(ChunkHandles&& o) noexcept;
+  ~ChunkHandles();
+  std::vector<std::pair<std::uint64_t, reduction::native_handle>> items;
+};
+
+// While alive, reduction::send_handle() on this thread records descriptors instead of refusing.
+class MP_API HandleCapture {
+ public:
+  HandleCapture();
+  ~HandleCapture();
+  HandleCapture(const HandleCapture&) = delete;
+  HandleCapture& operator=(const HandleCapture&) = delete;
+  // Duplicates what was recorded.
+  ChunkHandles take();
+};
+
 struct Chunk {
   std::uint32_t index = 0;
+  ChunkHandles handles;            // processes: descriptors in the arguments
   AnyFunction runner = nullptr;    // processes
   AnyFunction function = nullptr;  // processes
   std::string args;                // processes: the serialized arguments
@@ -168,7 +205,16 @@ class MP_API Engine {
   virtual void signal_workers(bool kill) = 0;
   // Chunks handed to workers so far (tests of the adaptive chunk size).
   virtual std::uint64_t chunks_sent() const noexcept = 0;
+  // Called by a thread about to wait for `done`: polls briefly (lib/spin.hpp's policy) and, on a
+  // process pool, reads the results that arrive meanwhile itself and delivers them, so a result
+  // that comes within microseconds reaches its waiter without a hop through the engine's thread
+  // or a sleep. Returns whether `done` is set.
+  virtual bool await(const std::atomic<bool>& done) noexcept = 0;
+  // A thread will await a result soon (true) / no longer (false); nests. While one does, a
+  // process engine's thread leaves the result queue to it (it would only be woken for nothing).
+  virtual void awaiting(bool /*starts*/) noexcept {}
 };
+
 
 // What a worker process is started with. Serializable: the queues and the block travel as
 // descriptors under spawn.
@@ -179,9 +225,16 @@ struct WorkerChannels {
   std::uint32_t index = 0;
   std::uint64_t maxtasks = 0;
   std::string initializer;  // the initializer's code location, empty: none
+  reduction::native_handle handles = -1;  // receives the descriptors of tasks' arguments
   template <class Archive>
-  void serialize(Archive& ar) {
-    ar(tasks, results, slots, index, maxtasks, initializer);
+  void save(Archive& ar) const {
+    ar(tasks, results, slots, index, maxtasks, initializer, reduction::send_handle(handles, "Pool channel"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t token = 0;
+    ar(tasks, results, slots, index, maxtasks, initializer, token);
+    handles = reduction::receive_handle(token);
   }
 };
 
@@ -281,10 +334,6 @@ std::vector<T> decode_values(Outcome& o, std::size_t expected) {
   return out;
 }
 
-// Spins briefly (lib/spin.hpp's adaptive policy) until `flag` is set: a result that comes within
-// microseconds is then received without a sleep and a wake-up.
-MP_API bool spin_until(const std::atomic<bool>& flag) noexcept;
-
 // void results: the count only.
 struct Nothing {};
 
@@ -303,6 +352,7 @@ struct State {
   std::exception_ptr error;
   std::vector<std::function<void()>> done_callbacks;  // futures
   std::atomic<bool> is_done{false};
+  std::weak_ptr<Engine> engine;  // the pool that computes it (Engine::await)
 
   // Sets the result and wakes the waiters; callbacks run first (as CPython's AsyncResult._set).
   void finish(std::optional<Stored<R>> v, std::exception_ptr e, const std::function<void(State&)>& before) {
@@ -336,9 +386,19 @@ struct State {
     std::lock_guard g(mutex);
     return status == finished || status == cancelled;
   }
+  // `awaited`: the engine the caller already called awaiting(true) on (apply(): before
+  // submitting); the call ends it.
   template <class Clock, class Dur>
-  bool wait_until(const std::chrono::time_point<Clock, Dur>* deadline) {
-    if (!is_done.load(std::memory_order_acquire)) spin_until(is_done);
+  bool wait_until(const std::chrono::time_point<Clock, Dur>* deadline, Engine* awaited = nullptr) {
+    if (!is_done.load(std::memory_order_acquire)) {
+      std::shared_ptr<Engine> e = awaited ? nullptr : engine.lock();
+      if (!awaited && e) {
+        awaited = e.get();
+        awaited->awaiting(true);
+      }
+      if (awaited) awaited->await(is_done);
+    }
+    if (awaited) awaited->awaiting(false);
     std::unique_lock g(mutex);
     auto pred = [&] { return status == finished || status == cancelled; };
     if (!deadline) {
@@ -438,7 +498,8 @@ class RangeSource final : public Source<Args> {
 
 // Chunk size when none is given (guarantee 9): each chunk aims at about kTargetChunkNs of work,
 // from the time the workers measured on this job's chunks so far (joblib's auto batching), never
-// more than a quarter of a worker's share of a known input (so load stays balanced), and starting
+// more than a quarter of a worker's share of a known input (so load stays balanced; the share of
+// the whole input, as CPython's len/(4*processes), so the chunks do not shrink towards its end), and starting
 // from one item (a long task is never batched behind another). A lazy input's chunks stay under
 // kMaxLazyChunk items, which with the iterator's window bounds the items read ahead.
 struct Chunking {
@@ -447,7 +508,9 @@ struct Chunking {
   static constexpr std::size_t kMaxLazyChunk = 4096;
   std::optional<std::size_t> fixed;
   double ns_per_item = 0;  // 0: nothing measured yet
-  std::size_t next_size(std::optional<std::size_t> remaining, int processes) const {
+  std::optional<std::size_t> total;  // a known input's size, from the first call
+  std::size_t next_size(std::optional<std::size_t> remaining, int processes) {
+    if (!total) total = remaining;
     if (fixed) return *fixed;
     std::size_t size = 1;
     if (ns_per_item > 0) {
@@ -455,7 +518,7 @@ struct Chunking {
       size = want >= static_cast<double>(kMaxChunk) ? kMaxChunk : std::max<std::size_t>(1, static_cast<std::size_t>(want));
     }
     if (remaining) {
-      size = std::min(size, std::max<std::size_t>(1, *remaining / (4 * static_cast<std::size_t>(processes))));
+      size = std::min(size, std::max<std::size_t>(1, *total / (4 * static_cast<std::size_t>(processes))));
     } else {
       size = std::min(size, kMaxLazyChunk);
     }
@@ -485,6 +548,9 @@ class MapJob final : public Job {
     if (done_) return Next::done;
     if (!unbounded.load(std::memory_order_relaxed) && !sink_->room(outstanding_)) return Next::wait;
     if (index_ == 0 && !sink_->start()) return finish_input();
+    // Adaptive size, nothing measured yet: one single-item chunk per worker until a time is in.
+    if (!chunking_.fixed && chunking_.ns_per_item == 0 && outstanding_ >= static_cast<std::size_t>(processes))
+      return Next::wait;
     const std::size_t size = chunking_.next_size(source_->remaining(), processes);
     std::vector<Args> items;
     try {
@@ -519,9 +585,17 @@ class MapJob final : public Job {
         c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
         c.function = reinterpret_cast<AnyFunction>(fn_);
         c.args.clear();
-        ItemWriter w(c.args);
-        w.count(static_cast<std::uint32_t>(items.size()));
-        for (const auto& a : items) w.write(a);
+        if constexpr (reduction::detail::MemcpySerializable<Args> || MemcpyTuple<Args>::value) {
+          ItemWriter w(c.args);
+          w.count(static_cast<std::uint32_t>(items.size()));
+          for (const auto& a : items) w.write(a);
+        } else {
+          HandleCapture capture;
+          ItemWriter w(c.args);
+          w.count(static_cast<std::uint32_t>(items.size()));
+          for (const auto& a : items) w.write(a);
+          c.handles = capture.take();
+        }
       }
     } catch (...) {  // an argument that cannot be serialized fails its own chunk
       c.args.clear();

@@ -30,6 +30,7 @@
 #include "../platform/system.hpp"
 #include "../platform/wait.hpp"
 #include "../support/remote_error.hpp"
+#include "../support/spin.hpp"
 #include "wire.hpp"
 
 namespace mp::mpi {
@@ -319,6 +320,11 @@ class MpiEngine final : public pool::Engine {
   int processes() const noexcept override { return static_cast<int>(workers_.size()); }
   bool threads() const noexcept override { return false; }
   std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
+  // Results arrive through the engine's thread: a waiter only spins (lib/support/spin.hpp), then sleeps.
+  bool await(const std::atomic<bool>& done) noexcept override {
+    static constinit thread_local mp::detail::Spinner spinner;
+    return spinner.spin([&] { return done.load(std::memory_order_acquire); });
+  }
   void cancel_pending() noexcept override {
     std::vector<std::shared_ptr<pool::Job>> jobs;
     {
