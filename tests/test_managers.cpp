@@ -852,10 +852,17 @@ TEST_F(SyncManagerTest, List) {
   EXPECT_EQ(l.pop(0), 0);
   l.remove(2);
   EXPECT_EQ(l.tolist(), (std::vector<int>{1, 3}));
-  EXPECT_THROW(l.get(5), mp::RemoteError);
+  // Python's IndexError and ValueError, told apart from KeyError (issue 18).
+  try {
+    (void)l.get(5);
+    FAIL() << "no IndexError";
+  } catch (const mp::IndexError& e) {
+    EXPECT_STREQ(e.what(), "list index out of range");
+  }
+  EXPECT_THROW(l.set(-3, 1), mp::IndexError);
   EXPECT_THROW(l.index(42), mp::RemoteError);
   l.clear();
-  EXPECT_THROW(l.pop(), mp::RemoteError);
+  EXPECT_THROW(l.pop(), mp::IndexError);
 }
 
 TEST_F(SyncManagerTest, Dict) {
@@ -875,8 +882,14 @@ TEST_F(SyncManagerTest, Dict) {
   try {
     std::vector<int> missing = d["nope"];
     FAIL() << "no KeyError";
-  } catch (const mp::RemoteError& e) {
-    EXPECT_EQ(e.type_name(), "std::out_of_range");
+  } catch (const mp::KeyError&) {
+  }
+  EXPECT_THROW(d.delitem("nope"), mp::KeyError);
+  try {  // a porter's `except LookupError` catches both
+    (void)d.getitem("nope");
+  } catch (const mp::LookupError& e) {
+    EXPECT_NE(dynamic_cast<const mp::KeyError*>(&e), nullptr);
+    EXPECT_EQ(dynamic_cast<const mp::IndexError*>(&e), nullptr);
   }
   d.clear();
   EXPECT_EQ(d.size(), 0u);
