@@ -70,16 +70,57 @@ void remove_socket(const Address& address, const std::string& private_dir) {
 Address g_server_address;
 std::string g_server_private_dir;
 
+// A manager's register_() entries for its server process: as they are under fork; under spawn
+// (and forkserver) their functions travel as code locations, as a Process target's do.
+struct Callables {
+  std::vector<Callable> list;
+  template <class A>
+  void save(A& ar) const {
+    std::vector<std::tuple<std::string, std::string, std::string, std::string>> out;
+    for (const Callable& c : list) {
+      if (!c.function)
+        throw PicklingError("register_('" + c.type_id +
+                            "'): a server started by spawn or forkserver needs a function or a captureless lambda");
+      out.emplace_back(c.type_id, c.hosted_type_id, code_of(c.function), code_of(reinterpret_cast<void (*)()>(c.thunk)));
+    }
+    ar(out);
+  }
+  template <class A>
+  void load(A& ar) {
+    std::vector<std::tuple<std::string, std::string, std::string, std::string>> in;
+    ar(in);
+    list.clear();
+    for (auto& [type_id, hosted, function, thunk] : in) {
+      Callable c;
+      c.type_id = std::move(type_id);
+      c.hosted_type_id = std::move(hosted);
+      c.function = resolve(function);
+      c.thunk = reinterpret_cast<std::shared_ptr<void> (*)(void (*)())>(resolve(thunk));
+      c.make = [f = c.function, t = c.thunk] { return t(f); };
+      list.push_back(std::move(c));
+    }
+  }
+  static std::string code_of(void (*f)()) {
+    const platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
+    return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
+  }
+  static void (*resolve(const std::string& code))() {
+    auto [module, build_id, offset] = reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
+    return reinterpret_cast<void (*)()>(platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
+  }
+};
+
 // The target of the server process: serves until shutdown() or until the owner ends.
 void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandle control, std::string authkey,
-                 Address address, std::string private_dir) {
+                 Address address, std::string private_dir, Callables callables) {
   g_server_address = address;
   g_server_private_dir = private_dir;
   mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
   platform::protect_server_from_group_signals(address.is_tcp() ? std::string() : address.path, private_dir);
   drop_inherited_connections();
   {
-    auto* core = new ServerCore(std::move(authkey));  // never destroyed: serving threads may still run
+    // Never destroyed: serving threads may still run.
+    auto* core = new ServerCore(std::move(authkey), std::move(callables.list));
     core->serve(listener.fd, owner.fd, control.fd);
   }
   platform::close_handle(listener.fd);
@@ -114,6 +155,7 @@ struct BaseManager::State {
   // The write end of a pipe to the server: shutdown() writes one byte (no connection, handshake
   // or request needed: only the owner and its forked children have this descriptor).
   platform::Handle control = platform::kInvalidHandle;
+  std::vector<detail::Callable> callables;  // register_()
   explicit State(Context c) : ctx(std::move(c)) {}
   ~State() { platform::close_handle(control); }
 };
@@ -159,7 +201,8 @@ void BaseManager::start() {
     std::tie(control_read, s.control) = platform::conn::pipe_pair();
     detail::warm_up_hmac();
     Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener}, detail::InheritedHandle{owner},
-              detail::InheritedHandle{control_read}, s.authkey, s.address, s.private_dir);
+              detail::InheritedHandle{control_read}, s.authkey, s.address, s.private_dir,
+              detail::Callables{s.callables});
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down
     p.start();
     s.process = std::move(p);
@@ -219,7 +262,16 @@ Server BaseManager::get_server() {
   State& s = *state_;
   if (s.default_address && s.address.path.empty() && s.address.host.empty())
     s.address = Address(platform::private_socket_address(s.private_dir));
-  return Server(s.address, s.authkey);
+  Server server(s.address, s.authkey, s.callables);
+  s.address = server.address();  // the port bound for TCP port 0
+  return server;
+}
+
+void BaseManager::add_callable(detail::Callable c) {
+  if (!state_) throw std::logic_error("mp: the manager was moved from");
+  for (const detail::Callable& e : state_->callables)
+    if (e.type_id == c.type_id) throw std::invalid_argument("type id '" + c.type_id + "' is already registered");
+  state_->callables.push_back(std::move(c));
 }
 
 const Address& BaseManager::address() const { return state_->address; }
@@ -239,14 +291,31 @@ BaseProxy BaseManager::make_object(const std::string& type_id, const std::string
   return detail::ProxyAccess::adopt(state_->address, state_->authkey, id, type_id);
 }
 
-Server::Server(Address address, std::string authkey) : address_(std::move(address)), authkey_(std::move(authkey)) {}
+struct Server::State {
+  Address address;
+  std::string authkey;
+  std::vector<detail::Callable> callables;
+  platform::Handle listener = platform::kInvalidHandle;
+  ~State() { platform::close_handle(listener); }
+};
+
+Server::Server(Address address, std::string authkey, std::vector<detail::Callable> callables)
+    : state_(std::make_shared<State>()) {
+  state_->address = std::move(address);
+  state_->authkey = std::move(authkey);
+  state_->callables = std::move(callables);
+  state_->listener = detail::listen_at(state_->address);
+}
+
+const Address& Server::address() const noexcept { return state_->address; }
 
 void Server::serve_forever() {
-  const platform::Handle listener = detail::listen_at(address_);
-  auto* core = new detail::ServerCore(authkey_);  // never destroyed: serving threads may still run
-  core->serve(listener, platform::kInvalidHandle);
-  platform::close_handle(listener);
-  if (!address_.is_tcp()) platform::conn::unlink_path(address_.path);
+  State& s = *state_;
+  auto* core = new detail::ServerCore(s.authkey, s.callables);  // never destroyed: serving threads may still run
+  core->serve(s.listener, platform::kInvalidHandle);
+  platform::close_handle(s.listener);
+  s.listener = platform::kInvalidHandle;
+  if (!s.address.is_tcp()) platform::conn::unlink_path(s.address.path);
   platform::flush_stdio();
   platform::exit_now(0);
 }

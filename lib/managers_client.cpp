@@ -146,6 +146,10 @@ std::shared_ptr<ProxyState> load_proxy_state(Address address, std::string authke
   return make_state(std::move(address), std::move(authkey), id, std::move(type_id), true);
 }
 
+std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id, std::string type_id) {
+  return make_state(parent.address, parent.authkey, id, std::move(type_id), false);
+}
+
 BaseProxy ProxyAccess::adopt(Address address, std::string authkey, std::uint64_t id, std::string type_id) {
   return BaseProxy(make_state(std::move(address), std::move(authkey), id, std::move(type_id), false));
 }

@@ -54,7 +54,11 @@ bool register_type(const std::string& type_id, Factory factory, std::vector<Meth
 
 // ---------------------------------------------------------------- server
 
-ServerCore::ServerCore(std::string authkey) : authkey_(std::move(authkey)) {
+ServerCore::ServerCore(std::string authkey, std::vector<Callable> callables) : authkey_(std::move(authkey)) {
+  for (Callable& c : callables) {
+    const std::string id = c.type_id;
+    callables_.emplace(id, std::move(c));
+  }
   auto [r, w] = platform::make_pipe();
   wake_read_ = r;
   wake_write_ = w;
@@ -140,6 +144,32 @@ void ServerCore::handle_connection(platform::Handle fd) {
   }
 }
 
+// Hosts what a method returns (a std::shared_ptr of an exposed type), for the calling client.
+struct ServerCore::Host final : ObjectHost {
+  ServerCore& core;
+  int client;
+  Host(ServerCore& c, int k) : core(c), client(k) {}
+  std::uint64_t host(std::shared_ptr<void> object, const std::string& type_id) override {
+    const TypeInfo* type = find_type(type_id);
+    if (!type) throw std::invalid_argument("a method returned a '" + type_id + "', which is not exposed (MP_EXPOSE)");
+    return core.add_object(std::move(object), type, type_id, client);
+  }
+};
+
+std::uint64_t ServerCore::add_object(std::shared_ptr<void> object, const TypeInfo* type, std::string type_id,
+                                     int client) {
+  Entry e;
+  e.object = std::move(object);
+  e.type = type;
+  e.type_id = std::move(type_id);
+  e.refs = 1;
+  std::lock_guard lk(mutex_);
+  const std::uint64_t new_id = next_id_++;
+  objects_.emplace(new_id, std::move(e));
+  ++ledger_[client][new_id];
+  return new_id;
+}
+
 void ServerCore::dispatch(std::string_view body, std::string& out, int client, bool& stop) {
   const wire::Request rq = wire::decode_request(body);
   const std::uint64_t id = rq.id;
@@ -159,23 +189,24 @@ void ServerCore::dispatch(std::string_view body, std::string& out, int client, b
       auto m = type->methods.find(std::string(rq.name));
       if (m == type->methods.end())
         throw std::invalid_argument("method '" + std::string(rq.name) + "' of '" + type_id + "' is not exposed");
-      out += m->second(object.get(), rq.args.data(), rq.args.size());
+      Host host(*this, client);
+      out += m->second(object.get(), rq.args.data(), rq.args.size(), host);
       return;
     }
     case Op::create: {
       const std::string name(rq.name);
+      if (auto c = callables_.find(name); c != callables_.end()) {
+        const TypeInfo* type = find_type(c->second.hosted_type_id);
+        if (!type) throw KeyError("unknown type id '" + c->second.hosted_type_id + "'");
+        if (!rq.args.empty()) throw std::invalid_argument("'" + name + "' takes no arguments");
+        std::shared_ptr<void> object = c->second.make();
+        if (!object) throw std::invalid_argument("the callable of '" + name + "' returned a null std::shared_ptr");
+        wire::put_raw(out, add_object(std::move(object), type, c->second.hosted_type_id, client));
+        return;
+      }
       const TypeInfo* type = find_type(name);
       if (!type) throw KeyError("unknown type id '" + name + "'");
-      Entry e;
-      e.object = type->factory(rq.args.data(), rq.args.size());
-      e.type = type;
-      e.type_id = name;
-      e.refs = 1;
-      std::lock_guard lk(mutex_);
-      const std::uint64_t new_id = next_id_++;
-      objects_.emplace(new_id, std::move(e));
-      ++ledger_[client][new_id];
-      wire::put_raw(out, new_id);
+      wire::put_raw(out, add_object(type->factory(rq.args.data(), rq.args.size()), type, name, client));
       return;
     }
     case Op::incref: {

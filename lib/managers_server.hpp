@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "mp/managers.hpp"
 #include "platform/os.hpp"
@@ -26,7 +27,8 @@ void register_builtins(std::map<std::string, TypeInfo>& types);
 
 class ServerCore {
  public:
-  explicit ServerCore(std::string authkey);
+  // `callables`: the manager's register_() type ids, looked up before the program-wide types.
+  explicit ServerCore(std::string authkey, std::vector<Callable> callables = {});
   ServerCore(const ServerCore&) = delete;
   ServerCore& operator=(const ServerCore&) = delete;
   ~ServerCore();
@@ -52,11 +54,14 @@ class ServerCore {
     std::string type_id;
     std::int64_t refs = 0;
   };
+  struct Host;
+  std::uint64_t add_object(std::shared_ptr<void> object, const TypeInfo* type, std::string type_id, int client);
   void handle_connection(platform::Handle fd);
   void dispatch(std::string_view request, std::string& out, int client, bool& stop);
   void drop_references(int client);
 
   std::string authkey_;
+  std::map<std::string, Callable> callables_;
   platform::Handle wake_read_, wake_write_;
   std::mutex mutex_;
   std::unordered_map<std::uint64_t, Entry> objects_;

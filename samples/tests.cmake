@@ -49,3 +49,8 @@ mp_sample_test(pool_of_workers "${both}"
   python $<TARGET_FILE:pool_of_workers> ${CMAKE_CURRENT_SOURCE_DIR}/pool_of_workers.py sort=1:11 mask=12,13)
 mp_sample_test(process_pool_primes "${both}"
   python $<TARGET_FILE:process_pool_primes> ${CMAKE_CURRENT_SOURCE_DIR}/process_pool_primes.py)
+# The documentation's manager examples, checked against their originals' output.
+mp_sample_test(customized_manager "${both}"
+  python $<TARGET_FILE:customized_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/customized_manager.py)
+mp_sample_test(remote_queue_manager "${both}"
+  python $<TARGET_FILE:remote_queue_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/remote_queue_manager.py)

@@ -16,7 +16,8 @@
 //   without its own lock races, one with a std::mutex/mp::Lock inside does not.
 // - Arguments and results are checked at compile time against the exposed member function; an
 //   exception thrown by it comes back as mp::RemoteError(type name, message). mp::Empty, mp::Full,
-//   mp::TimeoutError and mp::BrokenBarrierError come back as themselves (blocking-call outcomes).
+//   mp::TimeoutError, mp::BrokenBarrierError (blocking-call outcomes), mp::KeyError and
+//   mp::IndexError (hosted dict/list lookups) come back as themselves.
 // - Proxies are serializable (address, object id; the authkey only while spawning, as CPython) and
 //   are passed to children as Process arguments under fork and spawn. Each process holding a proxy
 //   holds one reference; the object is freed after the last one is dropped. References of a local
@@ -34,9 +35,13 @@
 //   decides), and on SIGTERM/SIGHUP removes a socket file at a path address before dying.
 //   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging. A thread's
 //   cached connection to a server is closed when the server is shut down or gone.
-// Python differences: registration is global (MP_EXPOSE makes a class hostable by any manager;
-// MP_REGISTER adds the creating method to a manager class); methods of a hosted class must not be
-// overloaded; proxies returned from hosted methods are not supported (return values are copied).
+// - Connections are the connection layer's (mp/connection.hpp): the server accepts as Listener
+//   does, clients connect with Client(); messages are Connection frames.
+// Python differences: MP_EXPOSE makes a class hostable by any manager of the program (its
+// methods are type information); type ids registered with register_(typeid, callable) belong to
+// one manager object; MP_REGISTER adds the creating method to a manager class. Methods of a
+// hosted class must not be overloaded. A hosted method's result is copied, except a
+// std::shared_ptr<U> of an exposed U, which stays in the server (CPython's method_to_typeid).
 #pragma once
 
 #include <chrono>
@@ -116,15 +121,20 @@ class MP_API BaseProxy {
  protected:
   // Calls exposed member M of the hosted object by name, with compile-time typed arguments.
   template <auto M, class... A>
-  auto call(const char* method, A&&... a) const -> typename detail::MemberTraits<decltype(M)>::Result {
+  auto call(const char* method, A&&... a) const ->
+      typename detail::CallResult<typename detail::MemberTraits<decltype(M)>::Result>::type {
     using T = detail::MemberTraits<decltype(M)>;
+    using R = typename T::Result;
     check();
     std::string result =
         detail::state_call(*state_, method, detail::pack_args<typename T::Args>(std::forward<A>(a)...));
-    if constexpr (std::is_void_v<typename T::Result>) {
+    if constexpr (std::is_void_v<R>) {
       if (!result.empty()) throw UnpicklingError("corrupt data: a result from a method returning nothing");
+    } else if constexpr (detail::IsSharedPtr<R>::value) {
+      auto [id, type] = reduction::load_from<std::tuple<std::uint64_t, std::string>>(result.data(), result.size());
+      return Proxy<typename R::element_type>(BaseProxy(detail::adopt_returned(*state_, id, std::move(type))));
     } else {
-      return reduction::load_from<typename T::Result>(result.data(), result.size());
+      return reduction::load_from<R>(result.data(), result.size());
     }
   }
 
@@ -171,12 +181,44 @@ class MP_API BaseManager {
   // The server process started by start() (CPython's manager._process); nullopt otherwise.
   std::optional<Process> process() const;
 
-  // Creates a hosted T (registered with MP_EXPOSE) from constructor arguments.
+  // Creates a hosted T (exposed by the server with MP_EXPOSE; here MP_PROXY is enough) from
+  // constructor arguments.
   template <class T, class... A>
   Proxy<T> create(A&&... a) {
-    using H = detail::Hosted<T>;
-    std::string args = detail::pack_args<typename H::Args>(std::forward<A>(a)...);
-    return Proxy<T>(make_object(H::type_id(), args));
+    using P = detail::ProxyTraits<T>;
+    std::string args = detail::pack_args<typename P::Args>(std::forward<A>(a)...);
+    return Proxy<T>(make_object(P::type_id(), args));
+  }
+  // Python's manager.<typeid>() for a type id registered by register_() in the server: the
+  // object the server's callable returns, as a proxy of T (its interface: MP_PROXY is enough).
+  template <class T>
+  Proxy<T> create_as(const std::string& type_id) {
+    return Proxy<T>(make_object(type_id, {}));
+  }
+
+  // Python's register(typeid, callable): the manager's server creates an object under `type_id`
+  // by calling `callable()`, which returns a std::shared_ptr<T> (T exposed with MP_EXPOSE); return
+  // the same pointer to share one object (the documentation's `callable=lambda: queue`).
+  // Registrations belong to this manager object (CPython: to the manager class) and are made
+  // before start() or get_server(); a type id registered twice throws std::invalid_argument.
+  // A server started under spawn or forkserver needs a function or a captureless lambda
+  // (PicklingError at start() otherwise); fork and get_server() take any callable.
+  template <class F>
+  void register_(const std::string& type_id, F callable) {
+    using R = std::invoke_result_t<F&>;
+    static_assert(detail::IsSharedPtr<R>::value, "mp: register_'s callable must return a std::shared_ptr<T>");
+    using T = typename R::element_type;
+    (void)detail::Hosted<T>::registered;  // the server needs T's methods: MP_EXPOSE(T, ...)
+    detail::Callable c;
+    c.type_id = type_id;
+    c.hosted_type_id = detail::ProxyTraits<T>::type_id();
+    c.make = [callable]() mutable { return std::static_pointer_cast<void>(callable()); };
+    if constexpr (mp::detail::ToFunctionPointer<F>) {
+      using Fn = decltype(+callable);
+      c.function = reinterpret_cast<void (*)()>(+callable);
+      c.thunk = &detail::call_factory<T, Fn>;
+    }
+    add_callable(std::move(c));
   }
 
  protected:
@@ -184,22 +226,25 @@ class MP_API BaseManager {
   BaseProxy make_object(const std::string& type_id, const std::string& args) const;
 
  private:
+  void add_callable(detail::Callable c);
   struct State;
   std::unique_ptr<State> state_;
 };
 
-// Python's Server: serves a manager's address in the calling process.
+// Python's Server: serves a manager's address (and its register_() type ids) in the calling
+// process. Binds at construction, as CPython: address() has the port bound for TCP port 0.
+// Throws OSError when the address cannot be bound.
 class MP_API Server {
  public:
-  Server(Address address, std::string authkey);
+  Server(Address address, std::string authkey, std::vector<detail::Callable> callables = {});
   // Accepts and serves connections until a client calls shutdown(); then ends the calling
   // process with exit status 0 (as CPython's sys.exit(0)), since serving threads may still run.
   [[noreturn]] void serve_forever();
-  const Address& address() const noexcept { return address_; }
+  const Address& address() const noexcept;
 
  private:
-  Address address_;
-  std::string authkey_;
+  struct State;
+  std::shared_ptr<State> state_;
 };
 
 
@@ -552,26 +597,36 @@ using managers::SyncManager;
 
 // ---------------------------------------------------------------- registration macros
 
-// MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — at global scope, once per
-// class (Python's register(typeid, callable, exposed=...)). Class must be named from the global
-// namespace (e.g. app::Counter); its type id is the spelled name. Defines mp::Proxy<Class> with a
-// member per exposed method (same name, same parameters, same result, checked at compile time)
-// and registers the class before main, so a spawned server finds it. Up to 24 methods.
-#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
+// MP_PROXY(Class, (ctor parameter types), method, method, ...) — at global scope, once per class:
+// defines mp::Proxy<Class> with a member per listed method (same name, same parameters, same
+// result, checked at compile time; a method returning std::shared_ptr<U> returns mp::Proxy<U>,
+// U kept in the server, as CPython's method_to_typeid). Class must be named from the global
+// namespace (e.g. app::Counter, not ::app::Counter); its type id is the spelled name. A client needs only this and
+// Class's declarations (CPython's client-side register('Class')). Up to 24 methods.
+#define MP_PROXY(Class, CtorParams, ...)                                                           \
   template <>                                                                                      \
-  struct mp::managers::detail::Hosted<Class> {                                                     \
+  struct mp::managers::detail::ProxyTraits<::Class> {                                                \
     using Args = typename ::mp::managers::detail::CtorTraits<void(*) CtorParams>::Args;           \
     static std::string type_id() { return #Class; }                                                \
-    static inline const bool registered = ::mp::managers::detail::register_type(                   \
-        #Class, &::mp::managers::detail::construct<Class, Args>,                                   \
-        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, Class, __VA_ARGS__)});                                \
   };                                                                                               \
   template <>                                                                                      \
-  class mp::Proxy<Class> : public ::mp::managers::BaseProxy {                                      \
+  class mp::Proxy<::Class> : public ::mp::managers::BaseProxy {                                      \
    public:                                                                                         \
-    Proxy() { (void)::mp::managers::detail::Hosted<Class>::registered; }                           \
+    Proxy() = default;                                                                             \
     explicit Proxy(::mp::managers::BaseProxy b) : ::mp::managers::BaseProxy(std::move(b)) {}       \
-    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, Class, __VA_ARGS__)                                 \
+    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, ::Class, __VA_ARGS__)                                 \
+  };
+
+// MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — MP_PROXY, and makes Class
+// hostable by a server of this program (Python's register(typeid, callable, exposed=...)): it is
+// registered before main, so a spawned server finds it. Needs Class's definitions.
+#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
+  MP_PROXY(Class, CtorParams, __VA_ARGS__)                                                         \
+  template <>                                                                                      \
+  struct mp::managers::detail::Hosted<::Class> {                                                     \
+    static inline const bool registered = ::mp::managers::detail::register_type(                   \
+        #Class, &::mp::managers::detail::construct<::Class, ::mp::managers::detail::ProxyTraits<::Class>::Args>, \
+        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, ::Class, __VA_ARGS__)});                                \
   };
 
 // MP_REGISTER(Class) inside a BaseManager subclass: adds `manager.Class(args...)`, which creates
@@ -583,3 +638,8 @@ using managers::SyncManager;
     return this->template create<Class>(std::forward<MpArgs>(mp_args)...); \
   }
 #define MP_REGISTER(Class) MP_REGISTER_AS(Class, ::Class)
+// MP_REGISTER_TYPEID(name, Class) inside a BaseManager subclass: adds `manager.name()`, the object
+// the server's register_("name", callable) returns, as mp::Proxy<Class> (CPython's client-side
+// QueueManager.register('get_queue')). Class needs only MP_PROXY here.
+#define MP_REGISTER_TYPEID(name, Class) \
+  ::mp::Proxy<::Class> name() { return this->template create_as<::Class>(#name); }

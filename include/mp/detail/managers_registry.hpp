@@ -4,7 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -15,14 +17,36 @@
 #include "mp/export.hpp"
 #include "mp/reduction.hpp"
 
+namespace mp {
+template <class T>
+class Proxy;
+}
+
 namespace mp::managers {
 struct Address;
 namespace detail {
 
+// What MP_PROXY records about a class a proxy may refer to: its type id and constructor
+// parameters (a client needs only these and the method declarations).
+template <class T>
+struct ProxyTraits;
+// What MP_EXPOSE adds for a server: the class's registration (which needs its definitions).
+template <class T>
+struct Hosted;
+
+// The server hosts an object a method returned (CPython's method_to_typeid): a new id, with one
+// reference held for the calling client.
+struct ObjectHost {
+  virtual std::uint64_t host(std::shared_ptr<void> object, const std::string& type_id) = 0;
+
+ protected:
+  ~ObjectHost() = default;
+};
+
 // ---- the registry of hostable types (filled at static-initialization time, so a spawned server
 // finds the same types under the same names).
 using Factory = std::shared_ptr<void> (*)(const char* args, std::size_t size);
-using Invoker = std::string (*)(void* object, const char* args, std::size_t size);
+using Invoker = std::string (*)(void* object, const char* args, std::size_t size, ObjectHost& host);
 struct MethodEntry {
   const char* name;
   Invoker invoke;
@@ -61,9 +85,26 @@ Tuple load_args(const char* data, std::size_t size) {
   }
 }
 
+template <class R>
+struct IsSharedPtr : std::false_type {};
+template <class U>
+struct IsSharedPtr<std::shared_ptr<U>> : std::true_type {};
+
+// What a proxy method returns for a hosted method returning R: a std::shared_ptr<U> (U exposed)
+// stays in the server and comes back as mp::Proxy<U> (CPython's method_to_typeid); anything else
+// is copied.
+template <class R>
+struct CallResult {
+  using type = R;
+};
+template <class U>
+struct CallResult<std::shared_ptr<U>> {
+  using type = Proxy<U>;
+};
+
 // Server side of one exposed method: decode the arguments, call, encode the result.
 template <auto M>
-std::string invoke(void* object, const char* data, std::size_t size) {
+std::string invoke(void* object, const char* data, std::size_t size, ObjectHost& host) {
   using T = MemberTraits<decltype(M)>;
   auto args = load_args<typename T::Args>(data, size);
   auto* self = static_cast<typename T::Class*>(object);
@@ -72,7 +113,14 @@ std::string invoke(void* object, const char* data, std::size_t size) {
     std::apply([&](auto&... a) { (self->*M)(std::move(a)...); }, args);
   } else {
     typename T::Result r = std::apply([&](auto&... a) { return (self->*M)(std::move(a)...); }, args);
-    reduction::dump_into(out, r);
+    if constexpr (IsSharedPtr<typename T::Result>::value) {
+      using U = typename T::Result::element_type;
+      if (!r) throw std::invalid_argument("a hosted method returned a null std::shared_ptr");
+      const std::string type_id = ProxyTraits<U>::type_id();
+      reduction::dump_into(out, std::make_tuple(host.host(std::move(r), type_id), type_id));
+    } else {
+      reduction::dump_into(out, r);
+    }
   }
   return out;
 }
@@ -83,10 +131,6 @@ std::shared_ptr<void> construct(const char* data, std::size_t size) {
   return std::apply([](auto&... a) { return std::static_pointer_cast<void>(std::make_shared<T>(std::move(a)...)); },
                     args);
 }
-
-// What MP_EXPOSE records about a user class.
-template <class T>
-struct Hosted;
 
 template <class Tuple, class... A>
 std::string pack_args(A&&... a) {
@@ -106,6 +150,23 @@ MP_API const std::string& state_type_id(const ProxyState& s) noexcept;
 MP_API std::shared_ptr<ProxyState> load_proxy_state(Address address, std::string authkey, std::uint64_t id,
                                                     std::string type_id);
 MP_API std::string state_call(const ProxyState& s, const char* method, const std::string& args);
+// A proxy of object `id` returned by a method of the object of `parent` (reference already held).
+MP_API std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id, std::string type_id);
+
+// One entry of a manager's own registry: register_(type_id, callable) (CPython's
+// register(typeid, callable)). `make` calls the callable; `function` and `thunk` are it as a
+// function pointer (null for another callable), for a spawned server.
+struct Callable {
+  std::string type_id;
+  std::string hosted_type_id;  // the exposed class of what it returns
+  std::function<std::shared_ptr<void>()> make;
+  void (*function)() = nullptr;
+  std::shared_ptr<void> (*thunk)(void (*function)()) = nullptr;
+};
+template <class T, class Fn>
+std::shared_ptr<void> call_factory(void (*function)()) {
+  return std::static_pointer_cast<void>(reinterpret_cast<Fn>(function)());
+}
 
 template <class Impl>
 struct AutoRegister;
