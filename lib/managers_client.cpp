@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "mp/process.hpp"
+#include "pipe_channel.hpp"
 #include "platform/conn.hpp"
+#include "platform/forkserver.hpp"
 #include "platform/os.hpp"
 
 namespace mp::managers::detail {
@@ -58,11 +60,23 @@ struct ConnectionCache {
 thread_local ConnectionCache t_cache;
 
 Connection open_connection(const Address& address, const std::string& authkey) {
+  Connection c;
   try {
-    return connection::Client(connection_address(address), authkey);
+    c = connection::Client(connection_address(address), authkey);
   } catch (const AuthenticationError& e) {
     throw AuthenticationError(std::string(e.what()) + " (the manager at " + address.to_string() + ")");
   }
+  if (!address.is_tcp()) {
+    // A local server: the preamble byte carries the shared memory both sides then use as a Pipe
+    // does (lib/pipe_channel.hpp), the socket keeping wake-ups and end of file.
+    const platform::Handle sock = mp::detail::ConnectionAccess::socket(c);
+    auto [mine, theirs] = mp::detail::PipeChannel::create(sock, sock);
+    theirs.reset();
+    const char preamble = wire::kPreambleShared;
+    platform::forkserver::send_with_descriptors(sock, &preamble, 1, {mine->memfd()});
+    mp::detail::ConnectionAccess::set_pipe(c, std::move(mine));
+  }
+  return c;
 }
 
 }  // namespace

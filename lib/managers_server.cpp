@@ -10,6 +10,8 @@
 #include "load_time_global.hpp"
 #include "managers_wire.hpp"
 #include "mp/connection.hpp"
+#include "pipe_channel.hpp"
+#include "platform/forkserver.hpp"
 #include "platform/managers.hpp"
 #include "platform/sync.hpp"
 
@@ -113,6 +115,24 @@ void ServerCore::handle_connection(platform::Handle fd) {
   const int ledger_key = pid.value_or(0);
   {
     Connection conn(fd, true, true);
+    if (pid) {
+      // A local peer: its preamble (lib/managers_wire.hpp) may bring shared memory to talk through.
+      char preamble = 0;
+      std::vector<platform::Handle> fds;
+      bool ok = false;
+      try {
+        ok = platform::forkserver::receive_with_descriptors(fd, &preamble, 1, fds);
+        if (ok && fds.size() == 1) {
+          const platform::Handle memfd = fds[0];
+          fds.clear();  // attach() owns it from here, failing or not
+          mp::detail::ConnectionAccess::set_pipe(conn, mp::detail::PipeChannel::attach(memfd, 1, fd));
+        }
+      } catch (const std::exception&) {
+        ok = false;
+      }
+      for (platform::Handle h : fds) platform::close_handle(h);
+      if (!ok) conn.close();
+    }
     for (;;) {
       std::string request;
       try {

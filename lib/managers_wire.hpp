@@ -17,6 +17,11 @@ enum class Op : std::uint8_t { call = 1, create = 2, incref = 3, decref = 4, shu
 
 namespace wire {
 
+// A local (Unix-socket) client sends one preamble byte after the handshake: with a Pipe's shared
+// memory attached (SCM_RIGHTS), both sides then exchange frames through it as a Pipe() does;
+// without, frames go on the socket.
+inline constexpr char kPreambleShared = 'M';
+
 inline constexpr std::uint32_t kMaxFrame = 256u << 20;  // 256 MiB, both directions
 inline constexpr std::uint32_t kMaxName = 4096;
 

@@ -24,6 +24,8 @@
 
 #include "auth.hpp"
 #include "mp/managers.hpp"
+#include "platform/forkserver.hpp"
+#include "platform/os.hpp"
 #include "mp_test.hpp"
 
 using namespace mp_test;
@@ -634,6 +636,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
     if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
   };
   mp::auth::client_handshake(ch, mp::current_process().authkey());
+  const char socket_mode = 0;  // the local preamble without shared memory: frames on the socket
+  ch.write_all(&socket_mode, 1);
   auto request = [&](const std::string& body) {
     const auto n = static_cast<std::uint32_t>(body.size());
     ch.write_all(&n, 4);
@@ -668,6 +672,31 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   ::close(fd);
   EXPECT_EQ(c.get(), 1);
   EXPECT_EQ(manager.number_of_objects(), 1u);
+}
+
+// A local peer's preamble attaching shared memory that is not a Pipe's (too small) closes that
+// connection only; the server goes on serving over shared memory.
+TEST_P(ManagerTest, BogusSharedMemoryPreambleClosesOnlyThatConnection) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto c = manager.Counter(1);
+  const int fd = connect_raw(manager.address());
+  ASSERT_GE(fd, 0);
+  mp::auth::Channel ch;
+  ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
+  ch.read_exact = [fd](void* p, std::size_t n) {
+    if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
+  };
+  mp::auth::client_handshake(ch, mp::current_process().authkey());
+  const mp::platform::Handle small = mp::platform::create_shared_memory(4096);
+  const char preamble = 'M';
+  mp::platform::forkserver::send_with_descriptors(fd, &preamble, 1, {small});
+  mp::platform::close_handle(small);
+  char byte;
+  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // closed
+  ::close(fd);
+  c.add(2);
+  EXPECT_EQ(c.get(), 3);
 }
 
 // ---------------------------------------------------------------- lifecycles and hostile peers
