@@ -46,8 +46,8 @@ struct ConnectionCache {
     std::erase_if(connections, [epoch](const auto& entry) {
       const CachedConnection& c = entry.second;
       if (c.epoch != epoch || c.conn.closed()) return true;
-      try {
-        return platform::conn::peer_closed(static_cast<platform::Handle>(c.conn.fileno()));
+      try {  // the socket itself: fileno() would put a Pipe end in descriptor mode
+        return platform::conn::peer_closed(mp::detail::ConnectionAccess::socket(c.conn));
       } catch (const std::exception&) {
         return true;
       }
