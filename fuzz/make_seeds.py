@@ -115,11 +115,12 @@ write('managers', 'server_condition', u8(0) + req(2, 0, 'Condition') + req(1, 1,
 write('managers', 'server_bad', u8(0) + req(9, 0, '') + req(1, 42, 'x') + req(2, 0, 'NoSuchType') +
       req(2, 0, 'Barrier', i32(-1)) + u32(0xFFFFFFFF))
 write('managers', 'server_truncated', u8(0) + u32(50) + b'\x02')
-write('managers', 'client_ok', u8(1) + msg(u8(0) + u64(7)))
-write('managers', 'client_remote', u8(1) + msg(u8(1) + string_u32('std::out_of_range') + b'KeyError: 1'))
-write('managers', 'client_empty', u8(1) + msg(u8(1) + string_u32('mp::Empty')))
-write('managers', 'client_barrier', u8(1) + msg(u8(1) + string_u32('mp::BrokenBarrierError') + b'broken'))
-write('managers', 'client_oversized', u8(1) + u32(0xFFFFFFF0))
+write('managers', 'client_ok', u8(1) + u8(0) + u64(7))
+write('managers', 'client_remote', u8(1) + u8(1) + string_u32('std::runtime_error') + b'boom')
+write('managers', 'client_key_error', u8(1) + u8(1) + string_u32('mp::KeyError') + b'key not in dict')
+write('managers', 'client_empty', u8(1) + u8(1) + string_u32('mp::Empty'))
+write('managers', 'client_barrier', u8(1) + u8(1) + string_u32('mp::BrokenBarrierError') + b'broken')
+write('managers', 'client_bad_status', u8(1) + u8(7))
 
 # fuzz_shareable_list: byte 0 = item to write back (0: none), then a segment in CPython's
 # ShareableList layout (lib/shareable_list_layout.hpp; native = little-endian here).

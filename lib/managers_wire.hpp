@@ -1,23 +1,60 @@
-// Internal: the manager wire protocol's decoders (lib/managers.cpp), exposed for the fuzz targets
-// (fuzz/fuzz_managers.cpp) only. Not part of the public API.
+// Internal: the managers' wire format (CPython: the (kind, result) tuples of managers.py's
+// dispatch). Frames are the connection layer's (mp::Connection send_bytes/recv_bytes over an
+// authenticated Listener/Client socket); these are their bodies, one request then one response:
+//   request  = u8 op, u64 object id, u32 name length, name (type id or method name), arguments
+//   response = u8 0, result bytes | u8 1, u32 type length, type name, message
+// Nothing received is ever used as an address: types and methods are looked up by name.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
-#include <vector>
+#include <string_view>
 
-namespace mp::managers::detail::wire {
+namespace mp::managers::detail {
 
-// Reads one frame (u32 length, then the bytes) from a stream socket, as both sides do. Throws
-// UnpicklingError for a frame over the 256 MiB cap (before allocating) or trailing bytes,
-// EOFError/OSError when the stream ends.
-std::string recv_frame(std::intptr_t fd);
-// Decodes a response body as a client does: the result bytes, or throws the remote error
-// (RemoteError, Empty, Full, BrokenBarrierError, TimeoutError) or UnpicklingError.
+enum class Op : std::uint8_t { call = 1, create = 2, incref = 3, decref = 4, shutdown = 5, number_of_objects = 6, ping = 7 };
+
+namespace wire {
+
+// A local (Unix-socket) client sends one preamble byte after the handshake: with a Pipe's shared
+// memory attached (SCM_RIGHTS), both sides then exchange frames through it as a Pipe() does;
+// without, frames go on the socket.
+inline constexpr char kPreambleShared = 'M';
+
+inline constexpr std::uint32_t kMaxFrame = 256u << 20;  // 256 MiB, both directions
+inline constexpr std::uint32_t kMaxName = 4096;
+
+// Throws std::length_error for a body over kMaxFrame, which the peer would refuse (checked before
+// anything is sent).
+void check_frame_size(std::size_t size);
+
+// A request body.
+std::string encode_request(Op op, std::uint64_t id, std::string_view name, std::string_view args);
+struct Request {
+  Op op;
+  std::uint64_t id;
+  std::string_view name;  // views into the decoded body
+  std::string_view args;
+};
+// Throws UnpicklingError for a truncated body or a name over kMaxName.
+Request decode_request(std::string_view body);
+
+// Response bodies.
+inline constexpr char kOk = '\0';
+inline constexpr char kError = '\1';
+std::string encode_error(std::string_view type, std::string_view message);
+// The result bytes of a response, or throws what it carries: Empty, Full, BrokenBarrierError,
+// TimeoutError, KeyError, IndexError as themselves, any other type as RemoteError; a corrupt body
+// is UnpicklingError.
 std::string decode_response(std::string response);
-// Decodes and executes request bodies in turn as one connection of a fresh server (the built-in
-// types; no handshake, no socket) and returns the response bodies. Never throws for bad input:
-// errors become error responses, as on the wire.
-std::vector<std::string> serve_requests(const std::vector<std::string>& frames);
 
-}  // namespace mp::managers::detail::wire
+// Fixed-size integers in host order (both ends run on this machine's architecture).
+template <class T>
+void put_raw(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+std::uint64_t get_u64(std::string_view body);  // the whole body; UnpicklingError otherwise
+
+}  // namespace wire
+}  // namespace mp::managers::detail

@@ -54,3 +54,8 @@ mp_sample_test(connection_wait "${both}"
   python $<TARGET_FILE:connection_wait> ${CMAKE_CURRENT_SOURCE_DIR}/python/12_connection_wait.py sort=0:40)
 mp_sample_test(listener_client "${both}"
   python $<TARGET_FILE:listener_client> ${CMAKE_CURRENT_SOURCE_DIR}/python/13_listener_client.py)
+# The documentation's manager examples, checked against their originals' output.
+mp_sample_test(customized_manager "${both}"
+  python $<TARGET_FILE:customized_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/customized_manager.py)
+mp_sample_test(remote_queue_manager "${both}"
+  python $<TARGET_FILE:remote_queue_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/remote_queue_manager.py)

@@ -24,6 +24,12 @@
 
 #include "support/auth.hpp"
 #include "mp/managers.hpp"
+#include "platform/handle.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 #include "mp_test.hpp"
 
 using namespace mp_test;
@@ -97,9 +103,115 @@ class CustomManager : public mp::BaseManager {
   MP_REGISTER(Registry)
 };
 
+// The documentation's remote QueueManager (issue 18): the server's register('get_queue',
+// callable=lambda: queue) serves one object to every client.
+class JobQueue {
+ public:
+  void put(std::string item) {
+    std::lock_guard g(m_);
+    items_.push_back(std::move(item));
+  }
+  // Throws mp::Empty when nothing is queued.
+  std::string get() {
+    std::lock_guard g(m_);
+    if (items_.empty()) throw mp::Empty();
+    std::string item = std::move(items_.front());
+    items_.erase(items_.begin());
+    return item;
+  }
+  int qsize() {
+    std::lock_guard g(m_);
+    return static_cast<int>(items_.size());
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::string> items_;
+};
+MP_EXPOSE(JobQueue, (), put, get, qsize)
+
+// A thin client's view of the queue: declarations only, never defined in this program (issue 18:
+// a client needs the interface only; this test binary links without the definitions).
+struct ThinQueue {
+  void put(std::string item);
+  std::string get();
+  int qsize();
+};
+MP_PROXY(ThinQueue, (), put, get, qsize)
+
+class QueueManager : public mp::BaseManager {
+ public:
+  using BaseManager::BaseManager;
+  MP_REGISTER_TYPEID(get_queue, ThinQueue)  // QueueManager.register('get_queue')
+};
+
+// Proxies returned by hosted methods (CPython's method_to_typeid).
+class Leaf {
+ public:
+  explicit Leaf(std::string name) : name_(std::move(name)) {}
+  std::string name() {
+    std::lock_guard g(m_);
+    return name_;
+  }
+  void rename(std::string name) {
+    std::lock_guard g(m_);
+    name_ = std::move(name);
+  }
+
+ private:
+  std::mutex m_;
+  std::string name_;
+};
+MP_EXPOSE(Leaf, (std::string), name, rename)
+
+class Tree {
+ public:
+  std::shared_ptr<Leaf> grow(std::string name) {
+    std::lock_guard g(m_);
+    return leaves_.emplace_back(std::make_shared<Leaf>(std::move(name)));
+  }
+  std::vector<std::string> names() {
+    std::lock_guard g(m_);
+    std::vector<std::string> out;
+    for (auto& l : leaves_) out.push_back(l->name());
+    return out;
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::shared_ptr<Leaf>> leaves_;
+};
+MP_EXPOSE(Tree, (), grow, names)
+
+class TreeManager : public mp::BaseManager {
+ public:
+  using BaseManager::BaseManager;
+  MP_REGISTER(Tree)
+};
+
 namespace {
 
 using CounterProxy = mp::Proxy<Counter>;
+
+// The one queue every client of serve_queue's server gets.
+std::shared_ptr<JobQueue> g_shared_queue = std::make_shared<JobQueue>();
+
+// The documentation's queue server: register('get_queue', callable=lambda: queue), then
+// get_server().serve_forever() on a TCP port (reported through `port`).
+void serve_queue(mp::Connection port) {
+  mp::BaseManager m(Address("127.0.0.1", 0), std::string("abracadabra"));
+  m.register_("get_queue", [] { return g_shared_queue; });
+  mp::managers::Server server = m.get_server();
+  port.send(server.address().port);
+  server.serve_forever();
+}
+
+// A client of the queue server: connect(), get_queue(), put().
+void put_on_remote_queue(int port, std::string item) {
+  QueueManager m(Address("127.0.0.1", port), std::string("abracadabra"));
+  m.connect();
+  m.get_queue().put(item);
+}
 
 // Polls `done` until it holds or kTimeout passes (for effects with no event to wait on, such as
 // a process being reaped by init).
@@ -528,6 +640,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
     if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
   };
   mp::auth::client_handshake(ch, mp::current_process().authkey());
+  const char socket_mode = 0;  // the local preamble without shared memory: frames on the socket
+  ch.write_all(&socket_mode, 1);
   auto request = [&](const std::string& body) {
     const auto n = static_cast<std::uint32_t>(body.size());
     ch.write_all(&n, 4);
@@ -562,6 +676,31 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   ::close(fd);
   EXPECT_EQ(c.get(), 1);
   EXPECT_EQ(manager.number_of_objects(), 1u);
+}
+
+// A local peer's preamble attaching shared memory that is not a Pipe's (too small) closes that
+// connection only; the server goes on serving over shared memory.
+TEST_P(ManagerTest, BogusSharedMemoryPreambleClosesOnlyThatConnection) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  auto c = manager.Counter(1);
+  const int fd = connect_raw(manager.address());
+  ASSERT_GE(fd, 0);
+  mp::auth::Channel ch;
+  ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
+  ch.read_exact = [fd](void* p, std::size_t n) {
+    if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
+  };
+  mp::auth::client_handshake(ch, mp::current_process().authkey());
+  const mp::platform::Handle small = mp::platform::create_shared_memory(4096);
+  const char preamble = 'M';
+  mp::platform::send_with_descriptors(fd, &preamble, 1, {small});
+  mp::platform::close_handle(small);
+  char byte;
+  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // closed
+  ::close(fd);
+  c.add(2);
+  EXPECT_EQ(c.get(), 3);
 }
 
 // ---------------------------------------------------------------- lifecycles and hostile peers
@@ -821,6 +960,78 @@ TEST_P(ManagerTest, EventAcrossProcesses) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+// The documentation's remote QueueManager (issue 18): a server on a TCP port serving the object a
+// callable returns; clients that only declare the queue's interface connect() and get_queue().
+TEST_P(ManagerTest, RegisteredCallableServesOneObjectOverTcp) {
+  auto [r, w] = mp::Pipe(false);
+  mp::Process server(ctx(), serve_queue, w);
+  server.start();
+  w.close();
+  ASSERT_TRUE(r.poll(kTimeout));
+  const int port = r.recv<int>();
+  mp::Process producer(ctx(), put_on_remote_queue, port, std::string("hello"));
+  producer.start();
+  join_or_fail(producer);
+  EXPECT_EQ(producer.exitcode(), 0);
+  QueueManager client(Address("127.0.0.1", port), std::string("abracadabra"));
+  client.connect();
+  mp::Proxy<ThinQueue> q1 = client.get_queue(), q2 = client.get_queue();
+  EXPECT_NE(q1.id(), q2.id());  // two proxies (two references) of one queue
+  EXPECT_EQ(q2.qsize(), 1);
+  EXPECT_EQ(q1.get(), "hello");
+  EXPECT_EQ(q2.qsize(), 0);
+  EXPECT_THROW(q1.get(), mp::Empty);
+  server.terminate();
+  join_or_fail(server);
+}
+
+// register_() entries belong to one manager: another manager's server does not know the type id.
+TEST_P(ManagerTest, RegisteredCallablesArePerManager) {
+  QueueManager with(std::nullopt, std::nullopt, ctx());
+  with.register_("get_queue", +[] { return std::make_shared<JobQueue>(); });
+  EXPECT_THROW(with.register_("get_queue", +[] { return std::make_shared<JobQueue>(); }), std::invalid_argument);
+  with.start();
+  auto q = with.get_queue();
+  q.put("x");
+  EXPECT_EQ(q.qsize(), 1);
+  EXPECT_NE(with.get_queue().id(), q.id());  // a new queue per call of this callable
+  EXPECT_EQ(with.get_queue().qsize(), 0);
+  QueueManager without(std::nullopt, std::nullopt, ctx());
+  without.start();
+  EXPECT_THROW(without.get_queue(), mp::KeyError);
+}
+
+// A callable with captures cannot reach a spawned server: PicklingError at start(), not later.
+TEST_P(ManagerTest, CapturingCallableNeedsFork) {
+  auto queue = std::make_shared<JobQueue>();
+  QueueManager m(std::nullopt, std::nullopt, ctx());
+  m.register_("get_queue", [queue] { return queue; });
+  if (GetParam() != "fork") {
+    EXPECT_THROW(m.start(), mp::PicklingError);
+    return;
+  }
+  m.start();
+  m.get_queue().put("in the server's copy");
+  EXPECT_EQ(m.get_queue().qsize(), 1);
+  EXPECT_EQ(queue->qsize(), 0);  // the server process has its own copy
+}
+
+// A hosted method returning std::shared_ptr<U> returns a proxy of U (CPython's method_to_typeid).
+TEST_P(ManagerTest, MethodsReturnProxies) {
+  TreeManager m(std::nullopt, std::nullopt, ctx());
+  m.start();
+  auto tree = m.Tree();
+  {
+    mp::Proxy<Leaf> leaf = tree.grow("a");
+    EXPECT_EQ(leaf.name(), "a");
+    leaf.rename("b");
+    EXPECT_EQ(tree.names(), std::vector<std::string>{"b"});
+    EXPECT_EQ(m.number_of_objects(), 2u);
+  }
+  EXPECT_EQ(m.number_of_objects(), 1u);  // the proxy's reference is dropped; the tree keeps the leaf
+  EXPECT_EQ(tree.names(), std::vector<std::string>{"b"});
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest, testing::ValuesIn(mp::get_all_start_methods()),
                          mp_test::method_name);
 
@@ -852,10 +1063,17 @@ TEST_F(SyncManagerTest, List) {
   EXPECT_EQ(l.pop(0), 0);
   l.remove(2);
   EXPECT_EQ(l.tolist(), (std::vector<int>{1, 3}));
-  EXPECT_THROW(l.get(5), mp::RemoteError);
+  // Python's IndexError and ValueError, told apart from KeyError (issue 18).
+  try {
+    (void)l.get(5);
+    FAIL() << "no IndexError";
+  } catch (const mp::IndexError& e) {
+    EXPECT_STREQ(e.what(), "list index out of range");
+  }
+  EXPECT_THROW(l.set(-3, 1), mp::IndexError);
   EXPECT_THROW(l.index(42), mp::RemoteError);
   l.clear();
-  EXPECT_THROW(l.pop(), mp::RemoteError);
+  EXPECT_THROW(l.pop(), mp::IndexError);
 }
 
 TEST_F(SyncManagerTest, Dict) {
@@ -875,8 +1093,14 @@ TEST_F(SyncManagerTest, Dict) {
   try {
     std::vector<int> missing = d["nope"];
     FAIL() << "no KeyError";
-  } catch (const mp::RemoteError& e) {
-    EXPECT_EQ(e.type_name(), "std::out_of_range");
+  } catch (const mp::KeyError&) {
+  }
+  EXPECT_THROW(d.delitem("nope"), mp::KeyError);
+  try {  // a porter's `except LookupError` catches both
+    (void)d.getitem("nope");
+  } catch (const mp::LookupError& e) {
+    EXPECT_NE(dynamic_cast<const mp::KeyError*>(&e), nullptr);
+    EXPECT_EQ(dynamic_cast<const mp::IndexError*>(&e), nullptr);
   }
   d.clear();
   EXPECT_EQ(d.size(), 0u);

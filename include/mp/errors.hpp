@@ -79,6 +79,21 @@ class MP_API RemoteError : public std::runtime_error {
   std::string type_name_;
 };
 
+// LookupError and its KeyError (a missing key) and IndexError (an index out of range), as raised by
+// hosted list/dict proxies (CPython re-raises them in the caller as themselves).
+class MP_API LookupError : public std::out_of_range {
+ public:
+  using std::out_of_range::out_of_range;
+};
+class MP_API KeyError : public LookupError {
+ public:
+  using LookupError::LookupError;
+};
+class MP_API IndexError : public LookupError {
+ public:
+  using LookupError::LookupError;
+};
+
 // queue.Empty and queue.Full.
 class MP_API Empty : public std::runtime_error {
  public:

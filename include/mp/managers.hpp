@@ -16,7 +16,8 @@
 //   without its own lock races, one with a std::mutex/mp::Lock inside does not.
 // - Arguments and results are checked at compile time against the exposed member function; an
 //   exception thrown by it comes back as mp::RemoteError(type name, message). mp::Empty, mp::Full,
-//   mp::TimeoutError and mp::BrokenBarrierError come back as themselves (blocking-call outcomes).
+//   mp::TimeoutError, mp::BrokenBarrierError (blocking-call outcomes), mp::KeyError and
+//   mp::IndexError (hosted dict/list lookups) come back as themselves.
 // - Proxies are serializable (address, object id; the authkey only while spawning, as CPython) and
 //   are passed to children as Process arguments under fork and spawn. Each process holding a proxy
 //   holds one reference; the object is freed after the last one is dropped. References of a local
@@ -34,30 +35,30 @@
 //   decides), and on SIGTERM/SIGHUP removes a socket file at a path address before dying.
 //   A proxy whose server is gone throws mp::EOFError or mp::OSError instead of hanging. A thread's
 //   cached connection to a server is closed when the server is shut down or gone.
-// Python differences: registration is global (MP_EXPOSE makes a class hostable by any manager;
-// MP_REGISTER adds the creating method to a manager class); methods of a hosted class must not be
-// overloaded; proxies returned from hosted methods are not supported (return values are copied).
+// - Connections are the connection layer's (mp/connection.hpp): the server accepts as Listener
+//   does, clients connect with Client(); messages are Connection frames.
+// Python differences: MP_EXPOSE makes a class hostable by any manager of the program (its
+// methods are type information); type ids registered with register_(typeid, callable) belong to
+// one manager object; MP_REGISTER adds the creating method to a manager class. Methods of a
+// hosted class must not be overloaded. A hosted method's result is copied, except a
+// std::shared_ptr<U> of an exposed U, which stays in the server (CPython's method_to_typeid).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
-#include <algorithm>
-#include <limits>
+#include <initializer_list>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <condition_variable>
-#include <deque>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "mp/context.hpp"
+#include "mp/detail/managers_hosted.hpp"
+#include "mp/detail/managers_registry.hpp"
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
 #include "mp/process.hpp"
@@ -91,106 +92,6 @@ struct MP_API Address {
   }
 };
 
-namespace detail {
-
-// ---- the registry of hostable types (filled at static-initialization time, so a spawned server
-// finds the same types under the same names).
-using Factory = std::shared_ptr<void> (*)(const char* args, std::size_t size);
-using Invoker = std::string (*)(void* object, const char* args, std::size_t size);
-struct MethodEntry {
-  const char* name;
-  Invoker invoke;
-};
-MP_API bool register_type(const std::string& type_id, Factory factory, std::vector<MethodEntry> methods);
-
-template <class Fn>
-struct MemberTraits;
-#define MP_DETAIL_MEMBER_TRAITS(QUALS)                        \
-  template <class R, class C, class... P>                     \
-  struct MemberTraits<R (C::*)(P...) QUALS> {                 \
-    using Class = C;                                          \
-    using Result = std::remove_cvref_t<R>;                    \
-    using Args = std::tuple<std::remove_cvref_t<P>...>;       \
-  };
-MP_DETAIL_MEMBER_TRAITS()
-MP_DETAIL_MEMBER_TRAITS(const)
-MP_DETAIL_MEMBER_TRAITS(noexcept)
-MP_DETAIL_MEMBER_TRAITS(const noexcept)
-#undef MP_DETAIL_MEMBER_TRAITS
-
-template <class Fn>
-struct CtorTraits;
-template <class... P>
-struct CtorTraits<void (*)(P...)> {
-  using Args = std::tuple<std::remove_cvref_t<P>...>;
-};
-
-template <class Tuple>
-Tuple load_args(const char* data, std::size_t size) {
-  if constexpr (std::tuple_size_v<Tuple> == 0) {
-    if (size != 0) throw UnpicklingError("corrupt data: arguments given to a method that takes none");
-    return Tuple{};
-  } else {
-    return reduction::load_from<Tuple>(data, size);
-  }
-}
-
-// Server side of one exposed method: decode the arguments, call, encode the result.
-template <auto M>
-std::string invoke(void* object, const char* data, std::size_t size) {
-  using T = MemberTraits<decltype(M)>;
-  auto args = load_args<typename T::Args>(data, size);
-  auto* self = static_cast<typename T::Class*>(object);
-  std::string out;
-  if constexpr (std::is_void_v<typename T::Result>) {
-    std::apply([&](auto&... a) { (self->*M)(std::move(a)...); }, args);
-  } else {
-    typename T::Result r = std::apply([&](auto&... a) { return (self->*M)(std::move(a)...); }, args);
-    reduction::dump_into(out, r);
-  }
-  return out;
-}
-
-template <class T, class Tuple>
-std::shared_ptr<void> construct(const char* data, std::size_t size) {
-  auto args = load_args<Tuple>(data, size);
-  return std::apply([](auto&... a) { return std::static_pointer_cast<void>(std::make_shared<T>(std::move(a)...)); },
-                    args);
-}
-
-// What MP_EXPOSE records about a user class.
-template <class T>
-struct Hosted;
-
-template <class Tuple, class... A>
-std::string pack_args(A&&... a) {
-  static_assert(sizeof...(A) == std::tuple_size_v<Tuple>, "mp: wrong number of arguments for this method");
-  static_assert(std::is_constructible_v<Tuple, A&&...>,
-                "mp: the arguments do not convert to the parameter types of this method");
-  std::string out;
-  if constexpr (std::tuple_size_v<Tuple> != 0) reduction::dump_into(out, Tuple(std::forward<A>(a)...));
-  return out;
-}
-
-struct ProxyState;
-enum class Op : std::uint8_t { call = 1, create = 2, incref = 3, decref = 4, shutdown = 5, number_of_objects = 6, ping = 7 };
-
-// One request/response over this thread's connection to `address`.
-MP_API std::string request(const Address& address, const std::string& authkey, Op op, std::uint64_t id,
-                           const std::string& name, const std::string& args);
-MP_API std::shared_ptr<ProxyState> make_proxy_state(Address address, std::string authkey, std::uint64_t id,
-                                                    std::string type_id, bool incref);
-MP_API const Address& state_address(const ProxyState& s) noexcept;
-MP_API const std::string& state_authkey(const ProxyState& s) noexcept;
-MP_API std::uint64_t state_id(const ProxyState& s) noexcept;
-MP_API const std::string& state_type_id(const ProxyState& s) noexcept;
-MP_API std::string state_call(const ProxyState& s, const char* method, const std::string& args);
-
-template <class Impl>
-struct AutoRegister;
-
-}  // namespace detail
-
 // The part common to every proxy (CPython's BaseProxy): which object, on which server.
 class MP_API BaseProxy {
  public:
@@ -200,10 +101,6 @@ class MP_API BaseProxy {
   std::uint64_t id() const;
   const std::string& type_id() const;
   explicit operator bool() const noexcept { return static_cast<bool>(state_); }
-
-  // For the library: attach to object `id` (takes a new reference when `incref`).
-  BaseProxy(Address address, std::string authkey, std::uint64_t id, std::string type_id, bool incref)
-      : state_(detail::make_proxy_state(std::move(address), std::move(authkey), id, std::move(type_id), incref)) {}
 
   template <class A>
   void save(A& ar) const {
@@ -218,25 +115,32 @@ class MP_API BaseProxy {
     std::string key, type;
     std::uint64_t id = 0;
     ar(a, key, id, type);
-    state_ = detail::make_proxy_state(std::move(a), std::move(key), id, std::move(type), true);
+    state_ = detail::load_proxy_state(std::move(a), std::move(key), id, std::move(type));
   }
 
  protected:
   // Calls exposed member M of the hosted object by name, with compile-time typed arguments.
   template <auto M, class... A>
-  auto call(const char* method, A&&... a) const -> typename detail::MemberTraits<decltype(M)>::Result {
+  auto call(const char* method, A&&... a) const ->
+      typename detail::CallResult<typename detail::MemberTraits<decltype(M)>::Result>::type {
     using T = detail::MemberTraits<decltype(M)>;
+    using R = typename T::Result;
     check();
     std::string result =
         detail::state_call(*state_, method, detail::pack_args<typename T::Args>(std::forward<A>(a)...));
-    if constexpr (std::is_void_v<typename T::Result>) {
+    if constexpr (std::is_void_v<R>) {
       if (!result.empty()) throw UnpicklingError("corrupt data: a result from a method returning nothing");
+    } else if constexpr (detail::IsSharedPtr<R>::value) {
+      auto [id, type] = reduction::load_from<std::tuple<std::uint64_t, std::string>>(result.data(), result.size());
+      return Proxy<typename R::element_type>(BaseProxy(detail::adopt_returned(*state_, id, std::move(type))));
     } else {
-      return reduction::load_from<typename T::Result>(result.data(), result.size());
+      return reduction::load_from<R>(result.data(), result.size());
     }
   }
 
  private:
+  friend struct detail::ProxyAccess;  // lib/managers_client.cpp: attaches a proxy to an object
+  explicit BaseProxy(std::shared_ptr<detail::ProxyState> state) : state_(std::move(state)) {}
   void check() const;
   std::shared_ptr<detail::ProxyState> state_;
 };
@@ -277,12 +181,44 @@ class MP_API BaseManager {
   // The server process started by start() (CPython's manager._process); nullopt otherwise.
   std::optional<Process> process() const;
 
-  // Creates a hosted T (registered with MP_EXPOSE) from constructor arguments.
+  // Creates a hosted T (exposed by the server with MP_EXPOSE; here MP_PROXY is enough) from
+  // constructor arguments.
   template <class T, class... A>
   Proxy<T> create(A&&... a) {
-    using H = detail::Hosted<T>;
-    std::string args = detail::pack_args<typename H::Args>(std::forward<A>(a)...);
-    return Proxy<T>(make_object(H::type_id(), args));
+    using P = detail::ProxyTraits<T>;
+    std::string args = detail::pack_args<typename P::Args>(std::forward<A>(a)...);
+    return Proxy<T>(make_object(P::type_id(), args));
+  }
+  // Python's manager.<typeid>() for a type id registered by register_() in the server: the
+  // object the server's callable returns, as a proxy of T (its interface: MP_PROXY is enough).
+  template <class T>
+  Proxy<T> create_as(const std::string& type_id) {
+    return Proxy<T>(make_object(type_id, {}));
+  }
+
+  // Python's register(typeid, callable): the manager's server creates an object under `type_id`
+  // by calling `callable()`, which returns a std::shared_ptr<T> (T exposed with MP_EXPOSE); return
+  // the same pointer to share one object (the documentation's `callable=lambda: queue`).
+  // Registrations belong to this manager object (CPython: to the manager class) and are made
+  // before start() or get_server(); a type id registered twice throws std::invalid_argument.
+  // A server started under spawn or forkserver needs a function or a captureless lambda
+  // (PicklingError at start() otherwise); fork and get_server() take any callable.
+  template <class F>
+  void register_(const std::string& type_id, F callable) {
+    using R = std::invoke_result_t<F&>;
+    static_assert(detail::IsSharedPtr<R>::value, "mp: register_'s callable must return a std::shared_ptr<T>");
+    using T = typename R::element_type;
+    (void)detail::Hosted<T>::registered;  // the server needs T's methods: MP_EXPOSE(T, ...)
+    detail::Callable c;
+    c.type_id = type_id;
+    c.hosted_type_id = detail::ProxyTraits<T>::type_id();
+    c.make = [callable]() mutable { return std::static_pointer_cast<void>(callable()); };
+    if constexpr (mp::detail::ToFunctionPointer<F>) {
+      using Fn = decltype(+callable);
+      c.function = reinterpret_cast<void (*)()>(+callable);
+      c.thunk = &detail::call_factory<T, Fn>;
+    }
+    add_callable(std::move(c));
   }
 
  protected:
@@ -290,430 +226,27 @@ class MP_API BaseManager {
   BaseProxy make_object(const std::string& type_id, const std::string& args) const;
 
  private:
+  void add_callable(detail::Callable c);
   struct State;
   std::unique_ptr<State> state_;
 };
 
-// Python's Server: serves a manager's address in the calling process.
+// Python's Server: serves a manager's address (and its register_() type ids) in the calling
+// process. Binds at construction, as CPython: address() has the port bound for TCP port 0.
+// Throws OSError when the address cannot be bound.
 class MP_API Server {
  public:
-  Server(Address address, std::string authkey);
+  Server(Address address, std::string authkey, std::vector<detail::Callable> callables = {});
   // Accepts and serves connections until a client calls shutdown(); then ends the calling
   // process with exit status 0 (as CPython's sys.exit(0)), since serving threads may still run.
   [[noreturn]] void serve_forever();
-  const Address& address() const noexcept { return address_; }
+  const Address& address() const noexcept;
 
  private:
-  Address address_;
-  std::string authkey_;
+  struct State;
+  std::shared_ptr<State> state_;
 };
 
-// ---------------------------------------------------------------- SyncManager's hosted types
-// Server-side objects: they live in the server process and use its threads' primitives.
-namespace detail {
-
-using Timeout = std::int64_t;  // nanoseconds; negative: none (wait forever)
-template <class Rep, class Period>
-Timeout to_timeout(std::chrono::duration<Rep, Period> d) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-  return ns < 0 ? 0 : ns;
-}
-
-// threading.Lock / RLock (owner = the serving thread, i.e. the client's connection).
-class MP_API LockImpl {
- public:
-  explicit LockImpl(bool recursive) : recursive_(recursive) {}
-  bool acquire(bool block, Timeout timeout);
-  void release();
-  bool locked();
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool recursive_;
-  std::size_t count_ = 0;
-  std::uint64_t owner_ = 0;
-};
-
-class MP_API SemaphoreImpl {
- public:
-  SemaphoreImpl(int value, bool bounded);
-  bool acquire(bool block, Timeout timeout);
-  void release(int n);
-  int get_value();
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  int value_, initial_;
-  bool bounded_;
-};
-
-class MP_API ConditionImpl {
- public:
-  bool acquire(bool block, Timeout timeout);
-  void release();
-  bool wait(Timeout timeout);
-  void notify(int n);
-  void notify_all();
-
- private:
-  bool acquire_locked(std::unique_lock<std::mutex>& lk, bool block, Timeout timeout);
-  std::mutex m_;
-  std::condition_variable lock_cv_, cond_cv_;
-  std::size_t count_ = 0;
-  std::uint64_t owner_ = 0;
-  std::deque<std::uint64_t> waiters_;  // tickets of waiters not notified yet, oldest first
-  std::uint64_t next_ticket_ = 0;
-};
-
-class MP_API EventImpl {
- public:
-  bool is_set();
-  void set();
-  void clear();
-  bool wait(Timeout timeout);
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool flag_ = false;
-};
-
-class MP_API BarrierImpl {
- public:
-  explicit BarrierImpl(int parties);
-  int wait(Timeout timeout);
-  void reset();
-  void abort();
-  int parties();
-  int n_waiting();
-  bool broken();
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  int parties_, count_ = 0;
-  std::uint64_t generation_ = 0;
-  std::uint64_t completed_ = ~std::uint64_t{0};  // the last generation released normally
-  bool broken_ = false;
-};
-
-class MP_API NamespaceImpl {
- public:
-  std::string getattr(std::string name);
-  void setattr(std::string name, std::string value);
-  void delattr(std::string name);
-  bool hasattr(std::string name);
-  std::vector<std::string> names();
-
- private:
-  std::mutex m_;
-  std::map<std::string, std::string> attrs_;
-};
-
-inline bool wait_until_cv(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, Timeout timeout,
-                          const std::function<bool()>& ready) {
-  if (timeout < 0) {
-    cv.wait(lk, ready);
-    return true;
-  }
-  return cv.wait_for(lk, std::chrono::nanoseconds(timeout), ready);
-}
-
-// Normalizes a Python index (negative counts from the end). Throws std::out_of_range.
-inline std::size_t py_index(std::int64_t i, std::size_t size, const char* what) {
-  const std::int64_t n = static_cast<std::int64_t>(size);
-  if (i < 0) i += n;
-  if (i < 0 || i >= n) throw std::out_of_range(std::string(what) + " index out of range");
-  return static_cast<std::size_t>(i);
-}
-
-template <class T>
-class QueueImpl {
- public:
-  explicit QueueImpl(int maxsize) : maxsize_(maxsize) {}
-  void put(T item, bool block, Timeout timeout) {
-    std::unique_lock lk(m_);
-    auto room = [&] { return maxsize_ <= 0 || static_cast<int>(items_.size()) < maxsize_; };
-    if (!room()) {
-      if (!block || !wait_until_cv(not_full_, lk, timeout, room)) throw Full();
-    }
-    items_.push_back(std::move(item));
-    ++unfinished_;
-    not_empty_.notify_one();
-  }
-  T get(bool block, Timeout timeout) {
-    std::unique_lock lk(m_);
-    auto ready = [&] { return !items_.empty(); };
-    if (!ready()) {
-      if (!block || !wait_until_cv(not_empty_, lk, timeout, ready)) throw Empty();
-    }
-    T item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.notify_one();
-    return item;
-  }
-  int qsize() {
-    std::lock_guard lk(m_);
-    return static_cast<int>(items_.size());
-  }
-  bool empty() { return qsize() == 0; }
-  bool full() {
-    std::lock_guard lk(m_);
-    return maxsize_ > 0 && static_cast<int>(items_.size()) >= maxsize_;
-  }
-  void task_done() {
-    std::lock_guard lk(m_);
-    if (unfinished_ == 0) throw std::invalid_argument("task_done() called too many times");
-    if (--unfinished_ == 0) all_done_.notify_all();
-  }
-  bool join(Timeout timeout) {
-    std::unique_lock lk(m_);
-    return wait_until_cv(all_done_, lk, timeout, [&] { return unfinished_ == 0; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable not_empty_, not_full_, all_done_;
-  std::deque<T> items_;
-  int maxsize_;
-  std::size_t unfinished_ = 0;
-};
-
-template <class T>
-class ValueImpl {
- public:
-  explicit ValueImpl(T v) : value_(std::move(v)) {}
-  T get() {
-    std::lock_guard lk(m_);
-    return value_;
-  }
-  void set(T v) {
-    std::lock_guard lk(m_);
-    value_ = std::move(v);
-  }
-
- private:
-  std::mutex m_;
-  T value_;
-};
-
-// Python list (and the manager's Array, a fixed-size list).
-template <class T>
-class ListImpl {
- public:
-  explicit ListImpl(std::vector<T> v) : v_(std::move(v)) {}
-  std::int64_t len() {
-    std::lock_guard lk(m_);
-    return static_cast<std::int64_t>(v_.size());
-  }
-  T getitem(std::int64_t i) {
-    std::lock_guard lk(m_);
-    return v_[py_index(i, v_.size(), "list")];
-  }
-  void setitem(std::int64_t i, T x) {
-    std::lock_guard lk(m_);
-    v_[py_index(i, v_.size(), "list assignment")] = std::move(x);
-  }
-  void append(T x) {
-    std::lock_guard lk(m_);
-    v_.push_back(std::move(x));
-  }
-  void extend(std::vector<T> xs) {
-    std::lock_guard lk(m_);
-    v_.insert(v_.end(), std::make_move_iterator(xs.begin()), std::make_move_iterator(xs.end()));
-  }
-  void insert(std::int64_t i, T x) {
-    std::lock_guard lk(m_);
-    const std::int64_t n = static_cast<std::int64_t>(v_.size());
-    if (i < 0) i = std::max<std::int64_t>(0, i + n);
-    if (i > n) i = n;
-    v_.insert(v_.begin() + i, std::move(x));
-  }
-  T pop(std::int64_t i) {
-    std::lock_guard lk(m_);
-    if (v_.empty()) throw std::out_of_range("pop from empty list");
-    const std::size_t k = py_index(i, v_.size(), "pop");
-    T x = std::move(v_[k]);
-    v_.erase(v_.begin() + static_cast<std::ptrdiff_t>(k));
-    return x;
-  }
-  std::int64_t index(T x) {
-    std::lock_guard lk(m_);
-    for (std::size_t k = 0; k < v_.size(); ++k)
-      if (v_[k] == x) return static_cast<std::int64_t>(k);
-    throw std::invalid_argument("list.index(x): x not in list");
-  }
-  std::int64_t count(T x) {
-    std::lock_guard lk(m_);
-    return static_cast<std::int64_t>(std::count(v_.begin(), v_.end(), x));
-  }
-  bool contains(T x) {
-    std::lock_guard lk(m_);
-    return std::find(v_.begin(), v_.end(), x) != v_.end();
-  }
-  void remove(T x) {
-    std::lock_guard lk(m_);
-    auto it = std::find(v_.begin(), v_.end(), x);
-    if (it == v_.end()) throw std::invalid_argument("list.remove(x): x not in list");
-    v_.erase(it);
-  }
-  void reverse() {
-    std::lock_guard lk(m_);
-    std::reverse(v_.begin(), v_.end());
-  }
-  void clear() {
-    std::lock_guard lk(m_);
-    v_.clear();
-  }
-  std::vector<T> copy() {
-    std::lock_guard lk(m_);
-    return v_;
-  }
-
- private:
-  std::mutex m_;
-  std::vector<T> v_;
-};
-
-template <class K, class V>
-class DictImpl {
- public:
-  std::int64_t len() {
-    std::lock_guard lk(m_);
-    return static_cast<std::int64_t>(items_.size());
-  }
-  V getitem(K k) {
-    std::lock_guard lk(m_);
-    auto it = index_.find(k);
-    if (it == index_.end()) throw std::out_of_range("KeyError: key not in dict");
-    return items_[it->second].second;
-  }
-  void setitem(K k, V v) {
-    std::lock_guard lk(m_);
-    set_locked(std::move(k), std::move(v));
-  }
-  void delitem(K k) {
-    std::lock_guard lk(m_);
-    if (!erase_locked(k)) throw std::out_of_range("KeyError: key not in dict");
-  }
-  std::optional<V> get(K k) {
-    std::lock_guard lk(m_);
-    auto it = index_.find(k);
-    if (it == index_.end()) return std::nullopt;
-    return items_[it->second].second;
-  }
-  std::optional<V> pop(K k) {
-    std::lock_guard lk(m_);
-    auto it = index_.find(k);
-    if (it == index_.end()) return std::nullopt;
-    V v = std::move(items_[it->second].second);
-    erase_locked(k);
-    return v;
-  }
-  V setdefault(K k, V v) {
-    std::lock_guard lk(m_);
-    auto it = index_.find(k);
-    if (it != index_.end()) return items_[it->second].second;
-    set_locked(std::move(k), v);
-    return v;
-  }
-  bool contains(K k) {
-    std::lock_guard lk(m_);
-    return index_.count(k) != 0;
-  }
-  // Python's dict.update(other) with other's pairs in order.
-  void update(std::vector<std::pair<K, V>> other) {
-    std::lock_guard lk(m_);
-    for (auto& [k, v] : other) set_locked(std::move(k), std::move(v));
-  }
-  void clear() {
-    std::lock_guard lk(m_);
-    items_.clear();
-    index_.clear();
-  }
-  // The pairs in insertion order (Python's dict order).
-  std::vector<std::pair<K, V>> items() {
-    std::lock_guard lk(m_);
-    return items_;
-  }
-
- private:
-  void set_locked(K k, V v) {
-    auto it = index_.find(k);
-    if (it != index_.end()) {
-      items_[it->second].second = std::move(v);  // an existing key keeps its place
-      return;
-    }
-    index_.emplace(k, items_.size());
-    items_.emplace_back(std::move(k), std::move(v));
-  }
-  bool erase_locked(const K& k) {
-    auto it = index_.find(k);
-    if (it == index_.end()) return false;
-    const std::size_t i = it->second;
-    index_.erase(it);
-    items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(i));
-    for (auto& [key, at] : index_)
-      if (at > i) --at;
-    return true;
-  }
-
-  std::mutex m_;
-  std::vector<std::pair<K, V>> items_;  // insertion order
-  std::map<K, std::size_t> index_;      // key -> position in items_
-};
-
-#define MP_DETAIL_METHOD(Impl, m) ::mp::managers::detail::MethodEntry{#m, &::mp::managers::detail::invoke<&Impl::m>}
-
-// Template hosted types register themselves, in every process of the program, when the program
-// uses their proxy (a static member initialized before main).
-template <class Impl>
-struct AutoRegister;
-
-template <class T>
-struct AutoRegister<QueueImpl<T>> {
-  using Impl = QueueImpl<T>;
-  static std::string type_id() { return std::string("Queue:") + typeid(T).name(); }
-  static inline const bool done = register_type(
-      type_id(), &construct<Impl, std::tuple<int>>,
-      {MP_DETAIL_METHOD(Impl, put), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, qsize),
-       MP_DETAIL_METHOD(Impl, empty), MP_DETAIL_METHOD(Impl, full), MP_DETAIL_METHOD(Impl, task_done),
-       MP_DETAIL_METHOD(Impl, join)});
-};
-template <class T>
-struct AutoRegister<ValueImpl<T>> {
-  using Impl = ValueImpl<T>;
-  static std::string type_id() { return std::string("Value:") + typeid(T).name(); }
-  static inline const bool done = register_type(type_id(), &construct<Impl, std::tuple<T>>,
-                                                {MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, set)});
-};
-template <class T>
-struct AutoRegister<ListImpl<T>> {
-  using Impl = ListImpl<T>;
-  static std::string type_id() { return std::string("list:") + typeid(T).name(); }
-  static inline const bool done = register_type(
-      type_id(), &construct<Impl, std::tuple<std::vector<T>>>,
-      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
-       MP_DETAIL_METHOD(Impl, append), MP_DETAIL_METHOD(Impl, extend), MP_DETAIL_METHOD(Impl, insert),
-       MP_DETAIL_METHOD(Impl, pop), MP_DETAIL_METHOD(Impl, index), MP_DETAIL_METHOD(Impl, count),
-       MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, remove), MP_DETAIL_METHOD(Impl, reverse),
-       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
-};
-template <class K, class V>
-struct AutoRegister<DictImpl<K, V>> {
-  using Impl = DictImpl<K, V>;
-  static std::string type_id() { return std::string("dict:") + typeid(K).name() + "," + typeid(V).name(); }
-  static inline const bool done = register_type(
-      type_id(), &construct<Impl, std::tuple<>>,
-      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
-       MP_DETAIL_METHOD(Impl, delitem), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, pop),
-       MP_DETAIL_METHOD(Impl, setdefault), MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, update),
-       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, items)});
-};
-
-}  // namespace detail
 
 // ---------------------------------------------------------------- SyncManager's proxies
 
@@ -913,7 +446,7 @@ class ListProxy : public BaseProxy {
   ListProxy() { (void)detail::AutoRegister<Impl>::done; }
   explicit ListProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
   std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
-  // Throws RemoteError (std::out_of_range) for a bad index.
+  // Throws mp::IndexError for a bad index (as Python).
   T get(std::int64_t i) { return call<&Impl::getitem>("getitem", i); }
   void set(std::int64_t i, const T& v) { call<&Impl::setitem>("setitem", i, v); }
   Item operator[](std::int64_t i) { return Item(*this, i); }
@@ -939,7 +472,7 @@ class ArrayProxy : public ListProxy<T> {
   using ListProxy<T>::ListProxy;
 };
 
-// dict<K, V> proxy. Keys are kept ordered (std::map), not in insertion order as Python's dict.
+// dict<K, V> proxy. Keys keep their insertion order, as Python's dict.
 template <class K, class V>
 class DictProxy : public BaseProxy {
   using Impl = detail::DictImpl<K, V>;
@@ -962,7 +495,7 @@ class DictProxy : public BaseProxy {
   DictProxy() { (void)detail::AutoRegister<Impl>::done; }
   explicit DictProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
   std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
-  // d[k] read throws RemoteError (std::out_of_range, Python's KeyError) for a missing key.
+  // d[k] read (getitem, delitem) throws mp::KeyError for a missing key (as Python).
   Item operator[](const K& k) { return Item(*this, k); }
   V getitem(const K& k) { return call<&Impl::getitem>("getitem", k); }
   void setitem(const K& k, const V& v) { call<&Impl::setitem>("setitem", k, v); }
@@ -1064,63 +597,36 @@ using managers::SyncManager;
 
 // ---------------------------------------------------------------- registration macros
 
-#define MP_DETAIL_CAT2(a, b) a##b
-#define MP_DETAIL_CAT(a, b) MP_DETAIL_CAT2(a, b)
-#define MP_DETAIL_NARGS(...) MP_DETAIL_NARGS_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
-#define MP_DETAIL_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, N, ...) N
-#define MP_DETAIL_EACH_1(M, C, x) M(C, x)
-#define MP_DETAIL_EACH_2(M, C, x, ...) M(C, x) MP_DETAIL_EACH_1(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_3(M, C, x, ...) M(C, x) MP_DETAIL_EACH_2(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_4(M, C, x, ...) M(C, x) MP_DETAIL_EACH_3(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_5(M, C, x, ...) M(C, x) MP_DETAIL_EACH_4(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_6(M, C, x, ...) M(C, x) MP_DETAIL_EACH_5(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_7(M, C, x, ...) M(C, x) MP_DETAIL_EACH_6(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_8(M, C, x, ...) M(C, x) MP_DETAIL_EACH_7(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_9(M, C, x, ...) M(C, x) MP_DETAIL_EACH_8(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_10(M, C, x, ...) M(C, x) MP_DETAIL_EACH_9(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_11(M, C, x, ...) M(C, x) MP_DETAIL_EACH_10(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_12(M, C, x, ...) M(C, x) MP_DETAIL_EACH_11(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_13(M, C, x, ...) M(C, x) MP_DETAIL_EACH_12(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_14(M, C, x, ...) M(C, x) MP_DETAIL_EACH_13(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_15(M, C, x, ...) M(C, x) MP_DETAIL_EACH_14(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_16(M, C, x, ...) M(C, x) MP_DETAIL_EACH_15(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_17(M, C, x, ...) M(C, x) MP_DETAIL_EACH_16(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_18(M, C, x, ...) M(C, x) MP_DETAIL_EACH_17(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_19(M, C, x, ...) M(C, x) MP_DETAIL_EACH_18(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_20(M, C, x, ...) M(C, x) MP_DETAIL_EACH_19(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_21(M, C, x, ...) M(C, x) MP_DETAIL_EACH_20(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_22(M, C, x, ...) M(C, x) MP_DETAIL_EACH_21(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_23(M, C, x, ...) M(C, x) MP_DETAIL_EACH_22(M, C, __VA_ARGS__)
-#define MP_DETAIL_EACH_24(M, C, x, ...) M(C, x) MP_DETAIL_EACH_23(M, C, __VA_ARGS__)
-#define MP_DETAIL_FOR_EACH(M, C, ...) MP_DETAIL_CAT(MP_DETAIL_EACH_, MP_DETAIL_NARGS(__VA_ARGS__))(M, C, __VA_ARGS__)
-
-#define MP_DETAIL_PROXY_METHOD(C, m)                                                  \
-  template <class... MpArgs>                                                          \
-  auto m(MpArgs&&... mp_args) const {                                                 \
-    return this->template call<&C::m>(#m, std::forward<MpArgs>(mp_args)...);          \
-  }
-#define MP_DETAIL_ENTRY(C, m) MP_DETAIL_METHOD(C, m),
-
-// MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — at global scope, once per
-// class (Python's register(typeid, callable, exposed=...)). Class must be named from the global
-// namespace (e.g. app::Counter); its type id is the spelled name. Defines mp::Proxy<Class> with a
-// member per exposed method (same name, same parameters, same result, checked at compile time)
-// and registers the class before main, so a spawned server finds it. Up to 24 methods.
-#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
+// MP_PROXY(Class, (ctor parameter types), method, method, ...) — at global scope, once per class:
+// defines mp::Proxy<Class> with a member per listed method (same name, same parameters, same
+// result, checked at compile time; a method returning std::shared_ptr<U> returns mp::Proxy<U>,
+// U kept in the server, as CPython's method_to_typeid). Class must be named from the global
+// namespace (e.g. app::Counter, not ::app::Counter); its type id is the spelled name. A client needs only this and
+// Class's declarations (CPython's client-side register('Class')). Up to 24 methods.
+#define MP_PROXY(Class, CtorParams, ...)                                                           \
   template <>                                                                                      \
-  struct mp::managers::detail::Hosted<Class> {                                                     \
+  struct mp::managers::detail::ProxyTraits<::Class> {                                                \
     using Args = typename ::mp::managers::detail::CtorTraits<void(*) CtorParams>::Args;           \
     static std::string type_id() { return #Class; }                                                \
-    static inline const bool registered = ::mp::managers::detail::register_type(                   \
-        #Class, &::mp::managers::detail::construct<Class, Args>,                                   \
-        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, Class, __VA_ARGS__)});                                \
   };                                                                                               \
   template <>                                                                                      \
-  class mp::Proxy<Class> : public ::mp::managers::BaseProxy {                                      \
+  class mp::Proxy<::Class> : public ::mp::managers::BaseProxy {                                      \
    public:                                                                                         \
-    Proxy() { (void)::mp::managers::detail::Hosted<Class>::registered; }                           \
+    Proxy() = default;                                                                             \
     explicit Proxy(::mp::managers::BaseProxy b) : ::mp::managers::BaseProxy(std::move(b)) {}       \
-    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, Class, __VA_ARGS__)                                 \
+    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, ::Class, __VA_ARGS__)                                 \
+  };
+
+// MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — MP_PROXY, and makes Class
+// hostable by a server of this program (Python's register(typeid, callable, exposed=...)): it is
+// registered before main, so a spawned server finds it. Needs Class's definitions.
+#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
+  MP_PROXY(Class, CtorParams, __VA_ARGS__)                                                         \
+  template <>                                                                                      \
+  struct mp::managers::detail::Hosted<::Class> {                                                     \
+    static inline const bool registered = ::mp::managers::detail::register_type(                   \
+        #Class, &::mp::managers::detail::construct<::Class, ::mp::managers::detail::ProxyTraits<::Class>::Args>, \
+        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, ::Class, __VA_ARGS__)});                                \
   };
 
 // MP_REGISTER(Class) inside a BaseManager subclass: adds `manager.Class(args...)`, which creates
@@ -1132,3 +638,8 @@ using managers::SyncManager;
     return this->template create<Class>(std::forward<MpArgs>(mp_args)...); \
   }
 #define MP_REGISTER(Class) MP_REGISTER_AS(Class, ::Class)
+// MP_REGISTER_TYPEID(name, Class) inside a BaseManager subclass: adds `manager.name()`, the object
+// the server's register_("name", callable) returns, as mp::Proxy<Class> (CPython's client-side
+// QueueManager.register('get_queue')). Class needs only MP_PROXY here.
+#define MP_REGISTER_TYPEID(name, Class) \
+  ::mp::Proxy<::Class> name() { return this->template create_as<::Class>(#name); }
