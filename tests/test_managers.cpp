@@ -25,6 +25,7 @@
 #include "support/auth.hpp"
 #include "mp/managers.hpp"
 #include "platform/handle.hpp"
+#include "platform/shared_memory.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
 #include "platform/process.hpp"
