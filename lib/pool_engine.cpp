@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "mp/pool_jobs.hpp"
+#include "support/code_ref.hpp"
 #include "support/remote_error.hpp"
 #include "support/spin.hpp"
 #include "platform/handle.hpp"
@@ -142,17 +143,11 @@ void copy_item(void* context, const char* data, std::size_t size) {
   static_cast<std::string*>(context)->assign(data, size);
 }
 
-std::string code_of(AnyFunction f) {
-  const platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
-  return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
-}
-
-AnyFunction resolve(std::string_view code) {
-  const auto [module, build_id, offset] = reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
-  return reinterpret_cast<AnyFunction>(platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
-}
+AnyFunction resolve(std::string_view code) { return reduction::loads<CodeRef>(code).resolve<AnyFunction>(); }
 
 }  // namespace
+
+std::string code_of(AnyFunction f) { return reduction::dumps(CodeRef::of(f)); }
 
 AnyFunction resolve_initializer(const std::string& code) { return code.empty() ? nullptr : resolve(code); }
 

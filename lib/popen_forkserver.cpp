@@ -12,6 +12,7 @@
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
+#include "support/unique_handle.hpp"
 #include "platform/handle.hpp"
 #include "platform/io.hpp"
 #include "platform/process.hpp"
@@ -70,27 +71,19 @@ class ForkserverPopen final : public Popen {
   platform::Handle exit_status_;
 };
 
-struct Owned {
-  platform::Handle h = platform::kInvalidHandle;
-  Owned() = default;
-  explicit Owned(platform::Handle x) : h(x) {}
-  Owned(const Owned&) = delete;
-  Owned& operator=(const Owned&) = delete;
-  ~Owned() { platform::close_handle(h); }
-};
 
 }  // namespace
 
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   std::vector<platform::Handle> handles;
   heap::detail::Lease lease;
-  Owned data(write_preparation_data(state, handles, lease));
+  UniqueHandle data(write_preparation_data(state, handles, lease));
   auto [status_r, status_w] = platform::make_pipe();
-  Owned status_read(status_r), status_write(status_w);
+  UniqueHandle status_read(status_r), status_write(status_w);
   auto [exit_r, exit_w] = platform::make_pipe();
-  Owned exit_read(exit_r), exit_write(exit_w);
-  Owned self(platform::open_process(platform::current_pid()));
-  std::vector<platform::Handle> fds{data.h, status_write.h, exit_write.h, self.h};
+  UniqueHandle exit_read(exit_r), exit_write(exit_w);
+  UniqueHandle self(platform::open_process(platform::current_pid()));
+  std::vector<platform::Handle> fds{data.get(), status_write.get(), exit_write.get(), self.get()};
   fds.insert(fds.end(), handles.begin(), handles.end());
 
   int pid = 0;
@@ -101,9 +94,9 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   bool handed_over = false;
   auto sent = [&] {
     handed_over = true;
-    status_write.h = (platform::close_handle(status_write.h), platform::kInvalidHandle);
-    exit_write.h = (platform::close_handle(exit_write.h), platform::kInvalidHandle);
-    platform::wait_readable(status_read.h, nullptr);
+    status_write.reset();
+    exit_write.reset();
+    platform::wait_readable(status_read.get(), nullptr);
   };
   {
     std::lock_guard lk(forkserver_mutex());
@@ -121,10 +114,10 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
       }
     }
   }
-  auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.h);
-  exit_read.h = platform::kInvalidHandle;
+  auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.get());
+  (void)exit_read.release();
   popen->lease = std::move(lease);
-  await_bootstrap(status_read.h, *popen);
+  await_bootstrap(status_read.get(), *popen);
   return popen;
 }
 

@@ -260,6 +260,9 @@ MP_API std::shared_ptr<Engine> make_thread_engine(EngineConfig config);
 // In a worker process: runs the initializer (`init(context)`), then serves tasks until told to stop
 // or maxtasks is reached. Never returns by exception (the worker exits with code 1).
 MP_API void worker_main(WorkerChannels& channels, void (*init)(void*), void* context);
+// A function as the bytes workers resolve it from (a CodeRef: module, build id, offset), and back;
+// "" stands for none.
+MP_API std::string code_of(AnyFunction f);
 MP_API AnyFunction resolve_initializer(const std::string& code);
 
 template <class Init, class Tuple>

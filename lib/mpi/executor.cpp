@@ -100,11 +100,6 @@ class Backoff {
   Clock::time_point since_ = Clock::now();
 };
 
-std::string code_of(mp::detail::AnyFunction f) {
-  const platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
-  return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
-}
-
 // ---- the worker side
 
 struct Function {
@@ -410,7 +405,7 @@ class MpiEngine final : public pool::Engine {
     auto it = fn_ids_.find(key);
     if (it != fn_ids_.end()) return it->second;
     const auto id = static_cast<std::uint32_t>(fn_defs_.size());
-    fn_defs_.push_back(wire::encode_define(id, code_of(c.runner), code_of(c.function)));
+    fn_defs_.push_back(wire::encode_define(id, pool::code_of(c.runner), pool::code_of(c.function)));
     fn_ids_.emplace(key, id);
     return id;
   }
