@@ -62,14 +62,16 @@ inline std::vector<Metric>& registry() {
   return r;
 }
 struct Register {
-  Register(const char* name, const char* unit, MetricFn fn) { registry().push_back({name, unit, fn}); }
+  Register(const char* name, const char* unit, MetricFn fn) {
+    registry().push_back({name, unit, fn});
+  }
 };
 #define BENCH_CAT2(a, b) a##b
 #define BENCH_CAT(a, b) BENCH_CAT2(a, b)
 // BENCH_METRIC(name, unit) { ... return value; }  — `p` is the Params.
-#define BENCH_METRIC(name, unit)                                                  \
-  static double name(const ::bench::Params& p);                                 \
-  static ::bench::Register BENCH_CAT(reg_, name)(#name, unit, &name);           \
+#define BENCH_METRIC(name, unit)                                      \
+  static double name(const ::bench::Params& p);                       \
+  static ::bench::Register BENCH_CAT(reg_, name)(#name, unit, &name); \
   static double name([[maybe_unused]] const ::bench::Params& p)
 
 // Optimization barriers for the single-process loops (what benchmark::DoNotOptimize and
@@ -198,7 +200,8 @@ inline void wait_child(pid_t pid) {
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw std::runtime_error("waitpid failed");
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("a benchmark child failed");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("a benchmark child failed");
 }
 
 // The number of CPUs this process may run on (1 under `taskset -c 0`).
@@ -251,9 +254,10 @@ inline int run_main(int argc, char** argv) {
     } else if (a == "--reps") {
       reps = std::max(1, std::atoi(value().c_str()));
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--list] [--metrics a,b,...] [--scale S] [--reps R]\nunknown argument: %s\n",
-                   argv[0], a.c_str());
+      std::fprintf(
+          stderr,
+          "usage: %s [--list] [--metrics a,b,...] [--scale S] [--reps R]\nunknown argument: %s\n",
+          argv[0], a.c_str());
       return 2;
     }
   }
@@ -270,7 +274,8 @@ inline int run_main(int argc, char** argv) {
     for (const Metric& m : registry()) todo.push_back(&m);
   } else {
     for (const std::string& name : only) {
-      auto it = std::find_if(registry().begin(), registry().end(), [&](const Metric& m) { return m.name == name; });
+      auto it = std::find_if(registry().begin(), registry().end(),
+                             [&](const Metric& m) { return m.name == name; });
       if (it == registry().end()) {
         std::printf("ERROR %s unknown metric\n", name.c_str());
       } else {

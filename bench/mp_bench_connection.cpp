@@ -1,7 +1,7 @@
 // bench/mp_bench_connection.cpp — mp metrics for Pipe()/Connection (mp/connection.hpp).
 // Compiled in once that header is in the tree.
 #if __has_include("mp/connection.hpp")
-#include "mp_bench.hpp"
+#  include "mp_bench.hpp"
 
 namespace {
 

@@ -2,9 +2,9 @@
 // registered class, Value .value get, dict set, and Manager() start+shutdown.
 // Compiled in once that header is in the tree.
 #if __has_include("mp/managers.hpp")
-#include <string>
+#  include <string>
 
-#include "mp_bench.hpp"
+#  include "mp_bench.hpp"
 
 // The same hosted class as py_bench.py's Counter.
 class BenchCounter {
@@ -45,7 +45,10 @@ BENCH_METRIC(manager_proxy_call_us, "us") {
 BENCH_METRIC(manager_value_get_us, "us") {
   auto m = mp::Manager();
   auto v = m.Value<int>(7);
-  const double r = timed_calls_us(p.n(50000, 50), [&] { bench::keep(&v); (void)v.value(); });
+  const double r = timed_calls_us(p.n(50000, 50), [&] {
+    bench::keep(&v);
+    (void)v.value();
+  });
   m.shutdown();
   return r;
 }

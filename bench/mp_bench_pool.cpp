@@ -1,12 +1,12 @@
 // bench/mp_bench_pool.cpp — mp metrics for Pool and the executors (mp/pool.hpp, mp/futures.hpp),
 // the same workloads as py_bench.py's: both workers are running before the clock starts.
 #if __has_include("mp/futures.hpp")
-#include <fstream>
-#include <ranges>
-#include <unistd.h>
+#  include <fstream>
+#  include <ranges>
+#  include <unistd.h>
 
-#include "mp/futures.hpp"
-#include "mp_bench.hpp"
+#  include "mp/futures.hpp"
+#  include "mp_bench.hpp"
 
 namespace {
 
@@ -40,7 +40,9 @@ double rss_mib() {
   return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1 << 20);
 }
 
-BENCH_METRIC(pool_map_tasks_chunked, "tasks/s") { return pool_map_tasks(p.n(100'000, 100'000), std::nullopt); }
+BENCH_METRIC(pool_map_tasks_chunked, "tasks/s") {
+  return pool_map_tasks(p.n(100'000, 100'000), std::nullopt);
+}
 BENCH_METRIC(pool_map_tasks_chunksize1, "tasks/s") { return pool_map_tasks(p.n(100'000, 1000), 1); }
 BENCH_METRIC(pool_apply_us, "us") {
   mp::Pool pool(mp::get_context("fork"), 2);

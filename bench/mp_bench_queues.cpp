@@ -2,9 +2,9 @@
 // puts n items, the parent gets them; the rate runs from the first start to the last stop stamp.
 // Compiled in once that header is in the tree.
 #if __has_include("mp/queues.hpp")
-#include <string>
+#  include <string>
 
-#include "mp_bench.hpp"
+#  include "mp_bench.hpp"
 
 namespace {
 
@@ -33,7 +33,9 @@ double queue_rate(long n, T item) {
   return static_cast<double>(n) / s->span_s();
 }
 
-BENCH_METRIC(queue_small_msgs, "msgs/s") { return queue_rate<mp::Queue<int>>(p.n(1'000'000, 100), 1); }
+BENCH_METRIC(queue_small_msgs, "msgs/s") {
+  return queue_rate<mp::Queue<int>>(p.n(1'000'000, 100), 1);
+}
 BENCH_METRIC(simplequeue_small_msgs, "msgs/s") {
   return queue_rate<mp::SimpleQueue<int>>(p.n(1'000'000, 100), 1);
 }
@@ -41,7 +43,8 @@ BENCH_METRIC(queue_1mb_MBps, "MB/s") {
   return queue_rate<mp::Queue<std::string>>(p.n(2000, 4), std::string(kMiB, 'x')) * kMiB / 1e6;
 }
 BENCH_METRIC(simplequeue_1mb_MBps, "MB/s") {
-  return queue_rate<mp::SimpleQueue<std::string>>(p.n(2000, 4), std::string(kMiB, 'x')) * kMiB / 1e6;
+  return queue_rate<mp::SimpleQueue<std::string>>(p.n(2000, 4), std::string(kMiB, 'x')) * kMiB /
+         1e6;
 }
 
 }  // namespace

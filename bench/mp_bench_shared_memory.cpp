@@ -3,13 +3,13 @@
 // another through a segment (a pipe byte hands it over, on every side alike).
 // Compiled in once that header is in the tree.
 #if __has_include("mp/shared_memory.hpp")
-#include <unistd.h>
+#  include <unistd.h>
 
-#include <cstring>
-#include <vector>
+#  include <cstring>
+#  include <vector>
 
-#include "mp/shared_memory.hpp"
-#include "mp_bench.hpp"
+#  include "mp/shared_memory.hpp"
+#  include "mp_bench.hpp"
 
 namespace {
 
@@ -76,7 +76,8 @@ BENCH_METRIC(shm_1mb_MBps, "MB/s") {
   mpbench::check_exit(reader);
   for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) ::close(fd);
   shm.unlink();
-  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(t1 - t0) * 1e-9);
+  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 /
+         (static_cast<double>(t1 - t0) * 1e-9);
 }
 
 }  // namespace

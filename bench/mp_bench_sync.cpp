@@ -1,10 +1,10 @@
 // bench/mp_bench_sync.cpp — mp metrics for Lock, Value/RawValue, Event, Condition and Barrier
 // (mp/synchronize.hpp, mp/sharedctypes.hpp). Compiled in once those headers are in the tree.
 #if __has_include("mp/synchronize.hpp") && __has_include("mp/sharedctypes.hpp")
-#include <mutex>
-#include <vector>
+#  include <mutex>
+#  include <vector>
 
-#include "mp_bench.hpp"
+#  include "mp_bench.hpp"
 
 namespace {
 
@@ -87,7 +87,8 @@ BENCH_METRIC(array_copyout_MBps, "MB/s") {
     const std::vector<double> x = arr.slice();
     bench::keep(x.data());
   }
-  return static_cast<double>(n) * (1u << 20) / 1e6 / (static_cast<double>(bench::now_ns() - t0) * 1e-9);
+  return static_cast<double>(n) * (1u << 20) / 1e6 /
+         (static_cast<double>(bench::now_ns() - t0) * 1e-9);
 }
 
 BENCH_METRIC(event_pingpong_us, "us") {

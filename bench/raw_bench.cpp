@@ -171,7 +171,9 @@ double contended_2p(long n, A&&... a) {
 }
 
 BENCH_METRIC(sem_lock_contended_2p, "ops/s") { return contended_2p<Sem>(p.n(2'000'000, 1000), 1u); }
-BENCH_METRIC(futex_mutex_contended_2p, "ops/s") { return contended_2p<FutexMutex>(p.n(2'000'000, 1000)); }
+BENCH_METRIC(futex_mutex_contended_2p, "ops/s") {
+  return contended_2p<FutexMutex>(p.n(2'000'000, 1000));
+}
 BENCH_METRIC(mutex_contended_2p, "ops/s") { return contended_2p<PMutex>(p.n(2'000'000, 1000)); }
 
 BENCH_METRIC(atomic_fetch_add_2p, "ops/s") {
@@ -299,7 +301,8 @@ BENCH_METRIC(memcpy_1mb_MBps, "MB/s") {
     std::memcpy(b.data(), a.data(), kMiB);
     bench::keep(b.data());
   }
-  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(now_ns() - t0) * 1e-9);
+  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 /
+         (static_cast<double>(now_ns() - t0) * 1e-9);
 }
 
 // The cost of one pause instruction (the spin-wait hint), which varies ~10x between CPU models:
@@ -332,7 +335,8 @@ BENCH_METRIC(raw_shm_attach_close_us, "us") {
     const int f = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
     struct stat st {};
     if (f < 0 || ::fstat(f, &st) != 0) bench::die("shm_open");
-    void* m = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    void* m = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE,
+                     MAP_SHARED, f, 0);
     if (m == MAP_FAILED) bench::die("mmap");
     ::close(f);
     bench::keep(m);
@@ -413,7 +417,8 @@ BENCH_METRIC(raw_shm_1mb_MBps, "MB/s") {
   for (int f : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) ::close(f);
   ::munmap(seg, kMiB);
   ::shm_unlink(name.c_str());
-  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 / (static_cast<double>(t1 - t0) * 1e-9);
+  return static_cast<double>(n) * static_cast<double>(kMiB) / 1e6 /
+         (static_cast<double>(t1 - t0) * 1e-9);
 }
 
 // ---- blocking round trips (us per round trip); the child echoes ----------------------------
@@ -642,7 +647,9 @@ BENCH_METRIC(pipe_pool_tasks_chunked, "tasks/s") {
   const long n = p.n(100'000, 100'000);  // always 100k: the metric is defined for that size
   return pipe_pool_tasks(n, (n + 7) / 8);
 }
-BENCH_METRIC(pipe_pool_tasks_chunksize1, "tasks/s") { return pipe_pool_tasks(p.n(100'000, 1000), 1); }
+BENCH_METRIC(pipe_pool_tasks_chunksize1, "tasks/s") {
+  return pipe_pool_tasks(p.n(100'000, 1000), 1);
+}
 
 // ---- process creation (ms per create + exit + wait) -----------------------------------------
 

@@ -25,15 +25,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string key = "fuzz key";
   try {
     switch (data[0] % 6) {
-      case 0: mp::auth::answer_challenge(ch, key); break;
-      case 1: mp::auth::deliver_challenge(ch, key); break;
-      case 2: mp::auth::serve_handshake(ch, key); break;
-      case 3: mp::auth::client_handshake(ch, key); break;
+      case 0:
+        mp::auth::answer_challenge(ch, key);
+        break;
+      case 1:
+        mp::auth::deliver_challenge(ch, key);
+        break;
+      case 2:
+        mp::auth::serve_handshake(ch, key);
+        break;
+      case 3:
+        mp::auth::client_handshake(ch, key);
+        break;
       default: {
-        mp::auth::Handshake h(key, data[0] % 6 == 4 ? mp::auth::Handshake::Role::server : mp::auth::Handshake::Role::client);
+        mp::auth::Handshake h(key, data[0] % 6 == 4 ? mp::auth::Handshake::Role::server
+                                                    : mp::auth::Handshake::Role::client);
         while (pos < end && h.wanted() > 0) {
-          const std::size_t piece = std::min<std::size_t>({static_cast<std::size_t>(*pos++ % 8 + 1), h.wanted(),
-                                                           static_cast<std::size_t>(end - pos)});
+          const std::size_t piece =
+              std::min<std::size_t>({static_cast<std::size_t>(*pos++ % 8 + 1), h.wanted(),
+                                     static_cast<std::size_t>(end - pos)});
           h.feed(reinterpret_cast<const char*>(pos), piece);
           pos += piece;
           h.output().clear();

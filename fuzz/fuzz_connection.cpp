@@ -43,7 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(reader);
     mp::detail::PipeRing& r = mp::detail::PipeChannelAccess::in_ring(*ch);
     const std::size_t n = std::min(size - 1, mp::detail::kPipeRingBytes);
-    for (std::size_t i = 0; i < n; ++i) mp::detail::PipeChannelAccess::in_data(*ch)[i] = static_cast<char>(data[1 + i]);
+    for (std::size_t i = 0; i < n; ++i)
+      mp::detail::PipeChannelAccess::in_data(*ch)[i] = static_cast<char>(data[1 + i]);
     r.tail.store((n + 7) & ~std::size_t{7});
   } else {
     // Below a Unix socket pair's buffer: no reader needed.
@@ -61,12 +62,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (int i = 0; i < 1000; ++i) {  // every message in the input, then EOF
     try {
       switch (mode) {
-        case 0: (void)reader.recv_bytes(); break;
-        case 1: (void)reader.recv_bytes(1000); break;
-        case 2: (void)reader.recv<std::string>(); break;
-        case 3: (void)reader.recv<std::vector<int>>(); break;
-        case 4: (void)reader.recv_bytes_into(std::span<std::byte>(buf), 8); break;
-        case 5: (void)reader.recv<std::vector<std::string>>(); break;
+        case 0:
+          (void)reader.recv_bytes();
+          break;
+        case 1:
+          (void)reader.recv_bytes(1000);
+          break;
+        case 2:
+          (void)reader.recv<std::string>();
+          break;
+        case 3:
+          (void)reader.recv<std::vector<int>>();
+          break;
+        case 4:
+          (void)reader.recv_bytes_into(std::span<std::byte>(buf), 8);
+          break;
+        case 5:
+          (void)reader.recv<std::vector<std::string>>();
+          break;
       }
     } catch (const mp::EOFError&) {
       break;

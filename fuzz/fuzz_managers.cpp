@@ -58,7 +58,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::memcpy(&n, pos, 4);
       pos += 4;
       if (n > mp::managers::detail::wire::kMaxFrame) break;  // the connection refuses it
-      const std::string_view body(pos, std::min<std::size_t>(n, static_cast<std::size_t>(end - pos)));
+      const std::string_view body(pos,
+                                  std::min<std::size_t>(n, static_cast<std::size_t>(end - pos)));
       pos += body.size();
       if (blocks(body)) continue;
       bool stop = false;

@@ -27,8 +27,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
     if (choice != 0 && h.length != 0) {
-      static const sl::Value values[] = {std::monostate{}, true, std::int64_t{-1}, 2.5, std::string("ab\0c", 4),
-                                         std::vector<std::byte>(9, std::byte{1})};
+      static const sl::Value values[] = {
+          std::monostate{},        true,
+          std::int64_t{-1},        2.5,
+          std::string("ab\0c", 4), std::vector<std::byte>(9, std::byte{1})};
       const sl::Value& v = values[choice % std::size(values)];
       const std::size_t i = (choice / std::size(values)) % h.length;
       try {

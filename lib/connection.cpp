@@ -49,7 +49,7 @@ struct Connection::State {
   bool readable = false;
   bool writable = false;
   std::size_t max_message = kDefaultMaxMessage;
-  bool spin_unsupported = false;  // a pipe: receives block at once
+  bool spin_unsupported = false;              // a pipe: receives block at once
   std::unique_ptr<detail::PipeChannel> pipe;  // Pipe() ends: messages travel in shared memory
   ~State() { close(); }
   void close() noexcept {
@@ -69,7 +69,8 @@ struct Connection::State {
   }
 };
 
-Connection::Connection(std::intptr_t fd, bool readable, bool writable) : state_(std::make_shared<State>()) {
+Connection::Connection(std::intptr_t fd, bool readable, bool writable)
+    : state_(std::make_shared<State>()) {
   state_->fd = static_cast<platform::Handle>(fd);
   state_->readable = readable;
   state_->writable = writable;
@@ -87,7 +88,7 @@ void Connection::send_framed(std::string& buf) {
   if (state_->pipe) {
     state_->pipe->send(buf.data() + kHeaderReserve, size);
   } else if (size < framing::kLongMarker) {
-    framing::put_header(buf.data(), size);        // fits the kHeaderReserve bytes
+    framing::put_header(buf.data(), size);            // fits the kHeaderReserve bytes
     platform::write_all(fd, buf.data(), buf.size());  // one write for header and payload
   } else {
     char header[framing::kLongHeader];
@@ -124,7 +125,8 @@ std::string Connection::recv_message(std::size_t maxlength) {
   }
   if (!have) first = platform::read_some(fd, &n32, sizeof n32);
   if (first == 0) throw EOFError();
-  if (first < sizeof n32) read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
+  if (first < sizeof n32)
+    read_exact(fd, reinterpret_cast<char*>(&n32) + first, sizeof n32 - first, false);
   const std::uint64_t size =
       framing::body_length(n32, [&](void* data, std::size_t n) { read_exact(fd, data, n, false); });
   if (size > maxlength) {
@@ -144,7 +146,8 @@ std::string Connection::recv_message(std::size_t maxlength) {
   return out;
 }
 
-void Connection::send_bytes(std::string_view buffer, std::size_t offset, std::optional<std::size_t> size) {
+void Connection::send_bytes(std::string_view buffer, std::size_t offset,
+                            std::optional<std::size_t> size) {
   if (offset > buffer.size()) throw std::invalid_argument("buffer length < offset");
   const std::size_t n = size.value_or(buffer.size() - offset);
   if (n > buffer.size() - offset) throw std::invalid_argument("buffer length < offset + size");
@@ -176,7 +179,9 @@ bool Connection::poll_for(std::chrono::nanoseconds timeout) {
 void Connection::close() noexcept {
   if (state_) state_->close();
 }
-bool Connection::closed() const noexcept { return !state_ || state_->fd == platform::kInvalidHandle; }
+bool Connection::closed() const noexcept {
+  return !state_ || state_->fd == platform::kInvalidHandle;
+}
 bool Connection::readable() const noexcept { return state_ && state_->readable; }
 bool Connection::writable() const noexcept { return state_ && state_->writable; }
 std::intptr_t Connection::fileno() const {
@@ -184,7 +189,9 @@ std::intptr_t Connection::fileno() const {
   if (state_->pipe && state_->readable) return state_->pipe->fileno();
   return state_->fd;
 }
-std::size_t Connection::max_message_size() const noexcept { return state_ ? state_->max_message : kDefaultMaxMessage; }
+std::size_t Connection::max_message_size() const noexcept {
+  return state_ ? state_->max_message : kDefaultMaxMessage;
+}
 void Connection::set_max_message_size(std::size_t size) {
   if (!state_) throw_closed();
   state_->max_message = size;
@@ -194,7 +201,8 @@ constexpr std::uint64_t kNoToken = ~std::uint64_t{0};
 
 std::array<std::uint64_t, 3> Connection::send_tokens() const {
   if (closed()) throw_closed();
-  std::array<std::uint64_t, 3> tokens{reduction::send_handle(state_->fd, "Connection"), kNoToken, kNoToken};
+  std::array<std::uint64_t, 3> tokens{reduction::send_handle(state_->fd, "Connection"), kNoToken,
+                                      kNoToken};
   if (const auto& pipe = state_->pipe) {
     tokens[1] = reduction::send_handle(pipe->memfd(), "Connection");
     tokens[2] = static_cast<std::uint64_t>(pipe->end());
@@ -207,7 +215,9 @@ void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readabl
   Connection c(reduction::receive_handle(tokens[0]), readable, writable);
   if (tokens[1] != kNoToken) {
     const auto memfd = static_cast<platform::Handle>(reduction::receive_handle(tokens[1]));
-    const int end = tokens[2] == 0 ? 0 : tokens[2] == 1 ? 1 : -1;  // attach() owns memfd, refuses -1
+    const int end = tokens[2] == 0   ? 0
+                    : tokens[2] == 1 ? 1
+                                     : -1;  // attach() owns memfd, refuses -1
     c.state_->pipe = detail::PipeChannel::attach(memfd, end, c.state_->fd);
   }
   *this = std::move(c);
@@ -289,7 +299,9 @@ Connection Listener::accept() {
   State& s = *state_;
   std::lock_guard lk(s.accept_mutex);
   if (s.fd == platform::kInvalidHandle) throw_closed();
-  if (!s.acceptor) s.acceptor = std::make_unique<detail::Acceptor>(s.fd, detail::Acceptor::Options{s.authkey, s.handshake_timeout});
+  if (!s.acceptor)
+    s.acceptor = std::make_unique<detail::Acceptor>(
+        s.fd, detail::Acceptor::Options{s.authkey, s.handshake_timeout});
   detail::Acceptor::Outcome o = *s.acceptor->next({});
   s.last_accepted = s.address;
   if (o.fd == platform::kInvalidHandle) throw AuthenticationError(o.error);
@@ -302,9 +314,12 @@ void Listener::close() noexcept {
 bool Listener::closed() const noexcept { return !state_ || state_->fd == platform::kInvalidHandle; }
 const Address& Listener::address() const { return state_->address; }
 std::optional<Address> Listener::last_accepted() const { return state_->last_accepted; }
-std::chrono::nanoseconds Listener::handshake_timeout() const noexcept { return state_->handshake_timeout; }
+std::chrono::nanoseconds Listener::handshake_timeout() const noexcept {
+  return state_->handshake_timeout;
+}
 void Listener::set_handshake_timeout(std::chrono::nanoseconds timeout) {
-  if (timeout <= std::chrono::nanoseconds::zero()) throw std::invalid_argument("handshake timeout must be positive");
+  if (timeout <= std::chrono::nanoseconds::zero())
+    throw std::invalid_argument("handshake timeout must be positive");
   std::lock_guard lk(state_->accept_mutex);
   state_->handshake_timeout = timeout;
   if (state_->acceptor) state_->acceptor->set_handshake_timeout(timeout);
@@ -317,8 +332,9 @@ std::intptr_t Listener::fileno() const {
 Connection Client(const Address& address, std::optional<std::string> authkey) {
   if (authkey && authkey->empty()) throw AuthenticationError("an empty authkey is not allowed");
   detail::UniqueHandle fd{std::holds_alternative<TcpAddress>(address)
-                 ? platform::connect_tcp(std::get<TcpAddress>(address).host, std::get<TcpAddress>(address).port)
-                 : platform::connect_unix(std::get<std::string>(address))};
+                              ? platform::connect_tcp(std::get<TcpAddress>(address).host,
+                                                      std::get<TcpAddress>(address).port)
+                              : platform::connect_unix(std::get<std::string>(address))};
   if (authkey) detail::authenticate_client(fd.get(), *authkey, std::chrono::seconds(10));
   return Connection(fd.release(), true, true);
 }
@@ -326,13 +342,15 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
 // Pipe ends are ready when their ring holds a message (seen without a system call) or the peer
 // closed; they are armed before the sleep so that a sender wakes their socket, and disarmed after.
 // fileno() is not used: waiting never puts a connection in descriptor mode.
-std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
+std::vector<Waitable> wait_for(const std::vector<Waitable>& objects,
+                               const std::chrono::nanoseconds* timeout) {
   std::vector<Waitable> ready;
   for (const std::size_t i : wait_indexes(objects, timeout)) ready.push_back(objects[i]);
   return ready;
 }
 
-std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout) {
+std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects,
+                                      const std::chrono::nanoseconds* timeout) {
   std::vector<platform::Handle> handles;
   std::vector<detail::PipeChannel*> pipes;
   handles.reserve(objects.size());
@@ -363,7 +381,8 @@ std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects, cons
       for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
     }
     const platform::Nanos left = any ? platform::Nanos::zero() : deadline.left();
-    const auto ready_idx = platform::wait_any(handles, any || !deadline.forever() ? &left : nullptr);
+    const auto ready_idx =
+        platform::wait_any(handles, any || !deadline.forever() ? &left : nullptr);
     std::vector<bool> socket_ready(objects.size(), false);
     for (const std::size_t i : ready_idx) socket_ready[i] = true;
     std::vector<std::size_t> ready;

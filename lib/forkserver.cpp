@@ -126,7 +126,8 @@ struct Server {
           header.inherited + 4 <= fds.size()) {
         targets.resize(header.inherited);
         if (!targets.empty())
-          got = platform::receive_with_descriptors(conn, targets.data(), targets.size() * sizeof(std::int32_t), fds);
+          got = platform::receive_with_descriptors(conn, targets.data(),
+                                                   targets.size() * sizeof(std::int32_t), fds);
       } else {
         got = false;
       }
@@ -222,11 +223,11 @@ struct Server {
 struct ClientState {
   ClientState();
   std::mutex mutex;
-  int owner_pid = 0;         // the process that started the server
+  int owner_pid = 0;  // the process that started the server
   int server_pid = 0;
   platform::Handle server = platform::kInvalidHandle;  // a pidfd, in the owner only
   std::string path, dir, authkey;
-  int connection_pid = 0;    // the process the connection belongs to
+  int connection_pid = 0;  // the process the connection belongs to
   platform::Handle connection = platform::kInvalidHandle;
 };
 
@@ -278,17 +279,19 @@ void start_server(ClientState& s) {
   } listener, init, status_read, status_write;
   try {
     listener.h = platform::listen_unix(s.path, 128);
-    const std::string bytes = reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
+    const std::string bytes =
+        reduction::dumps(ServerInit{s.authkey, s.path, s.dir, platform::current_pid()});
     init.h = platform::create_shared_memory(bytes.size());
     void* p = platform::map_shared(init.h, bytes.size());
     std::memcpy(p, bytes.data(), bytes.size());
     platform::unmap(p, bytes.size());
     std::tie(status_read.h, status_write.h) = platform::make_pipe();
     const std::string status = std::to_string(status_write.h);
-    const int pid = platform::spawn_process(
-        platform::executable_path(),
-        {platform::executable_display_path(), kForkserverMarker, std::to_string(listener.h), std::to_string(init.h), status},
-        kSpawnEnv, status, {listener.h, init.h, status_write.h});
+    const int pid =
+        platform::spawn_process(platform::executable_path(),
+                                {platform::executable_display_path(), kForkserverMarker,
+                                 std::to_string(listener.h), std::to_string(init.h), status},
+                                kSpawnEnv, status, {listener.h, init.h, status_write.h});
     Popen server(pid, platform::open_process(pid));
     platform::close_handle(status_write.h);
     status_write.h = platform::kInvalidHandle;
@@ -316,7 +319,8 @@ platform::Handle connect(ClientState& s) {
 
 }  // namespace
 
-[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init_fd, platform::Handle status) {
+[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init_fd,
+                                  platform::Handle status) {
   platform::ignore_interrupts(true);
   platform::name_process_after_executable();
   try {
@@ -370,7 +374,8 @@ std::mutex& forkserver_mutex() { return client().mutex; }
 
 // Sends a request; returns the child's pid and pidfd. Throws OSError (the fork failed in the
 // server) or EOFError/OSError when the server is gone.
-std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds,
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn,
+                                                    std::vector<platform::Handle> fds,
                                                     const std::function<void()>& sent) {
   const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
   if (fds.size() + inherited.size() > platform::kMaxDescriptors)
@@ -392,7 +397,8 @@ std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::
     throw EOFError("mp forkserver: the server closed the connection");
   if (reply <= 0 || got.size() != 1) {
     for (platform::Handle h : got) platform::close_handle(h);
-    platform::throw_error(reply < 0 ? static_cast<int>(-reply) : EPROTO, "mp forkserver: cannot start the child");
+    platform::throw_error(reply < 0 ? static_cast<int>(-reply) : EPROTO,
+                          "mp forkserver: cannot start the child");
   }
   return {static_cast<int>(reply), got[0]};
 }

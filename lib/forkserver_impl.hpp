@@ -23,7 +23,8 @@ platform::Handle forkserver_connection(bool fresh);
 // when its fork failed. `sent` runs once the request is sent, before the reply is read (the caller
 // waits there for the child's bootstrap report, which comes after the reply: one wake-up instead of
 // two).
-std::pair<int, platform::Handle> forkserver_request(platform::Handle conn, std::vector<platform::Handle> fds,
+std::pair<int, platform::Handle> forkserver_request(platform::Handle conn,
+                                                    std::vector<platform::Handle> fds,
                                                     const std::function<void()>& sent);
 // The server's socket path ("" if none was started by this process or its parent).
 std::string forkserver_address();

@@ -10,8 +10,8 @@ std::exception_ptr broken_process_pool(const std::string& message) {
   return std::make_exception_ptr(BrokenProcessPool(message));
 }
 
-std::shared_ptr<mp::detail::pool::Engine> make_executor_engine(const ProcessPoolExecutorOptions& options,
-                                                               mp::detail::pool::EngineConfig config) {
+std::shared_ptr<mp::detail::pool::Engine> make_executor_engine(
+    const ProcessPoolExecutorOptions& options, mp::detail::pool::EngineConfig config) {
   const int workers = options.max_workers.value_or(static_cast<int>(cpu_count()));
   if (workers < 1) throw std::invalid_argument("max_workers must be greater than 0");
   if (options.max_tasks_per_child && *options.max_tasks_per_child < 1)
@@ -27,8 +27,8 @@ std::shared_ptr<mp::detail::pool::Engine> make_executor_engine(const ProcessPool
   return mp::detail::pool::make_process_engine(std::move(config));
 }
 
-std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(std::optional<int> max_workers,
-                                                                      mp::detail::pool::EngineConfig config) {
+std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(
+    std::optional<int> max_workers, mp::detail::pool::EngineConfig config) {
   const int workers = max_workers.value_or(std::min(32, static_cast<int>(cpu_count()) + 4));
   if (workers < 1) throw std::invalid_argument("max_workers must be greater than 0");
   config.processes = workers;

@@ -38,12 +38,13 @@ constexpr std::size_t kBlockHeaderBytes = 16;
 constexpr std::size_t kFirstArenaBytes = std::size_t{1} << 20;
 constexpr std::size_t kMaxArenaBytes = std::size_t{64} << 20;
 constexpr std::size_t kLargeBlock = std::size_t{256} << 10;  // larger: an arena of its own
-constexpr std::uint32_t kDedicated = 0xffffffffu;            // the class of a block with its own arena
+constexpr std::uint32_t kDedicated = 0xffffffffu;  // the class of a block with its own arena
 
 struct ArenaHeader {
   std::uint64_t magic;
   std::uint64_t id;
-  std::atomic<std::uint64_t> remote_free;  // payload offset of the first block freed by another process
+  std::atomic<std::uint64_t>
+      remote_free;  // payload offset of the first block freed by another process
   std::uint64_t size;
 };
 static_assert(sizeof(ArenaHeader) <= kArenaHeaderBytes);
@@ -108,9 +109,9 @@ struct SharedBlock::Mapping {
   std::uint64_t offset = 0;  // of the payload in the arena
   std::size_t size = 0;
   void* address = nullptr;
-  int counted_pid = 0;     // the process whose reference this is (0: covered by a lease)
-  std::uint64_t seq = 0;   // creation order (fork leases)
-  std::uint64_t gen = 0;   // the registry it is linked in (a forked child starts a new one)
+  int counted_pid = 0;    // the process whose reference this is (0: covered by a lease)
+  std::uint64_t seq = 0;  // creation order (fork leases)
+  std::uint64_t gen = 0;  // the registry it is linked in (a forked child starts a new one)
   Mapping* prev = nullptr;
   Mapping* next = nullptr;
   Mapping() = default;
@@ -137,8 +138,10 @@ struct Heap {
   std::uint64_t gen = 1;
   std::vector<std::shared_ptr<Arena>> own;        // regular arenas; the last is the current one
   std::vector<std::shared_ptr<Arena>> dedicated;  // one block each
-  std::vector<std::vector<std::pair<Arena*, std::uint64_t>>> free_lists{kClasses};  // (arena, start)
-  std::unordered_map<std::uint64_t, std::weak_ptr<Arena>> received;  // arenas of other processes, by id
+  std::vector<std::vector<std::pair<Arena*, std::uint64_t>>> free_lists{
+      kClasses};  // (arena, start)
+  std::unordered_map<std::uint64_t, std::weak_ptr<Arena>>
+      received;              // arenas of other processes, by id
   Mapping* holds = nullptr;  // intrusive list of the blocks held
   std::size_t hold_count = 0;
   std::uint64_t next_seq = 1;
@@ -176,7 +179,8 @@ void Heap::after_fork_in_child() {
   h.holds = nullptr;  // the inherited blocks stay valid; they are just not listed here any more
   h.hold_count = 0;
   h.forks_in_progress = 0;
-  new (&h.own) std::vector<std::shared_ptr<Arena>>();  // the parent's allocator state is left behind
+  new (&h.own)
+      std::vector<std::shared_ptr<Arena>>();  // the parent's allocator state is left behind
   new (&h.dedicated) std::vector<std::shared_ptr<Arena>>();
   new (&h.free_lists) std::vector<std::vector<std::pair<Arena*, std::uint64_t>>>(kClasses);
   new (&h.deferred) std::vector<Deferred>();
@@ -194,7 +198,10 @@ void link(Heap& h, Mapping* m) {
 
 void unlink(Heap& h, Mapping* m) {
   if (m->gen != h.gen) return;
-  if (m->prev) m->prev->next = m->next; else h.holds = m->next;
+  if (m->prev)
+    m->prev->next = m->next;
+  else
+    h.holds = m->next;
   if (m->next) m->next->prev = m->prev;
   --h.hold_count;
 }
@@ -202,11 +209,14 @@ void unlink(Heap& h, Mapping* m) {
 [[noreturn]] void throw_limit(const OSError& e, std::size_t bytes) {
   const int code = e.code().value();
   if (code == EMFILE || code == ENFILE)
-    throw OSError(code, std::string("mp: cannot create a shared heap arena: no descriptor left (the limit on "
-                                    "open files, ulimit -n / RLIMIT_NOFILE, is reached; ") + e.what() + ")");
+    throw OSError(
+        code, std::string("mp: cannot create a shared heap arena: no descriptor left (the limit on "
+                          "open files, ulimit -n / RLIMIT_NOFILE, is reached; ") +
+                  e.what() + ")");
   if (code == ENOMEM || code == ENOSPC)
     throw OSError(code, "mp: cannot map " + std::to_string(bytes) +
-                            " bytes of shared heap: out of memory or address space (RLIMIT_AS); " + e.what());
+                            " bytes of shared heap: out of memory or address space (RLIMIT_AS); " +
+                            e.what());
   throw e;
 }
 
@@ -245,11 +255,13 @@ void free_block(Heap& h, const std::shared_ptr<Arena>& a, std::uint64_t payload)
   auto* next = reinterpret_cast<std::uint64_t*>(a->base + payload);
   do {
     *next = old;
-  } while (!head.compare_exchange_weak(old, payload, std::memory_order_release, std::memory_order_relaxed));
+  } while (!head.compare_exchange_weak(old, payload, std::memory_order_release,
+                                       std::memory_order_relaxed));
 }
 
 void release_ref(Heap& h, const std::shared_ptr<Arena>& a, std::uint64_t payload) {
-  if (a->block(payload).refs.fetch_sub(1, std::memory_order_acq_rel) == 1) free_block(h, a, payload);
+  if (a->block(payload).refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    free_block(h, a, payload);
 }
 
 void pin(Heap& h, Lease& lease, const std::shared_ptr<Arena>& a, std::uint64_t payload) {
@@ -263,7 +275,8 @@ void reclaim(Heap& h) {
   for (auto& a : h.own) {
     std::uint64_t p = a->header().remote_free.exchange(0, std::memory_order_acquire);
     while (p != 0) {
-      if (p < kArenaHeaderBytes + kBlockHeaderBytes || p % 16 != 0 || p + 8 > a->size) break;  // corrupt
+      if (p < kArenaHeaderBytes + kBlockHeaderBytes || p % 16 != 0 || p + 8 > a->size)
+        break;  // corrupt
       const std::uint64_t next = *reinterpret_cast<const std::uint64_t*>(a->base + p);
       const BlockHeader& b = a->block(p);
       if (b.cls < kClasses) h.free_lists[b.cls].emplace_back(a.get(), b.start);
@@ -277,9 +290,12 @@ void reclaim(Heap& h) {
 
 void allocate(Heap& h, std::size_t size, std::size_t align, Mapping& m) {
   if (align < 16) align = 16;
-  if ((align & (align - 1)) != 0) throw std::invalid_argument("mp: SharedBlock alignment must be a power of two");
-  if (size > static_cast<std::size_t>(PTRDIFF_MAX) - 2 * align - kArenaHeaderBytes) throw std::bad_alloc();
-  const std::size_t total = kBlockHeaderBytes + (align > 16 ? align - 16 : 0) + std::max<std::size_t>(size, 16);
+  if ((align & (align - 1)) != 0)
+    throw std::invalid_argument("mp: SharedBlock alignment must be a power of two");
+  if (size > static_cast<std::size_t>(PTRDIFF_MAX) - 2 * align - kArenaHeaderBytes)
+    throw std::bad_alloc();
+  const std::size_t total =
+      kBlockHeaderBytes + (align > 16 ? align - 16 : 0) + std::max<std::size_t>(size, 16);
   std::shared_ptr<Arena> arena;
   std::uint64_t payload = 0;
   if (total > kLargeBlock || align > 64) {
@@ -307,7 +323,8 @@ void allocate(Heap& h, std::size_t size, std::size_t align, Mapping& m) {
     } else {
       const std::size_t need = class_size(c);
       if (h.own.empty() || h.own.back()->bump + need > h.own.back()->size) {
-        const std::size_t bytes = h.own.empty() ? kFirstArenaBytes : std::min(h.own.back()->size * 2, kMaxArenaBytes);
+        const std::size_t bytes =
+            h.own.empty() ? kFirstArenaBytes : std::min(h.own.back()->size * 2, kMaxArenaBytes);
         h.own.push_back(new_arena(h, bytes));
       }
       arena = h.own.back();
@@ -374,7 +391,8 @@ void ForkLease::forked() noexcept {
   Heap& h = heap();
   std::lock_guard lk(h.mu);
   // Blocks made while the fork ran may be in the child; so may blocks dropped meanwhile.
-  for (Mapping* m = h.holds; m && m->seq >= first_unpinned_; m = m->next) pin(h, lease_, m->arena, m->offset);
+  for (Mapping* m = h.holds; m && m->seq >= first_unpinned_; m = m->next)
+    pin(h, lease_, m->arena, m->offset);
   for (auto& d : h.deferred)
     if (d.seq >= first_unpinned_) pin(h, lease_, d.arena, d.offset);
   if (--h.forks_in_progress == 0) {
@@ -445,9 +463,10 @@ SharedBlock::Wire SharedBlock::send() const {
 void SharedBlock::attach(const Wire& w) {
   using detail::kArenaHeaderBytes;
   using detail::kBlockHeaderBytes;
-  if (w.arena_size < kArenaHeaderBytes + kBlockHeaderBytes || w.arena_size > static_cast<std::uint64_t>(PTRDIFF_MAX) ||
-      w.offset < kArenaHeaderBytes + kBlockHeaderBytes || w.offset % 16 != 0 || w.offset > w.arena_size ||
-      w.size > w.arena_size - w.offset)
+  if (w.arena_size < kArenaHeaderBytes + kBlockHeaderBytes ||
+      w.arena_size > static_cast<std::uint64_t>(PTRDIFF_MAX) ||
+      w.offset < kArenaHeaderBytes + kBlockHeaderBytes || w.offset % 16 != 0 ||
+      w.offset > w.arena_size || w.size > w.arena_size - w.offset)
     throw UnpicklingError("mp: a shared block received lies outside its arena");
   auto m = std::make_shared<Mapping>();
   detail::Heap& h = detail::heap();

@@ -19,7 +19,9 @@ struct Arena;
 class Lease {
  public:
   Lease() = default;
-  Lease(Lease&& other) noexcept : pins_(std::move(other.pins_)), pid_(other.pid_) { other.pins_.clear(); }
+  Lease(Lease&& other) noexcept : pins_(std::move(other.pins_)), pid_(other.pid_) {
+    other.pins_.clear();
+  }
   Lease& operator=(Lease&& other) noexcept;
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -73,10 +75,10 @@ class ForkLease {
 
 // Statistics for tests and benchmarks (this process).
 struct Stats {
-  std::size_t arenas = 0;        // arenas this process allocates in (each one descriptor)
-  std::size_t mapped = 0;        // arenas mapped in this process (its own and received)
-  std::size_t holds = 0;         // blocks this process holds
-  std::size_t free_blocks = 0;   // blocks ready for reuse
+  std::size_t arenas = 0;       // arenas this process allocates in (each one descriptor)
+  std::size_t mapped = 0;       // arenas mapped in this process (its own and received)
+  std::size_t holds = 0;        // blocks this process holds
+  std::size_t free_blocks = 0;  // blocks ready for reuse
 };
 Stats stats();
 

@@ -31,8 +31,10 @@ constexpr int kBacklog = 128;
 // same user only), or TCP (port 0 is replaced by the port bound).
 platform::Handle listen_at(Address& a) {
   const connection::Address c = connection_address(a);
-  if (const auto* path = std::get_if<std::string>(&c)) return platform::listen_unix(*path, kBacklog);
-  const platform::Handle fd = platform::listen_tcp(a.host, std::get<connection::TcpAddress>(c).port, kBacklog);
+  if (const auto* path = std::get_if<std::string>(&c))
+    return platform::listen_unix(*path, kBacklog);
+  const platform::Handle fd =
+      platform::listen_tcp(a.host, std::get<connection::TcpAddress>(c).port, kBacklog);
   a.port = platform::local_port(fd);
   return fd;
 }
@@ -82,9 +84,11 @@ struct Callables {
     std::vector<std::tuple<std::string, std::string, std::string, std::string>> out;
     for (const Callable& c : list) {
       if (!c.function)
-        throw PicklingError("register_('" + c.type_id +
-                            "'): a server started by spawn or forkserver needs a function or a captureless lambda");
-      out.emplace_back(c.type_id, c.hosted_type_id, code_of(c.function), code_of(reinterpret_cast<void (*)()>(c.thunk)));
+        throw PicklingError(
+            "register_('" + c.type_id +
+            "'): a server started by spawn or forkserver needs a function or a captureless lambda");
+      out.emplace_back(c.type_id, c.hosted_type_id, code_of(c.function),
+                       code_of(reinterpret_cast<void (*)()>(c.thunk)));
     }
     ar(out);
   }
@@ -108,18 +112,22 @@ struct Callables {
     return reduction::dumps(std::make_tuple(loc.module, loc.build_id, loc.offset));
   }
   static void (*resolve(const std::string& code))() {
-    auto [module, build_id, offset] = reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
-    return reinterpret_cast<void (*)()>(platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
+    auto [module, build_id, offset] =
+        reduction::loads<std::tuple<std::string, std::string, std::uint64_t>>(code);
+    return reinterpret_cast<void (*)()>(
+        platform::resolve_code(platform::CodeLocation{module, build_id, offset}));
   }
 };
 
 // The target of the server process: serves until shutdown() or until the owner ends.
-void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandle control, std::string authkey,
-                 Address address, std::string private_dir, Callables callables) {
+void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandle control,
+                 std::string authkey, Address address, std::string private_dir,
+                 Callables callables) {
   g_server_address = address;
   g_server_private_dir = private_dir;
   mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
-  platform::protect_server_from_group_signals(address.is_tcp() ? std::string() : address.path, private_dir);
+  platform::protect_server_from_group_signals(address.is_tcp() ? std::string() : address.path,
+                                              private_dir);
   drop_inherited_connections();
   {
     // Never destroyed: serving threads may still run.
@@ -138,7 +146,8 @@ void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandl
 // ---------------------------------------------------------------- Address
 
 std::string Address::to_string() const {
-  if (!is_tcp()) return path[0] == '\0' ? "@" + path.substr(1) : path;  // abstract: as ss(8) shows it
+  if (!is_tcp())
+    return path[0] == '\0' ? "@" + path.substr(1) : path;  // abstract: as ss(8) shows it
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
   return host + ":" + std::to_string(port);
 }
@@ -203,9 +212,9 @@ void BaseManager::start() {
     owner = platform::open_process(platform::current_pid());
     std::tie(control_read, s.control) = platform::make_pipe();
     detail::warm_up_hmac();
-    Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener}, detail::InheritedHandle{owner},
-              detail::InheritedHandle{control_read}, s.authkey, s.address, s.private_dir,
-              detail::Callables{s.callables});
+    Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener},
+              detail::InheritedHandle{owner}, detail::InheritedHandle{control_read}, s.authkey,
+              s.address, s.private_dir, detail::Callables{s.callables});
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down
     p.start();
     s.process = std::move(p);
@@ -273,24 +282,28 @@ Server BaseManager::get_server() {
 void BaseManager::add_callable(detail::Callable c) {
   if (!state_) throw std::logic_error("mp: the manager was moved from");
   for (const detail::Callable& e : state_->callables)
-    if (e.type_id == c.type_id) throw std::invalid_argument("type id '" + c.type_id + "' is already registered");
+    if (e.type_id == c.type_id)
+      throw std::invalid_argument("type id '" + c.type_id + "' is already registered");
   state_->callables.push_back(std::move(c));
 }
 
 const Address& BaseManager::address() const { return state_->address; }
 const std::string& BaseManager::authkey() const { return state_->authkey; }
 bool BaseManager::started() const noexcept { return state_ && state_->started; }
-std::optional<Process> BaseManager::process() const { return state_ ? state_->process : std::nullopt; }
+std::optional<Process> BaseManager::process() const {
+  return state_ ? state_->process : std::nullopt;
+}
 
 std::size_t BaseManager::number_of_objects() const {
-  return static_cast<std::size_t>(
-      detail::wire::get_u64(detail::request(state_->address, state_->authkey, detail::Op::number_of_objects, 0)));
+  return static_cast<std::size_t>(detail::wire::get_u64(
+      detail::request(state_->address, state_->authkey, detail::Op::number_of_objects, 0)));
 }
 
 BaseProxy BaseManager::make_object(const std::string& type_id, const std::string& args) const {
-  if (!state_ || (!state_->started && !state_->connected)) throw std::logic_error("server not yet started");
-  const std::uint64_t id =
-      detail::wire::get_u64(detail::request(state_->address, state_->authkey, detail::Op::create, 0, type_id, args));
+  if (!state_ || (!state_->started && !state_->connected))
+    throw std::logic_error("server not yet started");
+  const std::uint64_t id = detail::wire::get_u64(
+      detail::request(state_->address, state_->authkey, detail::Op::create, 0, type_id, args));
   return detail::ProxyAccess::adopt(state_->address, state_->authkey, id, type_id);
 }
 
@@ -314,7 +327,8 @@ const Address& Server::address() const noexcept { return state_->address; }
 
 void Server::serve_forever() {
   State& s = *state_;
-  auto* core = new detail::ServerCore(s.authkey, s.callables);  // never destroyed: serving threads may still run
+  auto* core = new detail::ServerCore(
+      s.authkey, s.callables);  // never destroyed: serving threads may still run
   core->serve(s.listener, platform::kInvalidHandle);
   platform::close_handle(s.listener);
   s.listener = platform::kInvalidHandle;

@@ -57,7 +57,8 @@ struct ConnectionCache {
     });
   }
   void forget(const Address& address) {
-    std::erase_if(connections, [k = cache_key(address)](const auto& entry) { return entry.first.first == k; });
+    std::erase_if(connections,
+                  [k = cache_key(address)](const auto& entry) { return entry.first.first == k; });
   }
 };
 thread_local ConnectionCache t_cache;
@@ -67,7 +68,8 @@ Connection open_connection(const Address& address, const std::string& authkey) {
   try {
     c = connection::Client(connection_address(address), authkey);
   } catch (const AuthenticationError& e) {
-    throw AuthenticationError(std::string(e.what()) + " (the manager at " + address.to_string() + ")");
+    throw AuthenticationError(std::string(e.what()) + " (the manager at " + address.to_string() +
+                              ")");
   }
   if (!address.is_tcp()) {
     // A local server: the preamble byte carries the shared memory both sides then use as a Pipe
@@ -105,7 +107,9 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
   }
   if (it == cache.connections.end()) {
     cache.sweep();  // rare: a new connection (one syscall per cached connection)
-    it = cache.connections.emplace(std::move(key), CachedConnection{open_connection(address, authkey), epoch}).first;
+    it = cache.connections
+             .emplace(std::move(key), CachedConnection{open_connection(address, authkey), epoch})
+             .first;
   }
   std::string response;
   try {
@@ -114,7 +118,8 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
     response = conn.recv_bytes(wire::kMaxFrame);
   } catch (const std::exception& e) {
     cache.connections.erase(it);
-    throw EOFError("the manager's server at " + address.to_string() + " is gone (" + e.what() + ")");
+    throw EOFError("the manager's server at " + address.to_string() + " is gone (" + e.what() +
+                   ")");
   }
   return wire::decode_response(std::move(response));
 }
@@ -145,8 +150,8 @@ struct ProxyState {
 };
 
 namespace {
-std::shared_ptr<ProxyState> make_state(Address address, std::string authkey, std::uint64_t id, std::string type_id,
-                                       bool incref) {
+std::shared_ptr<ProxyState> make_state(Address address, std::string authkey, std::uint64_t id,
+                                       std::string type_id, bool incref) {
   auto s = std::make_shared<ProxyState>();
   s->address = std::move(address);
   s->authkey = authkey.empty() ? current_process().authkey() : std::move(authkey);
@@ -163,12 +168,15 @@ std::shared_ptr<ProxyState> load_proxy_state(Address address, std::string authke
   return make_state(std::move(address), std::move(authkey), id, std::move(type_id), true);
 }
 
-std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id, std::string type_id) {
+std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id,
+                                           std::string type_id) {
   return make_state(parent.address, parent.authkey, id, std::move(type_id), false);
 }
 
-BaseProxy ProxyAccess::adopt(Address address, std::string authkey, std::uint64_t id, std::string type_id) {
-  return BaseProxy(make_state(std::move(address), std::move(authkey), id, std::move(type_id), false));
+BaseProxy ProxyAccess::adopt(Address address, std::string authkey, std::uint64_t id,
+                             std::string type_id) {
+  return BaseProxy(
+      make_state(std::move(address), std::move(authkey), id, std::move(type_id), false));
 }
 
 const Address& state_address(const ProxyState& s) noexcept { return s.address; }
@@ -184,7 +192,8 @@ std::string state_call(const ProxyState& s, const char* method, const std::strin
 namespace mp::managers {
 
 void BaseProxy::check() const {
-  if (!state_) throw std::logic_error("mp: the proxy refers to no object (default-constructed or moved from)");
+  if (!state_)
+    throw std::logic_error("mp: the proxy refers to no object (default-constructed or moved from)");
 }
 const Address& BaseProxy::address() const {
   check();

@@ -32,7 +32,8 @@ void drop_inherited_connections();
 
 struct ProxyAccess {
   // A proxy of object `id`, whose reference the caller already holds (create).
-  static BaseProxy adopt(Address address, std::string authkey, std::uint64_t id, std::string type_id);
+  static BaseProxy adopt(Address address, std::string authkey, std::uint64_t id,
+                         std::string type_id);
 };
 
 }  // namespace mp::managers::detail

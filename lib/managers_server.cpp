@@ -59,7 +59,8 @@ bool register_type(const std::string& type_id, Factory factory, std::vector<Meth
 
 // ---------------------------------------------------------------- server
 
-ServerCore::ServerCore(std::string authkey, std::vector<Callable> callables) : authkey_(std::move(authkey)) {
+ServerCore::ServerCore(std::string authkey, std::vector<Callable> callables)
+    : authkey_(std::move(authkey)) {
   for (Callable& c : callables) {
     const std::string id = c.type_id;
     callables_.emplace(id, std::move(c));
@@ -74,11 +75,13 @@ ServerCore::~ServerCore() {
   platform::close_handle(wake_write_);
 }
 
-void ServerCore::serve(platform::Handle listener, platform::Handle owner, platform::Handle control) {
+void ServerCore::serve(platform::Handle listener, platform::Handle owner,
+                       platform::Handle control) {
   std::vector<platform::Handle> stop{wake_read_};
   if (owner != platform::kInvalidHandle) stop.push_back(owner);
   if (control != platform::kInvalidHandle) stop.push_back(control);
-  mp::detail::Acceptor acceptor(listener, mp::detail::Acceptor::Options{authkey_, kHandshakeDeadline, true, true});
+  mp::detail::Acceptor acceptor(
+      listener, mp::detail::Acceptor::Options{authkey_, kHandshakeDeadline, true, true});
   for (;;) {
     std::optional<mp::detail::Acceptor::Outcome> o = acceptor.next(stop);
     if (!o) return;
@@ -91,7 +94,8 @@ void ServerCore::serve(platform::Handle listener, platform::Handle owner, platfo
   }
 }
 
-MP_CATCHES_FORCED_UNWIND std::string ServerCore::respond(std::string_view request, int client, bool& stop) {
+MP_CATCHES_FORCED_UNWIND std::string ServerCore::respond(std::string_view request, int client,
+                                                         bool& stop) {
   std::string out(1, wire::kOk);
   try {
     dispatch(request, out, client, stop);
@@ -128,7 +132,8 @@ void ServerCore::handle_connection(platform::Handle fd) {
         if (ok && fds.size() == 1) {
           const platform::Handle memfd = fds[0];
           fds.clear();  // attach() owns it from here, failing or not
-          mp::detail::ConnectionAccess::set_pipe(conn, mp::detail::PipeChannel::attach(memfd, 1, fd));
+          mp::detail::ConnectionAccess::set_pipe(conn,
+                                                 mp::detail::PipeChannel::attach(memfd, 1, fd));
         }
       } catch (const std::exception&) {
         ok = false;
@@ -174,13 +179,15 @@ struct ServerCore::Host final : ObjectHost {
   Host(ServerCore& c, int k) : core(c), client(k) {}
   std::uint64_t host(std::shared_ptr<void> object, const std::string& type_id) override {
     const TypeInfo* type = find_type(type_id);
-    if (!type) throw std::invalid_argument("a method returned a '" + type_id + "', which is not exposed (MP_EXPOSE)");
+    if (!type)
+      throw std::invalid_argument("a method returned a '" + type_id +
+                                  "', which is not exposed (MP_EXPOSE)");
     return core.add_object(std::move(object), type, type_id, client);
   }
 };
 
-std::uint64_t ServerCore::add_object(std::shared_ptr<void> object, const TypeInfo* type, std::string type_id,
-                                     int client) {
+std::uint64_t ServerCore::add_object(std::shared_ptr<void> object, const TypeInfo* type,
+                                     std::string type_id, int client) {
   Entry e;
   e.object = std::move(object);
   e.type = type;
@@ -211,7 +218,8 @@ void ServerCore::dispatch(std::string_view body, std::string& out, int client, b
       }
       auto m = type->methods.find(std::string(rq.name));
       if (m == type->methods.end())
-        throw std::invalid_argument("method '" + std::string(rq.name) + "' of '" + type_id + "' is not exposed");
+        throw std::invalid_argument("method '" + std::string(rq.name) + "' of '" + type_id +
+                                    "' is not exposed");
       Host host(*this, client);
       out += m->second(object.get(), rq.args.data(), rq.args.size(), host);
       return;
@@ -223,13 +231,16 @@ void ServerCore::dispatch(std::string_view body, std::string& out, int client, b
         if (!type) throw KeyError("unknown type id '" + c->second.hosted_type_id + "'");
         if (!rq.args.empty()) throw std::invalid_argument("'" + name + "' takes no arguments");
         std::shared_ptr<void> object = c->second.make();
-        if (!object) throw std::invalid_argument("the callable of '" + name + "' returned a null std::shared_ptr");
+        if (!object)
+          throw std::invalid_argument("the callable of '" + name +
+                                      "' returned a null std::shared_ptr");
         wire::put_raw(out, add_object(std::move(object), type, c->second.hosted_type_id, client));
         return;
       }
       const TypeInfo* type = find_type(name);
       if (!type) throw KeyError("unknown type id '" + name + "'");
-      wire::put_raw(out, add_object(type->factory(rq.args.data(), rq.args.size()), type, name, client));
+      wire::put_raw(out,
+                    add_object(type->factory(rq.args.data(), rq.args.size()), type, name, client));
       return;
     }
     case Op::incref: {

@@ -45,7 +45,8 @@ class ServerCore {
   // peers of other users are refused before any byte); each authenticated connection is then
   // served by its own thread as an mp::Connection. Out of descriptors, accepting backs off (at
   // most 100 ms) instead of spinning, and resumes by itself.
-  void serve(platform::Handle listener, platform::Handle owner, platform::Handle control = platform::kInvalidHandle);
+  void serve(platform::Handle listener, platform::Handle owner,
+             platform::Handle control = platform::kInvalidHandle);
 
   // One request body to one response body: every exception becomes an error response, and a
   // response over the frame cap becomes a std::length_error response. `client` keys the
@@ -60,7 +61,8 @@ class ServerCore {
     std::int64_t refs = 0;
   };
   struct Host;
-  std::uint64_t add_object(std::shared_ptr<void> object, const TypeInfo* type, std::string type_id, int client);
+  std::uint64_t add_object(std::shared_ptr<void> object, const TypeInfo* type, std::string type_id,
+                           int client);
   void handle_connection(platform::Handle fd);
   void dispatch(std::string_view request, std::string& out, int client, bool& stop);
   void drop_references(int client);

@@ -24,7 +24,6 @@ std::uint64_t this_thread_token() {
 
 }  // namespace
 
-
 bool LockImpl::acquire(bool block, Timeout timeout) {
   const std::uint64_t me = this_thread_token();
   std::unique_lock lk(m_);
@@ -42,7 +41,8 @@ bool LockImpl::acquire(bool block, Timeout timeout) {
 void LockImpl::release() {
   std::lock_guard lk(m_);
   if (recursive_) {
-    if (count_ == 0 || owner_ != this_thread_token()) throw std::runtime_error("cannot release un-acquired lock");
+    if (count_ == 0 || owner_ != this_thread_token())
+      throw std::runtime_error("cannot release un-acquired lock");
   } else if (count_ == 0) {
     throw std::runtime_error("release unlocked lock");
   }
@@ -57,7 +57,8 @@ bool LockImpl::locked() {
   return count_ > 0;
 }
 
-SemaphoreImpl::SemaphoreImpl(int value, bool bounded) : value_(value), initial_(value), bounded_(bounded) {
+SemaphoreImpl::SemaphoreImpl(int value, bool bounded)
+    : value_(value), initial_(value), bounded_(bounded) {
   if (value < 0) throw std::invalid_argument("semaphore initial value must be >= 0");
 }
 
@@ -73,7 +74,8 @@ void SemaphoreImpl::release(int n) {
   if (n < 1) throw std::invalid_argument("n must be one or more");
   std::lock_guard lk(m_);
   // Compared without forming value_ + n: n comes from a client and may be as large as INT_MAX.
-  if (bounded_ && n > initial_ - value_) throw std::invalid_argument("Semaphore released too many times");
+  if (bounded_ && n > initial_ - value_)
+    throw std::invalid_argument("Semaphore released too many times");
   if (n > INT_MAX - value_) throw std::overflow_error("semaphore value overflow");
   value_ += n;
   if (n == 1)
@@ -107,7 +109,8 @@ bool ConditionImpl::acquire(bool block, Timeout timeout) {
 
 void ConditionImpl::release() {
   std::lock_guard lk(m_);
-  if (count_ == 0 || owner_ != this_thread_token()) throw std::runtime_error("cannot release un-acquired lock");
+  if (count_ == 0 || owner_ != this_thread_token())
+    throw std::runtime_error("cannot release un-acquired lock");
   if (--count_ == 0) {
     owner_ = 0;
     lock_cv_.notify_one();
@@ -124,7 +127,9 @@ bool ConditionImpl::wait(Timeout timeout) {
   count_ = 0;
   owner_ = 0;
   lock_cv_.notify_one();
-  auto notified = [&] { return std::find(waiters_.begin(), waiters_.end(), ticket) == waiters_.end(); };
+  auto notified = [&] {
+    return std::find(waiters_.begin(), waiters_.end(), ticket) == waiters_.end();
+  };
   const bool ok = wait_until_cv(cond_cv_, lk, timeout, notified);
   if (!ok) waiters_.erase(std::find(waiters_.begin(), waiters_.end(), ticket));
   lock_cv_.wait(lk, [&] { return count_ == 0; });
@@ -135,7 +140,8 @@ bool ConditionImpl::wait(Timeout timeout) {
 
 void ConditionImpl::notify(int n) {
   std::lock_guard lk(m_);
-  if (count_ == 0 || owner_ != this_thread_token()) throw std::runtime_error("cannot notify on un-acquired lock");
+  if (count_ == 0 || owner_ != this_thread_token())
+    throw std::runtime_error("cannot notify on un-acquired lock");
   for (int i = 0; i < n && !waiters_.empty(); ++i) waiters_.pop_front();
   cond_cv_.notify_all();
 }
@@ -214,7 +220,8 @@ bool BarrierImpl::broken() {
 std::string NamespaceImpl::getattr(std::string name) {
   std::lock_guard lk(m_);
   auto it = attrs_.find(name);
-  if (it == attrs_.end()) throw std::out_of_range("AttributeError: 'Namespace' object has no attribute '" + name + "'");
+  if (it == attrs_.end())
+    throw std::out_of_range("AttributeError: 'Namespace' object has no attribute '" + name + "'");
   return it->second;
 }
 void NamespaceImpl::setattr(std::string name, std::string value) {
@@ -258,26 +265,33 @@ void register_builtins(std::map<std::string, TypeInfo>& r) {
     t.factory = f;
     for (const MethodEntry& m : methods) t.methods.emplace(m.name, m.invoke);
   };
-  const std::vector<MethodEntry> lock{MP_DETAIL_METHOD(LockImpl, acquire), MP_DETAIL_METHOD(LockImpl, release),
+  const std::vector<MethodEntry> lock{MP_DETAIL_METHOD(LockImpl, acquire),
+                                      MP_DETAIL_METHOD(LockImpl, release),
                                       MP_DETAIL_METHOD(LockImpl, locked)};
-  add("Lock", [](const char* d, std::size_t n) { return make_with<LockImpl>(d, n, false); }, lock);
-  add("RLock", [](const char* d, std::size_t n) { return make_with<LockImpl>(d, n, true); }, lock);
+  add(
+      "Lock", [](const char* d, std::size_t n) { return make_with<LockImpl>(d, n, false); }, lock);
+  add(
+      "RLock", [](const char* d, std::size_t n) { return make_with<LockImpl>(d, n, true); }, lock);
   const std::vector<MethodEntry> sem{MP_DETAIL_METHOD(SemaphoreImpl, acquire),
                                      MP_DETAIL_METHOD(SemaphoreImpl, release),
                                      MP_DETAIL_METHOD(SemaphoreImpl, get_value)};
-  add("Semaphore", [](const char* d, std::size_t n) { return make_with<SemaphoreImpl>(d, n, false); }, sem);
-  add("BoundedSemaphore", [](const char* d, std::size_t n) { return make_with<SemaphoreImpl>(d, n, true); }, sem);
+  add(
+      "Semaphore",
+      [](const char* d, std::size_t n) { return make_with<SemaphoreImpl>(d, n, false); }, sem);
+  add(
+      "BoundedSemaphore",
+      [](const char* d, std::size_t n) { return make_with<SemaphoreImpl>(d, n, true); }, sem);
   add("Condition", [](const char* d, std::size_t n) { return make_with<ConditionImpl>(d, n); },
       {MP_DETAIL_METHOD(ConditionImpl, acquire), MP_DETAIL_METHOD(ConditionImpl, release),
        MP_DETAIL_METHOD(ConditionImpl, wait), MP_DETAIL_METHOD(ConditionImpl, notify),
        MP_DETAIL_METHOD(ConditionImpl, notify_all)});
   add("Event", [](const char* d, std::size_t n) { return make_with<EventImpl>(d, n); },
-      {MP_DETAIL_METHOD(EventImpl, is_set), MP_DETAIL_METHOD(EventImpl, set), MP_DETAIL_METHOD(EventImpl, clear),
-       MP_DETAIL_METHOD(EventImpl, wait)});
+      {MP_DETAIL_METHOD(EventImpl, is_set), MP_DETAIL_METHOD(EventImpl, set),
+       MP_DETAIL_METHOD(EventImpl, clear), MP_DETAIL_METHOD(EventImpl, wait)});
   add("Barrier", [](const char* d, std::size_t n) { return make_with<BarrierImpl>(d, n); },
-      {MP_DETAIL_METHOD(BarrierImpl, wait), MP_DETAIL_METHOD(BarrierImpl, reset), MP_DETAIL_METHOD(BarrierImpl, abort),
-       MP_DETAIL_METHOD(BarrierImpl, parties), MP_DETAIL_METHOD(BarrierImpl, n_waiting),
-       MP_DETAIL_METHOD(BarrierImpl, broken)});
+      {MP_DETAIL_METHOD(BarrierImpl, wait), MP_DETAIL_METHOD(BarrierImpl, reset),
+       MP_DETAIL_METHOD(BarrierImpl, abort), MP_DETAIL_METHOD(BarrierImpl, parties),
+       MP_DETAIL_METHOD(BarrierImpl, n_waiting), MP_DETAIL_METHOD(BarrierImpl, broken)});
   add("Namespace", [](const char* d, std::size_t n) { return make_with<NamespaceImpl>(d, n); },
       {MP_DETAIL_METHOD(NamespaceImpl, getattr), MP_DETAIL_METHOD(NamespaceImpl, setattr),
        MP_DETAIL_METHOD(NamespaceImpl, delattr), MP_DETAIL_METHOD(NamespaceImpl, hasattr),

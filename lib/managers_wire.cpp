@@ -40,8 +40,8 @@ std::string_view get_bytes(std::string_view& in, std::uint32_t max) {
 
 void check_frame_size(std::size_t size) {
   if (size > kMaxFrame)
-    throw std::length_error("manager message of " + std::to_string(size) + " bytes exceeds the limit of " +
-                            std::to_string(kMaxFrame));
+    throw std::length_error("manager message of " + std::to_string(size) +
+                            " bytes exceeds the limit of " + std::to_string(kMaxFrame));
 }
 
 std::string encode_request(Op op, std::uint64_t id, std::string_view name, std::string_view args) {

@@ -13,7 +13,15 @@
 
 namespace mp::managers::detail {
 
-enum class Op : std::uint8_t { call = 1, create = 2, incref = 3, decref = 4, shutdown = 5, number_of_objects = 6, ping = 7 };
+enum class Op : std::uint8_t {
+  call = 1,
+  create = 2,
+  incref = 3,
+  decref = 4,
+  shutdown = 5,
+  number_of_objects = 6,
+  ping = 7
+};
 
 namespace wire {
 

@@ -57,8 +57,8 @@ void report_callback_error(const char* where, std::exception_ptr error) noexcept
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    std::cerr << "Exception in " << where << ": " << platform::demangle(typeid(e).name()) << ": " << e.what()
-              << std::endl;
+    std::cerr << "Exception in " << where << ": " << platform::demangle(typeid(e).name()) << ": "
+              << e.what() << std::endl;
   } catch (...) {
     std::cerr << "Exception in " << where << ": unknown exception" << std::endl;
   }
@@ -128,7 +128,8 @@ struct TaskHeader {
   std::uint8_t kind;
   std::uint64_t id;
   std::uint32_t fn;
-  std::uint32_t handles;  // descriptors sent before the task (tagged with its id); their tokens follow
+  std::uint32_t
+      handles;  // descriptors sent before the task (tagged with its id); their tokens follow
 };
 struct ResultHeader {
   std::uint8_t kind;
@@ -143,18 +144,23 @@ void copy_item(void* context, const char* data, std::size_t size) {
   static_cast<std::string*>(context)->assign(data, size);
 }
 
-AnyFunction resolve(std::string_view code) { return reduction::loads<CodeRef>(code).resolve<AnyFunction>(); }
+AnyFunction resolve(std::string_view code) {
+  return reduction::loads<CodeRef>(code).resolve<AnyFunction>();
+}
 
 }  // namespace
 
 std::string code_of(AnyFunction f) { return reduction::dumps(CodeRef::of(f)); }
 
-AnyFunction resolve_initializer(const std::string& code) { return code.empty() ? nullptr : resolve(code); }
+AnyFunction resolve_initializer(const std::string& code) {
+  return code.empty() ? nullptr : resolve(code);
+}
 
 namespace {
 // In a worker: the descriptors of task `th`, sent before it; stale ones (of a task whose sending
 // failed halfway) are dropped. The error when they are not all there.
-std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& th, const std::string& msg,
+std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& th,
+                                   const std::string& msg,
                                    reduction::detail::ReceiveMapScope::Map& received) {
   if (msg.size() < sizeof th + std::size_t{th.handles} * sizeof(std::uint64_t))
     return std::make_exception_ptr(UnpicklingError("pool worker: a truncated task"));
@@ -176,7 +182,8 @@ std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& t
     return std::current_exception();
   }
   if (received.size() == th.handles) return nullptr;
-  return std::make_exception_ptr(ProcessError("pool worker: the descriptors of a task's arguments did not arrive"));
+  return std::make_exception_ptr(
+      ProcessError("pool worker: the descriptors of a task's arguments did not arrive"));
 }
 }  // namespace
 
@@ -216,7 +223,8 @@ void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
     std::memcpy(&th, msg.data(), sizeof th);
     const std::size_t args_at = sizeof th + std::size_t{th.handles} * sizeof(std::uint64_t);
     received.clear();
-    const std::exception_ptr handle_error = th.handles == 0 ? nullptr : receive_handles(ch, th, msg, received);
+    const std::exception_ptr handle_error =
+        th.handles == 0 ? nullptr : receive_handles(ch, th, msg, received);
     const std::int64_t start = now_ns();
     slot.started_ns.store(start, std::memory_order_relaxed);
     slot.task.store(th.id, std::memory_order_release);
@@ -259,7 +267,9 @@ constexpr Nanos kTick = std::chrono::milliseconds(10);
 
 enum class RunState { run, close, terminate };
 
-std::exception_ptr not_running() { return std::make_exception_ptr(std::invalid_argument("Pool not running")); }
+std::exception_ptr not_running() {
+  return std::make_exception_ptr(std::invalid_argument("Pool not running"));
+}
 std::exception_ptr terminated() {
   return std::make_exception_ptr(ProcessError("the pool was terminated before the task finished"));
 }
@@ -292,7 +302,9 @@ class EngineBase : public Engine {
  public:
   explicit EngineBase(EngineConfig config) : cfg_(std::move(config)) {}
   int processes() const noexcept final { return cfg_.processes; }
-  std::uint64_t chunks_sent() const noexcept final { return chunks_sent_.load(std::memory_order_relaxed); }
+  std::uint64_t chunks_sent() const noexcept final {
+    return chunks_sent_.load(std::memory_order_relaxed);
+  }
   void cancel_pending() noexcept final {
     std::vector<std::shared_ptr<Job>> jobs;
     {
@@ -316,7 +328,8 @@ constinit thread_local Spinner t_await_spin;
 
 class ProcessEngine final : public EngineBase {
  public:
-  explicit ProcessEngine(EngineConfig config) : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
+  explicit ProcessEngine(EngineConfig config)
+      : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
     results_ = QueueCore(0, 0);
     slots_ = heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
@@ -389,7 +402,8 @@ class ProcessEngine final : public EngineBase {
       std::lock_guard g(mu_);
       if (state_ == RunState::run) throw std::invalid_argument("Pool is still running");
     }
-    if (std::this_thread::get_id() == thread_.get_id()) throw std::logic_error("cannot join the pool from its own thread");
+    if (std::this_thread::get_id() == thread_.get_id())
+      throw std::logic_error("cannot join the pool from its own thread");
     wait_thread();
   }
 
@@ -528,7 +542,8 @@ class ProcessEngine final : public EngineBase {
     child.fd = child_end;
     w.handles = Socket();
     w.handles.fd = parent_end;
-    WorkerChannels ch{w.tasks, results_, slots_, static_cast<std::uint32_t>(i), cfg_.maxtasks, initializer_code_, child_end};
+    WorkerChannels ch{w.tasks,       results_,          slots_,   static_cast<std::uint32_t>(i),
+                      cfg_.maxtasks, initializer_code_, child_end};
     slot(i).task.store(0, std::memory_order_relaxed);
     Process p = cfg_.factory(ctx_, ch);
     p.set_name(std::string(cfg_.name) + "Worker-" + std::to_string(++worker_count_));
@@ -611,8 +626,8 @@ class ProcessEngine final : public EngineBase {
     }
   }
 
-  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn, std::string args,
-            ChunkHandles handles, Deliveries& d) {
+  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn,
+            std::string args, ChunkHandles handles, Deliveries& d) {
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
       std::string msg(1, static_cast<char>(kDefine));
@@ -632,11 +647,14 @@ class ProcessEngine final : public EngineBase {
       }
       for (const auto& h : handles.items) tokens.push_back(h.first);
     }
-    const QueueCore::Part parts[3] = {
-        {&th, sizeof th}, {tokens.data(), tokens.size() * sizeof(std::uint64_t)}, {args.data(), args.size()}};
+    const QueueCore::Part parts[3] = {{&th, sizeof th},
+                                      {tokens.data(), tokens.size() * sizeof(std::uint64_t)},
+                                      {args.data(), args.size()}};
     w.tasks.put(parts, 3, nullptr);
-    w.inflight.push_back(InFlight{th.id, std::move(job), index, fn, std::move(args), std::move(handles)});
-    if (outstanding_.fetch_add(1, std::memory_order_seq_cst) == 0 && awaiters_.load(std::memory_order_seq_cst) == 0)
+    w.inflight.push_back(
+        InFlight{th.id, std::move(job), index, fn, std::move(args), std::move(handles)});
+    if (outstanding_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+        awaiters_.load(std::memory_order_seq_cst) == 0)
       unpark();
     ++w.sent;
     chunks_sent_.fetch_add(1, std::memory_order_relaxed);
@@ -649,7 +667,8 @@ class ProcessEngine final : public EngineBase {
       while (!platform::send_descriptor(w.handles.fd, id, fd)) {
         const Nanos limit = std::chrono::seconds(5);
         if (!platform::wait_writable(w.handles.fd, &limit))
-          throw ProcessError("pool: the worker does not take the descriptors of a task's arguments");
+          throw ProcessError(
+              "pool: the worker does not take the descriptors of a task's arguments");
       }
     }
   }
@@ -708,7 +727,8 @@ class ProcessEngine final : public EngineBase {
 
   // A message from the result queue; engine thread. Returns whether it was a wake-up.
   bool handle_message(const std::string& msg, Deliveries& d) {
-    if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult) return true;
+    if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult)
+      return true;
     ResultHeader rh;
     std::memcpy(&rh, msg.data(), sizeof rh);
     Outcome o;
@@ -720,7 +740,8 @@ class ProcessEngine final : public EngineBase {
       o.error = decode_error(std::string_view(msg.data() + sizeof rh, msg.size() - sizeof rh));
     }
     std::lock_guard g(mu_);
-    chunk_ns_ = chunk_ns_ == 0 ? static_cast<double>(rh.ns) : 0.9 * chunk_ns_ + 0.1 * static_cast<double>(rh.ns);
+    chunk_ns_ = chunk_ns_ == 0 ? static_cast<double>(rh.ns)
+                               : 0.9 * chunk_ns_ + 0.1 * static_cast<double>(rh.ns);
     depth_ = chunk_ns_ < kShortChunkNs ? kDeepDepth : kDepth;
     if (rh.worker >= workers_.size()) return false;
     auto& q = workers_[rh.worker].inflight;
@@ -764,7 +785,8 @@ class ProcessEngine final : public EngineBase {
       if (cfg_.task_timeout && !w.timed_out) {
         const std::uint64_t t = slot(i).task.load(std::memory_order_acquire);
         const std::int64_t started = slot(i).started_ns.load(std::memory_order_relaxed);
-        const bool running = std::any_of(w.inflight.begin(), w.inflight.end(), [&](const InFlight& f) { return f.id == t; });
+        const bool running = std::any_of(w.inflight.begin(), w.inflight.end(),
+                                         [&](const InFlight& f) { return f.id == t; });
         if (running && now - started > cfg_.task_timeout->count()) {
           w.timed_out = true;
           w.proc->kill();
@@ -773,7 +795,8 @@ class ProcessEngine final : public EngineBase {
     }
     if (state_ == RunState::close) {
       const bool idle = jobs_.empty() && retry_.empty() &&
-                        std::all_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.inflight.empty(); });
+                        std::all_of(workers_.begin(), workers_.end(),
+                                    [](const Worker& w) { return w.inflight.empty(); });
       if (idle) {
         std::vector<Process> stopping;
         for (auto& w : workers_) {
@@ -846,26 +869,31 @@ class ProcessEngine final : public EngineBase {
       if (f.id == running && !was_queued) {
         std::exception_ptr e;
         if (w.timed_out) {
-          e = std::make_exception_ptr(TimeoutError("the task exceeded the pool's task_timeout; its worker (pid " +
-                                                   std::to_string(pid) + ") was killed"));
+          e = std::make_exception_ptr(
+              TimeoutError("the task exceeded the pool's task_timeout; its worker (pid " +
+                           std::to_string(pid) + ") was killed"));
         } else if (cfg_.broken_error) {
           e = cfg_.broken_error(
-              "A process in the process pool was terminated abruptly while the future was running or pending.");
+              "A process in the process pool was terminated abruptly while the future was running "
+              "or pending.");
         } else {
           e = std::make_exception_ptr(WorkerLostError(pid, code));
         }
         if (cfg_.broken_error && !w.timed_out) broken_ = e;
         d.items.push_back({std::move(f.job), f.index, error_outcome(e)});
       } else {
-        again.push_back(Retry{std::move(f.job), f.index, f.fn, std::move(f.args), std::move(f.handles)});
+        again.push_back(
+            Retry{std::move(f.job), f.index, f.fn, std::move(f.args), std::move(f.handles)});
       }
     }
     outstanding_.fetch_sub(w.inflight.size(), std::memory_order_seq_cst);
     w.inflight.clear();
-    retry_.insert(retry_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+    retry_.insert(retry_.begin(), std::make_move_iterator(again.begin()),
+                  std::make_move_iterator(again.end()));
     if (broken_) return;
     const bool needed = state_ == RunState::run || !jobs_.empty() || !retry_.empty() ||
-                        std::any_of(workers_.begin(), workers_.end(), [](const Worker& x) { return !x.inflight.empty(); });
+                        std::any_of(workers_.begin(), workers_.end(),
+                                    [](const Worker& x) { return !x.inflight.empty(); });
     if (!needed) return;
     try {
       start_worker(i);
@@ -880,8 +908,10 @@ class ProcessEngine final : public EngineBase {
     {
       std::lock_guard g(mu_);
       kill_all();
-      const std::exception_ptr e =
-          broken_ ? broken_ : cfg_.broken_error ? cfg_.broken_error("the executor's workers were terminated") : terminated();
+      const std::exception_ptr e = broken_ ? broken_
+                                   : cfg_.broken_error
+                                       ? cfg_.broken_error("the executor's workers were terminated")
+                                       : terminated();
       for (auto& w : workers_) {
         for (auto& f : w.inflight) d.failures.emplace_back(std::move(f.job), e);
         outstanding_.fetch_sub(w.inflight.size(), std::memory_order_seq_cst);
@@ -929,10 +959,10 @@ class ProcessEngine final : public EngineBase {
   std::string initializer_code_;
   QueueCore results_;
   heap::SharedBlock slots_;
-  std::mutex read_mu_;  // held by a waiting thread while it reads and handles results
-  std::atomic<int> awaiters_{0};              // threads in awaiting(true)
-  std::atomic<std::size_t> outstanding_{0};   // chunks handed to workers whose results are unread
-  std::atomic<std::uint32_t> park_{0};        // an event count: the engine thread parks on it
+  std::mutex read_mu_;            // held by a waiting thread while it reads and handles results
+  std::atomic<int> awaiters_{0};  // threads in awaiting(true)
+  std::atomic<std::size_t> outstanding_{0};  // chunks handed to workers whose results are unread
+  std::atomic<std::uint32_t> park_{0};       // an event count: the engine thread parks on it
   std::vector<Worker> workers_;
   std::deque<Retry> retry_;
   std::map<std::pair<AnyFunction, AnyFunction>, std::uint32_t> fn_ids_;
@@ -1064,7 +1094,8 @@ class ThreadEngine final : public EngineBase {
         o.ok = false;
         o.error = std::current_exception();
       }
-      o.ns = static_cast<std::uint64_t>(std::chrono::duration_cast<Nanos>(platform::Clock::now() - start).count());
+      o.ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<Nanos>(platform::Clock::now() - start).count());
       job->deliver(c.index, o);
       g.lock();
     }

@@ -13,7 +13,6 @@
 namespace mp::detail {
 namespace {
 
-
 // std::exit(n) inside a forked child's target: leave through our cleanup with status n.
 void forked_child_exit(int status) {
   exit_function();
@@ -44,7 +43,8 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
       platform::close_handle(gate_write);
       wait_at_gate(gate_read);
       platform::close_handle(gate_read);
-      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid, parent_name);
+      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid,
+                   parent_name);
       platform::on_exit_first(&forked_child_exit);
       const int code = run_in_child([&] { self.run(); }, &forked_child_exit);
       exit_function();

@@ -57,7 +57,8 @@ class ForkserverPopen final : public Popen {
     std::size_t got = 0;
     try {
       while (got < sizeof code) {
-        const std::size_t n = platform::read_some(exit_status_, reinterpret_cast<char*>(&code) + got, sizeof code - got);
+        const std::size_t n = platform::read_some(
+            exit_status_, reinterpret_cast<char*>(&code) + got, sizeof code - got);
         if (n == 0) break;
         got += n;
       }
@@ -70,7 +71,6 @@ class ForkserverPopen final : public Popen {
 
   platform::Handle exit_status_;
 };
-
 
 }  // namespace
 
@@ -108,8 +108,8 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
         if (attempt > 0 || handed_over) throw;  // the server went away: start a new one, once
       } catch (const std::system_error& e) {
         if (attempt > 0 || handed_over ||
-            (e.code().value() != EPIPE && e.code().value() != ECONNRESET && e.code().value() != ECONNREFUSED &&
-             e.code().value() != ENOENT))
+            (e.code().value() != EPIPE && e.code().value() != ECONNRESET &&
+             e.code().value() != ECONNREFUSED && e.code().value() != ENOENT))
           throw;
       }
     }

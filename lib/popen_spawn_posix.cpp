@@ -30,18 +30,21 @@ void await_bootstrap(platform::Handle status, Popen& child) {
   // Reads `size` bytes, fewer only at EOF (a child that died mid-report).
   auto read_up_to = [status](char* data, std::size_t size) {
     std::size_t got = 0;
-    for (std::size_t r = 1; got < size && r != 0; got += r) r = platform::read_some(status, data + got, size - got);
+    for (std::size_t r = 1; got < size && r != 0; got += r)
+      r = platform::read_some(status, data + got, size - got);
     return got;
   };
   char header[framing::kShortHeader];
   if (tag == 1 && read_up_to(header, sizeof header) == sizeof header) {
-    message.resize(std::min<std::uint32_t>(framing::short_length(header), 1u << 16));  // the long form is never sent
+    message.resize(std::min<std::uint32_t>(framing::short_length(header),
+                                           1u << 16));  // the long form is never sent
     message.resize(read_up_to(message.data(), message.size()));
   }
   const std::optional<int> code = child.wait(nullptr);
   if (message.empty())
-    message = "the spawned child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
-              " before it was bootstrapped (does its main() call mp::freeze_support(argc, argv) first?)";
+    message =
+        "the spawned child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
+        " before it was bootstrapped (does its main() call mp::freeze_support(argc, argv) first?)";
   throw ProcessError(message);
 }
 
@@ -100,8 +103,9 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state) {
   const std::string status = std::to_string(status_write.get());
   // Executed through /proc/self/exe (the very file this process runs, even if the path was since
   // replaced); argv[0] is the program's path, for ps and error messages.
-  const int pid = platform::spawn_process(exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.get()), status}, kSpawnEnv,
-                                          status, inherit);
+  const int pid = platform::spawn_process(
+      exe, {platform::executable_display_path(), kSpawnMarker, std::to_string(data.get()), status},
+      kSpawnEnv, status, inherit);
   popen->started(pid, open_child_then_open_gate(pid, status_read.get()));
   status_write.reset();
   data.reset();

@@ -31,7 +31,8 @@ void Popen::close() noexcept {
 }
 
 std::optional<int> Popen::poll() {
-  if (!returncode_ && handle_ != platform::kInvalidHandle) returncode_ = platform::reap(handle_, false);
+  if (!returncode_ && handle_ != platform::kInvalidHandle)
+    returncode_ = platform::reap(handle_, false);
   note_ended();
   return returncode_;
 }
@@ -119,14 +120,16 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   parent->kind = Kind::Parent;
   parent->name = parent_name;
   parent->pid = parent_pid;
-  parent->parent_handle = parent_handle != platform::kInvalidHandle ? parent_handle : open_parent(parent_pid);
+  parent->parent_handle =
+      parent_handle != platform::kInvalidHandle ? parent_handle : open_parent(parent_pid);
   if (daemon) watch_parent_for_daemon(parent->parent_handle, parent_pid);
   g.parent = std::move(parent);
 }
 
 int run_body(const std::function<void()>& body, void (*leave)(int code));
 
-MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body, void (*leave)(int code)) {
+MP_CATCHES_FORCED_UNWIND int run_in_child(const std::function<void()>& body,
+                                          void (*leave)(int code)) {
   const int code = run_body(body, leave);
   util::info("process exiting with exitcode " + std::to_string(code));
   return code;
@@ -209,7 +212,7 @@ Process::Process(PrivateTag, const Context* ctx, std::unique_ptr<detail::TargetB
   detail::check_bootstrapped();
   detail::Globals& g = detail::globals();
   std::lock_guard lk(g.mutex);
-  if (detail::t_rebuilding) {  // a SpawnableProcess in its spawned child: it is this process
+  if (detail::t_rebuilding) {      // a SpawnableProcess in its spawned child: it is this process
     detail::t_rebuilding = false;  // objects among its fields are new ones
     state_ = g.current;
     return;
@@ -260,7 +263,8 @@ void Process::start() {
   }
   const std::string method = s.method ? *s.method : get_start_method();
   // A SpawnableProcess sends itself; its target refers to *this, so it never outlives start().
-  const bool sends_itself = (method == "spawn" || method == "forkserver") && !s.target && typeid(*this) != typeid(Process);
+  const bool sends_itself = (method == "spawn" || method == "forkserver") && !s.target &&
+                            typeid(*this) != typeid(Process);
   if (sends_itself) {
     s.target = spawn_self();
     if (!s.target)
@@ -311,7 +315,8 @@ void Process::join_until(const std::chrono::nanoseconds* timeout) {
   ProcessState& s = *state_;
   if (s.kind == Kind::Current) throw std::logic_error("cannot join current process");
   if (s.kind == Kind::Parent) {
-    if (s.parent_handle != platform::kInvalidHandle) platform::wait_readable(s.parent_handle, timeout);
+    if (s.parent_handle != platform::kInvalidHandle)
+      platform::wait_readable(s.parent_handle, timeout);
     return;
   }
   platform::Handle handle;

@@ -94,7 +94,7 @@ struct ProcessState {
 
 // Per-process globals (CPython: process._current_process, _children, _process_counter).
 struct Globals {
-  Globals();  // this process as MainProcess, with a new authkey
+  Globals();         // this process as MainProcess, with a new authkey
   std::mutex mutex;  // guards children, counter (held across every fork: the child's copy is sane)
   std::vector<std::shared_ptr<ProcessState>> children;
   int counter = 0;

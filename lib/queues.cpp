@@ -36,7 +36,7 @@ using Nanos = std::chrono::nanoseconds;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::uint64_t kMagic = 0x6575657571706d32;  // "2mpqueue"
-constexpr std::size_t kHeaderBytes = 4096;          // the rings start on the next page
+constexpr std::size_t kHeaderBytes = 4096;            // the rings start on the next page
 constexpr unsigned kRings = 2;
 // A ring word: the count of items (24 bits, wrapping) and the byte position (40 bits, wrapping).
 constexpr unsigned kPosBits = 40;
@@ -83,14 +83,17 @@ struct OutOfBand {
 // from it and the tail of `from` (the frame is committed iff that tail moved), so a producer killed
 // anywhere in a switch leaves a state the next one reads right.
 std::uint64_t make_switch(unsigned from, std::uint32_t seq, std::uint64_t before) {
-  return (std::uint64_t{from} << 63) | (std::uint64_t{seq & kSeqMask} << kPosBits) | (before & kPosMask);
+  return (std::uint64_t{from} << 63) | (std::uint64_t{seq & kSeqMask} << kPosBits) |
+         (before & kPosMask);
 }
 // The consumers' ring and the number of the next switch frame they expect: [ring: 1][number: 23].
 std::uint64_t make_reader(unsigned ring, std::uint32_t expected) {
   return (std::uint64_t{ring} << 63) | (std::uint64_t{expected & kSeqMask} << kPosBits);
 }
 unsigned ring_of(std::uint64_t w) { return static_cast<unsigned>(w >> 63); }
-std::uint32_t seq_of(std::uint64_t w) { return static_cast<std::uint32_t>(w >> kPosBits) & kSeqMask; }
+std::uint32_t seq_of(std::uint64_t w) {
+  return static_cast<std::uint32_t>(w >> kPosBits) & kSeqMask;
+}
 
 // The shared header. Producers write the first line group, consumers the second; each side's
 // "someone sleeps" flag lives on the line of the side that reads it on every operation. The ring
@@ -105,7 +108,8 @@ struct Shared {
   std::uint64_t type_tag;
 
   alignas(64) FutexLock put_lock;
-  std::atomic<std::uint32_t> tail_seq;  // an event count (lib/support/event_count.hpp): consumers sleep on it
+  std::atomic<std::uint32_t>
+      tail_seq;  // an event count (lib/support/event_count.hpp): consumers sleep on it
   std::atomic<std::uint64_t> switched;  // make_switch(); under put_lock
   std::uint64_t oob_next;               // under put_lock
   alignas(64) std::atomic<std::uint64_t> tail[kRings];
@@ -121,14 +125,16 @@ static_assert(sizeof(Shared) <= kHeaderBytes);
 
 // Items put so far (modulo 2^24), from the two tails.
 std::uint64_t put_count(const Shared& s) {
-  return (count_of(s.tail[0].load(std::memory_order_acquire)) + count_of(s.tail[1].load(std::memory_order_acquire))) &
+  return (count_of(s.tail[0].load(std::memory_order_acquire)) +
+          count_of(s.tail[1].load(std::memory_order_acquire))) &
          kCountMask;
 }
 
 // Spins briefly on `ready`, then sleeps on the event count `seq` until ready() or the deadline.
 // Returns ready() at the end.
 template <class Ready>
-bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& deadline, Spinner& spin) {
+bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& deadline,
+                Spinner& spin) {
   if (ready()) return true;
   if (deadline.nonblocking()) return false;
   Nanos left;
@@ -247,8 +253,8 @@ void QueueCore::attach(std::uint64_t send_token, std::uint64_t receive_token) {
   if (block_.size() < kHeaderBytes) throw UnpicklingError("mp: corrupt queue data");
   st->shm = static_cast<Shared*>(block_.data());
   const std::uint64_t cap = st->shm->capacity;
-  if (st->shm->magic != kMagic || cap < 4096 || (cap & (cap - 1)) != 0 || cap > (std::uint64_t{1} << 36) ||
-      kRings * cap + kHeaderBytes > block_.size())
+  if (st->shm->magic != kMagic || cap < 4096 || (cap & (cap - 1)) != 0 ||
+      cap > (std::uint64_t{1} << 36) || kRings * cap + kHeaderBytes > block_.size())
     throw UnpicklingError("mp: corrupt queue data");
   st->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
   st->capacity = cap;
@@ -317,7 +323,8 @@ struct QueueCore::ProducerSteps {
   Current current() const {
     const std::uint64_t w = s.switched.load(std::memory_order_relaxed);
     const unsigned from = ring_of(w);
-    if (pos_of(s.tail[from].load(std::memory_order_relaxed)) != pos_of(w)) return {1 - from, seq_of(w) + 1};
+    if (pos_of(s.tail[from].load(std::memory_order_relaxed)) != pos_of(w))
+      return {1 - from, seq_of(w) + 1};
     return {from, seq_of(w)};
   }
 
@@ -329,7 +336,8 @@ struct QueueCore::ProducerSteps {
     const std::uint64_t pos = pos_of(h) & (cap - 1);
     FrameHeader fh;
     std::memcpy(&fh, st.ring(r) + pos, sizeof fh);
-    return fh.kind == kWrap && count_of(t) == count_of(h) && ((pos_of(t) - pos_of(h)) & kPosMask) == cap - pos;
+    return fh.kind == kWrap && count_of(t) == count_of(h) &&
+           ((pos_of(t) - pos_of(h)) & kPosMask) == cap - pos;
   }
 
   // Restarts the vacant ring `to` at its start (no consumer is in it, nor can enter it before the
@@ -340,7 +348,8 @@ struct QueueCore::ProducerSteps {
     const std::uint64_t tt = s.tail[to].load(std::memory_order_relaxed);
     const std::uint64_t tpos = pos_of(tt) & (cap - 1);
     if (vacant(to)) {
-      if (s.head[to].load(std::memory_order_relaxed) != tt) s.head[to].store(tt, std::memory_order_release);
+      if (s.head[to].load(std::memory_order_relaxed) != tt)
+        s.head[to].store(tt, std::memory_order_release);
     }
     if (tpos != 0 && s.head[to].load(std::memory_order_relaxed) == tt) {
       const FrameHeader wrap{0, kWrap};
@@ -363,7 +372,8 @@ struct QueueCore::ProducerSteps {
     const FrameHeader sw{c.seq & kSeqMask, kSwitch};
     std::memcpy(st.ring(c.ring) + (pos_of(t) & (cap - 1)), &sw, sizeof sw);
     fault_point(QueueFault::producer_switch_recorded);
-    s.tail[c.ring].store(make_word(count_of(t), pos_of(t) + kSwitchBytes), std::memory_order_release);
+    s.tail[c.ring].store(make_word(count_of(t), pos_of(t) + kSwitchBytes),
+                         std::memory_order_release);
     fault_point(QueueFault::producer_switch_committed);
   }
 
@@ -428,7 +438,8 @@ struct QueueCore::ProducerSteps {
     }
     std::memcpy(ring + pos, &fh, sizeof fh);
     fill(ring + pos + sizeof fh);
-    s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total), std::memory_order_release);  // the commit
+    s.tail[r].store(make_word(count_of(t) + 1, pos_of(t) + total),
+                    std::memory_order_release);  // the commit
   }
 };
 
@@ -478,7 +489,8 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     if (std::exchange(wake_consumers, false)) wake_sleepers(s.tail_seq);
     if (deadline.nonblocking() || deadline.passed()) return false;
     if (oob) {
-      const Nanos slice = deadline.left(std::chrono::milliseconds(10));  // consumers drain it without telling
+      const Nanos slice =
+          deadline.left(std::chrono::milliseconds(10));  // consumers drain it without telling
       platform::wait_writable(st.send_fd, &slice);
     }
   }
@@ -567,8 +579,9 @@ struct QueueCore::ConsumerSteps {
   // consumer (a consumer killed while decoding loses nothing).
   void commit(const Frame& f) {
     const FrameHeader& fh = f.header;
-    s.head[f.ring].store(make_word(count_of(f.head) + 1, pos_of(f.head) + sizeof fh + pad8(fh.size)),
-                         std::memory_order_release);
+    s.head[f.ring].store(
+        make_word(count_of(f.head) + 1, pos_of(f.head) + sizeof fh + pad8(fh.size)),
+        std::memory_order_release);
     removed();
   }
 
@@ -644,7 +657,8 @@ struct QueueCore::ConsumerSteps {
   }
 };
 
-MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, const Nanos* timeout) {
+MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context,
+                                             const Nanos* timeout) {
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
@@ -667,8 +681,9 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context, co
   }
 
   const FrameHeader& fh = f.header;
-  const bool valid = (fh.kind == kInline || (fh.kind == kOutOfBand && fh.size == sizeof(OutOfBand))) &&
-                     sizeof fh + pad8(fh.size) <= cap - f.pos;
+  const bool valid =
+      (fh.kind == kInline || (fh.kind == kOutOfBand && fh.size == sizeof(OutOfBand))) &&
+      sizeof fh + pad8(fh.size) <= cap - f.pos;
   if (!valid) throw ProcessError("mp: corrupt queue (bad frame header)");
   if (fh.kind == kInline)
     consumer.take_inline(f, consume, context, guard);
@@ -682,7 +697,8 @@ void QueueCore::task_done() {
   Shared& s = *state_->shm;
   std::uint32_t d = s.done.load(std::memory_order_acquire);
   for (;;) {
-    if ((d & kCountMask) == put_count(s)) throw std::invalid_argument("task_done() called too many times");
+    if ((d & kCountMask) == put_count(s))
+      throw std::invalid_argument("task_done() called too many times");
     if (s.done.compare_exchange_weak(d, events(events(d) + 1), std::memory_order_seq_cst)) break;
   }
   if (d & kSleepers) wake_sleepers(s.done);

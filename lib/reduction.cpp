@@ -27,26 +27,33 @@ std::uint64_t hash_type_name(const char* name) noexcept {
 }
 
 void throw_type_mismatch(const char* expected) {
-  throw UnpicklingError("type mismatch: the data received is not a " + platform::demangle(expected));
+  throw UnpicklingError("type mismatch: the data received is not a " +
+                        platform::demangle(expected));
 }
 
-SendScope::SendScope(std::vector<platform::Handle>& out) : previous_(t_sending) { t_sending = &out; }
+SendScope::SendScope(std::vector<platform::Handle>& out) : previous_(t_sending) {
+  t_sending = &out;
+}
 SendScope::~SendScope() { t_sending = previous_; }
-ReceiveScope::ReceiveScope(const std::vector<platform::Handle>& inherited) : previous_(t_receiving) {
+ReceiveScope::ReceiveScope(const std::vector<platform::Handle>& inherited)
+    : previous_(t_receiving) {
   t_receiving = &inherited;
 }
 ReceiveScope::~ReceiveScope() { t_receiving = previous_; }
-ReceiveMapScope::ReceiveMapScope(const Map& received) : previous_(t_received) { t_received = &received; }
+ReceiveMapScope::ReceiveMapScope(const Map& received) : previous_(t_received) {
+  t_received = &received;
+}
 ReceiveMapScope::~ReceiveMapScope() { t_received = previous_; }
 
 }  // namespace detail
 
 std::uint64_t send_handle(native_handle handle, const char* what) {
   if (!t_sending)
-    throw std::runtime_error(std::string(what) +
-                             " objects should only be shared between processes through inheritance");
+    throw std::runtime_error(
+        std::string(what) + " objects should only be shared between processes through inheritance");
   const auto h = static_cast<platform::Handle>(handle);
-  if (std::find(t_sending->begin(), t_sending->end(), h) == t_sending->end()) t_sending->push_back(h);
+  if (std::find(t_sending->begin(), t_sending->end(), h) == t_sending->end())
+    t_sending->push_back(h);
   return static_cast<std::uint64_t>(h);
 }
 

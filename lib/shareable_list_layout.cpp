@@ -10,8 +10,8 @@ namespace {
 
 constexpr std::size_t kAlign = 8;
 constexpr std::size_t kFormatSize = 8;
-constexpr std::size_t kMaxMarked = 999'999;     // "999999s " fills the 8-byte format field
-constexpr std::size_t kMaxItem = 9'999'999;     // "9999999s"
+constexpr std::size_t kMaxMarked = 999'999;  // "999999s " fills the 8-byte format field
+constexpr std::size_t kMaxItem = 9'999'999;  // "9999999s"
 enum Code : std::int8_t { kValue = 0, kStr = 1, kBytes = 2, kNone = 3 };
 
 [[noreturn]] void corrupt(const char* what) {
@@ -35,21 +35,23 @@ std::size_t text_size(const Value& v) {
   return 0;
 }
 bool is_text(const Value& v) {
-  return std::holds_alternative<std::string>(v) || std::holds_alternative<std::vector<std::byte>>(v);
+  return std::holds_alternative<std::string>(v) ||
+         std::holds_alternative<std::vector<std::byte>>(v);
 }
 
 std::size_t slot_size(const Value& v) {
   if (!is_text(v)) return kAlign;
   const std::size_t n = text_size(v);
-  if (n > kMaxItem) throw std::invalid_argument("ShareableList: a str/bytes item is limited to 9999999 bytes");
+  if (n > kMaxItem)
+    throw std::invalid_argument("ShareableList: a str/bytes item is limited to 9999999 bytes");
   return kAlign * (n / kAlign + 1);
 }
 
 enum class Kind { Int, Double, Bool, None, Text };
 struct Format {
   Kind kind = Kind::Int;
-  std::size_t n = 0;    // Text: the length in the format
-  bool exact = false;   // Text: written by mp with the length marker
+  std::size_t n = 0;   // Text: the length in the format
+  bool exact = false;  // Text: written by mp with the length marker
 };
 
 std::string format_text(std::span<const std::byte> s, std::size_t at) {
@@ -66,7 +68,8 @@ Format parse(const std::string& f) {
   if (f == "xxxxxxx?") return {Kind::Bool};
   if (f == "xxxxxx?x") return {Kind::None};
   std::size_t digits = 0, n = 0;
-  while (digits < f.size() && f[digits] >= '0' && f[digits] <= '9') n = n * 10 + static_cast<std::size_t>(f[digits++] - '0');
+  while (digits < f.size() && f[digits] >= '0' && f[digits] <= '9')
+    n = n * 10 + static_cast<std::size_t>(f[digits++] - '0');
   if (digits == 0 || digits >= f.size() || f[digits] != 's') corrupt("unknown item format");
   const std::string rest = f.substr(digits + 1);
   if (!rest.empty() && rest != " ") corrupt("unknown item format");
@@ -75,10 +78,14 @@ Format parse(const std::string& f) {
 
 std::string format_of(const Value& v) {
   switch (v.index()) {
-    case 0: return "xxxxxx?x";
-    case 1: return "xxxxxxx?";
-    case 2: return "q";
-    case 3: return "d";
+    case 0:
+      return "xxxxxx?x";
+    case 1:
+      return "xxxxxxx?";
+    case 2:
+      return "q";
+    case 3:
+      return "d";
     default: {
       const std::size_t n = text_size(v);
       return std::to_string(n) + (n <= kMaxMarked ? "s " : "s");
@@ -88,10 +95,14 @@ std::string format_of(const Value& v) {
 
 Code code_of(const Value& v) {
   switch (v.index()) {
-    case 0: return kNone;
-    case 4: return kStr;
-    case 5: return kBytes;
-    default: return kValue;
+    case 0:
+      return kNone;
+    case 4:
+      return kStr;
+    case 5:
+      return kBytes;
+    default:
+      return kValue;
   }
 }
 
@@ -130,7 +141,8 @@ Header read_header(std::span<const std::byte> s) {
   if (s.size() < 2 * kAlign) corrupt("too small");
   const std::int64_t n = load<std::int64_t>(s, 0);
   // Each item takes at least an offset, an 8-byte slot, a format and a code.
-  if (n < 0 || static_cast<std::uint64_t>(n) > (s.size() - 2 * kAlign) / (kAlign + kAlign + kFormatSize + 1))
+  if (n < 0 ||
+      static_cast<std::uint64_t>(n) > (s.size() - 2 * kAlign) / (kAlign + kAlign + kFormatSize + 1))
     corrupt("bad length");
   Header h;
   h.length = static_cast<std::size_t>(n);
@@ -138,7 +150,8 @@ Header read_header(std::span<const std::byte> s) {
   const std::size_t data = kAlign * (h.length + 2);
   for (std::size_t i = 0; i <= h.length; ++i) {
     const std::int64_t o = load<std::int64_t>(s, kAlign * (i + 1));
-    if (o < 0 || (i == 0 && o != 0) || (i > 0 && static_cast<std::uint64_t>(o) < h.offsets[i - 1]) ||
+    if (o < 0 || (i == 0 && o != 0) ||
+        (i > 0 && static_cast<std::uint64_t>(o) < h.offsets[i - 1]) ||
         static_cast<std::uint64_t>(o) > s.size())
       corrupt("bad item offsets");
     h.offsets[i] = static_cast<std::uint64_t>(o);
@@ -168,10 +181,14 @@ Value read_item(std::span<const std::byte> s, const Header& h, std::size_t i) {
   if (code == kNone) return std::monostate{};
   if (code == kValue) {
     switch (f.kind) {
-      case Kind::Int: return load<std::int64_t>(s, begin);
-      case Kind::Double: return load<double>(s, begin);
-      case Kind::Bool: return load<std::uint8_t>(s, begin + 7) != 0;
-      case Kind::None: return load<std::uint8_t>(s, begin + 6) != 0;  // CPython: unpacks the bool
+      case Kind::Int:
+        return load<std::int64_t>(s, begin);
+      case Kind::Double:
+        return load<double>(s, begin);
+      case Kind::Bool:
+        return load<std::uint8_t>(s, begin + 7) != 0;
+      case Kind::None:
+        return load<std::uint8_t>(s, begin + 6) != 0;  // CPython: unpacks the bool
       case Kind::Text: {
         std::vector<std::byte> b(s.begin() + static_cast<std::ptrdiff_t>(begin),
                                  s.begin() + static_cast<std::ptrdiff_t>(begin + f.n));
@@ -195,8 +212,10 @@ void write_item(std::span<std::byte> s, const Header& h, std::size_t i, const Va
   const std::size_t begin = p.data + h.offsets[i];
   const std::size_t slot = h.offsets[i + 1] - h.offsets[i];
   const std::size_t n = text_size(v);
-  if (is_text(v) ? n > slot : slot < kAlign) throw std::invalid_argument("bytes/str item exceeds available storage");
-  if (n > kMaxItem) throw std::invalid_argument("ShareableList: a str/bytes item is limited to 9999999 bytes");
+  if (is_text(v) ? n > slot : slot < kAlign)
+    throw std::invalid_argument("bytes/str item exceeds available storage");
+  if (n > kMaxItem)
+    throw std::invalid_argument("ShareableList: a str/bytes item is limited to 9999999 bytes");
   const std::string f = format_of(v);
   char raw[kFormatSize] = {};
   std::memcpy(raw, f.data(), f.size());
@@ -210,7 +229,8 @@ void write_item(std::span<std::byte> s, const Header& h, std::size_t i, const Va
           store<std::uint8_t>(s, begin + 7, x ? 1 : 0);
         } else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>) {
           store<T>(s, begin, x);
-        } else if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::byte>>) {
+        } else if constexpr (std::is_same_v<T, std::string> ||
+                             std::is_same_v<T, std::vector<std::byte>>) {
           if (!x.empty()) std::memcpy(s.data() + begin, x.data(), x.size());
         }
       },

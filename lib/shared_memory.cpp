@@ -45,9 +45,11 @@ std::string generate_name() {
 
 }  // namespace
 
-SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::int64_t size, bool track) {
+SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::int64_t size,
+                           bool track) {
   if (size < 0) throw std::invalid_argument("'size' must be a positive integer");
-  if (create && size == 0) throw std::invalid_argument("'size' must be a positive number different from zero");
+  if (create && size == 0)
+    throw std::invalid_argument("'size' must be a positive number different from zero");
   if (!create && !name) throw std::invalid_argument("'name' can only be None if create=True");
   if (name)
     while (!name->empty() && name->front() == '/') name->erase(0, 1);
@@ -119,10 +121,12 @@ void SharedMemory::unlink() {
 
 namespace layout = detail::shareable_list;
 
-ShareableList::ShareableList(std::initializer_list<value_type> sequence, std::optional<std::string> name)
+ShareableList::ShareableList(std::initializer_list<value_type> sequence,
+                             std::optional<std::string> name)
     : ShareableList(std::vector<value_type>(sequence), std::move(name)) {}
 
-ShareableList::ShareableList(const std::vector<value_type>& sequence, std::optional<std::string> name) {
+ShareableList::ShareableList(const std::vector<value_type>& sequence,
+                             std::optional<std::string> name) {
   const std::size_t size = layout::required_size(sequence);
   SharedMemory shm(std::move(name), true, static_cast<std::int64_t>(size));
   layout::write_list(shm.buf(), sequence);
@@ -219,17 +223,19 @@ void SharedMemoryTracker::unlink_all() {
 
 namespace {
 constexpr const char* kTrackerType = "SharedMemoryTracker";
-const bool g_tracker_registered = register_type(
-    kTrackerType, &construct<SharedMemoryTracker, std::tuple<>>,
-    {{"track_segment", &invoke<&SharedMemoryTracker::track_segment>},
-     {"release_segment", &invoke<&SharedMemoryTracker::release_segment>},
-     {"list_segments", &invoke<&SharedMemoryTracker::list_segments>},
-     {"unlink_all", &invoke<&SharedMemoryTracker::unlink_all>}});
+const bool g_tracker_registered =
+    register_type(kTrackerType, &construct<SharedMemoryTracker, std::tuple<>>,
+                  {{"track_segment", &invoke<&SharedMemoryTracker::track_segment>},
+                   {"release_segment", &invoke<&SharedMemoryTracker::release_segment>},
+                   {"list_segments", &invoke<&SharedMemoryTracker::list_segments>},
+                   {"unlink_all", &invoke<&SharedMemoryTracker::unlink_all>}});
 
 class TrackerProxy : public BaseProxy {
  public:
   explicit TrackerProxy(BaseProxy b) : BaseProxy(std::move(b)) {}
-  void track_segment(const std::string& n) const { call<&SharedMemoryTracker::track_segment>("track_segment", n); }
+  void track_segment(const std::string& n) const {
+    call<&SharedMemoryTracker::track_segment>("track_segment", n);
+  }
   void unlink_all() const { call<&SharedMemoryTracker::unlink_all>("unlink_all"); }
 };
 }  // namespace

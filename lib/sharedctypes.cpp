@@ -9,7 +9,9 @@ namespace mp::detail {
 // The guard is the FutexLock at the start of the block (zero-filled memory is an unlocked lock).
 // It is robust: a process killed during a copy does not block the others (they take it over).
 void guarded_copy(void* block_base, void* dst, const void* src, std::size_t size) {
-  struct Wide { char bytes[64]; };
+  struct Wide {
+    char bytes[64];
+  };
   static_assert(!kIndivisible<Wide> && kDataOffset<Wide> >= sizeof(FutexLock));
   auto* guard = static_cast<FutexLock*>(block_base);
   guard->acquire(nullptr);

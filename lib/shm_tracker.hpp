@@ -29,7 +29,8 @@ namespace mp::detail::shm_tracker {
 
 // A registration: the slot in the registry and a check value, kept by the SharedMemory state.
 struct Ticket {
-  void* registry = nullptr;  // the registering process's registry (mapped in its forked children too)
+  void* registry =
+      nullptr;  // the registering process's registry (mapped in its forked children too)
   std::uint32_t slot = 0;
   std::uint64_t serial = 0;  // 0: not registered
 };

@@ -96,7 +96,8 @@ PreparationData receive_preparation_data(int data_fd) {
     fail_bootstrap(std::string("mp spawn: bad preparation data: ") + e.what());
   }
   platform::close_handle(data_fd);
-  if (d.version != PreparationData::kVersion) fail_bootstrap("mp spawn: preparation data version mismatch");
+  if (d.version != PreparationData::kVersion)
+    fail_bootstrap("mp spawn: preparation data version mismatch");
   return d;
 }
 
@@ -135,27 +136,31 @@ PreparationData receive_preparation_data(int data_fd) {
     }
     static std::vector<platform::Handle>* s_inherited;
     s_inherited = &inherited;
-    code = run_in_child([&] {
-      reduction::detail::ReceiveScope scope(inherited);
-      try {
-        trampoline(function, d.args.data(), d.args.size(), +[] {
-          for (platform::Handle h : *s_inherited) platform::close_handle(h);
-          s_inherited->clear();
-          report_ready();
-        });
-      } catch (const std::exception& e) {
-        if (g_status != platform::kInvalidHandle)
-          fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
-        throw;
-      }
-    }, &spawned_child_exit);
+    code = run_in_child(
+        [&] {
+          reduction::detail::ReceiveScope scope(inherited);
+          try {
+            trampoline(
+                function, d.args.data(), d.args.size(), +[] {
+                  for (platform::Handle h : *s_inherited) platform::close_handle(h);
+                  s_inherited->clear();
+                  report_ready();
+                });
+          } catch (const std::exception& e) {
+            if (g_status != platform::kInvalidHandle)
+              fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
+            throw;
+          }
+        },
+        &spawned_child_exit);
   }
   spawned_child_exit(code);
 }
 
 }  // namespace
 
-[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status, platform::Handle parent,
+[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status,
+                                       platform::Handle parent,
                                        const std::vector<platform::Handle>& handles,
                                        const std::vector<platform::Handle>& inherited,
                                        const std::vector<std::int32_t>& targets) {
@@ -221,7 +226,8 @@ void freeze_support(int argc, char** argv) {
   }
   if (argc >= 5 && argv && argv[1] && std::strcmp(argv[1], detail::kForkserverMarker) == 0) {
     platform::unset_env(detail::kSpawnEnv);
-    detail::forkserver_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]), detail::parse_fd(argv[4]));
+    detail::forkserver_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]),
+                            detail::parse_fd(argv[4]));
   }
   platform::unset_env(detail::kSpawnEnv);
 }

@@ -33,8 +33,8 @@ struct PreparationData {
   bool log_to_stderr = false;
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(version, name, identity, daemon, authkey, parent_pid, parent_name, start_method, has_target, trampoline,
-       function, args, handles, log_level, log_to_stderr);
+    ar(version, name, identity, daemon, authkey, parent_pid, parent_name, start_method, has_target,
+       trampoline, function, args, handles, log_level, log_to_stderr);
   }
 };
 
@@ -42,7 +42,8 @@ struct PreparationData {
 // `data`, gives the received `handles` the numbers the data names and `inherited[i]` the number
 // `targets[i]` (without close-on-exec), reports to `status` and runs the target with `parent` as
 // the parent's process handle, then exits. Never returns.
-[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status, platform::Handle parent,
+[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status,
+                                       platform::Handle parent,
                                        const std::vector<platform::Handle>& handles,
                                        const std::vector<platform::Handle>& inherited,
                                        const std::vector<std::int32_t>& targets);
@@ -50,6 +51,7 @@ struct PreparationData {
 // The argument that makes a spawned program the forkserver (freeze_support runs it).
 inline constexpr const char* kForkserverMarker = "--mp-forkserver";
 // Runs the forkserver in this process (lib/forkserver.cpp); never returns.
-[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init, platform::Handle status);
+[[noreturn]] void forkserver_main(platform::Handle listener, platform::Handle init,
+                                  platform::Handle status);
 
 }  // namespace mp::detail

@@ -26,7 +26,7 @@ using platform::Clock;
 
 struct LockState {
   FutexLock lock;
-  std::atomic<std::int32_t> owner_tid{0};     // the thread that acquired it (for Condition)
+  std::atomic<std::int32_t> owner_tid{0};    // the thread that acquired it (for Condition)
   std::atomic<std::uint32_t> owner_died{0};  // the last acquisition was a take-over
 };
 
@@ -38,9 +38,9 @@ struct RLockState {
 };
 
 struct SemaphoreState {
-  std::atomic<std::uint32_t> count{0};    // units available; the futex word
-  std::atomic<std::uint32_t> waiters{0};  // processes/threads that may sleep on `count`
-  std::int32_t max_value = -1;            // BoundedSemaphore's bound; < 0: unbounded
+  std::atomic<std::uint32_t> count{0};       // units available; the futex word
+  std::atomic<std::uint32_t> waiters{0};     // processes/threads that may sleep on `count`
+  std::int32_t max_value = -1;               // BoundedSemaphore's bound; < 0: unbounded
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last release() ran (a spin hint)
 };
 
@@ -59,7 +59,7 @@ struct EventState {
 struct ConditionState {
   std::atomic<std::uint32_t> sleepers{0};
   std::atomic<std::uint32_t> tokens{0};
-  std::atomic<std::uint32_t> nseq{0};          // the futex word waiters sleep on
+  std::atomic<std::uint32_t> nseq{0};        // the futex word waiters sleep on
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
 };
 
@@ -79,14 +79,15 @@ struct BarrierState {
   std::atomic<std::uint32_t> uncollected{0};  // waiters of the last round yet to read its outcome
   std::atomic<std::uint32_t> gen_sleepers{0};
   std::atomic<std::uint32_t> collect_sleepers{0};
-  std::int32_t count = 0;    // parties in the current round
+  std::int32_t count = 0;  // parties in the current round
   std::int32_t parties = 0;
-  bool broken = false;       // until reset()
-  bool last_broken = false;  // the outcome of the last round: broken (true) or passed (false)
+  bool broken = false;           // until reset()
+  bool last_broken = false;      // the outcome of the last round: broken (true) or passed (false)
   std::int64_t timeout_ns = -1;  // the default timeout; < 0: none
   std::int32_t last_arrival_pid = 0;  // the last party to arrive, and its CPU (a spin hint)
   std::int32_t last_arrival_cpu = -1;
-  std::atomic<std::int64_t> last_reap_ns{0};  // steady clock: when a waiter last checked for dead parties
+  std::atomic<std::int64_t> last_reap_ns{
+      0};  // steady clock: when a waiter last checked for dead parties
   // Followed by 2 * parties slots: this round's parties plus last round's uncollected waiters.
   BarrierSlot* slots() noexcept { return reinterpret_cast<BarrierSlot*>(this + 1); }
   std::int32_t slot_count() const noexcept { return 2 * parties; }
@@ -114,7 +115,8 @@ constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin,
 bool take_unit(std::atomic<std::uint32_t>& word) noexcept {
   std::uint32_t c = word.load(std::memory_order_seq_cst);
   while (c > 0) {
-    if (word.compare_exchange_weak(c, c - 1, std::memory_order_seq_cst, std::memory_order_relaxed)) return true;
+    if (word.compare_exchange_weak(c, c - 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+      return true;
   }
   return false;
 }
@@ -188,7 +190,9 @@ void Lock::release() {
   if (!state_->lock.release()) detail::throw_released_too_many();
 }
 
-bool Lock::previous_owner_died() const noexcept { return state_->owner_died.load(std::memory_order_relaxed) != 0; }
+bool Lock::previous_owner_died() const noexcept {
+  return state_->owner_died.load(std::memory_order_relaxed) != 0;
+}
 bool Lock::locked() const noexcept { return state_->lock.locked(); }
 bool Lock::is_mine() const noexcept {
   return state_->lock.held_by_this_process() &&
@@ -208,7 +212,9 @@ bool RLock::is_mine() const noexcept {
 }
 
 unsigned RLock::count() const noexcept { return state_->count.load(std::memory_order_relaxed); }
-bool RLock::previous_owner_died() const noexcept { return state_->owner_died.load(std::memory_order_relaxed) != 0; }
+bool RLock::previous_owner_died() const noexcept {
+  return state_->owner_died.load(std::memory_order_relaxed) != 0;
+}
 
 // `count` is written only by the owning thread while it holds the lock: plain loads and stores,
 // no read-modify-write.
@@ -269,7 +275,7 @@ bool Semaphore::acquire_impl(const Nanos* timeout) {
   if (detail::take_unit(count)) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
   if (detail::t_semaphore_spin.spin([&] { return detail::take_unit(count); },
-                                     state_->signal_cpu.load(std::memory_order_relaxed)))
+                                    state_->signal_cpu.load(std::memory_order_relaxed)))
     return true;
   const Deadline d(timeout);
   state_->waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -297,8 +303,10 @@ void Semaphore::release() {
   do {
     if (state_->max_value >= 0 && c >= static_cast<std::uint32_t>(state_->max_value))
       detail::throw_released_too_many();
-    if (c >= static_cast<std::uint32_t>(INT_MAX)) throw std::overflow_error("semaphore value overflow");
-  } while (!count.compare_exchange_weak(c, c + 1, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (c >= static_cast<std::uint32_t>(INT_MAX))
+      throw std::overflow_error("semaphore value overflow");
+  } while (
+      !count.compare_exchange_weak(c, c + 1, std::memory_order_seq_cst, std::memory_order_relaxed));
   state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   if (state_->waiters.load(std::memory_order_seq_cst) != 0) platform::wake_address(&count, 1);
 }
@@ -327,7 +335,7 @@ bool Event::wait_impl(const Nanos* timeout) {
   if (word.load() == S::kSet) return true;
   if (timeout && *timeout <= Nanos::zero()) return false;
   if (detail::t_event_spin.spin([&] { return word.load(std::memory_order_relaxed) == S::kSet; },
-                                 state_->signal_cpu.load(std::memory_order_relaxed)))
+                                state_->signal_cpu.load(std::memory_order_relaxed)))
     return true;
   const Deadline d(timeout);
   for (;;) {
@@ -366,7 +374,9 @@ bool Condition::wait_impl(const Nanos* timeout) {
   state_->sleepers.fetch_add(1);
   const std::uint32_t entered = nseq.load();
   // Takes a notification, if one is meant for us.
-  auto take = [&] { return nseq.load(std::memory_order_seq_cst) != entered && detail::take_unit(tokens); };
+  auto take = [&] {
+    return nseq.load(std::memory_order_seq_cst) != entered && detail::take_unit(tokens);
+  };
   // Release the lock completely (all RLock levels), remembering how to restore it.
   unsigned depth = 0;
   if (auto* r = std::get_if<RLock>(&lock_)) {
@@ -384,7 +394,8 @@ bool Condition::wait_impl(const Nanos* timeout) {
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      woken = detail::t_condition_spin.spin(take, state_->signal_cpu.load(std::memory_order_relaxed));
+      woken =
+          detail::t_condition_spin.spin(take, state_->signal_cpu.load(std::memory_order_relaxed));
       const Deadline d(timeout);
       while (!woken && !d.passed()) {
         const std::uint32_t seen = nseq.load(std::memory_order_seq_cst);
@@ -460,7 +471,8 @@ class BarrierGuard {
     try {
       if (wake_gen_) {
         wake_gen_ = false;
-        if (s_->gen_sleepers.load(std::memory_order_seq_cst) != 0) platform::wake_address(&s_->gen, INT_MAX);
+        if (s_->gen_sleepers.load(std::memory_order_seq_cst) != 0)
+          platform::wake_address(&s_->gen, INT_MAX);
       }
       if (wake_collect_) {
         wake_collect_ = false;
@@ -508,7 +520,8 @@ class BarrierGuard {
     std::uint32_t waiting = 0;
     for (std::int32_t i = 0; i < s_->slot_count(); ++i) {
       auto& slot = s_->slots()[i];
-      if (i != self_slot && slot.pid.load(std::memory_order_relaxed) != 0 && slot.gen == g) ++waiting;
+      if (i != self_slot && slot.pid.load(std::memory_order_relaxed) != 0 && slot.gen == g)
+        ++waiting;
     }
     s_->last_broken = broken_round;
     s_->count = 0;
@@ -547,14 +560,15 @@ class BarrierGuard {
   // Between scans a sleeper wakes only to look at the shared scan time, without the lock.
   void wait_change(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& sleepers,
                    std::uint32_t seen, const Deadline& d) {
-    const auto inside = static_cast<std::int64_t>(s_->count) + s_->uncollected.load(std::memory_order_relaxed);
-    scan_interval_ = std::clamp<Nanos>(detail::kScanCostPerParty * inside, detail::kLivenessInterval,
-                                       detail::kMaxScanInterval);
-    const Nanos wake_period = std::clamp<Nanos>(detail::kWakePerSleeper * inside, detail::kLivenessInterval,
-                                                detail::kMaxWakePeriod);
+    const auto inside =
+        static_cast<std::int64_t>(s_->count) + s_->uncollected.load(std::memory_order_relaxed);
+    scan_interval_ = std::clamp<Nanos>(detail::kScanCostPerParty * inside,
+                                       detail::kLivenessInterval, detail::kMaxScanInterval);
+    const Nanos wake_period = std::clamp<Nanos>(detail::kWakePerSleeper * inside,
+                                                detail::kLivenessInterval, detail::kMaxWakePeriod);
     unlock();
-    bool changed =
-        detail::t_barrier_spin.spin([&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
+    bool changed = detail::t_barrier_spin.spin(
+        [&] { return word.load(std::memory_order_relaxed) != seen; }, peer_cpu_);
     if (!changed) {
       sleepers.fetch_add(1, std::memory_order_seq_cst);
       for (;;) {
@@ -568,7 +582,8 @@ class BarrierGuard {
           changed = true;
           break;
         }
-        if (now_ns() - s_->last_reap_ns.load(std::memory_order_relaxed) >= scan_interval_.count()) break;
+        if (now_ns() - s_->last_reap_ns.load(std::memory_order_relaxed) >= scan_interval_.count())
+          break;
       }
       sleepers.fetch_sub(1, std::memory_order_seq_cst);
     }
@@ -587,7 +602,9 @@ class BarrierGuard {
       wait_collection(forever);
     }
   }
-  void wait_round_change(std::uint32_t seen, const Deadline& d) { wait_change(s_->gen, s_->gen_sleepers, seen, d); }
+  void wait_round_change(std::uint32_t seen, const Deadline& d) {
+    wait_change(s_->gen, s_->gen_sleepers, seen, d);
+  }
   void wait_collection(const Deadline& d) {
     const std::uint32_t u = s_->uncollected.load(std::memory_order_seq_cst);
     if (u != 0) wait_change(s_->uncollected, s_->collect_sleepers, u, d);
@@ -603,7 +620,8 @@ class BarrierGuard {
   Nanos scan_interval_ = detail::kLivenessInterval;
 
   static std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<Nanos>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return std::chrono::duration_cast<Nanos>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 };
 
@@ -613,7 +631,8 @@ Barrier::Barrier(int parties, Action action, std::optional<std::chrono::nanoseco
     : action_(action) {
   if (parties < 1) throw std::invalid_argument("parties must be >= 1");
   state_ = detail::create_state<detail::BarrierState>(
-      block_, sizeof(detail::BarrierState) + sizeof(detail::BarrierSlot) * 2 * static_cast<std::size_t>(parties));
+      block_, sizeof(detail::BarrierState) +
+                  sizeof(detail::BarrierSlot) * 2 * static_cast<std::size_t>(parties));
   state_->parties = parties;
   state_->timeout_ns = timeout ? std::max<std::int64_t>(timeout->count(), 0) : -1;
 }
@@ -663,7 +682,8 @@ MP_CATCHES_FORCED_UNWIND int Barrier::wait_impl(const Nanos* timeout) {
   BarrierGuard g(s);
   // A full round is being completed (waiting for last round's waiters to read their outcome).
   const Deadline forever(nullptr);
-  while (!s->broken && s->count >= s->parties) g.wait_round_change(s->gen.load(std::memory_order_relaxed), forever);
+  while (!s->broken && s->count >= s->parties)
+    g.wait_round_change(s->gen.load(std::memory_order_relaxed), forever);
   if (s->broken) throw BrokenBarrierError();
   const std::uint32_t round = s->gen.load(std::memory_order_relaxed);
   const int index = s->count++;

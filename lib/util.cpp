@@ -17,14 +17,22 @@ constinit Logger g_logger;
 
 const char* level_name(int level) noexcept {
   switch (level) {
-    case SUBDEBUG: return "SUBDEBUG";
-    case DEBUG: return "DEBUG";
-    case INFO: return "INFO";
-    case SUBWARNING: return "SUBWARNING";
-    case WARNING: return "WARNING";
-    case ERROR: return "ERROR";
-    case CRITICAL: return "CRITICAL";
-    default: return nullptr;
+    case SUBDEBUG:
+      return "SUBDEBUG";
+    case DEBUG:
+      return "DEBUG";
+    case INFO:
+      return "INFO";
+    case SUBWARNING:
+      return "SUBWARNING";
+    case WARNING:
+      return "WARNING";
+    case ERROR:
+      return "ERROR";
+    case CRITICAL:
+      return "CRITICAL";
+    default:
+      return nullptr;
   }
 }
 }  // namespace
@@ -65,7 +73,8 @@ Logger& log_to_stderr(std::optional<int> level) noexcept {
 
 namespace mp::detail {
 LogSettings log_settings() noexcept {
-  return {util::g_level.load(std::memory_order_relaxed), util::g_to_stderr.load(std::memory_order_relaxed)};
+  return {util::g_level.load(std::memory_order_relaxed),
+          util::g_to_stderr.load(std::memory_order_relaxed)};
 }
 void apply_log_settings(const LogSettings& s) noexcept {
   util::g_level.store(s.level, std::memory_order_relaxed);

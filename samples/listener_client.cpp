@@ -26,10 +26,10 @@ void print_list(const std::vector<Item>& items) {  // print(list)
 
 void client(mp::connection::Address address) {
   mp::Connection conn = mp::Client(address, std::string("secret password"));
-  print_list(conn.recv<std::vector<Item>>());               // => [2.25, None, 'junk']
-  std::printf("b'%s'\n", conn.recv_bytes().c_str());        // => b'hello'
-  std::vector<int> arr{0, 0, 0, 0, 0};                      // array('i', [0, 0, 0, 0, 0])
-  std::printf("%zu\n", conn.recv_bytes_into(arr));          // => 8
+  print_list(conn.recv<std::vector<Item>>());         // => [2.25, None, 'junk']
+  std::printf("b'%s'\n", conn.recv_bytes().c_str());  // => b'hello'
+  std::vector<int> arr{0, 0, 0, 0, 0};                // array('i', [0, 0, 0, 0, 0])
+  std::printf("%zu\n", conn.recv_bytes_into(arr));    // => 8
   std::printf("array('i', [%d, %d, %d, %d, %d])\n", arr[0], arr[1], arr[2], arr[3], arr[4]);
   conn.close();
 }
@@ -48,7 +48,7 @@ int main(int argc, char* argv[]) {
     std::fflush(stdout);  // flush=True
     conn.send(std::vector<Item>{2.25, std::monostate{}, std::string("junk")});
     conn.send_bytes("hello");
-    const std::vector<int> numbers{42, 1729};                // array('i', [42, 1729])
+    const std::vector<int> numbers{42, 1729};  // array('i', [42, 1729])
     conn.send_bytes(std::as_bytes(std::span(numbers)));
     conn.close();
   }

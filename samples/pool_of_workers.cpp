@@ -17,8 +17,10 @@ using namespace std::chrono_literals;
 
 int f(int x) { return x * x; }
 
-int os_getpid() { return *mp::current_process().pid(); }                         // os.getpid
-void time_sleep(int seconds) { std::this_thread::sleep_for(std::chrono::seconds(seconds)); }  // time.sleep
+int os_getpid() { return *mp::current_process().pid(); }  // os.getpid
+void time_sleep(int seconds) {
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+}  // time.sleep
 
 void print_list(const std::vector<int>& v) {  // print(list)
   std::cout << '[';
@@ -44,7 +46,7 @@ int main(int argc, char* argv[]) {
 
     // evaluate "os.getpid()" asynchronously
     auto pid = pool.apply_async(os_getpid);  // runs in *only* one process
-    std::cout << pid.get(1s) << '\n';     // prints the PID of that process
+    std::cout << pid.get(1s) << '\n';        // prints the PID of that process
 
     // launching multiple evaluations asynchronously *may* use more processes
     std::vector<mp::AsyncResult<int>> multiple_results;

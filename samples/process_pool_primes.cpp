@@ -12,13 +12,8 @@
 #include <mp/futures.hpp>
 #include <mp/multiprocessing.hpp>
 
-const std::vector<std::int64_t> PRIMES = {
-    112272535095293,
-    112582705942171,
-    112272535095293,
-    115280095190773,
-    115797848077099,
-    1099726899285419};
+const std::vector<std::int64_t> PRIMES = {112272535095293, 112582705942171, 112272535095293,
+                                          115280095190773, 115797848077099, 1099726899285419};
 
 bool is_prime(std::int64_t n) {
   if (n < 2) return false;

@@ -13,9 +13,9 @@
 
 void adder(mp::Value<int> variable) {
   for (int i = 0; i < 100000; ++i) {  // Python: range(1000), see above
-    int tmp = variable.value();  // variable.value += 1: a read...
-    std::this_thread::yield();   // (C++ only, see above)
-    variable.set_value(tmp + 1);  // ...then a write
+    int tmp = variable.value();       // variable.value += 1: a read...
+    std::this_thread::yield();        // (C++ only, see above)
+    variable.set_value(tmp + 1);      // ...then a write
   }
 }
 

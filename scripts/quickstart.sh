@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine: install what is missing, build, then
 #   samples  run every tutorial sample (prints each one's name and output)
-#   test     run the whole test suite: release build and tests (samples included), the unit
+#   test     run the whole test suite: a format check, release build and tests (samples included), the unit
 #            tests built with clang, then the ASan+UBSan and TSan runs and 30 s of every fuzz
 #            target — exactly what CI runs. The release and clang builds treat warnings as errors.
 #   unit     only the release build and tests (the quick loop)
@@ -13,6 +13,7 @@ what="${1:-samples}"
 need=(cmake make g++ pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
       libbenchmark-dev python3
       clang-14 libclang-rt-14-dev   # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
+      clang-format-14               # scripts/format.sh (CI checks the tree is formatted)
       openmpi-bin libopenmpi-dev iproute2  # mp::mpi (mp/mpi.hpp) and its tests (mpiexec, ip netns)
       python3-mpi4py)               # bench/mpi: mpi4py.futures beside mp::mpi
 # The Windows cross-build and Wine (`windows`, and CI's `test`): about 1.1 GB installed.
@@ -43,6 +44,10 @@ case "$what" in
     start=$SECONDS
     log=$(mktemp)
     trap 'rm -f "$log"' EXIT
+    if [ "$what" = test ]; then
+      echo "== format check (scripts/format.sh --check)"
+      bash scripts/format.sh --check
+    fi
     echo "== release build and tests"
     cmake --preset release
     cmake --build --preset release -j "$jobs"

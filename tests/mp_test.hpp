@@ -80,10 +80,12 @@ class StartMethodTest : public testing::TestWithParam<std::string> {
   }
 };
 
-inline std::string method_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
+inline std::string method_name(const testing::TestParamInfo<std::string>& info) {
+  return info.param;
+}
 
 }  // namespace mp_test
 
-#define MP_INSTANTIATE_START_METHODS(Suite)                                                   \
+#define MP_INSTANTIATE_START_METHODS(Suite)                                                     \
   INSTANTIATE_TEST_SUITE_P(StartMethods, Suite, testing::ValuesIn(mp::get_all_start_methods()), \
                            mp_test::method_name)

@@ -69,7 +69,8 @@ struct Pair {
   std::unique_ptr<SocketEnd> server, client;
   Pair() {
     int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      throw std::runtime_error("socketpair");
     // Every blocking read is bounded: a stuck handshake fails the test instead of hanging it.
     timeval tv{10, 0};
     ::setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -87,7 +88,8 @@ struct Outcome {
 // Runs the server handshake on a thread and the client on this one; each side runs its
 // "handler" only if its handshake succeeded. A failing side closes its end (as a connection
 // would), so the other side never waits for a message that will not come.
-std::pair<Outcome, Outcome> handshake(const std::string& server_key, const std::string& client_key) {
+std::pair<Outcome, Outcome> handshake(const std::string& server_key,
+                                      const std::string& client_key) {
   Pair p;
   Outcome server, client;
   std::thread t([&] {
@@ -263,7 +265,8 @@ TEST(Auth, CompareTimeDoesNotDependOnWhereStringsDiffer) {
   const double t_last = *std::min_element(lasts.begin(), lasts.end());
   RecordProperty("compare_first_us", std::to_string(t_first));
   RecordProperty("compare_last_us", std::to_string(t_last));
-  EXPECT_LT(t_last / t_first, 3.0) << "first-byte difference " << t_first << " µs, last-byte " << t_last << " µs";
+  EXPECT_LT(t_last / t_first, 3.0)
+      << "first-byte difference " << t_first << " µs, last-byte " << t_last << " µs";
   EXPECT_LT(t_first / t_last, 3.0);
 }
 

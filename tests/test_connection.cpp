@@ -64,10 +64,7 @@ void client_wrong_key(mp::connection::Address address) {
   std::exit(8);
 }
 
-void big_sender(mp::Connection conn, std::size_t size) {
-  conn.send_bytes(std::string(size, 'x'));
-}
-
+void big_sender(mp::Connection conn, std::size_t size) { conn.send_bytes(std::string(size, 'x')); }
 
 // ---- Pipe() over shared memory: helpers for the children
 
@@ -77,7 +74,8 @@ std::string make_message(std::uint32_t sender, std::uint32_t seq, std::size_t si
   std::string m(std::max<std::size_t>(size, 12), '\0');
   const std::uint32_t head[3] = {sender, seq, static_cast<std::uint32_t>(m.size())};
   std::memcpy(m.data(), head, sizeof head);
-  for (std::size_t i = 12; i < m.size(); ++i) m[i] = static_cast<char>(sender * 31 + m.size() * 7 + i);
+  for (std::size_t i = 12; i < m.size(); ++i)
+    m[i] = static_cast<char>(sender * 31 + m.size() * 7 + i);
   return m;
 }
 
@@ -99,7 +97,8 @@ std::size_t size_for(std::uint32_t seq) {
   return sizes[seq % std::size(sizes)];
 }
 
-void send_numbered(mp::Connection conn, mp::Connection other, std::uint32_t sender, std::uint32_t count) {
+void send_numbered(mp::Connection conn, mp::Connection other, std::uint32_t sender,
+                   std::uint32_t count) {
   other.close();
   for (std::uint32_t i = 0; i < count; ++i) conn.send_bytes(make_message(sender, i, size_for(i)));
 }
@@ -137,7 +136,8 @@ void send_then_wait_ack(mp::Connection conn, mp::Connection other, int count) {
   (void)conn.recv<std::string>();
 }
 
-void send_sizes_then_close(mp::Connection conn, mp::Connection other, std::vector<std::size_t> sizes) {
+void send_sizes_then_close(mp::Connection conn, mp::Connection other,
+                           std::vector<std::size_t> sizes) {
   other.close();
   for (std::uint32_t i = 0; i < sizes.size(); ++i) conn.send_bytes(make_message(0, i, sizes[i]));
 }
@@ -192,7 +192,8 @@ TEST_P(ConnectionTest, SimplexPipeIsOneWay) {
   EXPECT_EQ(r.recv<int>(), 42);
   EXPECT_EQ(r.recv<std::string>(), "hello");
   EXPECT_EQ(r.recv<std::vector<double>>(), (std::vector<double>{1.5, 2.5}));
-  EXPECT_EQ((r.recv<std::variant<int, std::string>>()), (std::variant<int, std::string>(std::string("v"))));
+  EXPECT_EQ((r.recv<std::variant<int, std::string>>()),
+            (std::variant<int, std::string>(std::string("v"))));
   EXPECT_THROW(r.recv<int>(), mp::EOFError);
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
@@ -313,7 +314,8 @@ TEST(Connection, ListenerTakesKeywordOptions) {
 
 TEST_P(ConnectionTest, ListenerClientWithRightAndWrongKeys) {
   for (const mp::connection::Address& address :
-       {mp::connection::Address(std::string()), mp::connection::Address(mp::connection::TcpAddress{"127.0.0.1", 0})}) {
+       {mp::connection::Address(std::string()),
+        mp::connection::Address(mp::connection::TcpAddress{"127.0.0.1", 0})}) {
     std::optional<mp::connection::Address> addr;
     if (std::holds_alternative<mp::connection::TcpAddress>(address)) addr = address;
     mp::Listener listener(addr, 4, std::string("secret"));
@@ -367,7 +369,8 @@ int raw_connect(const mp::connection::Address& address) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::memcpy(a.sun_path, path.data(), path.size());
-  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                                               (path[0] == '\0' ? 0 : 1));
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
     ::close(fd);
     return -1;
@@ -427,20 +430,25 @@ TEST(Connection, ListenerHandshakeDeadlineCoversTheWholeExchange) {
 // Guarantee: Client()'s handshake deadline (10 s) covers the whole exchange: a server trickling
 // its challenge one byte per 100 ms is refused at 10 s (before: at the end of its 26 s frame).
 TEST(Connection, ClientHandshakeDeadlineCoversTheWholeExchange) {
-  const std::string name = std::string("\0mp-test-trickling-server-", 27) + std::to_string(::getpid());
+  const std::string name =
+      std::string("\0mp-test-trickling-server-", 27) + std::to_string(::getpid());
   const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::memcpy(a.sun_path, name.data(), name.size());
-  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size())), 0);
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&a),
+                   static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size())),
+            0);
   ASSERT_EQ(::listen(server, 4), 0);
   std::optional<Tricklers> trickle;
   std::thread accepter([&] {
     pollfd p{server, POLLIN, 0};
-    if (::poll(&p, 1, 30000) == 1) trickle.emplace(std::vector<int>{::accept4(server, nullptr, nullptr, SOCK_CLOEXEC)});
+    if (::poll(&p, 1, 30000) == 1)
+      trickle.emplace(std::vector<int>{::accept4(server, nullptr, nullptr, SOCK_CLOEXEC)});
   });
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_THROW(mp::Client(mp::connection::Address(name), std::string("key")), mp::AuthenticationError);
+  EXPECT_THROW(mp::Client(mp::connection::Address(name), std::string("key")),
+               mp::AuthenticationError);
   const auto took = std::chrono::steady_clock::now() - t0;
   accepter.join();
   trickle.reset();
@@ -492,7 +500,8 @@ TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
     ADD_FAILURE() << "the legitimate client was refused";
   }
   EXPECT_LT(took, 1s) << "the legitimate client waited "
-                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                      << " ms";
   trickle.reset();
   for (int fd : silent) ::close(fd);
   if (!served) mp::Client(listener.address(), std::string("key")).send(-1);  // unblock the server
@@ -614,7 +623,6 @@ TEST(Connection, SharingOutsideSpawnIsRefused) {
   EXPECT_THROW(mp::reduction::dumps(a), std::runtime_error);
 }
 
-
 // ---- Pipe() over shared memory
 
 TEST_P(ConnectionTest, PingPongAndStreamingThroughTheRing) {
@@ -674,7 +682,8 @@ TEST_P(ConnectionTest, TwoSendersOnOneEnd) {
   b.close();
   std::map<std::uint32_t, std::uint32_t> next;
   std::size_t bytes = 0, expected_bytes = 0;
-  for (std::uint32_t i = 0; i < count; ++i) expected_bytes += 2 * std::max<std::size_t>(size_for(i), 12);
+  for (std::uint32_t i = 0; i < count; ++i)
+    expected_bytes += 2 * std::max<std::size_t>(size_for(i), 12);
   for (std::uint32_t i = 0; i < 2 * count; ++i) {
     const std::string m = a.recv_bytes();
     const auto [sender, seq] = check_message(m);
@@ -727,7 +736,8 @@ TEST_P(ConnectionTest, SenderKilledMidSendLeavesTheRingUsable) {
     std::thread killer([&, b = b]() mutable {
       {
         std::unique_lock lock(m);
-        if (!cv.wait_for(lock, kTimeout, [&] { return received >= kill_after; })) ADD_FAILURE() << "no progress";
+        if (!cv.wait_for(lock, kTimeout, [&] { return received >= kill_after; }))
+          ADD_FAILURE() << "no progress";
       }
       p.kill();
       join_or_fail(p);
@@ -940,7 +950,8 @@ void inject(const mp::Connection& c, const void* bytes, std::size_t size) {
   mp::detail::PipeRing& r = mp::detail::PipeChannelAccess::in_ring(*ch);
   const std::uint64_t tail = r.tail.load();
   for (std::size_t i = 0; i < size; ++i)
-    mp::detail::PipeChannelAccess::in_data(*ch)[(tail + i) % mp::detail::kPipeRingBytes] = static_cast<const char*>(bytes)[i];
+    mp::detail::PipeChannelAccess::in_data(*ch)[(tail + i) % mp::detail::kPipeRingBytes] =
+        static_cast<const char*>(bytes)[i];
   r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
 }
 }  // namespace
@@ -967,7 +978,8 @@ TEST(Connection, GarbageInTheRingIsAnError) {
   }
   {
     auto [a, b] = mp::Pipe();
-    mp::detail::PipeChannelAccess::in_ring(*mp::detail::ConnectionAccess::pipe(b)).tail.store(std::uint64_t{1} << 40);  // beyond the ring
+    mp::detail::PipeChannelAccess::in_ring(*mp::detail::ConnectionAccess::pipe(b))
+        .tail.store(std::uint64_t{1} << 40);  // beyond the ring
     EXPECT_THROW(b.recv_bytes(), mp::OSError);
   }
   {  // 3 GiB announced over the maximum: refused before anything is allocated, and closed

@@ -18,7 +18,8 @@ namespace {
 // Runs tests/programs/fork_first_entry once (a fresh process, so every first use happens in it);
 // its exit status: 0 the forked child ended, 1 it hung (the program kills it after 5 s).
 int run_fork_first_entry() {
-  const std::string cmd = std::string("timeout 60 ") + MP_FORK_FIRST_ENTRY_PATH + " >/dev/null 2>&1";
+  const std::string cmd =
+      std::string("timeout 60 ") + MP_FORK_FIRST_ENTRY_PATH + " >/dev/null 2>&1";
   const int st = std::system(cmd.c_str());
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -32,8 +33,10 @@ TEST(ForkSafety, ForkWhileThreadsEnterTheLibraryForTheFirstTime) {
   int hung = 0, failed = 0;
   for (int i = 0; i < 300; ++i) {
     const int status = run_fork_first_entry();
-    if (status == 1) ++hung;
-    else if (status != 0) ++failed;
+    if (status == 1)
+      ++hung;
+    else if (status != 0)
+      ++failed;
   }
   EXPECT_EQ(hung, 0) << "forked children hung";
   EXPECT_EQ(failed, 0) << "runs failed otherwise";

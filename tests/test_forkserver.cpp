@@ -74,7 +74,8 @@ TEST(Forkserver, ThreadsHoldingLocksDoNotDeadlockChildren) {
   for (int i = 0; i < 4; ++i)
     busy.emplace_back([&] {
       while (!stop.load()) {
-        std::vector<char> churn(1000 + static_cast<std::size_t>(std::rand() % 5000));  // malloc's locks too
+        std::vector<char> churn(
+            1000 + static_cast<std::size_t>(std::rand() % 5000));  // malloc's locks too
         (void)churn;
       }
     });
@@ -104,7 +105,10 @@ TEST(Forkserver, ServerEndsWithItsKilledOwner) {
   mp::Event child_may_end;
   mp::Process owner(mp::get_context("spawn"), owner_of_server, out, child_may_end);
   owner.start();
-  if (old) ::setenv("TMPDIR", old->c_str(), 1); else ::unsetenv("TMPDIR");
+  if (old)
+    ::setenv("TMPDIR", old->c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
   const int server = out.get(true, kTimeout), child = out.get(true, kTimeout);
   ASSERT_GT(server, 0);
   const int child_fd = pidfd_of(child);
@@ -116,7 +120,8 @@ TEST(Forkserver, ServerEndsWithItsKilledOwner) {
   EXPECT_TRUE(ends_within(server, kTimeout)) << "the forkserver outlived its killed owner";
   EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "the server left its socket directory";
   const mp::platform::Nanos zero{0};
-  EXPECT_FALSE(mp::platform::wait_readable(child_fd, &zero)) << "the owner's child was killed with it";
+  EXPECT_FALSE(mp::platform::wait_readable(child_fd, &zero))
+      << "the owner's child was killed with it";
   child_may_end.set();
   const mp::platform::Nanos bound = kTimeout;
   EXPECT_TRUE(mp::platform::wait_readable(child_fd, &bound));

@@ -36,7 +36,9 @@ void hold_forever(mp::heap::SharedBlock block) {
   for (;;) ::pause();
 }
 
-void release_from_child(mp::heap::SharedBlock block) { std::exit(shared_of(block)->lock.release() ? 0 : 3); }
+void release_from_child(mp::heap::SharedBlock block) {
+  std::exit(shared_of(block)->lock.release() ? 0 : 3);
+}
 
 void add_many(mp::heap::SharedBlock block, int n) {
   Shared* s = shared_of(block);

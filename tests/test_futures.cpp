@@ -38,7 +38,9 @@ int get_init(int) { return g_init; }
 
 class FuturesTest : public mp_test::StartMethodTest {
  protected:
-  fut::ProcessPoolExecutorOptions opts(int n) const { return {.max_workers = n, .mp_context = ctx()}; }
+  fut::ProcessPoolExecutorOptions opts(int n) const {
+    return {.max_workers = n, .mp_context = ctx()};
+  }
 };
 
 TEST_P(FuturesTest, SubmitResult) {
@@ -98,8 +100,10 @@ TEST_P(FuturesTest, Map) {
 }
 
 TEST_P(FuturesTest, InitializerAndMaxTasksPerChild) {
-  fut::ProcessPoolExecutor ex(fut::ProcessPoolExecutorOptions{.max_workers = 1, .mp_context = ctx(), .max_tasks_per_child = 2},
-                              init, 5);
+  fut::ProcessPoolExecutor ex(
+      fut::ProcessPoolExecutorOptions{
+          .max_workers = 1, .mp_context = ctx(), .max_tasks_per_child = 2},
+      init, 5);
   std::vector<fut::Future<int>> pids;
   for (int i = 0; i < 6; ++i) pids.push_back(ex.submit(my_pid, 0));
   std::set<int> distinct;
@@ -115,7 +119,8 @@ TEST_P(FuturesTest, BadInput) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(), "max_workers must be greater than 0");
   }
-  EXPECT_THROW(fut::ProcessPoolExecutor(fut::ProcessPoolExecutorOptions{.max_workers = 1, .mp_context = ctx(), .max_tasks_per_child = 0}),
+  EXPECT_THROW(fut::ProcessPoolExecutor(fut::ProcessPoolExecutorOptions{
+                   .max_workers = 1, .mp_context = ctx(), .max_tasks_per_child = 0}),
                std::invalid_argument);
   try {
     fut::ThreadPoolExecutor ex(0);
@@ -176,13 +181,15 @@ TEST_P(FuturesTest, DoneCallbacks) {
 
 TEST_P(FuturesTest, Wait) {
   fut::ProcessPoolExecutor ex(ctx(), 2);
-  std::vector<fut::Future<int>> fs{ex.submit(sleep_and_return, 0.0, 1), ex.submit(sleep_and_return, 1.5, 2)};
+  std::vector<fut::Future<int>> fs{ex.submit(sleep_and_return, 0.0, 1),
+                                   ex.submit(sleep_and_return, 1.5, 2)};
   auto [done, not_done] = fut::wait(fs, kTimeout, fut::FIRST_COMPLETED);
   EXPECT_EQ(done.size(), 1u);
   EXPECT_EQ(not_done.size(), 1u);
   auto timed = fut::wait(fs, 10ms, fut::ALL_COMPLETED);
   EXPECT_EQ(timed.not_done.size(), 1u);
-  std::vector<fut::Future<int>> errs{ex.submit(raise_range, 0), ex.submit(sleep_and_return, 1.5, 3)};
+  std::vector<fut::Future<int>> errs{ex.submit(raise_range, 0),
+                                     ex.submit(sleep_and_return, 1.5, 3)};
   auto first_exc = fut::wait(errs, kTimeout, fut::FIRST_EXCEPTION);
   EXPECT_EQ(first_exc.done.size(), 1u);
   auto all = fut::wait(fs, kTimeout);
@@ -192,12 +199,14 @@ TEST_P(FuturesTest, Wait) {
 
 TEST_P(FuturesTest, AsCompleted) {
   fut::ProcessPoolExecutor ex(ctx(), 2);
-  std::vector<fut::Future<int>> fs{ex.submit(sleep_and_return, 0.6, 1), ex.submit(sleep_and_return, 0.0, 2)};
+  std::vector<fut::Future<int>> fs{ex.submit(sleep_and_return, 0.6, 1),
+                                   ex.submit(sleep_and_return, 0.0, 2)};
   fs.push_back(fs[1]);  // duplicates come once
   std::vector<int> order;
   for (auto& f : fut::as_completed(fs, kTimeout)) order.push_back(f.result());
   EXPECT_EQ(order, (std::vector<int>{2, 1}));
-  std::vector<fut::Future<int>> slow{ex.submit(sleep_and_return, 1.0, 1), ex.submit(sleep_and_return, 0.0, 2)};
+  std::vector<fut::Future<int>> slow{ex.submit(sleep_and_return, 1.0, 1),
+                                     ex.submit(sleep_and_return, 0.0, 2)};
   try {
     for (auto& f : fut::as_completed(slow, 300ms)) (void)f;
     ADD_FAILURE() << "no exception";
@@ -268,7 +277,8 @@ TEST(ThreadPoolExecutor, Api) {
 TEST(ThreadPoolExecutor, DefaultWorkersAndInitializer) {
   std::atomic<int> inits{0};
   {
-    fut::ThreadPoolExecutor ex(2, [&](int add) { inits += add; }, 1);
+    fut::ThreadPoolExecutor ex(
+        2, [&](int add) { inits += add; }, 1);
     EXPECT_EQ(ex.submit(sqr, 3).result(kTimeout), 9);
   }
   EXPECT_EQ(inits.load(), 2);

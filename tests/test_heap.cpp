@@ -135,7 +135,8 @@ TEST_P(HeapTest, ChildKilledWhileHoldingLeavesNoCount) {
   EXPECT_TRUE(reused_soon(address));
 }
 
-void use_shared(std::vector<mp::Lock> locks, mp::Semaphore s, mp::Condition c, mp::Barrier b, mp::RawArray<double> a) {
+void use_shared(std::vector<mp::Lock> locks, mp::Semaphore s, mp::Condition c, mp::Barrier b,
+                mp::RawArray<double> a) {
   for (auto& l : locks) {
     l.acquire();
     l.release();
@@ -183,12 +184,14 @@ TEST(Heap, BadSerializedBlockIsRefused) {
   mp::heap::SharedBlock::Wire outside{1, 3, 1 << 20, (1 << 20) - 16, 64};
   EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(outside)), mp::UnpicklingError);
   mp::heap::SharedBlock::Wire in_header{1, 3, 1 << 20, 16, 8};
-  EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(in_header)), mp::UnpicklingError);
+  EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(in_header)),
+               mp::UnpicklingError);
   mp::heap::SharedBlock::Wire wraps{1, 3, 1 << 20, 1024, ~std::uint64_t{0} - 512};
   EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(wraps)), mp::UnpicklingError);
   // In range, but no spawn is in progress: the descriptor was not inherited.
   mp::heap::SharedBlock::Wire not_inherited{1, 3, 1 << 20, 1024, 64};
-  EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(not_inherited)), mp::UnpicklingError);
+  EXPECT_THROW(mp::reduction::loads<mp::heap::SharedBlock>(bytes_of(not_inherited)),
+               mp::UnpicklingError);
 }
 
 TEST(Heap, OutOfDescriptorsIsAnOSErrorNamingTheLimit) {

@@ -277,8 +277,8 @@ void serve_tcp(int port) {
 }
 
 // Starts its own manager, reports the server's pid and address, then waits to be killed.
-void owner_of_manager(mp::managers::QueueProxy<int> pids, mp::managers::QueueProxy<std::string> paths,
-                      std::string method) {
+void owner_of_manager(mp::managers::QueueProxy<int> pids,
+                      mp::managers::QueueProxy<std::string> paths, std::string method) {
   CustomManager m(std::nullopt, std::nullopt, mp::get_context(method));
   m.start();
   auto c = m.Counter(1);
@@ -314,7 +314,8 @@ int connect_raw(const Address& address) {
   const std::string& path = address.path;
   if (path.size() >= sizeof a.sun_path) return -1;
   std::memcpy(a.sun_path, path.data(), path.size());
-  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                                               (path[0] == '\0' ? 0 : 1));
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
     ::close(fd);
     return -1;
@@ -537,7 +538,8 @@ TEST_P(ManagerTest, ServeForeverInAnotherProcess) {
 
 // _TestManagerRestart: shut down and start again on the same address.
 TEST_P(ManagerTest, RestartOnSameAddress) {
-  const std::string dir = std::filesystem::temp_directory_path() / ("mp-test-" + std::to_string(::getpid()));
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("mp-test-" + std::to_string(::getpid()));
   std::filesystem::create_directory(dir);
   const Address unix_address(dir + "/manager.sock");
   for (const Address& address : {unix_address, Address("127.0.0.1", free_tcp_port())}) {
@@ -612,7 +614,8 @@ TEST_P(ManagerTest, GarbageFromPeerDoesNotDisturbServer) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   auto c = manager.Counter(1);
-  for (const std::string& junk : {std::string("\xff\xff\xff\x7f", 4), std::string("hello world"), std::string()}) {
+  for (const std::string& junk :
+       {std::string("\xff\xff\xff\x7f", 4), std::string("hello world"), std::string()}) {
     const int fd = connect_raw(manager.address());
     ASSERT_GE(fd, 0);
     char challenge[64];
@@ -636,7 +639,9 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   const int fd = connect_raw(manager.address());
   ASSERT_GE(fd, 0);
   mp::auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
+  ch.write_all = [fd](const void* p, std::size_t n) {
+    ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n));
+  };
   ch.read_exact = [fd](void* p, std::size_t n) {
     if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
   };
@@ -653,7 +658,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
     ch.read_exact(r.data(), len);
     return r;
   };
-  auto make = [](std::uint8_t op, std::uint64_t id, const std::string& name, const std::string& args) {
+  auto make = [](std::uint8_t op, std::uint64_t id, const std::string& name,
+                 const std::string& args) {
     std::string b(1, static_cast<char>(op));
     b.append(reinterpret_cast<const char*>(&id), 8);
     const auto n = static_cast<std::uint32_t>(name.size());
@@ -664,7 +670,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   for (const std::string& bad :
        {std::string(), std::string("\x01\x02"), make(99, id, "get", ""), make(1, 12345, "get", ""),
         make(1, id, "no_such_method", ""), make(1, id, "add", "xy"), make(2, 0, "NoSuchType", ""),
-        make(2, 0, "Counter", ""), std::string("\x01") + std::string(8, '\0') + "\xff\xff\xff\x7f"}) {
+        make(2, 0, "Counter", ""),
+        std::string("\x01") + std::string(8, '\0') + "\xff\xff\xff\x7f"}) {
     const std::string r = request(bad);
     ASSERT_FALSE(r.empty());
     EXPECT_EQ(r[0], '\1');  // an error response, not a crash
@@ -688,7 +695,9 @@ TEST_P(ManagerTest, BogusSharedMemoryPreambleClosesOnlyThatConnection) {
   const int fd = connect_raw(manager.address());
   ASSERT_GE(fd, 0);
   mp::auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) { ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n)); };
+  ch.write_all = [fd](const void* p, std::size_t n) {
+    ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n));
+  };
   ch.read_exact = [fd](void* p, std::size_t n) {
     if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
   };
@@ -751,7 +760,8 @@ TEST_P(ManagerTest, NoDescriptorLeakPerLifecycle) {
   for (int i = 0; i < kCycles; ++i) cycle();
   const int after = open_descriptors();
   // The worker's connection to the last (shut down) server is closed when it next connects.
-  EXPECT_LE(after, before + 1) << "from " << before << " to " << after << " descriptors over " << kCycles << " cycles";
+  EXPECT_LE(after, before + 1) << "from " << before << " to " << after << " descriptors over "
+                               << kCycles << " cycles";
   {
     std::lock_guard lk(m);
     quit = true;
@@ -764,7 +774,8 @@ TEST_P(ManagerTest, NoDescriptorLeakPerLifecycle) {
 // the mode its umask gives (before: umask(0177) around bind() gave some of them 0600).
 TEST_P(ManagerTest, StartLeavesTheUmaskAlone) {
   const mode_t saved = ::umask(022);
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("mp-umask-" + std::to_string(::getpid()));
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("mp-umask-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::atomic<bool> stop{false};
   std::atomic<int> files{0}, wrong{0};
@@ -830,7 +841,8 @@ TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
   // server out of descriptors it reports every virtual call as invalid (a false report).
   GTEST_SKIP() << "UBSan cannot run in a process out of descriptors";
 #endif
-  const Address address(std::string("\0mp-test-emfile-", 17) + std::to_string(::getpid()) + GetParam());
+  const Address address(std::string("\0mp-test-emfile-", 17) + std::to_string(::getpid()) +
+                        GetParam());
   mp::Process server(ctx(), serve_with_few_descriptors, address);
   server.start();
   CustomManager client(address, std::string("emfile key"));
@@ -890,7 +902,8 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
     const unsigned char header[4] = {0, 1, 0, 0};
     for (std::size_t tick = 0; !stop; ++tick) {
       const char byte = tick < 4 ? static_cast<char>(header[tick]) : 'x';
-      for (std::size_t i = 0; i < peers.size(); i += 2) ::send(peers[i], &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      for (std::size_t i = 0; i < peers.size(); i += 2)
+        ::send(peers[i], &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
       std::this_thread::sleep_for(100ms);
     }
   });
@@ -904,7 +917,8 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
   stop = true;
   trickle.join();
   for (int fd : peers) ::close(fd);
-  EXPECT_LT(worst, 1s) << "a client waited " << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
+  EXPECT_LT(worst, 1s) << "a client waited "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
                        << " ms";
 }
 
@@ -989,8 +1003,11 @@ TEST_P(ManagerTest, RegisteredCallableServesOneObjectOverTcp) {
 // register_() entries belong to one manager: another manager's server does not know the type id.
 TEST_P(ManagerTest, RegisteredCallablesArePerManager) {
   QueueManager with(std::nullopt, std::nullopt, ctx());
-  with.register_("get_queue", +[] { return std::make_shared<JobQueue>(); });
-  EXPECT_THROW(with.register_("get_queue", +[] { return std::make_shared<JobQueue>(); }), std::invalid_argument);
+  with.register_(
+      "get_queue", +[] { return std::make_shared<JobQueue>(); });
+  EXPECT_THROW(with.register_(
+                   "get_queue", +[] { return std::make_shared<JobQueue>(); }),
+               std::invalid_argument);
   with.start();
   auto q = with.get_queue();
   q.put("x");
@@ -1029,7 +1046,8 @@ TEST_P(ManagerTest, MethodsReturnProxies) {
     EXPECT_EQ(tree.names(), std::vector<std::string>{"b"});
     EXPECT_EQ(m.number_of_objects(), 2u);
   }
-  EXPECT_EQ(m.number_of_objects(), 1u);  // the proxy's reference is dropped; the tree keeps the leaf
+  EXPECT_EQ(m.number_of_objects(),
+            1u);  // the proxy's reference is dropped; the tree keeps the leaf
   EXPECT_EQ(tree.names(), std::vector<std::string>{"b"});
 }
 
@@ -1213,10 +1231,11 @@ TEST_F(SyncManagerTest, ConditionAndBarrier) {
   });
   // Notify until the waiter has been woken (it may not be waiting yet).
   EXPECT_TRUE(eventually([&] {
-    std::lock_guard g(cond);
-    cond.notify();
-    return notified.load();
-  }) || notified.load());
+                std::lock_guard g(cond);
+                cond.notify();
+                return notified.load();
+              }) ||
+              notified.load());
   waiter.join();
   EXPECT_TRUE(notified);
 

@@ -197,18 +197,20 @@ TEST_P(PoolTest, Callbacks) {
   auto r = pool.apply_async(mp::callbacks([&](const int& v) { got = v; }), sqr, 6);
   r.wait();
   EXPECT_EQ(got.load(), 36);  // the callback ran before wait() returned
-  auto e = pool.apply_async(mp::callbacks([&](const int&) {}, [&](std::exception_ptr p) {
-                              try {
-                                std::rethrow_exception(p);
-                              } catch (const std::invalid_argument&) {
-                                error_seen = true;
-                              }
-                            }),
+  auto e = pool.apply_async(mp::callbacks([&](const int&) {},
+                                          [&](std::exception_ptr p) {
+                                            try {
+                                              std::rethrow_exception(p);
+                                            } catch (const std::invalid_argument&) {
+                                              error_seen = true;
+                                            }
+                                          }),
                             raise_invalid, 1);
   e.wait();
   EXPECT_TRUE(error_seen.load());
   std::vector<int> mapped;
-  auto m = pool.map_async(mp::callbacks([&](const std::vector<int>& v) { mapped = v; }), sqr, std::vector<int>{1, 2});
+  auto m = pool.map_async(mp::callbacks([&](const std::vector<int>& v) { mapped = v; }), sqr,
+                          std::vector<int>{1, 2});
   m.wait();
   EXPECT_EQ(mapped, (std::vector<int>{1, 4}));
 }
@@ -226,7 +228,8 @@ TEST_P(PoolTest, BadInput) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(), "Number of processes must be at least 1");
   }
-  EXPECT_THROW(mp::Pool(mp::PoolOptions{.processes = 1, .maxtasksperchild = 0, .context = ctx()}), std::invalid_argument);
+  EXPECT_THROW(mp::Pool(mp::PoolOptions{.processes = 1, .maxtasksperchild = 0, .context = ctx()}),
+               std::invalid_argument);
   mp::Pool pool(ctx(), 1);
   EXPECT_THROW(pool.map(sqr, std::vector<int>{1}, 0), std::invalid_argument);
   EXPECT_THROW(pool.imap(sqr, std::vector<int>{1}, -1), std::invalid_argument);
@@ -238,9 +241,13 @@ TEST_P(PoolTest, BadInput) {
   }
   pool.close();
   for (auto call : std::vector<std::function<void()>>{
-           [&] { pool.apply(sqr, 1); }, [&] { pool.apply_async(sqr, 1); }, [&] { pool.map(sqr, std::vector<int>{1}); },
-           [&] { pool.imap(sqr, std::vector<int>{1}); }, [&] { pool.imap_unordered(sqr, std::vector<int>{1}); },
-           [&] { pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}}); }}) {
+           [&] { pool.apply(sqr, 1); }, [&] { pool.apply_async(sqr, 1); },
+           [&] { pool.map(sqr, std::vector<int>{1}); },
+           [&] { pool.imap(sqr, std::vector<int>{1}); },
+           [&] { pool.imap_unordered(sqr, std::vector<int>{1}); },
+           [&] {
+             pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}});
+           }}) {
     try {
       call();
       ADD_FAILURE() << "no exception";
@@ -484,10 +491,13 @@ TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
 TEST_P(PoolGuarantee, ThrowingCallback) {
   mp::Pool pool(ctx(), 2);
   for (int i = 0; i < 3; ++i) {
-    auto r = pool.apply_async(mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, i);
+    auto r = pool.apply_async(
+        mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, i);
     EXPECT_EQ(r.get(kTimeout), i * i);
-    auto e = pool.apply_async(mp::callbacks(nullptr, [](std::exception_ptr) { throw std::runtime_error("error callback fails"); }),
-                              raise_invalid, i);
+    auto e = pool.apply_async(
+        mp::callbacks(nullptr,
+                      [](std::exception_ptr) { throw std::runtime_error("error callback fails"); }),
+        raise_invalid, i);
     EXPECT_THROW(e.get(kTimeout), std::invalid_argument);
   }
   EXPECT_EQ(pool.map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
@@ -518,7 +528,8 @@ TEST_P(PoolGuarantee, LazyBoundedImap) {
       // Bounded: what was consumed plus a few chunks in flight or buffered (at most
       // (4 * 2 + 2) * 4096 items here, with some slack), whatever the input's length.
       EXPECT_LT(g_pulled.load(), 10'001 + 12 * 4096);
-      RecordProperty(ordered ? "pulled_imap" : "pulled_imap_unordered", std::to_string(g_pulled.load()));
+      RecordProperty(ordered ? "pulled_imap" : "pulled_imap_unordered",
+                     std::to_string(g_pulled.load()));
     }  // abandoning a partly consumed iterator stops reading the input
   }
   // close() + join() with a partly consumed iterator of a finite input: no deadlock.
@@ -603,7 +614,8 @@ TEST_P(PoolGuarantee, WorkersDieWithOwner) {
     mp::Process owner(ctx(), pool_owner, pids, GetParam());
     owner.start();
     std::vector<int> workers;
-    for (int pid = pids.get(true, kTimeout); pid != 0; pid = pids.get(true, kTimeout)) workers.push_back(pid);
+    for (int pid = pids.get(true, kTimeout); pid != 0; pid = pids.get(true, kTimeout))
+      workers.push_back(pid);
     ASSERT_FALSE(workers.empty());
     ::kill(*owner.pid(), sig);
     mp_test::join_or_fail(owner);
@@ -612,7 +624,8 @@ TEST_P(PoolGuarantee, WorkersDieWithOwner) {
     for (int w : workers) {
       while (!mp::platform::process_dead(w) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(5ms);
-      EXPECT_TRUE(mp::platform::process_dead(w)) << "worker " << w << " outlived its pool's process";
+      EXPECT_TRUE(mp::platform::process_dead(w))
+          << "worker " << w << " outlived its pool's process";
     }
   }
 }
@@ -654,10 +667,12 @@ TEST(ThreadPool, Api) {
   std::vector<int> in{1, 2, 3};
   EXPECT_EQ(pool.map([&](int x) { return x * base; }, in), (std::vector<int>{10, 20, 30}));
   std::multiset<int> got;
-  for (int x : pool.imap_unordered([](int x) { return -x; }, std::views::iota(0, 100))) got.insert(x);
+  for (int x : pool.imap_unordered([](int x) { return -x; }, std::views::iota(0, 100)))
+    got.insert(x);
   EXPECT_EQ(got.size(), 100u);
   EXPECT_THROW(pool.apply(raise_invalid, 1), std::invalid_argument);
-  auto r = pool.apply_async(mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, 2);
+  auto r = pool.apply_async(
+      mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, 2);
   EXPECT_EQ(r.get(kTimeout), 4);
   EXPECT_EQ(pool.apply(sqr, 3), 9);
   pool.close();

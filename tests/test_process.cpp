@@ -62,20 +62,22 @@ struct Custom {
 };
 
 // Exits 0 only if every argument arrived intact.
-void check_args(int i, double d, const std::string& s, std::vector<int> v, std::map<std::string, int> m,
-                std::tuple<int, std::string> t, std::optional<int> o, std::variant<int, std::string> var,
-                Point p, Custom c, std::chrono::milliseconds ms) {
+void check_args(int i, double d, const std::string& s, std::vector<int> v,
+                std::map<std::string, int> m, std::tuple<int, std::string> t, std::optional<int> o,
+                std::variant<int, std::string> var, Point p, Custom c,
+                std::chrono::milliseconds ms) {
   const bool ok = i == -7 && d == 2.5 && s == "hello" && v == std::vector<int>{1, 2, 3} &&
-                  m == std::map<std::string, int>{{"a", 1}} && t == std::tuple<int, std::string>{4, "x"} &&
-                  o == 5 && var == std::variant<int, std::string>{"v"} && (p == Point{1, 2}) &&
+                  m == std::map<std::string, int>{{"a", 1}} &&
+                  t == std::tuple<int, std::string>{4, "x"} && o == 5 &&
+                  var == std::variant<int, std::string>{"v"} && (p == Point{1, 2}) &&
                   (c == Custom{"c", {9}}) && ms == std::chrono::milliseconds(1500);
   std::exit(ok ? 0 : 3);
 }
 
 void check_name_and_parent(std::string expected_name, int expected_parent) {
   const bool ok = mp::current_process().name() == expected_name && mp::parent_process() &&
-                  mp::parent_process()->pid() == expected_parent && mp::parent_process()->is_alive() &&
-                  !mp::parent_process()->name().empty();
+                  mp::parent_process()->pid() == expected_parent &&
+                  mp::parent_process()->is_alive() && !mp::parent_process()->name().empty();
   std::exit(ok ? 0 : 4);
 }
 
@@ -104,10 +106,10 @@ FileId file_id(int fd) {
 }
 
 enum DescriptorBits {
-  kHasCloexecPipe = 1,   // a pipe the parent opened with O_CLOEXEC
-  kHasPlainPipe = 2,     // a pipe the parent opened without it
-  kHasPassedEnds = 4,    // both ends of the Pipe passed as arguments, received intact
-  kHasOtherFiles = 8,    // any other descriptor above stderr not in `allowed`, except pidfds
+  kHasCloexecPipe = 1,  // a pipe the parent opened with O_CLOEXEC
+  kHasPlainPipe = 2,    // a pipe the parent opened without it
+  kHasPassedEnds = 4,   // both ends of the Pipe passed as arguments, received intact
+  kHasOtherFiles = 8,   // any other descriptor above stderr not in `allowed`, except pidfds
 };
 
 // The parent's descriptors above stderr that are not close-on-exec.
@@ -123,8 +125,9 @@ std::vector<FileId> inheritable_descriptors() {
 
 // Exits with DescriptorBits: what this child has open of the parent's descriptors.
 // A Pipe's ends are identified by their sockets (fileno() is a descriptor of this process).
-void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<FileId> allowed, FileId passed_read,
-                        FileId passed_write, FileId pipe_memory, mp::Connection r, mp::Connection w) {
+void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<FileId> allowed,
+                        FileId passed_read, FileId passed_write, FileId pipe_memory,
+                        mp::Connection r, mp::Connection w) {
   int bits = 0;
   bool got_read = false, got_write = false;
   DIR* d = ::opendir("/proc/self/fd");
@@ -147,14 +150,16 @@ void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<File
     } else if (id == pipe_memory) {
       // the Pipe's shared memory (a memfd), passed with its ends
     } else if (std::find(allowed.begin(), allowed.end(), id) == allowed.end() &&
-               !(n > 0 && std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {
+               !(n > 0 &&
+                 std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {
       bits |= kHasOtherFiles;
     }
   }
   ::closedir(d);
   if (got_read && got_write) {
     w.send(std::string("through the passed pipe"));
-    if (r.poll(std::chrono::seconds(10)) && r.recv<std::string>() == "through the passed pipe") bits |= kHasPassedEnds;
+    if (r.poll(std::chrono::seconds(10)) && r.recv<std::string>() == "through the passed pipe")
+      bits |= kHasPassedEnds;
   }
   std::exit(bits);
 }
@@ -164,7 +169,8 @@ void report_signals() {
   sigset_t mask;
   sigemptyset(&mask);
   ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
-  struct sigaction usr2 {}, term {};
+  struct sigaction usr2 {
+  }, term{};
   ::sigaction(SIGUSR2, nullptr, &usr2);
   ::sigaction(SIGTERM, nullptr, &term);
   int bits = 0;
@@ -246,7 +252,8 @@ TEST_P(ProcessTest, StartFailingForWantOfDescriptorsLeavesNoChild) {
       p.start();
       started = true;
     } catch (...) {
-      thrown = std::current_exception();  // what() is read below: UBSan needs a descriptor to check it
+      thrown =
+          std::current_exception();  // what() is read below: UBSan needs a descriptor to check it
     }
     for (int fd : fill) ::close(fd);  // the checks below need descriptors
     fill.clear();
@@ -328,7 +335,8 @@ TEST_P(ProcessTest, ArgumentsOfEveryKindArriveIntact) {
 }
 
 TEST_P(ProcessTest, CaptureLessLambdaIsATarget) {
-  mp::Process p(ctx(), [](int a, int b) { std::exit(a + b); }, 3, 4);
+  mp::Process p(
+      ctx(), [](int a, int b) { std::exit(a + b); }, 3, 4);
   p.start();
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 7);
@@ -432,7 +440,6 @@ TEST_P(ProcessTest, SentinelIsReadyWhenChildEnds) {
   join_or_fail(p);
 }
 
-
 // Spawn: of the parent's close-on-exec descriptors (all the library opens) the child has exactly
 // its arguments' handles (and a pidfd on its parent: parent_process()); descriptors without
 // close-on-exec are inherited by the POSIX convention. Nothing else: the preparation data and
@@ -444,8 +451,9 @@ TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {
   ASSERT_EQ(::pipe2(cloexec, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe(plain), 0);
   auto [r, w] = mp::Pipe(false);
-  mp::Process p(ctx(), report_descriptors, file_id(cloexec[0]), file_id(plain[0]), inheritable_descriptors(),
-                file_id(mp::detail::ConnectionAccess::socket(r)), file_id(mp::detail::ConnectionAccess::socket(w)),
+  mp::Process p(ctx(), report_descriptors, file_id(cloexec[0]), file_id(plain[0]),
+                inheritable_descriptors(), file_id(mp::detail::ConnectionAccess::socket(r)),
+                file_id(mp::detail::ConnectionAccess::socket(w)),
                 file_id(mp::detail::ConnectionAccess::pipe(r)->memfd()), r, w);
   p.start();
   join_or_fail(p);
@@ -466,7 +474,8 @@ TEST_P(ProcessTest, SpawnedChildHasDefaultSignalState) {
   sigaddset(&block, SIGUSR1);
   sigaddset(&block, SIGTERM);
   ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &block, &old_mask), 0);
-  struct sigaction ignore {}, old_usr2 {};
+  struct sigaction ignore {
+  }, old_usr2{};
   ignore.sa_handler = SIG_IGN;
   ASSERT_EQ(::sigaction(SIGUSR2, &ignore, &old_usr2), 0);
   mp::Process p(ctx(), report_signals);
@@ -548,7 +557,7 @@ class Squarer : public mp::SpawnableProcess<Squarer> {
       : SpawnableProcess(c), n_(n), tag_(std::move(tag)), out_(std::move(out)) {}
   void run() override {
     out_.put(tag_ + std::to_string(n_ * n_));
-    out_.put(name());  // the child's own Process object
+    out_.put(name());        // the child's own Process object
     mp::Process grandchild;  // counted from this process's identity
     out_.put(grandchild.name());
   }
@@ -572,7 +581,8 @@ TEST_P(ProcessTest, SpawnableSubclassRunsWithItsFields) {
   EXPECT_EQ(out.get(true, kTimeout), "square=49");
   EXPECT_EQ(out.get(true, kTimeout), "Squarer-7");
   // The child's first child is <its identity>:1 (the rebuild took no number of its own).
-  EXPECT_EQ(out.get(true, kTimeout), "Process-" + default_name.substr(default_name.find('-') + 1) + ":1");
+  EXPECT_EQ(out.get(true, kTimeout),
+            "Process-" + default_name.substr(default_name.find('-') + 1) + ":1");
   join_or_fail(s);
   EXPECT_EQ(s.exitcode(), 0);
 }
@@ -647,7 +657,8 @@ RunResult run_probe(const std::string& args) {
 
 // Runs `args` with stdout and stderr on one pipe and stdin on another; closes stdin once the output
 // contains `release` (or after 20 s). Bounded: the program is killed after 60 s.
-RunResult run_probe_releasing_stdin(const std::vector<std::string>& args, const std::string& release) {
+RunResult run_probe_releasing_stdin(const std::vector<std::string>& args,
+                                    const std::string& release) {
   RunResult r;
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return r;
@@ -723,7 +734,8 @@ TEST(ProcessOutput, LogToStderrShowsTheLibrarysMessages) {
 // the test has read the parent's last line, so the order does not depend on timing.
 TEST(ProcessOutput, AtExitParentOutputComesBeforeTheJoinedChilds) {
   for (const std::string& method : mp::get_all_start_methods()) {
-    const RunResult r = run_probe_releasing_stdin({MP_PROBE_PATH, "exit-order", method}, "parent-cout-last\n");
+    const RunResult r =
+        run_probe_releasing_stdin({MP_PROBE_PATH, "exit-order", method}, "parent-cout-last\n");
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-last\nparent-cout-last\nchild-line\n") << method;
   }
@@ -739,7 +751,8 @@ TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
   for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exception " + method);
     EXPECT_EQ(r.status, 1) << method;
-    EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"), std::string::npos)
+    EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"),
+              std::string::npos)
         << method << ": " << r.output;
   }
 }
@@ -749,7 +762,8 @@ TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
     const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exit " + method);
     EXPECT_EQ(r.status, 0) << method;
     // The normal child finished after main returned: the exit handler waited for it.
-    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos) << method << ": " << r.output;
+    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos)
+        << method << ": " << r.output;
     const int daemon_pid = std::atoi(r.output.c_str() + r.output.find("daemon ") + 7);
     ASSERT_GT(daemon_pid, 0);
     EXPECT_NE(::kill(daemon_pid, 0), 0) << method << ": the daemonic child survived its parent";
@@ -759,13 +773,15 @@ TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
 TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
   const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " no-freeze-support");
   EXPECT_EQ(r.status, 3) << r.output;
-  EXPECT_NE(r.output.find("did not call mp::freeze_support(argc, argv)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("did not call mp::freeze_support(argc, argv)"), std::string::npos)
+      << r.output;
   // The child never ran main as a parent: exactly one "start failed" line.
   EXPECT_EQ(r.output.find("start failed"), r.output.rfind("start failed")) << r.output;
 }
 
 TEST(ProcessOutput, SpawnWorksAfterTheBinaryWasDeleted) {
-  const auto dir = std::filesystem::temp_directory_path() / ("mp_probe_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("mp_probe_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto copy = dir / "mp_probe";
   std::filesystem::copy_file(MP_PROBE_PATH, copy);
@@ -797,12 +813,13 @@ TEST(SpawnModules, BuildIdMismatchFailsLoudly) {
 
 // ---- the spawn launcher (lib/platform/process.hpp)
 
-
 namespace {
 // Sets an environment variable for the scope of a test (single-threaded tests only).
 struct ScopedEnv {
   std::string name;
-  ScopedEnv(const std::string& n, const std::string& value) : name(n) { ::setenv(n.c_str(), value.c_str(), 1); }
+  ScopedEnv(const std::string& n, const std::string& value) : name(n) {
+    ::setenv(n.c_str(), value.c_str(), 1);
+  }
   ~ScopedEnv() { ::unsetenv(name.c_str()); }
 };
 }  // namespace
@@ -853,7 +870,8 @@ TEST(SpawnLauncher, InheritedDescriptorsKeepTheirNumbers) {
     script += " " + std::to_string(fd);
   }
   script += "; do echo $fd >&$fd; done";
-  const int pid = mp::platform::spawn_process("/bin/sh", {"sh", "-c", script}, "MP_X", "1", inherit);
+  const int pid =
+      mp::platform::spawn_process("/bin/sh", {"sh", "-c", script}, "MP_X", "1", inherit);
   for (int fd : inherit) ::close(fd);
   for (std::size_t i = 0; i < inherit.size(); ++i) {
     EXPECT_EQ(mp::platform::read_to_end(read_ends[i]), std::to_string(inherit[i]) + "\n");

@@ -35,7 +35,8 @@ struct Item {
   // The body repeats a 256-byte pattern derived from (producer, index).
   static std::string pattern(int producer, int index) {
     std::string p(256, '\0');
-    for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<char>((producer * 31 + index * 7 + i) & 0xff);
+    for (std::size_t i = 0; i < p.size(); ++i)
+      p[i] = static_cast<char>((producer * 31 + index * 7 + i) & 0xff);
     return p;
   }
   static Item make(int producer, int index, std::size_t size) {
@@ -48,7 +49,8 @@ struct Item {
   bool check() const {
     const std::string p = pattern(producer, index);
     for (std::size_t at = 0; at < body.size(); at += p.size())
-      if (std::memcmp(body.data() + at, p.data(), std::min(p.size(), body.size() - at)) != 0) return false;
+      if (std::memcmp(body.data() + at, p.data(), std::min(p.size(), body.size() - at)) != 0)
+        return false;
     return true;
   }
 };
@@ -57,10 +59,14 @@ struct Item {
 std::size_t size_for(int index, bool large) {
   if (!large) return static_cast<std::size_t>(index % 100);
   switch (index % 4) {
-    case 0: return 10;
-    case 1: return 300000;
-    case 2: return 3u << 20;
-    default: return 20u << 20;  // out of band
+    case 0:
+      return 10;
+    case 1:
+      return 300000;
+    case 2:
+      return 3u << 20;
+    default:
+      return 20u << 20;  // out of band
   }
 }
 
@@ -207,7 +213,8 @@ TEST_P(QueueTest, ManyProducersAndConsumersExactTotals) {
   mp::Queue<long> results;
   constexpr int kProducers = 3, kConsumers = 2, kPerProducer = 20000;
   std::vector<mp::Process> procs;
-  for (int i = 0; i < kProducers; ++i) procs.emplace_back(ctx(), put_range, q, i * kPerProducer, kPerProducer);
+  for (int i = 0; i < kProducers; ++i)
+    procs.emplace_back(ctx(), put_range, q, i * kPerProducer, kPerProducer);
   for (int i = 0; i < kConsumers; ++i)
     procs.emplace_back(ctx(), consume_sum, q, results, kProducers * kPerProducer / kConsumers);
   for (auto& p : procs) p.start();
@@ -315,10 +322,12 @@ TEST_P(QueueTest, JoinProducerBeforeDrainingAfterTheRingCycled) {
 // content and its whole capacity afterwards.
 TEST_P(QueueTest, KilledInTheMiddleOfARingSwitch) {
   using mp::detail::QueueFault;
-  for (const QueueFault point : {QueueFault::producer_switch_recorded, QueueFault::producer_switch_committed,
-                                 QueueFault::producer_restart_half_done, QueueFault::consumer_switch_recorded}) {
+  for (const QueueFault point :
+       {QueueFault::producer_switch_recorded, QueueFault::producer_switch_committed,
+        QueueFault::producer_restart_half_done, QueueFault::consumer_switch_recorded}) {
     for (const int countdown : {1, 3}) {
-      SCOPED_TRACE(testing::Message() << "fault point " << static_cast<int>(point) << ", pass " << countdown);
+      SCOPED_TRACE(testing::Message()
+                   << "fault point " << static_cast<int>(point) << ", pass " << countdown);
       mp::Queue<Item> q;
       mp::heap::SharedBlock block(sizeof(Progress));
       mp::Process p(ctx(), cycle_until_killed, q, block, static_cast<int>(point), countdown);
@@ -366,7 +375,8 @@ TEST_P(QueueTest, LongStreamOfSmallItemsNeverLosesAWakeUp) {
   mp::Process p(ctx(), put_range, q, 0, kItems);
   p.start();
   for (int i = 0; i < kItems; ++i) {
-    if (i % 1000 == 0) std::this_thread::yield();  // let the producer run ahead and the consumer sleep
+    if (i % 1000 == 0)
+      std::this_thread::yield();  // let the producer run ahead and the consumer sleep
     ASSERT_EQ(q.get(true, 5s), i);
   }
   join_or_fail(p);
@@ -547,7 +557,8 @@ TEST(Queue, RingWrapsAround) {
 // ring (put_nowait -> Full) is drained; every item comes back whole and in order.
 TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
   mp::Queue<std::string> q;
-  const std::size_t sizes[] = {8, 300, 5000, 70000, std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
+  const std::size_t sizes[] = {
+      8, 300, 5000, 70000, std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
   const int lags[] = {0, 1, 3, 40, 1000};
   auto make = [](int index, std::size_t size) {
     std::string s(size, static_cast<char>(index & 0xff));
@@ -566,7 +577,8 @@ TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
     if (size >= sizeof got) {
       ASSERT_EQ(got, index);
     }
-    ASSERT_EQ(s.back(), size >= sizeof got ? static_cast<char>(index & 0xff) : s.back()) << "item " << index;
+    ASSERT_EQ(s.back(), size >= sizeof got ? static_cast<char>(index & 0xff) : s.back())
+        << "item " << index;
     ASSERT_EQ(s[size / 2], size / 2 >= sizeof got ? static_cast<char>(index & 0xff) : s[size / 2]);
   };
   std::uint32_t rng = 12345;

@@ -102,8 +102,10 @@ TEST(Reduction, TruncatedAndTrailingBytesAreErrors) {
     EXPECT_THROW((void)mp::reduction::loads<std::vector<std::string>>(bytes.substr(0, n)),
                  mp::UnpicklingError)
         << "prefix of " << n << " bytes";
-  EXPECT_THROW((void)mp::reduction::loads<std::vector<std::string>>(bytes + "x"), mp::UnpicklingError);
-  EXPECT_THROW((void)mp::reduction::loads<Raw>(mp::reduction::dumps(Raw{}) + "x"), mp::UnpicklingError);
+  EXPECT_THROW((void)mp::reduction::loads<std::vector<std::string>>(bytes + "x"),
+               mp::UnpicklingError);
+  EXPECT_THROW((void)mp::reduction::loads<Raw>(mp::reduction::dumps(Raw{}) + "x"),
+               mp::UnpicklingError);
 }
 
 // Numbers skip the archive (a fast path): its checks must hold there too.
@@ -135,7 +137,8 @@ TEST(Reduction, HandlesOnlyWhileSpawning) {
     mp::reduction::send_handle(3, "Lock");
     FAIL();
   } catch (const std::runtime_error& e) {
-    EXPECT_STREQ(e.what(), "Lock objects should only be shared between processes through inheritance");
+    EXPECT_STREQ(e.what(),
+                 "Lock objects should only be shared between processes through inheritance");
   }
   EXPECT_THROW(mp::reduction::receive_handle(3), mp::UnpicklingError);
 }

@@ -74,7 +74,8 @@ std::optional<int> read_int(int fd, std::chrono::milliseconds timeout) {
   std::size_t got = 0;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (got < sizeof v) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     pollfd p{fd, POLLIN, 0};
     const int r = ::poll(&p, 1, static_cast<int>(left.count()));
@@ -95,11 +96,13 @@ std::optional<std::chrono::milliseconds> wait_end(int pidfd, std::chrono::millis
   const auto t0 = std::chrono::steady_clock::now();
   const auto deadline = t0 + timeout;
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     pollfd p{pidfd, POLLIN, 0};
     const int r = ::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 0)));
     if (r > 0)
-      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - t0);
     if (r == 0 || errno != EINTR) return std::nullopt;
   }
 }
@@ -116,7 +119,8 @@ std::vector<int> reap_orphans(std::chrono::milliseconds timeout) {
   std::set<int> mine;
   for (mp::Process& p : mp::active_children())
     if (p.pid()) mine.insert(*p.pid());
-  if (const auto server = mp::forkserver::server_pid()) mine.insert(*server);  // lives as long as we do
+  if (const auto server = mp::forkserver::server_pid())
+    mine.insert(*server);  // lives as long as we do
   std::vector<int> late;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   // Again until none is left: an orphan's own children are re-parented to us only when it ends
@@ -128,7 +132,8 @@ std::vector<int> reap_orphans(std::chrono::milliseconds timeout) {
       const int fd = pidfd_open(pid);
       if (fd < 0) continue;
       found = true;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (!wait_end(fd, std::max(left, std::chrono::milliseconds(0)))) {
         late.push_back(pid);
         ::kill(pid, SIGKILL);
@@ -277,7 +282,8 @@ void count_signal(int) { g_interruptions.fetch_add(1, std::memory_order_relaxed)
 // the bootstrap wait), join, join(timeout), is_alive, while a signal handler installed without
 // SA_RESTART interrupts the calling thread about every 200 µs.
 TEST_P(ReliabilityTest, SignalsDoNotSurfaceAsEintr) {
-  struct sigaction sa {}, old {};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = count_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART: every blocking syscall returns EINTR
@@ -350,7 +356,6 @@ TEST_P(ReliabilityTest, FiveHundredProcesses) {
   EXPECT_EQ(zombie_children(), 0);
 }
 
-
 namespace {
 
 constexpr int kStress = 500;
@@ -393,8 +398,10 @@ TEST_P(ReliabilityTest, FiveHundredProcessesThroughBarrierAndQueue) {
     }
     ASSERT_GE(v, 0);
     ASSERT_LE(v, 2 * kStress);
-    if (v < kStress) ++index_seen[v];
-    else ++slot_seen[v - kStress];
+    if (v < kStress)
+      ++index_seen[v];
+    else
+      ++slot_seen[v - kStress];
   }
   for (auto& p : ps) join_or_fail(p, std::chrono::seconds(60));
   EXPECT_EQ(received, 2 * kStress);
@@ -409,7 +416,6 @@ TEST_P(ReliabilityTest, FiveHundredProcessesThroughBarrierAndQueue) {
   EXPECT_TRUE(queue.empty());
   EXPECT_EQ(zombie_children(), 0);
 }
-
 
 namespace {
 
@@ -516,8 +522,8 @@ struct Kit {
 };
 
 // A child using all of them; `forever`: then sleeps until it is ended.
-void use_kit(mp::heap::SharedBlock block, mp::Lock lock, mp::Queue<int> queue, mp::managers::ValueProxy<int> value,
-             bool forever) {
+void use_kit(mp::heap::SharedBlock block, mp::Lock lock, mp::Queue<int> queue,
+             mp::managers::ValueProxy<int> value, bool forever) {
   {
     std::lock_guard guard(lock);
     use_block(block, 1);
@@ -638,13 +644,15 @@ struct LeakCase {
 
 // Runs this binary as the program DISABLED_Program.<program> with a private TMPDIR, the start method
 // and the ready pipe's write end; `own_group`: in a new process group that it leads.
-pid_t spawn_program(const std::string& program, const fs::path& tmp, const std::string& method, int ready_w,
-                    bool own_group, const std::vector<std::string>& extra_env = {}) {
+pid_t spawn_program(const std::string& program, const fs::path& tmp, const std::string& method,
+                    int ready_w, bool own_group, const std::vector<std::string>& extra_env = {}) {
   const std::string exe = fs::read_symlink("/proc/self/exe");
-  std::vector<std::string> args{exe, "--gtest_filter=DISABLED_Program." + program, "--gtest_also_run_disabled_tests"};
+  std::vector<std::string> args{exe, "--gtest_filter=DISABLED_Program." + program,
+                                "--gtest_also_run_disabled_tests"};
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "TMPDIR=", 7) && std::strncmp(*e, "MP_START_METHOD=", 16) && std::strncmp(*e, "GTEST_", 6))
+    if (std::strncmp(*e, "TMPDIR=", 7) && std::strncmp(*e, "MP_START_METHOD=", 16) &&
+        std::strncmp(*e, "GTEST_", 6))
       envs.emplace_back(*e);
   envs.push_back("TMPDIR=" + tmp.string());
   envs.push_back("MP_START_METHOD=" + method);
@@ -717,7 +725,8 @@ TEST_P(LeakTest, ProgramsLeaveNothingBehind) {
   // the run and is still there at both later looks.
   std::set<std::string> appeared;
   for (const auto& n : list_dir("/dev/shm"))
-    if (!shm_before.count(n) && (n.rfind("mp", 0) == 0 || n.find("sem.mp") == 0)) appeared.insert(n);
+    if (!shm_before.count(n) && (n.rfind("mp", 0) == 0 || n.find("sem.mp") == 0))
+      appeared.insert(n);
   reap_orphans(std::chrono::milliseconds(100));
   std::set<std::string> still;
   const auto shm_now = list_dir("/dev/shm");
@@ -806,7 +815,8 @@ TEST_P(GroupSignalTest, ProgramWithManagerLeavesNothingBehind) {
     InheritedPipe ready;
     std::vector<std::string> env;
     if (sig != SIGKILL) env.push_back("MP_REL_PATH_MANAGER=1");
-    const pid_t root = spawn_program("ManagerUntilGroupSignal", tmp, GetParam(), ready.w, true, env);
+    const pid_t root =
+        spawn_program("ManagerUntilGroupSignal", tmp, GetParam(), ready.w, true, env);
     ASSERT_GT(root, 0);
     ready.close_write();
     EXPECT_EQ(read_int(ready.r, kTimeout), root) << "the program did not get ready";
@@ -819,7 +829,8 @@ TEST_P(GroupSignalTest, ProgramWithManagerLeavesNothingBehind) {
     EXPECT_NE(::kill(-root, 0), 0) << "a process of the group remains";
     EXPECT_TRUE(list_dir(tmp).empty()) << "left in " << tmp << ": " << *list_dir(tmp).begin();
     EXPECT_EQ(sockets_under(tmp.string()), 0);
-    for (const auto& e : fs::directory_iterator(tmp)) fs::remove_all(e.path());  // next signal starts clean
+    for (const auto& e : fs::directory_iterator(tmp))
+      fs::remove_all(e.path());  // next signal starts clean
   }
   fs::remove_all(tmp);
 }

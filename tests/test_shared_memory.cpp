@@ -64,7 +64,8 @@ std::string run(const std::string& command) {
 class SharedMemoryTest : public StartMethodTest {
  protected:
   void TearDown() override {
-    EXPECT_EQ(mp::detail::shm_tracker::registered_count(), 0u) << "a segment made by the test was not unlinked";
+    EXPECT_EQ(mp::detail::shm_tracker::registered_count(), 0u)
+        << "a segment made by the test was not unlinked";
     StartMethodTest::TearDown();
   }
 };
@@ -189,11 +190,14 @@ TEST(SharedMemory, ErrorsAsCPython) {
   EXPECT_EQ(shm.size(), 16u);  // the existing segment is untouched
   EXPECT_THROW(SharedMemory(std::nullopt, true, 0), std::invalid_argument);
   EXPECT_THROW(SharedMemory(std::nullopt, true, -1), std::invalid_argument);
-  EXPECT_THROW((SharedMemory(std::nullopt)), std::invalid_argument);  // (parenthesized: not a declaration)
+  EXPECT_THROW((SharedMemory(std::nullopt)),
+               std::invalid_argument);  // (parenthesized: not a declaration)
   // Absurd sizes fail cleanly and leave no name behind.
   EXPECT_THROW(SharedMemory(std::nullopt, true, std::int64_t{1} << 62), mp::OSError);
-  EXPECT_THROW(SharedMemory(std::nullopt, true, std::numeric_limits<std::int64_t>::max()), mp::OSError);
-  for (const std::string& bad : std::vector<std::string>{"", "a/b", std::string("a\0b", 3), std::string(300, 'x'), ".."}) {
+  EXPECT_THROW(SharedMemory(std::nullopt, true, std::numeric_limits<std::int64_t>::max()),
+               mp::OSError);
+  for (const std::string& bad :
+       std::vector<std::string>{"", "a/b", std::string("a\0b", 3), std::string(300, 'x'), ".."}) {
     try {
       SharedMemory s(bad, true, 8);
       FAIL() << "accepted name '" << bad << "'";
@@ -249,7 +253,8 @@ TEST(SharedMemory, UntrackedSegmentIsLeftToTheUser) {
 // ---------------------------------------------------------------- ShareableList
 
 TEST(ShareableList, ItemsAsCPython) {
-  ShareableList sl{std::int64_t{1}, 2.5, true, "text", std::monostate{}, Bytes{std::byte{1}, std::byte{2}}};
+  ShareableList sl{
+      std::int64_t{1}, 2.5, true, "text", std::monostate{}, Bytes{std::byte{1}, std::byte{2}}};
   ASSERT_EQ(sl.size(), 6u);
   EXPECT_EQ(sl[0], ShareableList::value_type(std::int64_t{1}));
   EXPECT_EQ(sl[1], ShareableList::value_type(2.5));
@@ -276,7 +281,8 @@ TEST(ShareableList, ItemsAsCPython) {
 
 TEST(ShareableList, KeepsTrailingNulsAndMultibyteUtf8) {
   const std::string nuls("ab\0\0", 4);
-  const std::string utf8 = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xf0\x9f\x98\x80";  // 4 multi-byte chars
+  const std::string utf8 =
+      "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xf0\x9f\x98\x80";  // 4 multi-byte chars
   ShareableList sl{nuls, utf8, Bytes{std::byte{7}, std::byte{0}}, std::string(8, '\0')};
   ShareableList other(std::nullopt, sl.shm().name());
   EXPECT_EQ(other[0], ShareableList::value_type(nuls));
@@ -306,7 +312,9 @@ TEST(ShareableList, ReadableByCPythonAndBack) {
   ShareableList sl{std::int64_t{-3}, 1.5, false, "abc", std::monostate{}, Bytes{std::byte{'z'}}};
   const std::string py =
       "from multiprocessing import shared_memory as s, resource_tracker as r\n"
-      "l = s.ShareableList(name='" + sl.shm().name() + "')\n"
+      "l = s.ShareableList(name='" +
+      sl.shm().name() +
+      "')\n"
       "r.unregister(l.shm._name, 'shared_memory')\n"
       "print(list(l))\n"
       "l[3] = 'xyz!'\n";
@@ -365,7 +373,8 @@ TEST(SharedMemoryUnrelated, UnrelatedProcessAttachAndExitLeavesSegment) {
   EXPECT_EQ(run(std::string(MP_PROBE_PATH) + " shm-attach " + shm.name()), "5000 77\n");
   EXPECT_FALSE(gone_within(shm.name(), 200ms));
   shm.unlink();
-  EXPECT_EQ(run(std::string(MP_PROBE_PATH) + " shm-attach " + shm.name()).find("5000"), std::string::npos);
+  EXPECT_EQ(run(std::string(MP_PROBE_PATH) + " shm-attach " + shm.name()).find("5000"),
+            std::string::npos);
 }
 
 // The tracker: a creator killed by SIGKILL leaves no name behind.

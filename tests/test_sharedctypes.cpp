@@ -48,10 +48,10 @@ void add_locked(mp::Value<int> v, int delta, int n) {
   }
 }
 
-void check_initial_and_write(mp::Value<int> i, mp::Value<double> d, mp::Value<char> c, mp::Value<Point> p,
-                             mp::Value<Big> big, mp::RawValue<long> raw) {
-  const bool ok = i.value() == -7 && d.value() == 2.5 && c.value() == 'x' && (p.value() == Point{1, 2}) &&
-                  (big.value() == Big{1, 2, 3}) && raw.value() == 99;
+void check_initial_and_write(mp::Value<int> i, mp::Value<double> d, mp::Value<char> c,
+                             mp::Value<Point> p, mp::Value<Big> big, mp::RawValue<long> raw) {
+  const bool ok = i.value() == -7 && d.value() == 2.5 && c.value() == 'x' &&
+                  (p.value() == Point{1, 2}) && (big.value() == Big{1, 2, 3}) && raw.value() == 99;
   i.set_value(8);
   d.set_value(-1.25);
   c.set_value('y');
@@ -63,7 +63,8 @@ void check_initial_and_write(mp::Value<int> i, mp::Value<double> d, mp::Value<ch
 
 void double_array(mp::Array<int> a) {
   std::lock_guard guard(a.get_lock());
-  for (std::size_t i = 0; i < a.size(); ++i) a[static_cast<std::ptrdiff_t>(i)] = a[static_cast<std::ptrdiff_t>(i)] * 2;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    a[static_cast<std::ptrdiff_t>(i)] = a[static_cast<std::ptrdiff_t>(i)] * 2;
 }
 
 void write_text(mp::Array<char> text) { text.set_value("from child"); }
@@ -234,10 +235,12 @@ TEST(Array, AbsurdSizesThrowCPythonsExceptionsInsteadOfWrapping) {
   EXPECT_THROW(mp::RawArray<double>((1ull << 61) + 8), std::overflow_error);
   EXPECT_THROW(mp::Array<char>(SIZE_MAX), std::overflow_error);
   EXPECT_THROW(mp::RawArray<char>(static_cast<std::size_t>(PTRDIFF_MAX)), std::overflow_error);
-  EXPECT_THROW(mp::Array<int>(std::numeric_limits<std::uint64_t>::max() / 2, mp::Lock()), std::overflow_error);
+  EXPECT_THROW(mp::Array<int>(std::numeric_limits<std::uint64_t>::max() / 2, mp::Lock()),
+               std::overflow_error);
   // Negative: ValueError "Array length must be >= 0, not -1".
   EXPECT_THROW(mp::Array<int>(-1), std::invalid_argument);
-  expect_message([] { mp::Array<int>(-1); }, "invalid_argument", "Array length must be >= 0, not -1");
+  expect_message([] { mp::Array<int>(-1); }, "invalid_argument",
+                 "Array length must be >= 0, not -1");
   EXPECT_THROW(mp::RawArray<double>(std::int64_t{-5}), std::invalid_argument);
   EXPECT_THROW(mp::Array<int>(-3, mp::RLock()), std::invalid_argument);
   // Within the address space but more than RAM + swap: MemoryError, at once.

@@ -59,7 +59,8 @@ void release_foreign_rlock(mp::RLock lock) {
 
 // Holds both locks in a second thread after the main thread has ended by a raw thread exit: the
 // process lives on (its /proc entry shows the thread-group leader as a zombie) until `release`.
-void hold_locks_after_main_thread_exits(mp::Lock lock, mp::RLock rlock, mp::Event held, mp::Event release) {
+void hold_locks_after_main_thread_exits(mp::Lock lock, mp::RLock rlock, mp::Event held,
+                                        mp::Event release) {
   std::thread([=]() mutable {
     if (!lock.acquire(true, kTimeout) || !rlock.acquire(true, kTimeout)) std::_Exit(2);
     held.set();
@@ -375,7 +376,9 @@ TEST(Barrier, ThreadsAndState) {
     });
   for (auto& t : ts) t.join();
   for (int r = 0; r < kRounds; ++r)
-    ASSERT_EQ(std::set<int>(seen.begin() + r * 3, seen.begin() + r * 3 + 3), (std::set<int>{0, 1, 2})) << r;
+    ASSERT_EQ(std::set<int>(seen.begin() + r * 3, seen.begin() + r * 3 + 3),
+              (std::set<int>{0, 1, 2}))
+        << r;
   EXPECT_THROW(mp::Barrier(0), std::invalid_argument);
   mp::Barrier one(1);
   EXPECT_EQ(one.wait(), 0);

@@ -112,7 +112,8 @@ TEST(ThreadingReduction, ConcurrentDumpsAndLoads) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
         const std::map<std::string, std::vector<int>> m{{std::to_string(t), {i, t}}};
-        const auto back = mp::reduction::loads<std::map<std::string, std::vector<int>>>(mp::reduction::dumps(m));
+        const auto back =
+            mp::reduction::loads<std::map<std::string, std::vector<int>>>(mp::reduction::dumps(m));
         if (back == m) ok.fetch_add(1);
       }
     });

@@ -19,7 +19,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 int identity(int x) { return x; }
 
@@ -58,7 +60,8 @@ int executor(int argc, char** argv, double scale) {
     return n / s;
   };
   std::printf("map_cs1_per_s %.1f\n", map_rate(std::max(1000, static_cast<int>(50000 * scale)), 1));
-  std::printf("map_cs1000_per_s %.1f\n", map_rate(std::max(10000, static_cast<int>(2000000 * scale)), 1000));
+  std::printf("map_cs1000_per_s %.1f\n",
+              map_rate(std::max(10000, static_cast<int>(2000000 * scale)), 1000));
   return 0;
 }
 

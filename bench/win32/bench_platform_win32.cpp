@@ -29,7 +29,9 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::wstring self() { return platform::win32::widen(platform::executable_path()); }
 
@@ -39,7 +41,9 @@ double raw_start_wait() {
   si.cb = sizeof si;
   PROCESS_INFORMATION pi{};
   const auto t = Clock::now();
-  if (!::CreateProcessW(self().c_str(), cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si, &pi)) std::exit(3);
+  if (!::CreateProcessW(self().c_str(), cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
+                        &si, &pi))
+    std::exit(3);
   ::WaitForSingleObject(pi.hProcess, INFINITE);
   const double s = seconds_since(t);
   ::CloseHandle(pi.hThread);
@@ -49,7 +53,8 @@ double raw_start_wait() {
 
 double mp_start_wait() {
   const auto t = Clock::now();
-  const int pid = platform::spawn_process(platform::executable_path(), {"bench", "--exit"}, nullptr, "", {});
+  const int pid =
+      platform::spawn_process(platform::executable_path(), {"bench", "--exit"}, nullptr, "", {});
   const platform::Handle h = platform::open_process(pid);
   platform::reap(h, true);
   const double s = seconds_since(t);
@@ -58,7 +63,8 @@ double mp_start_wait() {
 }
 
 void raw_pong(const wchar_t* ping, const wchar_t* pong, std::uint32_t rounds) {
-  HANDLE a = ::CreateEventW(nullptr, FALSE, FALSE, ping), b = ::CreateEventW(nullptr, FALSE, FALSE, pong);
+  HANDLE a = ::CreateEventW(nullptr, FALSE, FALSE, ping),
+         b = ::CreateEventW(nullptr, FALSE, FALSE, pong);
   for (std::uint32_t i = 0; i < rounds; ++i) {
     ::WaitForSingleObject(a, INFINITE);
     ::SetEvent(b);
@@ -71,12 +77,15 @@ double raw_ping_pong() {
   wchar_t ping[64], pong[64];
   std::swprintf(ping, 64, L"Local\\mp-bench-ping-%lu", ::GetCurrentProcessId());
   std::swprintf(pong, 64, L"Local\\mp-bench-pong-%lu", ::GetCurrentProcessId());
-  HANDLE a = ::CreateEventW(nullptr, FALSE, FALSE, ping), b = ::CreateEventW(nullptr, FALSE, FALSE, pong);
+  HANDLE a = ::CreateEventW(nullptr, FALSE, FALSE, ping),
+         b = ::CreateEventW(nullptr, FALSE, FALSE, pong);
   std::wstring cmd = L"bench --raw-pong " + std::wstring(ping) + L" " + pong;
   STARTUPINFOW si{};
   si.cb = sizeof si;
   PROCESS_INFORMATION pi{};
-  if (!::CreateProcessW(self().c_str(), cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si, &pi)) std::exit(3);
+  if (!::CreateProcessW(self().c_str(), cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
+                        &si, &pi))
+    std::exit(3);
   const auto t = Clock::now();
   for (std::uint32_t i = 0; i < kRounds; ++i) {
     ::SetEvent(a);
@@ -103,8 +112,8 @@ void mp_pong(std::atomic<std::uint32_t>* w, std::uint32_t first) {
 double mp_ping_pong() {
   const platform::Handle seg = platform::create_shared_memory(4096);
   auto* w = static_cast<std::atomic<std::uint32_t>*>(platform::map_shared(seg, 4096));
-  const int pid = platform::spawn_process(platform::executable_path(), {"bench", "--mp-pong", std::to_string(seg)},
-                                          nullptr, "", {seg});
+  const int pid = platform::spawn_process(
+      platform::executable_path(), {"bench", "--mp-pong", std::to_string(seg)}, nullptr, "", {seg});
   const platform::Handle h = platform::open_process(pid);
   const auto t = Clock::now();
   mp_pong(w, 0);
@@ -122,7 +131,8 @@ int main(int argc, char** argv) {
   const auto args = platform::program_arguments(argc, argv);
   if (args.size() >= 2 && args[1] == "--exit") return 0;
   if (args.size() >= 4 && args[1] == "--raw-pong") {
-    raw_pong(platform::win32::widen(args[2]).c_str(), platform::win32::widen(args[3]).c_str(), kRounds);
+    raw_pong(platform::win32::widen(args[2]).c_str(), platform::win32::widen(args[3]).c_str(),
+             kRounds);
     return 0;
   }
   if (args.size() >= 3 && args[1] == "--mp-pong") {
@@ -136,8 +146,10 @@ int main(int argc, char** argv) {
     mp.push_back(mp_start_wait());
   }
   const double rs = median(raw), ms = median(mp);
-  std::printf("process start+wait   raw CreateProcessW %8.2f ms   mp spawn_process+reap %8.2f ms   ratio %.2f\n",
-              rs * 1e3, ms * 1e3, ms / rs);
+  std::printf(
+      "process start+wait   raw CreateProcessW %8.2f ms   mp spawn_process+reap %8.2f ms   ratio "
+      "%.2f\n",
+      rs * 1e3, ms * 1e3, ms / rs);
   raw.clear();
   mp.clear();
   for (int i = 0; i < 5; ++i) {
@@ -145,6 +157,8 @@ int main(int argc, char** argv) {
     mp.push_back(mp_ping_pong());
   }
   const double rp = median(raw), mpp = median(mp);
-  std::printf("cross-process ping-pong (per round trip)   raw named events %8.2f us   mp wait object %8.2f us   ratio %.2f\n",
-              rp * 1e6, mpp * 1e6, mpp / rp);
+  std::printf(
+      "cross-process ping-pong (per round trip)   raw named events %8.2f us   mp wait object %8.2f "
+      "us   ratio %.2f\n",
+      rp * 1e6, mpp * 1e6, mpp / rp);
 }

@@ -112,10 +112,12 @@ class MP_API Connection {
 
   // send_bytes(buffer, offset, size): the bytes [offset, offset + size) of `buffer` as one
   // message. Throws std::invalid_argument as CPython for a bad offset/size.
-  void send_bytes(std::string_view buffer, std::size_t offset = 0, std::optional<std::size_t> size = std::nullopt);
+  void send_bytes(std::string_view buffer, std::size_t offset = 0,
+                  std::optional<std::size_t> size = std::nullopt);
   void send_bytes(std::span<const std::byte> buffer, std::size_t offset = 0,
                   std::optional<std::size_t> size = std::nullopt) {
-    send_bytes(std::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()), offset, size);
+    send_bytes(std::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()),
+               offset, size);
   }
   // recv_bytes(maxlength): one message. A message longer than `maxlength` throws OSError
   // "bad message length" and closes the connection (as CPython).
@@ -124,7 +126,7 @@ class MP_API Connection {
   // its size. Throws BufferTooShort (holding the whole message) if it does not fit.
   std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
   template <class R>
-    requires requires(R&& r) { std::span(r); }
+  requires requires(R&& r) { std::span(r); }
   std::size_t recv_bytes_into(R&& range, std::size_t offset = 0) {
     const auto bytes = std::as_writable_bytes(std::span(range));
     return recv_bytes_into(std::span<std::byte>(bytes.data(), bytes.size()), offset);
@@ -166,7 +168,9 @@ class MP_API Connection {
 
   // Identity, as Python compares connections: copies of one handle are equal (so Python's
   // `readers.remove(r)` is `std::erase(readers, r)`); two closed default-made ones are equal.
-  friend bool operator==(const Connection& a, const Connection& b) noexcept { return a.state_ == b.state_; }
+  friend bool operator==(const Connection& a, const Connection& b) noexcept {
+    return a.state_ == b.state_;
+  }
 
   // For the library: a connection owning `fd`.
   Connection(std::intptr_t fd, bool readable, bool writable);
@@ -252,18 +256,21 @@ MP_API Connection Client(const Address& address, std::optional<std::string> auth
 // handles (Connection and Process compare by identity).
 using Waitable = std::variant<Connection, Process, std::intptr_t>;
 // The indexes of the ready objects, ascending (timeout null: none).
-MP_API std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout);
-MP_API std::vector<Waitable> wait_for(const std::vector<Waitable>& objects, const std::chrono::nanoseconds* timeout);
+MP_API std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects,
+                                             const std::chrono::nanoseconds* timeout);
+MP_API std::vector<Waitable> wait_for(const std::vector<Waitable>& objects,
+                                      const std::chrono::nanoseconds* timeout);
 
 namespace wait_detail {
 template <class T>
 concept WaitableElement = std::is_same_v<T, Waitable> || std::is_same_v<T, Connection> ||
-                          std::is_base_of_v<Process, T> || std::is_same_v<T, std::intptr_t>;
+    std::is_base_of_v<Process, T> || std::is_same_v<T, std::intptr_t>;
 template <class R>
 concept WaitableRange = requires(const R& r) {
   std::begin(r);
   std::end(r);
-} && WaitableElement<std::remove_cvref_t<decltype(*std::begin(std::declval<const R&>()))>>;
+}
+&&WaitableElement<std::remove_cvref_t<decltype(*std::begin(std::declval<const R&>()))>>;
 
 template <class R>
 auto wait_range(const R& objects, const std::chrono::nanoseconds* timeout) {
@@ -289,9 +296,12 @@ auto wait_range(const R& objects, const std::chrono::nanoseconds* timeout) {
 }
 }  // namespace wait_detail
 
-inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) { return wait_for(objects, nullptr); }
+inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) {
+  return wait_for(objects, nullptr);
+}
 template <class Rep, class Period>
-std::vector<Waitable> wait(const std::vector<Waitable>& objects, std::chrono::duration<Rep, Period> timeout) {
+std::vector<Waitable> wait(const std::vector<Waitable>& objects,
+                           std::chrono::duration<Rep, Period> timeout) {
   const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
   return wait_for(objects, &t);
 }
@@ -306,7 +316,7 @@ auto wait(const R& objects, std::chrono::duration<Rep, Period> timeout) {
 }
 // Seconds as a number, as Python's wait(objects, timeout=0.5).
 template <class R>
-  requires wait_detail::WaitableRange<R> || std::is_same_v<R, std::vector<Waitable>>
+requires wait_detail::WaitableRange<R> || std::is_same_v<R, std::vector<Waitable>>
 auto wait(const R& objects, double timeout_seconds) {
   return wait(objects, mp::detail::seconds_to_nanos(timeout_seconds));
 }

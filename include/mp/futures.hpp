@@ -65,14 +65,16 @@ class Future {
   R result() { return result_until(nullptr); }
   template <class Rep, class Period>
   R result(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
     return result_until(&deadline);
   }
   // The task's exception (null if it returned); CancelledError if cancelled.
   std::exception_ptr exception() { return exception_until(nullptr); }
   template <class Rep, class Period>
   std::exception_ptr exception(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
     return exception_until(&deadline);
   }
   bool done() const { return state_->done(); }
@@ -168,7 +170,8 @@ void watch(const Future<R>& f, const std::shared_ptr<Waiter>& w) {
   };
   {
     std::lock_guard g(s.mutex);
-    if (s.status != mp::detail::pool::State<R>::finished && s.status != mp::detail::pool::State<R>::cancelled) {
+    if (s.status != mp::detail::pool::State<R>::finished &&
+        s.status != mp::detail::pool::State<R>::cancelled) {
       s.done_callbacks.emplace_back(std::move(note));
       return;
     }
@@ -192,12 +195,14 @@ struct DoneAndNotDone {
 // concurrent.futures.wait(fs, timeout, return_when): the futures done and not done when the
 // condition is met or the timeout passed (no exception on timeout, as CPython).
 template <class R>
-DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
+DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs,
+                       std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
                        ReturnWhen return_when = ALL_COMPLETED) {
   auto w = std::make_shared<detail::Waiter>();
   for (const auto& f : fs) detail::watch(f, w);
   const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout.value_or(std::chrono::nanoseconds{0}));
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            timeout.value_or(std::chrono::nanoseconds{0}));
   {
     std::unique_lock g(w->mutex);
     auto met = [&] {
@@ -219,7 +224,10 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::optional<std::chro
 template <class R, class Rep, class Period>
 DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::chrono::duration<Rep, Period> timeout,
                        ReturnWhen return_when = ALL_COMPLETED) {
-  return wait(fs, std::optional<std::chrono::nanoseconds>(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)), return_when);
+  return wait(fs,
+              std::optional<std::chrono::nanoseconds>(
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
+              return_when);
 }
 template <class R>
 DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, ReturnWhen return_when) {
@@ -235,7 +243,8 @@ class AsCompleted {
   AsCompleted(const std::vector<Future<R>>& fs, std::optional<std::chrono::nanoseconds> timeout)
       : s_(std::make_shared<Shared>()) {
     if (timeout)
-      s_->deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout);
+      s_->deadline = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout);
     for (const auto& f : fs)
       if (std::find(s_->all.begin(), s_->all.end(), f) == s_->all.end()) s_->all.push_back(f);
     for (const auto& f : s_->all) {
@@ -249,7 +258,8 @@ class AsCompleted {
         s->cv.notify_all();
       };
       std::unique_lock g(st.mutex);
-      if (st.status != mp::detail::pool::State<R>::finished && st.status != mp::detail::pool::State<R>::cancelled) {
+      if (st.status != mp::detail::pool::State<R>::finished &&
+          st.status != mp::detail::pool::State<R>::cancelled) {
         st.done_callbacks.emplace_back(std::move(note));
       } else {
         g.unlock();
@@ -287,8 +297,8 @@ class AsCompleted {
     auto have = [&] { return !s_->ready.empty() || s_->yielded == s_->all.size(); };
     if (s_->deadline) {
       if (!s_->cv.wait_until(g, *s_->deadline, have))
-        throw TimeoutError(std::to_string(s_->all.size() - s_->yielded) + " (of " + std::to_string(s_->all.size()) +
-                           ") futures unfinished");
+        throw TimeoutError(std::to_string(s_->all.size() - s_->yielded) + " (of " +
+                           std::to_string(s_->all.size()) + ") futures unfinished");
     } else {
       s_->cv.wait(g, have);
     }
@@ -316,7 +326,8 @@ AsCompleted<R> as_completed(const std::vector<Future<R>>& fs) {
   return AsCompleted<R>(fs, std::nullopt);
 }
 template <class R, class Rep, class Period>
-AsCompleted<R> as_completed(const std::vector<Future<R>>& fs, std::chrono::duration<Rep, Period> timeout) {
+AsCompleted<R> as_completed(const std::vector<Future<R>>& fs,
+                            std::chrono::duration<Rep, Period> timeout) {
   return AsCompleted<R>(fs, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
 }
 
@@ -325,7 +336,8 @@ struct ProcessPoolExecutorOptions {
   std::optional<int> max_workers = std::nullopt;  // default: cpu_count()
   std::optional<Context> mp_context = std::nullopt;
   std::optional<int> max_tasks_per_child = std::nullopt;
-  std::optional<std::chrono::nanoseconds> task_timeout = std::nullopt;  // beyond CPython: see PoolOptions
+  std::optional<std::chrono::nanoseconds> task_timeout =
+      std::nullopt;  // beyond CPython: see PoolOptions
 };
 
 namespace detail {
@@ -350,7 +362,8 @@ class BasicExecutor : protected mp::detail::pool::BasicPool<Threads> {
   template <class F, class... A>
   auto submit(F&& f, A&&... args) {
     check_open();
-    auto state = this->submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
+    auto state = this->submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f),
+                                  std::forward<A>(args)...);
     using R = typename decltype(state)::element_type::Result;
     return Future<R>(std::move(state));
   }
@@ -358,7 +371,8 @@ class BasicExecutor : protected mp::detail::pool::BasicPool<Threads> {
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
     check_open();
-    return this->template stream<false>(true, std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+    return this->template stream<false>(true, std::forward<F>(f), std::forward<Range>(inputs),
+                                        chunksize);
   }
   // Executor.shutdown(wait, cancel_futures): no more submits; cancel_futures cancels every
   // future no worker has taken; wait: returns when the running ones are done and the workers
@@ -379,10 +393,10 @@ class BasicExecutor : protected mp::detail::pool::BasicPool<Threads> {
 };
 
 std::exception_ptr MP_API broken_process_pool(const std::string& message);
-MP_API std::shared_ptr<mp::detail::pool::Engine> make_executor_engine(const ProcessPoolExecutorOptions& options,
-                                                                      mp::detail::pool::EngineConfig config);
-MP_API std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(std::optional<int> max_workers,
-                                                                             mp::detail::pool::EngineConfig config);
+MP_API std::shared_ptr<mp::detail::pool::Engine> make_executor_engine(
+    const ProcessPoolExecutorOptions& options, mp::detail::pool::EngineConfig config);
+MP_API std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(
+    std::optional<int> max_workers, mp::detail::pool::EngineConfig config);
 
 }  // namespace detail
 
@@ -391,13 +405,18 @@ MP_API std::shared_ptr<mp::detail::pool::Engine> make_thread_executor_engine(std
 class ProcessPoolExecutor : public detail::BasicExecutor<false> {
  public:
   ProcessPoolExecutor() : ProcessPoolExecutor(ProcessPoolExecutorOptions{}) {}
-  explicit ProcessPoolExecutor(int max_workers) : ProcessPoolExecutor(make_options(max_workers, std::nullopt)) {}
-  ProcessPoolExecutor(const Context& ctx, int max_workers) : ProcessPoolExecutor(make_options(max_workers, ctx)) {}
-  explicit ProcessPoolExecutor(const ProcessPoolExecutorOptions& options) : ProcessPoolExecutor(options, nullptr) {}
+  explicit ProcessPoolExecutor(int max_workers)
+      : ProcessPoolExecutor(make_options(max_workers, std::nullopt)) {}
+  ProcessPoolExecutor(const Context& ctx, int max_workers)
+      : ProcessPoolExecutor(make_options(max_workers, ctx)) {}
+  explicit ProcessPoolExecutor(const ProcessPoolExecutorOptions& options)
+      : ProcessPoolExecutor(options, nullptr) {}
   template <class Init, class... A>
-  ProcessPoolExecutor(const ProcessPoolExecutorOptions& options, Init&& initializer, A&&... initargs) {
+  ProcessPoolExecutor(const ProcessPoolExecutorOptions& options, Init&& initializer,
+                      A&&... initargs) {
     mp::detail::pool::EngineConfig config;
-    mp::detail::pool::set_initializer(config, std::forward<Init>(initializer), std::forward<A>(initargs)...);
+    mp::detail::pool::set_initializer(config, std::forward<Init>(initializer),
+                                      std::forward<A>(initargs)...);
     engine_ = detail::make_executor_engine(options, std::move(config));
   }
   // Python 3.14: ends every worker now with SIGTERM (terminate_workers) or SIGKILL
@@ -432,7 +451,9 @@ class ThreadPoolExecutor : public detail::BasicExecutor<true> {
   ThreadPoolExecutor(std::optional<int> max_workers, Init&& initializer, A&&... initargs) {
     mp::detail::pool::EngineConfig config;
     config.thread_initializer = [init = std::forward<Init>(initializer),
-                                 args = std::make_tuple(std::forward<A>(initargs)...)]() mutable { std::apply(init, args); };
+                                 args = std::make_tuple(std::forward<A>(initargs)...)]() mutable {
+      std::apply(init, args);
+    };
     engine_ = detail::make_thread_executor_engine(max_workers, std::move(config));
   }
 };

@@ -80,8 +80,8 @@ struct MP_API Address {
   int port = 0;
 
   Address() = default;
-  Address(std::string unix_path) : path(std::move(unix_path)) {}           // NOLINT: like Python's str
-  Address(const char* unix_path) : path(unix_path) {}                      // NOLINT
+  Address(std::string unix_path) : path(std::move(unix_path)) {}  // NOLINT: like Python's str
+  Address(const char* unix_path) : path(unix_path) {}             // NOLINT
   Address(std::string tcp_host, int tcp_port) : host(std::move(tcp_host)), port(tcp_port) {}
   bool is_tcp() const noexcept { return path.empty(); }
   std::string to_string() const;  // "/tmp/mp-x/listener" or "127.0.0.1:50000"
@@ -107,7 +107,8 @@ class MP_API BaseProxy {
     check();
     // CPython sends the authkey only to spawned children; others use their own authkey.
     const std::string key = reduction::spawning() ? detail::state_authkey(*state_) : std::string();
-    ar(detail::state_address(*state_), key, detail::state_id(*state_), detail::state_type_id(*state_));
+    ar(detail::state_address(*state_), key, detail::state_id(*state_),
+       detail::state_type_id(*state_));
   }
   template <class A>
   void load(A& ar) {
@@ -126,13 +127,16 @@ class MP_API BaseProxy {
     using T = detail::MemberTraits<decltype(M)>;
     using R = typename T::Result;
     check();
-    std::string result =
-        detail::state_call(*state_, method, detail::pack_args<typename T::Args>(std::forward<A>(a)...));
+    std::string result = detail::state_call(
+        *state_, method, detail::pack_args<typename T::Args>(std::forward<A>(a)...));
     if constexpr (std::is_void_v<R>) {
-      if (!result.empty()) throw UnpicklingError("corrupt data: a result from a method returning nothing");
+      if (!result.empty())
+        throw UnpicklingError("corrupt data: a result from a method returning nothing");
     } else if constexpr (detail::IsSharedPtr<R>::value) {
-      auto [id, type] = reduction::load_from<std::tuple<std::uint64_t, std::string>>(result.data(), result.size());
-      return Proxy<typename R::element_type>(BaseProxy(detail::adopt_returned(*state_, id, std::move(type))));
+      auto [id, type] = reduction::load_from<std::tuple<std::uint64_t, std::string>>(result.data(),
+                                                                                     result.size());
+      return Proxy<typename R::element_type>(
+          BaseProxy(detail::adopt_returned(*state_, id, std::move(type))));
     } else {
       return reduction::load_from<R>(result.data(), result.size());
     }
@@ -154,7 +158,8 @@ class MP_API BaseManager {
   // address: default a new abstract Unix socket ("\0mp-<random>"); authkey: default
   // current_process().authkey(); ctx: the start method of the server process.
   explicit BaseManager(std::optional<Address> address = std::nullopt,
-                       std::optional<std::string> authkey = std::nullopt, std::optional<Context> ctx = std::nullopt);
+                       std::optional<std::string> authkey = std::nullopt,
+                       std::optional<Context> ctx = std::nullopt);
   BaseManager(const BaseManager&) = delete;
   BaseManager& operator=(const BaseManager&) = delete;
   BaseManager(BaseManager&&) noexcept;
@@ -206,7 +211,8 @@ class MP_API BaseManager {
   template <class F>
   void register_(const std::string& type_id, F callable) {
     using R = std::invoke_result_t<F&>;
-    static_assert(detail::IsSharedPtr<R>::value, "mp: register_'s callable must return a std::shared_ptr<T>");
+    static_assert(detail::IsSharedPtr<R>::value,
+                  "mp: register_'s callable must return a std::shared_ptr<T>");
     using T = typename R::element_type;
     (void)detail::Hosted<T>::registered;  // the server needs T's methods: MP_EXPOSE(T, ...)
     detail::Callable c;
@@ -246,7 +252,6 @@ class MP_API Server {
   struct State;
   std::shared_ptr<State> state_;
 };
-
 
 // ---------------------------------------------------------------- SyncManager's proxies
 
@@ -363,7 +368,9 @@ class MP_API NamespaceProxy : public BaseProxy {
     call<&detail::NamespaceImpl::setattr>("setattr", name, reduction::dumps(value));
   }
   void del(const std::string& name) { call<&detail::NamespaceImpl::delattr>("delattr", name); }
-  bool has(const std::string& name) { return call<&detail::NamespaceImpl::hasattr>("hasattr", name); }
+  bool has(const std::string& name) {
+    return call<&detail::NamespaceImpl::hasattr>("hasattr", name);
+  }
   std::vector<std::string> names() { return call<&detail::NamespaceImpl::names>("names"); }
 };
 
@@ -373,9 +380,13 @@ class QueueProxy : public BaseProxy {
 
  public:
   QueueProxy() { (void)detail::AutoRegister<Impl>::done; }
-  explicit QueueProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  explicit QueueProxy(BaseProxy b) : BaseProxy(std::move(b)) {
+    (void)detail::AutoRegister<Impl>::done;
+  }
   // Throws Full when bounded and full (no block, or the timeout passed).
-  void put(const T& item, bool block = true) { call<&Impl::put>("put", item, block, detail::Timeout(-1)); }
+  void put(const T& item, bool block = true) {
+    call<&Impl::put>("put", item, block, detail::Timeout(-1));
+  }
   template <class Rep, class Period>
   void put(const T& item, bool block, std::chrono::duration<Rep, Period> timeout) {
     call<&Impl::put>("put", item, block, detail::to_timeout(timeout));
@@ -415,7 +426,9 @@ class ValueProxy : public BaseProxy {
 
  public:
   ValueProxy() { (void)detail::AutoRegister<Impl>::done; }
-  explicit ValueProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  explicit ValueProxy(BaseProxy b) : BaseProxy(std::move(b)) {
+    (void)detail::AutoRegister<Impl>::done;
+  }
   T value() { return call<&Impl::get>("get"); }
   void set_value(const T& v) { call<&Impl::set>("set", v); }
   T get() { return value(); }
@@ -444,7 +457,9 @@ class ListProxy : public BaseProxy {
   };
 
   ListProxy() { (void)detail::AutoRegister<Impl>::done; }
-  explicit ListProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  explicit ListProxy(BaseProxy b) : BaseProxy(std::move(b)) {
+    (void)detail::AutoRegister<Impl>::done;
+  }
   std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
   // Throws mp::IndexError for a bad index (as Python).
   T get(std::int64_t i) { return call<&Impl::getitem>("getitem", i); }
@@ -493,7 +508,9 @@ class DictProxy : public BaseProxy {
   };
 
   DictProxy() { (void)detail::AutoRegister<Impl>::done; }
-  explicit DictProxy(BaseProxy b) : BaseProxy(std::move(b)) { (void)detail::AutoRegister<Impl>::done; }
+  explicit DictProxy(BaseProxy b) : BaseProxy(std::move(b)) {
+    (void)detail::AutoRegister<Impl>::done;
+  }
   std::size_t size() { return static_cast<std::size_t>(call<&Impl::len>("len")); }
   // d[k] read (getitem, delitem) throws mp::KeyError for a missing key (as Python).
   Item operator[](const K& k) { return Item(*this, k); }
@@ -507,9 +524,13 @@ class DictProxy : public BaseProxy {
   V setdefault(const K& k, const V& v) { return call<&Impl::setdefault>("setdefault", k, v); }
   bool contains(const K& k) { return call<&Impl::contains>("contains", k); }
   // Python's d.update(other): pairs of `other` in its order (a std::map: sorted).
-  void update(const std::map<K, V>& other) { update(std::vector<std::pair<K, V>>(other.begin(), other.end())); }
+  void update(const std::map<K, V>& other) {
+    update(std::vector<std::pair<K, V>>(other.begin(), other.end()));
+  }
   void update(const std::vector<std::pair<K, V>>& other) { call<&Impl::update>("update", other); }
-  void update(std::initializer_list<std::pair<K, V>> other) { update(std::vector<std::pair<K, V>>(other)); }
+  void update(std::initializer_list<std::pair<K, V>> other) {
+    update(std::vector<std::pair<K, V>>(other));
+  }
   void clear() { call<&Impl::clear>("clear"); }
   // keys(), values() and items() are in insertion order, as Python's dict; copy() is sorted.
   std::vector<std::pair<K, V>> items() { return call<&Impl::items>("items"); }
@@ -536,7 +557,9 @@ class MP_API SyncManager : public BaseManager {
 
   LockProxy Lock() { return LockProxy(make_object("Lock", {})); }
   LockProxy RLock() { return LockProxy(make_object("RLock", {})); }
-  SemaphoreProxy Semaphore(int value = 1) { return SemaphoreProxy(make_object("Semaphore", args(value))); }
+  SemaphoreProxy Semaphore(int value = 1) {
+    return SemaphoreProxy(make_object("Semaphore", args(value)));
+  }
   SemaphoreProxy BoundedSemaphore(int value = 1) {
     return SemaphoreProxy(make_object("BoundedSemaphore", args(value)));
   }
@@ -546,20 +569,24 @@ class MP_API SyncManager : public BaseManager {
   NamespaceProxy Namespace() { return NamespaceProxy(make_object("Namespace", {})); }
   template <class T>
   QueueProxy<T> Queue(int maxsize = 0) {
-    return QueueProxy<T>(make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
+    return QueueProxy<T>(
+        make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
   }
   template <class T>
   JoinableQueueProxy<T> JoinableQueue(int maxsize = 0) {
-    return JoinableQueueProxy<T>(make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
+    return JoinableQueueProxy<T>(
+        make_object(detail::AutoRegister<detail::QueueImpl<T>>::type_id(), args(maxsize)));
   }
   template <class T>
   ValueProxy<T> Value(const T& value) {
-    return ValueProxy<T>(make_object(detail::AutoRegister<detail::ValueImpl<T>>::type_id(), args(value)));
+    return ValueProxy<T>(
+        make_object(detail::AutoRegister<detail::ValueImpl<T>>::type_id(), args(value)));
   }
   // Python: Array(typecode, sequence or size); here the element type and the initial items or size.
   template <class T>
   ArrayProxy<T> Array(std::vector<T> items) {
-    return ArrayProxy<T>(make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
+    return ArrayProxy<T>(
+        make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
   }
   template <class T>
   ArrayProxy<T> Array(std::size_t size) {
@@ -567,7 +594,8 @@ class MP_API SyncManager : public BaseManager {
   }
   template <class T>
   ListProxy<T> list(std::vector<T> items = {}) {
-    return ListProxy<T>(make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
+    return ListProxy<T>(
+        make_object(detail::AutoRegister<detail::ListImpl<T>>::type_id(), args(items)));
   }
   template <class K, class V>
   DictProxy<K, V> dict(const std::map<K, V>& items = {}) {
@@ -603,38 +631,40 @@ using managers::SyncManager;
 // U kept in the server, as CPython's method_to_typeid). Class must be named from the global
 // namespace (e.g. app::Counter, not ::app::Counter); its type id is the spelled name. A client needs only this and
 // Class's declarations (CPython's client-side register('Class')). Up to 24 methods.
-#define MP_PROXY(Class, CtorParams, ...)                                                           \
-  template <>                                                                                      \
-  struct mp::managers::detail::ProxyTraits<::Class> {                                                \
-    using Args = typename ::mp::managers::detail::CtorTraits<void(*) CtorParams>::Args;           \
-    static std::string type_id() { return #Class; }                                                \
-  };                                                                                               \
-  template <>                                                                                      \
-  class mp::Proxy<::Class> : public ::mp::managers::BaseProxy {                                      \
-   public:                                                                                         \
-    Proxy() = default;                                                                             \
-    explicit Proxy(::mp::managers::BaseProxy b) : ::mp::managers::BaseProxy(std::move(b)) {}       \
-    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, ::Class, __VA_ARGS__)                                 \
+#define MP_PROXY(Class, CtorParams, ...)                                                     \
+  template <>                                                                                \
+  struct mp::managers::detail::ProxyTraits<::Class> {                                        \
+    using Args = typename ::mp::managers::detail::CtorTraits<void(*) CtorParams>::Args;      \
+    static std::string type_id() { return #Class; }                                          \
+  };                                                                                         \
+  template <>                                                                                \
+  class mp::Proxy<::Class> : public ::mp::managers::BaseProxy {                              \
+   public:                                                                                   \
+    Proxy() = default;                                                                       \
+    explicit Proxy(::mp::managers::BaseProxy b) : ::mp::managers::BaseProxy(std::move(b)) {} \
+    MP_DETAIL_FOR_EACH(MP_DETAIL_PROXY_METHOD, ::Class, __VA_ARGS__)                         \
   };
 
 // MP_EXPOSE(Class, (ctor parameter types), method, method, ...) — MP_PROXY, and makes Class
 // hostable by a server of this program (Python's register(typeid, callable, exposed=...)): it is
 // registered before main, so a spawned server finds it. Needs Class's definitions.
-#define MP_EXPOSE(Class, CtorParams, ...)                                                          \
-  MP_PROXY(Class, CtorParams, __VA_ARGS__)                                                         \
-  template <>                                                                                      \
-  struct mp::managers::detail::Hosted<::Class> {                                                     \
-    static inline const bool registered = ::mp::managers::detail::register_type(                   \
-        #Class, &::mp::managers::detail::construct<::Class, ::mp::managers::detail::ProxyTraits<::Class>::Args>, \
-        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, ::Class, __VA_ARGS__)});                                \
+#define MP_EXPOSE(Class, CtorParams, ...)                                                       \
+  MP_PROXY(Class, CtorParams, __VA_ARGS__)                                                      \
+  template <>                                                                                   \
+  struct mp::managers::detail::Hosted<::Class> {                                                \
+    static inline const bool registered = ::mp::managers::detail::register_type(                \
+        #Class,                                                                                 \
+        &::mp::managers::detail::construct<::Class,                                             \
+                                           ::mp::managers::detail::ProxyTraits<::Class>::Args>, \
+        {MP_DETAIL_FOR_EACH(MP_DETAIL_ENTRY, ::Class, __VA_ARGS__)});                           \
   };
 
 // MP_REGISTER(Class) inside a BaseManager subclass: adds `manager.Class(args...)`, which creates
 // a hosted Class and returns its mp::Proxy<Class> (Python's CustomManager.register('Class', Class)).
 // MP_REGISTER_AS(name, Class) names the method differently (e.g. for a class in a namespace).
-#define MP_REGISTER_AS(name, Class)                                     \
-  template <class... MpArgs>                                            \
-  ::mp::Proxy<Class> name(MpArgs&&... mp_args) {                        \
+#define MP_REGISTER_AS(name, Class)                                        \
+  template <class... MpArgs>                                               \
+  ::mp::Proxy<Class> name(MpArgs&&... mp_args) {                           \
     return this->template create<Class>(std::forward<MpArgs>(mp_args)...); \
   }
 #define MP_REGISTER(Class) MP_REGISTER_AS(Class, ::Class)

@@ -82,15 +82,19 @@ MP_API std::shared_ptr<mp::detail::pool::Engine> make_engine(const MPIPoolExecut
 class MPIPoolExecutor : public mp::futures::detail::BasicExecutor<false> {
  public:
   MPIPoolExecutor() : MPIPoolExecutor(MPIPoolExecutorOptions{}) {}
-  explicit MPIPoolExecutor(int max_workers) : MPIPoolExecutor(MPIPoolExecutorOptions{max_workers}) {}
-  explicit MPIPoolExecutor(const MPIPoolExecutorOptions& options) { engine_ = detail::make_engine(options); }
+  explicit MPIPoolExecutor(int max_workers)
+      : MPIPoolExecutor(MPIPoolExecutorOptions{max_workers}) {}
+  explicit MPIPoolExecutor(const MPIPoolExecutorOptions& options) {
+    engine_ = detail::make_engine(options);
+  }
   // Executor.map(fn, iterable, chunksize): as mp/futures.hpp's, with more chunks in flight (a
   // rank is a network round trip away): at most kMapWindow chunks per worker handed out or
   // buffered unread.
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
     check_open();
-    return this->template stream<false>(true, std::forward<F>(f), std::forward<Range>(inputs), chunksize,
+    return this->template stream<false>(true, std::forward<F>(f), std::forward<Range>(inputs),
+                                        chunksize,
                                         kMapWindow * static_cast<std::size_t>(num_workers()) + 2);
   }
   static constexpr std::size_t kMapWindow = 64;

@@ -60,9 +60,9 @@ namespace mp {
 
 // Pool(processes, initializer, initargs, maxtasksperchild, context) and the per-task time limit.
 struct PoolOptions {
-  std::optional<int> processes = std::nullopt;         // default: cpu_count()
-  std::optional<int> maxtasksperchild = std::nullopt;  // default: unlimited
-  std::optional<Context> context = std::nullopt;       // default: get_context()
+  std::optional<int> processes = std::nullopt;                          // default: cpu_count()
+  std::optional<int> maxtasksperchild = std::nullopt;                   // default: unlimited
+  std::optional<Context> context = std::nullopt;                        // default: get_context()
   std::optional<std::chrono::nanoseconds> task_timeout = std::nullopt;  // default: none
 };
 
@@ -94,7 +94,9 @@ class AsyncResult {
     if (!wait(timeout)) throw TimeoutError("AsyncResult.get(): timed out");
     return value();
   }
-  void wait() { state_->wait_until(static_cast<const std::chrono::steady_clock::time_point*>(nullptr)); }
+  void wait() {
+    state_->wait_until(static_cast<const std::chrono::steady_clock::time_point*>(nullptr));
+  }
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     const auto deadline = std::chrono::steady_clock::now() +
@@ -130,9 +132,11 @@ class AsyncResult {
 template <class T>
 class IMapIterator {
  public:
-  IMapIterator(std::shared_ptr<detail::pool::StreamSink<T>> sink, std::shared_ptr<detail::pool::Job> job,
-               std::function<void()> abandon, std::shared_ptr<detail::pool::Engine> engine)
-      : s_(std::make_shared<Shared>(std::move(sink), std::move(job), std::move(abandon), std::move(engine))) {}
+  IMapIterator(std::shared_ptr<detail::pool::StreamSink<T>> sink,
+               std::shared_ptr<detail::pool::Job> job, std::function<void()> abandon,
+               std::shared_ptr<detail::pool::Engine> engine)
+      : s_(std::make_shared<Shared>(std::move(sink), std::move(job), std::move(abandon),
+                                    std::move(engine))) {}
 
   // next(): the next result, std::nullopt at the end (Python's StopIteration); rethrows the
   // task's exception. next(timeout) throws mp::TimeoutError when none comes in time.
@@ -169,9 +173,13 @@ class IMapIterator {
 
  private:
   struct Shared {
-    Shared(std::shared_ptr<detail::pool::StreamSink<T>> sink_, std::shared_ptr<detail::pool::Job> job_,
-           std::function<void()> abandon_, std::shared_ptr<detail::pool::Engine> engine_)
-        : sink(std::move(sink_)), job(std::move(job_)), abandon(std::move(abandon_)), engine(std::move(engine_)) {}
+    Shared(std::shared_ptr<detail::pool::StreamSink<T>> sink_,
+           std::shared_ptr<detail::pool::Job> job_, std::function<void()> abandon_,
+           std::shared_ptr<detail::pool::Engine> engine_)
+        : sink(std::move(sink_)),
+          job(std::move(job_)),
+          abandon(std::move(abandon_)),
+          engine(std::move(engine_)) {}
     ~Shared() {
       if (abandon) abandon();
     }
@@ -204,7 +212,8 @@ auto task_function(F&& f) {
     return D(std::forward<F>(f));
   } else {
     static_assert(ToFunctionPointer<D>,
-                  "mp::Pool: a task must be a function or captureless lambda (ThreadPool takes any callable)");
+                  "mp::Pool: a task must be a function or captureless lambda (ThreadPool takes any "
+                  "callable)");
     return +f;
   }
 }
@@ -240,13 +249,15 @@ using ResultOf = decltype(std::apply(std::declval<Fn&>(), std::declval<Args&>())
 
 template <class Args>
 void check_args() {
-  static_assert(TuplePicklable<Args>::value,
-                "mp::Pool: an argument type of the task cannot be serialized (see mp/reduction.hpp)");
+  static_assert(
+      TuplePicklable<Args>::value,
+      "mp::Pool: an argument type of the task cannot be serialized (see mp/reduction.hpp)");
 }
 
 inline std::optional<std::size_t> check_chunksize(std::optional<int> chunksize) {
   if (!chunksize) return std::nullopt;
-  if (*chunksize < 1) throw std::invalid_argument("Chunksize must be 1+, not " + std::to_string(*chunksize));
+  if (*chunksize < 1)
+    throw std::invalid_argument("Chunksize must be 1+, not " + std::to_string(*chunksize));
   return static_cast<std::size_t>(*chunksize);
 }
 
@@ -298,9 +309,11 @@ class BasicPool {
     // The caller reads its result itself from the moment it is submitted (Engine::awaiting).
     detail::pool::Engine& e = *engine_;
     e.awaiting(true);
-    decltype(submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...)) state;
+    decltype(submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f),
+                        std::forward<A>(args)...)) state;
     try {
-      state = submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
+      state =
+          submit_one(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
     } catch (...) {
       e.awaiting(false);
       throw;
@@ -309,9 +322,9 @@ class BasicPool {
     return AsyncResult<typename decltype(state)::element_type::Result>(std::move(state)).take();
   }
   template <class F, class... A>
-    requires(!IsCallbacks<std::decay_t<F>>::value)
-  auto apply_async(F&& f, A&&... args) {
-    return apply_async(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<A>(args)...);
+  requires(!IsCallbacks<std::decay_t<F>>::value) auto apply_async(F&& f, A&&... args) {
+    return apply_async(mp::callbacks(nullptr, nullptr), std::forward<F>(f),
+                       std::forward<A>(args)...);
   }
   template <class OnResult, class OnError, class F, class... A>
   auto apply_async(Callbacks<OnResult, OnError> cb, F&& f, A&&... args) {
@@ -325,13 +338,16 @@ class BasicPool {
     return map_async(std::forward<F>(f), std::forward<Range>(inputs), chunksize).take();
   }
   template <class F, std::ranges::input_range Range>
-    requires(!IsCallbacks<std::decay_t<F>>::value)
-  auto map_async(F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
-    return many_async<false>(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  requires(!IsCallbacks<std::decay_t<F>>::value) auto map_async(
+      F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
+    return many_async<false>(mp::callbacks(nullptr, nullptr), std::forward<F>(f),
+                             std::forward<Range>(inputs), chunksize);
   }
   template <class OnResult, class OnError, class F, std::ranges::input_range Range>
-  auto map_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
-    return many_async<false>(std::move(cb), std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  auto map_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs,
+                 std::optional<int> chunksize = std::nullopt) {
+    return many_async<false>(std::move(cb), std::forward<F>(f), std::forward<Range>(inputs),
+                             chunksize);
   }
   // pool.starmap(f, iterable_of_tuples, chunksize)
   template <class F, std::ranges::input_range Range>
@@ -339,13 +355,16 @@ class BasicPool {
     return starmap_async(std::forward<F>(f), std::forward<Range>(inputs), chunksize).take();
   }
   template <class F, std::ranges::input_range Range>
-    requires(!IsCallbacks<std::decay_t<F>>::value)
-  auto starmap_async(F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
-    return many_async<true>(mp::callbacks(nullptr, nullptr), std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  requires(!IsCallbacks<std::decay_t<F>>::value) auto starmap_async(
+      F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
+    return many_async<true>(mp::callbacks(nullptr, nullptr), std::forward<F>(f),
+                            std::forward<Range>(inputs), chunksize);
   }
   template <class OnResult, class OnError, class F, std::ranges::input_range Range>
-  auto starmap_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
-    return many_async<true>(std::move(cb), std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  auto starmap_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs,
+                     std::optional<int> chunksize = std::nullopt) {
+    return many_async<true>(std::move(cb), std::forward<F>(f), std::forward<Range>(inputs),
+                            chunksize);
   }
 
   // pool.imap / imap_unordered: lazy. An lvalue input is referred to (keep it alive while
@@ -382,12 +401,20 @@ class BasicPool {
     using R = ResultOf<Fn, Args>;
     static_assert(!std::is_void_v<R>, "mp::Pool::imap: the task must return a value");
     using V = std::views::all_t<Range>;
-    auto sink = std::make_shared<StreamSink<R>>(ordered, window ? window : 4 * static_cast<std::size_t>(engine_->processes()) + 2);
+    auto sink = std::make_shared<StreamSink<R>>(
+        ordered, window ? window : 4 * static_cast<std::size_t>(engine_->processes()) + 2);
     auto job = std::make_shared<MapJob<Fn, Args, R>>(
-        fn, std::make_unique<RangeSource<Args, Star, V>>(std::views::all(std::forward<Range>(inputs))), sink, cs);
+        fn,
+        std::make_unique<RangeSource<Args, Star, V>>(std::views::all(std::forward<Range>(inputs))),
+        sink, cs);
     std::weak_ptr<MapJob<Fn, Args, R>> weak = job;
     submit(job);
-    return IMapIterator<R>(sink, job, [weak] { if (auto j = weak.lock()) j->abandon(); }, engine_);
+    return IMapIterator<R>(
+        sink, job,
+        [weak] {
+          if (auto j = weak.lock()) j->abandon();
+        },
+        engine_);
   }
 
  protected:
@@ -403,7 +430,8 @@ class BasicPool {
     using Fn = decltype(fn);
     using Args = typename ArgsOf<Threads, Fn, A...>::type;
     if constexpr (!Threads) {
-      static_assert(std::tuple_size_v<Args> == sizeof...(A), "mp::Pool::apply: wrong number of arguments for the task");
+      static_assert(std::tuple_size_v<Args> == sizeof...(A),
+                    "mp::Pool::apply: wrong number of arguments for the task");
       check_args<Args>();
     }
     using R = ResultOf<Fn, Args>;
@@ -411,9 +439,10 @@ class BasicPool {
     items.emplace_back(std::forward<A>(args)...);
     auto state = std::make_shared<State<R>>();
     state->engine = engine_;
-    auto sink = std::make_shared<StateSink<R, true>>(state, make_callbacks<R>(std::move(cb.on_result), std::move(cb.on_error)));
-    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)),
-                                                           sink, std::size_t{1}));
+    auto sink = std::make_shared<StateSink<R, true>>(
+        state, make_callbacks<R>(std::move(cb.on_result), std::move(cb.on_error)));
+    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(
+        fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, std::size_t{1}));
     return state;
   }
   void check_running() const {
@@ -421,7 +450,8 @@ class BasicPool {
   }
 
   template <bool Star, class OnResult, class OnError, class F, class Range>
-  auto many_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs, std::optional<int> chunksize) {
+  auto many_async(Callbacks<OnResult, OnError> cb, F&& f, Range&& inputs,
+                  std::optional<int> chunksize) {
     check_running();
     const auto cs = check_chunksize(chunksize);
     auto fn = task_function<Threads>(std::forward<F>(f));
@@ -435,8 +465,10 @@ class BasicPool {
     for (auto&& e : inputs) items.push_back(to_args<Args, Star>(std::forward<decltype(e)>(e)));
     auto state = std::make_shared<State<Whole>>();
     state->engine = engine_;
-    auto sink = std::make_shared<StateSink<R, false>>(state, make_callbacks<Whole>(std::move(cb.on_result), std::move(cb.on_error)));
-    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, cs));
+    auto sink = std::make_shared<StateSink<R, false>>(
+        state, make_callbacks<Whole>(std::move(cb.on_result), std::move(cb.on_error)));
+    submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(
+        fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, cs));
     return AsyncResult<Whole>(state);
   }
 
@@ -444,7 +476,8 @@ class BasicPool {
 };
 
 MP_API std::shared_ptr<Engine> make_pool_engine(const PoolOptions& options, EngineConfig config);
-MP_API std::shared_ptr<Engine> make_thread_pool_engine(std::optional<int> processes, EngineConfig config);
+MP_API std::shared_ptr<Engine> make_thread_pool_engine(std::optional<int> processes,
+                                                       EngineConfig config);
 
 }  // namespace detail::pool
 
@@ -461,7 +494,8 @@ class Pool : public detail::pool::BasicPool<false> {
   template <class Init, class... A>
   Pool(const PoolOptions& options, Init&& initializer, A&&... initargs) {
     detail::pool::EngineConfig config;
-    detail::pool::set_initializer(config, std::forward<Init>(initializer), std::forward<A>(initargs)...);
+    detail::pool::set_initializer(config, std::forward<Init>(initializer),
+                                  std::forward<A>(initargs)...);
     engine_ = detail::pool::make_pool_engine(options, std::move(config));
   }
 
@@ -487,7 +521,9 @@ class ThreadPool : public detail::pool::BasicPool<true> {
   ThreadPool(std::optional<int> processes, Init&& initializer, A&&... initargs) {
     detail::pool::EngineConfig config;
     config.thread_initializer = [init = std::forward<Init>(initializer),
-                                 args = std::make_tuple(std::forward<A>(initargs)...)]() mutable { std::apply(init, args); };
+                                 args = std::make_tuple(std::forward<A>(initargs)...)]() mutable {
+      std::apply(init, args);
+    };
     engine_ = detail::pool::make_thread_pool_engine(processes, std::move(config));
   }
 };

@@ -42,7 +42,8 @@ namespace mp::detail::pool {
 template <class T>
 struct MemcpyTuple : std::false_type {};
 template <class... E>
-struct MemcpyTuple<std::tuple<E...>> : std::bool_constant<(reduction::detail::MemcpySerializable<E> && ...)> {};
+struct MemcpyTuple<std::tuple<E...>>
+    : std::bool_constant<(reduction::detail::MemcpySerializable<E> && ...)> {};
 
 class ItemWriter {
  public:
@@ -53,7 +54,11 @@ class ItemWriter {
     if constexpr (reduction::detail::MemcpySerializable<T>) {
       out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
     } else if constexpr (MemcpyTuple<T>::value) {
-      std::apply([&](const auto&... e) { (out_.append(reinterpret_cast<const char*>(&e), sizeof e), ...); }, value);
+      std::apply(
+          [&](const auto&... e) {
+            (out_.append(reinterpret_cast<const char*>(&e), sizeof e), ...);
+          },
+          value);
     } else {
       ar_(value);
     }
@@ -80,7 +85,8 @@ class ItemReader {
       return value;
     } else if constexpr (MemcpyTuple<T>::value) {
       T value;
-      std::apply([&](auto&... e) { (ar_.loadBinary(static_cast<void*>(&e), sizeof e), ...); }, value);
+      std::apply([&](auto&... e) { (ar_.loadBinary(static_cast<void*>(&e), sizeof e), ...); },
+                 value);
       return value;
     } else {
       T value{};
@@ -93,7 +99,8 @@ class ItemReader {
     }
   }
   void finish() const {
-    if (ar_.remaining() != 0) throw UnpicklingError("corrupt data: trailing bytes after the results");
+    if (ar_.remaining() != 0)
+      throw UnpicklingError("corrupt data: trailing bytes after the results");
   }
 
  private:
@@ -125,10 +132,10 @@ void run_chunk(AnyFunction fn, const char* data, std::size_t size, std::string& 
 // ---- what the engine sees
 struct Outcome {
   bool ok = false;
-  std::string bytes;              // processes: the serialized results
-  std::shared_ptr<void> values;   // threads: the results as a std::vector<R>
-  std::exception_ptr error;       // !ok
-  std::uint64_t ns = 0;           // time the worker spent on the chunk
+  std::string bytes;             // processes: the serialized results
+  std::shared_ptr<void> values;  // threads: the results as a std::vector<R>
+  std::exception_ptr error;      // !ok
+  std::uint64_t ns = 0;          // time the worker spent on the chunk
 };
 
 // The descriptors of shareable objects (Lock, Value, Queue, ...) in a chunk's arguments: the
@@ -157,10 +164,10 @@ class MP_API HandleCapture {
 
 struct Chunk {
   std::uint32_t index = 0;
-  ChunkHandles handles;            // processes: descriptors in the arguments
-  AnyFunction runner = nullptr;    // processes
-  AnyFunction function = nullptr;  // processes
-  std::string args;                // processes: the serialized arguments
+  ChunkHandles handles;                 // processes: descriptors in the arguments
+  AnyFunction runner = nullptr;         // processes
+  AnyFunction function = nullptr;       // processes
+  std::string args;                     // processes: the serialized arguments
   std::function<void(Outcome&)> local;  // threads: runs the chunk in the calling thread
 };
 
@@ -215,7 +222,6 @@ class MP_API Engine {
   virtual void awaiting(bool /*starts*/) noexcept {}
 };
 
-
 // What a worker process is started with. Serializable: the queues and the block travel as
 // descriptors under spawn.
 struct WorkerChannels {
@@ -224,11 +230,12 @@ struct WorkerChannels {
   heap::SharedBlock slots;
   std::uint32_t index = 0;
   std::uint64_t maxtasks = 0;
-  std::string initializer;  // the initializer's code location, empty: none
+  std::string initializer;                // the initializer's code location, empty: none
   reduction::native_handle handles = -1;  // receives the descriptors of tasks' arguments
   template <class Archive>
   void save(Archive& ar) const {
-    ar(tasks, results, slots, index, maxtasks, initializer, reduction::send_handle(handles, "Pool channel"));
+    ar(tasks, results, slots, index, maxtasks, initializer,
+       reduction::send_handle(handles, "Pool channel"));
   }
   template <class Archive>
   void load(Archive& ar) {
@@ -246,8 +253,8 @@ struct EngineConfig {
   std::uint64_t maxtasks = 0;  // 0: unlimited
   std::optional<Context> context;
   std::optional<std::chrono::nanoseconds> task_timeout;
-  WorkerFactory factory;            // processes
-  AnyFunction initializer = nullptr;  // processes: located and sent in WorkerChannels
+  WorkerFactory factory;                     // processes
+  AnyFunction initializer = nullptr;         // processes: located and sent in WorkerChannels
   std::function<void()> thread_initializer;  // threads
   // Executors: a worker that dies breaks the pool; this makes the error for every pending job.
   std::function<std::exception_ptr(const std::string&)> broken_error;
@@ -333,7 +340,8 @@ std::vector<T> decode_values(Outcome& o, std::size_t expected) {
     for (std::uint32_t i = 0; i < n; ++i) out.push_back(in.template read<T>());
     in.finish();
   }
-  if (out.size() != expected) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+  if (out.size() != expected)
+    throw UnpicklingError("corrupt data: wrong number of results in a chunk");
   return out;
 }
 
@@ -358,7 +366,8 @@ struct State {
   std::weak_ptr<Engine> engine;  // the pool that computes it (Engine::await)
 
   // Sets the result and wakes the waiters; callbacks run first (as CPython's AsyncResult._set).
-  void finish(std::optional<Stored<R>> v, std::exception_ptr e, const std::function<void(State&)>& before) {
+  void finish(std::optional<Stored<R>> v, std::exception_ptr e,
+              const std::function<void(State&)>& before) {
     {
       std::lock_guard g(mutex);
       if (status == finished || status == cancelled) return;
@@ -467,7 +476,8 @@ class VectorSource final : public Source<Args> {
 template <class Args, bool Star, class E>
 Args to_args(E&& e) {
   if constexpr (Star) {
-    return std::apply([](auto&&... a) { return Args(std::forward<decltype(a)>(a)...); }, std::forward<E>(e));
+    return std::apply([](auto&&... a) { return Args(std::forward<decltype(a)>(a)...); },
+                      std::forward<E>(e));
   } else {
     return Args(std::forward<E>(e));
   }
@@ -510,7 +520,7 @@ struct Chunking {
   static constexpr std::size_t kMaxChunk = std::size_t{1} << 16;
   static constexpr std::size_t kMaxLazyChunk = 4096;
   std::optional<std::size_t> fixed;
-  double ns_per_item = 0;  // 0: nothing measured yet
+  double ns_per_item = 0;            // 0: nothing measured yet
   std::optional<std::size_t> total;  // a known input's size, from the first call
   std::size_t next_size(std::optional<std::size_t> remaining, int processes) {
     if (!total) total = remaining;
@@ -518,10 +528,13 @@ struct Chunking {
     std::size_t size = 1;
     if (ns_per_item > 0) {
       const double want = static_cast<double>(kTargetChunkNs) / ns_per_item;
-      size = want >= static_cast<double>(kMaxChunk) ? kMaxChunk : std::max<std::size_t>(1, static_cast<std::size_t>(want));
+      size = want >= static_cast<double>(kMaxChunk)
+                 ? kMaxChunk
+                 : std::max<std::size_t>(1, static_cast<std::size_t>(want));
     }
     if (remaining) {
-      size = std::min(size, std::max<std::size_t>(1, *total / (4 * static_cast<std::size_t>(processes))));
+      size = std::min(size,
+                      std::max<std::size_t>(1, *total / (4 * static_cast<std::size_t>(processes))));
     } else {
       size = std::min(size, kMaxLazyChunk);
     }
@@ -541,7 +554,8 @@ class MapJob final : public Job {
   using R = decltype(std::apply(std::declval<F&>(), std::declval<Args&>()));
 
  public:
-  MapJob(F fn, std::unique_ptr<Source<Args>> source, std::shared_ptr<Sink<T>> sink, std::optional<std::size_t> chunksize)
+  MapJob(F fn, std::unique_ptr<Source<Args>> source, std::shared_ptr<Sink<T>> sink,
+         std::optional<std::size_t> chunksize)
       : fn_(std::move(fn)), source_(std::move(source)), sink_(std::move(sink)) {
     chunking_.fixed = chunksize;
   }
@@ -552,7 +566,8 @@ class MapJob final : public Job {
     if (!unbounded.load(std::memory_order_relaxed) && !sink_->room(outstanding_)) return Next::wait;
     if (index_ == 0 && !sink_->start()) return finish_input();
     // Adaptive size, nothing measured yet: one single-item chunk per worker until a time is in.
-    if (!chunking_.fixed && chunking_.ns_per_item == 0 && outstanding_ >= static_cast<std::size_t>(processes))
+    if (!chunking_.fixed && chunking_.ns_per_item == 0 &&
+        outstanding_ >= static_cast<std::size_t>(processes))
       return Next::wait;
     const std::size_t size = chunking_.next_size(source_->remaining(), processes);
     std::vector<Args> items;
@@ -668,7 +683,8 @@ class MapJob final : public Job {
     if constexpr (std::is_void_v<R>) {
       if (o.values) return std::vector<T>(count);
       ItemReader in(o.bytes.data(), o.bytes.size());
-      if (in.count() != count) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+      if (in.count() != count)
+        throw UnpicklingError("corrupt data: wrong number of results in a chunk");
       in.finish();
       return std::vector<T>(count);
     } else {
@@ -699,7 +715,8 @@ template <class R, bool Single>
 class StateSink final : public Sink<Stored<R>> {
   using T = Stored<R>;
   using Value = std::conditional_t<Single, T, std::vector<T>>;
-  using Whole = std::conditional_t<Single, R, std::conditional_t<std::is_void_v<R>, void, std::vector<R>>>;
+  using Whole =
+      std::conditional_t<Single, R, std::conditional_t<std::is_void_v<R>, void, std::vector<R>>>;
 
  public:
   using OnResult = std::function<void(const State<Whole>&)>;
@@ -872,7 +889,8 @@ class StreamSink final : public Sink<T> {
       if (!deadline) {
         cv_.wait(g);
       } else if (cv_.wait_until(g, *deadline) == std::cv_status::timeout) {
-        bool again = !current_.empty() || (ordered_ ? pending_.count(next_start_) != 0 : !ready_.empty()) ||
+        bool again = !current_.empty() ||
+                     (ordered_ ? pending_.count(next_start_) != 0 : !ready_.empty()) ||
                      (end_chunks_ && consumed_ >= *end_chunks_) || failed_;
         if (!again) throw TimeoutError("TimeoutError");
       }

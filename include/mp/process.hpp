@@ -54,8 +54,8 @@ struct SpawnTarget {
 class TargetBase {
  public:
   virtual ~TargetBase() = default;
-  virtual void call() = 0;                           // in a forked child
-  virtual SpawnTarget spawn_target() const = 0;      // for spawn; throws if not sendable
+  virtual void call() = 0;                       // in a forked child
+  virtual SpawnTarget spawn_target() const = 0;  // for spawn; throws if not sendable
 };
 
 template <class T>
@@ -80,7 +80,8 @@ struct Signature<R (*)(P...) noexcept> {
 template <class Tuple>
 struct TuplePicklable;
 template <class... T>
-struct TuplePicklable<std::tuple<T...>> : std::bool_constant<(reduction::is_picklable_v<T> && ...)> {};
+struct TuplePicklable<std::tuple<T...>>
+    : std::bool_constant<(reduction::is_picklable_v<T> && ...)> {};
 
 template <class Fn, class Tuple>
 void call_spawned(AnyFunction fn, const char* data, std::size_t size, void (*ready)()) {
@@ -155,7 +156,8 @@ struct ProcessTag {};
 // 200 years (a deadline that cannot overflow the clock), never an overflow.
 inline std::chrono::nanoseconds seconds_to_nanos(double seconds) noexcept {
   constexpr double kLongest = 6.3e9;  // ~200 years
-  if (!(seconds < kLongest)) return std::chrono::nanoseconds(static_cast<std::int64_t>(kLongest * 1e9));
+  if (!(seconds < kLongest))
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(kLongest * 1e9));
   if (seconds <= 0) return std::chrono::nanoseconds::zero();
   return std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9));
 }
@@ -200,8 +202,9 @@ class SubclassTarget final : public TargetBase {
 };
 
 template <class F>
-concept NotProcessArgument =
-    !std::is_same_v<std::remove_cvref_t<F>, Context> && !std::is_same_v<std::remove_cvref_t<F>, ProcessTag> && !std::is_base_of_v<Process, std::remove_cvref_t<F>>;
+concept NotProcessArgument = !std::is_same_v<std::remove_cvref_t<F>, Context> &&
+                             !std::is_same_v<std::remove_cvref_t<F>, ProcessTag> &&
+                             !std::is_base_of_v<Process, std::remove_cvref_t<F>>;
 
 }  // namespace detail
 
@@ -215,12 +218,14 @@ class MP_API Process {
   Process();
   explicit Process(const Context& ctx);
   template <class F, class... Args>
-    requires detail::NotProcessArgument<F>
+  requires detail::NotProcessArgument<F>
   explicit Process(F&& target, Args&&... args)
-      : Process(PrivateTag{}, nullptr, detail::make_target(std::forward<F>(target), std::forward<Args>(args)...)) {}
+      : Process(PrivateTag{}, nullptr,
+                detail::make_target(std::forward<F>(target), std::forward<Args>(args)...)) {}
   template <class F, class... Args>
   Process(const Context& ctx, F&& target, Args&&... args)
-      : Process(PrivateTag{}, &ctx, detail::make_target(std::forward<F>(target), std::forward<Args>(args)...)) {}
+      : Process(PrivateTag{}, &ctx,
+                detail::make_target(std::forward<F>(target), std::forward<Args>(args)...)) {}
 
   Process(const Process&) = default;
   Process& operator=(const Process&) = default;
@@ -268,7 +273,9 @@ class MP_API Process {
   std::intptr_t sentinel() const;
 
   // Identity: copies of one Process handle are equal (Python compares Process objects by identity).
-  friend bool operator==(const Process& a, const Process& b) noexcept { return a.state_ == b.state_; }
+  friend bool operator==(const Process& a, const Process& b) noexcept {
+    return a.state_ == b.state_;
+  }
 
  private:
   friend struct detail::ProcessAccess;  // lib/process_impl.hpp: the library's entry points
@@ -309,9 +316,10 @@ class SpawnableProcess : public Process {
   std::unique_ptr<detail::TargetBase> spawn_self() override {
     static_assert(std::is_base_of_v<SpawnableProcess, Derived>,
                   "mp::SpawnableProcess<Derived>: Derived must be the class deriving from it");
-    static_assert(std::is_default_constructible_v<Derived>,
-                  "mp::SpawnableProcess<Derived>: Derived must be default constructible (the spawned "
-                  "child constructs it, then loads its fields)");
+    static_assert(
+        std::is_default_constructible_v<Derived>,
+        "mp::SpawnableProcess<Derived>: Derived must be default constructible (the spawned "
+        "child constructs it, then loads its fields)");
     static_assert(reduction::is_picklable_v<Derived>,
                   "mp::SpawnableProcess<Derived>: give Derived a `template <class Archive> void "
                   "serialize(Archive&)` member listing the fields the child needs");

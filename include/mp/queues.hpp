@@ -142,9 +142,12 @@ class QueueBase {
   // std::invalid_argument "Queue is closed" after close().
   void put(const T& obj) { put_impl(obj, nullptr); }
   template <class Rep = long, class Period = std::ratio<1>>
-  void put(const T& obj, bool block, std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
+  void put(const T& obj, bool block,
+           std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
     std::chrono::nanoseconds t{0};
-    if (block && timeout) t = std::max(std::chrono::nanoseconds{0}, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    if (block && timeout)
+      t = std::max(std::chrono::nanoseconds{0},
+                   std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
     put_impl(obj, block && !timeout ? nullptr : &t);
   }
   template <class Rep, class Period>
@@ -164,7 +167,9 @@ class QueueBase {
   template <class Rep = long, class Period = std::ratio<1>>
   T get(bool block, std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
     std::chrono::nanoseconds t{0};
-    if (block && timeout) t = std::max(std::chrono::nanoseconds{0}, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    if (block && timeout)
+      t = std::max(std::chrono::nanoseconds{0},
+                   std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
     return get_impl(block && !timeout ? nullptr : &t);
   }
   template <class Rep, class Period>
@@ -209,7 +214,8 @@ class QueueBase {
       ok = core_.put(&obj, sizeof(T), timeout);
     } else if constexpr (ContiguousBytes<T>::value) {
       const std::uint64_t n = obj.size();
-      const QueueCore::Part parts[2] = {{&n, sizeof n}, {obj.data(), obj.size() * sizeof(typename T::value_type)}};
+      const QueueCore::Part parts[2] = {{&n, sizeof n},
+                                        {obj.data(), obj.size() * sizeof(typename T::value_type)}};
       ok = core_.put(parts, 2, timeout);
     } else {
       thread_local std::string buf;
@@ -225,8 +231,10 @@ class QueueBase {
     std::optional<T> out;
     auto consume = [](void* ctx, const char* data, std::size_t size) {
       if constexpr (kRawBytes<T>) {
-        if (size != sizeof(T)) throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
-        std::memcpy(static_cast<void*>(&static_cast<std::optional<T>*>(ctx)->emplace()), data, sizeof(T));
+        if (size != sizeof(T))
+          throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
+        std::memcpy(static_cast<void*>(&static_cast<std::optional<T>*>(ctx)->emplace()), data,
+                    sizeof(T));
       } else if constexpr (ContiguousBytes<T>::value) {
         using E = typename T::value_type;
         std::uint64_t n = 0;
@@ -260,7 +268,8 @@ class QueueBase {
 template <class T>
 class Queue : public detail::QueueBase<T> {
  public:
-  explicit Queue(long maxsize = 0) : detail::QueueBase<T>(maxsize > 0 ? static_cast<std::uint64_t>(maxsize) : 0) {}
+  explicit Queue(long maxsize = 0)
+      : detail::QueueBase<T>(maxsize > 0 ? static_cast<std::uint64_t>(maxsize) : 0) {}
 };
 
 // multiprocessing.JoinableQueue(maxsize): a Queue whose consumers call task_done() per item got,

@@ -65,7 +65,8 @@ class InputArchive : public cereal::InputArchive<InputArchive, cereal::AllowEmpt
  public:
   InputArchive(const char* data, std::size_t size)
       : cereal::InputArchive<InputArchive, cereal::AllowEmptyClassElision>(this),
-        pos_(data), end_(data + size) {}
+        pos_(data),
+        end_(data + size) {}
   void loadBinary(void* data, std::size_t size) {
     if (size > remaining()) throw UnpicklingError("truncated data: message ends inside a value");
     if (size != 0) std::memcpy(data, pos_, size);
@@ -88,12 +89,10 @@ template <class T>
 void epilogue(InputArchive&, const T&) {}
 
 template <class T>
-  requires std::is_arithmetic_v<T>
-void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const T& t) {
-  ar.saveBinary(&t, sizeof t);
-}
+requires std::is_arithmetic_v<T>
+void CEREAL_SAVE_FUNCTION_NAME(OutputArchive& ar, const T& t) { ar.saveBinary(&t, sizeof t); }
 template <class T>
-  requires std::is_arithmetic_v<T>
+requires std::is_arithmetic_v<T>
 void CEREAL_LOAD_FUNCTION_NAME(InputArchive& ar, T& t) {
   if constexpr (std::is_same_v<T, bool>) {
     // Only 0 and 1 are bools: any other byte would make reading the value undefined behaviour.
@@ -163,7 +162,9 @@ struct AnyProbe {
 };
 
 template <class T, class... Args>
-concept BraceInitializable = requires { T{std::declval<Args>()...}; };
+concept BraceInitializable = requires {
+  T{std::declval<Args>()...};
+};
 
 template <class T, class Probe, std::size_t... I>
 constexpr bool init_with(std::index_sequence<I...>) {
@@ -189,7 +190,8 @@ constexpr std::size_t initializer_count() {
     }
   }
 }
-inline constexpr std::size_t kMaxCheckedInitializers = 4096;  // bytes: larger aggregates need the opt-in
+inline constexpr std::size_t kMaxCheckedInitializers =
+    4096;  // bytes: larger aggregates need the opt-in
 
 template <class T>
 struct IsStdPlain : std::false_type {};
@@ -199,11 +201,9 @@ constexpr bool plain_field();
 
 struct PlainProbe {
   template <class U>
-    requires(plain_field<U>())
-  operator U() const;
+  requires(plain_field<U>()) operator U() const;
   template <class U>
-    requires(!plain_field<U>())
-  operator U() const = delete;
+  requires(!plain_field<U>()) operator U() const = delete;
 };
 
 // An aggregate whose every field (recursively) is plain; false when that cannot be checked.
@@ -253,8 +253,9 @@ constexpr bool plain_field() {
 template <class T, std::size_t N>
 struct IsStdPlain<std::array<T, N>> : std::bool_constant<plain_field<T>()> {};
 template <class A, class B>
-struct IsStdPlain<std::pair<A, B>> : std::bool_constant<plain_field<A>() && plain_field<B>() &&
-                                                        std::is_trivially_copyable_v<std::pair<A, B>>> {};
+struct IsStdPlain<std::pair<A, B>>
+    : std::bool_constant<plain_field<A>() && plain_field<B>() &&
+                         std::is_trivially_copyable_v<std::pair<A, B>>> {};
 template <class T>
 struct IsStdPlain<std::optional<T>>
     : std::bool_constant<plain_field<T>() && std::is_trivially_copyable_v<std::optional<T>>> {};
@@ -274,7 +275,7 @@ concept UnserializedTrivialClass =
     !cereal::traits::has_member_load<T, InputArchive>::value &&
     !cereal::traits::has_non_member_serialize<T, OutputArchive>::value;
 template <class T>
-concept RawClass = UnserializedTrivialClass<T> && (enable_raw_bytes<T> || plain_aggregate<T>());
+concept RawClass = UnserializedTrivialClass<T> &&(enable_raw_bytes<T> || plain_aggregate<T>());
 
 }  // namespace detail
 
@@ -305,8 +306,7 @@ std::uint64_t type_tag() {
 }
 
 template <class T>
-concept CerealSerializable =
-    cereal::traits::is_output_serializable<T, OutputArchive>::value &&
+concept CerealSerializable = cereal::traits::is_output_serializable<T, OutputArchive>::value &&
     cereal::traits::is_input_serializable<T, InputArchive>::value;
 
 template <class T>
@@ -329,12 +329,13 @@ void dump_into(std::string& out, const T& value) {
   if constexpr (detail::MemcpySerializable<T> || std::is_arithmetic_v<T>) {
     out.append(reinterpret_cast<const char*>(&value), sizeof(T));
   } else {
-    static_assert(!detail::UnserializedTrivialClass<T> || detail::RawClass<T>,
-                  "mp: this trivially copyable type is not sent as raw bytes: it holds a pointer (e.g. "
-                  "const char*, whose address means nothing in another process: use std::string) or mp "
-                  "cannot check its fields. Give it a `template <class Archive> void serialize(Archive&)` "
-                  "member, or if its bytes are its value, opt in: template <> inline constexpr bool "
-                  "mp::reduction::enable_raw_bytes<T> = true;");
+    static_assert(
+        !detail::UnserializedTrivialClass<T> || detail::RawClass<T>,
+        "mp: this trivially copyable type is not sent as raw bytes: it holds a pointer (e.g. "
+        "const char*, whose address means nothing in another process: use std::string) or mp "
+        "cannot check its fields. Give it a `template <class Archive> void serialize(Archive&)` "
+        "member, or if its bytes are its value, opt in: template <> inline constexpr bool "
+        "mp::reduction::enable_raw_bytes<T> = true;");
     static_assert(detail::CerealSerializable<T>,
                   "mp: this type cannot be sent to another process; give it a "
                   "`template <class Archive> void serialize(Archive&)` member (cereal style)");
@@ -353,7 +354,8 @@ T load_from(const char* data, std::size_t size) {
     if (byte > 1) throw UnpicklingError("corrupt data: a bool is neither 0 nor 1");
     return byte != 0;
   } else if constexpr (detail::MemcpySerializable<T> || std::is_arithmetic_v<T>) {
-    if (size != sizeof(T)) throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
+    if (size != sizeof(T))
+      throw UnpicklingError("corrupt data: wrong size for a trivially copyable value");
     T value;
     std::memcpy(static_cast<void*>(&value), data, sizeof(T));
     return value;

@@ -105,8 +105,10 @@ class MP_API ShareableList {
   // An unbound object (for deserialization).
   ShareableList() noexcept = default;
   // ShareableList(sequence, name=name): a new list (tracked by this process, as SharedMemory).
-  ShareableList(std::initializer_list<value_type> sequence, std::optional<std::string> name = std::nullopt);
-  explicit ShareableList(const std::vector<value_type>& sequence, std::optional<std::string> name = std::nullopt);
+  ShareableList(std::initializer_list<value_type> sequence,
+                std::optional<std::string> name = std::nullopt);
+  explicit ShareableList(const std::vector<value_type>& sequence,
+                         std::optional<std::string> name = std::nullopt);
   // ShareableList(name=name): attaches to an existing list. Throws OSError (ENOENT) or
   // std::invalid_argument if the segment does not hold a valid list.
   ShareableList(std::nullopt_t, const std::string& name);
@@ -181,8 +183,10 @@ class MP_API SharedMemoryManager : public BaseManager {
   // Unlinks the segments made through this manager, then stops the server. Idempotent.
   void shutdown();
   shared_memory::SharedMemory SharedMemory(std::int64_t size);
-  shared_memory::ShareableList ShareableList(const std::vector<shared_memory::ShareableList::value_type>& sequence);
-  shared_memory::ShareableList ShareableList(std::initializer_list<shared_memory::ShareableList::value_type> sequence) {
+  shared_memory::ShareableList ShareableList(
+      const std::vector<shared_memory::ShareableList::value_type>& sequence);
+  shared_memory::ShareableList ShareableList(
+      std::initializer_list<shared_memory::ShareableList::value_type> sequence) {
     return ShareableList(std::vector<shared_memory::ShareableList::value_type>(sequence));
   }
 

@@ -50,7 +50,7 @@
 #include "mp/synchronize.hpp"
 
 #if __has_include(<format>)
-#include <format>
+#  include <format>
 #endif
 
 namespace mp {
@@ -107,20 +107,22 @@ std::size_t array_length(I n) {
     if (n < 0) throw std::invalid_argument("Array length must be >= 0, not " + std::to_string(n));
   }
   if constexpr (sizeof(I) > sizeof(std::size_t)) {
-    if (static_cast<std::make_unsigned_t<I>>(n) > SIZE_MAX) throw std::overflow_error("array too large");
+    if (static_cast<std::make_unsigned_t<I>>(n) > SIZE_MAX)
+      throw std::overflow_error("array too large");
   }
   return static_cast<std::size_t>(n);
 }
 
 // Whether T can be loaded and stored indivisibly in place with std::atomic_ref.
 template <class T>
-inline constexpr bool kIndivisible =
-    std::atomic_ref<T>::is_always_lock_free && alignof(T) >= std::atomic_ref<T>::required_alignment;
+inline constexpr bool kIndivisible = std::atomic_ref<T>::is_always_lock_free &&
+                                     alignof(T) >= std::atomic_ref<T>::required_alignment;
 
 // The shared block's layout: the data at the start for types loaded and stored indivisibly; for
 // others a 4-byte guard word, then the data at kDataOffset (aligned for T).
 template <class T>
-inline constexpr std::size_t kDataOffset = kIndivisible<T> ? 0 : (alignof(T) > 64 ? alignof(T) : 64);
+inline constexpr std::size_t kDataOffset = kIndivisible<T> ? 0
+                                                           : (alignof(T) > 64 ? alignof(T) : 64);
 template <class T>
 inline constexpr std::size_t kBlockAlign = alignof(T) > 16 ? alignof(T) : 16;
 
@@ -155,23 +157,28 @@ void store(void* base, T* p, const T& v) {
 // RawValue<T> (sharedctypes.RawValue): a T in shared memory, without a lock.
 template <class T>
 class RawValue {
-  static_assert(std::is_trivially_copyable_v<T>,
-                "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
-                "struct of plain types, like ctypes types); use a manager for other types");
-  static_assert(!std::is_pointer_v<T>, "mp::Value/Array<T>: a pointer means nothing in another process");
+  static_assert(
+      std::is_trivially_copyable_v<T>,
+      "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
+      "struct of plain types, like ctypes types); use a manager for other types");
+  static_assert(!std::is_pointer_v<T>,
+                "mp::Value/Array<T>: a pointer means nothing in another process");
 
  public:
   using value_type = T;
 
   // A new value in shared memory, value-initialised (T()) in place — no T is built on the stack, so
   // T may be larger than the stack — or a copy of `initial`. Throws OSError or std::bad_alloc.
-  RawValue() : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
+  RawValue()
+      : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
     attach();
     // The block is zero-filled, which is what T() is for a trivially default-constructible T: its
     // pages stay uncommitted until used.
-    if constexpr (!std::is_trivially_default_constructible_v<T>) ::new (static_cast<void*>(ptr_)) T();
+    if constexpr (!std::is_trivially_default_constructible_v<T>)
+      ::new (static_cast<void*>(ptr_)) T();
   }
-  explicit RawValue(const T& initial) : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
+  explicit RawValue(const T& initial)
+      : block_(detail::block_bytes(1, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
     attach();
     std::memcpy(static_cast<void*>(ptr_), &initial, sizeof(T));
   }
@@ -254,10 +261,12 @@ std::ostream& operator<<(std::ostream& os, const Value<T>& v) {
 // Indexes may be negative (from the end, as Python); out of range throws std::out_of_range.
 template <class T>
 class RawArray {
-  static_assert(std::is_trivially_copyable_v<T>,
-                "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
-                "struct of plain types, like ctypes types); use a manager for other types");
-  static_assert(!std::is_pointer_v<T>, "mp::Value/Array<T>: a pointer means nothing in another process");
+  static_assert(
+      std::is_trivially_copyable_v<T>,
+      "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
+      "struct of plain types, like ctypes types); use a manager for other types");
+  static_assert(!std::is_pointer_v<T>,
+                "mp::Value/Array<T>: a pointer means nothing in another process");
 
  public:
   using value_type = T;
@@ -297,8 +306,7 @@ class RawArray {
   template <std::input_iterator It>
   RawArray(It first, It last) : RawArray(std::vector<T>(first, last), 0) {}
   // Array<char> from a string (Python: Array('c', b'hello')); no terminating zero is added.
-  explicit RawArray(std::string_view text)
-    requires std::is_same_v<T, char>
+  explicit RawArray(std::string_view text) requires std::is_same_v<T, char>
       : RawArray(text.begin(), text.end()) {}
 
   size_type size() const noexcept { return size_; }
@@ -325,37 +333,33 @@ class RawArray {
   // "Can only assign sequence of same size" if the lengths differ.
   void set_slice(std::ptrdiff_t start, std::ptrdiff_t stop, std::span<const T> values) {
     const auto [b, e] = clamp(start, stop);
-    if (values.size() != e - b) throw std::invalid_argument("Can only assign sequence of same size");
-    if (!values.empty()) std::memmove(static_cast<void*>(data_ + b), values.data(), values.size() * sizeof(T));
+    if (values.size() != e - b)
+      throw std::invalid_argument("Can only assign sequence of same size");
+    if (!values.empty())
+      std::memmove(static_cast<void*>(data_ + b), values.data(), values.size() * sizeof(T));
   }
   void set_slice(std::span<const T> values) {
     set_slice(0, static_cast<std::ptrdiff_t>(size_), values);
   }
-  void set_slice(std::initializer_list<T> values) { set_slice(std::span<const T>(values.begin(), values.size())); }
+  void set_slice(std::initializer_list<T> values) {
+    set_slice(std::span<const T>(values.begin(), values.size()));
+  }
 
   // c_char arrays: value() is the text up to the first zero byte, raw() all the bytes.
-  std::string_view value() const
-    requires std::is_same_v<T, char>
-  {
+  std::string_view value() const requires std::is_same_v<T, char> {
     return std::string_view(data_, std::find(data_, data_ + size_, '\0') - data_);
   }
-  std::string_view raw() const
-    requires std::is_same_v<T, char>
-  {
+  std::string_view raw() const requires std::is_same_v<T, char> {
     return std::string_view(data_, size_);
   }
   // Stores `text` and a terminating zero if there is room. Throws std::invalid_argument
   // "byte string too long" if it does not fit.
-  void set_value(std::string_view text)
-    requires std::is_same_v<T, char>
-  {
+  void set_value(std::string_view text) requires std::is_same_v<T, char> {
     if (text.size() > size_) throw std::invalid_argument("byte string too long");
     std::memcpy(data_, text.data(), text.size());
     if (text.size() < size_) data_[text.size()] = '\0';
   }
-  void set_raw(std::string_view bytes)
-    requires std::is_same_v<T, char>
-  {
+  void set_raw(std::string_view bytes) requires std::is_same_v<T, char> {
     if (bytes.size() > size_) throw std::invalid_argument("byte string too long");
     std::memcpy(data_, bytes.data(), bytes.size());
   }
@@ -368,7 +372,8 @@ class RawArray {
   void load(Archive& ar) {
     std::uint64_t n = 0;
     ar(block_, n);
-    if (n > (block_.size() - std::min(block_.size(), detail::kDataOffset<T>)) / (sizeof(T) ? sizeof(T) : 1))
+    if (n > (block_.size() - std::min(block_.size(), detail::kDataOffset<T>)) /
+                (sizeof(T) ? sizeof(T) : 1))
       throw UnpicklingError("RawArray: shared memory received is too small for the array");
     size_ = static_cast<size_type>(n);
     attach();
@@ -377,12 +382,14 @@ class RawArray {
  private:
   struct Length {};
   RawArray(size_type size, Length)
-      : block_(detail::block_bytes(size, sizeof(T), detail::kDataOffset<T>), detail::kBlockAlign<T>) {
+      : block_(detail::block_bytes(size, sizeof(T), detail::kDataOffset<T>),
+               detail::kBlockAlign<T>) {
     size_ = size;
     attach();
   }
   RawArray(std::vector<T> values, int) : RawArray(values.size()) {
-    if (!values.empty()) std::memcpy(static_cast<void*>(data_), values.data(), values.size() * sizeof(T));
+    if (!values.empty())
+      std::memcpy(static_cast<void*>(data_), values.data(), values.size() * sizeof(T));
   }
   void attach() {
     base_ = block_.data();
@@ -396,7 +403,9 @@ class RawArray {
   }
   std::pair<size_type, size_type> clamp(std::ptrdiff_t start, std::ptrdiff_t stop) const {
     const auto n = static_cast<std::ptrdiff_t>(size_);
-    auto fix = [n](std::ptrdiff_t i) { return std::clamp<std::ptrdiff_t>(i < 0 ? i + n : i, 0, n); };
+    auto fix = [n](std::ptrdiff_t i) {
+      return std::clamp<std::ptrdiff_t>(i < 0 ? i + n : i, 0, n);
+    };
     const std::ptrdiff_t b = fix(start), e = std::max(fix(stop), fix(start));
     return {static_cast<size_type>(b), static_cast<size_type>(e)};
   }
@@ -414,14 +423,14 @@ class Array : public RawArray<T> {
  public:
   using RawArray<T>::RawArray;
   template <std::integral I, class L>
-    requires std::is_constructible_v<AnyLock, L>
-  Array(I size, L lock) : RawArray<T>(size), lock_(std::move(lock)) {}
+  requires std::is_constructible_v<AnyLock, L> Array(I size, L lock)
+      : RawArray<T>(size), lock_(std::move(lock)) {}
   template <class L>
-    requires std::is_constructible_v<AnyLock, L>
-  Array(std::initializer_list<T> values, L lock) : RawArray<T>(values), lock_(std::move(lock)) {}
+  requires std::is_constructible_v<AnyLock, L> Array(std::initializer_list<T> values, L lock)
+      : RawArray<T>(values), lock_(std::move(lock)) {}
   template <class L>
-    requires std::is_constructible_v<AnyLock, L>
-  Array(const std::vector<T>& values, L lock) : RawArray<T>(values), lock_(std::move(lock)) {}
+  requires std::is_constructible_v<AnyLock, L> Array(const std::vector<T>& values, L lock)
+      : RawArray<T>(values), lock_(std::move(lock)) {}
 
   AnyLock& get_lock() noexcept { return lock_; }
   RawArray<T>& get_obj() noexcept { return *this; }
@@ -448,7 +457,9 @@ class Array : public RawArray<T> {
     std::lock_guard g(lock_);
     RawArray<T>::set_slice(values);
   }
-  void set_slice(std::initializer_list<T> values) { set_slice(std::span<const T>(values.begin(), values.size())); }
+  void set_slice(std::initializer_list<T> values) {
+    set_slice(std::span<const T>(values.begin(), values.size()));
+  }
 
   template <class Archive>
   void save(Archive& ar) const {

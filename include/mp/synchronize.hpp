@@ -97,13 +97,16 @@ class TimedAcquire : public Lockable<Derived> {
 };
 
 // Seconds as a number (Python's wait(0.5)), as a duration.
-inline std::chrono::duration<double> seconds(double s) noexcept { return std::chrono::duration<double>(s); }
+inline std::chrono::duration<double> seconds(double s) noexcept {
+  return std::chrono::duration<double>(s);
+}
 
 // threading.Condition.wait_for over anything with wait() and wait(timeout): waits until
 // predicate() is true or the timeout (null: none) has passed; returns predicate()'s last value.
 template <class Cond, class Predicate>
 auto wait_for_predicate(Cond& cond, Predicate& predicate, const std::chrono::nanoseconds* timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + (timeout ? *timeout : std::chrono::nanoseconds::zero());
+  const auto deadline =
+      std::chrono::steady_clock::now() + (timeout ? *timeout : std::chrono::nanoseconds::zero());
   auto result = predicate();
   while (!result) {
     if (!timeout) {
@@ -201,7 +204,7 @@ class MP_API RLock : public detail::TimedAcquire<RLock> {
   friend class Condition;
   friend class detail::TimedAcquire<RLock>;
   bool acquire_impl(const std::chrono::nanoseconds* timeout);
-  unsigned release_save();              // releases all levels; returns the depth
+  unsigned release_save();               // releases all levels; returns the depth
   void acquire_restore(unsigned depth);  // re-acquires and restores the depth
   void attach();
   heap::SharedBlock block_;
@@ -402,7 +405,7 @@ class MP_API Barrier {
 
  private:
   int wait_impl(const std::chrono::nanoseconds* timeout);
-  std::string action_code() const;        // the action, as bytes another process resolves
+  std::string action_code() const;  // the action, as bytes another process resolves
   void attach(const std::string& code);
   heap::SharedBlock block_;
   detail::BarrierState* state_ = nullptr;

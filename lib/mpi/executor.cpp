@@ -64,8 +64,8 @@ struct SpawnedGroup {
   std::vector<int> pids;
   bool taken = false;
 };
-std::mutex g_spawn_mu;  // before g_mpi
-SpawnedGroup g_spawned;  // an executor broke: MPI_Finalize could wait for a dead rank
+std::mutex g_spawn_mu;            // before g_mpi
+SpawnedGroup g_spawned;           // an executor broke: MPI_Finalize could wait for a dead rank
 std::vector<std::string> g_args;  // argv[1..] for spawned workers
 
 std::string mpi_error(int code) {
@@ -80,7 +80,8 @@ void check(int rc, const char* call) {
 }
 
 std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
 }
 
 // Backs off while polling for a message (see the banner).
@@ -165,7 +166,8 @@ void serve(MPI_Comm comm, int client) {
     msg.resize(static_cast<std::size_t>(count));
     {
       std::lock_guard g(g_mpi);
-      check(MPI_Recv(msg.data(), count, MPI_BYTE, client, st.MPI_TAG, comm, MPI_STATUS_IGNORE), "MPI_Recv");
+      check(MPI_Recv(msg.data(), count, MPI_BYTE, client, st.MPI_TAG, comm, MPI_STATUS_IGNORE),
+            "MPI_Recv");
     }
     backoff.reset();
     switch (st.MPI_TAG) {
@@ -179,7 +181,9 @@ void serve(MPI_Comm comm, int client) {
       case wire::kTask: {
         run_task(table, msg, out);
         std::lock_guard g(g_mpi);
-        check(MPI_Send(out.data(), static_cast<int>(out.size()), MPI_BYTE, client, wire::kResult, comm), "MPI_Send");
+        check(MPI_Send(out.data(), static_cast<int>(out.size()), MPI_BYTE, client, wire::kResult,
+                       comm),
+              "MPI_Send");
         break;
       }
       case wire::kRelease:
@@ -188,7 +192,8 @@ void serve(MPI_Comm comm, int client) {
       case wire::kExit:
         return;
       default:
-        std::fprintf(stderr, "mp::mpi worker %d: unknown message tag %d ignored\n", g_rank, st.MPI_TAG);
+        std::fprintf(stderr, "mp::mpi worker %d: unknown message tag %d ignored\n", g_rank,
+                     st.MPI_TAG);
     }
     if (out.capacity() > (std::size_t{16} << 20)) std::string().swap(out);
     if (msg.capacity() > (std::size_t{16} << 20)) std::string().swap(msg);
@@ -243,10 +248,15 @@ class MpiEngine final : public pool::Engine {
   // Workers are ranks `first`..`first + n - 1` of `comm`, told kRelease at the end; then
   // `released(broken)` runs (without any lock). `pids`: of spawned workers on this host (0 for
   // one elsewhere), watched.
-  MpiEngine(MPI_Comm comm, int first, int n, std::function<void(bool)> released, const std::vector<int>& pids = {})
+  MpiEngine(MPI_Comm comm, int first, int n, std::function<void(bool)> released,
+            const std::vector<int>& pids = {})
       : comm_(comm), released_(std::move(released)) {
     for (int i = 0; i < n; ++i)
-      workers_.push_back(Worker{first + i, {}, {}, static_cast<std::size_t>(i) < pids.size() ? pids[static_cast<std::size_t>(i)] : 0});
+      workers_.push_back(Worker{
+          first + i,
+          {},
+          {},
+          static_cast<std::size_t>(i) < pids.size() ? pids[static_cast<std::size_t>(i)] : 0});
     first_ = first;
     thread_ = std::thread([this] { loop(); });
   }
@@ -294,7 +304,9 @@ class MpiEngine final : public pool::Engine {
     {
       std::lock_guard g(mu_);
       state_ = RunState::terminate;
-      fail_all(std::make_exception_ptr(ProcessError("the executor was shut down before the task finished")), d);
+      fail_all(std::make_exception_ptr(
+                   ProcessError("the executor was shut down before the task finished")),
+               d);
     }
     wake(true);
     d.run();
@@ -304,7 +316,8 @@ class MpiEngine final : public pool::Engine {
       std::lock_guard g(mu_);
       if (state_ == RunState::run && !broken_) throw std::invalid_argument("Pool is still running");
     }
-    if (std::this_thread::get_id() == thread_.get_id()) throw std::logic_error("cannot join the executor from its own thread");
+    if (std::this_thread::get_id() == thread_.get_id())
+      throw std::logic_error("cannot join the executor from its own thread");
     std::lock_guard g(join_mu_);
     if (thread_.joinable()) thread_.join();
   }
@@ -314,7 +327,9 @@ class MpiEngine final : public pool::Engine {
   }
   int processes() const noexcept override { return static_cast<int>(workers_.size()); }
   bool threads() const noexcept override { return false; }
-  std::uint64_t chunks_sent() const noexcept override { return chunks_sent_.load(std::memory_order_relaxed); }
+  std::uint64_t chunks_sent() const noexcept override {
+    return chunks_sent_.load(std::memory_order_relaxed);
+  }
   // Results arrive through the engine's thread: a waiter only spins (lib/support/spin.hpp), then sleeps.
   bool await(const std::atomic<bool>& done) noexcept override {
     static constinit thread_local mp::detail::Spinner spinner;
@@ -366,7 +381,8 @@ class MpiEngine final : public pool::Engine {
     for (;;) {
       Worker* best = nullptr;
       for (auto& w : workers_)
-        if (w.inflight.size() < limit && (!best || w.inflight.size() < best->inflight.size())) best = &w;
+        if (w.inflight.size() < limit && (!best || w.inflight.size() < best->inflight.size()))
+          best = &w;
       if (!best) return;
       bool sent = false;
       for (auto it = jobs_.begin(); it != jobs_.end() && !sent;) {
@@ -416,7 +432,8 @@ class MpiEngine final : public pool::Engine {
     int rc = MPI_SUCCESS;
     {
       std::lock_guard g(g_mpi);
-      rc = MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, rank, tag, comm_, &s.request);
+      rc = MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, rank, tag, comm_,
+                     &s.request);
     }
     if (rc != MPI_SUCCESS) {
       sends_.pop_back();
@@ -428,7 +445,8 @@ class MpiEngine final : public pool::Engine {
   void send(Worker& w, const std::shared_ptr<pool::Job>& job, pool::Chunk& c) {
     const std::uint32_t fn = function_id(c);
     if (c.args.size() > static_cast<std::size_t>(INT_MAX) - 16)
-      throw std::invalid_argument("MPIPoolExecutor: a chunk's arguments exceed 2 GiB (use a smaller chunksize)");
+      throw std::invalid_argument(
+          "MPIPoolExecutor: a chunk's arguments exceed 2 GiB (use a smaller chunksize)");
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
       isend(w.rank, wire::kDefine, fn_defs_[fn]);
@@ -496,7 +514,8 @@ class MpiEngine final : public pool::Engine {
   void take_result(int source, std::string_view bytes, Deliveries& d) {
     const std::size_t wi = static_cast<std::size_t>(source - first_);
     if (source < first_ || wi >= workers_.size()) {
-      break_pool("a result from rank " + std::to_string(source) + ", which is not a worker of this executor");
+      break_pool("a result from rank " + std::to_string(source) +
+                 ", which is not a worker of this executor");
       return;
     }
     Worker& w = workers_[wi];
@@ -504,10 +523,12 @@ class MpiEngine final : public pool::Engine {
     try {
       r = wire::decode_result(bytes);
     } catch (const std::exception& e) {
-      break_pool(std::string("a corrupt message from rank ") + std::to_string(source) + ": " + e.what());
+      break_pool(std::string("a corrupt message from rank ") + std::to_string(source) + ": " +
+                 e.what());
       return;
     }
-    auto it = std::find_if(w.inflight.begin(), w.inflight.end(), [&](const InFlight& f) { return f.id == r.id; });
+    auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
+                           [&](const InFlight& f) { return f.id == r.id; });
     if (it == w.inflight.end()) {
       break_pool("rank " + std::to_string(source) + " answered a task it was not given");
       return;
@@ -515,7 +536,8 @@ class MpiEngine final : public pool::Engine {
     InFlight f = std::move(*it);
     w.inflight.erase(it);
     outstanding_.fetch_sub(1, std::memory_order_relaxed);
-    avg_ns_ = avg_ns_ == 0 ? static_cast<double>(r.ns) : 0.875 * avg_ns_ + 0.125 * static_cast<double>(r.ns);
+    avg_ns_ = avg_ns_ == 0 ? static_cast<double>(r.ns)
+                           : 0.875 * avg_ns_ + 0.125 * static_cast<double>(r.ns);
     if (!f.job) return;  // terminated: dropped
     pool::Outcome o;
     o.ok = r.ok;
@@ -541,7 +563,8 @@ class MpiEngine final : public pool::Engine {
         // costs no wake-up), then sleep until a submit or close.
         g.unlock();
         const auto idle = Clock::now();
-        while (outstanding_.load(std::memory_order_relaxed) == 0 && Clock::now() - idle < kSpinWindow)
+        while (outstanding_.load(std::memory_order_relaxed) == 0 &&
+               Clock::now() - idle < kSpinWindow)
           std::this_thread::yield();
         g.lock();
         sleeping_.store(true, std::memory_order_release);
@@ -638,14 +661,18 @@ SpawnedGroup spawn_group(int n) {
     std::condition_variable cv;
     bool done = false;
     std::thread t;
-    Watchdog() : t([this] {
-      std::unique_lock l(m);
-      if (!cv.wait_for(l, kSpawnTimeout, [this] { return done; })) {
-        std::fprintf(stderr, "mp::mpi: MPI_Comm_spawn did not return within %lld s; ending the process\n",
-                     static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(kSpawnTimeout).count()));
-        std::_Exit(1);
-      }
-    }) {}
+    Watchdog()
+        : t([this] {
+            std::unique_lock l(m);
+            if (!cv.wait_for(l, kSpawnTimeout, [this] { return done; })) {
+              std::fprintf(
+                  stderr,
+                  "mp::mpi: MPI_Comm_spawn did not return within %lld s; ending the process\n",
+                  static_cast<long long>(
+                      std::chrono::duration_cast<std::chrono::seconds>(kSpawnTimeout).count()));
+              std::_Exit(1);
+            }
+          }) {}
     ~Watchdog() {
       {
         std::lock_guard l(m);
@@ -656,9 +683,11 @@ SpawnedGroup spawn_group(int n) {
     }
   };
   std::optional<Watchdog> watchdog(std::in_place);
-  const int rc = MPI_Comm_spawn(exe.c_str(), argv.data(), n, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, errcodes.data());
+  const int rc = MPI_Comm_spawn(exe.c_str(), argv.data(), n, MPI_INFO_NULL, 0, MPI_COMM_SELF,
+                                &inter, errcodes.data());
   if (rc != MPI_SUCCESS)
-    throw std::runtime_error("MPIPoolExecutor: MPI_Comm_spawn of " + std::to_string(n) + " workers failed: " + mpi_error(rc));
+    throw std::runtime_error("MPIPoolExecutor: MPI_Comm_spawn of " + std::to_string(n) +
+                             " workers failed: " + mpi_error(rc));
   watchdog.reset();
   MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
   // Each worker says who it is; those on this host are watched (see watch_workers).
@@ -682,9 +711,12 @@ SpawnedGroup spawn_group(int n) {
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     buf.resize(static_cast<std::size_t>(count));
-    check(MPI_Recv(buf.data(), count, MPI_BYTE, st.MPI_SOURCE, wire::kHello, inter, MPI_STATUS_IGNORE), "MPI_Recv");
+    check(MPI_Recv(buf.data(), count, MPI_BYTE, st.MPI_SOURCE, wire::kHello, inter,
+                   MPI_STATUS_IGNORE),
+          "MPI_Recv");
     const wire::Hello h = wire::decode_hello(buf);
-    if (st.MPI_SOURCE >= 0 && st.MPI_SOURCE < n && h.host == here) pids[static_cast<std::size_t>(st.MPI_SOURCE)] = h.pid;
+    if (st.MPI_SOURCE >= 0 && st.MPI_SOURCE < n && h.host == here)
+      pids[static_cast<std::size_t>(st.MPI_SOURCE)] = h.pid;
     ++got;
   }
   return SpawnedGroup{inter, n, pids, true};
@@ -702,23 +734,29 @@ std::shared_ptr<pool::Engine> spawn_engine(int n) {
     g_spawned.taken = true;
   } else {  // another executor holds the group: a group of this executor's own
     SpawnedGroup own = spawn_group(n);
-    return std::make_shared<MpiEngine>(own.comm, 0, n, [comm = own.comm, n](bool broken) mutable {
-      if (broken) return;  // a disconnect would wait for a dead rank
-      SpawnedGroup g{comm, n, {}, false};
-      std::lock_guard m(g_mpi);
-      end_group(g);
-    }, own.pids);
+    return std::make_shared<MpiEngine>(
+        own.comm, 0, n,
+        [comm = own.comm, n](bool broken) mutable {
+          if (broken) return;  // a disconnect would wait for a dead rank
+          SpawnedGroup g{comm, n, {}, false};
+          std::lock_guard m(g_mpi);
+          end_group(g);
+        },
+        own.pids);
   }
   const MPI_Comm comm = g_spawned.comm;
-  return std::make_shared<MpiEngine>(comm, 0, n, [comm](bool broken) {
-    std::lock_guard l(g_spawn_mu);
-    if (g_spawned.comm != comm) return;
-    if (broken) {
-      g_spawned = SpawnedGroup{};  // left as is (see the broken path)
-    } else {
-      g_spawned.taken = false;
-    }
-  }, g_spawned.pids);
+  return std::make_shared<MpiEngine>(
+      comm, 0, n,
+      [comm](bool broken) {
+        std::lock_guard l(g_spawn_mu);
+        if (g_spawned.comm != comm) return;
+        if (broken) {
+          g_spawned = SpawnedGroup{};  // left as is (see the broken path)
+        } else {
+          g_spawned.taken = false;
+        }
+      },
+      g_spawned.pids);
 }
 
 }  // namespace
@@ -733,18 +771,22 @@ void init(int& argc, char**& argv) {
     MPI_Query_thread(&provided);
   }
   if (provided < MPI_THREAD_SERIALIZED)
-    throw std::runtime_error("mp::mpi::init: the MPI library does not provide MPI_THREAD_SERIALIZED");
+    throw std::runtime_error(
+        "mp::mpi::init: the MPI library does not provide MPI_THREAD_SERIALIZED");
   MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
   g_args.assign(argv + (argc > 0 ? 1 : 0), argv + argc);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   MPI_Comm parent = MPI_COMM_NULL;
   MPI_Comm_get_parent(&parent);
-  if (parent != MPI_COMM_NULL) {  // spawned by an MPIPoolExecutor: rank 0 of its group is the client
+  if (parent !=
+      MPI_COMM_NULL) {  // spawned by an MPIPoolExecutor: rank 0 of its group is the client
     int code = 0;
     try {
       const std::string hello = wire::encode_hello(platform::current_pid(), processor_name());
-      check(MPI_Send(hello.data(), static_cast<int>(hello.size()), MPI_BYTE, 0, wire::kHello, parent), "MPI_Send");
+      check(
+          MPI_Send(hello.data(), static_cast<int>(hello.size()), MPI_BYTE, 0, wire::kHello, parent),
+          "MPI_Send");
       serve(parent, 0);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mp::mpi worker: %s\n", e.what());
@@ -785,16 +827,20 @@ std::string processor_name() {
 namespace detail {
 
 std::shared_ptr<mp::detail::pool::Engine> make_engine(const MPIPoolExecutorOptions& options) {
-  if (!g_ready) throw std::logic_error("MPIPoolExecutor: call mp::mpi::init(argc, argv) first in main");
-  if (options.max_workers && *options.max_workers < 1) throw std::invalid_argument("max_workers must be greater than 0");
+  if (!g_ready)
+    throw std::logic_error("MPIPoolExecutor: call mp::mpi::init(argc, argv) first in main");
+  if (options.max_workers && *options.max_workers < 1)
+    throw std::invalid_argument("max_workers must be greater than 0");
   if (g_size == 1) return spawn_engine(options.max_workers.value_or(1));
   const int available = g_size - 1;
   const int n = options.max_workers.value_or(available);
   if (n > available)
-    throw std::invalid_argument("max_workers (" + std::to_string(n) + ") is more than the " + std::to_string(available) +
-                                " worker ranks of this MPI job");
+    throw std::invalid_argument("max_workers (" + std::to_string(n) + ") is more than the " +
+                                std::to_string(available) + " worker ranks of this MPI job");
   if (g_world_taken.exchange(true))
-    throw std::runtime_error("MPIPoolExecutor: the worker ranks are in use by another MPIPoolExecutor (shut it down first)");
+    throw std::runtime_error(
+        "MPIPoolExecutor: the worker ranks are in use by another MPIPoolExecutor (shut it down "
+        "first)");
   try {
     return std::make_shared<MpiEngine>(g_world, 1, n, [](bool) { g_world_taken.store(false); });
   } catch (...) {

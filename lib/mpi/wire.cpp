@@ -19,7 +19,8 @@ struct Reader {
   const char* what;
   template <class T>
   T take() {
-    if (rest.size() < sizeof(T)) throw UnpicklingError(std::string("corrupt data: truncated ") + what + " message");
+    if (rest.size() < sizeof(T))
+      throw UnpicklingError(std::string("corrupt data: truncated ") + what + " message");
     T v;
     std::memcpy(&v, rest.data(), sizeof v);
     rest.remove_prefix(sizeof v);

@@ -26,11 +26,13 @@ bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek
 inline constexpr std::size_t kMaxDescriptors = 250;
 // Sends `size` bytes (at least 1) over a stream socket with `fds` attached to the first of them.
 // Blocking; throws OSError (EPIPE when the peer is gone; never SIGPIPE).
-void send_with_descriptors(Handle socket, const void* data, std::size_t size, const std::vector<Handle>& fds);
+void send_with_descriptors(Handle socket, const void* data, std::size_t size,
+                           const std::vector<Handle>& fds);
 // Receives exactly `size` bytes and the descriptors attached to them (close-on-exec, owned by
 // the caller). Returns false at end of file before the first byte. Throws OSError, or
 // ProcessError for a truncated message or more than kMaxDescriptors descriptors.
-bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::vector<Handle>& fds);
+bool receive_with_descriptors(Handle socket, void* data, std::size_t size,
+                              std::vector<Handle>& fds);
 
 // Moves `fd` to the number `target` (close-on-exec), closing whatever `target` was.
 void move_descriptor(Handle fd, Handle target);

@@ -66,16 +66,20 @@ bool receive_descriptor(Handle socket, std::uint64_t& tag, Handle& fd, bool peek
   }
   fd = kInvalidHandle;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  if (n != static_cast<ssize_t>(sizeof tag) || fd == kInvalidHandle || (msg.msg_flags & MSG_CTRUNC)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  if (n != static_cast<ssize_t>(sizeof tag) || fd == kInvalidHandle ||
+      (msg.msg_flags & MSG_CTRUNC)) {
     close_handle(fd);
     throw ProcessError("mp: corrupt out-of-band message in a queue");
   }
   return true;
 }
 
-void send_with_descriptors(Handle socket, const void* data, std::size_t size, const std::vector<Handle>& fds) {
-  if (size == 0 || fds.size() > kMaxDescriptors) throw std::invalid_argument("mp forkserver: bad message");
+void send_with_descriptors(Handle socket, const void* data, std::size_t size,
+                           const std::vector<Handle>& fds) {
+  if (size == 0 || fds.size() > kMaxDescriptors)
+    throw std::invalid_argument("mp forkserver: bad message");
   const char* p = static_cast<const char*>(data);
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxDescriptors));
   bool first = true;
@@ -104,7 +108,8 @@ void send_with_descriptors(Handle socket, const void* data, std::size_t size, co
   }
 }
 
-bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::vector<Handle>& fds) {
+bool receive_with_descriptors(Handle socket, void* data, std::size_t size,
+                              std::vector<Handle>& fds) {
   char* p = static_cast<char*>(data);
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxDescriptors));
   bool first = true;
@@ -129,7 +134,8 @@ bool receive_with_descriptors(Handle socket, void* data, std::size_t size, std::
         fds.push_back(fd);
       }
     }
-    if (msg.msg_flags & MSG_CTRUNC) throw ProcessError("mp forkserver: too many descriptors in a message");
+    if (msg.msg_flags & MSG_CTRUNC)
+      throw ProcessError("mp forkserver: too many descriptors in a message");
     if (n == 0) {
       if (first) return false;
       throw EOFError("mp forkserver: the peer closed the connection in a message");

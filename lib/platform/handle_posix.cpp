@@ -22,9 +22,7 @@
 
 namespace mp::platform {
 
-void throw_error(int errnum, const std::string& what) {
-  throw OSError(errnum, what);
-}
+void throw_error(int errnum, const std::string& what) { throw OSError(errnum, what); }
 
 void throw_last_error(const std::string& what) { throw_error(errno, what); }
 

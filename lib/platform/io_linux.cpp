@@ -38,14 +38,14 @@ Handle make_ready_set(Handle socket, Handle event) {
   epoll_event f{};
   f.events = EPOLLIN;
   f.data.fd = event;
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, socket, &e) < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, event, &f) < 0) {
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, socket, &e) < 0 ||
+      ::epoll_ctl(ep, EPOLL_CTL_ADD, event, &f) < 0) {
     const int err = errno;
     ::close(ep);
     throw_error(err, "epoll_ctl");
   }
   return ep;
 }
-
 
 std::string private_socket_address(std::string& private_dir) {
   private_dir.clear();
@@ -64,7 +64,8 @@ namespace {
 std::optional<ucred> peer_credentials(Handle connection) {
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return std::nullopt;
+  if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
+    return std::nullopt;
   return cred;
 }
 }  // namespace

@@ -42,7 +42,8 @@ sockaddr_un unix_address(const std::string& path, socklen_t& len) {
   if (path.empty() || path.size() >= sizeof addr.sun_path)
     throw std::invalid_argument("invalid Unix socket address: '" + path + "'");
   std::memcpy(addr.sun_path, path.data(), path.size());
-  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '\0' ? 0 : 1));
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                               (path[0] == '\0' ? 0 : 1));
   return addr;
 }
 
@@ -66,7 +67,8 @@ Handle with_tcp_address(const std::string& host, std::uint16_t port, bool passiv
   hints.ai_flags = passive ? AI_PASSIVE : 0;
   addrinfo* res = nullptr;
   const std::string service = std::to_string(port);
-  const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  const int rc =
+      ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
   if (rc != 0) throw OSError(EINVAL, "cannot resolve '" + host + "': " + ::gai_strerror(rc));
   int last_errno = 0;
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
@@ -83,7 +85,8 @@ Handle with_tcp_address(const std::string& host, std::uint16_t port, bool passiv
     ::close(fd);
   }
   ::freeaddrinfo(res);
-  throw_error(last_errno, "cannot " + std::string(passive ? "listen on " : "connect to ") + host + ":" + service);
+  throw_error(last_errno, "cannot " + std::string(passive ? "listen on " : "connect to ") + host +
+                              ":" + service);
 }
 
 }  // namespace
@@ -104,7 +107,7 @@ std::atomic<bool> g_sigpipe_ignored{false};
 void ignore_sigpipe() noexcept {
   // As CPython does at start-up: a broken pipe is an error, not a signal. A handler the program
   // installed itself is kept.
-  struct sigaction old{};
+  struct sigaction old {};
   if (::sigaction(SIGPIPE, nullptr, &old) != 0) return;
   if (old.sa_handler == SIG_DFL) {
     ::signal(SIGPIPE, SIG_IGN);
@@ -113,9 +116,6 @@ void ignore_sigpipe() noexcept {
     g_sigpipe_ignored.store(true, std::memory_order_relaxed);
   }
 }
-
-
-
 
 TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
   for (;;) {
@@ -185,7 +185,8 @@ Handle connect_tcp(const std::string& host, std::uint16_t port) {
 std::uint16_t local_port(Handle listener) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getsockname(listener, reinterpret_cast<sockaddr*>(&ss), &len) < 0) throw_last_error("getsockname");
+  if (::getsockname(listener, reinterpret_cast<sockaddr*>(&ss), &len) < 0)
+    throw_last_error("getsockname");
   if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return 0;
@@ -211,7 +212,8 @@ std::optional<Handle> try_accept(Handle listener, int& error) noexcept {
   error = 0;
   const int fd = accept_once(listener);
   if (fd >= 0) return fd;
-  if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN && errno != EWOULDBLOCK && errno != EPROTO)
+  if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN && errno != EWOULDBLOCK &&
+      errno != EPROTO)
     error = errno;
   return std::nullopt;
 }
@@ -279,7 +281,9 @@ void unlink_path(const std::string& path) noexcept {
 bool wait_writable(Handle h, const Nanos* timeout) {
   pollfd p{h, POLLOUT, 0};
   int ms = -1;
-  if (timeout) ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(std::max(*timeout, Nanos::zero())).count());
+  if (timeout)
+    ms = static_cast<int>(
+        std::chrono::ceil<std::chrono::milliseconds>(std::max(*timeout, Nanos::zero())).count());
   const int r = ::poll(&p, 1, ms);
   if (r < 0 && errno != EINTR) throw_last_error("poll");
   return r > 0;
@@ -292,7 +296,8 @@ bool write_token(Handle socket) {
   for (;;) {
     if (posix::send_nosignal(socket, &token, 1, MSG_DONTWAIT) == 1) return true;
     if (errno == EINTR) continue;
-    if (errno == EPIPE || errno == ECONNRESET || errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    if (errno == EPIPE || errno == ECONNRESET || errno == EAGAIN || errno == EWOULDBLOCK)
+      return false;
     throw_last_error("cannot write to the connection");
   }
 }

@@ -15,11 +15,15 @@ int socket_cloexec(int family, int type, int protocol) noexcept {
   return ::socket(family, type | SOCK_CLOEXEC, protocol);
 }
 
-int socketpair_cloexec(int type, int fds[2]) noexcept { return ::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds); }
+int socketpair_cloexec(int type, int fds[2]) noexcept {
+  return ::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds);
+}
 
 int pipe_cloexec(int fds[2]) noexcept { return ::pipe2(fds, O_CLOEXEC); }
 
-int accept_cloexec(int listener) noexcept { return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC); }
+int accept_cloexec(int listener) noexcept {
+  return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+}
 
 int dup_to_cloexec(int fd, int target) noexcept { return ::dup3(fd, target, O_CLOEXEC); }
 

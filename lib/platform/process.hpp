@@ -20,8 +20,9 @@ namespace mp::platform {
 // thread blocks or the process ignores.
 // Safe to call from several threads at once; the cost does not grow with the caller's memory.
 // Throws: OSError with the OS error of the failed step (e.g. the exec: ENOENT, E2BIG, EACCES).
-int spawn_process(const std::string& executable, const std::vector<std::string>& args, const char* env_name,
-                  const std::string& env_value, const std::vector<Handle>& inherit);
+int spawn_process(const std::string& executable, const std::vector<std::string>& args,
+                  const char* env_name, const std::string& env_value,
+                  const std::vector<Handle>& inherit);
 // The program's arguments (argc/argv of main) in UTF-8: argv itself on POSIX; on Windows the
 // UTF-16 command line split as the C runtime does (main's argv there is in the ANSI code page).
 std::vector<std::string> program_arguments(int argc, char** argv);
@@ -46,9 +47,9 @@ Handle open_process(int pid);
 // Reaps the child behind the process handle; nullopt if it still runs and !block.
 // Exit code as Python: the status, or -N for signal N.
 std::optional<int> reap(Handle process, bool block);
-void send_signal(Handle process, int sig);  // no error if the process already ended
+void send_signal(Handle process, int sig);   // no error if the process already ended
 inline constexpr int kTerminateSignal = 15;  // SIGTERM
-inline constexpr int kKillSignal = 9;       // SIGKILL
+inline constexpr int kKillSignal = 9;        // SIGKILL
 // SIGKILLs the child `pid`, which the caller has not reaped (so the pid is still this child's),
 // and reaps it. For a child no process handle could be had for.
 void kill_and_reap(int pid) noexcept;

@@ -33,7 +33,7 @@
 #include "platform/process.hpp"
 
 #ifndef P_PIDFD
-#define P_PIDFD 3
+#  define P_PIDFD 3
 #endif
 
 extern char** environ;
@@ -91,8 +91,10 @@ void name_process_after_executable() noexcept {
   try {
     std::string path = executable_display_path();
     constexpr const char kDeleted[] = " (deleted)";
-    if (path.size() > sizeof kDeleted - 1 && path.ends_with(kDeleted)) path.resize(path.size() - (sizeof kDeleted - 1));
-    const std::string name = path.substr(path.find_last_of('/') + 1).substr(0, 15);  // comm: 15 chars
+    if (path.size() > sizeof kDeleted - 1 && path.ends_with(kDeleted))
+      path.resize(path.size() - (sizeof kDeleted - 1));
+    const std::string name =
+        path.substr(path.find_last_of('/') + 1).substr(0, 15);  // comm: 15 chars
     if (!name.empty()) ::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0);
   } catch (...) {
   }
@@ -161,14 +163,16 @@ struct Attributes {
 
 }  // namespace
 
-int spawn_process(const std::string& executable, const std::vector<std::string>& args, const char* env_name,
-                  const std::string& env_value, const std::vector<Handle>& inherit) {
+int spawn_process(const std::string& executable, const std::vector<std::string>& args,
+                  const char* env_name, const std::string& env_value,
+                  const std::vector<Handle>& inherit) {
   // dup2(fd, fd) as a spawn file action clears FD_CLOEXEC in the child: glibc does so explicitly
   // (a plain dup2(fd, fd) would not; POSIX.1-2024 requires it; ProcessTest.
   // ChildInheritsExactlyThePassedHandles checks it). The parent's descriptors stay close-on-exec,
   // so a concurrent spawn from another thread does not receive them.
   FileActions actions;
-  for (Handle fd : inherit) check(posix_spawn_file_actions_adddup2(&actions.fa, fd, fd), "bad descriptor to inherit");
+  for (Handle fd : inherit)
+    check(posix_spawn_file_actions_adddup2(&actions.fa, fd, fd), "bad descriptor to inherit");
 
   // Signals: an empty mask and default dispositions, not the calling thread's mask nor the
   // process' ignored signals (a child ignoring SIGTERM would defeat terminate()).
@@ -196,7 +200,8 @@ int spawn_process(const std::string& executable, const std::vector<std::string>&
   envp.push_back(nullptr);
 
   pid_t pid = 0;
-  const int err = ::posix_spawn(&pid, executable.c_str(), &actions.fa, &attributes.attr, argv.data(), envp.data());
+  const int err = ::posix_spawn(&pid, executable.c_str(), &actions.fa, &attributes.attr,
+                                argv.data(), envp.data());
   if (err != 0) throw_error(err, "cannot spawn '" + executable + "'");
   return static_cast<int>(pid);
 }

@@ -54,7 +54,6 @@ void kill_and_reap(int pid) noexcept {
   }
 }
 
-
 int parent_pid() noexcept { return static_cast<int>(::getppid()); }
 
 void kill_self() noexcept {

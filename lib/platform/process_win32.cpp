@@ -71,7 +71,8 @@ std::wstring environment_with(const std::wstring& name, const std::wstring& valu
     std::erase_if(vars, [&](const std::wstring& v) { return key(v) == k; });
     vars.push_back(name + L"=" + value);
   }
-  std::stable_sort(vars.begin(), vars.end(), [&](const auto& a, const auto& b) { return key(a) < key(b); });
+  std::stable_sort(vars.begin(), vars.end(),
+                   [&](const auto& a, const auto& b) { return key(a) < key(b); });
   std::wstring out;
   for (const auto& v : vars) {
     out += v;
@@ -94,7 +95,8 @@ HANDLE lifeline_job() {
     }
     return j;
   }();
-  if (!job) throw_error(static_cast<int>(::GetLastError()), "cannot create the children's job object");
+  if (!job)
+    throw_error(static_cast<int>(::GetLastError()), "cannot create the children's job object");
   return job;
 }
 
@@ -119,7 +121,8 @@ struct InheritList {
     HANDLE h = ::GetStdHandle(which);
     if (!h || h == INVALID_HANDLE_VALUE) return nullptr;
     HANDLE dup = nullptr;
-    if (!::DuplicateHandle(::GetCurrentProcess(), h, ::GetCurrentProcess(), &dup, 0, TRUE, DUPLICATE_SAME_ACCESS))
+    if (!::DuplicateHandle(::GetCurrentProcess(), h, ::GetCurrentProcess(), &dup, 0, TRUE,
+                           DUPLICATE_SAME_ACCESS))
       return nullptr;  // a console pseudo-handle: the child gets its own console's
     temporaries.push_back(dup);
     handles.push_back(dup);
@@ -129,15 +132,17 @@ struct InheritList {
 
 }  // namespace
 
-int spawn_process(const std::string& executable, const std::vector<std::string>& args, const char* env_name,
-                  const std::string& env_value, const std::vector<Handle>& inherit) {
+int spawn_process(const std::string& executable, const std::vector<std::string>& args,
+                  const char* env_name, const std::string& env_value,
+                  const std::vector<Handle>& inherit) {
   const std::wstring exe = win32::widen(executable);
   std::wstring command_line;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (i) command_line += L' ';
     append_quoted(command_line, win32::widen(args[i]));
   }
-  std::wstring env = environment_with(env_name ? win32::widen(env_name) : std::wstring(), win32::widen(env_value));
+  std::wstring env =
+      environment_with(env_name ? win32::widen(env_name) : std::wstring(), win32::widen(env_value));
 
   InheritList list;
   STARTUPINFOEXW si{};
@@ -148,7 +153,8 @@ int spawn_process(const std::string& executable, const std::vector<std::string>&
   si.StartupInfo.hStdError = list.add_std(STD_ERROR_HANDLE);
   for (Handle h : inherit) {
     DWORD flags = 0;
-    if (!::GetHandleInformation(win32::native(h), &flags)) throw_last_error("cannot pass a handle to the child");
+    if (!::GetHandleInformation(win32::native(h), &flags))
+      throw_last_error("cannot pass a handle to the child");
     if (!(flags & HANDLE_FLAG_INHERIT)) {
       if (!::SetHandleInformation(win32::native(h), HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT))
         throw_last_error("cannot pass a handle to the child");
@@ -160,21 +166,24 @@ int spawn_process(const std::string& executable, const std::vector<std::string>&
   ::InitializeProcThreadAttributeList(nullptr, 1, 0, &attr_size);
   std::vector<unsigned char> attr_storage(attr_size);
   auto* attrs = reinterpret_cast<LPPROC_THREAD_ATTRIBUTE_LIST>(attr_storage.data());
-  if (!::InitializeProcThreadAttributeList(attrs, 1, 0, &attr_size)) throw_last_error("InitializeProcThreadAttributeList");
+  if (!::InitializeProcThreadAttributeList(attrs, 1, 0, &attr_size))
+    throw_last_error("InitializeProcThreadAttributeList");
   struct AttrGuard {
     LPPROC_THREAD_ATTRIBUTE_LIST a;
     ~AttrGuard() { ::DeleteProcThreadAttributeList(a); }
   } attr_guard{attrs};
   const bool any = !list.handles.empty();
-  if (any && !::UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, list.handles.data(),
-                                          list.handles.size() * sizeof(HANDLE), nullptr, nullptr))
+  if (any &&
+      !::UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, list.handles.data(),
+                                   list.handles.size() * sizeof(HANDLE), nullptr, nullptr))
     throw_last_error("UpdateProcThreadAttribute");
   const HANDLE job = lifeline_job();
 
   PROCESS_INFORMATION pi{};
-  if (!::CreateProcessW(exe.c_str(), command_line.data(), nullptr, nullptr, any ? TRUE : FALSE,
-                        CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT, env.data(),
-                        nullptr, &si.StartupInfo, &pi))
+  if (!::CreateProcessW(
+          exe.c_str(), command_line.data(), nullptr, nullptr, any ? TRUE : FALSE,
+          CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT, env.data(),
+          nullptr, &si.StartupInfo, &pi))
     throw_last_error("cannot start " + executable);
   if (!::AssignProcessToJobObject(job, pi.hProcess)) {
     const DWORD e = ::GetLastError();
@@ -220,13 +229,14 @@ Handle open_process(int pid) {
     std::lock_guard lock(g_children_lock);
     if (auto it = children().find(pid); it != children().end()) {
       HANDLE dup = nullptr;
-      if (!::DuplicateHandle(::GetCurrentProcess(), it->second, ::GetCurrentProcess(), &dup, 0, FALSE, DUPLICATE_SAME_ACCESS))
+      if (!::DuplicateHandle(::GetCurrentProcess(), it->second, ::GetCurrentProcess(), &dup, 0,
+                             FALSE, DUPLICATE_SAME_ACCESS))
         throw_last_error("cannot open process " + std::to_string(pid));
       return win32::wrap(dup);
     }
   }
-  HANDLE h = ::OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_TERMINATE, FALSE,
-                           static_cast<DWORD>(pid));
+  HANDLE h = ::OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_TERMINATE,
+                           FALSE, static_cast<DWORD>(pid));
   if (!h) throw_last_error("cannot open process " + std::to_string(pid));
   return win32::wrap(h);
 }
@@ -256,7 +266,8 @@ void send_signal(Handle process, int sig) {
   if (!::TerminateProcess(win32::native(process), kTerminatedCode)) {
     const DWORD e = ::GetLastError();
     DWORD code = 0;
-    if (e == ERROR_ACCESS_DENIED && ::GetExitCodeProcess(win32::native(process), &code) && code != STILL_ACTIVE)
+    if (e == ERROR_ACCESS_DENIED && ::GetExitCodeProcess(win32::native(process), &code) &&
+        code != STILL_ACTIVE)
       return;  // already ended
     throw_error(static_cast<int>(e), "TerminateProcess");
   }
@@ -264,10 +275,14 @@ void send_signal(Handle process, int sig) {
 
 std::string signal_name(int sig) {
   switch (sig) {
-    case 2: return "SIGINT";
-    case 9: return "SIGKILL";
-    case 15: return "SIGTERM";
-    default: return "signal " + std::to_string(sig);
+    case 2:
+      return "SIGINT";
+    case 9:
+      return "SIGKILL";
+    case 15:
+      return "SIGTERM";
+    default:
+      return "signal " + std::to_string(sig);
   }
 }
 

@@ -38,7 +38,8 @@ std::uint64_t memory_capacity() noexcept {
   struct sysinfo si {};
   if (::sysinfo(&si) != 0) return 0;
   const auto unit = static_cast<std::uint64_t>(si.mem_unit ? si.mem_unit : 1);
-  return (static_cast<std::uint64_t>(si.totalram) + static_cast<std::uint64_t>(si.totalswap)) * unit;
+  return (static_cast<std::uint64_t>(si.totalram) + static_cast<std::uint64_t>(si.totalswap)) *
+         unit;
 }
 }  // namespace
 
@@ -97,7 +98,8 @@ void publish_shm(Handle h, const std::string& name) {
   std::snprintf(source, sizeof source, "/proc/self/fd/%d", h);
   if (::linkat(AT_FDCWD, source, AT_FDCWD, target.c_str(), AT_SYMLINK_FOLLOW) == 0) return;
   int e = errno;
-  if (e == ENOENT && ::linkat(h, "", AT_FDCWD, target.c_str(), AT_EMPTY_PATH) == 0) return;  // no /proc
+  if (e == ENOENT && ::linkat(h, "", AT_FDCWD, target.c_str(), AT_EMPTY_PATH) == 0)
+    return;  // no /proc
   if (e == ENOENT) e = errno;
   throw_error(e, "cannot create shared memory '" + name + "'");
 }
@@ -111,14 +113,17 @@ void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
     ::setsid();
     struct sigaction ign {};
     ign.sa_handler = SIG_IGN;
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2}) ::sigaction(sig, &ign, nullptr);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
+      ::sigaction(sig, &ign, nullptr);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (lifeline != 3 && ::dup2(lifeline, 3) < 0) ::_exit(1);
     if (::syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
       rlimit rl{};
-      const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 65536;
+      const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                             ? rl.rlim_cur
+                             : 65536;
       for (rlim_t fd = 4; fd < top; ++fd) ::close(static_cast<int>(fd));
     }
     const int null = ::open("/dev/null", O_RDWR);
@@ -147,7 +152,9 @@ void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexce
   if (std::memchr(name, '/', size) || std::memchr(name, '\0', size)) return;
   struct stat st {};
   if (::fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0) return;
-  if (static_cast<std::uint64_t>(st.st_dev) != id.dev || static_cast<std::uint64_t>(st.st_ino) != id.ino) return;
+  if (static_cast<std::uint64_t>(st.st_dev) != id.dev ||
+      static_cast<std::uint64_t>(st.st_ino) != id.ino)
+    return;
   ::unlinkat(AT_FDCWD, path, 0);
 }
 

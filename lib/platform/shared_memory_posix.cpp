@@ -16,7 +16,8 @@ std::string path_of(const std::string& name) { return "/" + name; }
 }  // namespace
 
 void check_shm_name(const std::string& name) {
-  if (name.size() > kMaxShmName) throw_error(ENAMETOOLONG, "shared memory name too long: " + name.substr(0, 32) + "...");
+  if (name.size() > kMaxShmName)
+    throw_error(ENAMETOOLONG, "shared memory name too long: " + name.substr(0, 32) + "...");
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\0') != std::string::npos)
     throw_error(EINVAL, "invalid shared memory name '" + name + "'");
@@ -31,7 +32,8 @@ Handle open_shm(const std::string& name) {
 
 void unlink_shm(const std::string& name) {
   check_shm_name(name);
-  if (::shm_unlink(path_of(name).c_str()) != 0) throw_last_error("cannot unlink shared memory '" + name + "'");
+  if (::shm_unlink(path_of(name).c_str()) != 0)
+    throw_last_error("cannot unlink shared memory '" + name + "'");
 }
 
 ShmFileId shm_file_id(Handle h) {

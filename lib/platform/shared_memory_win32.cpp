@@ -15,7 +15,8 @@ namespace mp::platform {
 
 namespace {
 
-constexpr std::uint64_t kGranule = 65536;  // view offsets are multiples of the allocation granularity
+constexpr std::uint64_t kGranule =
+    65536;  // view offsets are multiples of the allocation granularity
 
 struct View {
   std::size_t size;
@@ -53,12 +54,15 @@ Handle create_shared_memory(std::size_t size) {
   const std::uint64_t total = kGranule + size;
   // SEC_COMMIT charges the commit limit up front: more than RAM + pagefile fails here (bad_alloc,
   // as MemoryError), not at a later first touch. Pages are zero-filled on first touch.
-  HANDLE h = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | SEC_COMMIT,
-                                  static_cast<DWORD>(total >> 32), static_cast<DWORD>(total), nullptr);
+  HANDLE h =
+      ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | SEC_COMMIT,
+                           static_cast<DWORD>(total >> 32), static_cast<DWORD>(total), nullptr);
   if (!h) {
     const DWORD e = ::GetLastError();
-    if (e == ERROR_NOT_ENOUGH_MEMORY || e == ERROR_COMMITMENT_LIMIT || e == ERROR_OUTOFMEMORY) throw std::bad_alloc();
-    throw_error(static_cast<int>(e), "cannot create shared memory of " + std::to_string(size) + " bytes");
+    if (e == ERROR_NOT_ENOUGH_MEMORY || e == ERROR_COMMITMENT_LIMIT || e == ERROR_OUTOFMEMORY)
+      throw std::bad_alloc();
+    throw_error(static_cast<int>(e),
+                "cannot create shared memory of " + std::to_string(size) + " bytes");
   }
   void* p = ::MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, sizeof(win32::SectionHeader));
   if (!p) {
@@ -91,7 +95,8 @@ void* map_shared(Handle h, std::size_t size) {
   auto* header = map_header(win32::native(h));
   if (size > header->size) {
     ::UnmapViewOfFile(header);
-    throw_error(ERROR_INVALID_PARAMETER, "cannot map " + std::to_string(size) + " bytes of a smaller segment");
+    throw_error(ERROR_INVALID_PARAMETER,
+                "cannot map " + std::to_string(size) + " bytes of a smaller segment");
   }
   // A zero-byte view is not possible (0 means "to the end"): map one byte's page.
   void* p = ::MapViewOfFile(win32::native(h), FILE_MAP_ALL_ACCESS, 0, static_cast<DWORD>(kGranule),

@@ -60,7 +60,8 @@ void* library_symbol(void* library, const char* symbol) {
   void* p = ::dlsym(library, symbol);
   if (!p) {
     const char* err = ::dlerror();
-    throw std::runtime_error(std::string("mp: ") + (err ? err : std::string("no symbol ") + symbol));
+    throw std::runtime_error(std::string("mp: ") +
+                             (err ? err : std::string("no symbol ") + symbol));
   }
   return p;
 }
@@ -92,7 +93,8 @@ std::string build_id_of(const dl_phdr_info* info) {
       const std::size_t desc_size = (note->n_descsz + 3) & ~std::size_t{3};
       const auto* name = p + sizeof(ElfW(Nhdr));
       const auto* desc = name + name_size;
-      if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0)
+      if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 &&
+          std::memcmp(name, "GNU", 4) == 0)
         return hex(desc, note->n_descsz);
       p = desc + desc_size;
     }
@@ -111,7 +113,7 @@ bool contains(const dl_phdr_info* info, std::uintptr_t address) {
 }
 
 struct Search {
-  std::uintptr_t address = 0;  // locate: the address to find
+  std::uintptr_t address = 0;           // locate: the address to find
   const std::string* module = nullptr;  // resolve: the module to find
   bool found = false;
   bool first = true;
@@ -124,7 +126,8 @@ int visit(dl_phdr_info* info, size_t, void* data) {
   // The first object reported is the main executable, whatever its dlpi_name says.
   const bool is_main = s->first;
   s->first = false;
-  const std::string name = is_main ? std::string() : std::string(info->dlpi_name ? info->dlpi_name : "");
+  const std::string name =
+      is_main ? std::string() : std::string(info->dlpi_name ? info->dlpi_name : "");
   if (s->module) {
     if (name != *s->module) return 0;
   } else if (!contains(info, s->address)) {
@@ -156,14 +159,15 @@ void* resolve_code(const CodeLocation& loc) {
     // A library the parent had loaded with dlopen: load it here too (kept for the process' life).
     if (!::dlopen(loc.module.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
       const char* err = ::dlerror();
-      throw ProcessError("mp spawn: cannot load module '" + loc.module + "' in the child: " +
-                         (err ? err : "unknown error"));
+      throw ProcessError("mp spawn: cannot load module '" + loc.module +
+                         "' in the child: " + (err ? err : "unknown error"));
     }
     s = Search{};
     s.module = &loc.module;
     ::dl_iterate_phdr(&visit, &s);
   }
-  if (!s.found) throw ProcessError("mp spawn: module '" + loc.module + "' is not loaded in the child");
+  if (!s.found)
+    throw ProcessError("mp spawn: module '" + loc.module + "' is not loaded in the child");
   if (s.loc.build_id != loc.build_id) {
     throw ProcessError("mp spawn: the binary of module '" +
                        (loc.module.empty() ? std::string("<main executable>") : loc.module) +

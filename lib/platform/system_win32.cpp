@@ -44,7 +44,8 @@ unsigned cpu_count() noexcept {
 
 std::string demangle(const char* mangled) {
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                           std::free);
   return status == 0 && p ? std::string(p.get()) : std::string(mangled);
 }
 

@@ -18,7 +18,8 @@
 namespace mp::platform {
 
 // Returns false on timeout; spurious wake-ups return true. `timeout` null = forever.
-bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, const Nanos* timeout);
+bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     const Nanos* timeout);
 void wake_address(std::atomic<std::uint32_t>* word, int count);  // count = INT_MAX: all
 
 // Whether the process `pid` has ended: every thread of it (an unreaped zombie counts as ended; a

@@ -30,7 +30,8 @@
 
 namespace mp::platform {
 
-bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, const Nanos* timeout) {
+bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     const Nanos* timeout) {
   timespec ts{};
   if (timeout) {
     const auto t = *timeout < Nanos::zero() ? Nanos::zero() : *timeout;
@@ -47,7 +48,8 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, c
 }
 
 void wake_address(std::atomic<std::uint32_t>* word, int count) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, count, nullptr, nullptr,
+            0);
 }
 
 namespace {

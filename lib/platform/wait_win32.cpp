@@ -57,7 +57,8 @@ void release_wait_objects(std::uint64_t key) noexcept {
 }
 }  // namespace win32
 
-bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, const Nanos* timeout) {
+bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     const Nanos* timeout) {
   const DWORD ms = win32::wait_millis(timeout);
   const auto shared = win32::locate_shared(word);
   if (!shared) {
@@ -84,11 +85,14 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected, c
 void wake_address(std::atomic<std::uint32_t>* word, int count) {
   const auto shared = win32::locate_shared(word);
   if (!shared) {
-    if (count == 1) ::WakeByAddressSingle(word);
-    else ::WakeByAddressAll(word);
+    if (count == 1)
+      ::WakeByAddressSingle(word);
+    else
+      ::WakeByAddressAll(word);
     return;
   }
-  const std::uint32_t n = shared->header->waiters[bucket_of(shared->offset)].load(std::memory_order_seq_cst);
+  const std::uint32_t n =
+      shared->header->waiters[bucket_of(shared->offset)].load(std::memory_order_seq_cst);
   if (n == 0) return;
   // Every counted waiter of the bucket: a token meant for this word could otherwise go to a
   // waiter of another word in the same bucket. A token a timed-out waiter left is a later

@@ -17,7 +17,8 @@ constexpr platform::Nanos kFirstBackoff = std::chrono::milliseconds(1);
 constexpr platform::Nanos kMaxBackoff = std::chrono::milliseconds(100);
 constexpr int kAcceptsPerRound = 16;  // then the handshakes in progress get their turn
 
-Acceptor::Acceptor(platform::Handle listener, Options options) : listener_(listener), options_(std::move(options)) {
+Acceptor::Acceptor(platform::Handle listener, Options options)
+    : listener_(listener), options_(std::move(options)) {
   platform::set_nonblocking(listener_);
 }
 
@@ -59,7 +60,8 @@ bool Acceptor::advance(Pending& p) {
       }
       char buf[4 + auth::kMaxFrame];
       std::size_t got = 0;
-      if (platform::try_read(p.fd, buf, h.wanted(), got) == platform::TryRead::would_block) return false;
+      if (platform::try_read(p.fd, buf, h.wanted(), got) == platform::TryRead::would_block)
+        return false;
       if (got == 0) {
         finish(p, "the peer closed the connection during the authentication handshake");
         return true;
@@ -77,7 +79,9 @@ bool Acceptor::evict_oldest(Clock::time_point now) {
   for (Pending& p : pending_)
     if (p.fd != platform::kInvalidHandle && (!oldest || p.deadline < oldest->deadline)) oldest = &p;
   // A peer accepted moments ago may be a legitimate client in the middle of its handshake.
-  if (!oldest || oldest->deadline - options_.handshake_timeout + options_.handshake_timeout / 10 > now) return false;
+  if (!oldest ||
+      oldest->deadline - options_.handshake_timeout + options_.handshake_timeout / 10 > now)
+    return false;
   finish(*oldest, "dropped to accept another connection: out of descriptors");
   return true;
 }
@@ -110,7 +114,8 @@ void Acceptor::accept_some(Clock::time_point now) {
     }
     Pending p{*fd, now + options_.handshake_timeout, nullptr};
     try {
-      p.handshake = std::make_unique<auth::Handshake>(*options_.authkey, auth::Handshake::Role::server);
+      p.handshake =
+          std::make_unique<auth::Handshake>(*options_.authkey, auth::Handshake::Role::server);
     } catch (...) {
       platform::close_handle(p.fd);
       throw;
@@ -144,7 +149,8 @@ std::optional<Acceptor::Outcome> Acceptor::next(const std::vector<platform::Hand
     handles.push_back(accepting ? listener_ : platform::kInvalidHandle);  // poll ignores -1
     for (const Pending& p : pending_) handles.push_back(p.fd);
     platform::Nanos left{0};
-    if (wake) left = std::max(platform::Nanos(0), std::chrono::duration_cast<platform::Nanos>(*wake - now));
+    if (wake)
+      left = std::max(platform::Nanos(0), std::chrono::duration_cast<platform::Nanos>(*wake - now));
     const std::vector<std::size_t> readable = platform::wait_any(handles, wake ? &left : nullptr);
     now = Clock::now();
     bool listener_ready = false;
@@ -162,9 +168,12 @@ std::optional<Acceptor::Outcome> Acceptor::next(const std::vector<platform::Hand
   }
 }
 
-void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server) {
+void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout,
+                  bool server) {
   const Clock::time_point deadline = Deadline::after(timeout).at();
-  auth::Channel ch{[fd, deadline](const void* data, std::size_t size) { platform::write_all_until(fd, data, size, deadline); },
+  auth::Channel ch{[fd, deadline](const void* data, std::size_t size) {
+                     platform::write_all_until(fd, data, size, deadline);
+                   },
                    [fd, deadline](void* data, std::size_t size) {
                      char* p = static_cast<char*>(data);
                      while (size > 0) {
@@ -180,7 +189,8 @@ void authenticate(platform::Handle fd, const std::string& authkey, platform::Nan
     else
       auth::client_handshake(ch, authkey);
   } catch (const OSError& e) {
-    if (e.code().value() == ETIMEDOUT) throw AuthenticationError("authentication handshake timed out");
+    if (e.code().value() == ETIMEDOUT)
+      throw AuthenticationError("authentication handshake timed out");
     throw AuthenticationError(std::string("authentication handshake failed: ") + e.what());
   } catch (const EOFError&) {
     throw AuthenticationError("the peer closed the connection during the authentication handshake");

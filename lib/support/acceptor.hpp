@@ -48,7 +48,9 @@ class Acceptor {
   // in the order the handshakes finished.
   std::optional<Outcome> next(const std::vector<platform::Handle>& stop);
   // For handshakes accepted from now on.
-  void set_handshake_timeout(platform::Nanos timeout) noexcept { options_.handshake_timeout = timeout; }
+  void set_handshake_timeout(platform::Nanos timeout) noexcept {
+    options_.handshake_timeout = timeout;
+  }
 
  private:
   struct Pending {
@@ -74,9 +76,11 @@ class Acceptor {
 
 // Runs one side of the handshake on a connected socket with a deadline for the whole exchange.
 // Throws AuthenticationError (wrong key, deadline passed, peer gone or I/O error).
-void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout, bool server);
+void authenticate(platform::Handle fd, const std::string& authkey, platform::Nanos timeout,
+                  bool server);
 // The client side (after connect).
-inline void authenticate_client(platform::Handle fd, const std::string& authkey, platform::Nanos timeout) {
+inline void authenticate_client(platform::Handle fd, const std::string& authkey,
+                                platform::Nanos timeout) {
   authenticate(fd, authkey, timeout, false);
 }
 

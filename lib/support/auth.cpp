@@ -45,8 +45,9 @@ const Crypto& crypto() {
   if (const Crypto* c = g_crypto.load(std::memory_order_acquire)) return *c;
   void* lib = platform::open_library({MP_CRYPTO_SONAME, MP_CRYPTO_PATH},
                                      "OpenSSL's libcrypto (needed for authkey handshakes)");
-  auto* fresh = new Crypto{reinterpret_cast<decltype(&::EVP_sha256)>(platform::library_symbol(lib, "EVP_sha256")),
-                           reinterpret_cast<decltype(&::HMAC)>(platform::library_symbol(lib, "HMAC"))};
+  auto* fresh = new Crypto{
+      reinterpret_cast<decltype(&::EVP_sha256)>(platform::library_symbol(lib, "EVP_sha256")),
+      reinterpret_cast<decltype(&::HMAC)>(platform::library_symbol(lib, "HMAC"))};
   const Crypto* expected = nullptr;
   if (g_crypto.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return *fresh;
   delete fresh;
@@ -77,10 +78,18 @@ bool constant_time_equal(const std::string& a, const std::string& b) noexcept {
 Handshake::Handshake(const std::string& authkey, Role role) : key_(authkey) {
   check_key(authkey);
   switch (role) {
-    case Role::server: phases_[0] = Phase::deliver, phases_[1] = Phase::answer, count_ = 2; break;
-    case Role::client: phases_[0] = Phase::answer, phases_[1] = Phase::deliver, count_ = 2; break;
-    case Role::deliver_only: phases_[0] = Phase::deliver, count_ = 1; break;
-    case Role::answer_only: phases_[0] = Phase::answer, count_ = 1; break;
+    case Role::server:
+      phases_[0] = Phase::deliver, phases_[1] = Phase::answer, count_ = 2;
+      break;
+    case Role::client:
+      phases_[0] = Phase::answer, phases_[1] = Phase::deliver, count_ = 2;
+      break;
+    case Role::deliver_only:
+      phases_[0] = Phase::deliver, count_ = 1;
+      break;
+    case Role::answer_only:
+      phases_[0] = Phase::answer, count_ = 1;
+      break;
   }
   start_phase();
 }

@@ -50,13 +50,13 @@ class Handshake {
   void on_frame(const std::string& frame);
   std::string key_;
   Phase phases_[2]{};
-  int count_ = 0;             // phases of the role
-  int phase_ = 0;             // the current one
-  int step_ = 0;              // frames received in the current phase
+  int count_ = 0;  // phases of the role
+  int phase_ = 0;  // the current one
+  int step_ = 0;   // frames received in the current phase
   bool finished_ = false;
-  std::string challenge_;     // what we asked (deliver phase)
-  std::string in_;            // the frame being received: 4-byte length, then the body
-  std::uint32_t body_ = 0;    // body length once the header is in
+  std::string challenge_;   // what we asked (deliver phase)
+  std::string in_;          // the frame being received: 4-byte length, then the body
+  std::uint32_t body_ = 0;  // body length once the header is in
   bool have_header_ = false;
   std::string out_;
   std::string error_;

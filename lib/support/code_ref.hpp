@@ -25,7 +25,7 @@ struct CodeRef {
 
   // `f`: a function pointer. Throws std::invalid_argument if `f` is in no loaded module.
   template <class Fn>
-    requires std::is_function_v<std::remove_pointer_t<Fn>>
+  requires std::is_function_v<std::remove_pointer_t<Fn>>
   static CodeRef of(Fn f) {
     platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(f));
     return {std::move(loc.module), std::move(loc.build_id), loc.offset};
@@ -33,10 +33,8 @@ struct CodeRef {
   // The function in this process (loads its module if needed). Throws mp::ProcessError for a
   // missing module or a build-id mismatch.
   template <class Fn>
-    requires std::is_function_v<std::remove_pointer_t<Fn>>
-  Fn resolve() const {
-    return reinterpret_cast<Fn>(platform::resolve_code({module, build_id, offset}));
-  }
+  requires std::is_function_v<std::remove_pointer_t<Fn>> Fn resolve()
+  const { return reinterpret_cast<Fn>(platform::resolve_code({module, build_id, offset})); }
 };
 
 }  // namespace mp::detail

@@ -34,7 +34,8 @@ class Deadline {
   // What is left (never negative), at most `cap`; `cap` when forever.
   Nanos left(Nanos cap = Nanos::max()) const noexcept {
     if (forever()) return cap;
-    return std::clamp<Nanos>(std::chrono::duration_cast<Nanos>(at_ - Clock::now()), Nanos::zero(), cap);
+    return std::clamp<Nanos>(std::chrono::duration_cast<Nanos>(at_ - Clock::now()), Nanos::zero(),
+                             cap);
   }
   // For the platform's `const Nanos* timeout` convention: null when forever, else `out = left()`.
   const Nanos* remaining(Nanos& out) const noexcept {

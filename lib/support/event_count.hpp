@@ -31,14 +31,17 @@ inline bool count_event(std::atomic<std::uint32_t>& word) {
 inline bool count_event_if_sleepers(std::atomic<std::uint32_t>& word) {
   return (word.load(std::memory_order_seq_cst) & kSleepers) != 0 && count_event(word);
 }
-inline void wake_sleepers(std::atomic<std::uint32_t>& word) { platform::wake_address(&word, INT_MAX); }
+inline void wake_sleepers(std::atomic<std::uint32_t>& word) {
+  platform::wake_address(&word, INT_MAX);
+}
 
 // Marks the word; returns the value to sleep on (after the caller rechecked its condition).
 inline std::uint32_t prepare_sleep(std::atomic<std::uint32_t>& word) {
   return word.fetch_or(kSleepers, std::memory_order_seq_cst) | kSleepers;
 }
 // Sleeps while the word is `seen`, up to `timeout` (null: no limit); may return spuriously.
-inline void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t seen, const platform::Nanos* timeout) {
+inline void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t seen,
+                     const platform::Nanos* timeout) {
   platform::wait_on_address(&word, seen, timeout);
 }
 

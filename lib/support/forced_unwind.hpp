@@ -8,13 +8,13 @@
 // A function with a `catch (const ForcedUnwind&)` handler carries MP_CATCHES_FORCED_UNWIND: the
 // forced unwind has no exception object, so UBSan's null check would flag the handler's reference.
 #if defined(__GNUC__)
-#define MP_CATCHES_FORCED_UNWIND __attribute__((no_sanitize("null")))
+#  define MP_CATCHES_FORCED_UNWIND __attribute__((no_sanitize("null")))
 #else
-#define MP_CATCHES_FORCED_UNWIND
+#  define MP_CATCHES_FORCED_UNWIND
 #endif
 
 #if defined(__GLIBCXX__)  // libstdc++ always ships <cxxabi.h>
-#include <cxxabi.h>
+#  include <cxxabi.h>
 namespace mp::detail {
 using ForcedUnwind = abi::__forced_unwind;
 }  // namespace mp::detail

@@ -38,7 +38,8 @@ Acquire FutexLock::acquire_slow(const std::chrono::nanoseconds* timeout) {
     for (;;) {
       std::uint32_t v = word_.load(std::memory_order_relaxed);
       if (v == 0) {
-        if (word_.compare_exchange_weak(v, me, std::memory_order_acquire, std::memory_order_relaxed))
+        if (word_.compare_exchange_weak(v, me, std::memory_order_acquire,
+                                        std::memory_order_relaxed))
           return Acquire::acquired;
         continue;
       }

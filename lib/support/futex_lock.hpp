@@ -64,12 +64,15 @@ class FutexLock {
   // (False as well before the process's pid is cached: acquire_contended() reads it, so the
   // fast path calls nothing.)
   bool try_acquire_uncontended() noexcept {
-    const std::uint32_t me = static_cast<std::uint32_t>(platform::g_pid_cache.load(std::memory_order_relaxed));
+    const std::uint32_t me =
+        static_cast<std::uint32_t>(platform::g_pid_cache.load(std::memory_order_relaxed));
     std::uint32_t expected = 0;
-    return me != 0 &&
-           word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed);
+    return me != 0 && word_.compare_exchange_strong(expected, me, std::memory_order_acquire,
+                                                    std::memory_order_relaxed);
   }
-  Acquire acquire_contended(const std::chrono::nanoseconds* timeout) { return acquire_slow(timeout); }
+  Acquire acquire_contended(const std::chrono::nanoseconds* timeout) {
+    return acquire_slow(timeout);
+  }
   Acquire acquire() { return acquire(nullptr); }
   Acquire try_acquire() {
     const std::chrono::nanoseconds zero{0};
@@ -93,7 +96,9 @@ class FutexLock {
   bool held_by_this_process() const noexcept { return owner_pid() == platform::cached_pid(); }
 
  private:
-  static std::uint32_t self() noexcept { return static_cast<std::uint32_t>(platform::cached_pid()); }
+  static std::uint32_t self() noexcept {
+    return static_cast<std::uint32_t>(platform::cached_pid());
+  }
   Acquire acquire_slow(const std::chrono::nanoseconds* timeout);
   void wake_one() noexcept;
 

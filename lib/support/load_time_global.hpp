@@ -38,6 +38,6 @@ class LoadTimeGlobal {
 }  // namespace mp::detail
 
 // Defines `name`, a LoadTimeGlobal<T> made while the library loads.
-#define MP_LOAD_TIME_GLOBAL(T, name)                \
-  constinit ::mp::detail::LoadTimeGlobal<T> name;   \
+#define MP_LOAD_TIME_GLOBAL(T, name)              \
+  constinit ::mp::detail::LoadTimeGlobal<T> name; \
   [[maybe_unused]] const bool name##_made_at_load = (name.get(), true)

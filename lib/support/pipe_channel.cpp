@@ -31,7 +31,9 @@ constinit thread_local Spinner t_data_spin, t_room_spin;
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
 
-[[noreturn]] void corrupt() { throw OSError(EPROTO, "corrupt message in the pipe's shared memory"); }
+[[noreturn]] void corrupt() {
+  throw OSError(EPROTO, "corrupt message in the pipe's shared memory");
+}
 
 void copy_in(char* ring, std::uint64_t pos, const void* src, std::size_t n) {
   const std::size_t off = static_cast<std::size_t>(pos & (kPipeRingBytes - 1));
@@ -52,7 +54,9 @@ void note_cpu(std::atomic<std::int32_t>& hint) noexcept {
   const std::int32_t cpu = platform::current_cpu() + 1;
   if (hint.load(std::memory_order_relaxed) != cpu) hint.store(cpu, std::memory_order_relaxed);
 }
-int peer_cpu(const std::atomic<std::int32_t>& hint) noexcept { return hint.load(std::memory_order_relaxed) - 1; }
+int peer_cpu(const std::atomic<std::int32_t>& hint) noexcept {
+  return hint.load(std::memory_order_relaxed) - 1;
+}
 
 bool nonempty(const PipeRing& r) noexcept {
   return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
@@ -73,8 +77,8 @@ struct LeaveGuard {
   }
 };
 
-std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> PipeChannel::create(platform::Handle s0,
-                                                                                         platform::Handle s1) {
+std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> PipeChannel::create(
+    platform::Handle s0, platform::Handle s1) {
   auto map = std::make_shared<PipeMapping>();
   map->memfd = platform::create_shared_memory(kPipeMapBytes);
   map->address = platform::map_shared(map->memfd, kPipeMapBytes);
@@ -83,7 +87,8 @@ std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> PipeChanne
           std::unique_ptr<PipeChannel>(new PipeChannel(map, 1, s1))};
 }
 
-std::unique_ptr<PipeChannel> PipeChannel::attach(platform::Handle memfd, int end, platform::Handle socket) {
+std::unique_ptr<PipeChannel> PipeChannel::attach(platform::Handle memfd, int end,
+                                                 platform::Handle socket) {
   auto map = std::make_shared<PipeMapping>();
   map->memfd = memfd;
   if ((end != 0 && end != 1) || platform::shared_memory_size(memfd) < kPipeMapBytes)
@@ -135,8 +140,8 @@ void PipeChannel::send(const char* data, std::size_t size) {
   r.long_open.store(0, std::memory_order_relaxed);
 }
 
-void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size, const char* payload,
-                            std::size_t size) {
+void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size,
+                            const char* payload, std::size_t size) {
   PipeRing& r = out_ring();
   char* ring = out_data();
   const auto len = static_cast<std::uint32_t>(prefix_size + size);
@@ -166,7 +171,8 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     if (room()) return;
     sleep_on(r.room_seq, seq, &kRoomSlice);
     if (room()) return;
-    if (platform::peer_closed(sock_)) platform::throw_error(EPIPE, "cannot write to the connection");
+    if (platform::peer_closed(sock_))
+      platform::throw_error(EPIPE, "cannot write to the connection");
   }
 }
 
@@ -176,7 +182,8 @@ void PipeChannel::publish(std::uint64_t tail) {
   r.tail.store(tail, std::memory_order_seq_cst);
   if (r.armed.load(std::memory_order_seq_cst) != 1) return;
   std::uint32_t expected = 1;
-  if (r.armed.compare_exchange_strong(expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
+  if (r.armed.compare_exchange_strong(
+          expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
       !platform::write_token(sock_) && platform::peer_closed(sock_))
     platform::throw_error(EPIPE, "cannot write to the connection");
 }
@@ -271,7 +278,8 @@ bool PipeChannel::poll(const Nanos* timeout) {
 
 PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_message) {
   PipeRing& r = in_ring();
-  if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu))) return Wait::data;
+  if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu)))
+    return Wait::data;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {
@@ -320,7 +328,9 @@ void PipeChannel::disarm(bool socket_was_ready, bool armed_here) {
   if (armed_here) in_ring().armed.compare_exchange_strong(one, 0);
 }
 
-bool PipeChannel::ready() { return nonempty(in_ring()) || platform::peer_closed(sock_) || nonempty(in_ring()); }
+bool PipeChannel::ready() {
+  return nonempty(in_ring()) || platform::peer_closed(sock_) || nonempty(in_ring());
+}
 
 void PipeChannel::after_sleep(bool socket_was_ready) {
   PipeRing& r = in_ring();
@@ -353,7 +363,9 @@ void PipeChannel::settle(std::uint32_t taken) {
 void PipeChannel::rescue_dead_sender() {
   PipeRing& r = in_ring();
   const int owner = r.send_lock.owner_pid();
-  if (owner == 0 || !platform::process_dead(owner) || r.send_lock.try_acquire() == Acquire::timed_out) return;
+  if (owner == 0 || !platform::process_dead(owner) ||
+      r.send_lock.try_acquire() == Acquire::timed_out)
+    return;
   if (r.long_open.load(std::memory_order_relaxed)) {
     const std::uint64_t tail = r.tail.load(std::memory_order_relaxed);
     const std::uint64_t used = tail - r.head.load(std::memory_order_seq_cst);
@@ -369,7 +381,9 @@ void PipeChannel::rescue_dead_sender() {
 
 // ---- descriptor mode
 
-bool PipeChannel::descriptor_mode() const noexcept { return desc_pid_ != 0 && desc_pid_ == platform::cached_pid(); }
+bool PipeChannel::descriptor_mode() const noexcept {
+  return desc_pid_ != 0 && desc_pid_ == platform::cached_pid();
+}
 
 platform::Handle PipeChannel::fileno() {
   {

@@ -49,12 +49,13 @@ namespace mp::detail {
 // then pulls away only the line of the store that publishes (consumes), not the lock's.
 struct PipeRing {
   FutexLock send_lock;
-  std::atomic<std::uint32_t> long_open{0};    // a chunked message is unfinished (under send_lock)
+  std::atomic<std::uint32_t> long_open{0};  // a chunked message is unfinished (under send_lock)
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
-  std::atomic<std::int32_t> sender_cpu{0};    // the CPU + 1 of the last publish (a spin hint; 0: unknown)
+  std::atomic<std::int32_t> sender_cpu{
+      0};  // the CPU + 1 of the last publish (a spin hint; 0: unknown)
   alignas(64) FutexLock recv_lock;
   alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
-  std::atomic<std::int32_t> receiver_cpu{0};  // the CPU + 1 of the last consume (a spin hint)
+  std::atomic<std::int32_t> receiver_cpu{0};       // the CPU + 1 of the last consume (a spin hint)
   // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which the
   // receiver writes anyway, so its check after each consume moves no line between CPUs.
   std::atomic<std::uint32_t> room_seq{0};
@@ -91,10 +92,11 @@ struct PipeChannelAccess {
 class PipeChannel {
  public:
   // Both ends of a new Pipe over the socket pair {s0, s1} (not owned).
-  static std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> create(platform::Handle s0,
-                                                                                     platform::Handle s1);
+  static std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> create(
+      platform::Handle s0, platform::Handle s1);
   // End `end` in a process that received `memfd` (owned from now on) and `socket` (not owned).
-  static std::unique_ptr<PipeChannel> attach(platform::Handle memfd, int end, platform::Handle socket);
+  static std::unique_ptr<PipeChannel> attach(platform::Handle memfd, int end,
+                                             platform::Handle socket);
   ~PipeChannel();
 
   platform::Handle memfd() const noexcept { return map_->memfd; }
@@ -138,13 +140,14 @@ class PipeChannel {
       : map_(std::move(map)), end_(end), sock_(socket) {}
   PipeShared* shared() const noexcept { return static_cast<PipeShared*>(map_->address); }
   char* data(int ring) const noexcept {
-    return static_cast<char*>(map_->address) + kPipeRingsOffset + static_cast<std::size_t>(ring) * kPipeRingBytes;
+    return static_cast<char*>(map_->address) + kPipeRingsOffset +
+           static_cast<std::size_t>(ring) * kPipeRingBytes;
   }
   PipeRing& out_ring() const noexcept { return shared()->ring[end_]; }
   char* out_data() const noexcept { return data(end_); }
 
-  void put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size, const char* payload,
-                 std::size_t size);
+  void put_frame(std::uint32_t kind, const void* prefix, std::size_t prefix_size,
+                 const char* payload, std::size_t size);
   void wait_room(std::uint64_t tail, std::uint64_t need);
   void publish(std::uint64_t tail);
   Wait wait_data(const Deadline& deadline, bool mid_message);

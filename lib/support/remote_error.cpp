@@ -128,7 +128,8 @@ std::exception_ptr decode_error(std::string_view in) noexcept {
       case 2: {
         // what() already carries the OS message; keep it as it was.
         const std::string suffix = ": " + std::system_category().message(code);
-        if (message.size() >= suffix.size() && message.compare(message.size() - suffix.size(), suffix.size(), suffix) == 0)
+        if (message.size() >= suffix.size() &&
+            message.compare(message.size() - suffix.size(), suffix.size(), suffix) == 0)
           message.resize(message.size() - suffix.size());
         return std::make_exception_ptr(OSError(code, message));
       }

@@ -61,17 +61,21 @@ inline constexpr unsigned kExploreEvery = 16;
 
 // Pause instructions per pause (the test hook above; 1 normally).
 extern std::atomic<unsigned> g_pause_repeat;
-inline void set_pause_repeat(unsigned n) noexcept { g_pause_repeat.store(n, std::memory_order_relaxed); }
+inline void set_pause_repeat(unsigned n) noexcept {
+  g_pause_repeat.store(n, std::memory_order_relaxed);
+}
 
 // One pause between looks (the hook's count of pause instructions).
 inline void pause() noexcept {
-  for (unsigned i = g_pause_repeat.load(std::memory_order_relaxed); i > 0; --i) platform::yield_cpu();
+  for (unsigned i = g_pause_repeat.load(std::memory_order_relaxed); i > 0; --i)
+    platform::yield_cpu();
 }
 
 // Paces the looks of one wait (see "Looks back off" above).
 class LookPacer {
  public:
-  LookPacer(platform::Clock::time_point start, LookPace pace) noexcept : start_(start), due_(start), pace_(pace) {}
+  LookPacer(platform::Clock::time_point start, LookPace pace) noexcept
+      : start_(start), due_(start), pace_(pace) {}
   // Waits for the next look, pausing (or yielding the thread: `yield`) at least once and until
   // the gap has passed; returns the time after it.
   platform::Clock::time_point wait(bool yield = false) {
@@ -105,7 +109,8 @@ class Spinner {
   // ready()). `peer_cpu`: the CPU where the peer that will make ready() true last ran, if known.
   template <class Ready>
   bool spin(Ready&& ready, int peer_cpu = kUnknownCpu) {
-    if (!platform::several_cpus() || (peer_cpu >= 0 && peer_cpu == platform::current_cpu())) return ready();
+    if (!platform::several_cpus() || (peer_cpu >= 0 && peer_cpu == platform::current_cpu()))
+      return ready();
     return run(ready, false);
   }
   // The same for looks that are system calls on a descriptor (whose peer's CPU is unknown): the
@@ -129,7 +134,8 @@ class Spinner {
     for (;;) {
       // The time of the last look (no clock read after a successful one: that is the hand-off's
       // latency).
-      const std::int64_t waited = std::chrono::duration_cast<std::chrono::nanoseconds>(pacer.wait(yield) - start).count();
+      const std::int64_t waited =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(pacer.wait(yield) - start).count();
       if (ready()) return succeeded(waited);
       if (waited >= budget) break;
     }

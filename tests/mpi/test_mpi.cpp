@@ -63,9 +63,7 @@ int kill_self(int) {
   return 0;
 }
 
-int workers_expected() {
-  return mp::mpi::world_size() > 1 ? mp::mpi::world_size() - 1 : 2;
-}
+int workers_expected() { return mp::mpi::world_size() > 1 ? mp::mpi::world_size() - 1 : 2; }
 // Spawn mode: two workers; mpiexec mode: all of them.
 MPIPoolExecutor make_executor() {
   if (mp::mpi::world_size() > 1) return MPIPoolExecutor();
@@ -102,7 +100,8 @@ TEST(MPIPoolExecutor, MapInOrderEveryChunksize) {
   auto ex = make_executor();
   std::vector<int> in(1000);
   for (int i = 0; i < 1000; ++i) in[static_cast<std::size_t>(i)] = i;
-  for (std::optional<int> cs : {std::optional<int>(1), std::optional<int>(7), std::optional<int>(1000), std::optional<int>()}) {
+  for (std::optional<int> cs : {std::optional<int>(1), std::optional<int>(7),
+                                std::optional<int>(1000), std::optional<int>()}) {
     auto it = ex.map(square, in, cs);
     for (int i = 0; i < 1000; ++i) {
       auto v = it.next(kTimeout);
@@ -223,7 +222,8 @@ TEST(MPIPoolExecutor, Hosts) {
 //   with it (mpiexec exits non-zero), never reaching the end of this test;
 // - spawn mode: the client lives on and the executor breaks, as the local one.
 TEST(MPIPoolExecutor, KillRank) {
-  if (!std::getenv("MP_MPI_KILL_RANK")) GTEST_SKIP() << "run by tests/mpi/dead_rank.sh and mpi.dead_rank_spawn";
+  if (!std::getenv("MP_MPI_KILL_RANK"))
+    GTEST_SKIP() << "run by tests/mpi/dead_rank.sh and mpi.dead_rank_spawn";
   auto ex = make_executor();
   auto f = ex.submit(kill_self, 0);
   std::printf("mp-mpi: waiting for the killed task\n");

@@ -32,7 +32,9 @@ struct Segment {
     platform::unmap(base, size);
     platform::close_handle(handle);
   }
-  std::atomic<std::uint32_t>* word(std::size_t i) { return static_cast<std::atomic<std::uint32_t>*>(base) + i; }
+  std::atomic<std::uint32_t>* word(std::size_t i) {
+    return static_cast<std::atomic<std::uint32_t>*>(base) + i;
+  }
   std::size_t size;
   platform::Handle handle;
   void* base = nullptr;
@@ -89,7 +91,8 @@ TEST_P(Wait, TimesOut) {
   const auto start = platform::Clock::now();
   bool woke = true;
   // A spurious wake-up may return true; a time-out must come by the deadline (widely bounded).
-  while (woke && platform::Clock::now() - start < 10s) woke = platform::wait_on_address(word(0), 0, &t);
+  while (woke && platform::Clock::now() - start < 10s)
+    woke = platform::wait_on_address(word(0), 0, &t);
   EXPECT_FALSE(woke);
 }
 
@@ -138,14 +141,16 @@ TEST_P(Wait, PingPongLosesNoWakeUp) {
   std::thread peer([&] {
     const platform::Nanos slice = 30s;
     for (std::uint32_t i = 1; i <= kRounds; i += 2) {
-      for (std::uint32_t v; (v = w->load()) != i;) ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
+      for (std::uint32_t v; (v = w->load()) != i;)
+        ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
       w->store(i + 1);
       platform::wake_address(w, 1);
     }
   });
   const platform::Nanos slice = 30s;
   for (std::uint32_t i = 0; i < kRounds; i += 2) {
-    for (std::uint32_t v; (v = w->load()) != i;) ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
+    for (std::uint32_t v; (v = w->load()) != i;)
+      ASSERT_TRUE(platform::wait_on_address(w, v, &slice)) << i;
     w->store(i + 1);
     platform::wake_address(w, 1);
   }
@@ -169,7 +174,8 @@ TEST(Identity, PidAndTidAreThisProcessAndThread) {
 constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
 constexpr std::size_t kSegment = 65536;
 
-int spawn_child(const std::string& role, platform::Handle segment, const std::vector<std::string>& extra = {}) {
+int spawn_child(const std::string& role, platform::Handle segment,
+                const std::vector<std::string>& extra = {}) {
   std::vector<std::string> args{platform::executable_path(), std::to_string(segment)};
   args.insert(args.end(), extra.begin(), extra.end());
   return platform::spawn_process(platform::executable_path(), args, kChildVar, role, {segment});
@@ -212,8 +218,14 @@ TEST(Process, ChildSharesMemoryAndTheWaitObject) {
 
 TEST(Process, ArgumentsArriveExactly) {
   Segment s(kSegment);
-  const std::vector<std::string> args{"plain", "two words", "", "quote\"inside", "trailing\\",
-                                      "back\\\\\"slash", "tab\tnew\nline", "caf\xc3\xa9 \xe2\x82\xac"};
+  const std::vector<std::string> args{"plain",
+                                      "two words",
+                                      "",
+                                      "quote\"inside",
+                                      "trailing\\",
+                                      "back\\\\\"slash",
+                                      "tab\tnew\nline",
+                                      "caf\xc3\xa9 \xe2\x82\xac"};
   const platform::Handle process = platform::open_process(spawn_child("echo", s.handle, args));
   ASSERT_EQ(reap_within(process), 0);
   platform::close_handle(process);
@@ -227,7 +239,8 @@ TEST(Process, TerminatedChildReportsMinusSigterm) {
   const platform::Handle process = platform::open_process(spawn_child("sleep", s.handle));
   // Wait until the child runs (it raises word 0), then terminate it while it sleeps.
   const platform::Nanos slice = 30s;
-  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
   platform::send_signal(process, platform::kTerminateSignal);
   EXPECT_EQ(reap_within(process), -platform::kTerminateSignal);
   platform::close_handle(process);
@@ -240,7 +253,8 @@ TEST(RobustLock, KilledHolderIsTakenOver) {
   auto* lock = new (static_cast<char*>(s.base) + 64) mp::detail::FutexLock;
   const platform::Handle process = platform::open_process(spawn_child("hold", s.handle));
   const platform::Nanos slice = 30s;
-  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
   ASSERT_TRUE(lock->locked());
   const std::chrono::nanoseconds poll{0};
   EXPECT_EQ(lock->acquire(&poll), mp::detail::Acquire::timed_out);  // the holder lives
@@ -257,19 +271,22 @@ TEST(RobustLock, KilledHolderIsTakenOver) {
 // Linux: the library's lifeline is above this layer, so the check is Windows-only).
 TEST(Process, GrandchildEndsWithItsKilledParent) {
 #ifndef _WIN32
-  GTEST_SKIP() << "Linux's lifeline is lib/lifeline.cpp (a pipe the child watches), tested by test_reliability";
+  GTEST_SKIP() << "Linux's lifeline is lib/lifeline.cpp (a pipe the child watches), tested by "
+                  "test_reliability";
 #endif
   Segment s(kSegment);
   const platform::Handle process = platform::open_process(spawn_child("spawner", s.handle));
   const platform::Nanos slice = 30s;
-  for (std::uint32_t v; (v = s.word(0)->load()) == 0;) ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
   const int grandchild = static_cast<int>(s.word(2)->load());
   ASSERT_GT(grandchild, 0);
   EXPECT_FALSE(platform::process_dead(grandchild));
   platform::send_signal(process, platform::kKillSignal);
   reap_within(process);
   const auto deadline = platform::Clock::now() + 30s;
-  while (!platform::process_dead(grandchild) && platform::Clock::now() < deadline) platform::sleep_for(10ms);
+  while (!platform::process_dead(grandchild) && platform::Clock::now() < deadline)
+    platform::sleep_for(10ms);
   EXPECT_TRUE(platform::process_dead(grandchild)) << "the grandchild outlived its killed parent";
   platform::close_handle(process);
 }
@@ -288,7 +305,8 @@ int child_main(const std::string& role, int argc, char** argv) {
     std::memcpy(base, all.data(), std::min(all.size(), kSegment));
     code = 0;
   } else if (role == "hold") {
-    auto* lock = std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
+    auto* lock =
+        std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
     lock->acquire(nullptr);
     words[1].store(0);
     words[0].store(1);
@@ -300,7 +318,8 @@ int child_main(const std::string& role, int argc, char** argv) {
     void* own_base = platform::map_shared(own, kSegment);
     const int grandchild = spawn_child("sleep", own);
     auto* own_words = static_cast<std::atomic<std::uint32_t>*>(own_base);
-    for (std::uint32_t v; (v = own_words[0].load()) == 0;) platform::wait_on_address(&own_words[0], v, nullptr);
+    for (std::uint32_t v; (v = own_words[0].load()) == 0;)
+      platform::wait_on_address(&own_words[0], v, nullptr);
     words[2].store(static_cast<std::uint32_t>(grandchild));
     words[1].store(0);
     words[0].store(1);
@@ -319,7 +338,8 @@ int child_main(const std::string& role, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (const char* role = std::getenv(kChildVar); role && argc >= 2) return child_main(role, argc, argv);
+  if (const char* role = std::getenv(kChildVar); role && argc >= 2)
+    return child_main(role, argc, argv);
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

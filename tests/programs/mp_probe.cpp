@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode == "exit") {
-    mp::Process d(mp::get_context(argv[2]), daemon_forever), c(mp::get_context(argv[2]), late_child);
+    mp::Process d(mp::get_context(argv[2]), daemon_forever),
+        c(mp::get_context(argv[2]), late_child);
     d.set_daemon(true);
     d.start();
     c.start();

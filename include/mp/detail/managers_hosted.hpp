@@ -124,8 +124,8 @@ class MP_API NamespaceImpl {
   std::map<std::string, std::string> attrs_;
 };
 
-inline bool wait_until_cv(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, Timeout timeout,
-                          const std::function<bool()>& ready) {
+inline bool wait_until_cv(std::condition_variable& cv, std::unique_lock<std::mutex>& lk,
+                          Timeout timeout, const std::function<bool()>& ready) {
   if (timeout < 0) {
     cv.wait(lk, ready);
     return true;
@@ -377,7 +377,6 @@ class DictImpl {
   std::map<K, std::size_t> index_;      // key -> position in items_
 };
 
-
 // Template hosted types register themselves, in every process of the program, when the program
 // uses their proxy (a static member initialized before main).
 template <class T>
@@ -387,39 +386,44 @@ struct AutoRegister<QueueImpl<T>> {
   static inline const bool done = register_type(
       type_id(), &construct<Impl, std::tuple<int>>,
       {MP_DETAIL_METHOD(Impl, put), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, qsize),
-       MP_DETAIL_METHOD(Impl, empty), MP_DETAIL_METHOD(Impl, full), MP_DETAIL_METHOD(Impl, task_done),
-       MP_DETAIL_METHOD(Impl, join)});
+       MP_DETAIL_METHOD(Impl, empty), MP_DETAIL_METHOD(Impl, full),
+       MP_DETAIL_METHOD(Impl, task_done), MP_DETAIL_METHOD(Impl, join)});
 };
 template <class T>
 struct AutoRegister<ValueImpl<T>> {
   using Impl = ValueImpl<T>;
   static std::string type_id() { return std::string("Value:") + typeid(T).name(); }
-  static inline const bool done = register_type(type_id(), &construct<Impl, std::tuple<T>>,
-                                                {MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, set)});
+  static inline const bool done =
+      register_type(type_id(), &construct<Impl, std::tuple<T>>,
+                    {MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, set)});
 };
 template <class T>
 struct AutoRegister<ListImpl<T>> {
   using Impl = ListImpl<T>;
   static std::string type_id() { return std::string("list:") + typeid(T).name(); }
-  static inline const bool done = register_type(
-      type_id(), &construct<Impl, std::tuple<std::vector<T>>>,
-      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
-       MP_DETAIL_METHOD(Impl, append), MP_DETAIL_METHOD(Impl, extend), MP_DETAIL_METHOD(Impl, insert),
-       MP_DETAIL_METHOD(Impl, pop), MP_DETAIL_METHOD(Impl, index), MP_DETAIL_METHOD(Impl, count),
-       MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, remove), MP_DETAIL_METHOD(Impl, reverse),
-       MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
+  static inline const bool done =
+      register_type(type_id(), &construct<Impl, std::tuple<std::vector<T>>>,
+                    {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem),
+                     MP_DETAIL_METHOD(Impl, setitem), MP_DETAIL_METHOD(Impl, append),
+                     MP_DETAIL_METHOD(Impl, extend), MP_DETAIL_METHOD(Impl, insert),
+                     MP_DETAIL_METHOD(Impl, pop), MP_DETAIL_METHOD(Impl, index),
+                     MP_DETAIL_METHOD(Impl, count), MP_DETAIL_METHOD(Impl, contains),
+                     MP_DETAIL_METHOD(Impl, remove), MP_DETAIL_METHOD(Impl, reverse),
+                     MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, copy)});
 };
 template <class K, class V>
 struct AutoRegister<DictImpl<K, V>> {
   using Impl = DictImpl<K, V>;
-  static std::string type_id() { return std::string("dict:") + typeid(K).name() + "," + typeid(V).name(); }
+  static std::string type_id() {
+    return std::string("dict:") + typeid(K).name() + "," + typeid(V).name();
+  }
   static inline const bool done = register_type(
       type_id(), &construct<Impl, std::tuple<>>,
-      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem), MP_DETAIL_METHOD(Impl, setitem),
-       MP_DETAIL_METHOD(Impl, delitem), MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, pop),
-       MP_DETAIL_METHOD(Impl, setdefault), MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, update),
+      {MP_DETAIL_METHOD(Impl, len), MP_DETAIL_METHOD(Impl, getitem),
+       MP_DETAIL_METHOD(Impl, setitem), MP_DETAIL_METHOD(Impl, delitem),
+       MP_DETAIL_METHOD(Impl, get), MP_DETAIL_METHOD(Impl, pop), MP_DETAIL_METHOD(Impl, setdefault),
+       MP_DETAIL_METHOD(Impl, contains), MP_DETAIL_METHOD(Impl, update),
        MP_DETAIL_METHOD(Impl, clear), MP_DETAIL_METHOD(Impl, items)});
 };
-
 
 }  // namespace mp::managers::detail

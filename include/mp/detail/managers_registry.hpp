@@ -51,16 +51,17 @@ struct MethodEntry {
   const char* name;
   Invoker invoke;
 };
-MP_API bool register_type(const std::string& type_id, Factory factory, std::vector<MethodEntry> methods);
+MP_API bool register_type(const std::string& type_id, Factory factory,
+                          std::vector<MethodEntry> methods);
 
 template <class Fn>
 struct MemberTraits;
-#define MP_DETAIL_MEMBER_TRAITS(QUALS)                        \
-  template <class R, class C, class... P>                     \
-  struct MemberTraits<R (C::*)(P...) QUALS> {                 \
-    using Class = C;                                          \
-    using Result = std::remove_cvref_t<R>;                    \
-    using Args = std::tuple<std::remove_cvref_t<P>...>;       \
+#define MP_DETAIL_MEMBER_TRAITS(QUALS)                  \
+  template <class R, class C, class... P>               \
+  struct MemberTraits<R (C::*)(P...) QUALS> {           \
+    using Class = C;                                    \
+    using Result = std::remove_cvref_t<R>;              \
+    using Args = std::tuple<std::remove_cvref_t<P>...>; \
   };
 MP_DETAIL_MEMBER_TRAITS()
 MP_DETAIL_MEMBER_TRAITS(const)
@@ -78,7 +79,8 @@ struct CtorTraits<void (*)(P...)> {
 template <class Tuple>
 Tuple load_args(const char* data, std::size_t size) {
   if constexpr (std::tuple_size_v<Tuple> == 0) {
-    if (size != 0) throw UnpicklingError("corrupt data: arguments given to a method that takes none");
+    if (size != 0)
+      throw UnpicklingError("corrupt data: arguments given to a method that takes none");
     return Tuple{};
   } else {
     return reduction::load_from<Tuple>(data, size);
@@ -112,7 +114,8 @@ std::string invoke(void* object, const char* data, std::size_t size, ObjectHost&
   if constexpr (std::is_void_v<typename T::Result>) {
     std::apply([&](auto&... a) { (self->*M)(std::move(a)...); }, args);
   } else {
-    typename T::Result r = std::apply([&](auto&... a) { return (self->*M)(std::move(a)...); }, args);
+    typename T::Result r =
+        std::apply([&](auto&... a) { return (self->*M)(std::move(a)...); }, args);
     if constexpr (IsSharedPtr<typename T::Result>::value) {
       using U = typename T::Result::element_type;
       if (!r) throw std::invalid_argument("a hosted method returned a null std::shared_ptr");
@@ -128,17 +131,22 @@ std::string invoke(void* object, const char* data, std::size_t size, ObjectHost&
 template <class T, class Tuple>
 std::shared_ptr<void> construct(const char* data, std::size_t size) {
   auto args = load_args<Tuple>(data, size);
-  return std::apply([](auto&... a) { return std::static_pointer_cast<void>(std::make_shared<T>(std::move(a)...)); },
-                    args);
+  return std::apply(
+      [](auto&... a) {
+        return std::static_pointer_cast<void>(std::make_shared<T>(std::move(a)...));
+      },
+      args);
 }
 
 template <class Tuple, class... A>
 std::string pack_args(A&&... a) {
-  static_assert(sizeof...(A) == std::tuple_size_v<Tuple>, "mp: wrong number of arguments for this method");
+  static_assert(sizeof...(A) == std::tuple_size_v<Tuple>,
+                "mp: wrong number of arguments for this method");
   static_assert(std::is_constructible_v<Tuple, A&&...>,
                 "mp: the arguments do not convert to the parameter types of this method");
   std::string out;
-  if constexpr (std::tuple_size_v<Tuple> != 0) reduction::dump_into(out, Tuple(std::forward<A>(a)...));
+  if constexpr (std::tuple_size_v<Tuple> != 0)
+    reduction::dump_into(out, Tuple(std::forward<A>(a)...));
   return out;
 }
 
@@ -147,11 +155,12 @@ MP_API const Address& state_address(const ProxyState& s) noexcept;
 MP_API const std::string& state_authkey(const ProxyState& s) noexcept;
 MP_API std::uint64_t state_id(const ProxyState& s) noexcept;
 MP_API const std::string& state_type_id(const ProxyState& s) noexcept;
-MP_API std::shared_ptr<ProxyState> load_proxy_state(Address address, std::string authkey, std::uint64_t id,
-                                                    std::string type_id);
+MP_API std::shared_ptr<ProxyState> load_proxy_state(Address address, std::string authkey,
+                                                    std::uint64_t id, std::string type_id);
 MP_API std::string state_call(const ProxyState& s, const char* method, const std::string& args);
 // A proxy of object `id` returned by a method of the object of `parent` (reference already held).
-MP_API std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id, std::string type_id);
+MP_API std::shared_ptr<ProxyState> adopt_returned(const ProxyState& parent, std::uint64_t id,
+                                                  std::string type_id);
 
 // One entry of a manager's own registry: register_(type_id, callable) (CPython's
 // register(typeid, callable)). `make` calls the callable; `function` and `thunk` are it as a
@@ -171,19 +180,23 @@ std::shared_ptr<void> call_factory(void (*function)()) {
 template <class Impl>
 struct AutoRegister;
 
-
 // What the library needs of a BaseProxy beyond its public members (lib/managers*.cpp).
 struct ProxyAccess;
 
 }  // namespace detail
 }  // namespace mp::managers
 
-#define MP_DETAIL_METHOD(Impl, m) ::mp::managers::detail::MethodEntry{#m, &::mp::managers::detail::invoke<&Impl::m>}
+#define MP_DETAIL_METHOD(Impl, m) \
+  ::mp::managers::detail::MethodEntry { #m, &::mp::managers::detail::invoke < &Impl::m> }
 
 #define MP_DETAIL_CAT2(a, b) a##b
 #define MP_DETAIL_CAT(a, b) MP_DETAIL_CAT2(a, b)
-#define MP_DETAIL_NARGS(...) MP_DETAIL_NARGS_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
-#define MP_DETAIL_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, N, ...) N
+#define MP_DETAIL_NARGS(...)                                                                      \
+  MP_DETAIL_NARGS_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, \
+                   7, 6, 5, 4, 3, 2, 1, 0)
+#define MP_DETAIL_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, \
+                         _17, _18, _19, _20, _21, _22, _23, _24, N, ...)                        \
+  N
 #define MP_DETAIL_EACH_1(M, C, x) M(C, x)
 #define MP_DETAIL_EACH_2(M, C, x, ...) M(C, x) MP_DETAIL_EACH_1(M, C, __VA_ARGS__)
 #define MP_DETAIL_EACH_3(M, C, x, ...) M(C, x) MP_DETAIL_EACH_2(M, C, __VA_ARGS__)
@@ -208,11 +221,12 @@ struct ProxyAccess;
 #define MP_DETAIL_EACH_22(M, C, x, ...) M(C, x) MP_DETAIL_EACH_21(M, C, __VA_ARGS__)
 #define MP_DETAIL_EACH_23(M, C, x, ...) M(C, x) MP_DETAIL_EACH_22(M, C, __VA_ARGS__)
 #define MP_DETAIL_EACH_24(M, C, x, ...) M(C, x) MP_DETAIL_EACH_23(M, C, __VA_ARGS__)
-#define MP_DETAIL_FOR_EACH(M, C, ...) MP_DETAIL_CAT(MP_DETAIL_EACH_, MP_DETAIL_NARGS(__VA_ARGS__))(M, C, __VA_ARGS__)
+#define MP_DETAIL_FOR_EACH(M, C, ...) \
+  MP_DETAIL_CAT(MP_DETAIL_EACH_, MP_DETAIL_NARGS(__VA_ARGS__))(M, C, __VA_ARGS__)
 
-#define MP_DETAIL_PROXY_METHOD(C, m)                                                  \
-  template <class... MpArgs>                                                          \
-  auto m(MpArgs&&... mp_args) const {                                                 \
-    return this->template call<&C::m>(#m, std::forward<MpArgs>(mp_args)...);          \
+#define MP_DETAIL_PROXY_METHOD(C, m)                                         \
+  template <class... MpArgs>                                                 \
+  auto m(MpArgs&&... mp_args) const {                                        \
+    return this->template call<&C::m>(#m, std::forward<MpArgs>(mp_args)...); \
   }
 #define MP_DETAIL_ENTRY(C, m) MP_DETAIL_METHOD(C, m),
