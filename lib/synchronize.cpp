@@ -61,6 +61,10 @@ struct ConditionState {
   std::atomic<std::uint32_t> tokens{0};
   std::atomic<std::uint32_t> nseq{0};        // the futex word waiters sleep on
   std::atomic<std::int32_t> signal_cpu{-1};  // where the last notify() ran (a spin hint)
+  // Waiters in (or about to enter) a futex sleep on nseq: notify() makes the wake system call
+  // only when there is one (it bumps nseq, then reads this; a waiter adds itself, then the kernel
+  // compares nseq: one of the two sees the other).
+  std::atomic<std::uint32_t> futex_sleepers{0};
 };
 
 // Barrier state, guarded by `lock` (fields marked atomic are also read or slept on without it).
@@ -110,6 +114,9 @@ constexpr Nanos kMaxWakePeriod = std::chrono::milliseconds(200);
 
 // Spinning before sleeping (lib/support/spin.hpp), adapted per thread and kind of wait.
 constinit thread_local Spinner t_semaphore_spin, t_event_spin, t_condition_spin, t_barrier_spin;
+// The Condition whose notify() this thread made last: its signal_cpu then names this thread's
+// own CPU, which says nothing about where the peer that will notify us runs.
+constinit thread_local const void* t_last_notified = nullptr;
 
 // Takes one unit from `word` if it is positive.
 bool take_unit(std::atomic<std::uint32_t>& word) noexcept {
@@ -394,16 +401,26 @@ bool Condition::wait_impl(const Nanos* timeout) {
   bool woken = false;
   try {
     if (!(timeout && *timeout <= Nanos::zero())) {
-      woken =
-          detail::t_condition_spin.spin(take, state_->signal_cpu.load(std::memory_order_relaxed));
+      const int hint = detail::t_last_notified == state_
+                           ? detail::Spinner::kUnknownCpu
+                           : state_->signal_cpu.load(std::memory_order_relaxed);
+      woken = detail::t_condition_spin.spin(take, hint);
       const Deadline d(timeout);
       while (!woken && !d.passed()) {
+        state_->futex_sleepers.fetch_add(1, std::memory_order_seq_cst);
         const std::uint32_t seen = nseq.load(std::memory_order_seq_cst);
         if (seen != entered && detail::take_unit(tokens)) {
+          state_->futex_sleepers.fetch_sub(1, std::memory_order_relaxed);
           woken = true;
           break;
         }
-        detail::sleep_on(nseq, seen, d);
+        try {
+          detail::sleep_on(nseq, seen, d);
+        } catch (...) {
+          state_->futex_sleepers.fetch_sub(1, std::memory_order_relaxed);
+          throw;
+        }
+        state_->futex_sleepers.fetch_sub(1, std::memory_order_relaxed);
         woken = take();
       }
     }
@@ -435,7 +452,10 @@ void Condition::notify(int n) {
   state_->signal_cpu.store(platform::current_cpu(), std::memory_order_relaxed);
   state_->tokens.fetch_add(k, std::memory_order_seq_cst);
   state_->nseq.fetch_add(1, std::memory_order_seq_cst);
-  platform::wake_address(&state_->nseq, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
+  detail::t_last_notified = state_;
+  // Waiters still spinning take their token without a system call.
+  if (state_->futex_sleepers.load(std::memory_order_seq_cst) != 0)
+    platform::wake_address(&state_->nseq, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
 }
 
 void Condition::notify_all() { notify(INT_MAX); }
