@@ -331,7 +331,8 @@ class ProcessEngine final : public EngineBase {
   explicit ProcessEngine(EngineConfig config)
       : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
     results_ = QueueCore(0, 0);
-    slots_ = heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes));
+    slots_ =
+        heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes), alignof(Slot));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
     workers_.resize(static_cast<std::size_t>(cfg_.processes));
     try {

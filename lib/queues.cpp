@@ -223,7 +223,7 @@ struct QueueCore::State {
 };
 
 QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
-    : block_(kHeaderBytes + kRingCapacity), state_(std::make_shared<State>()) {
+    : block_(kHeaderBytes + kRingCapacity, alignof(Shared)), state_(std::make_shared<State>()) {
   auto* shm = new (block_.data()) Shared{};
   shm->magic = kMagic;
   shm->capacity = kRingCapacity / kRings;
