@@ -66,20 +66,43 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
     if (::GetLastError() == ERROR_TIMEOUT) return false;
     throw_last_error("WaitOnAddress");
   }
-  auto& waiters = shared->header->waiters[bucket_of(shared->offset)];
-  const HANDLE sem = semaphore(shared->header->key, bucket_of(shared->offset));
+  const std::size_t bucket = bucket_of(shared->offset);
+  auto& waiters = shared->header->waiters[bucket];
+  auto& gen = shared->header->wake_gen[bucket];
+  const HANDLE sem = semaphore(shared->header->key, bucket);
   // Dekker with wake_address: the waker changes the word then reads `waiters`; the waiter counts
   // itself then reads the word. One of them sees the other's write (both seq_cst).
   waiters.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint32_t entered = gen.load(std::memory_order_seq_cst);
   if (word->load(std::memory_order_seq_cst) != expected) {
     waiters.fetch_sub(1, std::memory_order_seq_cst);
     return true;
   }
-  const DWORD r = ::WaitForSingleObject(sem, ms);
-  waiters.fetch_sub(1, std::memory_order_seq_cst);
-  if (r == WAIT_OBJECT_0) return true;
-  if (r == WAIT_TIMEOUT) return false;
-  throw_last_error("wait on a shared word");
+  const ULONGLONG end = ms == INFINITE ? 0 : ::GetTickCount64() + ms;
+  for (;;) {
+    DWORD left = INFINITE;
+    if (ms != INFINITE) {
+      const ULONGLONG now = ::GetTickCount64();
+      left = now >= end ? 0 : static_cast<DWORD>(end - now);
+    }
+    const DWORD r = ::WaitForSingleObject(sem, left);
+    if (r == WAIT_OBJECT_0) {
+      // A token released before this waiter counted itself was meant for the waiters counted
+      // then (a waker that waits at once would otherwise take its own wake-up from its peer):
+      // pass it on, unless no one else is counted (a token a timed-out waiter left).
+      if (gen.load(std::memory_order_seq_cst) == entered &&
+          waiters.load(std::memory_order_seq_cst) > 1) {
+        ::ReleaseSemaphore(sem, 1, nullptr);
+        ::SwitchToThread();
+        continue;
+      }
+      waiters.fetch_sub(1, std::memory_order_seq_cst);
+      return true;
+    }
+    waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (r == WAIT_TIMEOUT) return false;
+    throw_last_error("wait on a shared word");
+  }
 }
 
 void wake_address(std::atomic<std::uint32_t>* word, int count) {
@@ -91,13 +114,14 @@ void wake_address(std::atomic<std::uint32_t>* word, int count) {
       ::WakeByAddressAll(word);
     return;
   }
-  const std::uint32_t n =
-      shared->header->waiters[bucket_of(shared->offset)].load(std::memory_order_seq_cst);
+  const std::size_t bucket = bucket_of(shared->offset);
+  const std::uint32_t n = shared->header->waiters[bucket].load(std::memory_order_seq_cst);
   if (n == 0) return;
+  shared->header->wake_gen[bucket].fetch_add(1, std::memory_order_seq_cst);
   // Every counted waiter of the bucket: a token meant for this word could otherwise go to a
   // waiter of another word in the same bucket. A token a timed-out waiter left is a later
   // spurious wake-up.
-  const HANDLE sem = semaphore(shared->header->key, bucket_of(shared->offset));
+  const HANDLE sem = semaphore(shared->header->key, bucket);
   ::ReleaseSemaphore(sem, static_cast<LONG>(std::min<std::uint32_t>(n, LONG_MAX / 2)), nullptr);
 }
 

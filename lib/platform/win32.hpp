@@ -40,6 +40,9 @@ struct SectionHeader {
   std::uint64_t size;  // the caller's size
   std::uint64_t key;   // random: names the section's wait semaphores
   std::atomic<std::uint32_t> waiters[kWaitBuckets];
+  // Bumped by each waker before it releases tokens: a waiter that counted itself after a release
+  // takes no token of it (wait_win32.cpp).
+  std::atomic<std::uint32_t> wake_gen[kWaitBuckets];
 };
 inline constexpr std::uint64_t kSectionMagic = 0x6d702d7365637431ull;  // "mp-sect1"
 
