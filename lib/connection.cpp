@@ -303,7 +303,12 @@ Connection Listener::accept() {
     s.acceptor = std::make_unique<detail::Acceptor>(
         s.fd, detail::Acceptor::Options{s.authkey, s.handshake_timeout});
   detail::Acceptor::Outcome o = *s.acceptor->next({});
+  // CPython: the peer's address from accept() — ("127.0.0.1", its port) for TCP. A Unix peer is
+  // unnamed (CPython gives ""), so mp keeps the listener's path there.
   s.last_accepted = s.address;
+  if (std::holds_alternative<TcpAddress>(s.address) && o.fd != platform::kInvalidHandle)
+    if (auto peer = platform::peer_tcp_address(o.fd))
+      s.last_accepted = TcpAddress{std::move(peer->first), peer->second};
   if (o.fd == platform::kInvalidHandle) throw AuthenticationError(o.error);
   return Connection(o.fd, true, true);
 }

@@ -20,6 +20,7 @@
 
 #include "mp/connection.hpp"
 #include "mp_test.hpp"
+#include "platform/io.hpp"
 #include "support/pipe_channel.hpp"
 
 using namespace mp_test;
@@ -280,6 +281,39 @@ TEST_P(ConnectionTest, WaitOverAContainerOfConnectionsGivesConnections) {
   }
   EXPECT_TRUE(running.empty());
   for (auto& p : writers) join_or_fail(p);
+}
+
+// A timeout too long for the clock (hours::max()) waits as long as needed; poll() and wait()
+// used to overflow it into a negative one and return at once. The send comes after a delay only
+// so that the calls really block; the outcome does not depend on it.
+TEST(Connection, HugeTimeoutsWaitInsteadOfReturningAtOnce) {
+  auto [a, b] = mp::Pipe();
+  std::jthread sender([&a] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    a.send(1);
+  });
+  EXPECT_TRUE(b.poll(std::chrono::hours::max()));
+  sender.join();
+  EXPECT_EQ(mp::connection::wait(std::vector{b}, std::chrono::hours::max()).size(), 1u);
+  EXPECT_EQ(b.recv<int>(), 1);
+}
+
+// CPython's last_accepted is the peer's address from accept(): for TCP its numeric host and
+// port, not the listener's own address (mp gave back "localhost" and the listening port).
+TEST(Connection, LastAcceptedIsTheTcpPeersAddress) {
+  using mp::connection::TcpAddress;
+  mp::Listener listener(mp::connection::Address(TcpAddress{"localhost", 0}));
+  EXPECT_FALSE(listener.last_accepted());
+  const std::uint16_t port = std::get<TcpAddress>(listener.address()).port;
+  mp::Connection client = mp::Client(listener.address());
+  mp::Connection server = listener.accept();
+  const auto last = listener.last_accepted();
+  ASSERT_TRUE(last && std::holds_alternative<TcpAddress>(*last));
+  const TcpAddress& peer = std::get<TcpAddress>(*last);
+  EXPECT_TRUE(peer.host == "127.0.0.1" || peer.host == "::1") << peer.host;
+  EXPECT_EQ(peer.port,
+            mp::platform::local_port(static_cast<mp::platform::Handle>(client.fileno())));
+  EXPECT_NE(peer.port, port);
 }
 
 TEST(Connection, EqualityIsIdentity) {

@@ -274,6 +274,31 @@ TEST(ThreadPoolExecutor, Api) {
   EXPECT_THROW(ex.submit(sqr, 1), std::runtime_error);
 }
 
+// A timeout too long for the clock (hours::max(), nanoseconds::max()) waits as long as needed;
+// it used to overflow into a deadline in the past and time out at once. The gate opens after a
+// delay only so that the waits really block; the outcome does not depend on it.
+TEST(ThreadPoolExecutor, HugeTimeoutsWaitInsteadOfTimingOutAtOnce) {
+  fut::ThreadPoolExecutor ex(1);
+  std::promise<void> go;
+  std::shared_future<void> gate = go.get_future().share();
+  auto f = ex.submit([gate] {
+    gate.wait();
+    return 3;
+  });
+  std::jthread opener([&] {
+    std::this_thread::sleep_for(50ms);
+    go.set_value();
+  });
+  auto [done, not_done] = fut::wait(std::vector{f}, std::chrono::nanoseconds::max());
+  EXPECT_EQ(done.size(), 1u);
+  EXPECT_TRUE(not_done.empty());
+  EXPECT_EQ(f.result(std::chrono::hours::max()), 3);
+  int seen = 0;
+  for (auto& g : fut::as_completed(std::vector{f}, std::chrono::hours::max())) seen += g.result();
+  EXPECT_EQ(seen, 3);
+  opener.join();
+}
+
 TEST(ThreadPoolExecutor, DefaultWorkersAndInitializer) {
   std::atomic<int> inits{0};
   {

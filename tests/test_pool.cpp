@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -675,6 +676,35 @@ TEST(ThreadPool, Api) {
       mp::callbacks([](const int&) { throw std::runtime_error("callback fails"); }), sqr, 2);
   EXPECT_EQ(r.get(kTimeout), 4);
   EXPECT_EQ(pool.apply(sqr, 3), 9);
+  pool.close();
+  pool.join();
+}
+
+// A timeout too long for the clock (hours::max()) waits as long as needed; it used to overflow
+// into a deadline in the past and time out at once. The gate opens after a delay only so that
+// the waits really block; the outcome does not depend on it.
+TEST(ThreadPool, HugeTimeoutsWaitInsteadOfTimingOutAtOnce) {
+  mp::ThreadPool pool(1);
+  std::promise<void> go;
+  std::shared_future<void> gate = go.get_future().share();
+  auto r = pool.apply_async([gate] {
+    gate.wait();
+    return 7;
+  });
+  auto it = pool.imap(
+      [gate](int x) {
+        gate.wait();
+        return x;
+      },
+      std::vector<int>{1});
+  std::jthread opener([&] {
+    std::this_thread::sleep_for(50ms);
+    go.set_value();
+  });
+  EXPECT_EQ(r.get(std::chrono::hours::max()), 7);
+  EXPECT_TRUE(r.wait(std::chrono::hours::max()));
+  EXPECT_EQ(it.next(std::chrono::hours::max()), 1);
+  opener.join();
   pool.close();
   pool.join();
 }

@@ -529,6 +529,28 @@ TEST(Queue, TimeoutOnlyForms) {
   EXPECT_EQ(jq.get(std::chrono::milliseconds(500)), "a");
 }
 
+// A timeout too long for the clock (hours::max()) blocks as long as needed; it used to overflow
+// into a negative one and fail at once (Empty/Full). The other side acts after a delay only so
+// that the calls really block; the outcome does not depend on it.
+TEST(Queue, HugeTimeoutsBlockInsteadOfFailingAtOnce) {
+  using namespace std::chrono_literals;
+  mp::Queue<int> q(1);
+  std::jthread producer([&] {
+    std::this_thread::sleep_for(50ms);
+    q.put(1);
+  });
+  EXPECT_EQ(q.get(true, std::chrono::hours::max()), 1);
+  producer.join();
+  q.put(2);
+  std::jthread consumer([&] {
+    std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(q.get(true, 10s), 2);
+  });
+  EXPECT_NO_THROW(q.put(3, true, std::chrono::hours::max()));
+  consumer.join();
+  EXPECT_EQ(q.get(std::chrono::hours::max()), 3);
+}
+
 TEST(Queue, UnboundedQueueHoldsManyItems) {
   mp::Queue<std::string> q;
   for (int i = 0; i < 100000; ++i) q.put(std::to_string(i));

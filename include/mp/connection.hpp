@@ -136,7 +136,7 @@ class MP_API Connection {
   bool poll() { return poll_for(std::chrono::nanoseconds::zero()); }
   template <class Rep, class Period>
   bool poll(std::chrono::duration<Rep, Period> timeout) {
-    return poll_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return poll_for(detail::to_nanos(timeout));
   }
   bool poll(double timeout_seconds) { return poll_for(detail::seconds_to_nanos(timeout_seconds)); }
 
@@ -302,7 +302,7 @@ inline std::vector<Waitable> wait(const std::vector<Waitable>& objects) {
 template <class Rep, class Period>
 std::vector<Waitable> wait(const std::vector<Waitable>& objects,
                            std::chrono::duration<Rep, Period> timeout) {
-  const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  const auto t = mp::detail::to_nanos(timeout);
   return wait_for(objects, &t);
 }
 template <wait_detail::WaitableRange R>
@@ -311,7 +311,7 @@ auto wait(const R& objects) {
 }
 template <wait_detail::WaitableRange R, class Rep, class Period>
 auto wait(const R& objects, std::chrono::duration<Rep, Period> timeout) {
-  const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  const auto t = mp::detail::to_nanos(timeout);
   return wait_detail::wait_range(objects, &t);
 }
 // Seconds as a number, as Python's wait(objects, timeout=0.5).

@@ -65,16 +65,14 @@ class Future {
   R result() { return result_until(nullptr); }
   template <class Rep, class Period>
   R result(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = mp::detail::deadline_after(timeout);
     return result_until(&deadline);
   }
   // The task's exception (null if it returned); CancelledError if cancelled.
   std::exception_ptr exception() { return exception_until(nullptr); }
   template <class Rep, class Period>
   std::exception_ptr exception(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = mp::detail::deadline_after(timeout);
     return exception_until(&deadline);
   }
   bool done() const { return state_->done(); }
@@ -200,9 +198,7 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs,
                        ReturnWhen return_when = ALL_COMPLETED) {
   auto w = std::make_shared<detail::Waiter>();
   for (const auto& f : fs) detail::watch(f, w);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            timeout.value_or(std::chrono::nanoseconds{0}));
+  const auto deadline = mp::detail::deadline_after(timeout.value_or(std::chrono::nanoseconds{0}));
   {
     std::unique_lock g(w->mutex);
     auto met = [&] {
@@ -224,9 +220,7 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs,
 template <class R, class Rep, class Period>
 DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::chrono::duration<Rep, Period> timeout,
                        ReturnWhen return_when = ALL_COMPLETED) {
-  return wait(fs,
-              std::optional<std::chrono::nanoseconds>(
-                  std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
+  return wait(fs, std::optional<std::chrono::nanoseconds>(mp::detail::to_nanos(timeout)),
               return_when);
 }
 template <class R>
@@ -242,9 +236,7 @@ class AsCompleted {
  public:
   AsCompleted(const std::vector<Future<R>>& fs, std::optional<std::chrono::nanoseconds> timeout)
       : s_(std::make_shared<Shared>()) {
-    if (timeout)
-      s_->deadline = std::chrono::steady_clock::now() +
-                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout);
+    if (timeout) s_->deadline = mp::detail::deadline_after(*timeout);
     for (const auto& f : fs)
       if (std::find(s_->all.begin(), s_->all.end(), f) == s_->all.end()) s_->all.push_back(f);
     for (const auto& f : s_->all) {
@@ -328,7 +320,7 @@ AsCompleted<R> as_completed(const std::vector<Future<R>>& fs) {
 template <class R, class Rep, class Period>
 AsCompleted<R> as_completed(const std::vector<Future<R>>& fs,
                             std::chrono::duration<Rep, Period> timeout) {
-  return AsCompleted<R>(fs, std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  return AsCompleted<R>(fs, mp::detail::to_nanos(timeout));
 }
 
 // ProcessPoolExecutor(max_workers, mp_context, initializer, initargs, max_tasks_per_child).

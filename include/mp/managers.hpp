@@ -315,7 +315,7 @@ class MP_API ConditionProxy : public detail::AcquirerProxy<ConditionProxy, detai
   }
   template <class Predicate, class Rep, class Period>
   auto wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
-    const auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    const auto t = mp::detail::to_nanos(timeout);
     return mp::detail::wait_for_predicate(*this, predicate, &t);
   }
   void notify(int n = 1) { call<&detail::ConditionImpl::notify>("notify", n); }

@@ -99,8 +99,7 @@ class AsyncResult {
   }
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = detail::deadline_after(timeout);
     return state_->wait_until(&deadline);
   }
   bool ready() const { return state_->done(); }
@@ -143,8 +142,7 @@ class IMapIterator {
   std::optional<T> next() { return s_->next(nullptr); }
   template <class Rep, class Period>
   std::optional<T> next(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = detail::deadline_after(timeout);
     return s_->next(&deadline);
   }
 

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "mp/context.hpp"
+#include "mp/detail/timeout.hpp"
 #include "mp/export.hpp"
 #include "mp/reduction.hpp"
 
@@ -152,16 +153,6 @@ std::unique_ptr<TargetBase> make_target(F&& f, Args&&... args) {
 
 struct ProcessTag {};
 
-// Python's timeout in seconds as a number: negative counts as zero, a huge one (or NaN) as
-// 200 years (a deadline that cannot overflow the clock), never an overflow.
-inline std::chrono::nanoseconds seconds_to_nanos(double seconds) noexcept {
-  constexpr double kLongest = 6.3e9;  // ~200 years
-  if (!(seconds < kLongest))
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(kLongest * 1e9));
-  if (seconds <= 0) return std::chrono::nanoseconds::zero();
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9));
-}
-
 // While set (in a spawned child rebuilding a SpawnableProcess), a constructed Process takes no
 // new identity: it becomes the current process, as CPython's unpickled Process object does.
 class MP_API RebuildScope {
@@ -248,7 +239,7 @@ class MP_API Process {
   void join();
   template <class Rep, class Period>
   void join(std::chrono::duration<Rep, Period> timeout) {
-    join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    join_for(detail::to_nanos(timeout));
   }
   // join(1.5): Python's seconds as a number.
   void join(double timeout_seconds) { join_for(detail::seconds_to_nanos(timeout_seconds)); }

@@ -42,6 +42,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mp/detail/timeout.hpp"
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
 #include "mp/heap.hpp"
@@ -145,9 +146,7 @@ class QueueBase {
   void put(const T& obj, bool block,
            std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
     std::chrono::nanoseconds t{0};
-    if (block && timeout)
-      t = std::max(std::chrono::nanoseconds{0},
-                   std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    if (block && timeout) t = detail::to_nanos(*timeout);
     put_impl(obj, block && !timeout ? nullptr : &t);
   }
   template <class Rep, class Period>
@@ -167,9 +166,7 @@ class QueueBase {
   template <class Rep = long, class Period = std::ratio<1>>
   T get(bool block, std::optional<std::chrono::duration<Rep, Period>> timeout = std::nullopt) {
     std::chrono::nanoseconds t{0};
-    if (block && timeout)
-      t = std::max(std::chrono::nanoseconds{0},
-                   std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout));
+    if (block && timeout) t = detail::to_nanos(*timeout);
     return get_impl(block && !timeout ? nullptr : &t);
   }
   template <class Rep, class Period>

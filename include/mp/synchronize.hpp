@@ -36,6 +36,7 @@
 #include <string>
 #include <variant>
 
+#include "mp/detail/timeout.hpp"
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
 #include "mp/heap.hpp"
@@ -43,17 +44,6 @@
 namespace mp {
 
 namespace detail {
-
-// A duration as nanoseconds, saturating instead of overflowing (hours::max() means "very long").
-template <class Rep, class Period>
-std::chrono::nanoseconds to_nanos(std::chrono::duration<Rep, Period> d) noexcept {
-  using std::chrono::nanoseconds;
-  using Wide = std::chrono::duration<long double, std::nano>;
-  const long double n = std::chrono::duration_cast<Wide>(d).count();
-  if (n >= static_cast<long double>(nanoseconds::max().count())) return nanoseconds::max();
-  if (n <= 0) return nanoseconds::zero();
-  return nanoseconds(static_cast<nanoseconds::rep>(n));
-}
 
 // Gives lock/unlock/try_lock/try_lock_for/try_lock_until to a class with acquire/release.
 template <class Derived>

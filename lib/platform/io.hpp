@@ -66,6 +66,9 @@ Handle connect_unix(const std::string& path);
 Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 Handle connect_tcp(const std::string& host, std::uint16_t port);
 std::uint16_t local_port(Handle listener);
+// The numeric address and port of a connected TCP socket's peer ("127.0.0.1", 51234); nullopt
+// for a Unix socket or when the peer is gone.
+std::optional<std::pair<std::string, std::uint16_t>> peer_tcp_address(Handle conn);
 // For a listener that polled readable: accepts one connection, or nullopt when the pending one
 // was aborted meanwhile or a signal interrupted (the caller goes back to waiting).
 std::optional<Handle> try_accept(Handle listener);

@@ -1,6 +1,7 @@
 // POSIX part of platform/io.hpp: pipes, sockets, readiness.
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -190,6 +191,24 @@ std::uint16_t local_port(Handle listener) {
   if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return 0;
+}
+
+std::optional<std::pair<std::string, std::uint16_t>> peer_tcp_address(Handle conn) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(conn, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return std::nullopt;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    if (!::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text)) return std::nullopt;
+    return std::pair<std::string, std::uint16_t>(text, ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    if (!::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text)) return std::nullopt;
+    return std::pair<std::string, std::uint16_t>(text, ntohs(a->sin6_port));
+  }
+  return std::nullopt;
 }
 
 namespace {

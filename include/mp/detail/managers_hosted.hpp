@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mp/detail/managers_registry.hpp"
+#include "mp/detail/timeout.hpp"
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
 
@@ -27,8 +28,7 @@ namespace mp::managers::detail {
 using Timeout = std::int64_t;  // nanoseconds; negative: none (wait forever)
 template <class Rep, class Period>
 Timeout to_timeout(std::chrono::duration<Rep, Period> d) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-  return ns < 0 ? 0 : ns;
+  return mp::detail::to_nanos(d).count();
 }
 
 // threading.Lock / RLock (owner = the serving thread, i.e. the client's connection).
