@@ -286,16 +286,19 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
       disarm(false, mine);
       return Wait::data;
     }
-    if (platform::peer_closed(sock_)) {
-      disarm(false, mine);
-      return nonempty(r) ? Wait::data : Wait::eof;
-    }
+    // No peer_closed() look before sleeping: a socket whose peer has gone is readable (EOF), so
+    // the sleep below ends at once then, and the look after it answers (one system call fewer
+    // per sleeping receive).
     const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : Nanos::max());
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {
       disarm(false, mine);
       return Wait::data;
+    }
+    if (woke && platform::peer_closed(sock_)) {
+      disarm(false, mine);
+      return nonempty(r) ? Wait::data : Wait::eof;
     }
     if (!woke) {
       if (deadline.passed()) {
