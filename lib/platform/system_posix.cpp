@@ -1,21 +1,8 @@
-// POSIX part of platform/system.hpp: environment, CPU count, demangling.
-#include <cxxabi.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
+// POSIX part of platform/system.hpp: environment, CPU count (demangling: system_cxxabi.cpp).
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <iostream>
-#include <memory>
-#include <thread>
+#include <cstdlib>
 
 #include "platform/system.hpp"
 
@@ -32,13 +19,6 @@ void unset_env(const char* name) { ::unsetenv(name); }
 unsigned cpu_count() noexcept {
   const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<unsigned>(n) : 1u;
-}
-
-std::string demangle(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                           std::free);
-  return status == 0 && p ? std::string(p.get()) : std::string(mangled);
 }
 
 }  // namespace mp::platform

@@ -1,8 +1,7 @@
 // Windows part of platform/system.hpp: environment (UTF-8 over the UTF-16 variables), CPU count,
-// randomness (the CRT's rand_s: RtlGenRandom), demangling. Not yet: open_library,
+// randomness (the CRT's rand_s: RtlGenRandom); demangling is system_cxxabi.cpp. Not yet: open_library,
 // locate_code/resolve_code (spawn's code lookup: PE modules instead of ELF build ids).
 #define _CRT_RAND_S
-#include <cxxabi.h>
 #include <stdlib.h>
 
 #include <cstring>
@@ -40,13 +39,6 @@ void random_bytes(void* out, std::size_t size) {
 unsigned cpu_count() noexcept {
   const DWORD n = ::GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
   return n > 0 ? static_cast<unsigned>(n) : 1u;
-}
-
-std::string demangle(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                           std::free);
-  return status == 0 && p ? std::string(p.get()) : std::string(mangled);
 }
 
 }  // namespace mp::platform
