@@ -360,9 +360,17 @@ def check_table(lines):
 
 def machine_info():
     cpu = ''
-    try:
+    try:  # the model name, and family/model numbers: a virtual CPU's name may say little ("AMD EPYC")
+        fields = {}
         with open('/proc/cpuinfo') as f:
-            cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+            for line in f:
+                if not line.strip():
+                    break  # the first CPU is enough
+                key, _, value = line.partition(':')
+                fields[key.strip()] = value.strip()
+        cpu = fields.get('model name', '')
+        if 'cpu family' in fields and 'model' in fields:
+            cpu += f" (family {fields['cpu family']} model {fields['model']})"
     except OSError:
         pass
     commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True,
