@@ -8,7 +8,7 @@ set(MP_WIN32_NOT_PORTED
     "process launch: fork, forkserver, parent_pid (the lifeline is the job object), on_exit_first, the ELF code lookup of spawn (system.hpp)"
     "named shared memory (SharedMemory) and its tracker"
     "system.hpp's open_library and code lookup (PE modules for spawn)"
-    "the library proper (lib/*.cpp; of lib/support/ only futex_lock and spin: Process, synchronize, queues, connection, managers, pool)"
+    "the library proper (lib/*.cpp; of lib/support/ only futex_lock and spin: Process, synchronize, queues, connection, managers, pool; what each file lacks: docs/DESIGN.md section 6)"
     "the library's tests (tests/test_*.cpp: they need Process) and the samples and benchmarks")
 set(MP_PLATFORM_SOURCES)
 foreach(part ${MP_WIN32_PORTED})
