@@ -457,8 +457,17 @@ TEST(Io, WaitAnyReportsEveryReadyHandleOfMany) {
     writers.push_back(w);
   }
   EXPECT_TRUE(platform::wait_any(readers, &kNothing).empty());
+  // Ready beyond the first 64 alone, while the wait sleeps (most likely: the write comes 200 ms
+  // later; the result is the same if it comes first): the wait must wake for it.
+  const auto start = platform::Clock::now();
+  std::thread writer([&] {
+    platform::sleep_for(200ms);
+    platform::write_all(writers[66], "b", 1);
+  });
+  EXPECT_EQ(platform::wait_any(readers, &kBound), std::vector<std::size_t>{66});
+  EXPECT_LT(platform::Clock::now() - start, kBound / 2);
+  writer.join();
   platform::write_all(writers[5], "a", 1);
-  platform::write_all(writers[66], "b", 1);
   std::vector<std::size_t> ready;
   const auto deadline = bound();
   while (ready.size() < 2 && platform::Clock::now() < deadline)
