@@ -1,6 +1,7 @@
 // Handles sent to another process: SCM_RIGHTS over Unix sockets (handle_passing_posix.cpp), and
-// the descriptor-number moves the forkserver's children need. (Windows: DuplicateHandle into the
-// child, not written yet.)
+// the descriptor-number moves the forkserver's children need. Windows (handle_passing_win32.cpp):
+// the receiver takes the handle out of the sender with DuplicateHandle, so the sender must still
+// run when it is received; the descriptor-number moves are POSIX-only.
 #pragma once
 
 #include <cstddef>

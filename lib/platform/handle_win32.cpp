@@ -64,7 +64,8 @@ void throw_last_error(const std::string& what) {
 }
 
 void close_handle(Handle h) noexcept {
-  if (h != kInvalidHandle && h != 0) ::CloseHandle(win32::native(h));
+  if (h == kInvalidHandle || h == 0 || win32::close_io_object(win32::native(h))) return;
+  ::CloseHandle(win32::native(h));
 }
 
 Handle duplicate_handle(Handle h) {

@@ -1,6 +1,7 @@
 // Pipes, sockets and readiness (mp::connection, the queues' out-of-band channel, the managers,
 // the start methods' status pipes). io_posix.cpp, io_linux.cpp (eventfd/epoll, abstract sockets,
-// peer credentials, POLLRDHUP), posix_linux.cpp (close-on-exec creation, no-SIGPIPE sends).
+// peer credentials, POLLRDHUP), posix_linux.cpp (close-on-exec creation, no-SIGPIPE sends),
+// io_win32.cpp (overlapped named pipes, Winsock; the Unix-socket calls take \\.\pipe\NAME).
 // No call raises SIGPIPE: a write to a closed peer is OSError EPIPE.
 #pragma once
 

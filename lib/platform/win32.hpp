@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "platform/handle.hpp"
 #include "platform/shared_memory.hpp"
@@ -56,5 +57,17 @@ std::optional<SharedWord> locate_shared(const void* address) noexcept;
 // Called when a process maps / unmaps its last view of the section `key` (wait_win32.cpp closes
 // its cached semaphores).
 void release_wait_objects(std::uint64_t key) noexcept;
+
+// ---- io_win32.cpp, for handle_passing_win32.cpp and close_handle
+// A connected pair of overlapped named-pipe ends {server, client}: duplex or {read, write};
+// `messages`: message mode (each write one message), else bytes. Non-inheritable.
+std::pair<Handle, Handle> pipe_pair(bool duplex, bool messages);
+// One overlapped ReadFile/WriteFile of at most `size` bytes, waited for at most `ms` and then
+// cancelled. Returns the bytes moved; `error` is the call's error: 0 on success,
+// ERROR_OPERATION_ABORTED when the time ran out first, ERROR_MORE_DATA for part of a message.
+DWORD pipe_io(Handle h, bool write, void* data, std::size_t size, DWORD ms, DWORD& error);
+// Closes `h` if it is a socket (closesocket) or an object io_win32.cpp keeps state for (a pipe
+// listener, a ready set); false for any other handle.
+bool close_io_object(HANDLE h) noexcept;
 
 }  // namespace mp::platform::win32

@@ -3,17 +3,22 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "mp/errors.hpp"
 #include "support/futex_lock.hpp"
 #include "platform/handle.hpp"
+#include "platform/handle_passing.hpp"
+#include "platform/io.hpp"
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
 #include "platform/wait.hpp"
@@ -175,10 +180,13 @@ constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
 constexpr std::size_t kSegment = 65536;
 
 int spawn_child(const std::string& role, platform::Handle segment,
-                const std::vector<std::string>& extra = {}) {
+                const std::vector<std::string>& extra = {},
+                const std::vector<platform::Handle>& inherit = {}) {
   std::vector<std::string> args{platform::executable_path(), std::to_string(segment)};
   args.insert(args.end(), extra.begin(), extra.end());
-  return platform::spawn_process(platform::executable_path(), args, kChildVar, role, {segment});
+  std::vector<platform::Handle> handles{segment};
+  handles.insert(handles.end(), inherit.begin(), inherit.end());
+  return platform::spawn_process(platform::executable_path(), args, kChildVar, role, handles);
 }
 
 // Reaps the child within `limit`, killing it (and failing) if it has not ended by then.
@@ -291,6 +299,302 @@ TEST(Process, GrandchildEndsWithItsKilledParent) {
   platform::close_handle(process);
 }
 
+// ---- pipes, sockets and named pipes (platform/io.hpp)
+
+// Closes a handle at the end of a scope.
+struct Owned {
+  explicit Owned(platform::Handle handle = platform::kInvalidHandle) : h(handle) {}
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  ~Owned() { reset(); }
+  void reset() {
+    platform::close_handle(h);
+    h = platform::kInvalidHandle;
+  }
+  platform::Handle h;
+};
+
+// The OSError code `fn` throws (-1: none thrown).
+template <class F>
+int os_error(F fn) {
+  try {
+    fn();
+  } catch (const mp::OSError& e) {
+    return e.code().value();
+  }
+  return -1;
+}
+
+const platform::Nanos kBound = 30s;     // a wait that must succeed
+const platform::Nanos kNothing = 50ms;  // a wait that must time out
+
+platform::Clock::time_point soon() { return platform::Clock::now() + 50ms; }
+platform::Clock::time_point bound() { return platform::Clock::now() + kBound; }
+
+// Reads exactly `n` bytes (by kBound).
+std::string read_exactly(platform::Handle h, std::size_t n) {
+  std::string out(n, '\0');
+  const auto deadline = bound();
+  for (std::size_t got = 0; got < n;) {
+    const std::size_t k = platform::read_some_until(h, out.data() + got, n - got, deadline);
+    if (k == 0) return out.substr(0, got);
+    got += k;
+  }
+  return out;
+}
+
+// Sends "ping" one way and "pong" back.
+void round_trip(platform::Handle a, platform::Handle b) {
+  platform::write_all(a, "ping", 4);
+  EXPECT_EQ(read_exactly(b, 4), "ping");
+  platform::write_all_until(b, "pong", 4, bound());
+  EXPECT_EQ(read_exactly(a, 4), "pong");
+}
+
+TEST(Io, PipeRoundTripWithTimeouts) {
+  const auto r_w = platform::make_pipe();
+  const platform::Handle r = r_w.first, w = r_w.second;
+  Owned read_end(r), write_end(w);
+  EXPECT_FALSE(platform::wait_readable(r, &kNothing));
+  char buf[16];
+  EXPECT_EQ(os_error([&] { platform::read_some_until(r, buf, sizeof buf, soon()); }), ETIMEDOUT);
+  platform::write_all(w, "hello", 5);
+  EXPECT_TRUE(platform::wait_readable(r, &kBound));
+  EXPECT_EQ(platform::wait_any({r}, &kBound), std::vector<std::size_t>{0});
+  EXPECT_EQ(read_exactly(r, 5), "hello");
+  EXPECT_FALSE(platform::wait_readable(r, &kNothing));  // drained
+  EXPECT_EQ(os_error([&] { platform::read_some_until(r, buf, sizeof buf, soon()); }), ETIMEDOUT);
+  platform::write_all(w, "again", 5);  // the pipe still works after a timed-out read
+  EXPECT_EQ(read_exactly(r, 5), "again");
+}
+
+TEST(Io, DuplexPairCarriesLargeTransfersAndTimesOutWrites) {
+  const auto a_b = platform::socket_pair();
+  const platform::Handle a = a_b.first, b = a_b.second;
+  Owned first(a), second(b);
+  char c = 0;
+  std::size_t got = 0;
+  EXPECT_EQ(platform::try_read(b, &c, 1, got), platform::TryRead::would_block);
+  round_trip(a, b);
+  // More than any pipe or socket buffer, while the other end reads it.
+  std::string big(4 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4093);
+  std::string received;
+  std::thread reader([&] { received = read_exactly(b, big.size()); });
+  platform::write_all(a, big.data(), big.size());
+  reader.join();
+  EXPECT_TRUE(received == big);
+  // Nobody reads: a write of more than the buffer holds times out.
+  EXPECT_EQ(os_error([&] { platform::write_all_until(a, big.data(), big.size(), soon()); }),
+            ETIMEDOUT);
+}
+
+TEST(Io, EndOfFileWhenThePeerCloses) {
+  {
+    const auto a_b = platform::socket_pair();
+    const platform::Handle a = a_b.first, b = a_b.second;
+    Owned first(a), second(b);
+    platform::write_all(a, "x", 1);
+    first.reset();
+    EXPECT_EQ(read_exactly(b, 1), "x");
+    EXPECT_TRUE(platform::wait_readable(b, &kBound));
+    char c;
+    EXPECT_EQ(platform::read_some_until(b, &c, 1, bound()), 0u);
+    EXPECT_EQ(platform::read_some(b, &c, 1), 0u);
+    EXPECT_TRUE(platform::peer_closed(b));
+    EXPECT_EQ(platform::read_token(b), 0);
+    EXPECT_FALSE(platform::write_token(b));
+    EXPECT_EQ(os_error([&] { platform::write_all(b, "y", 1); }), EPIPE);
+  }
+  {
+    const auto r_w = platform::make_pipe();
+    const platform::Handle r = r_w.first, w = r_w.second;
+    Owned read_end(r), write_end(w);
+    write_end.reset();
+    EXPECT_EQ(platform::read_to_end(r), "");
+  }
+  {
+    const auto r_w = platform::make_pipe();
+    const platform::Handle r = r_w.first, w = r_w.second;
+    Owned read_end(r), write_end(w);
+    read_end.reset();
+    EXPECT_EQ(os_error([&] { platform::write_all(w, "z", 1); }), EPIPE);
+  }
+}
+
+TEST(Io, WakeTokensAndReadySets) {
+  const auto a_b = platform::socket_pair();
+  const platform::Handle a = a_b.first, b = a_b.second;
+  Owned first(a), second(b);
+  EXPECT_EQ(platform::read_token(b), -1);
+  EXPECT_FALSE(platform::peer_closed(b));
+  EXPECT_TRUE(platform::write_token(a));
+  EXPECT_TRUE(platform::wait_readable(b, &kBound));
+  EXPECT_EQ(platform::read_token(b), 1);
+  Owned event(platform::make_event());
+  Owned set(platform::make_ready_set(b, event.h));
+  EXPECT_FALSE(platform::wait_readable(set.h, &kNothing));
+  platform::set_event(event.h, true);
+  EXPECT_TRUE(platform::wait_readable(set.h, &kBound));
+  EXPECT_TRUE(platform::wait_readable(set.h, &kBound));  // stays set
+  platform::set_event(event.h, false);
+  EXPECT_FALSE(platform::wait_readable(set.h, &kNothing));
+  EXPECT_TRUE(platform::write_token(a));
+  EXPECT_TRUE(platform::wait_readable(set.h, &kBound));
+}
+
+// More handles than one WaitForMultipleObjects takes (64).
+TEST(Io, WaitAnyReportsEveryReadyHandleOfMany) {
+  constexpr std::size_t kPairs = 70;
+  std::vector<std::unique_ptr<Owned>> ends;
+  std::vector<platform::Handle> writers, readers;
+  for (std::size_t i = 0; i < kPairs; ++i) {
+    const auto r_w = platform::socket_pair();
+    const platform::Handle r = r_w.first, w = r_w.second;
+    ends.push_back(std::make_unique<Owned>(r));
+    ends.push_back(std::make_unique<Owned>(w));
+    readers.push_back(r);
+    writers.push_back(w);
+  }
+  EXPECT_TRUE(platform::wait_any(readers, &kNothing).empty());
+  // Ready beyond the first 64 alone, while the wait sleeps (most likely: the write comes 200 ms
+  // later; the result is the same if it comes first): the wait must wake for it.
+  const auto start = platform::Clock::now();
+  std::thread writer([&] {
+    platform::sleep_for(200ms);
+    platform::write_all(writers[66], "b", 1);
+  });
+  EXPECT_EQ(platform::wait_any(readers, &kBound), std::vector<std::size_t>{66});
+  EXPECT_LT(platform::Clock::now() - start, kBound / 2);
+  writer.join();
+  platform::write_all(writers[5], "a", 1);
+  std::vector<std::size_t> ready;
+  const auto deadline = bound();
+  while (ready.size() < 2 && platform::Clock::now() < deadline)
+    ready = platform::wait_any(readers, &kBound);
+  EXPECT_EQ(ready, (std::vector<std::size_t>{5, 66}));
+  EXPECT_EQ(read_exactly(readers[66], 1), "b");
+  EXPECT_EQ(platform::wait_any(readers, &kBound), std::vector<std::size_t>{5});
+}
+
+TEST(Io, NamedListenerAcceptsClients) {
+  std::string dir;
+  const std::string address = platform::private_socket_address(dir);
+  {
+    Owned listener(platform::listen_unix(address, 8));
+    platform::set_nonblocking(listener.h);
+    EXPECT_FALSE(platform::try_accept(listener.h).has_value());
+    EXPECT_FALSE(platform::wait_readable(listener.h, &kNothing));
+    for (int i = 0; i < 2; ++i) {  // the listener keeps listening after an accept
+      Owned client(platform::connect_unix(address));
+      ASSERT_TRUE(platform::wait_readable(listener.h, &kBound));
+      const auto accepted = platform::try_accept(listener.h);
+      ASSERT_TRUE(accepted.has_value());
+      Owned server(*accepted);
+      round_trip(client.h, server.h);
+      EXPECT_EQ(platform::peer_pid(server.h), platform::current_pid());
+      EXPECT_TRUE(platform::peer_is_same_user(server.h));
+      client.reset();
+      char c;
+      EXPECT_EQ(platform::read_some_until(server.h, &c, 1, bound()), 0u);
+    }
+  }
+  platform::unlink_path(address);
+  if (!dir.empty()) platform::remove_directory(dir);
+  EXPECT_THROW(platform::connect_unix(address), mp::OSError);  // nobody listens any more
+}
+
+TEST(Io, TcpLoopbackRoundTrip) {
+  Owned listener(platform::listen_tcp("127.0.0.1", 0, 8));
+  const std::uint16_t port = platform::local_port(listener.h);
+  ASSERT_GT(port, 0);
+  platform::set_nonblocking(listener.h);
+  EXPECT_FALSE(platform::try_accept(listener.h).has_value());
+  Owned client(platform::connect_tcp("127.0.0.1", port));
+  ASSERT_TRUE(platform::wait_readable(listener.h, &kBound));
+  const auto accepted = platform::try_accept(listener.h);
+  ASSERT_TRUE(accepted.has_value());
+  Owned server(*accepted);
+  round_trip(client.h, server.h);
+  char c;
+  std::size_t got = 0;
+  EXPECT_EQ(platform::try_read(server.h, &c, 1, got), platform::TryRead::would_block);
+  EXPECT_EQ(os_error([&] { platform::read_some_until(server.h, &c, 1, soon()); }), ETIMEDOUT);
+  EXPECT_FALSE(platform::wait_readable(server.h, &kNothing));
+  EXPECT_EQ(platform::wait_any({listener.h, server.h}, &kNothing), std::vector<std::size_t>{});
+  platform::write_all(client.h, "q", 1);
+  EXPECT_EQ(platform::wait_any({listener.h, server.h}, &kBound), std::vector<std::size_t>{1});
+  EXPECT_EQ(read_exactly(server.h, 1), "q");  // accepted sockets block, whatever the listener
+  EXPECT_FALSE(platform::peer_pid(server.h).has_value());
+  EXPECT_TRUE(platform::peer_is_same_user(server.h));
+  // The peer's numeric address and port (Listener::last_accepted()): the client's own port.
+  const auto peer = platform::peer_tcp_address(server.h);
+  ASSERT_TRUE(peer.has_value());
+  EXPECT_EQ(peer->first, "127.0.0.1");
+  EXPECT_EQ(peer->second, platform::local_port(client.h));
+  client.reset();
+  EXPECT_EQ(platform::read_some_until(server.h, &c, 1, bound()), 0u);
+}
+
+// ---- handle passing (platform/handle_passing.hpp)
+
+TEST(HandlePassing, DatagramsCarryTaggedHandles) {
+  const auto a_b = platform::datagram_pair();
+  const platform::Handle a = a_b.first, b = a_b.second;
+  Owned sender(a), receiver(b);
+  Segment s(4096);
+  std::memcpy(s.base, "shared", 7);
+  std::uint64_t tag = 0;
+  platform::Handle h = platform::kInvalidHandle;
+  EXPECT_FALSE(platform::receive_descriptor(b, tag, h, true));
+  ASSERT_TRUE(platform::send_descriptor(a, 42, s.handle));
+  ASSERT_TRUE(platform::send_descriptor(a, 43, s.handle));
+  // Peeking leaves the datagram queued; receiving takes it.
+  const std::pair<bool, std::uint64_t> steps[] = {{true, 42}, {true, 42}, {false, 42}, {false, 43}};
+  for (const auto& [peek, expected] : steps) {
+    ASSERT_TRUE(platform::receive_descriptor(b, tag, h, peek));
+    EXPECT_EQ(tag, expected);
+    Owned received(h);
+    EXPECT_EQ(platform::shared_memory_size(h), 4096u);
+    void* view = platform::map_shared(h, 4096);
+    EXPECT_STREQ(static_cast<const char*>(view), "shared");
+    platform::unmap(view, 4096);
+  }
+  EXPECT_FALSE(platform::receive_descriptor(b, tag, h, false));
+}
+
+TEST(HandlePassing, ChildUsesHandlesPassedToIt) {
+  Segment s(kSegment);
+  const auto a_b = platform::socket_pair();
+  const platform::Handle a = a_b.first, b = a_b.second;
+  Owned parent_end(a), child_end(b);
+  const auto d_send_d_receive = platform::datagram_pair();
+  const platform::Handle d_send = d_send_d_receive.first, d_receive = d_send_d_receive.second;
+  Owned datagram_sender(d_send), datagram_receiver(d_receive);
+  const auto r_w = platform::make_pipe();
+  const platform::Handle r = r_w.first, w = r_w.second;
+  Owned read_end(r), write_end(w);
+  Segment passed(4096), by_datagram(4096);
+  // Sent before the child exists: the handles wait in the stream and the datagram pipe.
+  platform::send_with_descriptors(a, "go", 2, {passed.handle, w});
+  ASSERT_TRUE(platform::send_descriptor(d_send, 9, by_datagram.handle));
+  const platform::Handle process = platform::open_process(spawn_child(
+      "receive", s.handle, {std::to_string(b), std::to_string(d_receive)}, {b, d_receive}));
+  write_end.reset();  // the child holds the only write end now
+  // Until end of file: the child's close of the write end it received (bounded: a child that
+  // failed before receiving leaves the end in flight, open).
+  std::string text;
+  char buf[64];
+  const auto deadline = platform::Clock::now() + 60s;
+  for (std::size_t n; (n = platform::read_some_until(r, buf, sizeof buf, deadline)) > 0;)
+    text.append(buf, n);
+  EXPECT_EQ(text, "written by the child");
+  EXPECT_EQ(reap_within(process), 0);
+  platform::close_handle(process);
+  EXPECT_STREQ(static_cast<const char*>(passed.base), "stream");
+  EXPECT_STREQ(static_cast<const char*>(by_datagram.base), "datagram 9");
+}
+
 int child_main(const std::string& role, int argc, char** argv) {
   const auto segment = static_cast<platform::Handle>(std::strtoll(argv[1], nullptr, 10));
   void* base = platform::map_shared(segment, kSegment);
@@ -325,6 +629,29 @@ int child_main(const std::string& role, int argc, char** argv) {
     words[0].store(1);
     platform::wake_address(&words[0], 1);
     for (;;) platform::wait_on_address(&words[1], 0, nullptr);  // until killed
+  } else if (role == "receive") {
+    // argv[2]: a stream end with two handles waiting (a segment, a pipe's write end); argv[3]: a
+    // datagram end with one (a segment).
+    const auto stream = static_cast<platform::Handle>(std::strtoll(argv[2], nullptr, 10));
+    const auto datagrams = static_cast<platform::Handle>(std::strtoll(argv[3], nullptr, 10));
+    char go[2];
+    std::vector<platform::Handle> handles;
+    std::uint64_t tag = 0;
+    platform::Handle third = platform::kInvalidHandle;
+    if (platform::receive_with_descriptors(stream, go, sizeof go, handles) && handles.size() == 2 &&
+        platform::receive_descriptor(datagrams, tag, third, false)) {
+      void* view = platform::map_shared(handles[0], 4096);
+      std::memcpy(view, "stream", 7);
+      platform::unmap(view, 4096);
+      view = platform::map_shared(third, 4096);
+      const std::string text = "datagram " + std::to_string(tag);
+      std::memcpy(view, text.c_str(), text.size() + 1);
+      platform::unmap(view, 4096);
+      platform::write_all(handles[1], "written by the child", 20);
+      code = 0;
+    }
+    for (platform::Handle h : handles) platform::close_handle(h);
+    platform::close_handle(third);
   } else if (role == "sleep") {
     words[1].store(0);
     words[0].store(1);

@@ -28,7 +28,8 @@ inline std::chrono::nanoseconds seconds_to_nanos(double seconds) noexcept {
 
 // The steady-clock point `d` from now, by the same rules.
 template <class Rep, class Period>
-std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
+std::chrono::steady_clock::time_point deadline_after(
+    std::chrono::duration<Rep, Period> d) noexcept {
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(to_nanos(d));
 }
