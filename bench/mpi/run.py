@@ -60,6 +60,19 @@ def main():
             ratio_cell = cell([m / p for m, p in zip(mps, raws)], "%.2fx")
         print("| %s | %s | %s | %s | %s | %s |" % (label, cell(mps, fmt), cell(m4s, fmt), cell(speed, "%.1fx"),
                                                   raw_cell, ratio_cell))
+    # Where mp's round trip goes: MPI with mp's messages and call pattern alone (wire_us, same
+    # -n 2 run as the ping-pong) against mp's whole round trip; the rest is serialization, the
+    # future and the engine's bookkeeping.
+    mps = [r[0]["roundtrip_us"] for r in rounds]
+    wires = [r[2]["wire_us"] for r in rounds]
+    raws = [r[2]["pingpong_us"] for r in rounds]
+    print("\n| round trip, per round (µs) | median [min–max] |")
+    print("|---|---|")
+    print("| raw MPI_Send/MPI_Recv ping-pong | %s |" % cell(raws, "%.2f"))
+    print("| mp's MPI calls alone (its messages, Isend/Improbe/Mrecv polling) | %s |" % cell(wires, "%.2f"))
+    print("| mp submit().result() | %s |" % cell(mps, "%.2f"))
+    print("| mp − its MPI calls (serialization, future, engine) | %s |" %
+          cell([m - w for m, w in zip(mps, wires)], "%.2f"))
     print("\n%d rounds, scale %g, %d CPUs, load average %.1f at the end" %
           (a.rounds, a.scale, os.cpu_count(), os.getloadavg()[0]))
 
