@@ -1,6 +1,7 @@
 // bench/mpi/mpi_bench.cpp — MPIPoolExecutor's figures and the raw MPI ping-pong, for
 // bench/mpi/run.py (which runs mpi4py.futures beside them, bench/mpi/mpi4py_bench.py).
 //   mpiexec -n 3 mpi_bench executor <scale>   rank 0 client, 2 worker ranks
+//   mpiexec -n 2 mpi_bench roundtrip <scale>  the round trip alone with 1 worker rank (roundtrip_1w_us)
 //   mpiexec -n 2 mpi_bench pingpong <scale>   MPI_Send/MPI_Recv of 8 bytes between ranks 0 and 1,
 //                                             then mp's MPI calls alone (wire_us, see below)
 // Prints `metric value` lines: roundtrip_us, map_cs1_per_s, map_cs1000_per_s, pingpong_us,
@@ -37,9 +38,8 @@ double median_of(int reps, F f) {
   return t[t.size() / 2];
 }
 
-int executor(int argc, char** argv, double scale) {
-  mp::mpi::init(argc, argv);
-  mp::mpi::MPIPoolExecutor ex;
+// submit(identity, i).result(), µs each.
+double roundtrip_us(mp::mpi::MPIPoolExecutor& ex, double scale) {
   const int rt = std::max(100, static_cast<int>(5000 * scale));
   for (int i = 0; i < 200; ++i) ex.submit(identity, i).result();
   const double rt_s = median_of(5, [&] {
@@ -48,7 +48,17 @@ int executor(int argc, char** argv, double scale) {
       if (ex.submit(identity, i).result() != i) std::abort();
     return seconds_since(t);
   });
-  std::printf("roundtrip_us %.3f\n", rt_s / rt * 1e6);
+  return rt_s / rt * 1e6;
+}
+
+int executor(int argc, char** argv, double scale, bool only_roundtrip) {
+  mp::mpi::init(argc, argv);
+  mp::mpi::MPIPoolExecutor ex;
+  if (only_roundtrip) {
+    std::printf("roundtrip_1w_us %.3f\n", roundtrip_us(ex, scale));
+    return 0;
+  }
+  std::printf("roundtrip_us %.3f\n", roundtrip_us(ex, scale));
 
   auto map_rate = [&](int n, int chunksize) {
     std::vector<int> in(static_cast<std::size_t>(n));
@@ -149,6 +159,7 @@ int pingpong(int argc, char** argv, double scale) {
 
 int main(int argc, char** argv) {
   const bool pp = argc > 1 && std::strcmp(argv[1], "pingpong") == 0;
+  const bool rt = argc > 1 && std::strcmp(argv[1], "roundtrip") == 0;
   const double scale = argc > 2 ? std::atof(argv[2]) : 1.0;
-  return pp ? pingpong(argc, argv, scale) : executor(argc, argv, scale);
+  return pp ? pingpong(argc, argv, scale) : executor(argc, argv, scale, rt);
 }
