@@ -355,7 +355,7 @@ class MpiEngine final : public pool::Engine {
     static thread_local std::string buf;
     return spinner.spin_remote([&] {
       if (done.load(std::memory_order_acquire)) return true;
-      Deliveries d;
+      Deliveries d;  // not shared: a done callback run by poll() may await (nested poll())
       poll(buf, d);
       return done.load(std::memory_order_acquire);
     });
@@ -481,6 +481,7 @@ class MpiEngine final : public pool::Engine {
       std::rethrow_exception(broken_);
     }
     if (done) sends_.pop_back();
+    sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
 
   void send(Worker& w, const std::shared_ptr<pool::Job>& job, pool::Chunk& c) {
@@ -515,11 +516,12 @@ class MpiEngine final : public pool::Engine {
       }
       if (rc != MPI_SUCCESS) {
         break_pool("MPI_Test: " + mpi_error(rc));
-        return;
+        break;
       }
-      if (!done) return;  // sends complete in order enough: look again later
+      if (!done) break;  // sends complete in order enough: look again later
       it = sends_.erase(it);
     }
+    sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
 
   void break_pool(const std::string& why) {
@@ -624,9 +626,11 @@ class MpiEngine final : public pool::Engine {
         take_result(st.MPI_SOURCE, buf, d);
       }
       d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
-      std::lock_guard g(mu_);
-      if (!sends_.empty()) reap_sends();
-      if (got) dispatch(d);
+      if (got || sends_left_.load(std::memory_order_relaxed) != 0) {
+        std::lock_guard g(mu_);
+        if (!sends_.empty()) reap_sends();
+        if (got) dispatch(d);
+      }
     } catch (...) {  // out of memory
       std::lock_guard g(mu_);
       if (!broken_) broken_ = std::current_exception();
@@ -734,8 +738,9 @@ class MpiEngine final : public pool::Engine {
   // The engine thread's state when nothing is on the ranks (written under mu_).
   static constexpr int kPolling = 0, kNapping = 1, kSleeping = 2;
   std::atomic<int> idle_{kPolling};
-  std::atomic<int> awaiters_{0};        // threads in awaiting(true)
-  std::atomic<bool> is_broken_{false};  // broken_ is set
+  std::atomic<int> awaiters_{0};            // threads in awaiting(true)
+  std::atomic<std::size_t> sends_left_{0};  // sends_.size(), read without mu_
+  std::atomic<bool> is_broken_{false};      // broken_ is set
   bool open_ = true;  // (g_mpi) the workers are not released: results may be polled
   std::thread thread_;
 };
