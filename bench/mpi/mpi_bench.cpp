@@ -1,8 +1,11 @@
 // bench/mpi/mpi_bench.cpp — MPIPoolExecutor's figures and the raw MPI ping-pong, for
 // bench/mpi/run.py (which runs mpi4py.futures beside them, bench/mpi/mpi4py_bench.py).
 //   mpiexec -n 3 mpi_bench executor <scale>   rank 0 client, 2 worker ranks
-//   mpiexec -n 2 mpi_bench pingpong <scale>   MPI_Send/MPI_Recv of 8 bytes between ranks 0 and 1
-// Prints `metric value` lines: roundtrip_us, map_cs1_per_s, map_cs1000_per_s, pingpong_us.
+//   mpiexec -n 2 mpi_bench roundtrip <scale>  the round trip alone with 1 worker rank (roundtrip_1w_us)
+//   mpiexec -n 2 mpi_bench pingpong <scale>   MPI_Send/MPI_Recv of 8 bytes between ranks 0 and 1,
+//                                             then mp's MPI calls alone (wire_us, see below)
+// Prints `metric value` lines: roundtrip_us, map_cs1_per_s, map_cs1000_per_s, pingpong_us,
+// wire_us.
 #include <mpi.h>
 
 #include <algorithm>
@@ -10,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -34,9 +38,8 @@ double median_of(int reps, F f) {
   return t[t.size() / 2];
 }
 
-int executor(int argc, char** argv, double scale) {
-  mp::mpi::init(argc, argv);
-  mp::mpi::MPIPoolExecutor ex;
+// submit(identity, i).result(), µs each.
+double roundtrip_us(mp::mpi::MPIPoolExecutor& ex, double scale) {
   const int rt = std::max(100, static_cast<int>(5000 * scale));
   for (int i = 0; i < 200; ++i) ex.submit(identity, i).result();
   const double rt_s = median_of(5, [&] {
@@ -45,7 +48,17 @@ int executor(int argc, char** argv, double scale) {
       if (ex.submit(identity, i).result() != i) std::abort();
     return seconds_since(t);
   });
-  std::printf("roundtrip_us %.3f\n", rt_s / rt * 1e6);
+  return rt_s / rt * 1e6;
+}
+
+int executor(int argc, char** argv, double scale, bool only_roundtrip) {
+  mp::mpi::init(argc, argv);
+  mp::mpi::MPIPoolExecutor ex;
+  if (only_roundtrip) {
+    std::printf("roundtrip_1w_us %.3f\n", roundtrip_us(ex, scale));
+    return 0;
+  }
+  std::printf("roundtrip_us %.3f\n", roundtrip_us(ex, scale));
 
   auto map_rate = [&](int n, int chunksize) {
     std::vector<int> in(static_cast<std::size_t>(n));
@@ -91,6 +104,53 @@ int pingpong(int argc, char** argv, double scale) {
     return seconds_since(t);
   });
   if (rank == 0) std::printf("pingpong_us %.3f\n", s / n * 1e6);
+
+  // mp's MPI calls alone: its message sizes (a task of identity(int): 20 bytes; its result: 25)
+  // and its call pattern (client: MPI_Isend + MPI_Test, then polls MPI_Improbe/MPI_Mrecv; worker:
+  // polls MPI_Improbe/MPI_Mrecv, answers with MPI_Send; each call under a mutex, as mp's g_mpi),
+  // without serialization, futures or the engine's bookkeeping.
+  std::mutex mu;
+  char task[20] = {}, result[25] = {}, in[64];
+  auto poll_recv = [&](int source) {
+    for (;;) {
+      std::lock_guard g(mu);
+      int flag = 0, count = 0;
+      MPI_Message m;
+      MPI_Status st;
+      MPI_Improbe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
+      if (!flag) continue;
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      MPI_Mrecv(in, count, MPI_BYTE, &m, MPI_STATUS_IGNORE);
+      return;
+    }
+  };
+  auto wire_round = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      if (rank == 0) {
+        {
+          std::lock_guard g(mu);
+          MPI_Request r;
+          int done = 0;
+          MPI_Isend(task, sizeof task, MPI_BYTE, 1, 2, MPI_COMM_WORLD, &r);
+          MPI_Test(&r, &done, MPI_STATUS_IGNORE);
+          if (!done) MPI_Wait(&r, MPI_STATUS_IGNORE);
+        }
+        poll_recv(1);
+      } else if (rank == 1) {
+        poll_recv(0);
+        std::lock_guard g(mu);
+        MPI_Send(result, sizeof result, MPI_BYTE, 0, 5, MPI_COMM_WORLD);
+      }
+    }
+  };
+  wire_round(500);
+  const double w = median_of(5, [&] {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t = Clock::now();
+    wire_round(n);
+    return seconds_since(t);
+  });
+  if (rank == 0) std::printf("wire_us %.3f\n", w / n * 1e6);
   MPI_Finalize();
   return 0;
 }
@@ -99,6 +159,7 @@ int pingpong(int argc, char** argv, double scale) {
 
 int main(int argc, char** argv) {
   const bool pp = argc > 1 && std::strcmp(argv[1], "pingpong") == 0;
+  const bool rt = argc > 1 && std::strcmp(argv[1], "roundtrip") == 0;
   const double scale = argc > 2 ? std::atof(argv[2]) : 1.0;
-  return pp ? pingpong(argc, argv, scale) : executor(argc, argv, scale);
+  return pp ? pingpong(argc, argv, scale) : executor(argc, argv, scale, rt);
 }

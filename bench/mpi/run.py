@@ -41,6 +41,7 @@ def main():
         mp = run(MPIEXEC + ["-n", "3", a.bin, "executor", str(a.scale)])
         m4 = run(MPIEXEC + ["-n", "3"] + py)
         raw = run(MPIEXEC + ["-n", "2", a.bin, "pingpong", str(a.scale)])
+        mp.update(run(MPIEXEC + ["-n", "2", a.bin, "roundtrip", str(a.scale)]))
         rounds.append((mp, m4, raw))
         print("round %d: mp %s | mpi4py %s | raw %s" % (r + 1, mp, m4, raw), file=sys.stderr)
 
@@ -60,6 +61,21 @@ def main():
             ratio_cell = cell([m / p for m, p in zip(mps, raws)], "%.2fx")
         print("| %s | %s | %s | %s | %s | %s |" % (label, cell(mps, fmt), cell(m4s, fmt), cell(speed, "%.1fx"),
                                                   raw_cell, ratio_cell))
+    # Where mp's round trip goes, with the ping-pong's two ranks (-n 2: mp with 1 worker): MPI
+    # with mp's messages and call pattern alone (wire_us) against mp's whole round trip; the rest
+    # is mp's code on both sides (serialization, the future, the engine's bookkeeping).
+    mp1 = [r[0]["roundtrip_1w_us"] for r in rounds]
+    wires = [r[2]["wire_us"] for r in rounds]
+    raws = [r[2]["pingpong_us"] for r in rounds]
+    print("\n| round trip with 2 ranks (-n 2), µs | median [min–max] | / raw, per round |")
+    print("|---|---|---|")
+    print("| raw MPI_Send/MPI_Recv ping-pong | %s | — |" % cell(raws, "%.2f"))
+    print("| mp's MPI calls alone (its messages, Isend/Improbe/Mrecv polling) | %s | %s |" %
+          (cell(wires, "%.2f"), cell([w / p for w, p in zip(wires, raws)], "%.2fx")))
+    print("| mp submit().result(), 1 worker | %s | %s |" %
+          (cell(mp1, "%.2f"), cell([m / p for m, p in zip(mp1, raws)], "%.2fx")))
+    print("| mp − its MPI calls (serialization, future, engine) | %s | — |" %
+          cell([m - w for m, w in zip(mp1, wires)], "%.2f"))
     print("\n%d rounds, scale %g, %d CPUs, load average %.1f at the end" %
           (a.rounds, a.scale, os.cpu_count(), os.getloadavg()[0]))
 

@@ -4,15 +4,23 @@
 // The jobs, chunking, argument and result serialization are the local executor's
 // (mp/pool_jobs.hpp): this file only moves a chunk's bytes to a rank and its outcome back.
 // - Client (rank 0, or the process that spawned the workers): callers hand chunks to workers with
-//   room directly, under the engine's lock (an MPI_Isend, no thread hop); one engine thread
-//   receives the results (MPI_Improbe/MPI_Mrecv), delivers them and tops the workers up. Each
-//   worker holds at most `depth` chunks (2; 64 when chunks are measured to take < 50 µs).
+//   room directly, under the engine's lock (an MPI_Isend, no thread hop). Results are received
+//   (MPI_Improbe/MPI_Mrecv) by whichever thread polls, which then delivers them and tops the
+//   workers up (leader/follower, no hand-off between threads):
+//   - a thread waiting on a future (Engine::await) polls MPI itself while it spins
+//     (lib/support/spin.hpp's policy), so a result that comes within the spin reaches its waiter
+//     with no thread hop; the engine thread stays parked while any thread awaits;
+//   - otherwise (map() streams, as_completed, wait, callbacks, a waiter whose spin ran out) the
+//     engine thread polls.
+//   Each worker holds at most `depth` chunks (2; 64 when chunks are measured to take < 50 µs).
 // - Worker: probes for the next message, runs a chunk with its Runner, MPI_Sends the outcome.
 // - Both sides poll while messages are due (an MPI wait is a poll anyway in Open MPI) and back
 //   off in time: continuous polls (yielding the CPU between them) for kSpinWindow after the last
-//   message, then sleeps of a quarter of the time waited, at most kMaxNap. So an idle executor or
-//   worker costs ~1000 wake-ups per second, not a core, and a task that took t is seen within
-//   ~t/4 + kMaxNap.
+//   message, then sleeps of a quarter of the time waited, at most kMaxNap. So an idle worker costs
+//   ~1000 wake-ups per second, not a core, and a task that took t is seen within ~t/4 + kMaxNap.
+//   An idle engine thread naps kMaxNap at a time for kIdleNaps after its last work (a submit
+//   then costs no wake-up call, which would take a CPU from the worker that is about to answer),
+//   then sleeps until a submit wakes it: work no thread awaits is seen within kMaxNap.
 // - Every MPI call of the process is made under one lock (MPI_THREAD_SERIALIZED suffices).
 #include "mp/mpi.hpp"
 
@@ -42,6 +50,8 @@ using namespace std::chrono_literals;
 
 constexpr auto kSpinWindow = 1ms;
 constexpr auto kMaxNap = 1ms;
+constexpr auto kIdleNaps = 100ms;
+constexpr int kPollBatch = 64;  // results received per poll before the bookkeeping
 constexpr std::size_t kDepth = 2;
 constexpr std::size_t kDeepDepth = 64;
 constexpr double kShortChunkNs = 50'000;
@@ -150,25 +160,25 @@ void serve(MPI_Comm comm, int client) {
   std::vector<Function> table;
   std::string msg, out;
   Backoff backoff;
+  mp::detail::Spinner spinner;
   for (;;) {
     MPI_Status st;
-    int flag = 0;
-    for (;;) {
-      {
-        std::lock_guard g(g_mpi);
-        check(MPI_Iprobe(client, MPI_ANY_TAG, comm, &flag, &st), "MPI_Iprobe");
-      }
-      if (flag) break;
-      backoff.pause();
-    }
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    msg.resize(static_cast<std::size_t>(count));
-    {
+    // The next message of a busy client usually comes within microseconds: spin first
+    // (lib/support/spin.hpp, the client is another rank), then poll with backoff.
+    const auto receive = [&] {
       std::lock_guard g(g_mpi);
-      check(MPI_Recv(msg.data(), count, MPI_BYTE, client, st.MPI_TAG, comm, MPI_STATUS_IGNORE),
-            "MPI_Recv");
-    }
+      int flag = 0;
+      MPI_Message message;
+      check(MPI_Improbe(client, MPI_ANY_TAG, comm, &flag, &message, &st), "MPI_Improbe");
+      if (flag) {
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        msg.resize(static_cast<std::size_t>(count));
+        check(MPI_Mrecv(msg.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
+      }
+      return flag != 0;
+    };
+    while (!spinner.spin_remote(receive)) backoff.pause();
     backoff.reset();
     switch (st.MPI_TAG) {
       case wire::kDefine:
@@ -268,25 +278,31 @@ class MpiEngine final : public pool::Engine {
     if (thread_.joinable()) thread_.join();
   }
 
+  // A job handed out whole (a submit()) is left to the thread that will await it (the engine
+  // thread, napping, sees it within kMaxNap if none does); one that waits for room (map(), many
+  // futures) needs the engine thread now.
   void submit(std::shared_ptr<pool::Job> job) override {
     Deliveries d;
+    bool waits = false;
     {
       std::lock_guard g(mu_);
       if (broken_) std::rethrow_exception(broken_);
       if (state_ != RunState::run) throw std::invalid_argument("Pool not running");
       jobs_.push_back(std::move(job));
       dispatch(d);
+      waits = !jobs_.empty();
     }
-    wake();
+    wake(waits ? Wake::napping : Wake::sleeping);
     d.run();
   }
+  // A map() stream's reader made room.
   void kick() noexcept override {
     Deliveries d;
     {
       std::lock_guard g(mu_);
       dispatch(d);
     }
-    wake();
+    wake(Wake::napping);
     d.run();
   }
   void close() override {
@@ -295,7 +311,7 @@ class MpiEngine final : public pool::Engine {
       if (state_ == RunState::run) state_ = RunState::close;
       for (auto& j : jobs_) j->unbounded = true;
     }
-    wake(true);
+    wake(Wake::always);
   }
   // Fails every unfinished job now. Chunks already on a rank cannot be stopped: the engine thread
   // still takes (and drops) their results before it releases the workers.
@@ -308,7 +324,7 @@ class MpiEngine final : public pool::Engine {
                    ProcessError("the executor was shut down before the task finished")),
                d);
     }
-    wake(true);
+    wake(Wake::always);
     d.run();
   }
   void join() override {
@@ -330,10 +346,27 @@ class MpiEngine final : public pool::Engine {
   std::uint64_t chunks_sent() const noexcept override {
     return chunks_sent_.load(std::memory_order_relaxed);
   }
-  // Results arrive through the engine's thread: a waiter only spins (lib/support/spin.hpp), then sleeps.
+  // The waiting thread receives and delivers results itself while it spins (lib/support/spin.hpp),
+  // whoever's they are; the engine thread meanwhile stays parked (see loop()). It spins even
+  // when this process is bound to one CPU (mpiexec binds each of 2 ranks to a core): the worker
+  // that answers is another rank.
   bool await(const std::atomic<bool>& done) noexcept override {
     static constinit thread_local mp::detail::Spinner spinner;
-    return spinner.spin([&] { return done.load(std::memory_order_acquire); });
+    static thread_local std::string buf;
+    return spinner.spin_remote([&] {
+      if (done.load(std::memory_order_acquire)) return true;
+      Deliveries d;  // not shared: a done callback run by poll() may await (nested poll())
+      poll(buf, d);
+      return done.load(std::memory_order_acquire);
+    });
+  }
+  void awaiting(bool starts) noexcept override {
+    if (starts) {
+      awaiters_.fetch_add(1, std::memory_order_seq_cst);
+    } else if (awaiters_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+               outstanding_.load(std::memory_order_seq_cst) != 0) {
+      wake(Wake::always);  // results are due and no thread reads them: the engine thread does
+    }
   }
   void cancel_pending() noexcept override {
     std::vector<std::shared_ptr<pool::Job>> jobs;
@@ -364,9 +397,12 @@ class MpiEngine final : public pool::Engine {
     std::string bytes;
   };
 
-  // Wakes the engine thread if it sleeps (it sleeps only with nothing on the ranks).
-  void wake(bool always = false) {
-    if (always || sleeping_.load(std::memory_order_acquire)) {
+  // Wakes the engine thread: always, if it naps or sleeps (nothing on the ranks), or only if it
+  // sleeps (past its naps).
+  enum class Wake { always, napping, sleeping };
+  void wake(Wake when) noexcept {
+    const int idle = idle_.load(std::memory_order_acquire);
+    if (when == Wake::always || (when == Wake::napping && idle != kPolling) || idle == kSleeping) {
       { std::lock_guard g(mu_); }
       cv_.notify_all();
     }
@@ -429,17 +465,23 @@ class MpiEngine final : public pool::Engine {
   void isend(int rank, int tag, std::string bytes) {
     sends_.push_back(Send{MPI_REQUEST_NULL, std::move(bytes)});
     Send& s = sends_.back();
-    int rc = MPI_SUCCESS;
+    int rc = MPI_SUCCESS, done = 0;
+    bool posted = false;
     {
       std::lock_guard g(g_mpi);
       rc = MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, rank, tag, comm_,
                      &s.request);
+      posted = rc == MPI_SUCCESS;
+      // A small message is usually sent at once (eager): its buffer is freed now.
+      if (posted) rc = MPI_Test(&s.request, &done, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) {
-      sends_.pop_back();
+      if (!posted) sends_.pop_back();  // else its buffer stays with the engine (broken)
       break_pool("MPI_Isend to rank " + std::to_string(rank) + ": " + mpi_error(rc));
       std::rethrow_exception(broken_);
     }
+    if (done) sends_.pop_back();
+    sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
 
   void send(Worker& w, const std::shared_ptr<pool::Job>& job, pool::Chunk& c) {
@@ -474,15 +516,17 @@ class MpiEngine final : public pool::Engine {
       }
       if (rc != MPI_SUCCESS) {
         break_pool("MPI_Test: " + mpi_error(rc));
-        return;
+        break;
       }
-      if (!done) return;  // sends complete in order enough: look again later
+      if (!done) break;  // sends complete in order enough: look again later
       it = sends_.erase(it);
     }
+    sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
 
   void break_pool(const std::string& why) {
     if (!broken_) broken_ = broken(why);
+    is_broken_.store(true, std::memory_order_release);
   }
 
   void fail_all(std::exception_ptr e, Deliveries& d) {
@@ -550,61 +594,105 @@ class MpiEngine final : public pool::Engine {
     d.items.push_back({std::move(f.job), f.index, std::move(o)});
   }
 
+  // Receives the results that have come (up to kPollBatch), delivers them and hands out more
+  // work. Any thread, without mu_; never throws (an error breaks the executor). Returns whether
+  // a result came.
+  bool poll(std::string& buf, Deliveries& d) noexcept {
+    bool got = false;
+    if (is_broken_.load(std::memory_order_acquire)) return false;
+    try {
+      for (int i = 0; i < kPollBatch; ++i) {
+        int flag = 0, rc = MPI_SUCCESS, count = 0;
+        MPI_Message message;
+        MPI_Status st;
+        {
+          std::lock_guard m(g_mpi);
+          if (!open_) break;  // the workers were released (or the executor broke)
+          rc = MPI_Improbe(MPI_ANY_SOURCE, wire::kResult, comm_, &flag, &message, &st);
+          if (rc == MPI_SUCCESS && flag) {
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            buf.resize(static_cast<std::size_t>(count));
+            rc = MPI_Mrecv(buf.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+          }
+        }
+        if (rc != MPI_SUCCESS) {
+          std::lock_guard g(mu_);
+          break_pool("receiving a result: " + mpi_error(rc));
+          break;
+        }
+        if (!flag) break;
+        got = true;
+        std::lock_guard g(mu_);
+        take_result(st.MPI_SOURCE, buf, d);
+      }
+      d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
+      if (got || sends_left_.load(std::memory_order_relaxed) != 0) {
+        std::lock_guard g(mu_);
+        if (!sends_.empty()) reap_sends();
+        if (got) dispatch(d);
+      }
+    } catch (...) {  // out of memory
+      std::lock_guard g(mu_);
+      if (!broken_) broken_ = std::current_exception();
+      is_broken_.store(true, std::memory_order_release);
+    }
+    d.run();
+    if (is_broken_.load(std::memory_order_acquire))
+      wake(Wake::always);  // the engine thread fails the jobs
+    return got;
+  }
+
+  // The engine thread. It polls only while results are due and no thread awaits them.
   void loop() {
     std::string buf;
     Deliveries d;
     Backoff backoff;
+    auto active = Clock::now();  // when it last had work
     for (;;) {
-      std::unique_lock g(mu_);
-      if (broken_) break;
-      if (!anything_due()) {
-        if (state_ == RunState::terminate || (state_ == RunState::close && jobs_.empty())) break;
-        // Nothing on the ranks: poll the counter a moment (a submit within kSpinWindow then
-        // costs no wake-up), then sleep until a submit or close.
-        g.unlock();
-        const auto idle = Clock::now();
-        while (outstanding_.load(std::memory_order_relaxed) == 0 &&
-               Clock::now() - idle < kSpinWindow)
-          std::this_thread::yield();
-        g.lock();
-        sleeping_.store(true, std::memory_order_release);
-        cv_.wait(g, [&] { return anything_due() || state_ != RunState::run || broken_; });
-        sleeping_.store(false, std::memory_order_release);
-        backoff.reset();
-        continue;
-      }
-      int flag = 0, rc = MPI_SUCCESS, count = 0;
-      MPI_Message message;
-      MPI_Status st;
       {
-        std::lock_guard m(g_mpi);
-        rc = MPI_Improbe(MPI_ANY_SOURCE, wire::kResult, comm_, &flag, &message, &st);
-        if (rc == MPI_SUCCESS && flag) {
-          MPI_Get_count(&st, MPI_BYTE, &count);
-          buf.resize(static_cast<std::size_t>(count));
-          rc = MPI_Mrecv(buf.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+        std::unique_lock g(mu_);
+        if (broken_) break;
+        const bool due = anything_due();
+        if (!due && (state_ == RunState::terminate || (state_ == RunState::close && jobs_.empty())))
+          break;
+        const auto now = Clock::now();
+        if (due) active = now;
+        if (due && now - last_watch_ >= kWatchEvery) {
+          last_watch_ = now;
+          watch_workers();
+          if (broken_) break;
+        }
+        if (due && state_ == RunState::run && awaiters_.load(std::memory_order_seq_cst) != 0) {
+          // The awaiting threads receive the results. Woken when the last stops with results
+          // due (awaiting()); a submit made meanwhile that no thread awaits is seen within kMaxNap.
+          cv_.wait_for(g, kMaxNap, [&] {
+            return awaiters_.load(std::memory_order_seq_cst) == 0 || state_ != RunState::run ||
+                   broken_;
+          });
+          backoff.reset();
+          continue;
+        }
+        if (!due) {
+          // Nothing on the ranks: nap (a submit soon after costs no wake-up), then sleep until a
+          // submit or close wakes it.
+          auto ready = [&] { return anything_due() || state_ != RunState::run || broken_; };
+          if (now - active < kIdleNaps) {
+            idle_.store(kNapping, std::memory_order_release);
+            cv_.wait_for(g, kMaxNap, ready);
+          } else {
+            idle_.store(kSleeping, std::memory_order_release);
+            cv_.wait(g, ready);
+          }
+          idle_.store(kPolling, std::memory_order_release);
+          backoff.reset();
+          continue;
         }
       }
-      if (rc != MPI_SUCCESS) {
-        break_pool("receiving a result: " + mpi_error(rc));
-        break;
-      }
-      if (!sends_.empty()) reap_sends();
-      if (flag) {
-        take_result(st.MPI_SOURCE, buf, d);
-        dispatch(d);
-        g.unlock();
-        d.run();
+      if (poll(buf, d)) {
         backoff.reset();
-        continue;
+      } else {
+        backoff.pause();
       }
-      if (Clock::now() - last_watch_ >= kWatchEvery) {
-        last_watch_ = Clock::now();
-        watch_workers();
-        if (broken_) break;
-      }
-      g.unlock();
-      backoff.pause();
     }
     // Broken: every job fails; else the workers are released (or ended, when spawned).
     std::unique_lock g(mu_);
@@ -612,6 +700,10 @@ class MpiEngine final : public pool::Engine {
       g_broken.store(true);
       fail_all(broken_, d);
       g.unlock();
+      {
+        std::lock_guard m(g_mpi);
+        open_ = false;
+      }
       released_(true);
       d.run();
       return;
@@ -619,6 +711,7 @@ class MpiEngine final : public pool::Engine {
     g.unlock();
     {
       std::lock_guard m(g_mpi);
+      open_ = false;
       for (const auto& w : workers_) MPI_Send(nullptr, 0, MPI_BYTE, w.rank, wire::kRelease, comm_);
     }
     released_(false);
@@ -642,7 +735,13 @@ class MpiEngine final : public pool::Engine {
   Clock::time_point last_watch_ = Clock::now();
   std::atomic<std::uint64_t> outstanding_{0};
   std::atomic<std::uint64_t> chunks_sent_{0};
-  std::atomic<bool> sleeping_{false};
+  // The engine thread's state when nothing is on the ranks (written under mu_).
+  static constexpr int kPolling = 0, kNapping = 1, kSleeping = 2;
+  std::atomic<int> idle_{kPolling};
+  std::atomic<int> awaiters_{0};            // threads in awaiting(true)
+  std::atomic<std::size_t> sends_left_{0};  // sends_.size(), read without mu_
+  std::atomic<bool> is_broken_{false};      // broken_ is set
+  bool open_ = true;  // (g_mpi) the workers are not released: results may be polled
   std::thread thread_;
 };
 

@@ -121,6 +121,14 @@ class Spinner {
     return run(ready, true);
   }
 
+  // The same for a peer in another process with CPUs of its own (an MPI rank: bound to another
+  // core, or on another host): polls even when this process may run on one CPU only. (If the
+  // peer has no CPU of its own after all, the spins fail and the budget drops to kSpinMin.)
+  template <class Ready>
+  bool spin_remote(Ready&& ready) {
+    return run(ready, false);
+  }
+
   std::chrono::nanoseconds budget() const noexcept { return std::chrono::nanoseconds(budget_); }
 
  private:

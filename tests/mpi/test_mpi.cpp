@@ -10,7 +10,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdlib>
 #include <set>
 #include <stdexcept>
@@ -198,6 +201,67 @@ TEST(MPIPoolExecutor, DestructorWaitsForPending) {
     for (int i = 0; i < 10; ++i) fs.push_back(ex.submit(slow_pid, 10));
   }
   for (auto& f : fs) EXPECT_GT(f.result(0s), 0);
+}
+
+// Results no thread waits on in result() (wait, as_completed, callbacks, map) are delivered by
+// the engine thread: right after other work (it naps), and after an idle spell (it sleeps and a
+// submit wakes it). The pause is not a synchronisation: it only lets the engine thread go to
+// sleep, and the test passes either way.
+TEST(MPIPoolExecutor, ResultsNoThreadAwaits) {
+  auto ex = make_executor();
+  EXPECT_EQ(ex.submit(square, 1).result(kTimeout), 1);
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) std::this_thread::sleep_for(300ms);
+    std::vector<mp::futures::Future<int>> fs{ex.submit(square, 4)};
+    auto [done, not_done] = mp::futures::wait(fs, kTimeout);
+    ASSERT_EQ(done.size(), 1u);
+    std::mutex m;
+    std::condition_variable cv;
+    bool called = false;
+    auto f = ex.submit(square, 5);
+    f.add_done_callback([&](const mp::futures::Future<int>&) {
+      std::lock_guard g(m);
+      called = true;
+      cv.notify_all();
+    });
+    {
+      std::unique_lock g(m);
+      ASSERT_TRUE(cv.wait_for(g, kTimeout, [&] { return called; }));
+    }
+    EXPECT_EQ(f.result(0s), 25);
+    std::vector<int> two{2, 3};
+    auto it = ex.map(square, two);
+    EXPECT_EQ(*it.next(kTimeout), 4);
+    EXPECT_EQ(*it.next(kTimeout), 9);
+  }
+}
+
+// Threads waiting on results receive each other's results (and a map's) and deliver them.
+TEST(MPIPoolExecutor, ManyWaitersAndAStream) {
+  auto ex = make_executor();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        const int x = t * 1000 + i;
+        try {
+          if (ex.submit(square, x).result(kTimeout) != x * x) ++wrong;
+        } catch (...) {
+          ++wrong;
+        }
+      }
+    });
+  std::vector<int> in(2000);
+  for (int i = 0; i < 2000; ++i) in[static_cast<std::size_t>(i)] = i;
+  auto it = ex.map(square, in, 1);
+  for (int i = 0; i < 2000; ++i) {
+    auto v = it.next(kTimeout);
+    ASSERT_TRUE(v);
+    EXPECT_EQ(*v, i * i);
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 // tests/mpi/multihost.sh: ranks in two network namespaces; MP_MPI_HOSTS=2 says so.
