@@ -125,17 +125,38 @@ TEST(SpinPolicy, BudgetAdapts) {
   EXPECT_EQ(s.budget(), kSpinMin);
   EXPECT_TRUE(s.spin([] { return true; }));
   EXPECT_EQ(s.budget(), 2 * kSpinMin);
-  // A condition that holds after ~10 µs: a spin with a 2 µs budget fails, the exploring one (the
-  // 16th) waits it out and leaves a budget that covers it.
-  for (int round = 0; round < 2 * static_cast<int>(mp::detail::kExploreEvery); ++round) {
+  // A condition that holds after ~10 µs: a spin with a 2 µs budget fails, the exploring one (every
+  // kExploreEvery-th spin, with the whole kSpinMax) waits it out and leaves a budget that covers it.
+  int spins = 22;  // the spins above
+  for (int round = 0; round < 4 * static_cast<int>(mp::detail::kExploreEvery); ++round) {
+    const bool exploring = ++spins % mp::detail::kExploreEvery == 0;
     const auto ready_at = Clock::now() + std::chrono::microseconds(10);
-    if (s.spin([&] { return Clock::now() >= ready_at; })) {
-      // Twice the wait, measured from the spin's first look (a little after ready_at was set).
-      EXPECT_GE(s.budget(), std::chrono::microseconds(16));
-      return;
-    }
+    Clock::time_point first_look{}, last_look{};
+    Clock::duration longest_gap{};  // between two looks: paced at most ~1 µs apart unless preempted
+    const bool ready = s.spin([&] {
+      const auto now = Clock::now();
+      if (first_look == Clock::time_point{}) first_look = now;
+      if (last_look != Clock::time_point{}) longest_gap = std::max(longest_gap, now - last_look);
+      last_look = now;
+      return now >= ready_at;
+    });
+    const auto end = Clock::now();
+    // A short budget's spin fails, or (when it began late, or its last look fell after ready_at)
+    // succeeds without a wait that says anything. An exploring spin says nothing either when the
+    // thread lost its CPU in the middle of it (a loaded host: the spin's clock and its looks then
+    // disagree): the next one is tried.
+    if (!exploring || !ready || end - first_look >= kSpinMax ||
+        longest_gap > std::chrono::microseconds(4) ||
+        ready_at - first_look < std::chrono::microseconds(8))
+      continue;
+    // Twice the wait, measured from the spin's first look.
+    EXPECT_GE(s.budget(), std::chrono::microseconds(16))
+        << "spin " << spins << ", took " << (end - first_look).count() << " ns, ready after "
+        << (ready_at - first_look).count() << " ns";
+    return;
   }
-  ADD_FAILURE() << "no exploring spin in " << 2 * mp::detail::kExploreEvery << " spins";
+  ADD_FAILURE() << "no exploring spin caught the condition in " << 4 * mp::detail::kExploreEvery
+                << " spins";
 }
 
 // A peer that last ran on the calling CPU needs it to answer: the spin returns at once (the
