@@ -1,5 +1,6 @@
-// POSIX part of platform/system.hpp: environment, CPU count, demangling.
+// POSIX part of platform/system.hpp: environment, CPU count, demangling, dlopen.
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 
 #include "platform/system.hpp"
@@ -39,6 +41,29 @@ std::string demangle(const char* mangled) {
   std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
                                            std::free);
   return status == 0 && p ? std::string(p.get()) : std::string(mangled);
+}
+
+// ---- shared libraries
+
+void* open_library(const std::vector<std::string>& names, const std::string& what) {
+  std::string errors;
+  for (const std::string& name : names) {
+    if (void* lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) return lib;
+    const char* err = ::dlerror();
+    errors += std::string(errors.empty() ? "" : "; ") + (err ? err : name + ": unknown error");
+  }
+  throw std::runtime_error("mp: cannot load " + what + ": " + errors);
+}
+
+void* library_symbol(void* library, const char* symbol) {
+  ::dlerror();
+  void* p = ::dlsym(library, symbol);
+  if (!p) {
+    const char* err = ::dlerror();
+    throw std::runtime_error(std::string("mp: ") +
+                             (err ? err : std::string("no symbol ") + symbol));
+  }
+  return p;
 }
 
 }  // namespace mp::platform
