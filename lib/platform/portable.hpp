@@ -1,9 +1,11 @@
 // Internals shared by the *_portable.cpp files (MP_PLATFORM_POSIX_FALLBACKS; never included by
 // shared code): the hidden header of every anonymous segment, which holds the cross-process wait
-// buckets of its words (wait_portable.cpp; docs/DESIGN.md §6, "Portable POSIX fallbacks").
+// slots of its words (wait_portable.cpp; docs/DESIGN.md §6, "Portable POSIX fallbacks").
 #pragma once
 
-#include <pthread.h>
+#include <semaphore.h>
+
+#include <atomic>
 
 #include <cstddef>
 #include <cstdint>
@@ -11,12 +13,19 @@
 
 namespace mp::platform::portable {
 
-// One process-shared mutex and condition variable; every word of a segment hashes to one.
-struct WaitBucket {
-  pthread_mutex_t mutex;
-  pthread_cond_t cond;
+// One sleeping thread: the word it waits on and a semaphore only it sleeps on, so a wake-up is
+// never taken by a waiter of another word (wait_portable.cpp). `owner`: 0 = free, else the
+// sleeper's pid (a slot whose owner died is taken back).
+struct WaitSlot {
+  std::atomic<std::uint32_t> owner;
+  std::atomic<std::uint64_t> key;  // the word's offset in the segment (its address if private)
+  sem_t sem;
 };
-inline constexpr std::size_t kWaitBuckets = 64;
+inline constexpr std::size_t kWaitSlots = 128;  // sleepers at once per segment; more poll
+struct WaitTable {
+  std::atomic<std::uint32_t> sleepers;  // slots in use: a wake with none makes no call
+  WaitSlot slots[kWaitSlots];
+};
 
 // At offset 0 of every segment create_shared_memory makes; the caller's view starts
 // header_bytes() after it. Named segments (mp::SharedMemory, opened by other programs too)
@@ -24,15 +33,14 @@ inline constexpr std::size_t kWaitBuckets = 64;
 struct SegmentHeader {
   std::uint64_t magic;
   std::uint64_t size;  // the caller's size
-  WaitBucket buckets[kWaitBuckets];
+  WaitTable waits;
 };
-inline constexpr std::uint64_t kSegmentMagic = 0x6d702d73686d3031ull;  // "mp-shm01"
+inline constexpr std::uint64_t kSegmentMagic = 0x6d702d73686d3032ull;  // "mp-shm02"
 
 // sizeof(SegmentHeader) rounded up to whole pages (the caller's view stays page-aligned).
 std::size_t header_bytes() noexcept;
-// Makes the bucket's mutex and condition variable; `shared`: process-shared and robust (where the
-// system has robust mutexes). wait_portable.cpp.
-void init_bucket(WaitBucket& bucket, bool shared);
+// Makes the table's semaphores (`shared`: process-shared). wait_portable.cpp.
+void init_wait_table(WaitTable& table, bool shared);
 
 // For an address inside a view from map_shared() of a segment with a header: the header and the
 // offset in the segment. nullopt for any other memory (process-private words).

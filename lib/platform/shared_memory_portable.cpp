@@ -1,6 +1,6 @@
 // Portable POSIX implementation of what shared_memory_linux.cpp does (MP_PLATFORM_POSIX_FALLBACKS):
 // anonymous segments without memfd_create (shm_open of a random name, unlinked at once), each
-// with a hidden header of wait buckets (platform/portable.hpp); the tracker's watcher without
+// with a hidden header of wait slots (platform/portable.hpp); the tracker's watcher without
 // close_range or /dev/shm paths.
 // Differences from the Linux file: a process killed between shm_open and shm_unlink of an
 // anonymous segment (two system calls) leaves its "/mp-anon-*" name behind; the size limit is RAM
@@ -137,7 +137,7 @@ Handle create_shared_memory(std::size_t size) {
     if (p == MAP_FAILED) throw_last_error("cannot map shared memory");
     auto* h = static_cast<portable::SegmentHeader*>(p);
     try {
-      for (portable::WaitBucket& b : h->buckets) portable::init_bucket(b, true);
+      portable::init_wait_table(h->waits, true);
     } catch (...) {
       ::munmap(p, header);
       throw;
@@ -217,9 +217,8 @@ void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
     if (lifeline != 3 && ::dup2(lifeline, 3) < 0) ::_exit(1);
     // No close_range: every descriptor below the limit.
     rlimit rl{};
-    const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                           ? rl.rlim_cur
-                           : 65536;
+    const rlim_t top =
+        ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 65536;
     for (rlim_t fd = 4; fd < top; ++fd) ::close(static_cast<int>(fd));
     const int null = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd)

@@ -1,27 +1,29 @@
 // Portable POSIX implementation of what wait_linux.cpp does (MP_PLATFORM_POSIX_FALLBACKS): the
-// wait object on process-shared pthread mutex + condition variable buckets, process liveness by
-// kill(0)/waitid, and thread ids without gettid. macOS's real wait object would be
-// os_sync_wait_on_address / os_sync_wake_by_address_all with the SHARED flags (macOS 14.4+): no
-// buckets, no header; this file is what every POSIX system can do.
+// wait object on process-shared semaphores, process liveness by kill(0)/waitid, and thread ids
+// without gettid. macOS's real wait object would be os_sync_wait_on_address /
+// os_sync_wake_by_address_any/all with the SHARED flags (macOS 14.4+; macOS has no unnamed
+// process-shared semaphores): no header, no slots.
 //
-// A word in a view from map_shared() of an anonymous segment hashes to one of the 64 buckets in
-// that segment's hidden header (shared_memory_portable.cpp); a word anywhere else (private memory)
-// to one of 64 process-private buckets. wait: lock the bucket, compare the word, sleep on the
-// condition variable (which releases the lock atomically). wake: lock, broadcast, unlock. The
-// waker changed the word before it locks, so a waiter either reads the new value under the lock
-// or is asleep when the broadcast comes: no lost wake-up (DESIGN.md §6, rule 2). Broadcast, not
-// signal: words sharing a bucket must not take each other's wake-ups (rule 3 allows the spurious
-// ones). Rule 5: the mutex is robust where the system has robust mutexes (not macOS), so a
-// process killed inside the few instructions it holds it costs nothing; a process killed while
-// asleep holds nothing.
+// A sleeper takes a slot of the word's table (the hidden header of the segment the word lies in,
+// shared_memory_portable.cpp; a process-private table for any other word), writes the word's key
+// into it, counts itself, re-checks the word and sleeps on the slot's own semaphore. A waker
+// changes the word, then (the table counts sleepers) posts the semaphore of each slot holding
+// that key. Both sides are seq_cst, so one sees the other's write: no lost wake-up (DESIGN.md §6,
+// rule 2); a wake reaches only sleepers of its word (rule 3). Rule 5: a process killed asleep
+// holds a slot, which the next sleeper that finds no free slot takes back (process_dead); nothing
+// waits for it. Not pthread condition variables: glibc's broadcast waits for every sleeper of the
+// previous group to leave pthread_cond_wait, which a killed sleeper never does (a hang found by
+// ConnectionTest.SenderKilledMidSendLeavesTheRingUsable).
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -36,27 +38,14 @@ namespace portable {
 
 namespace {
 
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION > 0
-constexpr clockid_t kWaitClock = CLOCK_MONOTONIC;  // immune to wall-clock steps
-#else
-constexpr clockid_t kWaitClock = CLOCK_REALTIME;  // no pthread_condattr_setclock (macOS)
-#endif
+WaitTable g_private_table;
 
-void check(int err) {
-  if (err != 0) throw_error(err, "cannot make a process-shared wait bucket");
-}
+void init_private_table() { init_wait_table(g_private_table, false); }
 
-WaitBucket g_private_buckets[kWaitBuckets];
-
-void init_private_buckets() {
-  for (WaitBucket& b : g_private_buckets) init_bucket(b, false);
-}
-
-// A forked child has only the forking thread: a private bucket another thread held at the fork
-// is made afresh (nobody else can be using it).
-void reinit_private_buckets_in_child() noexcept {
+// A forked child has only the forking thread: the slots other threads held are freed.
+void reinit_private_table_in_child() noexcept {
   try {
-    init_private_buckets();
+    init_private_table();
   } catch (...) {
     std::abort();
   }
@@ -64,34 +53,49 @@ void reinit_private_buckets_in_child() noexcept {
 
 // At load time, on one thread (see wait_posix.cpp for why not lazily).
 [[maybe_unused]] const bool g_private_ready =
-    (init_private_buckets(), at_fork_in_child(&reinit_private_buckets_in_child), true);
+    (init_private_table(), at_fork_in_child(&reinit_private_table_in_child), true);
 
-std::size_t bucket_index(std::uint64_t key) noexcept {
-  return static_cast<std::size_t>((key * 0x9e3779b97f4a7c15ull) >> 58);  // top 6 bits: 64
+struct Target {
+  WaitTable* table;
+  std::uint64_t key;
+};
+
+Target target_of(const void* word) noexcept {
+  if (const auto shared = locate_shared(word)) return {&shared->header->waits, shared->offset};
+  return {&g_private_table, reinterpret_cast<std::uintptr_t>(word)};
 }
-static_assert(kWaitBuckets == 64);
 
-WaitBucket& bucket_of(const void* word) noexcept {
-  if (const auto shared = locate_shared(word))
-    return shared->header->buckets[bucket_index(shared->offset >> 2)];
-  return g_private_buckets[bucket_index(reinterpret_cast<std::uintptr_t>(word) >> 2)];
-}
-
-// Locks a bucket; a holder that died inside it (robust mutexes only) leaves nothing to repair.
-void lock(WaitBucket& b) {
-  const int r = ::pthread_mutex_lock(&b.mutex);
-#ifdef EOWNERDEAD
-  if (r == EOWNERDEAD) {
-    ::pthread_mutex_consistent(&b.mutex);
-    return;
+// A free slot, owned by this process from here on; null when every slot is in use by a live
+// process.
+WaitSlot* claim(WaitTable& t, std::uint64_t key) noexcept {
+  const auto me = static_cast<std::uint32_t>(cached_pid());
+  const std::size_t start = static_cast<std::size_t>((key >> 2) % kWaitSlots);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::size_t i = 0; i < kWaitSlots; ++i) {
+      WaitSlot& s = t.slots[(start + i) % kWaitSlots];
+      std::uint32_t owner = s.owner.load(std::memory_order_relaxed);
+      // The second pass takes back slots of dead sleepers (a system call each: only when full).
+      if (owner != 0 && (pass == 0 || !process_dead(static_cast<int>(owner)))) continue;
+      if (s.owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
+        if (owner != 0) t.sleepers.fetch_sub(1, std::memory_order_relaxed);  // the dead one's
+        while (::sem_trywait(&s.sem) == 0) {
+        }  // posts meant for an earlier sleeper
+        return &s;
+      }
+    }
   }
-#endif
-  if (r != 0) throw_error(r, "wait bucket lock");
+  return nullptr;
 }
 
-timespec deadline_after(Nanos timeout) noexcept {
+void release(WaitTable& t, WaitSlot& s) noexcept {
+  s.key.store(~std::uint64_t{0}, std::memory_order_relaxed);
+  t.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  s.owner.store(0, std::memory_order_release);
+}
+
+timespec realtime_after(Nanos timeout) noexcept {
   timespec now{};
-  ::clock_gettime(kWaitClock, &now);
+  ::clock_gettime(CLOCK_REALTIME, &now);                       // sem_timedwait's clock
   constexpr std::int64_t kMaxSeconds = std::int64_t{1} << 40;  // far enough, no time_t overflow
   const std::int64_t ns = timeout < Nanos::zero() ? 0 : timeout.count();
   std::int64_t sec = ns / 1000000000;
@@ -101,63 +105,74 @@ timespec deadline_after(Nanos timeout) noexcept {
     ++sec;
   }
   timespec at{};
-  at.tv_sec = sec > kMaxSeconds ? now.tv_sec + static_cast<time_t>(kMaxSeconds)
-                                : now.tv_sec + static_cast<time_t>(sec);
+  at.tv_sec = now.tv_sec + static_cast<time_t>(std::min(sec, kMaxSeconds));
   at.tv_nsec = nsec;
   return at;
 }
 
 }  // namespace
 
-void init_bucket(WaitBucket& b, bool shared) {
-  pthread_mutexattr_t ma;
-  check(::pthread_mutexattr_init(&ma));
-  int err = 0;
-  if (shared) {
-    err = ::pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-#if defined(PTHREAD_MUTEX_ROBUST) || defined(__GLIBC__)
-    if (err == 0) err = ::pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-#endif
+void init_wait_table(WaitTable& t, bool shared) {
+  t.sleepers.store(0, std::memory_order_relaxed);
+  for (WaitSlot& s : t.slots) {
+    s.owner.store(0, std::memory_order_relaxed);
+    s.key.store(~std::uint64_t{0}, std::memory_order_relaxed);
+    if (::sem_init(&s.sem, shared ? 1 : 0, 0) != 0)
+      throw_last_error("cannot make a process-shared semaphore");
   }
-  if (err == 0) err = ::pthread_mutex_init(&b.mutex, &ma);
-  ::pthread_mutexattr_destroy(&ma);
-  check(err);
-  pthread_condattr_t ca;
-  check(::pthread_condattr_init(&ca));
-  if (shared) err = ::pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION > 0
-  if (err == 0) err = ::pthread_condattr_setclock(&ca, kWaitClock);
-#endif
-  if (err == 0) err = ::pthread_cond_init(&b.cond, &ca);
-  ::pthread_condattr_destroy(&ca);
-  check(err);
 }
 
 }  // namespace portable
 
 bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                      const Nanos* timeout) {
-  portable::WaitBucket& b = portable::bucket_of(word);
-  const timespec at = timeout ? portable::deadline_after(*timeout) : timespec{};
-  portable::lock(b);
-  if (word->load(std::memory_order_seq_cst) != expected) {
-    ::pthread_mutex_unlock(&b.mutex);
+  const portable::Target t = portable::target_of(word);
+  portable::WaitSlot* s = portable::claim(*t.table, t.key);
+  if (!s) {
+    // More sleepers than slots: poll the word in short sleeps (spurious returns are allowed).
+    if (word->load(std::memory_order_seq_cst) != expected) return true;
+    const Nanos slice = std::chrono::milliseconds(1);
+    if (timeout && *timeout <= slice) {
+      sleep_for(std::max(*timeout, Nanos::zero()));
+      return word->load(std::memory_order_seq_cst) != expected;
+    }
+    sleep_for(slice);
     return true;
   }
-  const int r = timeout ? ::pthread_cond_timedwait(&b.cond, &b.mutex, &at)
-                        : ::pthread_cond_wait(&b.cond, &b.mutex);
-#ifdef EOWNERDEAD
-  if (r == EOWNERDEAD) ::pthread_mutex_consistent(&b.mutex);
-#endif
-  ::pthread_mutex_unlock(&b.mutex);
-  return r != ETIMEDOUT;
+  s->key.store(t.key, std::memory_order_seq_cst);
+  t.table->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  if (word->load(std::memory_order_seq_cst) != expected) {
+    portable::release(*t.table, *s);
+    return true;
+  }
+  int r;
+  if (timeout) {
+    const timespec at = portable::realtime_after(*timeout);
+    r = ::sem_timedwait(&s->sem, &at);
+  } else {
+    r = ::sem_wait(&s->sem);
+  }
+  const int err = r == 0 ? 0 : errno;
+  portable::release(*t.table, *s);
+  if (err == ETIMEDOUT) return false;
+  if (err != 0 && err != EINTR) throw_error(err, "wait on a shared word");
+  return true;
 }
 
-void wake_address(std::atomic<std::uint32_t>* word, int) {
-  portable::WaitBucket& b = portable::bucket_of(word);
-  portable::lock(b);
-  ::pthread_cond_broadcast(&b.cond);
-  ::pthread_mutex_unlock(&b.mutex);
+void wake_address(std::atomic<std::uint32_t>* word, int count) {
+  const portable::Target t = portable::target_of(word);
+  // The caller's change of the word is ordered before the look at the sleepers (Dekker with the
+  // sleeper's count-then-check, whatever order the caller stored the word with).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (t.table->sleepers.load(std::memory_order_seq_cst) == 0) return;
+  for (portable::WaitSlot& s : t.table->slots) {
+    if (count <= 0) return;
+    if (s.owner.load(std::memory_order_acquire) != 0 &&
+        s.key.load(std::memory_order_seq_cst) == t.key) {
+      ::sem_post(&s.sem);
+      --count;
+    }
+  }
 }
 
 bool process_dead(int pid) noexcept {

@@ -228,7 +228,8 @@ TEST(PosixProcess, ProcessDeadSeesALiveProcessAsAlive) {
 // ---- shared memory
 
 TEST(PosixSharedMemory, AnonymousSegmentShowsExactlyItsSize) {
-  for (std::size_t size : {std::size_t{1}, std::size_t{4095}, std::size_t{4096}, std::size_t{65537}}) {
+  for (std::size_t size :
+       {std::size_t{1}, std::size_t{4095}, std::size_t{4096}, std::size_t{65537}}) {
     const platform::Handle h = platform::create_shared_memory(size);
     EXPECT_EQ(platform::shared_memory_size(h), size);
     auto* p = static_cast<unsigned char*>(platform::map_shared(h, size));
@@ -335,6 +336,29 @@ TEST(PosixWait, ForkedChildPingPongsOnTheInheritedMapping) {
   EXPECT_EQ(w->load(), kRounds);
 }
 
+// Whether the single-threaded process `pid` is (or within 10 s gets) blocked in a system call.
+// Linux reads its state; elsewhere a wide sleep stands in.
+bool asleep_soon(pid_t pid) {
+#ifdef __linux__
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    char buf[512] = {};
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    const char* paren = n > 0 ? std::strrchr(buf, ')') : nullptr;
+    if (paren && paren[1] == ' ' && paren[2] == 'S') return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+#else
+  std::this_thread::sleep_for(200ms);
+  return true;
+#endif
+}
+
 // A waiter SIGKILLed while asleep leaves nothing that blocks the next waiter or waker of the word
 // or of any word sharing its bucket.
 TEST(PosixWait, AWaiterKilledAsleepBlocksNobody) {
@@ -353,20 +377,22 @@ TEST(PosixWait, AWaiterKilledAsleepBlocksNobody) {
     pids.push_back(pid);
   }
   for (std::uint32_t v; (v = ready->load()) < 4;) ASSERT_TRUE(wait_change(ready, v));
-  std::this_thread::sleep_for(20ms);  // most likely asleep now; either way the test holds
+  for (pid_t pid : pids) ASSERT_TRUE(asleep_soon(pid)) << pid;
   for (pid_t pid : pids) {
     ::kill(pid, SIGKILL);
     EXPECT_EQ(reap(pid), -SIGKILL);
   }
-  for (std::size_t i = 1; i < 64; ++i) {  // every word the dead waited on, and their neighbours
-    std::atomic<bool> woke{false};
-    std::thread t([&] {
-      woke = wait_change(s.word(i), 0);
-    });
-    s.word(i)->store(1);
-    platform::wake_address(s.word(i), 1);
-    t.join();
-    EXPECT_TRUE(woke) << i;
+  // Every word the dead waited on, and their neighbours, several times over (glibc's condition
+  // variables passed the first broadcast after such a kill and hung in the second).
+  for (std::uint32_t round = 0; round < 3; ++round) {
+    for (std::size_t i = 1; i < 64; ++i) {
+      std::atomic<bool> woke{false};
+      std::thread t([&] { woke = wait_change(s.word(i), round); });
+      s.word(i)->store(round + 1);
+      platform::wake_address(s.word(i), 1);
+      t.join();
+      EXPECT_TRUE(woke) << i;
+    }
   }
 }
 
