@@ -21,7 +21,7 @@ struct WaitSlot {
   std::atomic<std::uint64_t> key;  // the word's offset in the segment (its address if private)
   sem_t sem;
 };
-inline constexpr std::size_t kWaitSlots = 128;  // sleepers at once per segment; more poll
+inline constexpr std::size_t kWaitSlots = 512;  // sleepers at once per segment; more poll
 struct WaitTable {
   std::atomic<std::uint32_t> sleepers;  // slots in use: a wake with none makes no call
   WaitSlot slots[kWaitSlots];

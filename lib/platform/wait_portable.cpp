@@ -67,15 +67,29 @@ Target target_of(const void* word) noexcept {
 
 // A free slot, owned by this process from here on; null when every slot is in use by a live
 // process.
+// When a process last looked for dead sleepers' slots (steady clock, ns): a full table is looked
+// through at most every kReclaimInterval, not by every sleeper that finds it full.
+std::atomic<std::int64_t> g_last_reclaim{0};
+constexpr std::int64_t kReclaimInterval = 50'000'000;
+
+bool may_reclaim() noexcept {
+  const std::int64_t now = Clock::now().time_since_epoch().count();
+  std::int64_t last = g_last_reclaim.load(std::memory_order_relaxed);
+  return now - last >= kReclaimInterval &&
+         g_last_reclaim.compare_exchange_strong(last, now, std::memory_order_relaxed);
+}
+
 WaitSlot* claim(WaitTable& t, std::uint64_t key) noexcept {
   const auto me = static_cast<std::uint32_t>(cached_pid());
   const std::size_t start = static_cast<std::size_t>((key >> 2) % kWaitSlots);
   for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1 && !may_reclaim()) break;
     for (std::size_t i = 0; i < kWaitSlots; ++i) {
       WaitSlot& s = t.slots[(start + i) % kWaitSlots];
       std::uint32_t owner = s.owner.load(std::memory_order_relaxed);
       // The second pass takes back slots of dead sleepers (a system call each: only when full).
-      if (owner != 0 && (pass == 0 || !process_dead(static_cast<int>(owner)))) continue;
+      if (owner != 0 && (pass == 0 || owner == me || !process_dead(static_cast<int>(owner))))
+        continue;
       if (s.owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
         if (owner != 0) t.sleepers.fetch_sub(1, std::memory_order_relaxed);  // the dead one's
         while (::sem_trywait(&s.sem) == 0) {
