@@ -160,8 +160,8 @@ ssize_t sendmsg_nosignal(int socket, const msghdr* msg, int flags) noexcept {
 bool peer_hung_up(int socket) noexcept {
   // No POLLRDHUP: a peer that closed its end shows as POLLHUP (both directions shut: Linux, macOS
   // and the BSDs for Unix-domain sockets) or as a readable socket whose peek returns 0. Unlike
-  // POLLRDHUP, the peek cannot see an end of file behind unread bytes: the Pipe channel only asks
-  // when the socket's wake tokens have been consumed, and POLLHUP needs no peek.
+  // POLLRDHUP, the peek cannot see an end of file behind unread bytes: the Pipe channel reads its
+  // wake tokens and asks again, and POLLHUP (a closed peer) needs no peek.
   pollfd p{socket, POLLIN, 0};
   int r;
   do r = ::poll(&p, 1, 0);
