@@ -1,8 +1,9 @@
 // POSIX-family internals of the *_posix.cpp files (never included by shared code): the calls
 // whose close-on-exec / no-SIGPIPE forms differ between systems. posix_linux.cpp implements them
 // atomically with Linux's flags (SOCK_CLOEXEC, pipe2, accept4, dup3, MSG_CMSG_CLOEXEC,
-// MSG_NOSIGNAL). macOS has none of those: a port needs posix_darwin.cpp with fcntl(FD_CLOEXEC)
-// after creation (racing a concurrent fork+exec, as CPython on macOS) and SO_NOSIGPIPE.
+// MSG_NOSIGNAL). posix_portable.cpp (MP_PLATFORM_POSIX_FALLBACKS; what macOS needs) sets
+// FD_CLOEXEC after creation (racing a concurrent fork+exec, as CPython on macOS) and SO_NOSIGPIPE
+// where MSG_NOSIGNAL is missing.
 #pragma once
 
 #include <sys/socket.h>

@@ -1,5 +1,5 @@
-// Linux part of platform/shared_memory.hpp: anonymous segments (memfd); named ones created
-// unnamed (O_TMPFILE in /dev/shm) and published by linkat; the tracker's watcher.
+// Linux part of platform/shared_memory.hpp: anonymous segments (memfd) and the tracker's watcher.
+// shared_memory_portable.cpp replaces it under MP_PLATFORM_POSIX_FALLBACKS.
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -74,36 +74,6 @@ void unmap(void* address, std::size_t size) noexcept {
   if (address) ::munmap(address, size == 0 ? 1 : size);
 }
 
-namespace {
-constexpr char kDir[] = "/dev/shm";
-constexpr char kDirSlash[] = "/dev/shm/";
-}  // namespace
-
-Handle create_unnamed_shm(std::size_t size) {
-  const int fd = ::open(kDir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) throw_last_error(std::string("cannot create shared memory in ") + kDir);
-  // Mode 0600 less the umask, as shm_open: never more than the owner.
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    const int e = errno;
-    ::close(fd);
-    throw_error(e, "cannot size shared memory of " + std::to_string(size) + " bytes");
-  }
-  return fd;
-}
-
-void publish_shm(Handle h, const std::string& name) {
-  check_shm_name(name);
-  const std::string target = kDirSlash + name;
-  char source[64];
-  std::snprintf(source, sizeof source, "/proc/self/fd/%d", h);
-  if (::linkat(AT_FDCWD, source, AT_FDCWD, target.c_str(), AT_SYMLINK_FOLLOW) == 0) return;
-  int e = errno;
-  if (e == ENOENT && ::linkat(h, "", AT_FDCWD, target.c_str(), AT_EMPTY_PATH) == 0)
-    return;  // no /proc
-  if (e == ENOENT) e = errno;
-  throw_error(e, "cannot create shared memory '" + name + "'");
-}
-
 void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
   const pid_t middle = ::fork();
   if (middle < 0) throw_last_error("cannot start the shared memory tracker (fork)");
@@ -142,6 +112,10 @@ void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
   while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
   }
 }
+
+namespace {
+constexpr char kDirSlash[] = "/dev/shm/";
+}  // namespace
 
 void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept {
   char path[sizeof kDirSlash + kMaxShmName];
