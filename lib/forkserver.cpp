@@ -406,10 +406,10 @@ std::mutex& forkserver_mutex() { return client().mutex; }
 // server) or EOFError/OSError when the server is gone.
 std::pair<int, platform::Handle> forkserver_request(bool fresh, const std::string& data,
                                                     std::vector<platform::Handle> fds,
+                                                    const std::vector<platform::Handle>& inherited,
                                                     const std::function<void()>& sent) {
   ClientState& s = client();
   const platform::Handle conn = forkserver_connection(fresh);
-  const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
   if (fds.size() + inherited.size() + 1 > platform::kMaxDescriptors)
     throw ProcessError("mp forkserver: too many descriptors to pass to the child (" +
                        std::to_string(fds.size() + inherited.size()) + ")");

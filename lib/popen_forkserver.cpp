@@ -123,6 +123,9 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   UniqueHandle status_read(status_r), status_write(status_w);
   std::vector<platform::Handle> fds{status_write.get()};
   fds.insert(fds.end(), handles.begin(), handles.end());
+  // The caller's descriptors without close-on-exec, listed once (and out of the retry below, whose
+  // handlers only see failures of the exchange itself).
+  const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
 
   int pid = 0;
   platform::Handle pidfd = platform::kInvalidHandle;
@@ -139,7 +142,7 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
     std::lock_guard lk(forkserver_mutex());
     for (int attempt = 0;; ++attempt) {
       try {
-        std::tie(pid, pidfd) = forkserver_request(attempt > 0, data, fds, sent);
+        std::tie(pid, pidfd) = forkserver_request(attempt > 0, data, fds, inherited, sent);
         break;
       } catch (const EOFError&) {
         if (attempt > 0 || handed_over) throw;  // the server went away: start a new one, once
