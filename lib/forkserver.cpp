@@ -4,13 +4,16 @@
 // The server is this executable started once by spawn (so it is single-threaded and holds no
 // lock of the owner's threads). It listens on a Unix socket (mode 0600) in a private directory;
 // each connection starts with the HMAC challenge of lib/support/auth.hpp, both ways, with the owner's
-// authkey. A request is one byte with descriptors attached (SCM_RIGHTS): the preparation data
-// (a memfd, as for spawn), the child's bootstrap-status pipe, the pipe for its exit status, a
-// process handle on the requesting process (the child's parent_process()), then the handles of
-// the target's arguments. The server forks; the child runs the target (lib/spawn.cpp,
-// run_forkserver_child); the server answers with the child's pid and a pidfd on it, and writes
-// the exit status into the status pipe once it has reaped the child. It follows its owner's life
-// through a pidfd and exits, removing its socket and directory, as soon as the owner has ended.
+// authkey (once per connection, as CPython 3.14). A request is one message: a header, the
+// descriptor numbers the child inherits, and the child's preparation data (spawn's), with
+// descriptors attached (SCM_RIGHTS): on a connection's first request a pidfd of the requester (the
+// children's parent_process()), then one end of the child's status socket, the handles of the
+// target's arguments, and the requester's inheritable descriptors. The server forks; the child runs
+// the target (lib/spawn.cpp, run_forkserver_child) and reports its bootstrap on the status socket;
+// the server answers the request with the child's pid and a pidfd on it, and writes the exit
+// status on the same socket once it has reaped the child. So a start costs the requester one
+// message each way and a join one read. The server follows its owner's life through a pidfd and
+// exits, removing its socket and directory, as soon as the owner has ended.
 #include "mp/forkserver.hpp"
 
 #include <cerrno>
@@ -24,6 +27,7 @@
 #include "forkserver_impl.hpp"
 #include "support/lifeline.hpp"
 #include "support/load_time_global.hpp"
+#include "support/unique_handle.hpp"
 #include "mp/errors.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
@@ -41,14 +45,18 @@ namespace {
 constexpr std::chrono::seconds kHandshakeTimeout{10};
 constexpr char kRequest = 'F';
 
-// A request: this header, then `inherited` int32 descriptor numbers. Attached to it: the
-// preparation data, the bootstrap status pipe, the exit status pipe, a pidfd of the requester,
-// the arguments' handles, then the requester's inheritable descriptors (stdio among them), which
-// the child gets under those numbers, as a spawned child would.
+// A request: this header, `inherited` int32 descriptor numbers, then `data_size` bytes of
+// preparation data. Attached to it: the requester's pidfd (when `with_parent`: a connection's first
+// request), the status socket, the arguments' handles, then the requester's inheritable descriptors
+// (stdio among them), which the child gets under those numbers, as a spawned child would.
 struct RequestHeader {
   char tag = kRequest;
+  std::uint8_t with_parent = 0;
   std::uint32_t inherited = 0;
+  std::uint64_t data_size = 0;
 };
+// Preparation data beyond this is refused (it is the serialized arguments).
+constexpr std::uint64_t kMaxRequestData = std::uint64_t{1} << 32;
 
 struct ServerInit {
   std::string authkey;
@@ -65,14 +73,19 @@ struct ServerInit {
 
 struct RunningChild {
   platform::Handle pidfd;
-  platform::Handle exit_status;  // write end; the requester reads the status
+  platform::Handle status;  // the child's status socket (its other end is the requester's)
+};
+
+struct Peer {
+  platform::Handle conn;
+  platform::Handle parent = platform::kInvalidHandle;  // the requester's pidfd, once sent
 };
 
 struct Server {
   platform::Handle listener;
   platform::Handle owner;
   ServerInit init;
-  std::vector<platform::Handle> connections;
+  std::vector<Peer> connections;
   std::vector<RunningChild> children;
 
   // Every descriptor of the server: closed in a forked child.
@@ -84,10 +97,13 @@ struct Server {
     };
     close_unless_kept(listener);
     close_unless_kept(owner);
-    for (platform::Handle c : connections) close_unless_kept(c);
+    for (const Peer& p : connections) {
+      close_unless_kept(p.conn);
+      close_unless_kept(p.parent);
+    }
     for (const RunningChild& c : children) {
       close_unless_kept(c.pidfd);
-      close_unless_kept(c.exit_status);
+      close_unless_kept(c.status);
     }
   }
 
@@ -108,66 +124,75 @@ struct Server {
       // Only the owner and its children can reach the 0600 socket; the deadline still bounds how
       // long a stuck one holds this single-threaded server.
       authenticate(*c, init.authkey, kHandshakeTimeout, /*server=*/true);
-      connections.push_back(*c);
+      connections.push_back({*c});
     } catch (const std::exception&) {
       platform::close_handle(*c);  // a wrong key or a silent peer runs nothing
     }
   }
 
   // One request; false when the connection is finished (EOF or a bad request).
-  bool serve(platform::Handle conn) {
+  bool serve(Peer& peer) {
     RequestHeader header;
     std::vector<platform::Handle> fds;
-    std::vector<std::int32_t> targets;
+    std::string body;
     bool got = false;
     try {
-      got = platform::receive_with_descriptors(conn, &header, sizeof header, fds);
-      if (got && header.tag == kRequest && header.inherited <= platform::kMaxDescriptors &&
-          header.inherited + 4 <= fds.size()) {
-        targets.resize(header.inherited);
-        if (!targets.empty())
-          got = platform::receive_with_descriptors(conn, targets.data(),
-                                                   targets.size() * sizeof(std::int32_t), fds);
-      } else {
-        got = false;
+      got = platform::receive_with_descriptors(peer.conn, &header, sizeof header, fds);
+      const std::size_t fixed = (header.with_parent ? 1 : 0) + 1;
+      got = got && header.tag == kRequest && header.inherited <= platform::kMaxDescriptors &&
+            header.data_size > 0 && header.data_size <= kMaxRequestData &&
+            (header.with_parent != 0) == (peer.parent == platform::kInvalidHandle) &&
+            header.inherited + fixed <= fds.size();
+      if (got) {
+        body.resize(header.inherited * sizeof(std::int32_t) + header.data_size);
+        got = platform::receive_with_descriptors(peer.conn, body.data(), body.size(), fds);
       }
     } catch (const std::exception&) {
       got = false;
     }
-    if (!got || header.inherited + 4 > fds.size()) {
+    const std::size_t fixed = (header.with_parent ? 1 : 0) + 1;
+    if (!got || header.inherited + fixed > fds.size()) {
       for (platform::Handle h : fds) platform::close_handle(h);
       return false;
     }
-    const platform::Handle data = fds[0], status = fds[1], exit_status = fds[2], parent = fds[3];
-    const std::vector<platform::Handle> handles(fds.begin() + 4, fds.end() - header.inherited);
+    if (header.with_parent) peer.parent = fds[0];
+    const platform::Handle status = fds[fixed - 1];
+    const std::vector<platform::Handle> handles(fds.begin() + static_cast<std::ptrdiff_t>(fixed),
+                                                fds.end() - header.inherited);
     const std::vector<platform::Handle> inherited(fds.end() - header.inherited, fds.end());
+    std::vector<std::int32_t> targets(header.inherited);
+    std::memcpy(targets.data(), body.data(), targets.size() * sizeof(std::int32_t));
+    const std::string_view data(body.data() + targets.size() * sizeof(std::int32_t),
+                                header.data_size);
     std::int64_t reply = 0;
     platform::Handle pidfd = platform::kInvalidHandle;
     try {
       const int pid = platform::fork_process();
       if (pid == 0) {
-        std::vector<platform::Handle> keep(fds);
-        keep.erase(keep.begin() + 2);  // the exit status pipe stays with the server
+        std::vector<platform::Handle> keep(fds.begin() + static_cast<std::ptrdiff_t>(fixed - 1),
+                                           fds.end());
+        keep.push_back(peer.parent);
         close_all_in_child(keep);
-        platform::close_handle(exit_status);
         platform::ignore_interrupts(false);
-        run_forkserver_child(data, status, parent, handles, inherited, targets);
+        run_forkserver_child(data, status, peer.parent, handles, inherited, targets);
       }
       pidfd = platform::open_process(pid);
       reply = pid;
     } catch (const std::system_error& e) {
       reply = -static_cast<std::int64_t>(e.code().value() ? e.code().value() : EAGAIN);
     }
-    for (platform::Handle h : fds)
-      if (h != exit_status || pidfd == platform::kInvalidHandle) platform::close_handle(h);
+    // The server keeps the status socket of a running child (for its exit status) and the
+    // requester's pidfd; the rest was for the child.
+    for (std::size_t i = fixed - 1; i < fds.size(); ++i)
+      if (fds[i] != status || pidfd == platform::kInvalidHandle) platform::close_handle(fds[i]);
     try {
       std::vector<platform::Handle> answer;
       if (pidfd != platform::kInvalidHandle) answer.push_back(pidfd);
-      platform::send_with_descriptors(conn, &reply, sizeof reply, answer);
+      platform::send_with_descriptors(peer.conn, &reply, sizeof reply, answer);
     } catch (const std::exception&) {
       // The requester is gone; the child runs anyway and is reaped below.
     }
-    if (pidfd != platform::kInvalidHandle) children.push_back({pidfd, exit_status});
+    if (pidfd != platform::kInvalidHandle) children.push_back({pidfd, status});
     return true;
   }
 
@@ -179,19 +204,21 @@ struct Server {
       if (const std::optional<int> r = platform::reap(c.pidfd, false)) code = *r;
     } catch (const std::exception&) {
     }
+    char record[kExitRecordBytes] = {kExitTag};
+    std::memcpy(record + 1, &code, sizeof code);
     try {
-      platform::write_all(c.exit_status, &code, sizeof code);
+      platform::write_all(c.status, record, sizeof record);
     } catch (const std::exception&) {
       // Nobody waits for it any more.
     }
-    platform::close_handle(c.exit_status);
+    platform::close_handle(c.status);
     platform::close_handle(c.pidfd);
   }
 
   [[noreturn]] void run() {
     for (;;) {
       std::vector<platform::Handle> waited{owner, listener};
-      waited.insert(waited.end(), connections.begin(), connections.end());
+      for (const Peer& p : connections) waited.push_back(p.conn);
       for (const RunningChild& c : children) waited.push_back(c.pidfd);
       const std::vector<std::size_t> ready = platform::wait_any(waited, nullptr);
       if (!ready.empty() && ready.front() == 0) leave();
@@ -202,9 +229,10 @@ struct Server {
         if (i >= first_child) {
           reap(i - first_child);
         } else if (i >= 2) {
-          const platform::Handle conn = connections[i - 2];
-          if (!serve(conn)) {
-            platform::close_handle(conn);
+          Peer& peer = connections[i - 2];
+          if (!serve(peer)) {
+            platform::close_handle(peer.conn);
+            platform::close_handle(peer.parent);
             connections.erase(connections.begin() + static_cast<std::ptrdiff_t>(i - 2));
           }
         } else if (i == 1) {
@@ -229,6 +257,7 @@ struct ClientState {
   std::string path, dir, authkey;
   int connection_pid = 0;  // the process the connection belongs to
   platform::Handle connection = platform::kInvalidHandle;
+  bool parent_sent = false;  // the server has this process's pidfd (sent with the first request)
 };
 
 // Never destroyed: used at exit by children's joins. Made while the library loads (no
@@ -246,6 +275,7 @@ void drop_connection(ClientState& s) {
   platform::close_handle(s.connection);  // in a forked child: its copy of the parent's
   s.connection = platform::kInvalidHandle;
   s.connection_pid = 0;
+  s.parent_sent = false;
 }
 
 // Reaps a server of ours that has ended, and forgets it.
@@ -374,22 +404,38 @@ std::mutex& forkserver_mutex() { return client().mutex; }
 
 // Sends a request; returns the child's pid and pidfd. Throws OSError (the fork failed in the
 // server) or EOFError/OSError when the server is gone.
-std::pair<int, platform::Handle> forkserver_request(platform::Handle conn,
+std::pair<int, platform::Handle> forkserver_request(bool fresh, const std::string& data,
                                                     std::vector<platform::Handle> fds,
+                                                    const std::vector<platform::Handle>& inherited,
                                                     const std::function<void()>& sent) {
-  const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
-  if (fds.size() + inherited.size() > platform::kMaxDescriptors)
+  ClientState& s = client();
+  const platform::Handle conn = forkserver_connection(fresh);
+  if (fds.size() + inherited.size() + 1 > platform::kMaxDescriptors)
     throw ProcessError("mp forkserver: too many descriptors to pass to the child (" +
                        std::to_string(fds.size() + inherited.size()) + ")");
+  if (data.empty() || data.size() > kMaxRequestData)
+    throw ProcessError("mp forkserver: the child's arguments are too large to pass (" +
+                       std::to_string(data.size()) + " bytes)");
   fds.insert(fds.end(), inherited.begin(), inherited.end());
   RequestHeader header;
   header.inherited = static_cast<std::uint32_t>(inherited.size());
-  std::string request(reinterpret_cast<const char*>(&header), sizeof header);
+  header.data_size = data.size();
+  UniqueHandle self;
+  if (!s.parent_sent) {
+    self.reset(platform::open_process(platform::current_pid()));
+    fds.insert(fds.begin(), self.get());
+    header.with_parent = 1;
+  }
+  std::string request;
+  request.reserve(sizeof header + inherited.size() * sizeof(std::int32_t) + data.size());
+  request.append(reinterpret_cast<const char*>(&header), sizeof header);
   for (platform::Handle h : inherited) {
     const auto n = static_cast<std::int32_t>(h);
     request.append(reinterpret_cast<const char*>(&n), sizeof n);
   }
+  request.append(data);
   platform::send_with_descriptors(conn, request.data(), request.size(), fds);
+  s.parent_sent = true;
   sent();
   std::int64_t reply = 0;
   std::vector<platform::Handle> got;

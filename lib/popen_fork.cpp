@@ -11,15 +11,11 @@
 #include "platform/wait.hpp"
 
 namespace mp::detail {
-namespace {
 
-// std::exit(n) inside a forked child's target: leave through our cleanup with status n.
 void forked_child_exit(int status) {
   exit_function();
   platform::exit_now(status);
 }
-
-}  // namespace
 
 std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   Globals& g = globals();
@@ -46,9 +42,7 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
       become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid,
                    parent_name);
       platform::on_exit_first(&forked_child_exit);
-      const int code = run_in_child([&] { self.run(); }, &forked_child_exit);
-      exit_function();
-      platform::exit_now(code);
+      forked_child_exit(run_in_child([&] { self.run(); }, &forked_child_exit));
     }
   }
   fork_lease.forked();

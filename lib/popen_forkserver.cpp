@@ -1,75 +1,116 @@
 // The forkserver start method, caller's side (CPython: multiprocessing/popen_forkserver.py).
 // The child is the server's (lib/forkserver.cpp): the caller holds a pidfd on it (sentinel,
-// signals) and a pipe on which the server writes its exit status once it has reaped it.
+// signals) and one end of its status socket, on which the child reports its bootstrap and the
+// server then writes its exit status once it has reaped it.
 // start() returns once the child reports that it is bootstrapped, or throws its error.
 #include <cerrno>
 #include <cstring>
-#include <system_error>
 #include <mutex>
+#include <system_error>
 
 #include "forkserver_impl.hpp"
 #include "mp/errors.hpp"
-#include "process_impl.hpp"
-#include "reduction_impl.hpp"
-#include "spawn_data.hpp"
-#include "support/unique_handle.hpp"
 #include "platform/handle.hpp"
 #include "platform/io.hpp"
 #include "platform/process.hpp"
-#include "platform/shared_memory.hpp"
 #include "platform/wait.hpp"
+#include "process_impl.hpp"
+#include "reduction_impl.hpp"
+#include "spawn_data.hpp"
+#include "support/deadline.hpp"
+#include "support/unique_handle.hpp"
 
 namespace mp::detail {
 
-// The preparation data for the child, in a memfd (popen_spawn_posix.cpp); `handles` gets the
-// arguments' handles, `lease` their shared-heap blocks.
-platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
-                                        heap::detail::Lease& lease);
+// The preparation data for a child (popen_spawn_posix.cpp); `handles` gets the arguments'
+// handles, `lease` their shared-heap blocks.
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
+                              heap::detail::Lease& lease);
 
 namespace {
 
 // A child of the forkserver. handle_ is a pidfd (readable once the child has ended, even if the
-// server died); the exit status comes from the server.
+// server died); the exit status comes from the server on the status socket, which join() waits on:
+// the caller then wakes once per child end, when the status is there.
 class ForkserverPopen final : public Popen {
  public:
-  ForkserverPopen(int pid, platform::Handle pidfd, platform::Handle exit_status)
-      : Popen(pid, pidfd), exit_status_(exit_status) {}
-  ~ForkserverPopen() override { platform::close_handle(exit_status_); }
+  ForkserverPopen(int pid, platform::Handle pidfd, platform::Handle status)
+      : Popen(pid, pidfd), status_(status) {}
+  ~ForkserverPopen() override { platform::close_handle(status_); }
+
+  // Reads the child's bootstrap report: returns once it is bootstrapped, else waits for its end
+  // and throws ProcessError with its message.
+  void await_bootstrap() { detail::await_bootstrap(status_, *this, &got_[0]); }
+
+  // The status socket until the server is known to be gone, then the pidfd.
+  platform::Handle join_handle() const noexcept override {
+    return server_gone_ ? handle_ : status_;
+  }
 
   std::optional<int> poll() override {
     if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
+    if (take_record(false)) return returncode_;
+    // The child may have ended with its status still on its way from the server.
     const platform::Nanos zero{0};
     if (!platform::wait_readable(handle_, &zero)) return std::nullopt;
-    return collect();
+    if (!server_gone_ && take_record(true)) return returncode_;
+    return ended_unknown();
   }
 
   std::optional<int> wait(const platform::Nanos* timeout) override {
     if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
-    if (!platform::wait_readable(handle_, timeout)) return std::nullopt;
-    return collect();
+    const Deadline deadline(timeout);
+    platform::Nanos left;
+    if (!server_gone_) {
+      if (!platform::wait_readable(status_, deadline.remaining(left))) return std::nullopt;
+      if (take_record(true)) return returncode_;
+    }
+    if (!platform::wait_readable(handle_, deadline.remaining(left))) return std::nullopt;
+    return ended_unknown();
   }
 
  private:
-  // The child has ended: the server writes its status as soon as it reaps it; if the server
-  // has died, the status is unknown: 255, as CPython.
-  std::optional<int> collect() {
-    std::int32_t code = 255;
-    std::size_t got = 0;
-    try {
-      while (got < sizeof code) {
-        const std::size_t n = platform::read_some(
-            exit_status_, reinterpret_cast<char*>(&code) + got, sizeof code - got);
-        if (n == 0) break;
-        got += n;
+  // Reads the server's record as far as it has come (all of it when `block`); true once it is
+  // complete. End of file first means the server is gone (server_gone_).
+  bool take_record(bool block) {
+    if (got_count_ == 0 && got_[0] == kExitTag) got_count_ = 1;  // the tag await_bootstrap read
+    while (!server_gone_ && got_count_ < kExitRecordBytes) {
+      std::size_t n = 0;
+      try {
+        if (block) {
+          n = platform::read_some(status_, got_ + got_count_, kExitRecordBytes - got_count_);
+        } else if (platform::try_read(status_, got_ + got_count_, kExitRecordBytes - got_count_,
+                                      n) != platform::TryRead::ok) {
+          return false;
+        }
+      } catch (const std::exception&) {
+        n = 0;
       }
-    } catch (const std::exception&) {
+      if (n == 0) server_gone_ = true;
+      got_count_ += n;
     }
-    returncode_ = got == sizeof code ? code : 255;
+    if (got_count_ != kExitRecordBytes || got_[0] != kExitTag) return false;
+    std::int32_t code;
+    std::memcpy(&code, got_ + 1, sizeof code);
+    returncode_ = code;
+    note_ended();
+    return true;
+  }
+
+  // The child has ended and the server is gone: the status is unknown, 255 as CPython.
+  std::optional<int> ended_unknown() {
+    server_gone_ = true;
+    returncode_ = 255;
     note_ended();
     return returncode_;
   }
 
-  platform::Handle exit_status_;
+  platform::Handle status_;
+  // The server's record as read so far; await_bootstrap() puts its tag in got_[0] when the
+  // record came instead of a bootstrap report.
+  char got_[kExitRecordBytes] = {};
+  std::size_t got_count_ = 0;
+  bool server_gone_ = false;
 };
 
 }  // namespace
@@ -77,32 +118,31 @@ class ForkserverPopen final : public Popen {
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
   std::vector<platform::Handle> handles;
   heap::detail::Lease lease;
-  UniqueHandle data(write_preparation_data(state, handles, lease));
-  auto [status_r, status_w] = platform::make_pipe();
+  const std::string data = reduction::dumps(prepare_child(state, handles, lease));
+  auto [status_r, status_w] = platform::socket_pair();
   UniqueHandle status_read(status_r), status_write(status_w);
-  auto [exit_r, exit_w] = platform::make_pipe();
-  UniqueHandle exit_read(exit_r), exit_write(exit_w);
-  UniqueHandle self(platform::open_process(platform::current_pid()));
-  std::vector<platform::Handle> fds{data.get(), status_write.get(), exit_write.get(), self.get()};
+  std::vector<platform::Handle> fds{status_write.get()};
   fds.insert(fds.end(), handles.begin(), handles.end());
+  // The caller's descriptors without close-on-exec, listed once (and out of the retry below, whose
+  // handlers only see failures of the exchange itself).
+  const std::vector<platform::Handle> inherited = platform::inheritable_descriptors();
 
   int pid = 0;
   platform::Handle pidfd = platform::kInvalidHandle;
-  // Once the request is out, the server and the child hold what they need: our copies of the
-  // write ends go (so a server or child that dies makes the status pipe end), and we wait for the
+  // Once the request is out, the server and the child hold what they need: our copy of their end
+  // goes (so a server and child that die make the status socket end), and we wait for the
   // child's bootstrap report before reading the server's reply, which precedes it.
   bool handed_over = false;
   auto sent = [&] {
     handed_over = true;
     status_write.reset();
-    exit_write.reset();
     platform::wait_readable(status_read.get(), nullptr);
   };
   {
     std::lock_guard lk(forkserver_mutex());
     for (int attempt = 0;; ++attempt) {
       try {
-        std::tie(pid, pidfd) = forkserver_request(forkserver_connection(attempt > 0), fds, sent);
+        std::tie(pid, pidfd) = forkserver_request(attempt > 0, data, fds, inherited, sent);
         break;
       } catch (const EOFError&) {
         if (attempt > 0 || handed_over) throw;  // the server went away: start a new one, once
@@ -114,10 +154,9 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state) {
       }
     }
   }
-  auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, exit_read.get());
-  (void)exit_read.release();
+  auto popen = std::make_unique<ForkserverPopen>(pid, pidfd, status_read.release());
   popen->lease = std::move(lease);
-  await_bootstrap(status_read.get(), *popen);
+  popen->await_bootstrap();
   return popen;
 }
 

@@ -23,9 +23,11 @@
 namespace mp::detail {
 
 // Reads the child's bootstrap report; throws ProcessError with the child's message.
-void await_bootstrap(platform::Handle status, Popen& child) {
+void await_bootstrap(platform::Handle status, Popen& child, char* other_tag) {
   char tag = 0;
-  if (platform::read_some(status, &tag, 1) == 1 && tag == 0) return;
+  const bool got = platform::read_some(status, &tag, 1) == 1;
+  if (got && tag == 0) return;
+  if (got && tag > 1 && other_tag) *other_tag = tag;
   std::string message;
   // Reads `size` bytes, fewer only at EOF (a child that died mid-report).
   auto read_up_to = [status](char* data, std::size_t size) {
@@ -42,9 +44,10 @@ void await_bootstrap(platform::Handle status, Popen& child) {
   }
   const std::optional<int> code = child.wait(nullptr);
   if (message.empty())
-    message =
-        "the spawned child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
-        " before it was bootstrapped (does its main() call mp::freeze_support(argc, argv) first?)";
+    message = "the " + std::string(other_tag ? "forkserver's" : "spawned") +
+              " child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
+              " before it was bootstrapped" +
+              (other_tag ? "" : " (does its main() call mp::freeze_support(argc, argv) first?)");
   throw ProcessError(message);
 }
 

@@ -15,6 +15,7 @@
 #include "platform/system.hpp"
 #include "platform/wait.hpp"
 #include "process_impl.hpp"
+#include "support/deadline.hpp"
 #include "mp/util.hpp"
 
 namespace mp {
@@ -319,19 +320,29 @@ void Process::join_until(const std::chrono::nanoseconds* timeout) {
       platform::wait_readable(s.parent_handle, timeout);
     return;
   }
-  platform::Handle handle;
-  {
-    std::lock_guard lk(s.mutex);
-    if (s.closed) throw std::invalid_argument("process object is closed");
-    if (!s.popen) throw std::logic_error("can only join a started process");
-    if (s.creator_pid != platform::current_pid())
-      throw std::logic_error("can only join a child process");
-    if (s.popen->poll()) return;
-    handle = s.popen->sentinel();
+  const detail::Deadline deadline(timeout);
+  // Once more only if what to wait on changed (a forkserver child whose server is gone).
+  platform::Handle waited = platform::kInvalidHandle;
+  for (;;) {
+    platform::Handle handle;
+    {
+      std::lock_guard lk(s.mutex);
+      if (waited == platform::kInvalidHandle) {
+        if (s.closed) throw std::invalid_argument("process object is closed");
+        if (!s.popen) throw std::logic_error("can only join a started process");
+        if (s.creator_pid != platform::current_pid())
+          throw std::logic_error("can only join a child process");
+      } else if (!s.popen) {
+        return;
+      }
+      if (s.popen->poll()) return;
+      handle = s.popen->join_handle();
+      if (handle == waited) return;
+    }
+    platform::Nanos left;
+    if (!platform::wait_readable(handle, deadline.remaining(left))) return;
+    waited = handle;
   }
-  if (!platform::wait_readable(handle, timeout)) return;
-  std::lock_guard lk(s.mutex);
-  if (s.popen) s.popen->poll();
 }
 
 bool Process::is_alive() const {

@@ -24,6 +24,9 @@ class Popen {
   virtual ~Popen();
   int pid() const noexcept { return pid_; }
   platform::Handle sentinel() const noexcept { return handle_; }
+  // What join() sleeps on until poll() can tell: the sentinel, or for a forkserver child the
+  // socket its exit status comes on.
+  virtual platform::Handle join_handle() const noexcept { return handle_; }
   // The exit code once the child ended (reaping it); nullopt while it runs (or timeout passed).
   // Virtual: a forkserver child is not the caller's own (popen_forkserver.cpp).
   virtual std::optional<int> poll();
@@ -69,7 +72,9 @@ std::unique_ptr<Popen> launch_spawn(ProcessState& state);
 std::unique_ptr<Popen> launch_forkserver(ProcessState& state);
 // Reads a spawned child's bootstrap report from `status`; throws ProcessError with the child's
 // message (popen_spawn_posix.cpp; the forkserver's children and server report the same way).
-void await_bootstrap(platform::Handle status, Popen& child);
+// `other_tag`: a forkserver child's pipe, where the server's exit record may come first: its tag
+// is stored there for the child's wait() to read the rest.
+void await_bootstrap(platform::Handle status, Popen& child, char* other_tag = nullptr);
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self);
 
 enum class Kind { Child, Current, Parent };
@@ -115,6 +120,11 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
 int run_in_child(const std::function<void()>& body, void (*leave)(int code));
 // CPython's _exit_function: terminate daemonic children, join the others.
 void exit_function() noexcept;
+// A forked child's way out (fork, and forkserver children, which are forks of the server):
+// exit_function(), then _exit(status), so the atexit handlers and static destructors of the
+// process it was forked from never run in it (CPython: os._exit after _bootstrap). Also what
+// exit()/std::exit() in its target does (platform::on_exit_first).
+void forked_child_exit(int status);
 // Every mp entry point calls this: a spawned child whose main() forgot freeze_support() stops here.
 void check_bootstrapped();
 

@@ -185,8 +185,9 @@ struct QueueCore::State {
   Shared* shm = nullptr;
   char* rings = nullptr;  // kRings rings of `capacity` bytes, one after the other
   std::uint64_t capacity = 0;
-  platform::Handle send_fd = platform::kInvalidHandle;  // producers send out-of-band items here
-  platform::Handle recv_fd = platform::kInvalidHandle;  // consumers receive them here
+  // Out-of-band items: producers send them on this datagram socket, its own peer
+  // (platform::datagram_loop), and consumers receive them from it.
+  platform::Handle oob_fd = platform::kInvalidHandle;
   std::atomic<bool> closed{false};
   // The other side's words as last read: a head never ahead of the real one (so room is never
   // overestimated) and a tail never ahead of the real one. Reading the other side's cache line
@@ -216,10 +217,7 @@ struct QueueCore::State {
     cached_head[r].store(h, std::memory_order_relaxed);
     return h;
   }
-  ~State() {
-    platform::close_handle(send_fd);
-    platform::close_handle(recv_fd);
-  }
+  ~State() { platform::close_handle(oob_fd); }
 };
 
 QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
@@ -236,20 +234,17 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
   state_->shm = shm;
   state_->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
   state_->capacity = shm->capacity;
-  const auto [a, b] = platform::datagram_pair();
-  state_->send_fd = a;
-  state_->recv_fd = b;
+  state_->oob_fd = platform::datagram_loop();
 }
 
-std::uint64_t QueueCore::send_token(int which) const {
+std::uint64_t QueueCore::send_token() const {
   if (!state_) throw std::logic_error("mp: cannot send an empty queue");
-  return reduction::send_handle(which == 0 ? state_->send_fd : state_->recv_fd, "Queue");
+  return reduction::send_handle(state_->oob_fd, "Queue");
 }
 
-void QueueCore::attach(std::uint64_t send_token, std::uint64_t receive_token) {
+void QueueCore::attach(std::uint64_t token) {
   auto st = std::make_shared<State>();
-  st->send_fd = static_cast<platform::Handle>(reduction::receive_handle(send_token));
-  st->recv_fd = static_cast<platform::Handle>(reduction::receive_handle(receive_token));
+  st->oob_fd = static_cast<platform::Handle>(reduction::receive_handle(token));
   if (block_.size() < kHeaderBytes) throw UnpicklingError("mp: corrupt queue data");
   st->shm = static_cast<Shared*>(block_.data());
   const std::uint64_t cap = st->shm->capacity;
@@ -481,7 +476,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     // drops as stale).
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
-      if (platform::send_descriptor(st.send_fd, oob_tag, item_fd.get())) break;
+      if (platform::send_descriptor(st.oob_fd, oob_tag, item_fd.get())) break;
       total = 0;
     }
     if (total != 0) break;
@@ -491,7 +486,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     if (oob) {
       const Nanos slice =
           deadline.left(std::chrono::milliseconds(10));  // consumers drain it without telling
-      platform::wait_writable(st.send_fd, &slice);
+      platform::wait_writable(st.oob_fd, &slice);
     }
   }
 
@@ -591,10 +586,10 @@ struct QueueCore::ConsumerSteps {
     for (;;) {
       std::uint64_t tag = 0;
       platform::Handle fd = platform::kInvalidHandle;
-      if (!platform::receive_descriptor(st.recv_fd, tag, fd, true)) return;
+      if (!platform::receive_descriptor(st.oob_fd, tag, fd, true)) return;
       platform::close_handle(fd);
       if (tag >= below) return;
-      if (platform::receive_descriptor(st.recv_fd, tag, fd, false)) platform::close_handle(fd);
+      if (platform::receive_descriptor(st.oob_fd, tag, fd, false)) platform::close_handle(fd);
     }
   }
 
@@ -621,7 +616,7 @@ struct QueueCore::ConsumerSteps {
     drop_stale(ref.tag);
     std::uint64_t tag = 0;
     platform::Handle fd = platform::kInvalidHandle;
-    const bool found = platform::receive_descriptor(st.recv_fd, tag, fd, true);
+    const bool found = platform::receive_descriptor(st.oob_fd, tag, fd, true);
     const UniqueHandle item(found ? fd : platform::kInvalidHandle);
     if (!found || tag != ref.tag || platform::shared_memory_size(item.get()) < ref.size) {
       commit(f);

@@ -75,43 +75,48 @@ int parse_fd(const char* s) {
   return static_cast<int>(v);
 }
 
-PreparationData read_preparation_data(platform::Handle data) {
-  const std::size_t size = platform::shared_memory_size(data);
-  void* p = platform::map_shared(data, size);
-  try {
-    auto d = reduction::loads<PreparationData>(std::string_view(static_cast<const char*>(p), size));
-    platform::unmap(p, size);
-    return d;
-  } catch (...) {
-    platform::unmap(p, size);
-    throw;
-  }
-}
-
-PreparationData receive_preparation_data(int data_fd) {
+PreparationData parse_preparation_data(std::string_view bytes) {
   PreparationData d;
   try {
-    d = read_preparation_data(data_fd);
+    d = reduction::loads<PreparationData>(bytes);
   } catch (const std::exception& e) {
     fail_bootstrap(std::string("mp spawn: bad preparation data: ") + e.what());
   }
-  platform::close_handle(data_fd);
   if (d.version != PreparationData::kVersion)
     fail_bootstrap("mp spawn: preparation data version mismatch");
   return d;
 }
 
-[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle);
+PreparationData receive_preparation_data(int data_fd) {
+  std::size_t size = 0;
+  void* p = nullptr;
+  try {
+    size = platform::shared_memory_size(data_fd);
+    p = platform::map_shared(data_fd, size);
+  } catch (const std::exception& e) {
+    fail_bootstrap(std::string("mp spawn: bad preparation data: ") + e.what());
+  }
+  PreparationData d = parse_preparation_data(std::string_view(static_cast<const char*>(p), size));
+  platform::unmap(p, size);
+  platform::close_handle(data_fd);
+  return d;
+}
+
+// Runs the target of `d`, then leaves through `leave` (spawned_child_exit, or forked_child_exit in
+// a forkserver's child).
+[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle,
+                               void (*leave)(int code));
 
 [[noreturn]] void spawned_main(int data_fd, int status_fd) {
   g_status = status_fd;
   wait_at_gate(status_fd);  // until the parent holds a handle on this process
   platform::name_process_after_executable();
   platform::set_inheritable(status_fd, false);
-  run_prepared(receive_preparation_data(data_fd), platform::kInvalidHandle);
+  run_prepared(receive_preparation_data(data_fd), platform::kInvalidHandle, &spawned_child_exit);
 }
 
-[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle) {
+[[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle,
+                               void (*leave)(int code)) {
   apply_log_settings({d.log_level, d.log_to_stderr});
   become_child(d.name, d.identity, d.daemon, d.authkey, d.parent_pid, d.parent_name, parent_handle);
   set_inherited_start_method(d.start_method);
@@ -152,20 +157,21 @@ PreparationData receive_preparation_data(int data_fd) {
             throw;
           }
         },
-        &spawned_child_exit);
+        leave);
   }
-  spawned_child_exit(code);
+  leave(code);
+  std::abort();  // not reached: leave() does not return
 }
 
 }  // namespace
 
-[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status,
+[[noreturn]] void run_forkserver_child(std::string_view data, platform::Handle status,
                                        platform::Handle parent,
                                        const std::vector<platform::Handle>& handles,
                                        const std::vector<platform::Handle>& inherited,
                                        const std::vector<std::int32_t>& targets) {
   g_status = status;
-  PreparationData d = receive_preparation_data(data);
+  PreparationData d = parse_preparation_data(data);
   if (d.handles.size() != handles.size() || inherited.size() != targets.size())
     fail_bootstrap("mp forkserver: wrong number of descriptors received");
   // Descriptors go to the numbers they had in the parent (the arguments refer to their handles
@@ -203,7 +209,8 @@ PreparationData receive_preparation_data(int data_fd) {
   } catch (const std::exception& e) {
     fail_bootstrap(std::string("mp forkserver: ") + e.what());
   }
-  run_prepared(std::move(d), parent);
+  platform::on_exit_first(&forked_child_exit);
+  run_prepared(std::move(d), parent, &forked_child_exit);
 }
 
 void check_bootstrapped() {

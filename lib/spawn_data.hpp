@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "support/code_ref.hpp"
@@ -38,11 +39,11 @@ struct PreparationData {
   }
 };
 
-// In a child forked by the forkserver (lib/forkserver.cpp): reads the preparation data from
-// `data`, gives the received `handles` the numbers the data names and `inherited[i]` the number
+// In a child forked by the forkserver (lib/forkserver.cpp): parses the preparation data `data`,
+// gives the received `handles` the numbers the data names and `inherited[i]` the number
 // `targets[i]` (without close-on-exec), reports to `status` and runs the target with `parent` as
 // the parent's process handle, then exits. Never returns.
-[[noreturn]] void run_forkserver_child(platform::Handle data, platform::Handle status,
+[[noreturn]] void run_forkserver_child(std::string_view data, platform::Handle status,
                                        platform::Handle parent,
                                        const std::vector<platform::Handle>& handles,
                                        const std::vector<platform::Handle>& inherited,

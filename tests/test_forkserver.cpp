@@ -52,6 +52,31 @@ void owner_of_server(mp::Queue<int> out, mp::Event child_may_end) {
   for (;;) ::pause();
 }
 
+// An atexit handler registered while the program loads, so the forkserver's server (a spawned copy
+// of it) has it too: in a process named kProbeName whose environment names a file, it creates it.
+constexpr const char* kMarkEnv = "MP_TEST_ATEXIT_MARK";
+constexpr const char* kProbeName = "atexit-probe";
+const bool g_mark_registered = [] {
+  std::atexit([] {
+    const char* path = std::getenv(kMarkEnv);
+    if (path && mp::current_process().name() == kProbeName)
+      if (FILE* f = std::fopen(path, "w")) std::fclose(f);
+  });
+  return true;
+}();
+
+void do_nothing() {}
+
+// Starts a forkserver child named kProbeName (and so this process's own server) and reports its
+// exit code.
+void owner_of_probe(mp::Queue<int> out) {
+  mp::Process c(mp::get_context("forkserver"), do_nothing);
+  c.set_name(kProbeName);
+  c.start();
+  c.join();
+  out.put(c.exitcode().value_or(-1));
+}
+
 }  // namespace
 
 TEST(Forkserver, ListedAndSelectable) {
@@ -177,4 +202,23 @@ TEST(Forkserver, WrongKeyIsRefused) {
   p.start();
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+// A forkserver child leaves as a forked one does (exit function, then _exit): the atexit handlers
+// and static destructors of the server's image do not run in it (CPython: os._exit). Its owner is
+// a spawned process, so its server is new and has the marker's environment.
+TEST(Forkserver, ChildLeavesWithoutTheServersAtexitHandlers) {
+  ASSERT_TRUE(g_mark_registered);
+  const std::string dir = mp::platform::make_private_directory("mp-fs-test-");
+  const std::string mark = dir + "/mark";
+  ::setenv(kMarkEnv, mark.c_str(), 1);
+  mp::Queue<int> out;
+  mp::Process owner(mp::get_context("spawn"), owner_of_probe, out);
+  owner.start();
+  ::unsetenv(kMarkEnv);
+  EXPECT_EQ(out.get(true, kTimeout), 0);
+  join_or_fail(owner);
+  EXPECT_EQ(owner.exitcode(), 0);
+  EXPECT_FALSE(std::filesystem::exists(mark)) << "the server's atexit handler ran in its child";
+  std::filesystem::remove_all(dir);
 }

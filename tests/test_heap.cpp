@@ -77,6 +77,32 @@ TEST_P(HeapTest, HundredThousandValuesAndLocksUnderUlimit1024) {
   EXPECT_FALSE(locks[0].locked());
 }
 
+// Takes an item from `in` and puts it into `out`, then a large (out-of-band) one.
+void relay(mp::Queue<std::string> in, mp::Queue<std::string> out) {
+  out.put(in.get(true, mp_test::kTimeout));
+  out.put(std::string(std::size_t{20} << 20, 'x'));
+}
+
+// A Queue costs two descriptors: its 64 MiB ring (an arena of its own) and one datagram socket for
+// out-of-band items, its own peer. With three (a socket pair) mp stopped at 339 Queues under
+// ulimit -n 1024, where CPython makes 400 Pipes.
+TEST_P(HeapTest, FourHundredFiftyQueuesUnderUlimit1024) {
+  constexpr int kQueues = 450;
+  FdLimit limit(1024);
+  const int before = open_descriptors();
+  std::vector<mp::Queue<std::string>> queues;
+  queues.reserve(kQueues);
+  for (int i = 0; i < kQueues; ++i) queues.emplace_back();
+  EXPECT_LE(open_descriptors() - before, 2 * kQueues);
+  queues.front().put("first");
+  mp::Process p(ctx(), relay, queues.front(), queues.back());
+  p.start();
+  EXPECT_EQ(queues.back().get(true, mp_test::kTimeout), "first");
+  EXPECT_EQ(queues.back().get(true, mp_test::kTimeout).size(), std::size_t{20} << 20);
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 // Holds `v` until `go` is set, writing to it meanwhile.
 void hold_until(mp::RawValue<int> v, mp::Event go) {
   while (!go.wait(std::chrono::milliseconds(1))) v.set_value(v.value() + 1);

@@ -86,16 +86,16 @@ class MP_API QueueCore {
   void check_open(const char* what) const;
   explicit operator bool() const noexcept { return static_cast<bool>(state_); }
 
-  // Passed to spawned children as the shared memory and the socket pair's descriptors.
+  // Passed to spawned children as the shared memory and the out-of-band socket's descriptor.
   template <class Archive>
   void save(Archive& ar) const {
-    ar(block_, send_token(0), send_token(1));
+    ar(block_, send_token());
   }
   template <class Archive>
   void load(Archive& ar) {
-    std::uint64_t a = 0, b = 0;
-    ar(block_, a, b);
-    attach(a, b);
+    std::uint64_t token = 0;
+    ar(block_, token);
+    attach(token);
   }
   // After load: checks the queue was made for items of `type_tag`.
   void check_type(std::uint64_t type_tag) const;
@@ -104,8 +104,8 @@ class MP_API QueueCore {
   struct State;
   struct ProducerSteps;  // lib/queues.cpp: put()'s steps, each with its crash-consistency argument
   struct ConsumerSteps;  // get()'s
-  std::uint64_t send_token(int which) const;
-  void attach(std::uint64_t send_token, std::uint64_t receive_token);
+  std::uint64_t send_token() const;
+  void attach(std::uint64_t token);
   heap::SharedBlock block_;
   std::shared_ptr<State> state_;
 };

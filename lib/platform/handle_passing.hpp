@@ -15,6 +15,10 @@ namespace mp::platform {
 
 // A connected pair of datagram sockets that keep message boundaries (for descriptor passing).
 std::pair<Handle, Handle> datagram_pair();
+// One datagram socket that is its own peer (handle_passing_linux.cpp): a message sent on it by any
+// process holding it is received by any process holding it, and no other socket can send to it.
+// Half the descriptors of a datagram_pair() used as one queue.
+Handle datagram_loop();
 // Sends `fd` with an 8-byte tag as one datagram without blocking; false when the socket's
 // buffer is full.
 bool send_descriptor(Handle socket, std::uint64_t tag, Handle fd);
