@@ -300,7 +300,7 @@ class Buffers {
 
  private:
   static constexpr std::size_t kMinBytes = 4096;
-  static constexpr std::size_t kMaxBytes = std::size_t{32} << 20;
+  static constexpr std::size_t kMaxBytes = std::size_t{8} << 20;
   static constexpr std::size_t kMaxCount = 64;
   std::mutex mu_;
   std::vector<std::string> kept_;
