@@ -648,7 +648,6 @@ struct Chunking {
   // reads) divided by one item does not keep the next chunks small.
   void measured(std::uint64_t ns, std::size_t items) {
     if (fixed || items == 0) return;
-    largest_ = std::max(largest_, items);
     ns_sum_ = 0.5 * ns_sum_ + static_cast<double>(ns);
     items_sum_ = 0.5 * items_sum_ + static_cast<double>(items);
     ns_per_item = std::max(1.0, ns_sum_ / items_sum_);
@@ -656,11 +655,6 @@ struct Chunking {
 
  private:
   double ns_sum_ = 0, items_sum_ = 0;
-  std::size_t largest_ = 0;  // the most items a measured chunk had
-
- public:
-  // Whether a chunk of `size` items rests on the time of a chunk at least an eighth as large.
-  bool confident(std::size_t size) const { return largest_ != 0 && size / 8 <= largest_; }
 };
 
 // Calls `fn` on chunks of `Args` read from a Source, and puts the results in a Sink.
@@ -688,11 +682,6 @@ class MapJob final : public Job {
     const std::optional<std::size_t> remaining = source_->remaining();
     if (index_ == 0 && remaining) sink_->expect(*remaining);
     const std::size_t size = chunking_.next_size(remaining, processes);
-    // Then one chunk per worker at a time while the size rests on chunks much smaller than it
-    // (a single cold item overstates the time of each of thousands).
-    if (!chunking_.fixed && !chunking_.confident(size) &&
-        outstanding_ >= static_cast<std::size_t>(processes))
-      return Next::wait;
     constexpr bool kMemcpyArgs = kRawItem<Args>;
     if constexpr (FunctionPointer<F> && kMemcpyArgs) {
       // Processes: arguments the source holds in place are serialized from there.
