@@ -274,6 +274,39 @@ std::exception_ptr terminated() {
   return std::make_exception_ptr(ProcessError("the pool was terminated before the task finished"));
 }
 
+// Byte buffers kept for reuse: a chunk's arguments and its results message. Each call's would
+// otherwise be fresh memory (past glibc's mmap threshold, a mapping faulted in page by page, in
+// every call). Bounded: at most kMaxCount buffers and kMaxBytes in all are kept.
+class Buffers {
+ public:
+  std::string take() noexcept {
+    std::lock_guard g(mu_);
+    if (kept_.empty()) return {};
+    std::string s = std::move(kept_.back());
+    kept_.pop_back();
+    bytes_ -= s.capacity();
+    return s;
+  }
+  void give(std::string&& s) noexcept {
+    const std::size_t cap = s.capacity();
+    if (cap < kMinBytes || cap > kMaxBytes) return;
+    std::lock_guard g(mu_);
+    if (kept_.size() >= kMaxCount || bytes_ + cap > kMaxBytes) return;
+    s.clear();
+    kept_.push_back(std::move(s));  // no allocation: reserved
+    bytes_ += cap;
+  }
+  Buffers() { kept_.reserve(kMaxCount); }
+
+ private:
+  static constexpr std::size_t kMinBytes = 4096;
+  static constexpr std::size_t kMaxBytes = std::size_t{8} << 20;
+  static constexpr std::size_t kMaxCount = 64;
+  std::mutex mu_;
+  std::vector<std::string> kept_;
+  std::size_t bytes_ = 0;
+};
+
 // Runs delivery and failure calls after the engine's lock is released.
 struct Deliveries {
   struct D {
@@ -281,10 +314,15 @@ struct Deliveries {
     std::uint32_t index;
     Outcome outcome;
   };
+  explicit Deliveries(Buffers* b = nullptr) : buffers(b) {}
+  Buffers* buffers;  // where delivered results' buffers go
   std::vector<D> items;
   std::vector<std::pair<std::shared_ptr<Job>, std::exception_ptr>> failures;
   void run() {
-    for (auto& d : items) d.job->deliver(d.index, d.outcome);
+    for (auto& d : items) {
+      d.job->deliver(d.index, d.outcome);
+      if (buffers) buffers->give(std::move(d.outcome.bytes));
+    }
     for (auto& f : failures) f.first->fail(f.second);
     items.clear();
     failures.clear();
@@ -356,7 +394,7 @@ class ProcessEngine final : public EngineBase {
   }
 
   void submit(std::shared_ptr<Job> job) override {
-    Deliveries d;
+    Deliveries d(&buffers_);
     {
       std::lock_guard g(mu_);
       if (broken_) std::rethrow_exception(broken_);
@@ -368,7 +406,7 @@ class ProcessEngine final : public EngineBase {
   }
 
   void kick() noexcept override {
-    Deliveries d;
+    Deliveries d(&buffers_);
     {
       std::lock_guard g(mu_);
       if (state_ == RunState::terminate) return;
@@ -423,12 +461,19 @@ class ProcessEngine final : public EngineBase {
     }
   }
 
+  // Spins while results keep coming (a map's chunks): each result read starts a new spin, so
+  // a caller whose results arrive closer together than a spin reads them all itself.
   bool await(const std::atomic<bool>& done) noexcept override {
-    return t_await_spin.spin([&] {
+    for (;;) {
+      bool progress = false;
+      t_await_spin.spin([&] {
+        if (done.load(std::memory_order_acquire)) return true;
+        if (results_.qsize() != 0 && read_results()) progress = true;
+        return progress || done.load(std::memory_order_acquire);
+      });
       if (done.load(std::memory_order_acquire)) return true;
-      if (results_.qsize() != 0) read_results();
-      return done.load(std::memory_order_acquire);
-    });
+      if (!progress) return false;
+    }
   }
 
   void signal_workers(bool kill) override {
@@ -507,12 +552,13 @@ class ProcessEngine final : public EngineBase {
     if (count_event_if_sleepers(park_)) wake_sleepers(park_);
   }
 
-  // A waiting thread reads what is in the result queue and delivers it (await).
-  void read_results() noexcept {
-    Deliveries d;
+  // A waiting thread reads what is in the result queue and delivers it (await). Returns whether
+  // it delivered something.
+  bool read_results() noexcept {
+    Deliveries d(&buffers_);
     {
       std::unique_lock r(read_mu_, std::try_to_lock);
-      if (!r) return;
+      if (!r) return false;
       thread_local std::string msg;
       const Nanos zero{0};
       for (int i = 0; i < 256; ++i) {
@@ -524,7 +570,7 @@ class ProcessEngine final : public EngineBase {
         handle_message(msg, d);
       }
     }
-    if (d.items.empty()) return;
+    if (d.items.empty()) return false;
     d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
     {
       std::lock_guard g(mu_);
@@ -534,6 +580,7 @@ class ProcessEngine final : public EngineBase {
       }
     }
     d.run();
+    return true;
   }
 
   void start_worker(std::size_t i) {
@@ -596,7 +643,9 @@ class ProcessEngine final : public EngineBase {
       bool sent = false;
       for (auto it = jobs_.begin(); it != jobs_.end() && !sent;) {
         Chunk c;
+        c.args = buffers_.take();
         const Next n = (*it)->next(c, false, cfg_.processes);
+        if (n != Next::chunk) buffers_.give(std::move(c.args));
         if (n == Next::done) {
           it = jobs_.erase(it);
           continue;
@@ -678,7 +727,7 @@ class ProcessEngine final : public EngineBase {
 
   void loop() {
     std::string msg;
-    Deliveries d;
+    Deliveries d(&buffers_);
     auto last_check = platform::Clock::now();
     for (;;) {
       bool got = false, woken = false;
@@ -695,9 +744,10 @@ class ProcessEngine final : public EngineBase {
         }
       }
       if (got) woken = handle_message(msg, d);
-      // Drain whatever else is there before taking the lock for bookkeeping.
+      // Drain whatever else is there before taking the lock for bookkeeping, unless threads
+      // await results: they read them (two readers would trade the queue's lock).
       const Nanos zero{0};
-      for (int i = 0; got && i < 256; ++i) {
+      for (int i = 0; got && i < 256 && awaiters_.load(std::memory_order_relaxed) == 0; ++i) {
         try {
           if (!results_.get(&copy_item, &msg, &zero)) break;
         } catch (...) {
@@ -727,7 +777,8 @@ class ProcessEngine final : public EngineBase {
   }
 
   // A message from the result queue; engine thread. Returns whether it was a wake-up.
-  bool handle_message(const std::string& msg, Deliveries& d) {
+  // `msg`'s buffer goes with the outcome (a recycled one takes its place).
+  bool handle_message(std::string& msg, Deliveries& d) {
     if (msg.size() < sizeof(ResultHeader) || static_cast<std::uint8_t>(msg[0]) != kResult)
       return true;
     ResultHeader rh;
@@ -736,7 +787,9 @@ class ProcessEngine final : public EngineBase {
     o.ok = rh.ok != 0;
     o.ns = rh.ns;
     if (o.ok) {
-      o.bytes.assign(msg.data() + sizeof rh, msg.size() - sizeof rh);
+      o.bytes.swap(msg);
+      o.skip = sizeof rh;
+      msg = buffers_.take();
     } else {
       o.error = decode_error(std::string_view(msg.data() + sizeof rh, msg.size() - sizeof rh));
     }
@@ -749,6 +802,7 @@ class ProcessEngine final : public EngineBase {
     for (auto it = q.begin(); it != q.end(); ++it) {
       if (it->id != rh.id) continue;
       d.items.push_back({std::move(it->job), it->index, std::move(o)});
+      buffers_.give(std::move(it->args));
       q.erase(it);
       outstanding_.fetch_sub(1, std::memory_order_seq_cst);
       return false;
@@ -905,7 +959,7 @@ class ProcessEngine final : public EngineBase {
 
   // terminate(), or the pool broke: stop the workers, fail what is left. Engine thread.
   void shut_down() {
-    Deliveries d;
+    Deliveries d(&buffers_);
     {
       std::lock_guard g(mu_);
       kill_all();
@@ -957,6 +1011,7 @@ class ProcessEngine final : public EngineBase {
   }
 
   Context ctx_;
+  Buffers buffers_;
   std::string initializer_code_;
   QueueCore results_;
   heap::SharedBlock slots_;

@@ -48,6 +48,16 @@ int g_init_value = 0;
 void init_value(int v) { g_init_value = v; }
 int read_init_value(int) { return g_init_value; }
 
+struct Point {
+  int x;
+  double y;
+  bool operator==(const Point&) const = default;
+};
+Point scale(Point p, short k) { return {p.x * k, p.y * k}; }
+std::tuple<int, double> split(long long v) {
+  return {static_cast<int>(v % 1000), static_cast<double>(v) / 2};
+}
+
 class PoolTest : public mp_test::StartMethodTest {
  protected:
   mp::PoolOptions opts(int n) const { return {.processes = n, .context = ctx()}; }
@@ -77,6 +87,27 @@ TEST_P(PoolTest, Map) {
   EXPECT_EQ(pool.map(sqr, std::views::iota(0, 100)), big_want);
   EXPECT_TRUE(pool.map(sqr, std::vector<int>{}).empty());
   pool.map(nothing, in);
+}
+
+// Values that travel as their bytes (arithmetic, trivially copyable structs, argument tuples of
+// them without their padding) are read and written in place, and a map's results are decoded
+// straight into its list: every value lands at its own index, in chunks of every size.
+TEST_P(PoolTest, MapRawValuesInPlace) {
+  mp::Pool pool(ctx(), 2);
+  std::vector<std::tuple<Point, short>> in;
+  std::vector<Point> want;
+  for (int i = 0; i < 30'000; ++i) {
+    in.emplace_back(Point{i, i * 0.25}, static_cast<short>(i % 7 - 3));
+    want.push_back(scale(std::get<0>(in.back()), std::get<1>(in.back())));
+  }
+  EXPECT_EQ(pool.starmap(scale, in), want);
+  EXPECT_EQ(pool.starmap(scale, in, 7), want);
+  std::vector<long long> big(50'001);
+  std::iota(big.begin(), big.end(), -25'000);
+  std::vector<std::tuple<int, double>> split_want;
+  for (long long v : big) split_want.push_back(split(v));
+  for (int round = 0; round < 3; ++round) EXPECT_EQ(pool.map(split, big), split_want);
+  EXPECT_EQ(pool.map(split, big, 1000), split_want);
 }
 
 TEST_P(PoolTest, Starmap) {

@@ -38,12 +38,41 @@
 namespace mp::detail::pool {
 
 // ---- items of a chunk on the wire: [u32 count] then each value as mp/reduction.hpp writes it,
-// except that trivially copyable values, and argument tuples of them, are their bytes.
+// except that values that are their bytes (kRawBytes: arithmetic and trivially copyable types),
+// and argument tuples of them, are their bytes, without padding.
 template <class T>
-struct MemcpyTuple : std::false_type {};
+struct RawTuple : std::false_type {};
 template <class... E>
-struct MemcpyTuple<std::tuple<E...>>
-    : std::bool_constant<(reduction::detail::MemcpySerializable<E> && ...)> {};
+struct RawTuple<std::tuple<E...>> : std::bool_constant<(kRawBytes<E> && ...)> {};
+template <class T>
+inline constexpr bool kRawItem = kRawBytes<T> || RawTuple<T>::value;
+// The bytes of a kRawItem on the wire.
+template <class T>
+struct RawSize : std::integral_constant<std::size_t, sizeof(T)> {};
+template <class... E>
+struct RawSize<std::tuple<E...>> : std::integral_constant<std::size_t, (0 + ... + sizeof(E))> {};
+
+template <class T>
+void store_raw(char* p, const T& value) {
+  if constexpr (kRawBytes<T>) {
+    std::memcpy(p, static_cast<const void*>(&value), sizeof(T));
+  } else {
+    std::apply([&](const auto&... e) { ((std::memcpy(p, &e, sizeof e), p += sizeof e), ...); },
+               value);
+  }
+}
+template <class T>
+void load_raw(const char* p, T& value) {
+  if constexpr (kRawBytes<T>) {
+    std::memcpy(static_cast<void*>(&value), p, sizeof(T));
+  } else {
+    std::apply(
+        [&](auto&... e) {
+          ((std::memcpy(static_cast<void*>(&e), p, sizeof e), p += sizeof e), ...);
+        },
+        value);
+  }
+}
 
 class ItemWriter {
  public:
@@ -51,17 +80,31 @@ class ItemWriter {
   void count(std::uint32_t n) { out_.append(reinterpret_cast<const char*>(&n), sizeof n); }
   template <class T>
   void write(const T& value) {
-    if constexpr (reduction::detail::MemcpySerializable<T>) {
-      out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
-    } else if constexpr (MemcpyTuple<T>::value) {
-      std::apply(
-          [&](const auto&... e) {
-            (out_.append(reinterpret_cast<const char*>(&e), sizeof e), ...);
-          },
-          value);
+    if constexpr (kRawItem<T>) {
+      write_all(&value, 1);
     } else {
       ar_(value);
     }
+  }
+  // n values; raw ones into a buffer grown once.
+  template <class T>
+  void write_all(const T* values, std::size_t n) {
+    if constexpr (kRawBytes<T>) {
+      out_.append(reinterpret_cast<const char*>(values), n * sizeof(T));
+    } else if constexpr (kRawItem<T>) {
+      const std::size_t at = out_.size();
+      out_.resize(at + n * RawSize<T>::value);
+      char* p = out_.data() + at;
+      for (std::size_t i = 0; i < n; ++i, p += RawSize<T>::value) store_raw(p, values[i]);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) ar_(values[i]);
+    }
+  }
+  // Grows the buffer by `bytes` for the caller to fill; returns where they start.
+  char* extend(std::size_t bytes) {
+    const std::size_t at = out_.size();
+    out_.resize(at + bytes);
+    return out_.data() + at;
   }
 
  private:
@@ -69,42 +112,67 @@ class ItemWriter {
   reduction::OutputArchive ar_;
 };
 
+// Reads items in place; the archive is made only for items that are not raw.
 class ItemReader {
  public:
-  ItemReader(const char* data, std::size_t size) : ar_(data, size) {}
+  ItemReader(const char* data, std::size_t size) : pos_(data), end_(data + size) {}
   std::uint32_t count() {
     std::uint32_t n = 0;
-    ar_.loadBinary(&n, sizeof n);
+    std::memcpy(&n, take(1, sizeof n), sizeof n);
     return n;
   }
   template <class T>
   T read() {
-    if constexpr (reduction::detail::MemcpySerializable<T>) {
+    if constexpr (kRawItem<T>) {
       T value;
-      ar_.loadBinary(static_cast<void*>(&value), sizeof(T));
-      return value;
-    } else if constexpr (MemcpyTuple<T>::value) {
-      T value;
-      std::apply([&](auto&... e) { (ar_.loadBinary(static_cast<void*>(&e), sizeof e), ...); },
-                 value);
+      load_raw(take(1, RawSize<T>::value), value);
       return value;
     } else {
       T value{};
       try {
-        ar_(value);
+        archive()(value);
       } catch (const cereal::Exception& e) {
         throw UnpicklingError(std::string("corrupt data: ") + e.what());
       }
+      pos_ = end_ - ar_->remaining();
       return value;
     }
   }
+  // n values into dst (raw ones in one pass).
+  template <class T>
+  void read_into(T* dst, std::size_t n) {
+    if constexpr (kRawBytes<T>) {
+      const char* p = take(n, sizeof(T));
+      if (n != 0) std::memcpy(static_cast<void*>(dst), p, n * sizeof(T));
+    } else if constexpr (kRawItem<T>) {
+      const char* p = take(n, RawSize<T>::value);
+      for (std::size_t i = 0; i < n; ++i, p += RawSize<T>::value) load_raw(p, dst[i]);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) dst[i] = read<T>();
+    }
+  }
+  // The next n items of `size` bytes each, read in place.
+  const char* take(std::size_t n, std::size_t size) {
+    const auto left = static_cast<std::size_t>(end_ - pos_);
+    if (ar_) throw std::logic_error("mp: raw items after serialized ones");
+    if (size != 0 && n > left / size)
+      throw UnpicklingError("truncated data: message ends inside a value");
+    const char* p = pos_;
+    pos_ += n * size;
+    return p;
+  }
   void finish() const {
-    if (ar_.remaining() != 0)
-      throw UnpicklingError("corrupt data: trailing bytes after the results");
+    if (pos_ != end_) throw UnpicklingError("corrupt data: trailing bytes after the results");
   }
 
  private:
-  reduction::InputArchive ar_;
+  reduction::InputArchive& archive() {
+    if (!ar_) ar_.emplace(pos_, static_cast<std::size_t>(end_ - pos_));
+    return *ar_;
+  }
+  const char* pos_;
+  const char* end_;
+  std::optional<reduction::InputArchive> ar_;
 };
 
 // A worker process runs a chunk through a Runner instantiated for the task's signature: it reads
@@ -118,12 +186,24 @@ void run_chunk(AnyFunction fn, const char* data, std::size_t size, std::string& 
   const std::uint32_t n = in.count();
   ItemWriter w(out);
   w.count(n);
-  for (std::uint32_t i = 0; i < n; ++i) {
-    Args args = in.template read<Args>();
-    if constexpr (std::is_void_v<R>) {
-      std::apply(reinterpret_cast<Fn>(fn), args);
-    } else {
-      w.write(std::apply(reinterpret_cast<Fn>(fn), args));
+  if constexpr (kRawItem<Args> && kRawBytes<R>) {
+    // Arguments read and results written in place.
+    const char* p = in.take(n, RawSize<Args>::value);
+    char* q = w.extend(std::size_t{n} * sizeof(R));
+    for (std::uint32_t i = 0; i < n; ++i, p += RawSize<Args>::value, q += sizeof(R)) {
+      Args args;
+      load_raw(p, args);
+      const R r = std::apply(reinterpret_cast<Fn>(fn), args);
+      std::memcpy(q, static_cast<const void*>(&r), sizeof(R));
+    }
+  } else {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      Args args = in.template read<Args>();
+      if constexpr (std::is_void_v<R>) {
+        std::apply(reinterpret_cast<Fn>(fn), args);
+      } else {
+        w.write(std::apply(reinterpret_cast<Fn>(fn), args));
+      }
     }
   }
   in.finish();
@@ -132,7 +212,8 @@ void run_chunk(AnyFunction fn, const char* data, std::size_t size, std::string& 
 // ---- what the engine sees
 struct Outcome {
   bool ok = false;
-  std::string bytes;             // processes: the serialized results
+  std::string bytes;  // processes: the serialized results, from offset `skip` on
+  std::size_t skip = 0;
   std::shared_ptr<void> values;  // threads: the results as a std::vector<R>
   std::exception_ptr error;      // !ok
   std::uint64_t ns = 0;          // time the worker spent on the chunk
@@ -333,11 +414,16 @@ std::vector<T> decode_values(Outcome& o, std::size_t expected) {
   if (o.values) {
     out = std::move(*static_cast<std::vector<T>*>(o.values.get()));
   } else {
-    ItemReader in(o.bytes.data(), o.bytes.size());
+    ItemReader in(o.bytes.data() + o.skip, o.bytes.size() - o.skip);
     const std::uint32_t n = in.count();
     if (n != expected) throw UnpicklingError("corrupt data: wrong number of results in a chunk");
-    out.reserve(n);
-    for (std::uint32_t i = 0; i < n; ++i) out.push_back(in.template read<T>());
+    if constexpr (kRawItem<T> && std::is_default_constructible_v<T>) {
+      out.resize(n);
+      in.read_into(out.data(), n);
+    } else {
+      out.reserve(n);
+      for (std::uint32_t i = 0; i < n; ++i) out.push_back(in.template read<T>());
+    }
     in.finish();
   }
   if (out.size() != expected)
@@ -434,6 +520,12 @@ class Sink {
   virtual void set_end(std::size_t items, std::size_t chunks) = 0;
   // The pool ended first.
   virtual void fail(std::exception_ptr error) = 0;
+  // The input's size, when known, before its first chunk is handed out.
+  virtual void expect(std::size_t /*items*/) {}
+  // Where the `count` values of the chunk at `start` may be decoded in place (the final storage),
+  // or null (then put()). After decoding there, placed() stands for put().
+  virtual T* place(std::size_t /*start*/, std::size_t /*count*/) { return nullptr; }
+  virtual void placed(std::size_t /*start*/, std::size_t /*count*/) {}
   // Lazy sinks: whether another chunk may be handed out (bounded buffering).
   virtual bool room(std::size_t /*outstanding*/) { return true; }
   // Futures: false once cancelled; marks the job running otherwise.
@@ -450,6 +542,13 @@ class Source {
   virtual bool pull(std::vector<Args>& out, std::size_t max) = 0;
   // Items left, when known.
   virtual std::optional<std::size_t> remaining() const { return std::nullopt; }
+  // Up to `max` next items where they are, for serializing them without a copy (n: how many),
+  // or null when this source cannot; skip(n) then consumes them.
+  virtual const Args* peek(std::size_t /*max*/, std::size_t& n) {
+    n = 0;
+    return nullptr;
+  }
+  virtual void skip(std::size_t /*n*/) {}
   virtual void release() {}
 };
 
@@ -465,6 +564,11 @@ class VectorSource final : public Source<Args> {
     return true;
   }
   std::optional<std::size_t> remaining() const override { return items_.size() - pos_; }
+  const Args* peek(std::size_t max, std::size_t& n) override {
+    n = std::min(max, items_.size() - pos_);
+    return items_.data() + pos_;
+  }
+  void skip(std::size_t n) override { pos_ += n; }
   void release() override { std::vector<Args>().swap(items_); }
 
  private:
@@ -540,11 +644,17 @@ struct Chunking {
     }
     return size;
   }
+  // A moving average weighted by items: a chunk's fixed cost (a cold first item, the clock
+  // reads) divided by one item does not keep the next chunks small.
   void measured(std::uint64_t ns, std::size_t items) {
     if (fixed || items == 0) return;
-    const double per = std::max(1.0, static_cast<double>(ns) / static_cast<double>(items));
-    ns_per_item = ns_per_item == 0 ? per : 0.5 * ns_per_item + 0.5 * per;
+    ns_sum_ = 0.5 * ns_sum_ + static_cast<double>(ns);
+    items_sum_ = 0.5 * items_sum_ + static_cast<double>(items);
+    ns_per_item = std::max(1.0, ns_sum_ / items_sum_);
   }
+
+ private:
+  double ns_sum_ = 0, items_sum_ = 0;
 };
 
 // Calls `fn` on chunks of `Args` read from a Source, and puts the results in a Sink.
@@ -569,7 +679,31 @@ class MapJob final : public Job {
     if (!chunking_.fixed && chunking_.ns_per_item == 0 &&
         outstanding_ >= static_cast<std::size_t>(processes))
       return Next::wait;
-    const std::size_t size = chunking_.next_size(source_->remaining(), processes);
+    const std::optional<std::size_t> remaining = source_->remaining();
+    if (index_ == 0 && remaining) sink_->expect(*remaining);
+    const std::size_t size = chunking_.next_size(remaining, processes);
+    constexpr bool kMemcpyArgs = kRawItem<Args>;
+    if constexpr (FunctionPointer<F> && kMemcpyArgs) {
+      // Processes: arguments the source holds in place are serialized from there.
+      std::size_t n = 0;
+      const Args* in_place = threads ? nullptr : source_->peek(size, n);
+      if (in_place) {
+        if (n == 0) return finish_input();
+        c.args.clear();
+        ItemWriter w(c.args);
+        w.count(static_cast<std::uint32_t>(n));
+        try {
+          w.write_all(in_place, n);
+        } catch (...) {
+          c.args.clear();
+          c.local = [e = std::current_exception()](Outcome& o) { o.error = e; };
+        }
+        source_->skip(n);
+        c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
+        c.function = reinterpret_cast<AnyFunction>(fn_);
+        return handed_out(c, n);
+      }
+    }
     std::vector<Args> items;
     try {
       items.reserve(std::min<std::size_t>(size, 1024));
@@ -580,10 +714,7 @@ class MapJob final : public Job {
       ++index_;
       return finish_input();
     }
-    c.index = index_++;
-    spans_.emplace(c.index, std::make_pair(position_, items.size()));
-    position_ += items.size();
-    ++outstanding_;
+    handed_out(c, items.size());
     try {
       if (threads) {
         c.local = [fn = fn_, items = std::move(items)](Outcome& o) mutable {
@@ -603,10 +734,10 @@ class MapJob final : public Job {
         c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
         c.function = reinterpret_cast<AnyFunction>(fn_);
         c.args.clear();
-        if constexpr (reduction::detail::MemcpySerializable<Args> || MemcpyTuple<Args>::value) {
+        if constexpr (kMemcpyArgs) {
           ItemWriter w(c.args);
           w.count(static_cast<std::uint32_t>(items.size()));
-          for (const auto& a : items) w.write(a);
+          w.write_all(items.data(), items.size());
         } else {
           HandleCapture capture;
           ItemWriter w(c.args);
@@ -636,6 +767,14 @@ class MapJob final : public Job {
     try {
       if (!o.ok) {
         sink_->put_error(start, count, o.error);
+      } else if (T* dst = o.values ? nullptr : sink_->place(start, count)) {
+        try {
+          decode_into(o, dst, count);
+        } catch (...) {
+          sink_->put_error(start, count, std::current_exception());
+          return;
+        }
+        sink_->placed(start, count);
       } else {
         std::vector<T> values;
         try {
@@ -679,10 +818,17 @@ class MapJob final : public Job {
   }
 
  private:
+  void decode_into(const Outcome& o, T* dst, std::size_t count) {
+    ItemReader in(o.bytes.data() + o.skip, o.bytes.size() - o.skip);
+    if (in.count() != count)
+      throw UnpicklingError("corrupt data: wrong number of results in a chunk");
+    in.read_into(dst, count);
+    in.finish();
+  }
   std::vector<T> decode_results(Outcome& o, std::size_t count) {
     if constexpr (std::is_void_v<R>) {
       if (o.values) return std::vector<T>(count);
-      ItemReader in(o.bytes.data(), o.bytes.size());
+      ItemReader in(o.bytes.data() + o.skip, o.bytes.size() - o.skip);
       if (in.count() != count)
         throw UnpicklingError("corrupt data: wrong number of results in a chunk");
       in.finish();
@@ -690,6 +836,14 @@ class MapJob final : public Job {
     } else {
       return decode_values<T>(o, count);
     }
+  }
+  // Chunk `c` holds the next `n` items.
+  Next handed_out(Chunk& c, std::size_t n) {
+    c.index = index_++;
+    spans_.emplace(c.index, std::make_pair(position_, n));
+    position_ += n;
+    ++outstanding_;
+    return Next::chunk;
   }
   Next finish_input() {
     done_ = true;
@@ -732,6 +886,31 @@ class StateSink final : public Sink<Stored<R>> {
       for (std::size_t i = 0; i < values.size(); ++i) values_[start + i] = std::move(values[i]);
     }
     received_ += values.size();
+    ++chunks_done_;
+    maybe_finish(g);
+  }
+  // map(): the list is made at its full size first, so that chunks decode straight into it.
+  void expect(std::size_t items) override {
+    if constexpr (kPlaceable) {
+      std::lock_guard g(mutex_);
+      if (chunks_done_ == 0 && values_.empty()) {
+        values_.resize(items);
+        sized_ = true;
+      }
+    }
+  }
+  T* place(std::size_t start, std::size_t count) override {
+    if constexpr (kPlaceable) {
+      std::lock_guard g(mutex_);
+      // The list is never resized while sized_ (put() and maybe_finish() keep its size).
+      if (sized_ && start <= values_.size() && count <= values_.size() - start)
+        return values_.data() + start;
+    }
+    return nullptr;
+  }
+  void placed(std::size_t, std::size_t count) override {
+    std::unique_lock g(mutex_);
+    received_ += count;
     ++chunks_done_;
     maybe_finish(g);
   }
@@ -781,10 +960,13 @@ class StateSink final : public Sink<Stored<R>> {
   }
   void finish(std::exception_ptr error) { state_->finish(std::nullopt, error, callbacks_); }
 
+  static constexpr bool kPlaceable = !Single && !std::is_void_v<R> && !std::is_same_v<T, bool>;
+
   std::shared_ptr<State<Whole>> state_;
   std::function<void(State<Whole>&)> callbacks_;
   std::mutex mutex_;
   std::vector<T> values_;
+  bool sized_ = false;
   std::optional<T> single_;
   std::size_t received_ = 0;
   std::size_t chunks_done_ = 0;
