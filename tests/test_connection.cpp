@@ -288,7 +288,7 @@ TEST_P(ConnectionTest, WaitOverAContainerOfConnectionsGivesConnections) {
 // so that the calls really block; the outcome does not depend on it.
 TEST(Connection, HugeTimeoutsWaitInsteadOfReturningAtOnce) {
   auto [a, b] = mp::Pipe();
-  std::jthread sender([&a] {
+  std::jthread sender([&a = a] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     a.send(1);
   });
