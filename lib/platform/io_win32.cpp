@@ -925,21 +925,6 @@ bool peer_is_same_user(Handle connection) {
   return !theirs.empty() && theirs == process_user(::GetCurrentProcess());
 }
 
-std::size_t recv_some(Handle connection, void* data, std::size_t size) {
-  const std::size_t n = read_some(connection, data, size);
-  if (n == 0) throw EOFError();
-  return n;
-}
-
-void recv_exact(Handle connection, void* data, std::size_t size) {
-  char* p = static_cast<char*>(data);
-  while (size > 0) {
-    const std::size_t n = recv_some(connection, p, size);
-    p += n;
-    size -= n;
-  }
-}
-
 // ---- Pipe() over shared memory: wake tokens
 
 bool peer_closed(Handle socket) {
