@@ -149,12 +149,21 @@ bool wait_until(Ready ready, std::atomic<std::uint32_t>& seq, const Deadline& de
   }
 }
 
-// Takes `guard`'s lock within the deadline. A non-blocking operation still waits for it: it is only
-// ever held while one item is copied, so waiting is bounded (a dead holder is taken over within
-// 10 ms).
+// How long a non-blocking put/get waits for its lock before it gives up with Full/Empty. The lock is
+// held only while one item is copied, so a running holder releases it far sooner, and a dead one
+// is taken over within 10 ms; the bound is for a holder that is alive but does not go on (stopped
+// by SIGSTOP or a debugger): CPython's get_nowait gives up at once on a busy lock, and an mp
+// non-blocking call never waits without limit either.
+constexpr auto kNonBlockingLockWait = std::chrono::milliseconds(100);
+
+// Takes `guard`'s lock within the deadline (a non-blocking operation: within kNonBlockingLockWait).
 bool acquire_within(FutexLockGuard& guard, const Deadline& deadline) {
+  if (deadline.nonblocking()) {
+    const Nanos bound = kNonBlockingLockWait;
+    return guard.acquire(&bound);
+  }
   Nanos left;
-  return guard.acquire(deadline.nonblocking() ? nullptr : deadline.remaining(left));
+  return guard.acquire(deadline.remaining(left));
 }
 
 // A memfd of `size` bytes filled by fill(char*), for an out-of-band item.

@@ -161,6 +161,30 @@ void cycle_until_killed(mp::Queue<Item> q, mp::heap::SharedBlock block, int poin
   std::exit(3);
 }
 
+// The child of NonBlockingCallsGiveUpOnAStoppedLockHolder: at the first pass through `point` it
+// records that it holds the queue's lock (done[2] = 1) and stops there, alive, until the parent
+// sets done[3] (at most 60 s), then goes on and exits 0.
+mp::heap::SharedBlock* g_hold_block = nullptr;
+void hold_at(mp::detail::QueueFault point) {
+  if (static_cast<int>(point) != g_fault_point || g_hold_block == nullptr) return;
+  g_fault_point = 0;
+  Progress& pr = progress(*g_hold_block);
+  pr.done[2].store(1);
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  while (pr.done[3].load() == 0 && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+void cycle_holding_the_lock(mp::Queue<Item> q, mp::heap::SharedBlock block, int point) {
+  g_fault_point = point;
+  g_hold_block = &block;
+  mp::detail::queue_fault = hold_at;
+  for (int i = 0; i < 40; ++i) {
+    q.put(Item::make(0, i, 1 << 20));
+    q.get(true, kTimeout);
+  }
+  std::exit(progress(block).done[2].load() == 1 ? 0 : 3);
+}
+
 // Takes `count` tasks, marking each done.
 void do_tasks(mp::JoinableQueue<int> q, int count) {
   for (int i = 0; i < count; ++i) {
@@ -315,6 +339,63 @@ TEST_P(QueueTest, JoinProducerBeforeDrainingAfterTheRingCycled) {
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
   for (int i = 0; i < 24; ++i) EXPECT_EQ(q.get(true, kTimeout).size(), std::size_t{1} << 20);
+}
+
+// A non-blocking put or get whose lock is held by a live process that does not go on (stopped,
+// or stuck) gives up with Full/Empty in bounded time, as CPython's get_nowait does on a busy
+// lock, instead of waiting for the holder without limit.
+TEST_P(QueueTest, NonBlockingCallsGiveUpOnAStoppedLockHolder) {
+  using mp::detail::QueueFault;
+  for (const QueueFault point :
+       {QueueFault::producer_switch_recorded, QueueFault::consumer_switch_recorded}) {
+    const bool producer = point == QueueFault::producer_switch_recorded;
+    SCOPED_TRACE(producer ? "put_lock held" : "get_lock held");
+    mp::Queue<Item> q;
+    mp::heap::SharedBlock block(sizeof(Progress));
+    mp::Process p(ctx(), cycle_holding_the_lock, q, block, static_cast<int>(point));
+    p.start();
+    const auto until = Clock::now() + kTimeout;
+    while (progress(block).done[2].load() == 0 && Clock::now() < until && p.is_alive())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(progress(block).done[2].load(), 1) << "the child never reached the fault point";
+    // The call runs on a thread so that a hang fails the test instead of hanging it: releasing
+    // the holder lets the call finish.
+    std::atomic<int> outcome{0};  // 1 gave up as expected, 2 succeeded, 3 other error
+    std::thread call([&] {
+      try {
+        if (producer)
+          q.put_nowait(Item::make(1, 0, 100));
+        else
+          (void)q.get_nowait();
+        outcome = 2;
+      } catch (const mp::Full&) {
+        outcome = producer ? 1 : 3;
+      } catch (const mp::Empty&) {
+        outcome = producer ? 3 : 1;
+      } catch (...) {
+        outcome = 3;
+      }
+    });
+    const auto bound = Clock::now() + std::chrono::seconds(10);
+    while (outcome.load() == 0 && Clock::now() < bound)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const int seen = outcome.load();
+    progress(block).done[3].store(1);  // release the holder
+    call.join();
+    EXPECT_EQ(seen, 1) << "0: the non-blocking call was still waiting for the lock after 10 s";
+    join_or_fail(p);
+    EXPECT_EQ(p.exitcode(), 0);
+    // The queue still works for everyone.
+    while (true) {
+      try {
+        (void)q.get(true, std::chrono::milliseconds(200));
+      } catch (const mp::Empty&) {
+        break;
+      }
+    }
+    q.put(Item::make(2, 0, 1000), true, kTimeout);
+    EXPECT_TRUE(q.get(true, kTimeout).check());
+  }
 }
 
 // A producer or consumer killed between the stores of a ring switch or restart (each a state

@@ -159,6 +159,8 @@ class QueueBase {
   void put(const T& obj, std::chrono::duration<Rep, Period> timeout) {
     put(obj, true, timeout);
   }
+  // Non-blocking: Full when there is no room. Like every non-blocking call it waits at most 100 ms
+  // for the queue's lock (held only while one item is copied) before giving up.
   void put_nowait(const T& obj) { put(obj, false); }
 
   // Queue.get(block, timeout). Throws Empty when no item comes (at once if !block).
