@@ -57,12 +57,12 @@ case "$what" in
       cmake --preset clang
       cmake --build --preset clang -j "$jobs"
       ctest --preset clang -j "$jobs" 2>&1 | tee -a "$log"
-      echo "== portable POSIX fallbacks: the OS-layer, lock, Pipe and queue tests ($((SECONDS - start)) s so far)"
+      echo "== portable POSIX fallbacks: the OS-layer, lock, Pipe, queue and shared_memory tests ($((SECONDS - start)) s so far)"
       # The library built with lib/platform/*_portable.cpp in place of the Linux-only calls (what a
       # macOS/BSD build compiles; docs/DESIGN.md §6), and the test binaries that exercise them.
       cmake --preset posix-fallbacks
       cmake --build --preset posix-fallbacks -j "$jobs" --target test_platform test_platform_posix \
-        test_futex_lock test_connection test_queues
+        test_futex_lock test_connection test_queues test_shared_memory
       ctest --preset posix-fallbacks -j "$jobs" -E _NOT_BUILT 2>&1 | tee -a "$log"
       echo "== ASan+UBSan and TSan ($((SECONDS - start)) s so far)"
       bash scripts/sanitizers.sh asan tsan 2>&1 | tee -a "$log"

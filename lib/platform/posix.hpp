@@ -31,5 +31,8 @@ ssize_t sendmsg_nosignal(int socket, const msghdr* msg, int flags) noexcept;
 // Whether the peer of a stream socket has shut down its side (pending end of file), without
 // consuming data.
 bool peer_hung_up(int socket) noexcept;
+// Closes every descriptor >= first in one system call (Linux 5.9+: close_range); false where the
+// system has none, and the caller closes them one by one.
+bool close_range_from(int first) noexcept;
 
 }  // namespace mp::platform::posix

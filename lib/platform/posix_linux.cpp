@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,6 +46,10 @@ bool peer_hung_up(int socket) noexcept {
   do r = ::poll(&p, 1, 0);
   while (r < 0 && errno == EINTR);
   return r > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+bool close_range_from(int first) noexcept {
+  return ::syscall(SYS_close_range, static_cast<unsigned>(first), ~0u, 0u) == 0;
 }
 
 }  // namespace mp::platform::posix

@@ -176,4 +176,6 @@ bool peer_hung_up(int socket) noexcept {
   return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
+bool close_range_from(int) noexcept { return false; }
+
 }  // namespace mp::platform::posix

@@ -74,45 +74,6 @@ void unmap(void* address, std::size_t size) noexcept {
   if (address) ::munmap(address, size == 0 ? 1 : size);
 }
 
-void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
-  const pid_t middle = ::fork();
-  if (middle < 0) throw_last_error("cannot start the shared memory tracker (fork)");
-  if (middle == 0) {
-    // Only system calls from here on: the parent may have had other threads.
-    if (::fork() != 0) ::_exit(0);  // the watcher is orphaned at once: nobody's child to reap
-    ::setsid();
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
-      ::sigaction(sig, &ign, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (lifeline != 3 && ::dup2(lifeline, 3) < 0) ::_exit(1);
-    if (::syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
-      rlimit rl{};
-      const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                             ? rl.rlim_cur
-                             : 65536;
-      for (rlim_t fd = 4; fd < top; ++fd) ::close(static_cast<int>(fd));
-    }
-    const int null = ::open("/dev/null", O_RDWR);
-    for (int fd = 0; fd < 3; ++fd)
-      if (null != fd) ::dup2(null, fd);
-    if (null > 2) ::close(null);
-    char byte;
-    for (;;) {
-      const ssize_t n = ::read(3, &byte, 1);
-      if (n == 0 || (n < 0 && errno != EINTR)) break;
-    }
-    cleanup(context);
-    ::_exit(0);
-  }
-  int status = 0;
-  while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
 namespace {
 constexpr char kDirSlash[] = "/dev/shm/";
 }  // namespace

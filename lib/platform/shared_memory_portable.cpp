@@ -1,7 +1,7 @@
 // Portable POSIX implementation of what shared_memory_linux.cpp does (MP_PLATFORM_POSIX_FALLBACKS):
 // anonymous segments without memfd_create (shm_open of a random name, unlinked at once), each
-// with a hidden header of wait slots (platform/portable.hpp); the tracker's watcher without
-// close_range or /dev/shm paths.
+// with a hidden header of wait slots (platform/portable.hpp); the tracker's unlink without
+// /dev/shm paths.
 // Differences from the Linux file: a process killed between shm_open and shm_unlink of an
 // anonymous segment (two system calls) leaves its "/mp-anon-*" name behind; the size limit is RAM
 // (sysconf) where Linux allows RAM + swap; macOS allows one ftruncate per object, which is all
@@ -198,43 +198,6 @@ void unmap(void* address, std::size_t size) noexcept {
     }
   }
   ::munmap(address, size == 0 ? 1 : size);
-}
-
-void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
-  const pid_t middle = ::fork();
-  if (middle < 0) throw_last_error("cannot start the shared memory tracker (fork)");
-  if (middle == 0) {
-    // Only system calls from here on: the parent may have had other threads.
-    if (::fork() != 0) ::_exit(0);  // the watcher is orphaned at once: nobody's child to reap
-    ::setsid();
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
-      ::sigaction(sig, &ign, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (lifeline != 3 && ::dup2(lifeline, 3) < 0) ::_exit(1);
-    // No close_range: every descriptor below the limit.
-    rlimit rl{};
-    const rlim_t top =
-        ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 65536;
-    for (rlim_t fd = 4; fd < top; ++fd) ::close(static_cast<int>(fd));
-    const int null = ::open("/dev/null", O_RDWR);
-    for (int fd = 0; fd < 3; ++fd)
-      if (null != fd) ::dup2(null, fd);
-    if (null > 2) ::close(null);
-    char byte;
-    for (;;) {
-      const ssize_t n = ::read(3, &byte, 1);
-      if (n == 0 || (n < 0 && errno != EINTR)) break;
-    }
-    cleanup(context);
-    ::_exit(0);
-  }
-  int status = 0;
-  while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
-  }
 }
 
 void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept {
