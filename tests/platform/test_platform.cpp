@@ -22,28 +22,14 @@
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
 #include "platform/wait.hpp"
+#include "segment.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace platform = mp::platform;
 
-// A segment mapped once for a test; unmapped and closed after it.
-struct Segment {
-  explicit Segment(std::size_t n) : size(n), handle(platform::create_shared_memory(n)) {
-    base = platform::map_shared(handle, size);
-  }
-  ~Segment() {
-    platform::unmap(base, size);
-    platform::close_handle(handle);
-  }
-  std::atomic<std::uint32_t>* word(std::size_t i) {
-    return static_cast<std::atomic<std::uint32_t>*>(base) + i;
-  }
-  std::size_t size;
-  platform::Handle handle;
-  void* base = nullptr;
-};
+using platform_test::Segment;
 
 TEST(SharedMemory, IsZeroFilledAndSizedAsAsked) {
   Segment s(10000);

@@ -27,6 +27,7 @@
 #include "platform/shared_memory.hpp"
 #include "platform/system.hpp"
 #include "platform/wait.hpp"
+#include "segment.hpp"
 
 namespace {
 
@@ -287,21 +288,7 @@ TEST(PosixSharedMemory, ASegmentMadeByAnotherProgramMapsFromByteZero) {
 
 // ---- the wait object across fork (DESIGN.md §6, rules 5 and 6)
 
-struct Segment {
-  explicit Segment(std::size_t n) : size(n), handle(platform::create_shared_memory(n)) {
-    base = platform::map_shared(handle, size);
-  }
-  ~Segment() {
-    platform::unmap(base, size);
-    platform::close_handle(handle);
-  }
-  std::atomic<std::uint32_t>* word(std::size_t i) {
-    return static_cast<std::atomic<std::uint32_t>*>(base) + i;
-  }
-  std::size_t size;
-  platform::Handle handle;
-  void* base = nullptr;
-};
+using platform_test::Segment;
 
 // Waits until *w != v (30 s slices); false if a slice passes with no change.
 bool wait_change(std::atomic<std::uint32_t>* w, std::uint32_t v) {
