@@ -151,18 +151,28 @@ void store(void* base, T* p, const T& v) {
   }
 }
 
-}  // namespace detail
-
-// ---------------------------------------------------------------------------------------------
-// RawValue<T> (sharedctypes.RawValue): a T in shared memory, without a lock.
+// What RawValue/RawArray (and Value/Array over them) accept as T: a ctypes-like type, one whose
+// bytes mean the same in another process. Each failed rule is a compile error naming it.
 template <class T>
-class RawValue {
+struct SharedCTypeCheck {
   static_assert(
       std::is_trivially_copyable_v<T>,
       "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
       "struct of plain types, like ctypes types); use a manager for other types");
   static_assert(!std::is_pointer_v<T>,
                 "mp::Value/Array<T>: a pointer means nothing in another process");
+  static constexpr bool ok = true;
+};
+template <class T>
+inline constexpr bool kSharedCType = SharedCTypeCheck<T>::ok;
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// RawValue<T> (sharedctypes.RawValue): a T in shared memory, without a lock.
+template <class T>
+class RawValue {
+  static_assert(detail::kSharedCType<T>);
 
  public:
   using value_type = T;
@@ -261,12 +271,7 @@ std::ostream& operator<<(std::ostream& os, const Value<T>& v) {
 // Indexes may be negative (from the end, as Python); out of range throws std::out_of_range.
 template <class T>
 class RawArray {
-  static_assert(
-      std::is_trivially_copyable_v<T>,
-      "mp::Value/Array/RawValue/RawArray<T>: T must be trivially copyable (a plain type or a "
-      "struct of plain types, like ctypes types); use a manager for other types");
-  static_assert(!std::is_pointer_v<T>,
-                "mp::Value/Array<T>: a pointer means nothing in another process");
+  static_assert(detail::kSharedCType<T>);
 
  public:
   using value_type = T;
