@@ -1,7 +1,7 @@
 # The Windows build (included by CMakeLists.txt when cross-compiling with
 # cmake/mingw-w64-x86_64.cmake, or on Windows). What is ported so far is built and tested; the
 # rest is listed, so nobody mistakes its absence for a build failure.
-set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing)
+set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing crypto)
 # The toolkit's robust lock, which stands on the wait object alone.
 set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
@@ -30,7 +30,7 @@ add_library(mp_platform STATIC ${MP_PLATFORM_SOURCES})
 target_compile_features(mp_platform PUBLIC cxx_std_20)
 target_include_directories(mp_platform PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/lib)
 target_compile_definitions(mp_platform PUBLIC _WIN32_WINNT=0x0A00 WIN32_LEAN_AND_MEAN NOMINMAX UNICODE _UNICODE)
-target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32)
+target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32 bcrypt)
 target_compile_options(mp_platform PRIVATE ${MP_WARNING_FLAGS})
 
 if(MP_BUILD_TESTS)
