@@ -10,11 +10,13 @@
 #include <memory>
 #include <new>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mp/errors.hpp"
+#include "support/code_ref.hpp"
 #include "support/futex_lock.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
@@ -216,6 +218,51 @@ TEST(Hmac, Rfc4231KnownAnswers) {
             "5d5d139563c95b5967b9bd9a8c9b233a9dedb45072794cd232dc1b74832607d0");
 }
 
+// ---- code lookup for spawn (ELF build ids on Linux, PE CodeView records on Windows)
+int add_seven(int x) { return x + 7; }
+
+TEST(Modules, AFunctionResolvesBackFromItsCodeRef) {
+  const auto ref = mp::detail::CodeRef::of(&add_seven);
+  EXPECT_EQ(ref.module, "");  // the main executable
+  EXPECT_FALSE(ref.build_id.empty());
+#ifdef _WIN32
+  EXPECT_NE(ref.build_id.rfind("pe:", 0), 0u) << "no CodeView record: is -Wl,--build-id passed?";
+#endif
+  auto* f = ref.resolve<int (*)(int)>();
+  EXPECT_EQ(f, &add_seven);
+  EXPECT_EQ(f(35), 42);
+}
+
+TEST(Modules, ALibraryFunctionResolvesBackWithItsModule) {
+#ifdef _WIN32
+  void* lib = platform::open_library({"no-such-library.dll", "kernel32.dll"}, "kernel32");
+  void* symbol = platform::library_symbol(lib, "GetCurrentProcessId");
+#else
+  void* lib = platform::open_library({"no-such-library.so", "libc.so.6"}, "libc");
+  void* symbol = platform::library_symbol(lib, "getpid");
+#endif
+  const platform::CodeLocation loc = platform::locate_code(symbol);
+  EXPECT_FALSE(loc.module.empty());
+  EXPECT_EQ(platform::resolve_code(loc), symbol);
+  EXPECT_THROW(platform::library_symbol(lib, "no_such_symbol_in_it"), std::runtime_error);
+  EXPECT_THROW(platform::open_library({"no-such-library-either"}, "nothing"), std::runtime_error);
+}
+
+TEST(Modules, AMismatchedBuildIdOrMissingModuleIsRejected) {
+  platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(&add_seven));
+  platform::CodeLocation other = loc;
+  other.build_id.back() = other.build_id.back() == '0' ? '1' : '0';
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.build_id.clear();
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.module = "no-such-module-anywhere";
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  const auto data = std::make_unique<int>(1);  // the heap is in no module
+  EXPECT_THROW(platform::locate_code(data.get()), std::invalid_argument);
+}
+
 // ---- processes: this binary run again as the child (MP_PLATFORM_CHILD=<role> in its environment;
 // argv[1] the shared segment's handle, the rest the role's arguments).
 constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
@@ -294,6 +341,24 @@ TEST(Process, TerminatedChildReportsMinusSigterm) {
   platform::send_signal(process, platform::kTerminateSignal);
   EXPECT_EQ(reap_within(process), -platform::kTerminateSignal);
   platform::close_handle(process);
+}
+
+// A child finds a function of the parent's program by its location (what spawn sends), and
+// refuses one whose build id differs.
+void write_answer(void* base) { static_cast<std::atomic<std::uint32_t>*>(base)[1].store(42); }
+
+TEST(Process, ChildCallsAFunctionByItsLocationAndRefusesAnotherBuild) {
+  const auto ref = mp::detail::CodeRef::of(&write_answer);
+  for (const bool same : {true, false}) {
+    Segment s(kSegment);
+    std::string build_id = ref.build_id;
+    if (!same) build_id.back() = build_id.back() == '0' ? '1' : '0';
+    const platform::Handle process = platform::open_process(
+        spawn_child("call", s.handle, {ref.module, build_id, std::to_string(ref.offset)}));
+    EXPECT_EQ(reap_within(process), same ? 0 : 3);
+    EXPECT_EQ(s.word(1)->load(), same ? 42u : 0u);
+    platform::close_handle(process);
+  }
 }
 
 // The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
@@ -650,6 +715,16 @@ int child_main(const std::string& role, int argc, char** argv) {
     for (std::size_t i = 2; i < args.size(); ++i) all += args[i] + '\0';
     std::memcpy(base, all.data(), std::min(all.size(), kSegment));
     code = 0;
+  } else if (role == "call") {
+    // argv[2..4]: a CodeLocation (module, build id, offset) of void(void* segment).
+    const std::vector<std::string> args = platform::program_arguments(argc, argv);
+    const platform::CodeLocation loc{args.at(2), args.at(3), std::stoull(args.at(4))};
+    try {
+      reinterpret_cast<void (*)(void*)>(platform::resolve_code(loc))(base);
+      code = 0;
+    } catch (const mp::ProcessError&) {
+      code = 3;
+    }
   } else if (role == "hold") {
     auto* lock =
         std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
