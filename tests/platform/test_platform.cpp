@@ -361,6 +361,28 @@ TEST(Process, ChildCallsAFunctionByItsLocationAndRefusesAnotherBuild) {
   }
 }
 
+// The lifeline's view of the parent (lib/support/lifeline.cpp): a child sees this process.
+TEST(Process, ChildSeesItsParentPid) {
+  Segment s(kSegment);
+  const platform::Handle process = platform::open_process(spawn_child("parent", s.handle));
+  EXPECT_EQ(reap_within(process), 0);
+  EXPECT_EQ(s.word(1)->load(), static_cast<std::uint32_t>(platform::current_pid()));
+  platform::close_handle(process);
+}
+
+// kill_and_reap: for a child no process handle was opened for (lib/process.cpp).
+TEST(Process, KillAndReapEndsAChild) {
+  Segment s(kSegment);
+  const int pid = spawn_child("sleep", s.handle);
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  EXPECT_FALSE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);
+  EXPECT_TRUE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);  // again: nothing left to do, no error
+}
+
 // The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
 // dead (process_dead) and the lock taken over, in another process.
 TEST(RobustLock, KilledHolderIsTakenOver) {
@@ -725,6 +747,9 @@ int child_main(const std::string& role, int argc, char** argv) {
     } catch (const mp::ProcessError&) {
       code = 3;
     }
+  } else if (role == "parent") {
+    words[1].store(static_cast<std::uint32_t>(platform::parent_pid()));
+    code = 0;
   } else if (role == "hold") {
     auto* lock =
         std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
