@@ -6,7 +6,6 @@ set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing c
 set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
     "fork and forkserver (process.hpp's fork_process, on_exit_first, inheritable_descriptors, close_descriptors_except: Windows has no fork, CPython neither)"
-    "named shared memory (SharedMemory) and its tracker"
     "the library proper (lib/*.cpp; of lib/support/ only futex_lock and spin: Process, synchronize, queues, connection, managers, pool; what each file lacks: docs/DESIGN.md section 6)"
     "the library's tests (tests/test_*.cpp: they need Process) and the samples and benchmarks")
 set(MP_PLATFORM_SOURCES)
