@@ -46,6 +46,9 @@ struct SectionHeader {
   std::atomic<std::uint32_t> wake_gen[kWaitBuckets];
 };
 inline constexpr std::uint64_t kSectionMagic = 0x6d702d7365637431ull;  // "mp-sect1"
+// A named section (create_named_shm): each view holds a handle to it, as CPython's mmap does,
+// since the name goes with the last handle (views do not keep it).
+inline constexpr std::uint64_t kNamedSectionMagic = 0x6d702d736563744eull;  // "mp-sectN"
 
 // For an address inside a view from map_shared: the view's header and the offset in the section
 // (what names a word for every process mapping it). nullopt for process-private memory.

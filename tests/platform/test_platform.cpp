@@ -10,19 +10,26 @@
 #include <memory>
 #include <new>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "mp/errors.hpp"
+#include "support/code_ref.hpp"
 #include "support/futex_lock.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
+#include "platform/system.hpp"
 #include "platform/wait.hpp"
 #include "segment.hpp"
+#ifdef _WIN32
+#  include "platform/win32.hpp"
+#endif
 
 namespace {
 
@@ -160,6 +167,210 @@ TEST(Identity, PidAndTidAreThisProcessAndThread) {
   EXPECT_NE(other, platform::current_tid());
 }
 
+// ---- named segments (mp::SharedMemory): POSIX shm names; Windows `Local\` sections, gone with
+// their last handle or view.
+std::string unique_shm_name() {
+  unsigned char bytes[8];
+  platform::random_bytes(bytes, sizeof bytes);
+  std::string name = "mp-test-" + std::to_string(platform::current_pid()) + "-";
+  for (unsigned char b : bytes) name += "0123456789abcdef"[b & 15];
+  return name;
+}
+
+std::error_code shm_error(auto&& call) {
+  try {
+    call();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
+// A named segment's handle and view, released at the end of the scope.
+struct Named {
+  Named(platform::Handle h, std::size_t n) : handle(h), size(n), base(platform::map_shared(h, n)) {}
+  ~Named() {
+    platform::unmap(base, size);
+    platform::close_handle(handle);
+  }
+  char* bytes() const { return static_cast<char*>(base); }
+  platform::Handle handle;
+  std::size_t size;
+  void* base;
+};
+
+TEST(NamedShm, CreateAttachExactSizeAndExists) {
+  const std::string name = unique_shm_name();
+  {
+    Named made(platform::create_named_shm(name, 10001), 10001);
+    std::memcpy(made.bytes(), "hello", 6);
+    EXPECT_EQ(shm_error([&] { platform::close_handle(platform::create_named_shm(name, 5)); }),
+              std::errc::file_exists);
+    const platform::Handle h = platform::open_shm(name);
+    EXPECT_EQ(platform::shared_memory_size(h), 10001u);  // not rounded to a page
+    Named seen(h, 10001);
+    EXPECT_STREQ(seen.bytes(), "hello");
+    seen.bytes()[10000] = 'z';
+    EXPECT_EQ(made.bytes()[10000], 'z');
+    platform::unlink_shm(name);  // POSIX: the name goes now; Windows: with the last view
+  }
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(name)); }),
+            std::errc::no_such_file_or_directory);
+}
+
+TEST(NamedShm, ANameLivesWhileAViewDoesEvenWithoutHandles) {
+  const std::string name = unique_shm_name();
+  const platform::Handle h = platform::create_named_shm(name, 100);
+  void* view = platform::map_shared(h, 100);
+  platform::close_handle(h);  // only the view is left
+  const platform::Handle again = platform::open_shm(name);
+  EXPECT_EQ(platform::shared_memory_size(again), 100u);
+  platform::close_handle(again);
+  platform::unmap(view, 100);
+  platform::unlink_shm(name);
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(name)); }),
+            std::errc::no_such_file_or_directory);
+}
+
+TEST(NamedShm, BadOrMissingNamesAreRefused) {
+  const auto invalid = std::errc::invalid_argument;
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(""); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name("a/b"); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(".."); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(std::string("a\0b", 3)); }), invalid);
+#ifdef _WIN32
+  EXPECT_EQ(shm_error([] { platform::check_shm_name("Global\\x"); }), invalid);
+#endif
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(std::string(256, 'a')); }),
+            std::errc::filename_too_long);
+  EXPECT_NO_THROW(platform::check_shm_name(std::string(255, 'a')));
+  EXPECT_EQ(shm_error([] { platform::close_handle(platform::open_shm(unique_shm_name())); }),
+            std::errc::no_such_file_or_directory);
+}
+
+#ifdef _WIN32
+// An opener that finds a section before its maker has written the header waits for it (bounded),
+// and refuses a section another program made.
+TEST(NamedShm, AnOpenerWaitsForTheHeaderAndRefusesForeignSections) {
+  const std::string name = unique_shm_name();
+  const std::wstring wide = L"Local\\" + std::wstring(name.begin(), name.end());
+  HANDLE raw = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, 65536 + 4096,
+                                    wide.c_str());
+  ASSERT_NE(raw, nullptr);
+  auto* header = static_cast<platform::win32::SectionHeader*>(
+      ::MapViewOfFile(raw, FILE_MAP_ALL_ACCESS, 0, 0, sizeof(platform::win32::SectionHeader)));
+  ASSERT_NE(header, nullptr);
+  std::thread maker([&] {
+    platform::sleep_for(100ms);
+    header->size = 3000;
+    header->key = 12345;
+    std::atomic_ref(header->magic)
+        .store(platform::win32::kNamedSectionMagic, std::memory_order_release);
+  });
+  const platform::Handle h = platform::open_shm(name);
+  maker.join();
+  EXPECT_EQ(platform::shared_memory_size(h), 3000u);
+  platform::close_handle(h);
+  ::UnmapViewOfFile(header);
+  ::CloseHandle(raw);
+
+  const std::string foreign = unique_shm_name();
+  const std::wstring wide_foreign = L"Local\\" + std::wstring(foreign.begin(), foreign.end());
+  raw = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, 65536 + 4096,
+                             wide_foreign.c_str());
+  ASSERT_NE(raw, nullptr);
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(foreign)); }),
+            std::errc::invalid_argument);
+  ::CloseHandle(raw);
+}
+#endif
+
+// ---- HMAC-SHA256 (the authkey handshake): RFC 4231's known answers, on libcrypto (POSIX) and
+// BCrypt (Windows).
+std::string hex_digest(const std::string& key, const std::string& message) {
+  unsigned char out[platform::kSha256Size];
+  if (!platform::hmac_sha256(key.data(), key.size(), message.data(), message.size(), out))
+    return "failed";
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : out) {
+    hex.push_back(digits[b >> 4]);
+    hex.push_back(digits[b & 15]);
+  }
+  return hex;
+}
+
+TEST(Hmac, Rfc4231KnownAnswers) {
+  // Test case 1: a 20-byte key.
+  EXPECT_EQ(hex_digest(std::string(20, '\x0b'), "Hi There"),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  // Test case 2: a key shorter than the output.
+  EXPECT_EQ(hex_digest("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // Test case 4: a 25-byte key and 50 bytes of 0xcd.
+  std::string key4;
+  for (char c = 1; c <= 25; ++c) key4.push_back(c);
+  EXPECT_EQ(hex_digest(key4, std::string(50, '\xcd')),
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+  // Test cases 6 and 7: a 131-byte key, longer than the block (hashed first).
+  const std::string long_key(131, '\xaa');
+  EXPECT_EQ(hex_digest(long_key, "Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  EXPECT_EQ(hex_digest(long_key,
+                       "This is a test using a larger than block-size key and a larger than "
+                       "block-size data. The key needs to be hashed before being used by the "
+                       "HMAC algorithm."),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+  // An empty message.
+  EXPECT_EQ(hex_digest("key", ""),
+            "5d5d139563c95b5967b9bd9a8c9b233a9dedb45072794cd232dc1b74832607d0");
+}
+
+// ---- code lookup for spawn (ELF build ids on Linux, PE CodeView records on Windows)
+int add_seven(int x) { return x + 7; }
+
+TEST(Modules, AFunctionResolvesBackFromItsCodeRef) {
+  const auto ref = mp::detail::CodeRef::of(&add_seven);
+  EXPECT_EQ(ref.module, "");  // the main executable
+  EXPECT_FALSE(ref.build_id.empty());
+#ifdef _WIN32
+  EXPECT_NE(ref.build_id.rfind("pe:", 0), 0u) << "no CodeView record: is -Wl,--build-id passed?";
+#endif
+  auto* f = ref.resolve<int (*)(int)>();
+  EXPECT_EQ(f, &add_seven);
+  EXPECT_EQ(f(35), 42);
+}
+
+TEST(Modules, ALibraryFunctionResolvesBackWithItsModule) {
+#ifdef _WIN32
+  void* lib = platform::open_library({"no-such-library.dll", "kernel32.dll"}, "kernel32");
+  void* symbol = platform::library_symbol(lib, "GetCurrentProcessId");
+#else
+  void* lib = platform::open_library({"no-such-library.so", "libc.so.6"}, "libc");
+  void* symbol = platform::library_symbol(lib, "getpid");
+#endif
+  const platform::CodeLocation loc = platform::locate_code(symbol);
+  EXPECT_FALSE(loc.module.empty());
+  EXPECT_EQ(platform::resolve_code(loc), symbol);
+  EXPECT_THROW(platform::library_symbol(lib, "no_such_symbol_in_it"), std::runtime_error);
+  EXPECT_THROW(platform::open_library({"no-such-library-either"}, "nothing"), std::runtime_error);
+}
+
+TEST(Modules, AMismatchedBuildIdOrMissingModuleIsRejected) {
+  platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(&add_seven));
+  platform::CodeLocation other = loc;
+  other.build_id.back() = other.build_id.back() == '0' ? '1' : '0';
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.build_id.clear();
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.module = "no-such-module-anywhere";
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  const auto data = std::make_unique<int>(1);  // the heap is in no module
+  EXPECT_THROW(platform::locate_code(data.get()), std::invalid_argument);
+}
+
 // ---- processes: this binary run again as the child (MP_PLATFORM_CHILD=<role> in its environment;
 // argv[1] the shared segment's handle, the rest the role's arguments).
 constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
@@ -238,6 +449,64 @@ TEST(Process, TerminatedChildReportsMinusSigterm) {
   platform::send_signal(process, platform::kTerminateSignal);
   EXPECT_EQ(reap_within(process), -platform::kTerminateSignal);
   platform::close_handle(process);
+}
+
+// A child finds a function of the parent's program by its location (what spawn sends), and
+// refuses one whose build id differs.
+void write_answer(void* base) { static_cast<std::atomic<std::uint32_t>*>(base)[1].store(42); }
+
+TEST(Process, ChildCallsAFunctionByItsLocationAndRefusesAnotherBuild) {
+  const auto ref = mp::detail::CodeRef::of(&write_answer);
+  for (const bool same : {true, false}) {
+    Segment s(kSegment);
+    std::string build_id = ref.build_id;
+    if (!same) build_id.back() = build_id.back() == '0' ? '1' : '0';
+    const platform::Handle process = platform::open_process(
+        spawn_child("call", s.handle, {ref.module, build_id, std::to_string(ref.offset)}));
+    EXPECT_EQ(reap_within(process), same ? 0 : 3);
+    EXPECT_EQ(s.word(1)->load(), same ? 42u : 0u);
+    platform::close_handle(process);
+  }
+}
+
+// The lifeline's view of the parent (lib/support/lifeline.cpp): a child sees this process.
+TEST(Process, ChildSeesItsParentPid) {
+  Segment s(kSegment);
+  const platform::Handle process = platform::open_process(spawn_child("parent", s.handle));
+  EXPECT_EQ(reap_within(process), 0);
+  EXPECT_EQ(s.word(1)->load(), static_cast<std::uint32_t>(platform::current_pid()));
+  platform::close_handle(process);
+}
+
+// kill_and_reap: for a child no process handle was opened for (lib/process.cpp).
+TEST(Process, KillAndReapEndsAChild) {
+  Segment s(kSegment);
+  const int pid = spawn_child("sleep", s.handle);
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  EXPECT_FALSE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);
+  EXPECT_TRUE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);  // again: nothing left to do, no error
+}
+
+// A child attaches to a named segment by its name and sees its exact size; the name exists for
+// it, and a missing one does not.
+TEST(Process, ChildAttachesANamedSegmentByName) {
+  Segment s(kSegment);
+  const std::string name = unique_shm_name();
+  constexpr std::size_t kSize = 70001;
+  {
+    Named made(platform::create_named_shm(name, kSize), kSize);
+    made.bytes()[kSize - 1] = 'p';
+    const platform::Handle process =
+        platform::open_process(spawn_child("named", s.handle, {name, std::to_string(kSize)}));
+    EXPECT_EQ(reap_within(process), 0);
+    platform::close_handle(process);
+    EXPECT_EQ(made.bytes()[0], 'c');
+  }
+  platform::unlink_shm(name);
 }
 
 // The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
@@ -594,6 +863,38 @@ int child_main(const std::string& role, int argc, char** argv) {
     for (std::size_t i = 2; i < args.size(); ++i) all += args[i] + '\0';
     std::memcpy(base, all.data(), std::min(all.size(), kSegment));
     code = 0;
+  } else if (role == "call") {
+    // argv[2..4]: a CodeLocation (module, build id, offset) of void(void* segment).
+    const std::vector<std::string> args = platform::program_arguments(argc, argv);
+    const platform::CodeLocation loc{args.at(2), args.at(3), std::stoull(args.at(4))};
+    try {
+      reinterpret_cast<void (*)(void*)>(platform::resolve_code(loc))(base);
+      code = 0;
+    } catch (const mp::ProcessError&) {
+      code = 3;
+    }
+  } else if (role == "parent") {
+    words[1].store(static_cast<std::uint32_t>(platform::parent_pid()));
+    code = 0;
+  } else if (role == "named") {
+    // argv[2]: a named segment's name, argv[3]: its size.
+    const std::string name = argv[2];
+    const std::size_t size = std::stoull(argv[3]);
+    code = 10;
+    try {
+      Named seen(platform::open_shm(name), size);
+      if (platform::shared_memory_size(seen.handle) != size) return 11;
+      if (seen.bytes()[size - 1] != 'p') return 12;
+      if (shm_error([&] { platform::close_handle(platform::create_named_shm(name, 1)); }) !=
+          std::errc::file_exists)
+        return 13;
+      if (shm_error([&] { platform::close_handle(platform::open_shm(name + "-not")); }) !=
+          std::errc::no_such_file_or_directory)
+        return 14;
+      seen.bytes()[0] = 'c';
+      code = 0;
+    } catch (const std::exception&) {
+    }
   } else if (role == "hold") {
     auto* lock =
         std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
