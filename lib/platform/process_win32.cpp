@@ -315,8 +315,8 @@ void kill_and_reap(int pid) noexcept {
       children().erase(it);
     }
   }
-  if (!h) h = ::OpenProcess(SYNCHRONIZE | PROCESS_TERMINATE, FALSE, static_cast<DWORD>(pid));
-  if (!h) return;                          // gone already
+  // Not one of ours, or reaped already: its pid may name another process now, never opened.
+  if (!h) return;
   ::TerminateProcess(h, kTerminatedCode);  // fails harmlessly if it has ended
   ::WaitForSingleObject(h, INFINITE);
   ::CloseHandle(h);
