@@ -72,6 +72,7 @@ HANDLE create_section(std::size_t size, const std::wstring* name, const std::str
   const std::uint64_t total = kGranule + size;
   // SEC_COMMIT charges the commit limit up front: more than RAM + pagefile fails here (bad_alloc,
   // as MemoryError), not at a later first touch. Pages are zero-filled on first touch.
+  ::SetLastError(0);  // ERROR_ALREADY_EXISTS is reported alongside success
   HANDLE h = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | SEC_COMMIT,
                                   static_cast<DWORD>(total >> 32), static_cast<DWORD>(total),
                                   name ? name->c_str() : nullptr);

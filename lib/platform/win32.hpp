@@ -29,6 +29,8 @@ std::wstring widen(const std::string& s);
 std::string narrow(const std::wstring& s);
 // GetLastError's text.
 std::string error_text(DWORD code);
+// The path a module was loaded from (GetModuleFileNameW; null: the executable), any length.
+std::string module_path(HMODULE module);
 // Milliseconds for a Win32 wait: rounded up, INFINITE for null, never INFINITE for a finite one.
 DWORD wait_millis(const Nanos* timeout) noexcept;
 
