@@ -64,7 +64,7 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
     return;
   }
   if (static_cast<std::uint64_t>(size) > static_cast<std::uint64_t>(PTRDIFF_MAX))
-    platform::throw_error(ENOMEM, "cannot map shared memory of " + std::to_string(size) + " bytes");
+    platform::throw_errno(ENOMEM, "cannot map shared memory of " + std::to_string(size) + " bytes");
   s->size = static_cast<std::size_t>(size);
   if (name) platform::check_shm_name(*name);
   if (platform::kShmNamedWhenMade) {

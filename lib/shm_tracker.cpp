@@ -112,7 +112,7 @@ Ticket register_segment(const std::string& name, platform::ShmFileId id) {
   std::uint32_t slot = 0;
   while (slot < r->used && r->entries[slot].serial.load(std::memory_order_relaxed) != 0) ++slot;
   if (slot == kCapacity)
-    platform::throw_error(ENOSPC, "too many tracked shared memory segments in this process");
+    platform::throw_errno(ENOSPC, "too many tracked shared memory segments in this process");
   Entry& e = r->entries[slot];
   std::memcpy(e.name, name.data(), name.size());
   e.name[name.size()] = '\0';

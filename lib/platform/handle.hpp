@@ -29,7 +29,12 @@ using Nanos = std::chrono::nanoseconds;
 // Throws mp::OSError for the calling thread's last error (errno; GetLastError on Windows),
 // "<what>: <text>".
 [[noreturn]] void throw_last_error(const std::string& what);
+// Throws mp::OSError for an error code of the OS (errno; a Win32 error code on Windows).
 [[noreturn]] void throw_error(int errnum, const std::string& what);
+// Throws mp::OSError for a POSIX condition (EPIPE, ENOENT, ...) on every platform, so shared code
+// raises and tests the conditions the contract names without #ifs (std::generic_category() on
+// Windows, where it compares equal to the same errno).
+[[noreturn]] void throw_errno(int posix_errno, const std::string& what);
 void close_handle(Handle h) noexcept;
 // Duplicates `h` (close-on-exec).
 Handle duplicate_handle(Handle h);

@@ -24,6 +24,8 @@ namespace mp::platform {
 
 void throw_error(int errnum, const std::string& what) { throw OSError(errnum, what); }
 
+void throw_errno(int posix_errno, const std::string& what) { throw OSError(posix_errno, what); }
+
 void throw_last_error(const std::string& what) { throw_error(errno, what); }
 
 void close_handle(Handle h) noexcept {

@@ -59,6 +59,10 @@ void throw_error(int errnum, const std::string& what) {
   throw OSError(std::error_code(errnum, std::system_category()), what);
 }
 
+void throw_errno(int posix_errno, const std::string& what) {
+  throw OSError(std::error_code(posix_errno, std::generic_category()), what);
+}
+
 void throw_last_error(const std::string& what) {
   throw_error(static_cast<int>(::GetLastError()), what);
 }

@@ -39,10 +39,6 @@ namespace {
 using win32::native;
 using win32::wrap;
 
-[[noreturn]] void throw_posix(int errnum, const std::string& what) {
-  throw OSError(std::error_code(errnum, std::generic_category()), what);
-}
-
 [[noreturn]] void throw_wsa(const std::string& what) { throw_error(::WSAGetLastError(), what); }
 
 std::atomic<bool> g_winsock{false};
@@ -131,7 +127,7 @@ int send_now(SOCKET s, const void* data, std::size_t size) {
 }
 
 [[noreturn]] void throw_send_error(int e) {
-  if (peer_gone_wsa(e)) throw_posix(EPIPE, "cannot write to the connection");
+  if (peer_gone_wsa(e)) throw_errno(EPIPE, "cannot write to the connection");
   throw_error(e, "cannot write to the connection");
 }
 
@@ -377,7 +373,7 @@ std::size_t try_write(Handle h, const void* data, std::size_t size) {
   DWORD error = 0;
   const DWORD n = win32::pipe_io(h, true, const_cast<void*>(data), size, 0, error);
   if (error == 0 || error == ERROR_OPERATION_ABORTED) return n;
-  if (peer_gone(error)) throw_posix(EPIPE, "cannot write to the connection");
+  if (peer_gone(error)) throw_errno(EPIPE, "cannot write to the connection");
   throw_error(static_cast<int>(error), "cannot write to the connection");
 }
 
@@ -385,7 +381,7 @@ std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_
   if (is_socket(h)) {
     if (deadline != Clock::time_point::max() &&
         !socket_ready(sock(h), POLLRDNORM, millis_until(deadline)))
-      throw_posix(ETIMEDOUT, "timed out");
+      throw_errno(ETIMEDOUT, "timed out");
     const int n = ::recv(sock(h), static_cast<char*>(data),
                          static_cast<int>(std::min<std::size_t>(size, INT_MAX)), 0);
     if (n >= 0) return static_cast<std::size_t>(n);
@@ -403,7 +399,7 @@ std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_
     if (peer_gone(error)) return 0;
     if (error != ERROR_OPERATION_ABORTED) throw_error(static_cast<int>(error), "cannot read");
     if (n > 0) return n;
-    if (Clock::now() >= deadline) throw_posix(ETIMEDOUT, "timed out");
+    if (Clock::now() >= deadline) throw_errno(ETIMEDOUT, "timed out");
   }
 }
 
@@ -417,7 +413,7 @@ void write_all_until(Handle h, const void* data, std::size_t size, Clock::time_p
         n = ::send(sock(h), p, static_cast<int>(std::min<std::size_t>(size, INT_MAX)), 0);
       } else {
         if (!socket_ready(sock(h), POLLWRNORM, millis_until(deadline)))
-          throw_posix(ETIMEDOUT, "timed out");
+          throw_errno(ETIMEDOUT, "timed out");
         n = send_now(sock(h), p, size);
         if (n < 0 && ::WSAGetLastError() == WSAEWOULDBLOCK) n = 0;
       }
@@ -434,9 +430,9 @@ void write_all_until(Handle h, const void* data, std::size_t size, Clock::time_p
     p += n;
     size -= n;
     if (error == 0) continue;
-    if (peer_gone(error)) throw_posix(EPIPE, "cannot write to the connection");
+    if (peer_gone(error)) throw_errno(EPIPE, "cannot write to the connection");
     if (error != ERROR_OPERATION_ABORTED) throw_error(static_cast<int>(error), "cannot write");
-    if (size > 0 && Clock::now() >= deadline) throw_posix(ETIMEDOUT, "timed out");
+    if (size > 0 && Clock::now() >= deadline) throw_errno(ETIMEDOUT, "timed out");
   }
 }
 

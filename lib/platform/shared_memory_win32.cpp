@@ -57,12 +57,6 @@ win32::SectionHeader* map_header(HANDLE h) {
   return header;
 }
 
-// The conditions the contract names (EEXIST, ENOENT, EINVAL, ...) are POSIX codes, as on Linux,
-// so shared code tests them without #ifs.
-[[noreturn]] void throw_posix(int e, const std::string& what) {
-  throw OSError(std::error_code(e, std::generic_category()), what);
-}
-
 constexpr std::uint64_t kMaxSize = static_cast<std::uint64_t>(PTRDIFF_MAX) - kGranule;
 
 // A new section of `size` bytes after the header granule, named `name` (null: unnamed), its
@@ -79,14 +73,14 @@ HANDLE create_section(std::size_t size, const std::wstring* name, const std::str
   const DWORD e = ::GetLastError();
   if (h && name && e == ERROR_ALREADY_EXISTS) {
     ::CloseHandle(h);  // someone else's: left untouched
-    throw_posix(EEXIST, "cannot create shared memory '" + shown + "'");
+    throw_errno(EEXIST, "cannot create shared memory '" + shown + "'");
   }
   if (!h) {
     if (e == ERROR_NOT_ENOUGH_MEMORY || e == ERROR_COMMITMENT_LIMIT || e == ERROR_OUTOFMEMORY)
       throw std::bad_alloc();
     // The name is taken by another kind of object (an event, a mutex).
     if (name && e == ERROR_INVALID_HANDLE)
-      throw_posix(EEXIST, "cannot create shared memory '" + shown + "'");
+      throw_errno(EEXIST, "cannot create shared memory '" + shown + "'");
     throw_error(static_cast<int>(e),
                 "cannot create shared memory of " + std::to_string(size) + " bytes");
   }
@@ -196,10 +190,10 @@ std::optional<SharedWord> locate_shared(const void* address) noexcept {
 
 void check_shm_name(const std::string& name) {
   if (name.size() > kMaxShmName)
-    throw_posix(ENAMETOOLONG, "shared memory name too long: " + name.substr(0, 32) + "...");
+    throw_errno(ENAMETOOLONG, "shared memory name too long: " + name.substr(0, 32) + "...");
   if (name.empty() || name == "." || name == ".." ||
       name.find_first_of(std::string("/\\\0", 3)) != std::string::npos)
-    throw_posix(EINVAL, "invalid shared memory name '" + name + "'");
+    throw_errno(EINVAL, "invalid shared memory name '" + name + "'");
 }
 
 Handle create_unnamed_shm(std::size_t) {
@@ -226,14 +220,14 @@ Handle open_shm(const std::string& name) {
   if (!h) {
     const DWORD e = ::GetLastError();
     const std::string what = "cannot open shared memory '" + name + "'";
-    if (e == ERROR_FILE_NOT_FOUND || e == ERROR_INVALID_HANDLE) throw_posix(ENOENT, what);
-    if (e == ERROR_ACCESS_DENIED) throw_posix(EACCES, what);
+    if (e == ERROR_FILE_NOT_FOUND || e == ERROR_INVALID_HANDLE) throw_errno(ENOENT, what);
+    if (e == ERROR_ACCESS_DENIED) throw_errno(EACCES, what);
     throw_error(static_cast<int>(e), what);
   }
   void* p = ::MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, sizeof(win32::SectionHeader));
   if (!p) {
     ::CloseHandle(h);  // smaller than mp's header: another program's
-    throw_posix(EINVAL, "shared memory '" + name + "' was not made by mp");
+    throw_errno(EINVAL, "shared memory '" + name + "' was not made by mp");
   }
   std::atomic_ref<std::uint64_t> magic(static_cast<win32::SectionHeader*>(p)->magic);
   const ULONGLONG deadline = ::GetTickCount64() + kHeaderWaitMillis;
@@ -243,7 +237,7 @@ Handle open_shm(const std::string& name) {
   ::UnmapViewOfFile(p);
   if (seen != win32::kNamedSectionMagic) {
     ::CloseHandle(h);
-    throw_posix(EINVAL, "shared memory '" + name +
+    throw_errno(EINVAL, "shared memory '" + name +
                             "' was not made by mp (no header), or its maker died making it");
   }
   return win32::wrap(h);

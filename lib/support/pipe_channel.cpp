@@ -172,7 +172,7 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
     sleep_on(r.room_seq, seq, &kRoomSlice);
     if (room()) return;
     if (platform::peer_closed(sock_))
-      platform::throw_error(EPIPE, "cannot write to the connection");
+      platform::throw_errno(EPIPE, "cannot write to the connection");
   }
 }
 
@@ -185,7 +185,7 @@ void PipeChannel::publish(std::uint64_t tail) {
   if (r.armed.compare_exchange_strong(
           expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
       !platform::write_token(sock_) && platform::peer_closed(sock_))
-    platform::throw_error(EPIPE, "cannot write to the connection");
+    platform::throw_errno(EPIPE, "cannot write to the connection");
 }
 
 // ---- receiving
