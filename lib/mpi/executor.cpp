@@ -55,6 +55,12 @@ constexpr int kPollBatch = 64;  // results received per poll before the bookkeep
 constexpr std::size_t kDepth = 2;
 constexpr std::size_t kDeepDepth = 64;
 constexpr double kShortChunkNs = 50'000;
+// The gap between two MPI polls of a spin: a sixteenth of the time waited so far, at most 1 µs
+// (spin.hpp's hand-off pace is a quarter): an answer that took t is seen within ~t/16 more. A
+// poll reads MPI's queues, not a line the peer writes in a loop, so closer looks cost the peer
+// nothing (round trip, -n 2, chrt: 1.60 -> 1.51 µs against a quarter; no gain below 1/16).
+constexpr mp::detail::LookPace kMpiPace{16, std::chrono::nanoseconds(1000)};
+constexpr std::size_t kKeepBuffer = std::size_t{1} << 20;  // a larger send buffer is freed
 constexpr auto kWatchEvery = 100ms;  // spawned workers' liveness, while results are due
 constexpr auto kHelloTimeout = 60s;
 constexpr auto kSpawnTimeout = 60s;
@@ -160,7 +166,7 @@ void serve(MPI_Comm comm, int client) {
   std::vector<Function> table;
   std::string msg, out;
   Backoff backoff;
-  mp::detail::Spinner spinner;
+  mp::detail::Spinner spinner{kMpiPace};
   for (;;) {
     MPI_Status st;
     // The next message of a busy client usually comes within microseconds: spin first
@@ -291,6 +297,7 @@ class MpiEngine final : public pool::Engine {
       jobs_.push_back(std::move(job));
       dispatch(d);
       waits = !jobs_.empty();
+      jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
     }
     wake(waits ? Wake::napping : Wake::sleeping);
     d.run();
@@ -301,6 +308,7 @@ class MpiEngine final : public pool::Engine {
     {
       std::lock_guard g(mu_);
       dispatch(d);
+      jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
     }
     wake(Wake::napping);
     d.run();
@@ -351,14 +359,28 @@ class MpiEngine final : public pool::Engine {
   // when this process is bound to one CPU (mpiexec binds each of 2 ranks to a core): the worker
   // that answers is another rank.
   bool await(const std::atomic<bool>& done) noexcept override {
-    static constinit thread_local mp::detail::Spinner spinner;
+    static constinit thread_local mp::detail::Spinner spinner{kMpiPace};
     static thread_local std::string buf;
-    return spinner.spin_remote([&] {
+    // One Deliveries per nesting level (a done callback run by poll() may await: nested poll()),
+    // kept for the thread's next awaits (no allocation per result).
+    static thread_local std::deque<Deliveries> deliveries;
+    static thread_local std::size_t depth = 0;
+    if (deliveries.size() <= depth) {
+      try {
+        deliveries.emplace_back();
+      } catch (...) {
+        return done.load(std::memory_order_acquire);  // out of memory: the engine thread polls
+      }
+    }
+    Deliveries& d = deliveries[depth];
+    ++depth;
+    const bool got = spinner.spin_remote([&] {
       if (done.load(std::memory_order_acquire)) return true;
-      Deliveries d;  // not shared: a done callback run by poll() may await (nested poll())
       poll(buf, d);
       return done.load(std::memory_order_acquire);
     });
+    --depth;
+    return got;
   }
   void awaiting(bool starts) noexcept override {
     if (starts) {
@@ -462,9 +484,17 @@ class MpiEngine final : public pool::Engine {
     return id;
   }
 
-  void isend(int rank, int tag, std::string bytes) {
-    sends_.push_back(Send{MPI_REQUEST_NULL, std::move(bytes)});
+  // Sends `size` bytes that `fill(char*)` writes, from a buffer of spare_ (no allocation once
+  // the engine has run a while): a small message is usually sent at once (eager) and its buffer
+  // goes back to spare_ now, else when reap_sends() sees it complete. mu_ held.
+  template <class Fill>
+  void isend(int rank, int tag, std::size_t size, Fill fill) {
+    if (spare_.empty()) spare_.emplace_back();
+    sends_.splice(sends_.end(), spare_, spare_.begin());
     Send& s = sends_.back();
+    s.request = MPI_REQUEST_NULL;
+    s.bytes.resize(size);
+    fill(s.bytes.data());
     int rc = MPI_SUCCESS, done = 0;
     bool posted = false;
     {
@@ -476,12 +506,18 @@ class MpiEngine final : public pool::Engine {
       if (posted) rc = MPI_Test(&s.request, &done, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) {
-      if (!posted) sends_.pop_back();  // else its buffer stays with the engine (broken)
+      // Not posted: its buffer is spare again; else it stays with the engine (broken).
+      if (!posted) sends_.splice(spare_.begin(), sends_, std::prev(sends_.end()));
       break_pool("MPI_Isend to rank " + std::to_string(rank) + ": " + mpi_error(rc));
       std::rethrow_exception(broken_);
     }
-    if (done) sends_.pop_back();
+    if (done) recycle(std::prev(sends_.end()));
     sends_left_.store(sends_.size(), std::memory_order_relaxed);
+  }
+  // A completed send's buffer back to spare_ (a large one is freed). mu_ held.
+  void recycle(std::list<Send>::iterator it) {
+    if (it->bytes.capacity() > kKeepBuffer) std::string().swap(it->bytes);
+    spare_.splice(spare_.begin(), sends_, it);
   }
 
   void send(Worker& w, const std::shared_ptr<pool::Job>& job, pool::Chunk& c) {
@@ -491,15 +527,16 @@ class MpiEngine final : public pool::Engine {
           "MPIPoolExecutor: a chunk's arguments exceed 2 GiB (use a smaller chunksize)");
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
-      isend(w.rank, wire::kDefine, fn_defs_[fn]);
+      const std::string& def = fn_defs_[fn];
+      isend(w.rank, wire::kDefine, def.size(),
+            [&](char* p) { std::memcpy(p, def.data(), def.size()); });
       w.defined[fn] = true;
     }
-    std::string msg;
-    msg.reserve(12 + c.args.size());
     const std::uint64_t id = next_id_++;
-    wire::append_task_header(msg, id, fn);
-    msg += c.args;
-    isend(w.rank, wire::kTask, std::move(msg));
+    isend(w.rank, wire::kTask, wire::kTaskHeader + c.args.size(), [&](char* p) {
+      wire::put_task_header(p, id, fn);
+      if (!c.args.empty()) std::memcpy(p + wire::kTaskHeader, c.args.data(), c.args.size());
+    });
     w.inflight.push_back(InFlight{id, job, c.index});
     outstanding_.fetch_add(1, std::memory_order_relaxed);
     chunks_sent_.fetch_add(1, std::memory_order_relaxed);
@@ -519,7 +556,7 @@ class MpiEngine final : public pool::Engine {
         break;
       }
       if (!done) break;  // sends complete in order enough: look again later
-      it = sends_.erase(it);
+      recycle(it++);
     }
     sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
@@ -535,6 +572,7 @@ class MpiEngine final : public pool::Engine {
         if (f.job) d.failures.emplace_back(std::exchange(f.job, nullptr), e);
     for (auto& j : jobs_) d.failures.emplace_back(j, e);
     jobs_.clear();
+    jobs_left_.store(0, std::memory_order_relaxed);
   }
 
   bool anything_due() const {
@@ -624,12 +662,16 @@ class MpiEngine final : public pool::Engine {
         got = true;
         std::lock_guard g(mu_);
         take_result(st.MPI_SOURCE, buf, d);
+        if (outstanding_.load(std::memory_order_relaxed) == 0) break;  // no other result is due
       }
       d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
-      if (got || sends_left_.load(std::memory_order_relaxed) != 0) {
+      // (A job added meanwhile was dispatched by its submit().)
+      if ((got && jobs_left_.load(std::memory_order_relaxed) != 0) ||
+          sends_left_.load(std::memory_order_relaxed) != 0) {
         std::lock_guard g(mu_);
         if (!sends_.empty()) reap_sends();
         if (got) dispatch(d);
+        jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
       }
     } catch (...) {  // out of memory
       std::lock_guard g(mu_);
@@ -725,11 +767,12 @@ class MpiEngine final : public pool::Engine {
   std::condition_variable cv_;
   RunState state_ = RunState::run;
   std::exception_ptr broken_;
-  std::list<std::shared_ptr<pool::Job>> jobs_;
+  std::deque<std::shared_ptr<pool::Job>> jobs_;
   std::vector<Worker> workers_;
   std::map<std::pair<mp::detail::AnyFunction, mp::detail::AnyFunction>, std::uint32_t> fn_ids_;
   std::vector<std::string> fn_defs_;
-  std::list<Send> sends_;
+  std::list<Send> sends_;  // posted, in order
+  std::list<Send> spare_;  // buffers for the next sends
   std::uint64_t next_id_ = 1;
   double avg_ns_ = 0;
   Clock::time_point last_watch_ = Clock::now();
@@ -740,6 +783,7 @@ class MpiEngine final : public pool::Engine {
   std::atomic<int> idle_{kPolling};
   std::atomic<int> awaiters_{0};            // threads in awaiting(true)
   std::atomic<std::size_t> sends_left_{0};  // sends_.size(), read without mu_
+  std::atomic<std::size_t> jobs_left_{0};   // jobs_.size() after the last dispatch
   std::atomic<bool> is_broken_{false};      // broken_ is set
   bool open_ = true;  // (g_mpi) the workers are not released: results may be polled
   std::thread thread_;

@@ -41,8 +41,13 @@ std::string encode_define(std::uint32_t fn, std::string_view runner, std::string
 }
 
 void append_task_header(std::string& out, std::uint64_t id, std::uint32_t fn) {
-  put(out, id);
-  put(out, fn);
+  out.resize(out.size() + kTaskHeader);
+  put_task_header(out.data() + out.size() - kTaskHeader, id, fn);
+}
+
+void put_task_header(char* p, std::uint64_t id, std::uint32_t fn) {
+  std::memcpy(p, &id, 8);
+  std::memcpy(p + 8, &fn, 4);
 }
 
 void put_result_header(std::string& out, std::uint64_t id, bool ok, std::uint64_t ns) {

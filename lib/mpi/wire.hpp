@@ -42,8 +42,10 @@ struct Result {
 };
 
 std::string encode_define(std::uint32_t fn, std::string_view runner, std::string_view function);
-// Appends the task header to `out` (the arguments follow).
+// Appends the task header to `out` (the arguments follow), or writes it at `p`.
+inline constexpr std::size_t kTaskHeader = 8 + 4;
 void append_task_header(std::string& out, std::uint64_t id, std::uint32_t fn);
+void put_task_header(char* p, std::uint64_t id, std::uint32_t fn);
 inline constexpr std::size_t kResultHeader = 8 + 1 + 8;
 // Writes the result header over the first kResultHeader bytes of `out`.
 void put_result_header(std::string& out, std::uint64_t id, bool ok, std::uint64_t ns);
