@@ -106,24 +106,26 @@ int pingpong(int argc, char** argv, double scale) {
   if (rank == 0) std::printf("pingpong_us %.3f\n", s / n * 1e6);
 
   // mp's MPI calls alone: its message sizes (a task of identity(int): 20 bytes; its result: 25)
-  // and its call pattern (client: MPI_Isend + MPI_Test, then polls MPI_Improbe/MPI_Mrecv; worker:
-  // polls MPI_Improbe/MPI_Mrecv, answers with MPI_Send; each call under a mutex, as mp's g_mpi),
-  // without serialization, futures or the engine's bookkeeping.
+  // and its call pattern (lib/mpi/executor.cpp; each call under a mutex, as mp's g_mpi): each
+  // side keeps a receive of 64 KiB posted for the next message and polls it with MPI_Test,
+  // posting it again once the message is handled; the client sends with MPI_Isend + MPI_Test,
+  // the worker answers with MPI_Send. No serialization, futures or engine bookkeeping.
   std::mutex mu;
-  char task[20] = {}, result[25] = {}, in[64];
-  auto poll_recv = [&](int source) {
-    for (;;) {
+  char task[20] = {}, result[25] = {};
+  std::vector<char> in(std::size_t{64} << 10);
+  MPI_Request posted = MPI_REQUEST_NULL;
+  auto post = [&](int source) {
+    std::lock_guard g(mu);
+    MPI_Irecv(in.data(), static_cast<int>(in.size()), MPI_BYTE, source, MPI_ANY_TAG, MPI_COMM_WORLD,
+              &posted);
+  };
+  auto poll_recv = [&] {
+    for (int done = 0; !done;) {
       std::lock_guard g(mu);
-      int flag = 0, count = 0;
-      MPI_Message m;
-      MPI_Status st;
-      MPI_Improbe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
-      if (!flag) continue;
-      MPI_Get_count(&st, MPI_BYTE, &count);
-      MPI_Mrecv(in, count, MPI_BYTE, &m, MPI_STATUS_IGNORE);
-      return;
+      MPI_Test(&posted, &done, MPI_STATUS_IGNORE);
     }
   };
+  if (rank < 2) post(1 - rank);
   auto wire_round = [&](int count) {
     for (int i = 0; i < count; ++i) {
       if (rank == 0) {
@@ -135,11 +137,15 @@ int pingpong(int argc, char** argv, double scale) {
           MPI_Test(&r, &done, MPI_STATUS_IGNORE);
           if (!done) MPI_Wait(&r, MPI_STATUS_IGNORE);
         }
-        poll_recv(1);
+        poll_recv();
+        post(1);
       } else if (rank == 1) {
-        poll_recv(0);
-        std::lock_guard g(mu);
-        MPI_Send(result, sizeof result, MPI_BYTE, 0, 5, MPI_COMM_WORLD);
+        poll_recv();
+        {
+          std::lock_guard g(mu);
+          MPI_Send(result, sizeof result, MPI_BYTE, 0, 5, MPI_COMM_WORLD);
+        }
+        post(0);
       }
     }
   };
@@ -151,6 +157,10 @@ int pingpong(int argc, char** argv, double scale) {
     return seconds_since(t);
   });
   if (rank == 0) std::printf("wire_us %.3f\n", w / n * 1e6);
+  if (posted != MPI_REQUEST_NULL) {
+    MPI_Cancel(&posted);
+    MPI_Wait(&posted, MPI_STATUS_IGNORE);
+  }
   MPI_Finalize();
   return 0;
 }

@@ -705,13 +705,15 @@ class MpiEngine final : public pool::Engine {
           std::lock_guard m(g_mpi);
           if (!open_) break;  // the workers were released (or the executor broke)
           // A result in the posted receive (wire.hpp): taken with its buffer, which `buf`'s
-          // replaces (both stay kPostedBytes long: no allocation), and the receive is posted again.
-          rc = MPI_Test(&posted_, &flag, &st);
+          // replaces (both stay kPostedBytes long: no allocation). The receive is posted again
+          // by the next look, not now: a waiter's result is delivered first (a result that
+          // comes meanwhile waits in MPI's queue for it).
+          if (posted_ == MPI_REQUEST_NULL) rc = post_receive();
+          if (rc == MPI_SUCCESS) rc = MPI_Test(&posted_, &flag, &st);
           if (rc == MPI_SUCCESS && flag) {
             MPI_Get_count(&st, MPI_BYTE, &count);
             buf.swap(posted_bytes_);
             posted_bytes_.resize(wire::kPostedBytes);
-            rc = post_receive();
           } else if (rc == MPI_SUCCESS) {  // a result too large for it
             MPI_Message message;
             rc = MPI_Improbe(MPI_ANY_SOURCE, wire::kResultLarge, comm_, &flag, &message, &st);
