@@ -97,11 +97,6 @@ void check(int rc, const char* call) {
   if (rc != MPI_SUCCESS) throw std::runtime_error(std::string(call) + ": " + mpi_error(rc));
 }
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
 // Backs off while polling for a message (see the banner).
 class Backoff {
  public:
@@ -127,11 +122,13 @@ struct Function {
   std::exception_ptr error;  // the code could not be resolved here
 };
 
-void run_task(std::vector<Function>& table, std::string_view msg, std::string& out) {
+// Runs a task that came at `start`; returns when it ended (one clock read: a read costs ~30 ns,
+// a fair part of a short task's round trip).
+Clock::time_point run_task(std::vector<Function>& table, std::string_view msg, std::string& out,
+                           Clock::time_point start) {
   out.assign(wire::kResultHeader, '\0');
   std::uint64_t id = 0;
   bool ok = true;
-  const std::int64_t start = now_ns();
   try {
     const wire::Task t = wire::decode_task(msg);
     id = t.id;
@@ -144,7 +141,12 @@ void run_task(std::vector<Function>& table, std::string_view msg, std::string& o
     out.resize(wire::kResultHeader);
     mp::detail::encode_error(std::current_exception(), out);
   }
-  wire::put_result_header(out, id, ok, static_cast<std::uint64_t>(now_ns() - start));
+  const auto end = Clock::now();
+  wire::put_result_header(
+      out, id, ok,
+      static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count()));
+  return end;
 }
 
 void define(std::vector<Function>& table, std::string_view msg) {
@@ -178,6 +180,7 @@ void serve(MPI_Comm comm, int client) {
           "MPI_Irecv");
   };
   post();
+  Clock::time_point last_end{};  // when the last message handled was a task that ended then
   for (;;) {
     MPI_Status st;
     // The next message of a busy client usually comes within microseconds: spin first
@@ -188,8 +191,19 @@ void serve(MPI_Comm comm, int client) {
       check(MPI_Test(&request, &flag, &st), "MPI_Test");
       return flag != 0;
     };
-    while (!spinner.spin_remote(receive)) backoff.pause();
+    bool waited = false;
+    while (!spinner.spin_remote(receive)) {
+      backoff.pause();
+      waited = true;
+    }
     backoff.reset();
+    // When the message came: the spin's last clock read before the look that found it; if the
+    // first look found it, the end of the task just before (nothing else ran since), else now.
+    const auto came = [&, look = spinner.last_read(), before = std::exchange(last_end, {})] {
+      if (look != Clock::time_point{}) return look;
+      return !waited && before != Clock::time_point{} ? before : Clock::now();
+    };
+    bool large_message = false;
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     std::string_view msg(posted.data(), static_cast<std::size_t>(count));
@@ -204,6 +218,7 @@ void serve(MPI_Comm comm, int client) {
               "MPI_Recv");
         msg = large;
         tag = l.tag;
+        large_message = true;
       } catch (const UnpicklingError& e) {
         std::fprintf(stderr, "mp::mpi worker %d: %s\n", g_rank, e.what());
         tag = wire::kLarge;  // ignored below
@@ -218,7 +233,7 @@ void serve(MPI_Comm comm, int client) {
         }
         break;
       case wire::kTask: {
-        run_task(table, msg, out);
+        last_end = run_task(table, msg, out, large_message ? Clock::now() : came());
         std::lock_guard g(g_mpi);
         check(MPI_Send(out.data(), static_cast<int>(out.size()), MPI_BYTE, client,
                        out.size() <= wire::kPostedBytes ? wire::kResult : wire::kResultLarge, comm),
