@@ -95,6 +95,15 @@ def tables(rounds):
           (cell(mp1, "%.2f"), cell([m / p for m, p in zip(mp1, raws)], "%.2fx")))
     print("| mp − its MPI calls (serialization, future, engine) | %s | — |" %
           cell([m - w for m, w in zip(mp1, wires)], "%.2f"))
+    # The same job runs the raw ping-pong, then mp's round trip: a ratio of one placement of the
+    # ranks (the host's state changes between jobs, the raw figure with it).
+    same = [r[0]["pingpong_same_job_us"] for r in rounds if "pingpong_same_job_us" in r[0]]
+    if same:
+        mps = [r[0]["roundtrip_1w_us"] for r in rounds if "pingpong_same_job_us" in r[0]]
+        print("\n| one job (-n 2): raw ping-pong, then mp's round trip, µs | raw | mp | mp / raw |")
+        print("|---|---|---|---|")
+        print("| median [min–max] over rounds | %s | %s | %s |" %
+              (cell(same, "%.2f"), cell(mps, "%.2f"), cell([m / p for m, p in zip(mps, same)], "%.2fx")))
 
 
 if __name__ == "__main__":
