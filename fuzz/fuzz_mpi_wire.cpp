@@ -1,5 +1,5 @@
 // Fuzz target: the messages between an MPIPoolExecutor and its worker ranks (lib/mpi/wire.hpp),
-// as a worker decodes a define or task and the client a result or hello. The first byte picks the
+// as a worker decodes a define, task or large-message announcement and the client a result or hello. The first byte picks the
 // decoder. Contract: each decoder returns views inside the input or throws mp::UnpicklingError;
 // nothing else escapes, nothing is read out of bounds. What decodes is encoded again and must
 // decode to the same fields.
@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
       case 0: {
         const wire::Define d = wire::decode_define(in);
         if (!inside(d.runner, in) || !inside(d.function, in)) __builtin_trap();
@@ -50,6 +50,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         again.append(r.body);
         const wire::Result s = wire::decode_result(again);
         if (s.id != r.id || s.ok != r.ok || s.ns != r.ns || s.body != r.body) __builtin_trap();
+        break;
+      }
+      case 4: {
+        const wire::Large l = wire::decode_large(in);
+        char again[wire::kLargeHeader];
+        wire::put_large(again, l.tag, l.size);
+        const wire::Large m = wire::decode_large(std::string_view(again, sizeof again));
+        if (m.tag != l.tag || m.size != l.size) __builtin_trap();
         break;
       }
       default: {

@@ -6,6 +6,9 @@ Each round runs the three sides one after the other (2 worker ranks for both exe
 rounds and the spread. Needs a release build (cmake --preset release; target mpi_bench) and
 Debian's python3-mpi4py for /usr/bin/python3.
     bench/mpi/run.py [--rounds 5] [--scale 1.0] [--bin build/release/bench/mpi/mpi_bench]
+                     [--compare OTHER_MPI_BENCH]
+--compare runs another build's mpi_bench (e.g. an earlier commit's) in every round as well, right
+after --bin's, and prints its tables against the same rounds' mpi4py and raw figures.
 """
 import argparse
 import os
@@ -34,17 +37,33 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build/release/bench/mpi/mpi_bench"))
     ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--compare", help="another mpi_bench, run in the same rounds")
     a = ap.parse_args()
     py = [a.python, "-m", "mpi4py.futures", os.path.join(ROOT, "bench/mpi/mpi4py_bench.py"), str(a.scale)]
-    rounds = []
+    rounds, other = [], []
+
+    def mp_side(binary):
+        out = run(MPIEXEC + ["-n", "3", binary, "executor", str(a.scale)])
+        out.update(run(MPIEXEC + ["-n", "2", binary, "roundtrip", str(a.scale)]))
+        return out
     for r in range(a.rounds):
-        mp = run(MPIEXEC + ["-n", "3", a.bin, "executor", str(a.scale)])
+        mp = mp_side(a.bin)
+        if a.compare:
+            other.append(mp_side(a.compare))
         m4 = run(MPIEXEC + ["-n", "3"] + py)
         raw = run(MPIEXEC + ["-n", "2", a.bin, "pingpong", str(a.scale)])
-        mp.update(run(MPIEXEC + ["-n", "2", a.bin, "roundtrip", str(a.scale)]))
         rounds.append((mp, m4, raw))
-        print("round %d: mp %s | mpi4py %s | raw %s" % (r + 1, mp, m4, raw), file=sys.stderr)
+        print("round %d: mp %s | mpi4py %s | raw %s | compare %s" %
+              (r + 1, mp, m4, raw, other[-1] if other else "-"), file=sys.stderr)
+    tables(rounds)
+    if other:
+        print("\n### --compare %s, same rounds\n" % a.compare)
+        tables([(o, m4, raw) for o, (_, m4, raw) in zip(other, rounds)])
+    print("\n%d rounds, scale %g, %d CPUs, load average %.1f at the end" %
+          (a.rounds, a.scale, os.cpu_count(), os.getloadavg()[0]))
 
+
+def tables(rounds):
     def cell(values, fmt):
         return "%s [%s–%s]" % (fmt % statistics.median(values), fmt % min(values), fmt % max(values))
     print("| metric | mp::mpi | mpi4py.futures | mp vs mpi4py | raw MPI ping-pong | mp / raw |")
@@ -70,14 +89,21 @@ def main():
     print("\n| round trip with 2 ranks (-n 2), µs | median [min–max] | / raw, per round |")
     print("|---|---|---|")
     print("| raw MPI_Send/MPI_Recv ping-pong | %s | — |" % cell(raws, "%.2f"))
-    print("| mp's MPI calls alone (its messages, Isend/Improbe/Mrecv polling) | %s | %s |" %
+    print("| mp's MPI calls alone (its messages; Isend, posted Irecv + Test polling) | %s | %s |" %
           (cell(wires, "%.2f"), cell([w / p for w, p in zip(wires, raws)], "%.2fx")))
     print("| mp submit().result(), 1 worker | %s | %s |" %
           (cell(mp1, "%.2f"), cell([m / p for m, p in zip(mp1, raws)], "%.2fx")))
     print("| mp − its MPI calls (serialization, future, engine) | %s | — |" %
           cell([m - w for m, w in zip(mp1, wires)], "%.2f"))
-    print("\n%d rounds, scale %g, %d CPUs, load average %.1f at the end" %
-          (a.rounds, a.scale, os.cpu_count(), os.getloadavg()[0]))
+    # The same job runs the raw ping-pong, then mp's round trip: a ratio of one placement of the
+    # ranks (the host's state changes between jobs, the raw figure with it).
+    same = [r[0]["pingpong_same_job_us"] for r in rounds if "pingpong_same_job_us" in r[0]]
+    if same:
+        mps = [r[0]["roundtrip_1w_us"] for r in rounds if "pingpong_same_job_us" in r[0]]
+        print("\n| one job (-n 2): raw ping-pong, then mp's round trip, µs | raw | mp | mp / raw |")
+        print("|---|---|---|---|")
+        print("| median [min–max] over rounds | %s | %s | %s |" %
+              (cell(same, "%.2f"), cell(mps, "%.2f"), cell([m / p for m, p in zip(mps, same)], "%.2fx")))
 
 
 if __name__ == "__main__":

@@ -121,20 +121,23 @@ class Future {
   friend bool operator==(const Future& a, const Future& b) { return a.state_ == b.state_; }
 
  private:
+  // Returns when done: from then on status, value and error do not change (complete() set
+  // is_done after them), so they are read without the lock.
   void wait_or_throw(const std::chrono::steady_clock::time_point* deadline) {
     if (!state_->wait_until(deadline)) throw TimeoutError("Future.result(): timed out");
-    std::lock_guard g(state_->mutex);
+    if (!state_->is_done.load(std::memory_order_acquire)) {  // cancel() has not completed it yet
+      std::unique_lock g(state_->mutex);
+      state_->cv.wait(g, [&] { return state_->is_done.load(std::memory_order_relaxed); });
+    }
     if (state_->status == State::cancelled) throw CancelledError();
   }
   R result_until(const std::chrono::steady_clock::time_point* deadline) {
     wait_or_throw(deadline);
-    std::lock_guard g(state_->mutex);
     if (state_->error) std::rethrow_exception(state_->error);
     if constexpr (!std::is_void_v<R>) return *state_->value;
   }
   std::exception_ptr exception_until(const std::chrono::steady_clock::time_point* deadline) {
     wait_or_throw(deadline);
-    std::lock_guard g(state_->mutex);
     return state_->error;
   }
   std::shared_ptr<State> state_;

@@ -54,6 +54,7 @@
 #include <optional>
 #include <string>
 
+#include "mp/detail/call_job.hpp"
 #include "mp/futures.hpp"
 
 namespace mp::mpi {
@@ -91,6 +92,25 @@ class MPIPoolExecutor : public mp::futures::detail::BasicExecutor<false> {
       : MPIPoolExecutor(MPIPoolExecutorOptions{max_workers}) {}
   explicit MPIPoolExecutor(const MPIPoolExecutorOptions& options) {
     engine_ = detail::make_engine(options);
+  }
+  // Executor.submit(fn, *args): as mp/futures.hpp's (the call and its future are one
+  // allocation: see mp/detail/call_job.hpp).
+  template <class F, class... A>
+  auto submit(F&& f, A&&... args) {
+    namespace pool = mp::detail::pool;
+    check_open();
+    auto fn = pool::task_function<false>(std::forward<F>(f));
+    using Fn = decltype(fn);
+    using Args = typename pool::ArgsOf<false, Fn, A...>::type;
+    static_assert(std::tuple_size_v<Args> == sizeof...(A),
+                  "mp::mpi::MPIPoolExecutor::submit: wrong number of arguments for the task");
+    pool::check_args<Args>();
+    using R = pool::ResultOf<Fn, Args>;
+    auto job = std::make_shared<pool::CallJob<Fn, Args, R>>(fn, Args(std::forward<A>(args)...));
+    job->state.engine = engine_;
+    std::shared_ptr<pool::State<R>> state(job, &job->state);
+    engine_->submit(std::move(job));
+    return mp::futures::Future<R>(std::move(state));
   }
   // Executor.map(fn, iterable, chunksize): as mp/futures.hpp's, with more chunks in flight (a
   // rank is a network round trip away): at most kMapWindow chunks per worker handed out or

@@ -463,14 +463,24 @@ struct State {
     if (before) before(*this);
     complete(finished);
   }
+  // finish() with no callbacks to run first: the result and the status under one lock.
+  void finish_now(std::optional<Stored<R>> v, std::exception_ptr e) {
+    std::unique_lock g(mutex);
+    if (status == finished || status == cancelled) return;
+    value = std::move(v);
+    error = e;
+    complete(finished, g);
+  }
   void complete(Status s) {
+    std::unique_lock g(mutex);
+    complete(s, g);
+  }
+  void complete(Status s, std::unique_lock<std::mutex>& g) {
     std::vector<std::function<void()>> cbs;
-    {
-      std::lock_guard g(mutex);
-      status = s;
-      cbs.swap(done_callbacks);
-      is_done.store(true, std::memory_order_release);
-    }
+    status = s;
+    cbs.swap(done_callbacks);
+    is_done.store(true, std::memory_order_release);
+    g.unlock();
     cv.notify_all();
     for (auto& cb : cbs) {
       try {
@@ -497,6 +507,7 @@ struct State {
       if (awaited) awaited->await(is_done);
     }
     if (awaited) awaited->awaiting(false);
+    if (is_done.load(std::memory_order_acquire)) return true;
     std::unique_lock g(mutex);
     auto pred = [&] { return status == finished || status == cancelled; };
     if (!deadline) {

@@ -5,15 +5,17 @@
 // (mp/pool_jobs.hpp): this file only moves a chunk's bytes to a rank and its outcome back.
 // - Client (rank 0, or the process that spawned the workers): callers hand chunks to workers with
 //   room directly, under the engine's lock (an MPI_Isend, no thread hop). Results are received
-//   (MPI_Improbe/MPI_Mrecv) by whichever thread polls, which then delivers them and tops the
-//   workers up (leader/follower, no hand-off between threads):
+//   (an MPI_Test of the receive kept posted, wire.hpp) by whichever thread polls, which then
+//   delivers them and tops the workers up (leader/follower, no hand-off between threads):
 //   - a thread waiting on a future (Engine::await) polls MPI itself while it spins
 //     (lib/support/spin.hpp's policy), so a result that comes within the spin reaches its waiter
 //     with no thread hop; the engine thread stays parked while any thread awaits;
 //   - otherwise (map() streams, as_completed, wait, callbacks, a waiter whose spin ran out) the
 //     engine thread polls.
 //   Each worker holds at most `depth` chunks (2; 64 when chunks are measured to take < 50 µs).
-// - Worker: probes for the next message, runs a chunk with its Runner, MPI_Sends the outcome.
+// - Worker: tests its posted receive for the next message, runs a chunk with its Runner,
+//   MPI_Sends the outcome. (A posted receive takes a message in place; MPI_Improbe + MPI_Mrecv
+//   went through the unexpected queue: round trip, -n 2, chrt: 1.49 -> 1.23 µs.)
 // - Both sides poll while messages are due (an MPI wait is a poll anyway in Open MPI) and back
 //   off in time: continuous polls (yielding the CPU between them) for kSpinWindow after the last
 //   message, then sleeps of a quarter of the time waited, at most kMaxNap. So an idle worker costs
@@ -55,6 +57,12 @@ constexpr int kPollBatch = 64;  // results received per poll before the bookkeep
 constexpr std::size_t kDepth = 2;
 constexpr std::size_t kDeepDepth = 64;
 constexpr double kShortChunkNs = 50'000;
+// The gap between two MPI polls of a spin: a sixteenth of the time waited so far, at most 1 µs
+// (spin.hpp's hand-off pace is a quarter): an answer that took t is seen within ~t/16 more. A
+// poll reads MPI's queues, not a line the peer writes in a loop, so closer looks cost the peer
+// nothing (round trip, -n 2, chrt: 1.60 -> 1.51 µs against a quarter; no gain below 1/16).
+constexpr mp::detail::LookPace kMpiPace{16, std::chrono::nanoseconds(1000)};
+constexpr std::size_t kKeepBuffer = std::size_t{1} << 20;  // a larger send buffer is freed
 constexpr auto kWatchEvery = 100ms;  // spawned workers' liveness, while results are due
 constexpr auto kHelloTimeout = 60s;
 constexpr auto kSpawnTimeout = 60s;
@@ -89,11 +97,6 @@ void check(int rc, const char* call) {
   if (rc != MPI_SUCCESS) throw std::runtime_error(std::string(call) + ": " + mpi_error(rc));
 }
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
 // Backs off while polling for a message (see the banner).
 class Backoff {
  public:
@@ -119,11 +122,13 @@ struct Function {
   std::exception_ptr error;  // the code could not be resolved here
 };
 
-void run_task(std::vector<Function>& table, std::string_view msg, std::string& out) {
+// Runs a task that came at `start`; returns when it ended (one clock read: a read costs ~30 ns,
+// a fair part of a short task's round trip).
+Clock::time_point run_task(std::vector<Function>& table, std::string_view msg, std::string& out,
+                           Clock::time_point start) {
   out.assign(wire::kResultHeader, '\0');
   std::uint64_t id = 0;
   bool ok = true;
-  const std::int64_t start = now_ns();
   try {
     const wire::Task t = wire::decode_task(msg);
     id = t.id;
@@ -136,7 +141,12 @@ void run_task(std::vector<Function>& table, std::string_view msg, std::string& o
     out.resize(wire::kResultHeader);
     mp::detail::encode_error(std::current_exception(), out);
   }
-  wire::put_result_header(out, id, ok, static_cast<std::uint64_t>(now_ns() - start));
+  const auto end = Clock::now();
+  wire::put_result_header(
+      out, id, ok,
+      static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count()));
+  return end;
 }
 
 void define(std::vector<Function>& table, std::string_view msg) {
@@ -158,9 +168,19 @@ void define(std::vector<Function>& table, std::string_view msg) {
 // Serves the client (rank `client` of `comm`) until kExit; kRelease ends an executor's use.
 void serve(MPI_Comm comm, int client) {
   std::vector<Function> table;
-  std::string msg, out;
+  std::string posted(wire::kPostedBytes, '\0'), large, out;
   Backoff backoff;
-  mp::detail::Spinner spinner;
+  mp::detail::Spinner spinner{kMpiPace};
+  // The next message lands in `posted` (wire.hpp): a poll is an MPI_Test.
+  MPI_Request request = MPI_REQUEST_NULL;
+  const auto post = [&] {
+    std::lock_guard g(g_mpi);
+    check(MPI_Irecv(posted.data(), static_cast<int>(posted.size()), MPI_BYTE, client, MPI_ANY_TAG,
+                    comm, &request),
+          "MPI_Irecv");
+  };
+  post();
+  Clock::time_point last_end{};  // when the last message handled was a task that ended then
   for (;;) {
     MPI_Status st;
     // The next message of a busy client usually comes within microseconds: spin first
@@ -168,19 +188,43 @@ void serve(MPI_Comm comm, int client) {
     const auto receive = [&] {
       std::lock_guard g(g_mpi);
       int flag = 0;
-      MPI_Message message;
-      check(MPI_Improbe(client, MPI_ANY_TAG, comm, &flag, &message, &st), "MPI_Improbe");
-      if (flag) {
-        int count = 0;
-        MPI_Get_count(&st, MPI_BYTE, &count);
-        msg.resize(static_cast<std::size_t>(count));
-        check(MPI_Mrecv(msg.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
-      }
+      check(MPI_Test(&request, &flag, &st), "MPI_Test");
       return flag != 0;
     };
-    while (!spinner.spin_remote(receive)) backoff.pause();
+    bool waited = false;
+    while (!spinner.spin_remote(receive)) {
+      backoff.pause();
+      waited = true;
+    }
     backoff.reset();
-    switch (st.MPI_TAG) {
+    // When the message came: the spin's last clock read before the look that found it; if the
+    // first look found it, the end of the task just before (nothing else ran since), else now.
+    const auto came = [&, look = spinner.last_read(), before = std::exchange(last_end, {})] {
+      if (look != Clock::time_point{}) return look;
+      return !waited && before != Clock::time_point{} ? before : Clock::now();
+    };
+    bool large_message = false;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    std::string_view msg(posted.data(), static_cast<std::size_t>(count));
+    int tag = st.MPI_TAG;
+    if (tag == wire::kLarge) {  // the message itself follows: received here, in order
+      try {
+        const wire::Large l = wire::decode_large(msg);
+        large.resize(l.size);
+        std::lock_guard g(g_mpi);
+        check(MPI_Recv(large.data(), static_cast<int>(l.size), MPI_BYTE, client, wire::kLargeBody,
+                       comm, MPI_STATUS_IGNORE),
+              "MPI_Recv");
+        msg = large;
+        tag = l.tag;
+        large_message = true;
+      } catch (const UnpicklingError& e) {
+        std::fprintf(stderr, "mp::mpi worker %d: %s\n", g_rank, e.what());
+        tag = wire::kLarge;  // ignored below
+      }
+    }
+    switch (tag) {
       case wire::kDefine:
         try {
           define(table, msg);
@@ -189,10 +233,10 @@ void serve(MPI_Comm comm, int client) {
         }
         break;
       case wire::kTask: {
-        run_task(table, msg, out);
+        last_end = run_task(table, msg, out, large_message ? Clock::now() : came());
         std::lock_guard g(g_mpi);
-        check(MPI_Send(out.data(), static_cast<int>(out.size()), MPI_BYTE, client, wire::kResult,
-                       comm),
+        check(MPI_Send(out.data(), static_cast<int>(out.size()), MPI_BYTE, client,
+                       out.size() <= wire::kPostedBytes ? wire::kResult : wire::kResultLarge, comm),
               "MPI_Send");
         break;
       }
@@ -200,13 +244,13 @@ void serve(MPI_Comm comm, int client) {
         table.clear();
         break;
       case wire::kExit:
-        return;
+        return;  // (its message completed the posted receive: none is left)
       default:
-        std::fprintf(stderr, "mp::mpi worker %d: unknown message tag %d ignored\n", g_rank,
-                     st.MPI_TAG);
+        std::fprintf(stderr, "mp::mpi worker %d: unknown message tag %d ignored\n", g_rank, tag);
     }
     if (out.capacity() > (std::size_t{16} << 20)) std::string().swap(out);
-    if (msg.capacity() > (std::size_t{16} << 20)) std::string().swap(msg);
+    if (large.capacity() > (std::size_t{16} << 20)) std::string().swap(large);
+    post();
   }
 }
 
@@ -268,7 +312,18 @@ class MpiEngine final : public pool::Engine {
           {},
           static_cast<std::size_t>(i) < pids.size() ? pids[static_cast<std::size_t>(i)] : 0});
     first_ = first;
-    thread_ = std::thread([this] { loop(); });
+    {
+      std::lock_guard m(g_mpi);
+      posted_bytes_.resize(wire::kPostedBytes);
+      check(post_receive(), "MPI_Irecv");
+    }
+    try {
+      thread_ = std::thread([this] { loop(); });
+    } catch (...) {
+      std::lock_guard m(g_mpi);
+      cancel_receive();
+      throw;
+    }
   }
   ~MpiEngine() override {
     try {
@@ -291,6 +346,7 @@ class MpiEngine final : public pool::Engine {
       jobs_.push_back(std::move(job));
       dispatch(d);
       waits = !jobs_.empty();
+      jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
     }
     wake(waits ? Wake::napping : Wake::sleeping);
     d.run();
@@ -301,6 +357,7 @@ class MpiEngine final : public pool::Engine {
     {
       std::lock_guard g(mu_);
       dispatch(d);
+      jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
     }
     wake(Wake::napping);
     d.run();
@@ -351,14 +408,28 @@ class MpiEngine final : public pool::Engine {
   // when this process is bound to one CPU (mpiexec binds each of 2 ranks to a core): the worker
   // that answers is another rank.
   bool await(const std::atomic<bool>& done) noexcept override {
-    static constinit thread_local mp::detail::Spinner spinner;
+    static constinit thread_local mp::detail::Spinner spinner{kMpiPace};
     static thread_local std::string buf;
-    return spinner.spin_remote([&] {
+    // One Deliveries per nesting level (a done callback run by poll() may await: nested poll()),
+    // kept for the thread's next awaits (no allocation per result).
+    static thread_local std::deque<Deliveries> deliveries;
+    static thread_local std::size_t depth = 0;
+    if (deliveries.size() <= depth) {
+      try {
+        deliveries.emplace_back();
+      } catch (...) {
+        return done.load(std::memory_order_acquire);  // out of memory: the engine thread polls
+      }
+    }
+    Deliveries& d = deliveries[depth];
+    ++depth;
+    const bool got = spinner.spin_remote([&] {
       if (done.load(std::memory_order_acquire)) return true;
-      Deliveries d;  // not shared: a done callback run by poll() may await (nested poll())
       poll(buf, d);
       return done.load(std::memory_order_acquire);
     });
+    --depth;
+    return got;
   }
   void awaiting(bool starts) noexcept override {
     if (starts) {
@@ -462,9 +533,26 @@ class MpiEngine final : public pool::Engine {
     return id;
   }
 
-  void isend(int rank, int tag, std::string bytes) {
-    sends_.push_back(Send{MPI_REQUEST_NULL, std::move(bytes)});
+  // Sends `size` bytes that `fill(char*)` writes, as message `tag`; one larger than the worker's
+  // posted receive is announced first (wire.hpp). mu_ held.
+  template <class Fill>
+  void isend(int rank, int tag, std::size_t size, Fill fill) {
+    if (size <= wire::kPostedBytes) return post_send(rank, tag, size, fill);
+    post_send(rank, wire::kLarge, wire::kLargeHeader,
+              [&](char* p) { wire::put_large(p, tag, size); });
+    post_send(rank, wire::kLargeBody, size, fill);
+  }
+  // The send, from a buffer of spare_ (no allocation once the engine has run a while): a small
+  // message is usually sent at once (eager) and its buffer goes back to spare_ now, else when
+  // reap_sends() sees it complete.
+  template <class Fill>
+  void post_send(int rank, int tag, std::size_t size, const Fill& fill) {
+    if (spare_.empty()) spare_.emplace_back();
+    sends_.splice(sends_.end(), spare_, spare_.begin());
     Send& s = sends_.back();
+    s.request = MPI_REQUEST_NULL;
+    s.bytes.resize(size);
+    fill(s.bytes.data());
     int rc = MPI_SUCCESS, done = 0;
     bool posted = false;
     {
@@ -476,12 +564,18 @@ class MpiEngine final : public pool::Engine {
       if (posted) rc = MPI_Test(&s.request, &done, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) {
-      if (!posted) sends_.pop_back();  // else its buffer stays with the engine (broken)
+      // Not posted: its buffer is spare again; else it stays with the engine (broken).
+      if (!posted) sends_.splice(spare_.begin(), sends_, std::prev(sends_.end()));
       break_pool("MPI_Isend to rank " + std::to_string(rank) + ": " + mpi_error(rc));
       std::rethrow_exception(broken_);
     }
-    if (done) sends_.pop_back();
+    if (done) recycle(std::prev(sends_.end()));
     sends_left_.store(sends_.size(), std::memory_order_relaxed);
+  }
+  // A completed send's buffer back to spare_ (a large one is freed). mu_ held.
+  void recycle(std::list<Send>::iterator it) {
+    if (it->bytes.capacity() > kKeepBuffer) std::string().swap(it->bytes);
+    spare_.splice(spare_.begin(), sends_, it);
   }
 
   void send(Worker& w, const std::shared_ptr<pool::Job>& job, pool::Chunk& c) {
@@ -491,15 +585,16 @@ class MpiEngine final : public pool::Engine {
           "MPIPoolExecutor: a chunk's arguments exceed 2 GiB (use a smaller chunksize)");
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
-      isend(w.rank, wire::kDefine, fn_defs_[fn]);
+      const std::string& def = fn_defs_[fn];
+      isend(w.rank, wire::kDefine, def.size(),
+            [&](char* p) { std::memcpy(p, def.data(), def.size()); });
       w.defined[fn] = true;
     }
-    std::string msg;
-    msg.reserve(12 + c.args.size());
     const std::uint64_t id = next_id_++;
-    wire::append_task_header(msg, id, fn);
-    msg += c.args;
-    isend(w.rank, wire::kTask, std::move(msg));
+    isend(w.rank, wire::kTask, wire::kTaskHeader + c.args.size(), [&](char* p) {
+      wire::put_task_header(p, id, fn);
+      if (!c.args.empty()) std::memcpy(p + wire::kTaskHeader, c.args.data(), c.args.size());
+    });
     w.inflight.push_back(InFlight{id, job, c.index});
     outstanding_.fetch_add(1, std::memory_order_relaxed);
     chunks_sent_.fetch_add(1, std::memory_order_relaxed);
@@ -519,7 +614,7 @@ class MpiEngine final : public pool::Engine {
         break;
       }
       if (!done) break;  // sends complete in order enough: look again later
-      it = sends_.erase(it);
+      recycle(it++);
     }
     sends_left_.store(sends_.size(), std::memory_order_relaxed);
   }
@@ -535,6 +630,7 @@ class MpiEngine final : public pool::Engine {
         if (f.job) d.failures.emplace_back(std::exchange(f.job, nullptr), e);
     for (auto& j : jobs_) d.failures.emplace_back(j, e);
     jobs_.clear();
+    jobs_left_.store(0, std::memory_order_relaxed);
   }
 
   bool anything_due() const {
@@ -594,6 +690,22 @@ class MpiEngine final : public pool::Engine {
     d.items.push_back({std::move(f.job), f.index, std::move(o)});
   }
 
+  // The receive for the next result (g_mpi held).
+  int post_receive() {
+    return MPI_Irecv(posted_bytes_.data(), static_cast<int>(posted_bytes_.size()), MPI_BYTE,
+                     MPI_ANY_SOURCE, wire::kResult, comm_, &posted_);
+  }
+  // The workers are released or gone: the posted receive is cancelled (a cancel is local) so it
+  // cannot take a message meant for the next executor on the same communicator. g_mpi held.
+  void cancel_receive() noexcept {
+    if (posted_ == MPI_REQUEST_NULL) return;
+    MPI_Cancel(&posted_);
+    int done = 0;
+    for (int i = 0; i < 1000 && !done; ++i)
+      if (MPI_Test(&posted_, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+    if (!done && posted_ != MPI_REQUEST_NULL) MPI_Request_free(&posted_);  // (not seen to happen)
+  }
+
   // Receives the results that have come (up to kPollBatch), delivers them and hands out more
   // work. Any thread, without mu_; never throws (an error breaks the executor). Returns whether
   // a result came.
@@ -603,16 +715,28 @@ class MpiEngine final : public pool::Engine {
     try {
       for (int i = 0; i < kPollBatch; ++i) {
         int flag = 0, rc = MPI_SUCCESS, count = 0;
-        MPI_Message message;
         MPI_Status st;
         {
           std::lock_guard m(g_mpi);
           if (!open_) break;  // the workers were released (or the executor broke)
-          rc = MPI_Improbe(MPI_ANY_SOURCE, wire::kResult, comm_, &flag, &message, &st);
+          // A result in the posted receive (wire.hpp): taken with its buffer, which `buf`'s
+          // replaces (both stay kPostedBytes long: no allocation). The receive is posted again
+          // by the next look, not now: a waiter's result is delivered first (a result that
+          // comes meanwhile waits in MPI's queue for it).
+          if (posted_ == MPI_REQUEST_NULL) rc = post_receive();
+          if (rc == MPI_SUCCESS) rc = MPI_Test(&posted_, &flag, &st);
           if (rc == MPI_SUCCESS && flag) {
             MPI_Get_count(&st, MPI_BYTE, &count);
-            buf.resize(static_cast<std::size_t>(count));
-            rc = MPI_Mrecv(buf.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+            buf.swap(posted_bytes_);
+            posted_bytes_.resize(wire::kPostedBytes);
+          } else if (rc == MPI_SUCCESS) {  // a result too large for it
+            MPI_Message message;
+            rc = MPI_Improbe(MPI_ANY_SOURCE, wire::kResultLarge, comm_, &flag, &message, &st);
+            if (rc == MPI_SUCCESS && flag) {
+              MPI_Get_count(&st, MPI_BYTE, &count);
+              buf.resize(static_cast<std::size_t>(count));
+              rc = MPI_Mrecv(buf.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+            }
           }
         }
         if (rc != MPI_SUCCESS) {
@@ -623,13 +747,18 @@ class MpiEngine final : public pool::Engine {
         if (!flag) break;
         got = true;
         std::lock_guard g(mu_);
-        take_result(st.MPI_SOURCE, buf, d);
+        take_result(st.MPI_SOURCE, std::string_view(buf.data(), static_cast<std::size_t>(count)),
+                    d);
+        if (outstanding_.load(std::memory_order_relaxed) == 0) break;  // no other result is due
       }
       d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
-      if (got || sends_left_.load(std::memory_order_relaxed) != 0) {
+      // (A job added meanwhile was dispatched by its submit().)
+      if ((got && jobs_left_.load(std::memory_order_relaxed) != 0) ||
+          sends_left_.load(std::memory_order_relaxed) != 0) {
         std::lock_guard g(mu_);
         if (!sends_.empty()) reap_sends();
         if (got) dispatch(d);
+        jobs_left_.store(jobs_.size(), std::memory_order_relaxed);
       }
     } catch (...) {  // out of memory
       std::lock_guard g(mu_);
@@ -703,6 +832,7 @@ class MpiEngine final : public pool::Engine {
       {
         std::lock_guard m(g_mpi);
         open_ = false;
+        cancel_receive();
       }
       released_(true);
       d.run();
@@ -712,6 +842,7 @@ class MpiEngine final : public pool::Engine {
     {
       std::lock_guard m(g_mpi);
       open_ = false;
+      cancel_receive();
       for (const auto& w : workers_) MPI_Send(nullptr, 0, MPI_BYTE, w.rank, wire::kRelease, comm_);
     }
     released_(false);
@@ -725,11 +856,12 @@ class MpiEngine final : public pool::Engine {
   std::condition_variable cv_;
   RunState state_ = RunState::run;
   std::exception_ptr broken_;
-  std::list<std::shared_ptr<pool::Job>> jobs_;
+  std::deque<std::shared_ptr<pool::Job>> jobs_;
   std::vector<Worker> workers_;
   std::map<std::pair<mp::detail::AnyFunction, mp::detail::AnyFunction>, std::uint32_t> fn_ids_;
   std::vector<std::string> fn_defs_;
-  std::list<Send> sends_;
+  std::list<Send> sends_;  // posted, in order
+  std::list<Send> spare_;  // buffers for the next sends
   std::uint64_t next_id_ = 1;
   double avg_ns_ = 0;
   Clock::time_point last_watch_ = Clock::now();
@@ -740,8 +872,11 @@ class MpiEngine final : public pool::Engine {
   std::atomic<int> idle_{kPolling};
   std::atomic<int> awaiters_{0};            // threads in awaiting(true)
   std::atomic<std::size_t> sends_left_{0};  // sends_.size(), read without mu_
+  std::atomic<std::size_t> jobs_left_{0};   // jobs_.size() after the last dispatch
   std::atomic<bool> is_broken_{false};      // broken_ is set
   bool open_ = true;  // (g_mpi) the workers are not released: results may be polled
+  MPI_Request posted_ = MPI_REQUEST_NULL;  // (g_mpi) the receive of the next result
+  std::string posted_bytes_;               // (g_mpi) its buffer
   std::thread thread_;
 };
 

@@ -1,6 +1,7 @@
 // The executor's messages (wire.hpp): fixed little headers, checked lengths.
 #include "wire.hpp"
 
+#include <climits>
 #include <cstring>
 
 #include "mp/errors.hpp"
@@ -41,8 +42,13 @@ std::string encode_define(std::uint32_t fn, std::string_view runner, std::string
 }
 
 void append_task_header(std::string& out, std::uint64_t id, std::uint32_t fn) {
-  put(out, id);
-  put(out, fn);
+  out.resize(out.size() + kTaskHeader);
+  put_task_header(out.data() + out.size() - kTaskHeader, id, fn);
+}
+
+void put_task_header(char* p, std::uint64_t id, std::uint32_t fn) {
+  std::memcpy(p, &id, 8);
+  std::memcpy(p + 8, &fn, 4);
 }
 
 void put_result_header(std::string& out, std::uint64_t id, bool ok, std::uint64_t ns) {
@@ -83,6 +89,24 @@ Result decode_result(std::string_view bytes) {
   res.ns = r.take<std::uint64_t>();
   res.body = r.rest;
   return res;
+}
+
+Large decode_large(std::string_view bytes) {
+  Reader r{bytes, "large"};
+  Large l;
+  l.tag = r.take<std::int32_t>();
+  l.size = r.take<std::uint64_t>();
+  if (!r.rest.empty()) throw UnpicklingError("corrupt data: trailing bytes in a large message");
+  if (l.tag != kDefine && l.tag != kTask)
+    throw UnpicklingError("corrupt data: bad tag in a large message");
+  if (l.size <= kPostedBytes || l.size > static_cast<std::uint64_t>(INT_MAX))
+    throw UnpicklingError("corrupt data: bad size in a large message");
+  return l;
+}
+
+void put_large(char* p, std::int32_t tag, std::uint64_t size) {
+  std::memcpy(p, &tag, 4);
+  std::memcpy(p + 4, &size, 8);
 }
 
 Hello decode_hello(std::string_view bytes) {

@@ -130,20 +130,25 @@ class Spinner {
   }
 
   std::chrono::nanoseconds budget() const noexcept { return std::chrono::nanoseconds(budget_); }
+  // When the last spin read the clock last, just before its last look; the epoch if its first
+  // look succeeded (it read no clock). Lets a caller time what follows without a clock read.
+  platform::Clock::time_point last_read() const noexcept { return last_read_; }
 
  private:
   template <class Ready>
   bool run(Ready& ready, bool yield) {
     const bool explore = ++attempts_ % kExploreEvery == 0;
     const std::int64_t budget = explore ? kSpinMax.count() : budget_;
+    last_read_ = {};
     if (ready()) return succeeded(0);
     const auto start = platform::Clock::now();
     LookPacer pacer(start, pace_);
     for (;;) {
       // The time of the last look (no clock read after a successful one: that is the hand-off's
       // latency).
+      last_read_ = pacer.wait(yield);
       const std::int64_t waited =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(pacer.wait(yield) - start).count();
+          std::chrono::duration_cast<std::chrono::nanoseconds>(last_read_ - start).count();
       if (ready()) return succeeded(waited);
       if (waited >= budget) break;
     }
@@ -159,6 +164,7 @@ class Spinner {
   LookPace pace_;
   std::int64_t budget_ = kSpinMax.count();  // ns
   unsigned attempts_ = 0;
+  platform::Clock::time_point last_read_{};
 };
 
 }  // namespace mp::detail

@@ -61,6 +61,10 @@ std::string host_address(int) {
   ::freeifaddrs(list);
   return out;
 }
+std::string grow(std::string s, int extra) {
+  return s + std::string(static_cast<std::size_t>(extra), 'x');
+}
+int negate(int x) { return -x; }
 int kill_self(int) {
   ::raise(SIGKILL);
   return 0;
@@ -114,6 +118,37 @@ TEST(MPIPoolExecutor, MapInOrderEveryChunksize) {
     EXPECT_FALSE(it.next(kTimeout));
   }
   EXPECT_THROW(ex.map(square, in, 0), std::invalid_argument);
+}
+
+// Messages larger than the receives each side keeps posted (64 KiB, lib/mpi/wire.hpp) go the
+// other way (announced to the worker, probed for by the client): in order with the small ones,
+// a function's definition before its first task, whatever their sizes.
+TEST(MPIPoolExecutor, LargeMessages) {
+  auto ex = make_executor();
+  const std::string big(300'000, 'a');
+  std::vector<mp::futures::Future<std::string>> fs;
+  for (int round = 0; round < 2; ++round) {
+    fs.push_back(ex.submit(grow, big, 1));                     // large task, large result
+    fs.push_back(ex.submit(grow, std::string("s"), 200'000));  // small task, large result
+    fs.push_back(ex.submit(grow, big.substr(0, 100), 2));      // both small
+  }
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(fs[3 * static_cast<std::size_t>(round)].result(kTimeout), big + "x");
+    EXPECT_EQ(fs[3 * static_cast<std::size_t>(round) + 1].result(kTimeout),
+              "s" + std::string(200'000, 'x'));
+    EXPECT_EQ(fs[3 * static_cast<std::size_t>(round) + 2].result(kTimeout),
+              big.substr(0, 100) + "xx");
+  }
+  std::vector<int> in(100'000);
+  for (int i = 0; i < 100'000; ++i) in[static_cast<std::size_t>(i)] = i;
+  auto it = ex.map(negate, in, 30'000);  // chunks of 120 KB each way
+  for (int i = 0; i < 100'000; ++i) {
+    auto v = it.next(kTimeout);
+    ASSERT_TRUE(v);
+    ASSERT_EQ(*v, -i);
+  }
+  EXPECT_FALSE(it.next(kTimeout));
+  EXPECT_EQ(ex.submit(square, 6).result(kTimeout), 36);
 }
 
 TEST(MPIPoolExecutor, MapErrorAtItsPosition) {
