@@ -148,7 +148,7 @@ void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<File
     } else if (id == passed_write && fd == mp::detail::ConnectionAccess::socket(w)) {
       got_write = true;
     } else if (id == pipe_memory) {
-      // the Pipe's shared memory (a memfd), passed with its ends
+      // the Pipe's shared memory (its shared-heap arena), passed with its ends
     } else if (std::find(allowed.begin(), allowed.end(), id) == allowed.end() &&
                !(n > 0 &&
                  std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {

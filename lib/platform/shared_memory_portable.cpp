@@ -200,6 +200,10 @@ void unmap(void* address, std::size_t size) noexcept {
   ::munmap(address, size == 0 ? 1 : size);
 }
 
+// POSIX has no portable way to drop a shared object's pages (macOS lacks fallocate and
+// MADV_REMOVE): the caller clears the range by writing.
+bool discard_shared_range(Handle, std::size_t, std::size_t) noexcept { return false; }
+
 void start_shm_watcher(Handle lifeline, void (*cleanup)(void*), void* context) {
   const pid_t middle = ::fork();
   if (middle < 0) throw_last_error("cannot start the shared memory tracker (fork)");
