@@ -50,12 +50,13 @@
 // 4 GiB, or recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes
 // actually arrive, so a peer announcing a bogus length cannot make the receiver allocate more
 // than 1 MiB or twice what it sent.
-// Latency: a receive polls (yielding the CPU between polls) before it sleeps when the process may
-// run on several CPUs, so a quick reply costs no cross-CPU wake-up. Confined to one CPU, a Pipe
-// receive that finds nothing yields the CPU once before it sleeps: a peer ready to reply runs at
-// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The
-// polling time adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow
-// or idle peer costs little CPU) and grows while they succeed.
+// Latency: a receive that finds nothing polls briefly before it sleeps when its peer may answer
+// from another CPU (lib/support/spin.hpp: a time budget adapted per thread between 1 and 50 µs,
+// shrinking while polls find nothing and growing while they succeed), so a quick reply costs no
+// cross-CPU wake-up. Confined to one CPU, or when the peer last ran on this CPU, it sleeps at once
+// (a spin would only keep the peer from running): a ping-pong then costs per message a sleep and
+// a wake-up, i.e. two system calls for the receiver (poll, reading the token) and one for the
+// sender.
 // Python: a Listener's handshake has a deadline for the whole exchange (handshake_timeout, default
 // 10 s; Client(): 10 s): a peer that connects and stays silent or trickles makes an accept() throw
 // AuthenticationError instead of hanging. accept() runs the handshakes of all pending connections

@@ -300,8 +300,15 @@ bool PipeChannel::poll(const Nanos* timeout) {
 
 PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_message) {
   PipeRing& r = in_ring();
-  if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu)))
-    return Wait::data;
+  if (nonempty(r)) return Wait::data;
+  // Each look also asks for the line the next frame will be in, so that the look which sees the
+  // new tail has that line on its way too (one cross-CPU miss instead of two in a row).
+  const char* next = in_data() + (r.head.load(std::memory_order_relaxed) & (kPipeRingBytes - 1));
+  const auto look = [&] {
+    __builtin_prefetch(next);
+    return nonempty(r);
+  };
+  if (t_data_spin.spin(look, peer_cpu(r.sender_cpu))) return Wait::data;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {
