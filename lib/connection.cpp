@@ -197,29 +197,22 @@ void Connection::set_max_message_size(std::size_t size) {
   state_->max_message = size;
 }
 
-constexpr std::uint64_t kNoToken = ~std::uint64_t{0};
-
-std::array<std::uint64_t, 3> Connection::send_tokens() const {
+std::uint64_t Connection::send_socket() const {
   if (closed()) throw_closed();
-  std::array<std::uint64_t, 3> tokens{reduction::send_handle(state_->fd, "Connection"), kNoToken,
-                                      kNoToken};
-  if (const auto& pipe = state_->pipe) {
-    tokens[1] = reduction::send_handle(pipe->memfd(), "Connection");
-    tokens[2] = static_cast<std::uint64_t>(pipe->end());
-  }
-  return tokens;
+  return reduction::send_handle(state_->fd, "Connection");
+}
+const heap::SharedBlock* Connection::pipe_rings() const {
+  return state_ && state_->pipe ? state_->pipe->block() : nullptr;
+}
+std::int32_t Connection::pipe_end() const {
+  return state_ && state_->pipe ? state_->pipe->end() : -1;
 }
 
-void Connection::attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable) {
+void Connection::attach(std::uint64_t socket, bool readable, bool writable, bool pipe,
+                        heap::SharedBlock rings, std::int32_t end) {
   platform::ignore_sigpipe();
-  Connection c(reduction::receive_handle(tokens[0]), readable, writable);
-  if (tokens[1] != kNoToken) {
-    const auto memfd = static_cast<platform::Handle>(reduction::receive_handle(tokens[1]));
-    const int end = tokens[2] == 0   ? 0
-                    : tokens[2] == 1 ? 1
-                                     : -1;  // attach() owns memfd, refuses -1
-    c.state_->pipe = detail::PipeChannel::attach(memfd, end, c.state_->fd);
-  }
+  Connection c(reduction::receive_handle(socket), readable, writable);
+  if (pipe) c.state_->pipe = detail::PipeChannel::attach(std::move(rings), end, c.state_->fd);
   *this = std::move(c);
 }
 
@@ -227,7 +220,7 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
   platform::ignore_sigpipe();  // as CPython at start-up; our own writes never raise it anyway
   const auto [s0, s1] = platform::socket_pair();
   Connection a(s0, true, duplex), b(s1, duplex, true);
-  auto [c0, c1] = detail::PipeChannel::create(s0, s1);
+  auto [c0, c1] = detail::PipeChannel::create(s0, s1, detail::PipeChannel::Storage::heap);
   detail::ConnectionAccess::set_pipe(a, std::move(c0));
   detail::ConnectionAccess::set_pipe(b, std::move(c1));
   return {std::move(a), std::move(b)};

@@ -10,9 +10,10 @@
 // children's parent_process()), then one end of the child's status socket, the handles of the
 // target's arguments, and the requester's inheritable descriptors. The server forks; the child runs
 // the target (lib/spawn.cpp, run_forkserver_child) and reports its bootstrap on the status socket;
-// the server answers the request with the child's pid and a pidfd on it, and writes the exit
-// status on the same socket once it has reaped the child. So a start costs the requester one
-// message each way and a join one read. The server follows its owner's life through a pidfd and
+// the server answers the request with the child's pid and a pidfd on it. The child writes its exit
+// status on the status socket as it leaves, and the server writes it again once it has reaped the
+// child (the only record of a child killed by a signal). So a start costs the requester one
+// message each way, and a join one wake-up (on the pidfd) and one read. The server follows its owner's life through a pidfd and
 // exits, removing its socket and directory, as soon as the owner has ended.
 #include "mp/forkserver.hpp"
 

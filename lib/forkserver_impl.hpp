@@ -29,8 +29,9 @@ std::pair<int, platform::Handle> forkserver_request(bool fresh, const std::strin
                                                     std::vector<platform::Handle> fds,
                                                     const std::vector<platform::Handle>& inherited,
                                                     const std::function<void()>& sent);
-// The status socket: the child's bootstrap report (lib/spawn.cpp), then, once the server has reaped
-// the child, kExitTag and the exit status (int32, native order) in one write.
+// The status socket: the child's bootstrap report (lib/spawn.cpp), then its exit status as it
+// leaves (a child killed by a signal writes none), and, once the server has reaped the child, the
+// status again: each record is kExitTag and the status (int32, native order) in one write.
 inline constexpr char kExitTag = 2;
 inline constexpr std::size_t kExitRecordBytes = 5;
 // The server's socket path ("" if none was started by this process or its parent).

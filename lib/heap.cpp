@@ -37,7 +37,11 @@ constexpr std::size_t kArenaHeaderBytes = 64;
 constexpr std::size_t kBlockHeaderBytes = 16;
 constexpr std::size_t kFirstArenaBytes = std::size_t{1} << 20;
 constexpr std::size_t kMaxArenaBytes = std::size_t{64} << 20;
-constexpr std::size_t kLargeBlock = std::size_t{256} << 10;  // larger: an arena of its own
+// Larger: an arena of its own. Large enough for a Pipe's rings (lib/support/pipe_channel.hpp).
+constexpr std::size_t kLargeBlock = std::size_t{640} << 10;
+// A free block at least this large is given back to the OS (its pages dropped, which zero-fills
+// it) when it becomes free, rather than cleared by writing on reuse.
+constexpr std::size_t kDiscardBlock = std::size_t{64} << 10;
 constexpr std::uint32_t kDedicated = 0xffffffffu;  // the class of a block with its own arena
 
 struct ArenaHeader {
@@ -125,6 +129,12 @@ namespace {
 
 using Mapping = SharedBlock::Mapping;
 
+struct FreeBlock {
+  Arena* arena;
+  std::uint64_t start;
+  bool zeroed;  // its pages were dropped: it reads as zeros
+};
+
 struct Deferred {
   std::shared_ptr<Arena> arena;
   std::uint64_t offset, seq;
@@ -138,8 +148,7 @@ struct Heap {
   std::uint64_t gen = 1;
   std::vector<std::shared_ptr<Arena>> own;        // regular arenas; the last is the current one
   std::vector<std::shared_ptr<Arena>> dedicated;  // one block each
-  std::vector<std::vector<std::pair<Arena*, std::uint64_t>>> free_lists{
-      kClasses};  // (arena, start)
+  std::vector<std::vector<FreeBlock>> free_lists{kClasses};
   std::unordered_map<std::uint64_t, std::weak_ptr<Arena>>
       received;              // arenas of other processes, by id
   Mapping* holds = nullptr;  // intrusive list of the blocks held
@@ -182,7 +191,7 @@ void Heap::after_fork_in_child() {
   new (&h.own)
       std::vector<std::shared_ptr<Arena>>();  // the parent's allocator state is left behind
   new (&h.dedicated) std::vector<std::shared_ptr<Arena>>();
-  new (&h.free_lists) std::vector<std::vector<std::pair<Arena*, std::uint64_t>>>(kClasses);
+  new (&h.free_lists) std::vector<std::vector<FreeBlock>>(kClasses);
   new (&h.deferred) std::vector<Deferred>();
   h.id_state ^= static_cast<std::uint64_t>(h.pid) * 0x9e3779b97f4a7c15ull;
 }
@@ -238,6 +247,13 @@ std::shared_ptr<Arena> new_arena(Heap& h, std::size_t bytes) {
   return a;
 }
 
+// Puts a block of the owner's on its free list; a large one's pages are given back to the OS.
+void push_free(Heap& h, Arena& a, std::uint32_t cls, std::uint64_t start) {
+  const std::size_t bytes = class_size(cls);
+  const bool zeroed = bytes >= kDiscardBlock && platform::discard_shared_range(a.fd, start, bytes);
+  h.free_lists[cls].push_back({&a, start, zeroed});
+}
+
 // Frees a block whose count reached zero.
 void free_block(Heap& h, const std::shared_ptr<Arena>& a, std::uint64_t payload) {
   BlockHeader& b = a->block(payload);
@@ -245,7 +261,7 @@ void free_block(Heap& h, const std::shared_ptr<Arena>& a, std::uint64_t payload)
     if (b.cls == kDedicated) {
       std::erase(h.dedicated, a);
     } else {
-      h.free_lists[b.cls].emplace_back(a.get(), b.start);
+      push_free(h, *a, b.cls, b.start);
     }
     return;
   }
@@ -279,7 +295,9 @@ void reclaim(Heap& h) {
         break;  // corrupt
       const std::uint64_t next = *reinterpret_cast<const std::uint64_t*>(a->base + p);
       const BlockHeader& b = a->block(p);
-      if (b.cls < kClasses) h.free_lists[b.cls].emplace_back(a.get(), b.start);
+      if (b.cls < kClasses && b.start >= kArenaHeaderBytes && b.start < p &&
+          b.start + class_size(b.cls) <= a->size)
+        push_free(h, *a, b.cls, b.start);
       p = next;
     }
   }
@@ -312,10 +330,11 @@ void allocate(Heap& h, std::size_t size, std::size_t align, Mapping& m) {
     auto& list = h.free_lists[c];
     if (list.empty()) reclaim(h);
     std::uint64_t start = 0;
-    bool reused = false;
+    bool reused = false, zeroed = false;
     if (!list.empty()) {
-      Arena* a = list.back().first;
-      start = list.back().second;
+      Arena* a = list.back().arena;
+      start = list.back().start;
+      zeroed = list.back().zeroed;
       list.pop_back();
       for (auto& own : h.own)
         if (own.get() == a) arena = own;
@@ -323,8 +342,9 @@ void allocate(Heap& h, std::size_t size, std::size_t align, Mapping& m) {
     } else {
       const std::size_t need = class_size(c);
       if (h.own.empty() || h.own.back()->bump + need > h.own.back()->size) {
-        const std::size_t bytes =
-            h.own.empty() ? kFirstArenaBytes : std::min(h.own.back()->size * 2, kMaxArenaBytes);
+        const std::size_t bytes = std::max(
+            h.own.empty() ? kFirstArenaBytes : std::min(h.own.back()->size * 2, kMaxArenaBytes),
+            kArenaHeaderBytes + need);
         h.own.push_back(new_arena(h, bytes));
       }
       arena = h.own.back();
@@ -336,7 +356,7 @@ void allocate(Heap& h, std::size_t size, std::size_t align, Mapping& m) {
     b.refs.store(1, std::memory_order_relaxed);
     b.cls = static_cast<std::uint32_t>(c);
     b.start = start;
-    if (reused) std::memset(arena->base + payload, 0, std::max<std::size_t>(size, 16));
+    if (reused && !zeroed) std::memset(arena->base + payload, 0, std::max<std::size_t>(size, 16));
   }
   m.arena = std::move(arena);
   m.offset = payload;
@@ -400,6 +420,10 @@ void ForkLease::forked() noexcept {
       if (d.counted_pid == h.pid) release_ref(h, d.arena, d.offset);
     h.deferred.clear();
   }
+}
+
+platform::Handle BlockAccess::arena_handle(const SharedBlock& block) noexcept {
+  return block.mapping_ ? block.mapping_->arena->fd : platform::kInvalidHandle;
 }
 
 Stats stats() {

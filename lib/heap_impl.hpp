@@ -12,7 +12,16 @@
 #include <memory>
 #include <vector>
 
+#include "mp/heap.hpp"
+#include "platform/handle.hpp"
+
 namespace mp::heap::detail {
+
+// The library's access to a block's arena.
+struct BlockAccess {
+  // The descriptor of the arena holding `block` (kInvalidHandle for an empty block).
+  static platform::Handle arena_handle(const SharedBlock& block) noexcept;
+};
 
 struct Arena;
 

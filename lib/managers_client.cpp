@@ -75,7 +75,8 @@ Connection open_connection(const Address& address, const std::string& authkey) {
     // A local server: the preamble byte carries the shared memory both sides then use as a Pipe
     // does (lib/pipe_channel.hpp), the socket keeping wake-ups and end of file.
     const platform::Handle sock = mp::detail::ConnectionAccess::socket(c);
-    auto [mine, theirs] = mp::detail::PipeChannel::create(sock, sock);
+    auto [mine, theirs] =
+        mp::detail::PipeChannel::create(sock, sock, mp::detail::PipeChannel::Storage::memfd);
     theirs.reset();
     const char preamble = wire::kPreambleShared;
     platform::send_with_descriptors(sock, &preamble, 1, {mine->memfd()});

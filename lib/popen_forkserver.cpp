@@ -1,7 +1,7 @@
 // The forkserver start method, caller's side (CPython: multiprocessing/popen_forkserver.py).
 // The child is the server's (lib/forkserver.cpp): the caller holds a pidfd on it (sentinel,
-// signals) and one end of its status socket, on which the child reports its bootstrap and the
-// server then writes its exit status once it has reaped it.
+// signals, join) and one end of its status socket, on which the child reports its bootstrap and
+// then its exit status as it leaves, and the server writes the exit status once it has reaped it.
 // start() returns once the child reports that it is bootstrapped, or throws its error.
 #include <cerrno>
 #include <cstring>
@@ -30,8 +30,10 @@ PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>
 namespace {
 
 // A child of the forkserver. handle_ is a pidfd (readable once the child has ended, even if the
-// server died); the exit status comes from the server on the status socket, which join() waits on:
-// the caller then wakes once per child end, when the status is there.
+// server died). The exit status comes on the status socket: the child writes it just before it
+// leaves, and the server writes it again once it has reaped the child (the only record of a child
+// killed by a signal). join() waits on the pidfd, then reads the record already there: it wakes
+// once, when the child ends, not after the server's reap.
 class ForkserverPopen final : public Popen {
  public:
   ForkserverPopen(int pid, platform::Handle pidfd, platform::Handle status)
@@ -42,31 +44,33 @@ class ForkserverPopen final : public Popen {
   // and throws ProcessError with its message.
   void await_bootstrap() { detail::await_bootstrap(status_, *this, &got_[0]); }
 
-  // The status socket until the server is known to be gone, then the pidfd.
+  // The pidfd; once the child has ended without its status in, the status socket (the server's
+  // record is on its way).
   platform::Handle join_handle() const noexcept override {
-    return server_gone_ ? handle_ : status_;
+    return ended_ && !server_gone_ ? status_ : handle_;
   }
 
   std::optional<int> poll() override {
     if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
-    if (take_record(false)) return returncode_;
-    // The child may have ended with its status still on its way from the server.
-    const platform::Nanos zero{0};
-    if (!platform::wait_readable(handle_, &zero)) return std::nullopt;
-    if (!server_gone_ && take_record(true)) return returncode_;
-    return ended_unknown();
+    if (!ended_) {
+      const platform::Nanos zero{0};
+      if (!platform::wait_readable(handle_, &zero)) return std::nullopt;
+      ended_ = true;
+    }
+    return status_after_end(false);
   }
 
   std::optional<int> wait(const platform::Nanos* timeout) override {
     if (returncode_ || handle_ == platform::kInvalidHandle) return returncode_;
     const Deadline deadline(timeout);
     platform::Nanos left;
-    if (!server_gone_) {
-      if (!platform::wait_readable(status_, deadline.remaining(left))) return std::nullopt;
-      if (take_record(true)) return returncode_;
+    if (!ended_) {
+      if (!platform::wait_readable(handle_, deadline.remaining(left))) return std::nullopt;
+      ended_ = true;
     }
-    if (!platform::wait_readable(handle_, deadline.remaining(left))) return std::nullopt;
-    return ended_unknown();
+    if (status_after_end(false)) return returncode_;
+    if (!platform::wait_readable(status_, deadline.remaining(left))) return std::nullopt;
+    return status_after_end(true);
   }
 
  private:
@@ -97,6 +101,14 @@ class ForkserverPopen final : public Popen {
     return true;
   }
 
+  // The child has ended: its status from the first record (waiting for the server's when
+  // `block`), or 255 once the server is known to be gone without one.
+  std::optional<int> status_after_end(bool block) {
+    if (take_record(block)) return returncode_;
+    if (server_gone_) return ended_unknown();
+    return std::nullopt;
+  }
+
   // The child has ended and the server is gone: the status is unknown, 255 as CPython.
   std::optional<int> ended_unknown() {
     server_gone_ = true;
@@ -111,6 +123,7 @@ class ForkserverPopen final : public Popen {
   char got_[kExitRecordBytes] = {};
   std::size_t got_count_ = 0;
   bool server_gone_ = false;
+  bool ended_ = false;  // the pidfd was readable
 };
 
 }  // namespace

@@ -123,8 +123,12 @@ void exit_function() noexcept;
 // A forked child's way out (fork, and forkserver children, which are forks of the server):
 // exit_function(), then _exit(status), so the atexit handlers and static destructors of the
 // process it was forked from never run in it (CPython: os._exit after _bootstrap). Also what
-// exit()/std::exit() in its target does (platform::on_exit_first).
+// exit()/std::exit() in its target does (platform::on_exit_first). A forkserver child also
+// reports its status on its status socket first (lib/spawn.cpp).
 void forked_child_exit(int status);
+// In a forkserver child: its status socket (kept open, close-on-exec, to report its exit status);
+// elsewhere kInvalidHandle. For tests.
+platform::Handle forkserver_child_status_socket() noexcept;
 // Every mp entry point calls this: a spawned child whose main() forgot freeze_support() stops here.
 void check_bootstrapped();
 

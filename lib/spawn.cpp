@@ -17,6 +17,7 @@
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
 #include "platform/system.hpp"
+#include "forkserver_impl.hpp"
 #include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "spawn_data.hpp"
@@ -50,6 +51,10 @@ void report_failure(platform::Handle status, const std::string& message) noexcep
   platform::exit_now(1);
 }
 
+// A forkserver child keeps its status socket after the report, to report its exit status on it.
+bool g_keep_status = false;
+bool g_ready_sent = false;
+
 void report_ready() {
   if (g_status == platform::kInvalidHandle) return;
   const char tag = 0;
@@ -57,8 +62,43 @@ void report_ready() {
     platform::write_all(g_status, &tag, 1);
   } catch (...) {
   }
+  g_ready_sent = true;
+  if (g_keep_status) return;
   platform::close_handle(g_status);
   g_status = platform::kInvalidHandle;
+}
+
+// A forkserver child's way out: as a forked child's, but it writes its exit status on its status
+// socket first (the record the server writes after reaping it, lib/forkserver_impl.hpp), so the
+// requester's join wakes once, when the child has ended, not again after the server's reap. A
+// child that dies by a signal writes nothing: the server's record then tells.
+[[noreturn]] void forkserver_child_exit(int code) {
+  exit_function();
+  if (g_status != platform::kInvalidHandle) {
+    char record[kExitRecordBytes] = {kExitTag};
+    const std::int32_t status = code & 0xff;  // what the OS reports of exit(code)
+    std::memcpy(record + 1, &status, sizeof status);
+    try {
+      platform::write_all(g_status, record, sizeof record);
+    } catch (...) {
+    }
+  }
+  platform::exit_now(code);
+}
+
+}  // namespace
+
+platform::Handle forkserver_child_status_socket() noexcept {
+  return g_keep_status ? g_status : platform::kInvalidHandle;
+}
+
+namespace {
+
+// A process forked by a forkserver child has no exit status of its parent's to report.
+void forget_status_in_fork_child() {
+  platform::close_handle(g_status);
+  g_status = platform::kInvalidHandle;
+  g_keep_status = false;
 }
 
 // The spawned child's way out: CPython's _exit_function, then exit() (atexit handlers, static
@@ -102,8 +142,8 @@ PreparationData receive_preparation_data(int data_fd) {
   return d;
 }
 
-// Runs the target of `d`, then leaves through `leave` (spawned_child_exit, or forked_child_exit in
-// a forkserver's child).
+// Runs the target of `d`, then leaves through `leave` (spawned_child_exit, or forkserver_child_exit
+// in a forkserver's child).
 [[noreturn]] void run_prepared(PreparationData d, platform::Handle parent_handle,
                                void (*leave)(int code));
 
@@ -152,7 +192,7 @@ PreparationData receive_preparation_data(int data_fd) {
                   report_ready();
                 });
           } catch (const std::exception& e) {
-            if (g_status != platform::kInvalidHandle)
+            if (g_status != platform::kInvalidHandle && !g_ready_sent)
               fail_bootstrap(std::string("mp spawn: cannot receive the arguments: ") + e.what());
             throw;
           }
@@ -209,8 +249,10 @@ PreparationData receive_preparation_data(int data_fd) {
   } catch (const std::exception& e) {
     fail_bootstrap(std::string("mp forkserver: ") + e.what());
   }
-  platform::on_exit_first(&forked_child_exit);
-  run_prepared(std::move(d), parent, &forked_child_exit);
+  g_keep_status = true;
+  platform::at_fork_in_child(&forget_status_in_fork_child);
+  platform::on_exit_first(&forkserver_child_exit);
+  run_prepared(std::move(d), parent, &forkserver_child_exit);
 }
 
 void check_bootstrapped() {

@@ -3,6 +3,7 @@
 // runs under forkserver.
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -158,8 +159,8 @@ TEST(Forkserver, ServerEndsWithItsKilledOwner) {
   std::filesystem::remove_all(tmp);
 }
 
-// A killed server: its running child runs on; its exit code is unknown (255, as CPython); the
-// next start() starts a new server.
+// A killed server: its running child runs on, and its exit code is still known (the child reports
+// it as it leaves; CPython: 255, unknown); the next start() starts a new server.
 TEST(Forkserver, KilledServerIsReplaced) {
   mp::Event may_end;
   mp::Process p(mp::get_context("forkserver"), wait_for, may_end);
@@ -170,12 +171,37 @@ TEST(Forkserver, KilledServerIsReplaced) {
   EXPECT_TRUE(p.is_alive());
   may_end.set();
   join_or_fail(p);
-  EXPECT_EQ(p.exitcode(), 255);
+  EXPECT_EQ(p.exitcode(), 0);
   mp::Process q(mp::get_context("forkserver"), lock_the_held_mutex);
   q.start();
   join_or_fail(q);
   EXPECT_EQ(q.exitcode(), 0);
   EXPECT_NE(mp::forkserver::server_pid().value_or(server), server);
+}
+
+// Forks a process that leaves through std::exit(7) (so through the exit handler it inherited),
+// waits for it, then ends with 3.
+void fork_and_exit_3() {
+  const pid_t pid = ::fork();
+  if (pid == 0) std::exit(7);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::exit(WIFEXITED(status) && WEXITSTATUS(status) == 7 ? 3 : 4);
+}
+
+// A forkserver child reports its own exit status as it leaves (join wakes once); a process it forks
+// reports nothing in its name; a child killed by a signal gets the server's record.
+TEST(Forkserver, ExitStatusComesFromTheChildItself) {
+  mp::Process p(mp::get_context("forkserver"), fork_and_exit_3);
+  p.start();
+  join_or_fail(p);
+  EXPECT_EQ(p.exitcode(), 3);
+  mp::Event never;
+  mp::Process q(mp::get_context("forkserver"), wait_for, never);
+  q.start();
+  q.kill();
+  join_or_fail(q);
+  EXPECT_EQ(q.exitcode(), -SIGKILL);
 }
 
 // Requests are authenticated: a peer with the wrong key is refused and runs nothing; the server

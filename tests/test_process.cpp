@@ -18,6 +18,7 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
+#include "process_impl.hpp"
 #include "support/pipe_channel.hpp"
 
 using namespace mp_test;
@@ -147,8 +148,10 @@ void report_descriptors(FileId cloexec_pipe, FileId plain_pipe, std::vector<File
       got_read = true;
     } else if (id == passed_write && fd == mp::detail::ConnectionAccess::socket(w)) {
       got_write = true;
+    } else if (fd == mp::detail::forkserver_child_status_socket()) {
+      // a forkserver child's status socket (close-on-exec), on which it reports its exit status
     } else if (id == pipe_memory) {
-      // the Pipe's shared memory (a memfd), passed with its ends
+      // the Pipe's shared memory (its shared-heap arena), passed with its ends
     } else if (std::find(allowed.begin(), allowed.end(), id) == allowed.end() &&
                !(n > 0 &&
                  std::string(target, static_cast<std::size_t>(n)) == "anon_inode:[pidfd]")) {
@@ -443,7 +446,8 @@ TEST_P(ProcessTest, SentinelIsReadyWhenChildEnds) {
 // Spawn: of the parent's close-on-exec descriptors (all the library opens) the child has exactly
 // its arguments' handles (and a pidfd on its parent: parent_process()); descriptors without
 // close-on-exec are inherited by the POSIX convention. Nothing else: the preparation data and
-// the status pipe are closed before the target runs. Fork: the child is a copy and has them all.
+// the status pipe are closed before the target runs (a forkserver child keeps its status socket,
+// to report its exit status as it leaves). Fork: the child is a copy and has them all.
 // Python: CPython's spawn closes every descriptor but stdio and the ones it passes (its own
 // descriptors are not inheritable by default, PEP 446); here a plain descriptor is inherited.
 TEST_P(ProcessTest, ChildInheritsExactlyThePassedHandles) {

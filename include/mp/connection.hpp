@@ -10,8 +10,9 @@
 // sent as descriptors under spawn. send() puts a type tag before the value, so recv<U>() of a value
 // sent as T (U ≠ T) throws UnpicklingError instead of reading garbage.
 //
-// Transport. The ends of a Pipe() share a socket pair and one anonymous shared mapping (memfd)
-// holding a byte ring per direction (256 KiB each; only the pages touched cost memory). Messages
+// Transport. The ends of a Pipe() share a socket pair and one block of the shared heap
+// (mp/heap.hpp) holding a byte ring per direction (256 KiB each; only the pages touched cost
+// memory): a Pipe costs two descriptors, and its block is reused once no process holds it. Messages
 // travel through the rings; larger ones are streamed through in chunks. The socket is kept for
 // what only the kernel can do: a receiver that found its ring empty (after spinning briefly, when
 // the process may run on several CPUs) sleeps on it and a sender wakes it with a one-byte token;
@@ -49,12 +50,13 @@
 // 4 GiB, or recv_bytes' maxlength) before anything is allocated, and buffers grow only as bytes
 // actually arrive, so a peer announcing a bogus length cannot make the receiver allocate more
 // than 1 MiB or twice what it sent.
-// Latency: a receive polls (yielding the CPU between polls) before it sleeps when the process may
-// run on several CPUs, so a quick reply costs no cross-CPU wake-up. Confined to one CPU, a Pipe
-// receive that finds nothing yields the CPU once before it sleeps: a peer ready to reply runs at
-// once, and a ping-pong costs one sched_yield per message instead of a sleep and a wake-up. The
-// polling time adapts per thread between 2 and 50 µs: it shrinks while polls find nothing (a slow
-// or idle peer costs little CPU) and grows while they succeed.
+// Latency: a receive that finds nothing polls briefly before it sleeps when its peer may answer
+// from another CPU (lib/support/spin.hpp: a time budget adapted per thread between 1 and 50 µs,
+// shrinking while polls find nothing and growing while they succeed), so a quick reply costs no
+// cross-CPU wake-up. Confined to one CPU, or when the peer last ran on this CPU, it sleeps at once
+// (a spin would only keep the peer from running): a ping-pong then costs per message a sleep and
+// a wake-up, i.e. two system calls for the receiver (poll, reading the token) and one for the
+// sender.
 // Python: a Listener's handshake has a deadline for the whole exchange (handshake_timeout, default
 // 10 s; Client(): 10 s): a peer that connects and stays silent or trickles makes an accept() throw
 // AuthenticationError instead of hanging. accept() runs the handshakes of all pending connections
@@ -79,6 +81,7 @@
 
 #include "mp/errors.hpp"
 #include "mp/export.hpp"
+#include "mp/heap.hpp"
 #include "mp/process.hpp"
 #include "mp/reduction.hpp"
 
@@ -152,18 +155,23 @@ class MP_API Connection {
   std::size_t max_message_size() const noexcept;
   void set_max_message_size(std::size_t size);
 
-  // Sent as descriptors (the socket, and a Pipe end's shared memory); only while a spawned Process
-  // is being started.
+  // Sent as a descriptor (the socket) and, for a Pipe end, its rings (a shared-heap block); only
+  // while a spawned Process is being started.
   template <class Archive>
   void save(Archive& ar) const {
-    ar(send_tokens(), readable(), writable());
+    const heap::SharedBlock* rings = pipe_rings();
+    ar(send_socket(), readable(), writable(), rings != nullptr);
+    if (rings) ar(*rings, pipe_end());
   }
   template <class Archive>
   void load(Archive& ar) {
-    std::array<std::uint64_t, 3> tokens{};
-    bool r = false, w = false;
-    ar(tokens, r, w);
-    attach(tokens, r, w);
+    std::uint64_t socket = 0;
+    bool r = false, w = false, pipe = false;
+    ar(socket, r, w, pipe);
+    heap::SharedBlock rings;
+    std::int32_t end = -1;
+    if (pipe) ar(rings, end);
+    attach(socket, r, w, pipe, std::move(rings), end);
   }
 
   // Identity, as Python compares connections: copies of one handle are equal (so Python's
@@ -182,8 +190,11 @@ class MP_API Connection {
   void send_framed(std::string& buf);  // buf: kHeaderReserve bytes then the payload
   std::string recv_message(std::size_t maxlength);
   bool poll_for(std::chrono::nanoseconds timeout);
-  std::array<std::uint64_t, 3> send_tokens() const;  // socket, shared memory (or ~0), end
-  void attach(const std::array<std::uint64_t, 3>& tokens, bool readable, bool writable);
+  std::uint64_t send_socket() const;
+  const heap::SharedBlock* pipe_rings() const;  // null: not a Pipe end
+  std::int32_t pipe_end() const;
+  void attach(std::uint64_t socket, bool readable, bool writable, bool pipe,
+              heap::SharedBlock rings, std::int32_t end);
   friend struct detail::ConnectionAccess;  // lib/connection.cpp: wait(); tests and fuzz: the ring
   std::shared_ptr<State> state_;
 };

@@ -4,7 +4,7 @@
 // under fork, received with its arena under spawn and forkserver. Copies share the same memory.
 //
 // Arenas. Blocks are carved out of shared arenas (anonymous memfd mappings, 1 MiB doubling to
-// 64 MiB; a block over 256 KiB gets an arena of its own), so a block costs no descriptor: a process
+// 64 MiB; a block over 640 KiB gets an arena of its own), so a block costs no descriptor: a process
 // holds one descriptor per arena, however many blocks it has. The memory has no name, so nothing
 // can leak after a crash: the OS frees an arena when the last process holding it ends.
 // Python: CPython's heap also carves blocks out of arenas (one file descriptor each).
@@ -16,6 +16,7 @@
 // reused while any process that has it runs. If a process dies while it holds counts (its own or
 // its children's), those blocks are never reused (they are freed with their arena when the program
 // ends): a crash leaks, it never corrupts. Only the creating process allocates in its arenas.
+// A free block of 64 KiB or more gives its pages back to the OS at once (Linux).
 // Python: CPython reuses a block as soon as the process that made it drops it, even while a child
 // still uses it.
 // Limit: a block a forked child inherited is covered while that child runs; a process that child
@@ -37,6 +38,9 @@
 #include "mp/reduction.hpp"
 
 namespace mp::heap {
+namespace detail {
+struct BlockAccess;
+}
 
 class MP_API SharedBlock {
  public:
@@ -74,6 +78,7 @@ class MP_API SharedBlock {
   struct Mapping;  // this process's hold on the block (lib/heap.cpp)
 
  private:
+  friend struct detail::BlockAccess;  // lib/heap_impl.hpp
   Wire send() const;
   void attach(const Wire& w);
   std::shared_ptr<Mapping> mapping_;

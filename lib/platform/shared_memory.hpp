@@ -23,6 +23,10 @@ std::size_t shared_memory_size(Handle h);
 // on by every process mapping the segment (platform/wait.hpp).
 void* map_shared(Handle h, std::size_t size);
 void unmap(void* address, std::size_t size) noexcept;
+// Gives the pages of bytes [offset, offset + size) of segment `h` back to the OS: the range reads
+// as zeros afterwards in every process that maps it. False where the platform cannot (Linux can;
+// the portable fallback cannot): the caller then clears the range itself.
+bool discard_shared_range(Handle h, std::size_t offset, std::size_t size) noexcept;
 
 // ---- named (POSIX shm names)
 // Which file a name refers to (device and inode): lets the watcher check that a name still

@@ -200,6 +200,10 @@ void unmap(void* address, std::size_t size) noexcept {
   ::munmap(address, size == 0 ? 1 : size);
 }
 
+// POSIX has no portable way to drop a shared object's pages (macOS lacks fallocate and
+// MADV_REMOVE): the caller clears the range by writing.
+bool discard_shared_range(Handle, std::size_t, std::size_t) noexcept { return false; }
+
 void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept {
   // "/" + name, then shm_open to compare the object: POSIX names no directory to stat.
   char path[1 + kMaxShmName + 1];

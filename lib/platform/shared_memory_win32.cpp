@@ -152,6 +152,11 @@ void* map_shared(Handle h, std::size_t size) {
   return p;
 }
 
+// A pagefile section's pages cannot be dropped from a range of it (DiscardVirtualMemory and
+// OfferVirtualMemory act on one process's view only, not on what other processes see): the caller
+// clears the range by writing.
+bool discard_shared_range(Handle, std::size_t, std::size_t) noexcept { return false; }
+
 void unmap(void* address, std::size_t) noexcept {
   if (!address) return;
   View view{};

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "heap_impl.hpp"
 #include "support/event_count.hpp"
 #include "mp/errors.hpp"
 #include "support/spin.hpp"
@@ -65,6 +66,7 @@ bool nonempty(const PipeRing& r) noexcept {
 }  // namespace
 
 PipeMapping::~PipeMapping() {
+  if (memfd == platform::kInvalidHandle) return;  // a heap block: it goes with `block`
   platform::unmap(address, kPipeMapBytes);
   platform::close_handle(memfd);
 }
@@ -78,10 +80,15 @@ struct LeaveGuard {
 };
 
 std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> PipeChannel::create(
-    platform::Handle s0, platform::Handle s1) {
+    platform::Handle s0, platform::Handle s1, Storage storage) {
   auto map = std::make_shared<PipeMapping>();
-  map->memfd = platform::create_shared_memory(kPipeMapBytes);
-  map->address = platform::map_shared(map->memfd, kPipeMapBytes);
+  if (storage == Storage::heap) {
+    map->block = heap::SharedBlock(kPipeMapBytes, kPipeAlign);  // zero-filled
+    map->address = map->block.data();
+  } else {
+    map->memfd = platform::create_shared_memory(kPipeMapBytes);
+    map->address = platform::map_shared(map->memfd, kPipeMapBytes);
+  }
   new (map->address) PipeShared();
   return {std::unique_ptr<PipeChannel>(new PipeChannel(map, 0, s0)),
           std::unique_ptr<PipeChannel>(new PipeChannel(map, 1, s1))};
@@ -95,6 +102,21 @@ std::unique_ptr<PipeChannel> PipeChannel::attach(platform::Handle memfd, int end
     throw UnpicklingError("mp: the shared memory of a Pipe received is not one");
   map->address = platform::map_shared(memfd, kPipeMapBytes);
   return std::unique_ptr<PipeChannel>(new PipeChannel(std::move(map), end, socket));
+}
+
+std::unique_ptr<PipeChannel> PipeChannel::attach(heap::SharedBlock rings, int end,
+                                                 platform::Handle socket) {
+  if ((end != 0 && end != 1) || rings.size() != kPipeMapBytes ||
+      reinterpret_cast<std::uintptr_t>(rings.data()) % kPipeAlign != 0)
+    throw UnpicklingError("mp: the shared memory of a Pipe received is not one");
+  auto map = std::make_shared<PipeMapping>();
+  map->address = rings.data();
+  map->block = std::move(rings);
+  return std::unique_ptr<PipeChannel>(new PipeChannel(std::move(map), end, socket));
+}
+
+platform::Handle PipeChannel::memfd() const noexcept {
+  return map_->block ? heap::detail::BlockAccess::arena_handle(map_->block) : map_->memfd;
 }
 
 PipeChannel::~PipeChannel() { close(); }
@@ -278,8 +300,15 @@ bool PipeChannel::poll(const Nanos* timeout) {
 
 PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_message) {
   PipeRing& r = in_ring();
-  if (nonempty(r) || t_data_spin.spin([&] { return nonempty(r); }, peer_cpu(r.sender_cpu)))
-    return Wait::data;
+  if (nonempty(r)) return Wait::data;
+  // Each look also asks for the line the next frame will be in, so that the look which sees the
+  // new tail has that line on its way too (one cross-CPU miss instead of two in a row).
+  const char* next = in_data() + (r.head.load(std::memory_order_relaxed) & (kPipeRingBytes - 1));
+  const auto look = [&] {
+    __builtin_prefetch(next);
+    return nonempty(r);
+  };
+  if (t_data_spin.spin(look, peer_cpu(r.sender_cpu))) return Wait::data;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {

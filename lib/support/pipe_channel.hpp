@@ -1,9 +1,11 @@
 // lib/support/pipe_channel.hpp — the shared-memory transport of Pipe() (mp/connection.hpp).
 //
-// A Pipe is a connected socket pair plus one anonymous shared mapping (memfd) that holds a byte
-// ring per direction: ring[i] carries the messages end i sends. Messages travel through the
-// rings; the socket carries only what the kernel must do: sleep and wake-up (one-byte tokens),
-// end of file when the peer's last copy is closed or its process dies, and fileno().
+// A Pipe is a connected socket pair plus one block of shared memory that holds a byte ring per
+// direction: ring[i] carries the messages end i sends. Messages travel through the rings; the
+// socket carries only what the kernel must do: sleep and wake-up (one-byte tokens), end of file
+// when the peer's last copy is closed or its process dies, and fileno(). The block comes from the
+// shared heap (mp/heap.hpp: no descriptor of its own, reused once no process holds it), except
+// for a manager's connections, which hand theirs to a process that is no child (a memfd).
 //
 // Ring protocol (positions are byte counts that only grow; frames are 8-byte aligned):
 //   frame = [u32 kind][u32 size] then `size` payload bytes.
@@ -38,6 +40,7 @@
 #include <string>
 #include <utility>
 
+#include "mp/heap.hpp"
 #include "support/deadline.hpp"
 #include "support/futex_lock.hpp"
 #include "platform/handle.hpp"
@@ -68,12 +71,15 @@ struct PipeShared {
 };
 
 inline constexpr std::size_t kPipeRingBytes = std::size_t{256} << 10;  // per direction, power of 2
-inline constexpr std::size_t kPipeRingsOffset = 4096;
+inline constexpr std::size_t kPipeRingsOffset = 1024;  // the rings follow PipeShared
 inline constexpr std::size_t kPipeMapBytes = kPipeRingsOffset + 2 * kPipeRingBytes;
-static_assert(sizeof(PipeShared) <= kPipeRingsOffset);
+inline constexpr std::size_t kPipeAlign = 64;
+static_assert(sizeof(PipeShared) <= kPipeRingsOffset && kPipeRingsOffset % kPipeAlign == 0);
 
-// The mapping and its memfd, shared by the ends of one Pipe in a process.
+// The shared memory of one Pipe in a process, shared by its ends there: a shared-heap block, or a
+// memfd mapped for this Pipe alone (a manager's connection).
 struct PipeMapping {
+  heap::SharedBlock block;
   platform::Handle memfd = platform::kInvalidHandle;
   void* address = nullptr;
   PipeMapping() = default;
@@ -91,15 +97,23 @@ struct PipeChannelAccess {
 
 class PipeChannel {
  public:
-  // Both ends of a new Pipe over the socket pair {s0, s1} (not owned).
+  // Both ends of a new Pipe over the socket pair {s0, s1} (not owned), in a shared-heap block
+  // (Storage::heap) or a memfd of their own (Storage::memfd: for a peer that is not a child).
+  enum class Storage { heap, memfd };
   static std::pair<std::unique_ptr<PipeChannel>, std::unique_ptr<PipeChannel>> create(
-      platform::Handle s0, platform::Handle s1);
+      platform::Handle s0, platform::Handle s1, Storage storage);
   // End `end` in a process that received `memfd` (owned from now on) and `socket` (not owned).
   static std::unique_ptr<PipeChannel> attach(platform::Handle memfd, int end,
                                              platform::Handle socket);
+  // End `end` in a process that received the heap block `rings` and `socket` (not owned).
+  static std::unique_ptr<PipeChannel> attach(heap::SharedBlock rings, int end,
+                                             platform::Handle socket);
   ~PipeChannel();
 
-  platform::Handle memfd() const noexcept { return map_->memfd; }
+  // The descriptor of the shared memory (a heap block's: its arena's).
+  platform::Handle memfd() const noexcept;
+  // The heap block of the rings; null for a memfd of their own.
+  const heap::SharedBlock* block() const noexcept { return map_->block ? &map_->block : nullptr; }
   int end() const noexcept { return end_; }
 
   // One message. Blocks while the ring is full. Throws OSError (EPIPE when the peer is gone,
