@@ -8,6 +8,7 @@
 #include <atomic>
 #include <future>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <thread>
@@ -668,6 +669,25 @@ TEST_P(PoolGuarantee, WorkersDieWithOwner) {
           << "worker " << w << " outlived its pool's process";
     }
   }
+}
+
+// Forked workers end with the engine's thread (the OS's parent-death signal), not with the
+// thread that made the pool: a pool made in a thread that has ended works on, and its workers
+// (and their replacements) still die with their owner (WorkersDieWithOwner).
+TEST_P(PoolGuarantee, PoolOutlivesTheThreadThatMadeIt) {
+  std::optional<mp::Pool> pool;
+  std::set<int> workers;
+  std::thread([&] {
+    pool.emplace(ctx(), 2);
+    for (const mp::Process& p : mp::active_children()) workers.insert(*p.pid());
+  }).join();
+  ASSERT_EQ(workers.size(), 2u);
+  // The same workers run the tasks: none was killed when the thread ended.
+  for (int pid : pool->map(slow_pid, std::vector<double>{0.05, 0.05, 0.05, 0.05}, 1))
+    EXPECT_EQ(workers.count(pid), 1u) << "task ran in " << pid << ", not in an original worker";
+  EXPECT_EQ(pool->map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+  pool->close();
+  pool->join();
 }
 
 // 8. Per-task time limit: the task fails with TimeoutError, its worker is replaced.
