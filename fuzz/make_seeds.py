@@ -152,3 +152,24 @@ write('shareable_list', 'empty', u8(0) + shareable_list([]))
 write('shareable_list', 'mp_exact_length', u8(0) + shareable_list(['ab'])[:-9] + b'2s \0\0\0\0\0' + u8(1))
 write('shareable_list', 'huge_length', u8(0) + i64(1 << 60) + bytes(16))
 write('shareable_list', 'bad_offsets', u8(3) + i64(2) + i64(0) + i64(1 << 40) + i64(8) + bytes(40))
+
+# fuzz_pool_items: byte 0 = decoder (see fuzz_pool_items.cpp), bytes 1-2 = results expected (u16),
+# then a chunk: [u32 count] then the items (raw values as their bytes, others as reduction writes
+# them, without type tags).
+def chunk(sel, expected, items):
+    return u8(sel) + struct.pack('<H', expected) + u32(len(items)) + b''.join(items)
+
+
+write('pool_items', 'longs', chunk(0, 3, [i64(1), i64(-4), i64(9)]))
+write('pool_items', 'pairs', chunk(1, 2, [i32(1) + bytes(4) + f64(0.5), i32(2) + bytes(4) + f64(-1)]))
+write('pool_items', 'strings', chunk(2, 2, [string('ab'), string('')]))
+write('pool_items', 'vectors', chunk(3, 2, [seq([i32(1), i32(2)]), seq([])]))
+write('pool_items', 'tuples', chunk(4, 1, [string('x') + i64(7)]))
+write('pool_items', 'optionals', chunk(5, 2, [u8(1) + string('y'), u8(0)]))
+write('pool_items', 'void', chunk(6, 4, []) [:3] + u32(4))
+write('pool_items', 'worker_longs', chunk(7, 0, [i64(3), i64(-3)]))
+write('pool_items', 'worker_strings', chunk(8, 0, [string('abc')]))
+write('pool_items', 'worker_vectors', chunk(9, 0, [seq([i32(5)]) + i32(2), seq([]) + i32(0)]))
+write('pool_items', 'wrong_count', chunk(0, 5, [i64(1)]))
+write('pool_items', 'huge_count', u8(2) + struct.pack('<H', 1) + u32(0xFFFFFFFF) + string('z'))
+write('pool_items', 'huge_length', chunk(3, 1, [u64(1 << 62)]))

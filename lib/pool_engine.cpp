@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -35,6 +36,7 @@
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
 #include "platform/wait.hpp"
+#include "process_impl.hpp"
 #include "reduction_impl.hpp"
 #include "support/event_count.hpp"
 
@@ -373,16 +375,29 @@ class ProcessEngine final : public EngineBase {
         heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes), alignof(Slot));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
     workers_.resize(static_cast<std::size_t>(cfg_.processes));
-    try {
-      for (std::size_t i = 0; i < workers_.size(); ++i) {
-        workers_[i].tasks = QueueCore(0, 0);
-        start_worker(i);
+    for (auto& w : workers_) w.tasks = QueueCore(0, 0);
+    // The engine thread starts every worker (the first ones too) and outlives them all: a forked
+    // worker then ends with it through the OS's parent-death signal (also when this process is
+    // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
+    auto started = std::make_shared<std::promise<void>>();  // the thread keeps it to the end
+    std::future<void> ready = started->get_future();
+    thread_ = std::thread([this, started] {
+      try {
+        for (std::size_t i = 0; i < workers_.size(); ++i) start_worker(i);
+      } catch (...) {
+        kill_all();
+        started->set_exception(std::current_exception());
+        return;
       }
+      started->set_value();
+      loop();
+    });
+    try {
+      ready.get();
     } catch (...) {
-      kill_all();
+      thread_.join();
       throw;
     }
-    thread_ = std::thread([this] { loop(); });
   }
 
   ~ProcessEngine() override {
@@ -594,6 +609,7 @@ class ProcessEngine final : public EngineBase {
                       cfg_.maxtasks, initializer_code_, child_end};
     slot(i).task.store(0, std::memory_order_relaxed);
     Process p = cfg_.factory(ctx_, ch);
+    ProcessAccess::state(p).ends_with_starter = true;  // this is the engine thread
     p.set_name(std::string(cfg_.name) + "Worker-" + std::to_string(++worker_count_));
     p.set_daemon(true);
     p.start();

@@ -21,6 +21,7 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   Globals& g = globals();
   const int parent_pid = platform::current_pid();
   const std::string parent_name = g.current->name;
+  const bool ends_with_starter = state.daemon && state.ends_with_starter;
   auto popen = std::make_unique<Popen>();
   auto [gate_read, gate_write] = platform::make_pipe();
   int pid;
@@ -39,8 +40,11 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
       platform::close_handle(gate_write);
       wait_at_gate(gate_read);
       platform::close_handle(gate_read);
-      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid,
-                   parent_name);
+      // A daemon follows its parent: by the OS's parent-death signal when its starter thread
+      // outlives it, else by a watch thread (lib/support/lifeline.hpp).
+      const bool watched = !ends_with_starter || !platform::end_with_forking_thread(parent_pid);
+      become_child(state.name, state.identity, state.daemon, state.authkey, parent_pid, parent_name,
+                   platform::kInvalidHandle, watched);
       platform::on_exit_first(&forked_child_exit);
       forked_child_exit(run_in_child([&] { self.run(); }, &forked_child_exit));
     }

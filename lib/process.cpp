@@ -104,7 +104,7 @@ Globals& globals() { return g_globals.get(); }
 
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
                   const std::string& authkey, int parent_pid, const std::string& parent_name,
-                  platform::Handle parent_handle) {
+                  platform::Handle parent_handle, bool watch_parent) {
   Globals& g = globals();
   g.children.clear();
   g.counter = 0;
@@ -123,7 +123,7 @@ void become_child(const std::string& name, const std::vector<int>& identity, boo
   parent->pid = parent_pid;
   parent->parent_handle =
       parent_handle != platform::kInvalidHandle ? parent_handle : open_parent(parent_pid);
-  if (daemon) watch_parent_for_daemon(parent->parent_handle, parent_pid);
+  if (daemon && watch_parent) watch_parent_for_daemon(parent->parent_handle, parent_pid);
   g.parent = std::move(parent);
 }
 

@@ -85,6 +85,10 @@ struct ProcessState {
   std::string name;
   bool class_named = false;  // name chosen, or already made from the subclass's name
   bool daemon = false;
+  // A daemonic fork child that ends with the thread starting it (platform::end_with_forking_thread)
+  // instead of watching its parent from a thread of its own. Only for a starter thread that
+  // outlives the child (the pool engine's).
+  bool ends_with_starter = false;
   std::vector<int> identity;
   std::string authkey;
   std::optional<std::string> method;  // from the Context given, else the default at start()
@@ -114,7 +118,8 @@ Globals& globals();
 // child, whose OS parent is the server); else one is opened by pid.
 void become_child(const std::string& name, const std::vector<int>& identity, bool daemon,
                   const std::string& authkey, int parent_pid, const std::string& parent_name,
-                  platform::Handle parent_handle = platform::kInvalidHandle);
+                  platform::Handle parent_handle = platform::kInvalidHandle,
+                  bool watch_parent = true);
 // Runs a target in the child, printing an escaping exception; returns the exit code. If the
 // target ends its thread (pthread_exit), calls leave(0), which must end the process.
 int run_in_child(const std::function<void()>& body, void (*leave)(int code));
@@ -136,6 +141,7 @@ void check_bootstrapped();
 // part of the public API.
 struct ProcessAccess {
   static Process make(std::shared_ptr<ProcessState> state) { return Process(std::move(state)); }
+  static ProcessState& state(const Process& p) { return *p.state_; }
 };
 
 }  // namespace mp::detail

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "mp/futures.hpp"
+#include "counting_range.hpp"
 #include "mp_test.hpp"
 
 namespace {
@@ -87,7 +88,7 @@ TEST_P(FuturesTest, SharedObjectsAsArguments) {
 TEST_P(FuturesTest, Map) {
   fut::ProcessPoolExecutor ex(opts(2));
   std::vector<int> got;
-  for (int x : ex.map(sqr, std::views::iota(0, 100))) got.push_back(x);
+  for (int x : ex.map(sqr, mp_test::Counting<int>(0, 100))) got.push_back(x);
   ASSERT_EQ(got.size(), 100u);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], i * i);
   got.clear();
@@ -262,7 +263,8 @@ TEST(ThreadPoolExecutor, Api) {
   auto f = ex.submit([&](int x) { return x * base; }, 5);
   EXPECT_EQ(f.result(kTimeout), 15);
   std::vector<int> got;
-  for (int x : ex.map([&](int x) { return x + base; }, std::views::iota(0, 50))) got.push_back(x);
+  for (int x : ex.map([&](int x) { return x + base; }, mp_test::Counting<int>(0, 50)))
+    got.push_back(x);
   ASSERT_EQ(got.size(), 50u);
   EXPECT_EQ(got[49], 52);
   EXPECT_THROW(ex.submit(raise_range, 1).result(kTimeout), std::range_error);

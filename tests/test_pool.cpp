@@ -8,11 +8,13 @@
 #include <atomic>
 #include <future>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <thread>
 
 #include "mp/pool.hpp"
+#include "counting_range.hpp"
 #include "mp_test.hpp"
 #include "platform/wait.hpp"
 #include "queue_faults.hpp"
@@ -84,7 +86,17 @@ TEST_P(PoolTest, Map) {
   std::vector<int> big_want;
   for (int x : big) big_want.push_back(x * x);
   EXPECT_EQ(pool.map(sqr, big, 20), big_want);
+  EXPECT_EQ(pool.map(sqr, mp_test::Counting<int>(0, 100)), big_want);
+#if !defined(__clang__) || __clang_major__ >= 15  // clang 14 cannot compile libstdc++ 12's views
   EXPECT_EQ(pool.map(sqr, std::views::iota(0, 100)), big_want);
+  auto lazy = std::views::iota(0, 100) | std::views::transform([](int x) { return x; });
+  std::vector<int> got;
+  for (int x : pool.imap(sqr, lazy, 7)) got.push_back(x);  // an lvalue view: kept by reference
+  EXPECT_EQ(got, big_want);
+  got.clear();
+  for (int x : pool.imap(sqr, std::views::iota(0, 100))) got.push_back(x);  // moved in
+  EXPECT_EQ(got, big_want);
+#endif
   EXPECT_TRUE(pool.map(sqr, std::vector<int>{}).empty());
   pool.map(nothing, in);
 }
@@ -140,7 +152,7 @@ TEST_P(PoolTest, Imap) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
   EXPECT_EQ(it.next(kTimeout), std::nullopt);
   std::vector<int> got;
-  for (int x : pool.imap(sqr, std::views::iota(0, 1000), 100)) got.push_back(x);
+  for (int x : pool.imap(sqr, mp_test::Counting<int>(0, 1000), 100)) got.push_back(x);
   ASSERT_EQ(got.size(), 1000u);
   for (int i = 0; i < 1000; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], i * i);
 }
@@ -148,12 +160,12 @@ TEST_P(PoolTest, Imap) {
 TEST_P(PoolTest, ImapUnordered) {
   mp::Pool pool(ctx(), 2);
   std::multiset<int> got;
-  for (int x : pool.imap_unordered(sqr, std::views::iota(0, 1000))) got.insert(x);
+  for (int x : pool.imap_unordered(sqr, mp_test::Counting<int>(0, 1000))) got.insert(x);
   std::multiset<int> want;
   for (int i = 0; i < 1000; ++i) want.insert(i * i);
   EXPECT_EQ(got, want);
   got.clear();
-  for (int x : pool.imap_unordered(sqr, std::views::iota(0, 1000), 53)) got.insert(x);
+  for (int x : pool.imap_unordered(sqr, mp_test::Counting<int>(0, 1000), 53)) got.insert(x);
   EXPECT_EQ(got, want);
 }
 
@@ -191,7 +203,7 @@ TEST_P(PoolTest, ImapInputException) {
 
 TEST_P(PoolTest, ImapTaskException) {
   mp::Pool pool(ctx(), 2);
-  auto it = pool.imap(raise_at_5, std::views::iota(0, 10), 1);
+  auto it = pool.imap(raise_at_5, mp_test::Counting<int>(0, 10), 1);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
   EXPECT_THROW(it.next(kTimeout), std::out_of_range);
   for (int i = 6; i < 10; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
@@ -464,7 +476,7 @@ TEST_P(PoolGuarantee, WorkerAbortAndExit) {
   }
   // In a map, the whole map fails (as any task error does); an imap fails only at that item.
   EXPECT_THROW(pool.map(die_sigkill, std::vector<int>{1}), mp::WorkerLostError);
-  auto it = pool.imap(raise_at_5, std::views::iota(0, 8), 1);
+  auto it = pool.imap(raise_at_5, mp_test::Counting<int>(0, 8), 1);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(it.next(kTimeout), i * i);
   EXPECT_THROW(it.next(kTimeout), std::out_of_range);
   EXPECT_EQ(pool.apply(sqr, 4), 16);
@@ -508,7 +520,7 @@ TEST_P(PoolGuarantee, UnserializableResultFailsOnlyItsTask) {
   EXPECT_THROW(pool.apply_async(make_undecodable, 3).get(kTimeout), mp::UnpicklingError);
   EXPECT_EQ(pool.apply_async(make_undecodable, 4).get(kTimeout).v, 4);
   EXPECT_EQ(pool.apply_async(worker_pid, 0).get(kTimeout), pid);  // the same worker throughout
-  auto it = pool.imap(make_undecodable, std::views::iota(0, 6), 1);
+  auto it = pool.imap(make_undecodable, mp_test::Counting<int>(0, 6), 1);
   for (int i = 0; i < 6; ++i) {
     if (i == 3) {
       EXPECT_THROW(it.next(kTimeout), mp::UnpicklingError);
@@ -543,10 +555,7 @@ TEST_P(PoolGuarantee, LazyBoundedImap) {
   mp::Pool pool(ctx(), 2);
   for (bool ordered : {true, false}) {
     g_pulled = 0;
-    auto input = std::views::iota(0LL, 100'000'000LL) | std::views::transform([](long long i) {
-                   ++g_pulled;
-                   return i;
-                 });
+    const mp_test::Counting<long long> input(0, 100'000'000, &g_pulled);
     const auto t0 = std::chrono::steady_clock::now();
     {
       auto it = ordered ? pool.imap(ident, input) : pool.imap_unordered(ident, input);
@@ -565,7 +574,7 @@ TEST_P(PoolGuarantee, LazyBoundedImap) {
     }  // abandoning a partly consumed iterator stops reading the input
   }
   // close() + join() with a partly consumed iterator of a finite input: no deadlock.
-  auto it = pool.imap(sqr, std::views::iota(0, 20'000));
+  auto it = pool.imap(sqr, mp_test::Counting<int>(0, 20'000));
   EXPECT_EQ(it.next(kTimeout), 0);
   pool.close();
   pool.join();
@@ -662,6 +671,25 @@ TEST_P(PoolGuarantee, WorkersDieWithOwner) {
   }
 }
 
+// Forked workers end with the engine's thread (the OS's parent-death signal), not with the
+// thread that made the pool: a pool made in a thread that has ended works on, and its workers
+// (and their replacements) still die with their owner (WorkersDieWithOwner).
+TEST_P(PoolGuarantee, PoolOutlivesTheThreadThatMadeIt) {
+  std::optional<mp::Pool> pool;
+  std::set<int> workers;
+  std::thread([&] {
+    pool.emplace(ctx(), 2);
+    for (const mp::Process& p : mp::active_children()) workers.insert(*p.pid());
+  }).join();
+  ASSERT_EQ(workers.size(), 2u);
+  // The same workers run the tasks: none was killed when the thread ended.
+  for (int pid : pool->map(slow_pid, std::vector<double>{0.05, 0.05, 0.05, 0.05}, 1))
+    EXPECT_EQ(workers.count(pid), 1u) << "task ran in " << pid << ", not in an original worker";
+  EXPECT_EQ(pool->map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+  pool->close();
+  pool->join();
+}
+
 // 8. Per-task time limit: the task fails with TimeoutError, its worker is replaced.
 TEST_P(PoolGuarantee, TaskTimeout) {
   mp::Pool pool(mp::PoolOptions{.processes = 2, .context = ctx(), .task_timeout = 300ms});
@@ -699,7 +727,7 @@ TEST(ThreadPool, Api) {
   std::vector<int> in{1, 2, 3};
   EXPECT_EQ(pool.map([&](int x) { return x * base; }, in), (std::vector<int>{10, 20, 30}));
   std::multiset<int> got;
-  for (int x : pool.imap_unordered([](int x) { return -x; }, std::views::iota(0, 100)))
+  for (int x : pool.imap_unordered([](int x) { return -x; }, mp_test::Counting<int>(0, 100)))
     got.insert(x);
   EXPECT_EQ(got.size(), 100u);
   EXPECT_THROW(pool.apply(raise_invalid, 1), std::invalid_argument);

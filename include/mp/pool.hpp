@@ -41,8 +41,8 @@
 //   for long tasks, chunks of ~2 ms of work for tiny ones. A given chunksize is used as is.
 // Differences from Python: AsyncResult::wait(timeout) returns whether the result is ready;
 // map() of a function returning void returns nothing.
-// Compilers: the calls that take a range need a working <ranges>: g++ >= 12, or clang >= 15 with
-// libstdc++ 12 (clang 14 rejects libstdc++ 12's views; its tests are not built there).
+// Compilers: g++ >= 12, clang >= 14. Any input range works; with clang 14 and libstdc++ 12, the
+// standard views themselves (std::views::iota, ...) do not compile, whoever takes them.
 #pragma once
 
 #include <chrono>
@@ -278,6 +278,23 @@ std::function<void(State<R>&)> make_callbacks(OnResult on_result, OnError on_err
   };
 }
 
+// What a lazy call keeps of its input: a reference to an lvalue range, the range itself moved in
+// from an rvalue (as std::views::all, whose views clang 14 cannot instantiate over libstdc++ 12).
+template <class R>
+class RangeRef {
+ public:
+  explicit RangeRef(R& r) noexcept : r_(&r) {}
+  auto begin() const { return std::ranges::begin(*r_); }
+  auto end() const { return std::ranges::end(*r_); }
+
+ private:
+  R* r_;
+};
+template <class Range>
+using KeptRange =
+    std::conditional_t<std::is_lvalue_reference_v<Range>, RangeRef<std::remove_reference_t<Range>>,
+                       std::remove_cvref_t<Range>>;
+
 template <class T>
 struct IsCallbacks : std::false_type {};
 template <class A, class B>
@@ -398,13 +415,11 @@ class BasicPool {
     if constexpr (!Threads) check_args<Args>();
     using R = ResultOf<Fn, Args>;
     static_assert(!std::is_void_v<R>, "mp::Pool::imap: the task must return a value");
-    using V = std::views::all_t<Range>;
+    using V = KeptRange<Range>;
     auto sink = std::make_shared<StreamSink<R>>(
         ordered, window ? window : 4 * static_cast<std::size_t>(engine_->processes()) + 2);
     auto job = std::make_shared<MapJob<Fn, Args, R>>(
-        fn,
-        std::make_unique<RangeSource<Args, Star, V>>(std::views::all(std::forward<Range>(inputs))),
-        sink, cs);
+        fn, std::make_unique<RangeSource<Args, Star, V>>(V(std::forward<Range>(inputs))), sink, cs);
     std::weak_ptr<MapJob<Fn, Args, R>> weak = job;
     submit(job);
     return IMapIterator<R>(

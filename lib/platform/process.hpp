@@ -62,6 +62,11 @@ std::string signal_name(int sig);
 int parent_pid() noexcept;
 // Ends the calling process at once with SIGKILL (no handlers, no atexit, no flushing).
 [[noreturn]] void kill_self() noexcept;
+// In a forked child: asks the OS to SIGKILL it when the *thread* that forked it ends (Linux:
+// PR_SET_PDEATHSIG; the process's death ends every thread, SIGKILL included). If the parent
+// process `parent_pid` is gone already, ends the child at once. False where the OS has no such
+// request (the caller then watches its parent otherwise).
+bool end_with_forking_thread(int parent_pid) noexcept;
 
 // ---- signals a server process sets up
 // SIGINT ignored (the forkserver: a terminal's ^C goes to its owner, which decides) or default.

@@ -40,6 +40,13 @@ extern char** environ;
 
 namespace mp::platform {
 
+bool end_with_forking_thread(int parent_pid) noexcept {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return false;
+  // The parent may have died before the request: the child was re-parented then.
+  if (::getppid() != parent_pid) kill_self();
+  return true;
+}
+
 Handle open_process(int pid) {
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) throw_last_error("pidfd_open");
