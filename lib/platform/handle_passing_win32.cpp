@@ -151,6 +151,35 @@ bool receive_with_descriptors(Handle socket, void* data, std::size_t size,
   return true;
 }
 
+// ---- handles carried in shared memory: [pid: 32][value: 32] (kernel handle values fit in 32 bits,
+// which 64-bit Windows guarantees for sharing handles with 32-bit processes)
+
+std::uint64_t hand_off(Handle h) {
+  const std::uint64_t value = in_flight(h);
+  if (value > 0xffffffffu) {
+    drop_in_flight(value);
+    throw_error(ERROR_INVALID_HANDLE, "cannot pass a handle");
+  }
+  return (std::uint64_t{::GetCurrentProcessId()} << 32) | value;
+}
+
+Handle take_handed_off(std::uint64_t token) {
+  return take_from(static_cast<std::uint32_t>(token >> 32), token & 0xffffffffu, false);
+}
+
+void release_handed_off(std::uint64_t token) noexcept {
+  const auto pid = static_cast<DWORD>(token >> 32);
+  const auto value = reinterpret_cast<HANDLE>(static_cast<std::uintptr_t>(token & 0xffffffffu));
+  if (pid == ::GetCurrentProcessId()) {
+    ::CloseHandle(value);
+    return;
+  }
+  if (HANDLE source = ::OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid)) {
+    ::DuplicateHandle(source, value, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
+    ::CloseHandle(source);
+  }
+}
+
 // ---- descriptor numbers: POSIX only
 
 void move_descriptor(Handle, Handle) {
