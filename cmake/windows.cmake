@@ -76,6 +76,7 @@ if(MP_BUILD_TESTS)
     add_executable(${name} ${PROJECT_SOURCE_DIR}/tests/${name}.cpp ${PROJECT_SOURCE_DIR}/tests/main.cpp)
     target_link_libraries(${name} PRIVATE mp::mp GTest::gtest)
     target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/lib)
+    target_compile_definitions(${name} PRIVATE MP_PROBE_PATH="" MP_FORK_FIRST_ENTRY_PATH="")
     target_compile_options(${name} PRIVATE ${MP_WARNING_FLAGS})
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
                          PROPERTIES TIMEOUT 120 LABELS "windows")

@@ -10,6 +10,9 @@
 #  ifndef NOMINMAX
 #    define NOMINMAX
 #  endif
+#  ifndef NOGDI
+#    define NOGDI  // its ERROR macro would break mp::util::ERROR
+#  endif
 #  include <windows.h>
 // After windows.h:
 #  include <tlhelp32.h>
