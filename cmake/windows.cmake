@@ -1,13 +1,12 @@
 # The Windows build (included by CMakeLists.txt when cross-compiling with
 # cmake/mingw-w64-x86_64.cmake, or on Windows). What is ported so far is built and tested; the
 # rest is listed, so nobody mistakes its absence for a build failure.
-set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing)
+set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing crypto modules)
 # The toolkit's robust lock, which stands on the wait object alone.
 set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
-    "process launch: fork, forkserver, parent_pid (the lifeline is the job object), on_exit_first, the ELF code lookup of spawn (system.hpp)"
+    "fork and forkserver (process.hpp's fork_process, on_exit_first, inheritable_descriptors, close_descriptors_except: Windows has no fork, CPython neither)"
     "named shared memory (SharedMemory) and its tracker"
-    "system.hpp's open_library and code lookup (PE modules for spawn)"
     "the library proper (lib/*.cpp; of lib/support/ only futex_lock and spin: Process, synchronize, queues, connection, managers, pool; what each file lacks: docs/DESIGN.md section 6)"
     "the library's tests (tests/test_*.cpp: they need Process) and the samples and benchmarks")
 set(MP_PLATFORM_SOURCES)
@@ -30,8 +29,11 @@ add_library(mp_platform STATIC ${MP_PLATFORM_SOURCES})
 target_compile_features(mp_platform PUBLIC cxx_std_20)
 target_include_directories(mp_platform PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/lib)
 target_compile_definitions(mp_platform PUBLIC _WIN32_WINNT=0x0A00 WIN32_LEAN_AND_MEAN NOMINMAX UNICODE _UNICODE)
-target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32)
+target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32 bcrypt ntdll)
 target_compile_options(mp_platform PRIVATE ${MP_WARNING_FLAGS})
+# Spawned children find functions by (module, offset) and check the module's build id: with
+# --build-id, mingw-w64's ld writes a CodeView (RSDS) record (lib/platform/modules_win32.cpp).
+target_link_options(mp_platform INTERFACE -Wl,--build-id)
 
 # ---- the library proper (lib/*.cpp, lib/support/*.cpp): spawn is the only start method on
 # Windows (lib/context.cpp), so the fork and forkserver files and the POSIX spawn launcher are left

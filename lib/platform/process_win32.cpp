@@ -1,7 +1,9 @@
 // Windows part of platform/process.hpp: CreateProcessW passing exactly the listed handles
 // (PROC_THREAD_ATTRIBUTE_HANDLE_LIST), every child in one kill-on-close job object (the
 // lifeline: children die with their owner however it ends), exit codes as CPython's
-// popen_spawn_win32 (a terminated child reports -SIGTERM).
+// popen_spawn_win32 (a terminated child reports -SIGTERM). No fork: at_fork_in_child is a no-op,
+// fork_process, on_exit_first, inheritable_descriptors and close_descriptors_except are not
+// defined (their callers, the fork and forkserver start methods, are not built on Windows).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +17,7 @@
 #include "platform/win32.hpp"
 
 #include <shellapi.h>
+#include <winternl.h>
 
 namespace mp::platform {
 
@@ -302,5 +305,71 @@ void exit_now(int code) noexcept { ::_exit(code); }
   ::TerminateProcess(::GetCurrentProcess(), kTerminatedCode);
   for (;;) ::Sleep(INFINITE);
 }
+
+void kill_and_reap(int pid) noexcept {
+  HANDLE h = nullptr;
+  {
+    std::lock_guard lock(g_children_lock);
+    if (auto it = children().find(pid); it != children().end()) {
+      h = it->second;
+      children().erase(it);
+    }
+  }
+  if (!h) h = ::OpenProcess(SYNCHRONIZE | PROCESS_TERMINATE, FALSE, static_cast<DWORD>(pid));
+  if (!h) return;                          // gone already
+  ::TerminateProcess(h, kTerminatedCode);  // fails harmlessly if it has ended
+  ::WaitForSingleObject(h, INFINITE);
+  ::CloseHandle(h);
+}
+
+namespace {
+
+std::uint64_t creation_time(HANDLE process) {
+  FILETIME created{}, exited{}, kernel{}, user{};
+  if (!::GetProcessTimes(process, &created, &exited, &kernel, &user)) return ~std::uint64_t{0};
+  return (static_cast<std::uint64_t>(created.dwHighDateTime) << 32) | created.dwLowDateTime;
+}
+
+}  // namespace
+
+// Windows keeps the pid of the process that created this one, and never re-parents: that pid may
+// name another process once the parent has ended. So the pid counts as the parent's only while
+// a process with it runs that was created before this one (a reused pid belongs to a process
+// created after the parent ended, hence after this one); otherwise 0 (as an orphan's reaper on
+// Linux: "the parent has died"). lib/support/lifeline.cpp relies on exactly this.
+int parent_pid() noexcept {
+  static const DWORD recorded = [] {
+    PROCESS_BASIC_INFORMATION info{};
+    ULONG size = 0;
+    if (::NtQueryInformationProcess(::GetCurrentProcess(), ProcessBasicInformation, &info,
+                                    sizeof info, &size) < 0)
+      return DWORD{0};
+    return static_cast<DWORD>(info.InheritedFromUniqueProcessId);
+  }();
+  if (recorded == 0) return 0;
+  HANDLE parent = ::OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, recorded);
+  if (!parent) return 0;
+  const bool running = ::WaitForSingleObject(parent, 0) == WAIT_TIMEOUT;
+  const bool older = creation_time(parent) <= creation_time(::GetCurrentProcess());
+  ::CloseHandle(parent);
+  return running && older ? static_cast<int>(recorded) : 0;
+}
+
+// The process is named after its executable's file already.
+void name_process_after_executable() noexcept {}
+
+// Ctrl-C (CTRL_C_EVENT, sent to every process of the console) ignored, or the default handling
+// back. Inherited by the children this process starts afterwards, as an ignored SIGINT on POSIX.
+void ignore_interrupts(bool ignore) noexcept { ::SetConsoleCtrlHandler(nullptr, ignore); }
+
+// As CPython's manager server on Windows: Ctrl-C is ignored (the owner decides). Nothing to remove
+// on termination: a named pipe's name goes with its last handle, and TerminateProcess runs no
+// handler anyway.
+void protect_server_from_group_signals(const std::string&, const std::string&) {
+  ::SetConsoleCtrlHandler(nullptr, TRUE);
+}
+
+// No fork on Windows.
+void at_fork_in_child(void (*)()) {}
 
 }  // namespace mp::platform

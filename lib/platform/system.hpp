@@ -1,5 +1,6 @@
-// Environment, randomness, CPUs, type names, shared libraries loaded on first use, and locating
-// code in the loaded binaries (for spawn). system_posix.cpp, system_linux.cpp (getrandom, ELF).
+// Environment, randomness, HMAC, CPUs, type names, shared libraries loaded on first use, and
+// locating code in the loaded binaries (for spawn). system_posix.cpp, system_linux.cpp (getrandom),
+// modules_linux.cpp (ELF), crypto_posix.cpp (libcrypto); system_win32.cpp, crypto_win32.cpp.
 #pragma once
 
 #include <cstddef>
@@ -15,10 +16,18 @@ void unset_env(const char* name);
 // Random bytes from the OS (authkeys, unique names).
 void random_bytes(void* out, std::size_t size);
 unsigned cpu_count() noexcept;
+
+// HMAC-SHA256 of `message` under `key` into `out` (the authkey handshake, lib/support/auth.cpp).
+// POSIX: OpenSSL's libcrypto, loaded on the first call (crypto_posix.cpp); Windows: the OS's
+// BCrypt (crypto_win32.cpp; mingw-w64 has no OpenSSL). Returns false if the computation failed;
+// throws std::runtime_error naming the library when it cannot be loaded.
+inline constexpr std::size_t kSha256Size = 32;
+bool hmac_sha256(const void* key, std::size_t key_size, const void* message,
+                 std::size_t message_size, unsigned char (&out)[kSha256Size]);
 // The demangled name of a type, for messages ("std::runtime_error").
 std::string demangle(const char* mangled);
 
-// ---- shared libraries loaded on first use (libcrypto: lib/auth.cpp)
+// ---- shared libraries loaded on first use (libcrypto: crypto_posix.cpp)
 // Loads the first of `names` that loads (a soname searched as the loader does, or a path), kept
 // for the process' life. Thread-safe. Throws std::runtime_error naming `what` and the loader's error.
 void* open_library(const std::vector<std::string>& names, const std::string& what);

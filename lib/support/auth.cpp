@@ -1,17 +1,8 @@
-// HMAC-SHA256 challenge–response (OpenSSL libcrypto).
-//
-// libcrypto is loaded on the first handshake (dlopen), not linked: loading it at start-up cost
-// every mp program, and every spawned child, 0.7-1.3 ms before main (bench/README.md), while only
-// Listener/Client and the managers use it. Linking it statically cost 0.4 ms (4.4 MB of
-// relocations, OpenSSL 3's providers come along with HMAC). Its headers give the signatures.
-// Python: CPython's multiprocessing also imports hmac only when a connection authenticates.
+// HMAC-SHA256 challenge–response. The HMAC is the OS layer's (platform/system.hpp): OpenSSL's
+// libcrypto, loaded on the first handshake, on POSIX; BCrypt on Windows.
 #include "support/auth.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -30,40 +21,13 @@ void check_key(const std::string& authkey) {
   if (authkey.empty()) throw AuthenticationError("an empty authkey is not allowed");
 }
 
-// The libcrypto functions used, resolved once (a failed load is retried by the next call).
-struct Crypto {
-  decltype(&::EVP_sha256) sha256;
-  decltype(&::HMAC) hmac;
-};
-
-// Loaded on first use without an initialization guard (a thread forking while another loads
-// would leave the child a guard that never completes): threads that race each load it (the
-// loader counts references) and keep the first result.
-constinit std::atomic<const Crypto*> g_crypto{nullptr};
-
-const Crypto& crypto() {
-  if (const Crypto* c = g_crypto.load(std::memory_order_acquire)) return *c;
-  void* lib = platform::open_library({MP_CRYPTO_SONAME, MP_CRYPTO_PATH},
-                                     "OpenSSL's libcrypto (needed for authkey handshakes)");
-  auto* fresh = new Crypto{
-      reinterpret_cast<decltype(&::EVP_sha256)>(platform::library_symbol(lib, "EVP_sha256")),
-      reinterpret_cast<decltype(&::HMAC)>(platform::library_symbol(lib, "HMAC"))};
-  const Crypto* expected = nullptr;
-  if (g_crypto.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return *fresh;
-  delete fresh;
-  return *expected;
-}
-
 }  // namespace
 
 std::string hmac_sha256(const std::string& key, const std::string& message) {
-  const Crypto& c = crypto();
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!c.hmac(c.sha256(), key.data(), static_cast<int>(key.size()),
-              reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
+  unsigned char out[platform::kSha256Size];
+  if (!platform::hmac_sha256(key.data(), key.size(), message.data(), message.size(), out))
     throw AuthenticationError("HMAC computation failed");
-  return std::string(reinterpret_cast<const char*>(out), len);
+  return std::string(reinterpret_cast<const char*>(out), sizeof out);
 }
 
 // Time depends on the sizes only (as CRYPTO_memcmp): every byte is compared and the differences

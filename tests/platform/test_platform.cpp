@@ -10,17 +10,20 @@
 #include <memory>
 #include <new>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mp/errors.hpp"
+#include "support/code_ref.hpp"
 #include "support/futex_lock.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
 #include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
+#include "platform/system.hpp"
 #include "platform/wait.hpp"
 
 namespace {
@@ -174,6 +177,92 @@ TEST(Identity, PidAndTidAreThisProcessAndThread) {
   EXPECT_NE(other, platform::current_tid());
 }
 
+// ---- HMAC-SHA256 (the authkey handshake): RFC 4231's known answers, on libcrypto (POSIX) and
+// BCrypt (Windows).
+std::string hex_digest(const std::string& key, const std::string& message) {
+  unsigned char out[platform::kSha256Size];
+  if (!platform::hmac_sha256(key.data(), key.size(), message.data(), message.size(), out))
+    return "failed";
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : out) {
+    hex.push_back(digits[b >> 4]);
+    hex.push_back(digits[b & 15]);
+  }
+  return hex;
+}
+
+TEST(Hmac, Rfc4231KnownAnswers) {
+  // Test case 1: a 20-byte key.
+  EXPECT_EQ(hex_digest(std::string(20, '\x0b'), "Hi There"),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  // Test case 2: a key shorter than the output.
+  EXPECT_EQ(hex_digest("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // Test case 4: a 25-byte key and 50 bytes of 0xcd.
+  std::string key4;
+  for (char c = 1; c <= 25; ++c) key4.push_back(c);
+  EXPECT_EQ(hex_digest(key4, std::string(50, '\xcd')),
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+  // Test cases 6 and 7: a 131-byte key, longer than the block (hashed first).
+  const std::string long_key(131, '\xaa');
+  EXPECT_EQ(hex_digest(long_key, "Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  EXPECT_EQ(hex_digest(long_key,
+                       "This is a test using a larger than block-size key and a larger than "
+                       "block-size data. The key needs to be hashed before being used by the "
+                       "HMAC algorithm."),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+  // An empty message.
+  EXPECT_EQ(hex_digest("key", ""),
+            "5d5d139563c95b5967b9bd9a8c9b233a9dedb45072794cd232dc1b74832607d0");
+}
+
+// ---- code lookup for spawn (ELF build ids on Linux, PE CodeView records on Windows)
+int add_seven(int x) { return x + 7; }
+
+TEST(Modules, AFunctionResolvesBackFromItsCodeRef) {
+  const auto ref = mp::detail::CodeRef::of(&add_seven);
+  EXPECT_EQ(ref.module, "");  // the main executable
+  EXPECT_FALSE(ref.build_id.empty());
+#ifdef _WIN32
+  EXPECT_NE(ref.build_id.rfind("pe:", 0), 0u) << "no CodeView record: is -Wl,--build-id passed?";
+#endif
+  auto* f = ref.resolve<int (*)(int)>();
+  EXPECT_EQ(f, &add_seven);
+  EXPECT_EQ(f(35), 42);
+}
+
+TEST(Modules, ALibraryFunctionResolvesBackWithItsModule) {
+#ifdef _WIN32
+  void* lib = platform::open_library({"no-such-library.dll", "kernel32.dll"}, "kernel32");
+  void* symbol = platform::library_symbol(lib, "GetCurrentProcessId");
+#else
+  void* lib = platform::open_library({"no-such-library.so", "libc.so.6"}, "libc");
+  void* symbol = platform::library_symbol(lib, "getpid");
+#endif
+  const platform::CodeLocation loc = platform::locate_code(symbol);
+  EXPECT_FALSE(loc.module.empty());
+  EXPECT_EQ(platform::resolve_code(loc), symbol);
+  EXPECT_THROW(platform::library_symbol(lib, "no_such_symbol_in_it"), std::runtime_error);
+  EXPECT_THROW(platform::open_library({"no-such-library-either"}, "nothing"), std::runtime_error);
+}
+
+TEST(Modules, AMismatchedBuildIdOrMissingModuleIsRejected) {
+  platform::CodeLocation loc = platform::locate_code(reinterpret_cast<const void*>(&add_seven));
+  platform::CodeLocation other = loc;
+  other.build_id.back() = other.build_id.back() == '0' ? '1' : '0';
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.build_id.clear();
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  other = loc;
+  other.module = "no-such-module-anywhere";
+  EXPECT_THROW(platform::resolve_code(other), mp::ProcessError);
+  const auto data = std::make_unique<int>(1);  // the heap is in no module
+  EXPECT_THROW(platform::locate_code(data.get()), std::invalid_argument);
+}
+
 // ---- processes: this binary run again as the child (MP_PLATFORM_CHILD=<role> in its environment;
 // argv[1] the shared segment's handle, the rest the role's arguments).
 constexpr const char* kChildVar = "MP_PLATFORM_CHILD";
@@ -252,6 +341,46 @@ TEST(Process, TerminatedChildReportsMinusSigterm) {
   platform::send_signal(process, platform::kTerminateSignal);
   EXPECT_EQ(reap_within(process), -platform::kTerminateSignal);
   platform::close_handle(process);
+}
+
+// A child finds a function of the parent's program by its location (what spawn sends), and
+// refuses one whose build id differs.
+void write_answer(void* base) { static_cast<std::atomic<std::uint32_t>*>(base)[1].store(42); }
+
+TEST(Process, ChildCallsAFunctionByItsLocationAndRefusesAnotherBuild) {
+  const auto ref = mp::detail::CodeRef::of(&write_answer);
+  for (const bool same : {true, false}) {
+    Segment s(kSegment);
+    std::string build_id = ref.build_id;
+    if (!same) build_id.back() = build_id.back() == '0' ? '1' : '0';
+    const platform::Handle process = platform::open_process(
+        spawn_child("call", s.handle, {ref.module, build_id, std::to_string(ref.offset)}));
+    EXPECT_EQ(reap_within(process), same ? 0 : 3);
+    EXPECT_EQ(s.word(1)->load(), same ? 42u : 0u);
+    platform::close_handle(process);
+  }
+}
+
+// The lifeline's view of the parent (lib/support/lifeline.cpp): a child sees this process.
+TEST(Process, ChildSeesItsParentPid) {
+  Segment s(kSegment);
+  const platform::Handle process = platform::open_process(spawn_child("parent", s.handle));
+  EXPECT_EQ(reap_within(process), 0);
+  EXPECT_EQ(s.word(1)->load(), static_cast<std::uint32_t>(platform::current_pid()));
+  platform::close_handle(process);
+}
+
+// kill_and_reap: for a child no process handle was opened for (lib/process.cpp).
+TEST(Process, KillAndReapEndsAChild) {
+  Segment s(kSegment);
+  const int pid = spawn_child("sleep", s.handle);
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+  EXPECT_FALSE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);
+  EXPECT_TRUE(platform::process_dead(pid));
+  platform::kill_and_reap(pid);  // again: nothing left to do, no error
 }
 
 // The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
@@ -607,6 +736,19 @@ int child_main(const std::string& role, int argc, char** argv) {
     const std::vector<std::string> args = platform::program_arguments(argc, argv);
     for (std::size_t i = 2; i < args.size(); ++i) all += args[i] + '\0';
     std::memcpy(base, all.data(), std::min(all.size(), kSegment));
+    code = 0;
+  } else if (role == "call") {
+    // argv[2..4]: a CodeLocation (module, build id, offset) of void(void* segment).
+    const std::vector<std::string> args = platform::program_arguments(argc, argv);
+    const platform::CodeLocation loc{args.at(2), args.at(3), std::stoull(args.at(4))};
+    try {
+      reinterpret_cast<void (*)(void*)>(platform::resolve_code(loc))(base);
+      code = 0;
+    } catch (const mp::ProcessError&) {
+      code = 3;
+    }
+  } else if (role == "parent") {
+    words[1].store(static_cast<std::uint32_t>(platform::parent_pid()));
     code = 0;
   } else if (role == "hold") {
     auto* lock =
