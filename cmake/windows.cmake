@@ -73,14 +73,18 @@ if(MP_BUILD_TESTS)
                        PROPERTIES TIMEOUT 60 LABELS "windows")
   # The library's tests that apply to Windows (spawn only; tests/main.cpp calls freeze_support):
   # the others, and why, are listed in MP_WIN32_TESTS_LEFT_OUT.
-  set(MP_WIN32_TESTS test_process)
+  set(MP_WIN32_TESTS test_process test_synchronize test_connection test_queues test_sharedctypes)
   foreach(name ${MP_WIN32_TESTS})
     add_executable(${name} ${PROJECT_SOURCE_DIR}/tests/${name}.cpp ${PROJECT_SOURCE_DIR}/tests/main.cpp)
     target_link_libraries(${name} PRIVATE mp::mp GTest::gtest)
     target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/lib)
     target_compile_definitions(${name} PRIVATE MP_PROBE_PATH="" MP_FORK_FIRST_ENTRY_PATH="")
     target_compile_options(${name} PRIVATE ${MP_WARNING_FLAGS})
-    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
+    set(filter "*")
+    if(name STREQUAL "test_queues")
+      set(filter "-*OneGibMessage*")  # passes, but takes 34 s under Wine (1 GiB copied 4 times)
+    endif()
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")
   endforeach()
 endif()

@@ -81,8 +81,9 @@ struct OutOfBand {
   std::uint64_t handle;  // kHandlesTravelInMemory: the memory's token (platform::hand_off)
 };
 // Where out-of-band items travel: a datagram socket (POSIX, SCM_RIGHTS), or the ring itself
-// (Windows: the frame carries a token of a copy of the memory's handle in flight in the producer,
-// which must then run until a consumer took it: see PendingHandOffs).
+// (Windows: the frame carries a token of a copy of the memory's handle put in flight in the
+// queue's owner, the process that made it, so the item outlives its producer as on POSIX; if the
+// owner has ended, in the producer, which then waits at exit until it is taken: PendingHandOffs).
 constexpr bool kOutOfBandInRing = platform::kHandlesTravelInMemory;
 constexpr std::uint64_t kNoSocket = ~std::uint64_t{0};
 
@@ -114,6 +115,7 @@ struct Shared {
   std::uint64_t capacity;  // of each ring
   std::uint64_t maxsize;
   std::uint64_t type_tag;
+  std::uint64_t owner_pid;  // kOutOfBandInRing: the process that made the queue
 
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t>
@@ -231,9 +233,10 @@ struct QueueCore::State {
 
 namespace {
 
-// kOutOfBandInRing: this process's out-of-band items not yet taken by a consumer, by queue (the
-// highest tag put). A consumer takes an item's memory out of the producer, so the producer waits at
-// exit until its items are taken, as CPython's queue feeder is joined at exit (there an item
+// kOutOfBandInRing: out-of-band items held in flight by this process and not yet taken by a
+// consumer, by queue (the highest tag put). A consumer takes an item's memory out of the holder,
+// so a producer holding its own items (the queue's owner, or any producer once the owner ended)
+// waits at exit until they are taken, as CPython's queue feeder is joined at exit (there an item
 // larger than the pipe's buffer also waits for a reader); cancel_join_thread() gives this up.
 class PendingHandOffs {
  public:
@@ -298,6 +301,7 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
   shm->capacity = kRingCapacity / kRings;
   shm->maxsize = maxsize;
   shm->type_tag = type_tag;
+  shm->owner_pid = static_cast<std::uint64_t>(platform::current_pid());
   // As if the producers had switched from ring 1 to ring 0 (a position no tail takes) and the
   // consumers had followed.
   shm->switched.store(make_switch(1, 0, kPosMask), std::memory_order_relaxed);
@@ -555,7 +559,11 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     // drops as stale).
     if (total != 0 && oob && kOutOfBandInRing) {
       oob_tag = ++s.oob_next;
-      oob_token = platform::hand_off(item_fd.get());
+      try {
+        oob_token = platform::hand_off(item_fd.get(), static_cast<int>(s.owner_pid));
+      } catch (const OSError&) {  // the owner has ended: this process holds it
+        oob_token = platform::hand_off(item_fd.get(), platform::current_pid());
+      }
       break;
     }
     if (total != 0 && oob) {
@@ -586,7 +594,8 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   wake_consumers |= count_event(s.tail_seq);
   guard.release();
   if (wake_consumers) wake_sleepers(s.tail_seq);
-  if (oob && kOutOfBandInRing) PendingHandOffs::get().add(block_, &s, oob_tag);
+  if (oob && kOutOfBandInRing && platform::handed_off_holder(oob_token) == platform::current_pid())
+    PendingHandOffs::get().add(block_, &s, oob_tag);
   return true;
 }
 

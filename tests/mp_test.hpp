@@ -22,6 +22,7 @@
 #endif
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -56,9 +57,17 @@ inline std::vector<std::pair<int, char>> children_with_state() {
 // The exit code kill() gives: -SIGKILL; on Windows -SIGTERM (TerminateProcess, as CPython there).
 inline constexpr int kKilledExitCode = -15;
 inline int forkserver_pid() { return 0; }  // no forkserver on Windows
+inline void set_env(const std::string& name, const std::string& value) {
+  ::_putenv_s(name.c_str(), value.c_str());
+}
+inline void unset_env(const std::string& name) { ::_putenv_s(name.c_str(), ""); }
 #else
 inline constexpr int kKilledExitCode = -9;
 inline int forkserver_pid() { return mp::forkserver::server_pid().value_or(0); }
+inline void set_env(const std::string& name, const std::string& value) {
+  ::setenv(name.c_str(), value.c_str(), 1);
+}
+inline void unset_env(const std::string& name) { ::unsetenv(name.c_str()); }
 
 // Every direct child of this process (zombies included) with its state letter, from /proc.
 inline std::vector<std::pair<int, char>> children_with_state() {

@@ -48,14 +48,17 @@ inline constexpr bool kHandlesTravelInMemory = true;
 #else
 inline constexpr bool kHandlesTravelInMemory = false;
 #endif
-// A token for `h` that a process receives with take_handed_off() while the caller runs: a copy of
-// `h` stays in flight in the caller until released.
-std::uint64_t hand_off(Handle h);
-// The receiver's own copy of the handle behind `token` (the sender's copy stays in flight). Throws
-// OSError when the sender has ended (its copy is gone with it).
+// A token for `h` that a process receives with take_handed_off() while process `holder` runs: a
+// copy of `h` is put in flight in `holder` (the caller, or another process whose handle table it
+// may write, e.g. its parent) until released. Throws OSError if `holder` cannot be opened.
+std::uint64_t hand_off(Handle h, int holder);
+// The receiver's own copy of the handle behind `token` (the holder's copy stays in flight). Throws
+// OSError when the holder has ended (its copy is gone with it).
 Handle take_handed_off(std::uint64_t token);
-// Closes the sender's in-flight copy behind `token` (from any process; nothing if the sender ended).
+// Closes the holder's in-flight copy behind `token` (from any process; nothing if it ended).
 void release_handed_off(std::uint64_t token) noexcept;
+// The process holding the in-flight copy behind `token`.
+int handed_off_holder(std::uint64_t token) noexcept;
 
 // Moves `fd` to the number `target` (close-on-exec), closing whatever `target` was.
 void move_descriptor(Handle fd, Handle target);

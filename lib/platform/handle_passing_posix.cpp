@@ -171,7 +171,7 @@ Handle duplicate_above(Handle fd, Handle minimum) {
 
 // ---- handles carried in shared memory: Windows only (kHandlesTravelInMemory is false here)
 
-std::uint64_t hand_off(Handle) {
+std::uint64_t hand_off(Handle, int) {
   throw std::logic_error("mp: hand_off: POSIX descriptors travel only over Unix sockets");
 }
 
@@ -180,5 +180,7 @@ Handle take_handed_off(std::uint64_t) {
 }
 
 void release_handed_off(std::uint64_t) noexcept {}
+
+int handed_off_holder(std::uint64_t) noexcept { return 0; }
 
 }  // namespace mp::platform
