@@ -89,6 +89,23 @@ if(MP_BUILD_TESTS)
   endforeach()
 endif()
 
+# The tutorial samples, run under Wine by samples/check_sample.py and checked as on Linux (spawn
+# only; global_variable_fork is about fork).
+if(MP_BUILD_SAMPLES)
+  enable_testing()
+  file(GLOB MP_SAMPLE_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/samples/*.cpp)
+  list(REMOVE_ITEM MP_SAMPLE_SOURCES ${PROJECT_SOURCE_DIR}/samples/global_variable_fork.cpp)
+  foreach(src ${MP_SAMPLE_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_link_libraries(${name} PRIVATE mp::mp)
+    target_compile_options(${name} PRIVATE ${MP_WARNING_FLAGS})
+  endforeach()
+  set(MP_SAMPLE_START_METHODS spawn)
+  set(MP_SAMPLE_ENVIRONMENT "MP_SAMPLE_EMULATOR=wine")
+  include(${PROJECT_SOURCE_DIR}/samples/tests.cmake)
+endif()
+
 if(MP_BUILD_BENCH)
   # Run by hand under Wine: the ratios to raw Win32 are the figures (absolute times under Wine
   # say little).
