@@ -24,12 +24,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr DWORD kTimeoutMs = 30000;
 constexpr double kTimeoutS = 30.0;
-constexpr long kStarts = 5;             // process starts per round
-constexpr long kTrips = 2000;           // ping-pong round trips per round
-constexpr long kItems = 100000;         // small queue items per round
-constexpr long kBigItems = 40;          // 1 MiB queue items per round
-constexpr long kLocks = 1000000;        // uncontended in-process acquire+release per round
-constexpr long kNamedLocks = 20000;     // named-mutex acquire+release per round
+constexpr long kStarts = 5;          // process starts per round
+constexpr long kTrips = 2000;        // ping-pong round trips per round
+constexpr long kItems = 100000;      // small queue items per round
+constexpr long kBigItems = 40;       // 1 MiB queue items per round
+constexpr long kLocks = 1000000;     // uncontended in-process acquire+release per round
+constexpr long kNamedLocks = 20000;  // named-mutex acquire+release per round
 constexpr std::size_t kMiB = 1 << 20;
 constexpr std::size_t kRingBytes = 4 * kMiB;
 
@@ -324,21 +324,24 @@ double raw_ring_ints_per_s() { return raw_ring_rate(sizeof(int), kItems) / 1e6; 
 double raw_ring_mib_MBps() { return raw_ring_rate(kMiB, kBigItems) * kMiB / 1e6; }
 
 // ---- pipe round trip (us) ----
-void mp_pipe_pong(mp::Connection c, long n) {
+// recv() as the Linux bench's pipe metrics do: bounded by the peer's life (EOFError when it
+// exits). With `poll`, each recv() is preceded by poll(30 s), as bounded Python code would do.
+void mp_pipe_pong(mp::Connection c, long n, bool poll) {
   for (long i = 0; i < n; ++i) {
-    if (!c.poll(kTimeoutS)) std::exit(2);
+    if (poll && !c.poll(kTimeoutS)) std::exit(2);
     c.send(c.recv<int>());
   }
 }
 
-double mp_pipe_us() {
+double mp_pipe_us(bool poll) {
   auto [a, b] = mp::Pipe();
-  mp::Process p(spawn(), mp_pipe_pong, b, kTrips + 1);
+  mp::Process p(spawn(), mp_pipe_pong, b, kTrips + 1, poll);
   p.start();
   b.close();
-  const auto trip = [&a = a](int i) {
+  const auto trip = [&a = a, poll](int i) {
     a.send(i);
-    if (!a.poll(kTimeoutS) || a.recv<int>() != i) fail("Pipe: no reply");
+    if (poll && !a.poll(kTimeoutS)) fail("Pipe: no reply in time");
+    if (a.recv<int>() != i) fail("Pipe: wrong reply");
   };
   trip(0);
   const auto t = Clock::now();
@@ -351,8 +354,8 @@ double mp_pipe_us() {
 // Blocking ReadFile/WriteFile on a byte-mode duplex named pipe: each is bounded by the peer's life
 // (its end breaks when it exits), and the peer's life by RawChild::join.
 int raw_pipe_pong(const std::wstring& name) {
-  HANDLE h = ::CreateFileW(name.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING,
-                           0, nullptr);
+  HANDLE h = ::CreateFileW(name.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING, 0,
+                           nullptr);
   if (h == INVALID_HANDLE_VALUE) fail("CreateFileW(pipe)");
   for (long i = 0; i < kTrips + 1; ++i) {
     int v = 0;
@@ -461,7 +464,6 @@ std::string cell(const std::vector<double>& v) {
   return buf;
 }
 
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -484,11 +486,13 @@ int main(int argc, char** argv) {
        mp_queue_ints_per_s, raw_ring_ints_per_s},
       {"Queue<std::string> 1 MiB items", "MB/s", true, "SPSC ring in a named mapping",
        mp_queue_mib_MBps, raw_ring_mib_MBps},
-      {"Pipe() duplex round trip", "µs", false, "byte-mode named pipe", mp_pipe_us, raw_pipe_us},
+      {"Pipe() duplex round trip, recv()", "µs", false, "byte-mode named pipe",
+       [] { return mp_pipe_us(false); }, raw_pipe_us},
+      {"Pipe() duplex round trip, poll(30 s) + recv()", "µs", false, "byte-mode named pipe",
+       [] { return mp_pipe_us(true); }, raw_pipe_us},
       {"Lock acquire+release, uncontended", "ns", false, "SRWLOCK (in-process)", mp_lock_ns,
        srwlock_ns},
-      {"Lock acquire+release, uncontended", "ns", false, "named mutex", mp_lock_ns,
-       named_mutex_ns},
+      {"Lock acquire+release, uncontended", "ns", false, "named mutex", mp_lock_ns, named_mutex_ns},
   };
   std::vector<Results> res(rows.size());
   for (int r = 0; r < rounds; ++r) {
@@ -512,13 +516,13 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|\n");
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& row = rows[i];
-    std::printf("| %s | %s | %s | %s | %s | %s |\n", row.metric, row.unit,
-                cell(res[i].mp).c_str(), cell(res[i].raw).c_str(), row.raw_name,
-                cell(res[i].ratio).c_str());
+    std::printf("| %s | %s | %s | %s | %s | %s |\n", row.metric, row.unit, cell(res[i].mp).c_str(),
+                cell(res[i].raw).c_str(), row.raw_name, cell(res[i].ratio).c_str());
   }
-  std::printf("\n%d rounds; each cell: median over rounds [min–max]; mp/raw is computed per round "
-              "(mp's time over raw's, or raw's rate over mp's: 1 = at the limit, 2 = half as "
-              "fast).\n",
-              rounds);
+  std::printf(
+      "\n%d rounds; each cell: median over rounds [min–max]; mp/raw is computed per round "
+      "(mp's time over raw's, or raw's rate over mp's: 1 = at the limit, 2 = half as "
+      "fast).\n",
+      rounds);
   return 0;
 }
