@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mp/multiprocessing.hpp"
@@ -178,15 +179,17 @@ void mp_produce_mib(mp::Queue<std::string> q, long n) {
   for (long i = 0; i < n; ++i) q.put(item);
 }
 
-// Timed from the first item received to the last (the partner's start is not counted).
-double mp_queue_ints_per_s() {
+// Timed from the first item received to the last (the partner's start is not counted). With
+// `timeout`, each get() is get(true, 30 s); without, plain get() as the Linux bench does (bounded
+// then by the run's watchdog).
+double mp_queue_ints_per_s(bool timeout) {
   mp::Queue<int> q;
   mp::Process p(spawn(), mp_produce_ints, q, kItems);
   p.start();
   (void)q.get(true, std::chrono::seconds(30));
   const auto t = Clock::now();
   for (long i = 1; i < kItems; ++i)
-    if (q.get(true, std::chrono::seconds(30)) != i) fail("queue: wrong item");
+    if ((timeout ? q.get(true, std::chrono::seconds(30)) : q.get()) != i) fail("queue: wrong item");
   const double s = seconds_since(t);
   join_mp(p);
   return static_cast<double>(kItems - 1) / s / 1e6;
@@ -431,6 +434,33 @@ double named_mutex_ns() {
   return s * 1e9 / kNamedLocks;
 }
 
+// The cost of one steady_clock::now() (QueryPerformanceCounter), in ns.
+double clock_read_ns() {
+  constexpr long n = 1000000;
+  const auto t = Clock::now();
+  Clock::rep sum = 0;
+  for (long i = 0; i < n; ++i) sum += Clock::now().time_since_epoch().count();
+  sink.fetch_add(static_cast<int>(sum & 1), std::memory_order_relaxed);
+  return seconds_since(t) * 1e9 / n;
+}
+
+// Ends the run if one measurement takes longer than 120 s (a wait the sides do not bound).
+std::atomic<long> heartbeat{0};
+
+void start_watchdog() {
+  std::thread([] {
+    for (long seen = -1, stuck = 0;; ::Sleep(1000)) {
+      const long now = heartbeat.load();
+      stuck = now == seen ? stuck + 1 : 0;
+      seen = now;
+      if (stuck > 120) {
+        std::fprintf(stderr, "bench_mp_win32: a measurement took over 120 s\n");
+        std::_Exit(4);
+      }
+    }
+  }).detach();
+}
+
 // ---- rounds and table ----
 struct Row {
   const char* metric;
@@ -482,8 +512,10 @@ int main(int argc, char** argv) {
        mp_start_ms, raw_start_ms},
       {"Event ping-pong, 2 processes", "µs", false, "2 named auto-reset events", mp_event_us,
        raw_event_us},
-      {"Queue<int> small items", "M items/s", true, "SPSC ring in a named mapping",
-       mp_queue_ints_per_s, raw_ring_ints_per_s},
+      {"Queue<int> small items, get()", "M items/s", true, "SPSC ring in a named mapping",
+       [] { return mp_queue_ints_per_s(false); }, raw_ring_ints_per_s},
+      {"Queue<int> small items, get(true, 30 s)", "M items/s", true, "SPSC ring in a named mapping",
+       [] { return mp_queue_ints_per_s(true); }, raw_ring_ints_per_s},
       {"Queue<std::string> 1 MiB items", "MB/s", true, "SPSC ring in a named mapping",
        mp_queue_mib_MBps, raw_ring_mib_MBps},
       {"Pipe() duplex round trip, recv()", "µs", false, "byte-mode named pipe",
@@ -494,6 +526,7 @@ int main(int argc, char** argv) {
        srwlock_ns},
       {"Lock acquire+release, uncontended", "ns", false, "named mutex", mp_lock_ns, named_mutex_ns},
   };
+  start_watchdog();
   std::vector<Results> res(rows.size());
   for (int r = 0; r < rounds; ++r) {
     for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -501,11 +534,14 @@ int main(int argc, char** argv) {
       double m = 0, x = 0;
       if (r % 2 == 0) {
         x = row.raw();
+        heartbeat.fetch_add(1);
         m = row.mp();
       } else {
         m = row.mp();
+        heartbeat.fetch_add(1);
         x = row.raw();
       }
+      heartbeat.fetch_add(1);
       res[i].mp.push_back(m);
       res[i].raw.push_back(x);
       res[i].ratio.push_back(row.higher_is_better ? x / m : m / x);
@@ -519,6 +555,8 @@ int main(int argc, char** argv) {
     std::printf("| %s | %s | %s | %s | %s | %s |\n", row.metric, row.unit, cell(res[i].mp).c_str(),
                 cell(res[i].raw).c_str(), row.raw_name, cell(res[i].ratio).c_str());
   }
+  std::printf("\nsteady_clock::now() (QueryPerformanceCounter): %.1f ns per call.\n",
+              clock_read_ns());
   std::printf(
       "\n%d rounds; each cell: median over rounds [min–max]; mp/raw is computed per round "
       "(mp's time over raw's, or raw's rate over mp's: 1 = at the limit, 2 = half as "
