@@ -241,11 +241,17 @@ platform::Handle ConnectionAccess::socket(const Connection& c) noexcept {
 namespace connection {
 namespace {
 
+// A Listener's default address (CPython: arbitrary_address of the default family): an abstract
+// Unix socket; on Windows a named pipe (AF_PIPE, as CPython there).
 std::string arbitrary_unix_address() {
   unsigned char random[8];
   platform::random_bytes(random, sizeof random);
   static const char hex[] = "0123456789abcdef";
+#ifdef _WIN32
+  std::string name("\\\\.\\pipe\\mp-listener-");
+#else
   std::string name("\0mp-listener-", 13);
+#endif
   for (unsigned char c : random) {
     name += hex[c >> 4];
     name += hex[c & 15];

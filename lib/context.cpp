@@ -16,8 +16,13 @@ namespace mp {
 namespace {
 
 // Default first, as CPython's get_all_start_methods(). (Constant: no initialization guard that a
-// fork could copy half-taken.)
+// fork could copy half-taken.) Windows has neither fork nor a forkserver: spawn alone, as CPython
+// there (the only place the start methods depend on the system).
+#ifdef _WIN32
+constexpr std::array<std::string_view, 1> methods() { return {"spawn"}; }
+#else
 constexpr std::array<std::string_view, 3> methods() { return {"fork", "spawn", "forkserver"}; }
+#endif
 
 bool known(const std::string& m) {
   for (const auto& x : methods())
@@ -77,9 +82,13 @@ std::vector<std::string> get_all_start_methods() {
 namespace detail {
 
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self) {
-  if (method == "fork") return launch_fork(state, self);
   if (method == "spawn") return launch_spawn(state);
+#ifdef _WIN32
+  (void)self;
+#else
+  if (method == "fork") return launch_fork(state, self);
   if (method == "forkserver") return launch_forkserver(state);
+#endif
   throw std::invalid_argument("cannot find context for '" + method + "'");
 }
 

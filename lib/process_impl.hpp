@@ -1,5 +1,6 @@
 // Internal: the state behind mp::Process, the Popen interface (one implementation per start
-// method: popen_fork.cpp, popen_spawn_posix.cpp) and the per-process globals.
+// method: popen_fork.cpp, popen_spawn_posix.cpp, popen_spawn_win32.cpp, popen_forkserver.cpp) and
+// the per-process globals.
 #pragma once
 
 #include <functional>
@@ -75,6 +76,10 @@ std::unique_ptr<Popen> launch_forkserver(ProcessState& state);
 // `other_tag`: a forkserver child's pipe, where the server's exit record may come first: its tag
 // is stored there for the child's wait() to read the rest.
 void await_bootstrap(platform::Handle status, Popen& child, char* other_tag = nullptr);
+// The spawn launch of both systems (lib/spawn.cpp): runs `executable` with argv[0] `argv0` as a
+// spawned child of `state`, passing it exactly its handles, and returns once it is bootstrapped.
+std::unique_ptr<Popen> launch_spawned_child(ProcessState& state, const std::string& executable,
+                                            const std::string& argv0);
 std::unique_ptr<Popen> launch(const std::string& method, ProcessState& state, Process& self);
 
 enum class Kind { Child, Current, Parent };

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <tuple>
 #include <utility>
 
@@ -76,7 +78,14 @@ constexpr std::uint64_t kSwitchBytes = sizeof(FrameHeader);
 struct OutOfBand {
   std::uint64_t tag;
   std::uint64_t size;
+  std::uint64_t handle;  // kHandlesTravelInMemory: the memory's token (platform::hand_off)
 };
+// Where out-of-band items travel: a datagram socket (POSIX, SCM_RIGHTS), or the ring itself
+// (Windows: the frame carries a token of a copy of the memory's handle put in flight in the
+// queue's owner, the process that made it, so the item outlives its producer as on POSIX; if the
+// owner has ended, in the producer, which then waits at exit until it is taken: PendingHandOffs).
+constexpr bool kOutOfBandInRing = platform::kHandlesTravelInMemory;
+constexpr std::uint64_t kNoSocket = ~std::uint64_t{0};
 
 // The producers' last switch: [from ring: 1 bit][number: 23][tail position before it: 40], stored
 // before the switch frame is committed. The producers' current ring and next switch number follow
@@ -106,6 +115,7 @@ struct Shared {
   std::uint64_t capacity;  // of each ring
   std::uint64_t maxsize;
   std::uint64_t type_tag;
+  std::uint64_t owner_pid;  // kOutOfBandInRing: the process that made the queue
 
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t>
@@ -115,8 +125,9 @@ struct Shared {
   alignas(64) std::atomic<std::uint64_t> tail[kRings];
 
   alignas(64) FutexLock get_lock;
-  std::atomic<std::uint32_t> head_seq;  // an event count: producers sleep on it
-  std::atomic<std::uint64_t> reader;    // make_reader(); under get_lock
+  std::atomic<std::uint32_t> head_seq;   // an event count: producers sleep on it
+  std::atomic<std::uint64_t> reader;     // make_reader(); under get_lock
+  std::atomic<std::uint64_t> oob_taken;  // kOutOfBandInRing: the last out-of-band tag consumed
   alignas(64) std::atomic<std::uint64_t> head[kRings];
 
   alignas(64) std::atomic<std::uint32_t> done;  // JoinableQueue: task_done() calls, an event count
@@ -229,6 +240,69 @@ struct QueueCore::State {
   ~State() { platform::close_handle(oob_fd); }
 };
 
+namespace {
+
+// kOutOfBandInRing: out-of-band items held in flight by this process and not yet taken by a
+// consumer, by queue (the highest tag put). A consumer takes an item's memory out of the holder,
+// so a producer holding its own items (the queue's owner, or any producer once the owner ended)
+// waits at exit until they are taken, as CPython's queue feeder is joined at exit (there an item
+// larger than the pipe's buffer also waits for a reader); cancel_join_thread() gives this up.
+class PendingHandOffs {
+ public:
+  static PendingHandOffs& get() {
+    static auto* p = new PendingHandOffs;  // never destroyed: used by the exit handler
+    return *p;
+  }
+  void add(const heap::SharedBlock& block, Shared* shm, std::uint64_t tag) {
+    std::lock_guard lock(mutex_);
+    if (!registered_) {
+      std::atexit(+[] { get().wait_all(); });
+      registered_ = true;
+    }
+    for (Entry& e : entries_)
+      if (e.shm == shm) {
+        e.tag = std::max(e.tag, tag);
+        return;
+      }
+    entries_.push_back({block, shm, tag});
+  }
+  void cancel(const Shared* shm) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(entries_, [shm](const Entry& e) { return e.shm == shm; });
+  }
+  void wait_all() {
+    std::vector<Entry> entries;
+    {
+      std::lock_guard lock(mutex_);
+      entries.swap(entries_);
+    }
+    for (const Entry& e : entries) {
+      Shared& s = *e.shm;
+      for (;;) {  // consumers bump head_seq after each item they take
+        const std::uint32_t seq = prepare_sleep(s.head_seq);
+        if (s.oob_taken.load(std::memory_order_acquire) >= e.tag) break;
+        sleep_on(s.head_seq, seq, nullptr);
+      }
+    }
+  }
+
+ private:
+  struct Entry {
+    heap::SharedBlock block;  // keeps the header mapped
+    Shared* shm;
+    std::uint64_t tag;
+  };
+  std::mutex mutex_;
+  bool registered_ = false;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace
+
+void QueueCore::cancel_join_thread() noexcept {
+  if (kOutOfBandInRing && state_) PendingHandOffs::get().cancel(state_->shm);
+}
+
 QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
     : block_(kHeaderBytes + kRingCapacity, alignof(Shared)), state_(std::make_shared<State>()) {
   auto* shm = new (block_.data()) Shared{};
@@ -236,6 +310,7 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
   shm->capacity = kRingCapacity / kRings;
   shm->maxsize = maxsize;
   shm->type_tag = type_tag;
+  shm->owner_pid = static_cast<std::uint64_t>(platform::current_pid());
   // As if the producers had switched from ring 1 to ring 0 (a position no tail takes) and the
   // consumers had followed.
   shm->switched.store(make_switch(1, 0, kPosMask), std::memory_order_relaxed);
@@ -243,17 +318,25 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
   state_->shm = shm;
   state_->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
   state_->capacity = shm->capacity;
-  state_->oob_fd = platform::datagram_loop();
+  if (!kOutOfBandInRing) state_->oob_fd = platform::datagram_loop();
 }
 
 std::uint64_t QueueCore::send_token() const {
   if (!state_) throw std::logic_error("mp: cannot send an empty queue");
+  if (kOutOfBandInRing) {
+    if (!reduction::spawning())
+      throw std::runtime_error(
+          "Queue objects should only be shared between processes through inheritance");
+    return kNoSocket;
+  }
   return reduction::send_handle(state_->oob_fd, "Queue");
 }
 
 void QueueCore::attach(std::uint64_t token) {
   auto st = std::make_shared<State>();
-  st->oob_fd = static_cast<platform::Handle>(reduction::receive_handle(token));
+  if (kOutOfBandInRing != (token == kNoSocket)) throw UnpicklingError("mp: corrupt queue data");
+  if (!kOutOfBandInRing)
+    st->oob_fd = static_cast<platform::Handle>(reduction::receive_handle(token));
   if (block_.size() < kHeaderBytes) throw UnpicklingError("mp: corrupt queue data");
   st->shm = static_cast<Shared*>(block_.data());
   const std::uint64_t cap = st->shm->capacity;
@@ -470,7 +553,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   FutexLockGuard guard(s.put_lock);
   bool wake_consumers = false;
   unsigned r = 0;
-  std::uint64_t total = 0, oob_tag = 0;
+  std::uint64_t total = 0, oob_tag = 0, oob_token = 0;
   // The first pass takes the lock at once (room is the common case); later passes first wait
   // for room without it.
   for (bool first = true;; first = false) {
@@ -483,6 +566,15 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
     // An out-of-band item also needs room in the socket buffer (about 250 items in flight); it is
     // sent before the commit (a producer killed in between leaves a message the next consumer
     // drops as stale).
+    if (total != 0 && oob && kOutOfBandInRing) {
+      oob_tag = ++s.oob_next;
+      try {
+        oob_token = platform::hand_off(item_fd.get(), static_cast<int>(s.owner_pid));
+      } catch (const OSError&) {  // the owner has ended: this process holds it
+        oob_token = platform::hand_off(item_fd.get(), platform::current_pid());
+      }
+      break;
+    }
     if (total != 0 && oob) {
       oob_tag = ++s.oob_next;
       if (platform::send_descriptor(st.oob_fd, oob_tag, item_fd.get())) break;
@@ -502,7 +594,7 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   const FrameHeader fh{static_cast<std::uint32_t>(payload), oob ? kOutOfBand : kInline};
   if (oob) {
     producer.write_and_commit(r, total, fh, [&](char* out) {
-      const OutOfBand ref{oob_tag, size};
+      const OutOfBand ref{oob_tag, size, oob_token};
       std::memcpy(out, &ref, sizeof ref);
     });
   } else {
@@ -511,6 +603,8 @@ bool QueueCore::put(const Part* parts, std::size_t count, const Nanos* timeout) 
   wake_consumers |= count_event(s.tail_seq);
   guard.release();
   if (wake_consumers) wake_sleepers(s.tail_seq);
+  if (oob && kOutOfBandInRing && platform::handed_off_holder(oob_token) == platform::current_pid())
+    PendingHandOffs::get().add(block_, &s, oob_tag);
   return true;
 }
 
@@ -602,6 +696,18 @@ struct QueueCore::ConsumerSteps {
     }
   }
 
+  // After an out-of-band item's commit: drops its message (and stale ones), or in ring mode closes
+  // the producer's in-flight copy and tells a producer waiting at exit (oob_taken, head_seq).
+  void taken(const OutOfBand& ref) {
+    if (!kOutOfBandInRing) {
+      drop_stale(ref.tag + 1);
+      return;
+    }
+    platform::release_handed_off(ref.handle);
+    s.oob_taken.store(ref.tag, std::memory_order_release);  // tags are taken in order
+    removed();
+  }
+
   // An item in the ring: decoded in place, then committed; one that does not decode is dropped
   // (committed), not retried forever.
   void take_inline(const Frame& f, Consumer consume, void* context, FutexLockGuard& guard) {
@@ -622,13 +728,24 @@ struct QueueCore::ConsumerSteps {
                                                  FutexLockGuard& guard) {
     OutOfBand ref;
     std::memcpy(&ref, st.ring(f.ring) + f.pos + sizeof f.header, sizeof ref);
-    drop_stale(ref.tag);
     std::uint64_t tag = 0;
     platform::Handle fd = platform::kInvalidHandle;
-    const bool found = platform::receive_descriptor(st.oob_fd, tag, fd, true);
+    bool found = false;
+    if (kOutOfBandInRing) {
+      try {
+        fd = platform::take_handed_off(ref.handle);
+        tag = ref.tag;
+        found = true;
+      } catch (const OSError&) {  // the producer ended before the item was taken
+      }
+    } else {
+      drop_stale(ref.tag);
+      found = platform::receive_descriptor(st.oob_fd, tag, fd, true);
+    }
     const UniqueHandle item(found ? fd : platform::kInvalidHandle);
     if (!found || tag != ref.tag || platform::shared_memory_size(item.get()) < ref.size) {
       commit(f);
+      taken(ref);
       finish(guard);
       throw ProcessError("mp: an out-of-band queue item is missing");
     }
@@ -646,14 +763,14 @@ struct QueueCore::ConsumerSteps {
       consume(context, static_cast<const char*>(mapping.at), ref.size);
     } catch (const ForcedUnwind&) {  // the decoder ended its thread: the item is consumed
       commit(f);
-      drop_stale(ref.tag + 1);
+      taken(ref);
       finish(guard);
       throw;
     } catch (...) {
       error = std::current_exception();
     }
     commit(f);
-    drop_stale(ref.tag + 1);
+    taken(ref);
     if (error) {
       finish(guard);
       std::rethrow_exception(error);

@@ -11,6 +11,9 @@
 #include <algorithm>
 
 #include "support/framing.hpp"
+#include "support/unique_handle.hpp"
+#include "mp/errors.hpp"
+#include "platform/wait.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
@@ -205,6 +208,7 @@ PreparationData receive_preparation_data(int data_fd) {
 
 }  // namespace
 
+#ifndef _WIN32  // the forkserver (POSIX only): descriptor numbers exist there
 [[noreturn]] void run_forkserver_child(std::string_view data, platform::Handle status,
                                        platform::Handle parent,
                                        const std::vector<platform::Handle>& handles,
@@ -254,6 +258,7 @@ PreparationData receive_preparation_data(int data_fd) {
   platform::on_exit_first(&forkserver_child_exit);
   run_prepared(std::move(d), parent, &forkserver_child_exit);
 }
+#endif
 
 void check_bootstrapped() {
   if (g_freeze_support_called) return;
@@ -265,6 +270,104 @@ void check_bootstrapped() {
       "mp::freeze_support(argc, argv) before using mp. Add it as the first line of main.");
 }
 
+// ---- the parent's side (CPython: spawn.get_preparation_data and the Popen of each system:
+// popen_spawn_posix.cpp, popen_spawn_win32.cpp)
+
+// Reads the child's bootstrap report; throws ProcessError with the child's message.
+void await_bootstrap(platform::Handle status, Popen& child, char* other_tag) {
+  char tag = 0;
+  const bool got = platform::read_some(status, &tag, 1) == 1;
+  if (got && tag == 0) return;
+  if (got && tag > 1 && other_tag) *other_tag = tag;
+  std::string message;
+  // Reads `size` bytes, fewer only at EOF (a child that died mid-report).
+  auto read_up_to = [status](char* data, std::size_t size) {
+    std::size_t got = 0;
+    for (std::size_t r = 1; got < size && r != 0; got += r)
+      r = platform::read_some(status, data + got, size - got);
+    return got;
+  };
+  char header[framing::kShortHeader];
+  if (tag == 1 && read_up_to(header, sizeof header) == sizeof header) {
+    message.resize(std::min<std::uint32_t>(framing::short_length(header),
+                                           1u << 16));  // the long form is never sent
+    message.resize(read_up_to(message.data(), message.size()));
+  }
+  const std::optional<int> code = child.wait(nullptr);
+  if (message.empty())
+    message = "the " + std::string(other_tag ? "forkserver's" : "spawned") +
+              " child exited with code " + (code ? std::to_string(*code) : std::string("?")) +
+              " before it was bootstrapped" +
+              (other_tag ? "" : " (does its main() call mp::freeze_support(argc, argv) first?)");
+  throw ProcessError(message);
+}
+
+void set_inherited_start_method(const std::string& method);
+
+PreparationData prepare_child(ProcessState& state, std::vector<platform::Handle>& handles,
+                              heap::detail::Lease& lease) {
+  PreparationData d;
+  d.name = state.name;
+  d.identity = state.identity;
+  d.daemon = state.daemon;
+  d.authkey = state.authkey;
+  d.parent_pid = platform::current_pid();
+  d.parent_name = current_process().name();
+  d.start_method = get_start_method();
+  const LogSettings log = log_settings();
+  d.log_level = log.level;
+  d.log_to_stderr = log.to_stderr;
+  if (state.target) {
+    reduction::detail::SendScope scope(handles);
+    heap::detail::LeaseScope lease_scope(lease);
+    SpawnTarget t = state.target->spawn_target();
+    d.has_target = true;
+    d.trampoline = CodeRef::of(t.trampoline);
+    d.function = CodeRef::of(t.function);
+    d.args = std::move(t.args);
+  }
+  d.handles.assign(handles.begin(), handles.end());
+  return d;
+}
+
+platform::Handle write_preparation_data(ProcessState& state, std::vector<platform::Handle>& handles,
+                                        heap::detail::Lease& lease) {
+  const std::string bytes = reduction::dumps(prepare_child(state, handles, lease));
+  UniqueHandle data(platform::create_shared_memory(bytes.size()));
+  void* p = platform::map_shared(data.get(), bytes.size());
+  std::memcpy(p, bytes.data(), bytes.size());
+  platform::unmap(p, bytes.size());
+  return data.release();
+}
+
+std::unique_ptr<Popen> launch_spawned_child(ProcessState& state, const std::string& executable,
+                                            const std::string& argv0) {
+  std::vector<platform::Handle> handles;
+  heap::detail::Lease lease;
+  UniqueHandle data(write_preparation_data(state, handles, lease));
+  // Duplex: the child reports its bootstrap on it and first waits there for the parent's gate byte.
+  auto [status_r, status_w] = platform::socket_pair();
+  UniqueHandle status_read(status_r), status_write(status_w);
+  auto popen = std::make_unique<Popen>();
+  popen->lease = std::move(lease);
+
+  // The child gets exactly these handles, under the same numbers (values on Windows): the
+  // arguments' shared objects, the preparation data and the status pipe; the last two are named
+  // on its command line.
+  std::vector<platform::Handle> inherit(handles.begin(), handles.end());
+  inherit.push_back(data.get());
+  inherit.push_back(status_write.get());
+  const std::string status = std::to_string(status_write.get());
+  const int pid =
+      platform::spawn_process(executable, {argv0, kSpawnMarker, std::to_string(data.get()), status},
+                              kSpawnEnv, status, inherit);
+  popen->started(pid, open_child_then_open_gate(pid, status_read.get()));
+  status_write.reset();
+  data.reset();
+  await_bootstrap(status_read.get(), *popen);
+  return popen;
+}
+
 }  // namespace detail
 
 void freeze_support(int argc, char** argv) {
@@ -273,11 +376,13 @@ void freeze_support(int argc, char** argv) {
     platform::unset_env(detail::kSpawnEnv);
     detail::spawned_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]));
   }
+#ifndef _WIN32  // no forkserver on Windows (lib/context.cpp)
   if (argc >= 5 && argv && argv[1] && std::strcmp(argv[1], detail::kForkserverMarker) == 0) {
     platform::unset_env(detail::kSpawnEnv);
     detail::forkserver_main(detail::parse_fd(argv[2]), detail::parse_fd(argv[3]),
                             detail::parse_fd(argv[4]));
   }
+#endif
   platform::unset_env(detail::kSpawnEnv);
 }
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 
 RUN_TIMEOUT = 120  # seconds; bounds every run, so a hanging sample fails instead of blocking
+# Runs the samples through an emulator when set (the Windows build under Wine: "wine").
+EMULATOR = os.environ.get("MP_SAMPLE_EMULATOR", "").split()
 
 
 def header(exe):
@@ -36,7 +38,8 @@ def header(exe):
 def run(exe, cwd=None):
     start = time.monotonic()
     try:
-        proc = subprocess.run([exe], cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        proc = subprocess.run(EMULATOR + [exe], cwd=cwd, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired as e:
         fail(f"{exe} did not finish within {RUN_TIMEOUT} s; output so far: {e.stdout!r}")
     elapsed = time.monotonic() - start

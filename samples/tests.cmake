@@ -14,14 +14,17 @@ function(mp_sample_test sample methods)
   endif()
   foreach(method ${methods})
     add_test(NAME sample.${sample}.${method}
-             COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/check_sample.py
+             COMMAND Python3::Interpreter ${CMAKE_CURRENT_LIST_DIR}/check_sample.py
                      ${ARGN})
     set_tests_properties(sample.${sample}.${method} PROPERTIES
-      LABELS sample TIMEOUT 600 ENVIRONMENT MP_START_METHOD=${method})
+      LABELS sample TIMEOUT 600 ENVIRONMENT "MP_START_METHOD=${method};${MP_SAMPLE_ENVIRONMENT}")
   endforeach()
 endfunction()
 
 set(both "fork;spawn;forkserver")  # every start method
+if(DEFINED MP_SAMPLE_START_METHODS)  # the Windows build: spawn alone (cmake/windows.cmake)
+  set(both ${MP_SAMPLE_START_METHODS})
+endif()
 set(waiting "Waiting for processes to finish...")
 mp_sample_test(global_variable_fork fork
   exact $<TARGET_FILE:global_variable_fork> 1 "${waiting}" "Value: 0")
@@ -46,16 +49,16 @@ mp_sample_test(condition_timing_fixed "${both}"
   "Process: Notified" "Main: Done")
 # The Python documentation's pool examples, checked against their originals' output.
 mp_sample_test(pool_of_workers "${both}"
-  python $<TARGET_FILE:pool_of_workers> ${CMAKE_CURRENT_SOURCE_DIR}/pool_of_workers.py sort=1:11 mask=12,13)
+  python $<TARGET_FILE:pool_of_workers> ${CMAKE_CURRENT_LIST_DIR}/pool_of_workers.py sort=1:11 mask=12,13)
 mp_sample_test(process_pool_primes "${both}"
-  python $<TARGET_FILE:process_pool_primes> ${CMAKE_CURRENT_SOURCE_DIR}/process_pool_primes.py)
+  python $<TARGET_FILE:process_pool_primes> ${CMAKE_CURRENT_LIST_DIR}/process_pool_primes.py)
 # The Python documentation's multiprocessing.connection examples.
 mp_sample_test(connection_wait "${both}"
-  python $<TARGET_FILE:connection_wait> ${CMAKE_CURRENT_SOURCE_DIR}/python/12_connection_wait.py sort=0:40)
+  python $<TARGET_FILE:connection_wait> ${CMAKE_CURRENT_LIST_DIR}/python/12_connection_wait.py sort=0:40)
 mp_sample_test(listener_client "${both}"
-  python $<TARGET_FILE:listener_client> ${CMAKE_CURRENT_SOURCE_DIR}/python/13_listener_client.py)
+  python $<TARGET_FILE:listener_client> ${CMAKE_CURRENT_LIST_DIR}/python/13_listener_client.py)
 # The documentation's manager examples, checked against their originals' output.
 mp_sample_test(customized_manager "${both}"
-  python $<TARGET_FILE:customized_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/customized_manager.py)
+  python $<TARGET_FILE:customized_manager> ${CMAKE_CURRENT_LIST_DIR}/python/customized_manager.py)
 mp_sample_test(remote_queue_manager "${both}"
-  python $<TARGET_FILE:remote_queue_manager> ${CMAKE_CURRENT_SOURCE_DIR}/python/remote_queue_manager.py)
+  python $<TARGET_FILE:remote_queue_manager> ${CMAKE_CURRENT_LIST_DIR}/python/remote_queue_manager.py)

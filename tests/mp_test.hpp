@@ -2,11 +2,27 @@
 // test leaves no child process behind.
 #pragma once
 
-#include <dirent.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
+#ifdef _WIN32
+#  ifndef WIN32_LEAN_AND_MEAN
+#    define WIN32_LEAN_AND_MEAN
+#  endif
+#  ifndef NOMINMAX
+#    define NOMINMAX
+#  endif
+#  ifndef NOGDI
+#    define NOGDI  // its ERROR macro would break mp::util::ERROR
+#  endif
+#  include <windows.h>
+// After windows.h:
+#  include <tlhelp32.h>
+#else
+#  include <dirent.h>
+#  include <unistd.h>
+#endif
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -21,6 +37,37 @@ using namespace std::chrono_literals;
 
 // Generous bound for any single blocking call in a test (a hang fails instead of blocking CI).
 inline constexpr auto kTimeout = 30s;
+
+#ifdef _WIN32
+// Windows (spawn only): every live direct child of this process, from a process snapshot (an
+// ended child is gone from it; 'R' stands for any state).
+inline std::vector<std::pair<int, char>> children_with_state() {
+  std::vector<std::pair<int, char>> out;
+  HANDLE snap = ::CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+  if (snap == INVALID_HANDLE_VALUE) return out;
+  PROCESSENTRY32W e{};
+  e.dwSize = sizeof e;
+  for (BOOL ok = ::Process32FirstW(snap, &e); ok; ok = ::Process32NextW(snap, &e))
+    if (e.th32ParentProcessID == ::GetCurrentProcessId())
+      out.emplace_back(static_cast<int>(e.th32ProcessID), 'R');
+  ::CloseHandle(snap);
+  return out;
+}
+
+// The exit code kill() gives: -SIGKILL; on Windows -SIGTERM (TerminateProcess, as CPython there).
+inline constexpr int kKilledExitCode = -15;
+inline int forkserver_pid() { return 0; }  // no forkserver on Windows
+inline void set_env(const std::string& name, const std::string& value) {
+  ::_putenv_s(name.c_str(), value.c_str());
+}
+inline void unset_env(const std::string& name) { ::_putenv_s(name.c_str(), ""); }
+#else
+inline constexpr int kKilledExitCode = -9;
+inline int forkserver_pid() { return mp::forkserver::server_pid().value_or(0); }
+inline void set_env(const std::string& name, const std::string& value) {
+  ::setenv(name.c_str(), value.c_str(), 1);
+}
+inline void unset_env(const std::string& name) { ::unsetenv(name.c_str()); }
 
 // Every direct child of this process (zombies included) with its state letter, from /proc.
 inline std::vector<std::pair<int, char>> children_with_state() {
@@ -45,12 +92,13 @@ inline std::vector<std::pair<int, char>> children_with_state() {
   ::closedir(d);
   return out;
 }
+#endif
 
 // The pids of the live (non-zombie) direct children of this process, except the forkserver it
 // started (it lives as long as this process, as in CPython).
 inline std::vector<int> live_children() {
   std::vector<int> out;
-  const int server = mp::forkserver::server_pid().value_or(0);
+  const int server = forkserver_pid();
   for (auto [pid, state] : children_with_state())
     if (state != 'Z' && pid != server) out.push_back(pid);
   return out;

@@ -2,9 +2,6 @@
 // _TestSimpleQueue), plus the guarantees beyond CPython: delivery after the producer is killed,
 // no deadlock joining a producer before draining, and recovery when a producer or consumer is
 // SIGKILLed in the middle of put()/get().
-#include <signal.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cstring>
 #include <deque>
@@ -15,6 +12,7 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
+#include "platform/process.hpp"
 #include "queue_faults.hpp"
 
 using namespace mp_test;
@@ -89,8 +87,8 @@ void put_strings(mp::Queue<std::string> q, int count, int size) {
 }
 
 // Gets `count` ints and sends their sum back.
-void consume_sum(mp::Queue<int> q, mp::Queue<long> result, int count) {
-  long sum = 0;
+void consume_sum(mp::Queue<int> q, mp::Queue<long long> result, int count) {
+  long long sum = 0;
   for (int i = 0; i < count; ++i) sum += q.get(true, kTimeout);
   result.put(sum);
 }
@@ -98,7 +96,7 @@ void consume_sum(mp::Queue<int> q, mp::Queue<long> result, int count) {
 // Puts items, then kills itself right after the last put returned.
 void put_then_die(mp::Queue<Item> q, int count) {
   for (int i = 0; i < count; ++i) q.put(Item::make(0, i, size_for(i, true)));
-  ::raise(SIGKILL);
+  mp::platform::kill_self();
 }
 
 // Puts forever, recording each completed put in progress slot `producer`.
@@ -118,8 +116,8 @@ void get_forever(mp::Queue<Item> q, mp::heap::SharedBlock block) {
   }
 }
 
-void joinable_worker(mp::JoinableQueue<int> q, mp::Queue<long> result, int count) {
-  long sum = 0;
+void joinable_worker(mp::JoinableQueue<int> q, mp::Queue<long long> result, int count) {
+  long long sum = 0;
   for (int i = 0; i < count; ++i) {
     sum += q.get(true, kTimeout);
     q.task_done();
@@ -141,7 +139,8 @@ void put_huge(mp::Queue<std::string> q, std::size_t size) { q.put(std::string(si
 int g_fault_point = 0;
 int g_fault_countdown = 0;
 void die_at(mp::detail::QueueFault point) {
-  if (static_cast<int>(point) == g_fault_point && --g_fault_countdown == 0) ::raise(SIGKILL);
+  if (static_cast<int>(point) == g_fault_point && --g_fault_countdown == 0)
+    mp::platform::kill_self();
 }
 
 // Puts and gets 1 MiB items one at a time (the queue switches rings every few MiB, restarting the
@@ -234,7 +233,7 @@ TEST_P(QueueTest, MixedMessagesWithVariant) {
 
 TEST_P(QueueTest, ManyProducersAndConsumersExactTotals) {
   mp::Queue<int> q(100);  // bounded: producers block for room
-  mp::Queue<long> results;
+  mp::Queue<long long> results;
   constexpr int kProducers = 3, kConsumers = 2, kPerProducer = 20000;
   std::vector<mp::Process> procs;
   for (int i = 0; i < kProducers; ++i)
@@ -242,10 +241,10 @@ TEST_P(QueueTest, ManyProducersAndConsumersExactTotals) {
   for (int i = 0; i < kConsumers; ++i)
     procs.emplace_back(ctx(), consume_sum, q, results, kProducers * kPerProducer / kConsumers);
   for (auto& p : procs) p.start();
-  long total = 0;
+  long long total = 0;
   for (int i = 0; i < kConsumers; ++i) total += results.get(true, kTimeout);
   for (auto& p : procs) join_or_fail(p);
-  const long n = kProducers * kPerProducer;
+  const long long n = kProducers * kPerProducer;
   EXPECT_EQ(total, n * (n - 1) / 2);
   EXPECT_TRUE(q.empty());
 }
@@ -269,7 +268,7 @@ TEST_P(QueueTest, FifoPerProducerWithLargeItems) {
 
 TEST_P(QueueTest, JoinableQueueTaskAccounting) {
   mp::JoinableQueue<int> q;
-  mp::Queue<long> result;
+  mp::Queue<long long> result;
   EXPECT_THROW(q.task_done(), std::invalid_argument);
   for (int i = 0; i < 100; ++i) q.put(i);
   mp::Process p(ctx(), joinable_worker, q, result, 100);
@@ -305,7 +304,7 @@ TEST_P(QueueTest, DeliveredAfterProducerIsKilled) {
   mp::Process p(ctx(), put_then_die, q, 12);
   p.start();
   join_or_fail(p);  // joining before draining: no deadlock
-  EXPECT_EQ(p.exitcode(), -SIGKILL);
+  EXPECT_EQ(p.exitcode(), kKilledExitCode);
   EXPECT_EQ(q.qsize(), 12u);
   for (int i = 0; i < 12; ++i) {
     Item it = q.get(false);
@@ -414,7 +413,7 @@ TEST_P(QueueTest, KilledInTheMiddleOfARingSwitch) {
       mp::Process p(ctx(), cycle_until_killed, q, block, static_cast<int>(point), countdown);
       p.start();
       join_or_fail(p);
-      ASSERT_EQ(p.exitcode(), -SIGKILL);
+      ASSERT_EQ(p.exitcode(), kKilledExitCode);
       const int puts = progress(block).done[0].load(), gets = progress(block).done[1].load();
       int next = gets;
       for (;;) {
@@ -448,7 +447,7 @@ TEST_P(QueueTest, KilledInTheMiddleOfARingSwitch) {
 }
 
 // A consumer that takes an item before the producer has counted it must still be woken for the
-// next one: a long stream of small items with a consumer that often sleeps never stalls (a lost
+// next one: a long long stream of small items with a consumer that often sleeps never stalls (a lost
 // wake-up shows as a get() that waits out its timeout while the producer is still putting).
 TEST_P(QueueTest, LongStreamOfSmallItemsNeverLosesAWakeUp) {
   mp::Queue<int> q;
@@ -610,7 +609,7 @@ TEST(Queue, TimeoutOnlyForms) {
   EXPECT_EQ(jq.get(std::chrono::milliseconds(500)), "a");
 }
 
-// A timeout too long for the clock (hours::max()) blocks as long as needed; it used to overflow
+// A timeout too long long for the clock (hours::max()) blocks as long long as needed; it used to overflow
 // into a negative one and fail at once (Empty/Full). The other side acts after a delay only so
 // that the calls really block; the outcome does not depend on it.
 TEST(Queue, HugeTimeoutsBlockInsteadOfFailingAtOnce) {
@@ -742,10 +741,10 @@ TEST(Queue, ThreadsShareOneHandle) {
   std::thread producer([&] {
     for (int i = 0; i < 50000; ++i) q.put(i);
   });
-  long sum = 0;
+  long long sum = 0;
   for (int i = 0; i < 50000; ++i) sum += q.get(true, kTimeout);
   producer.join();
-  EXPECT_EQ(sum, 50000L * 49999 / 2);
+  EXPECT_EQ(sum, 50000LL * 49999 / 2);
 }
 
 TEST(Queue, SharingOutsideSpawnIsRefused) {

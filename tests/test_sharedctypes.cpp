@@ -1,6 +1,8 @@
 // mp/sharedctypes.hpp under every start method (CPython: _TestValue, _TestArray, and the tutorial's
 // 05_value_race / 06 / 07_value_get_lock semantics).
-#include <sys/sysinfo.h>
+#ifndef _WIN32
+#  include <sys/sysinfo.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -255,9 +257,16 @@ TEST(Array, AbsurdSizesThrowCPythonsExceptionsInsteadOfWrapping) {
 // 8 TiB (Array('d', 1 << 40)): refused when RAM + swap cannot hold it (CPython tries to zero it and
 // dies or hangs); a smaller array is reserved, committed page by page as it is used.
 TEST(Array, MoreThanMemoryCanBackIsMemoryError) {
+#ifdef _WIN32
+  MEMORYSTATUSEX ms{};
+  ms.dwLength = sizeof ms;
+  ASSERT_TRUE(::GlobalMemoryStatusEx(&ms));
+  const double capacity = double(ms.ullTotalPageFile);  // RAM + page file
+#else
   struct sysinfo si {};
   ASSERT_EQ(::sysinfo(&si), 0);
   const double capacity = (double(si.totalram) + double(si.totalswap)) * si.mem_unit;
+#endif
   if (capacity >= double(8ull << 40)) GTEST_SKIP() << "this machine has 8 TiB of RAM + swap";
   EXPECT_THROW(mp::Array<double>(std::size_t{1} << 40), std::bad_alloc);
   mp::RawArray<double> fits(std::size_t{1} << 20);

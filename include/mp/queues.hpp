@@ -23,7 +23,10 @@
 //   and a JoinableQueue at most 2^24 unfinished tasks.
 // - close() and join_thread() exist for porting: put() is synchronous, so there is nothing to
 //   flush; after close() this handle refuses put()/get() (std::invalid_argument, as CPython's
-//   ValueError "Queue ... is closed"). cancel_join_thread() does nothing.
+//   ValueError "Queue ... is closed"). cancel_join_thread() does nothing on POSIX. On Windows a
+//   producer waits at exit until consumers took its items larger than half a ring (their memory is
+//   taken out of the producer), as CPython's feeder is joined at exit; cancel_join_thread() gives
+//   that up (such items are then lost if the producer ends first, as CPython's buffered items).
 // - qsize() is exact at the moment it reads the rings (CPython's is approximate).
 // - A put() past the hot part of a ring may wait (at most 2 ms, and only while consumers are
 //   removing items) for the other ring to empty: a producer far ahead of its consumers is held
@@ -84,6 +87,9 @@ class MP_API QueueCore {
   void close() noexcept;
   bool closed() const noexcept;
   void check_open(const char* what) const;
+  // Windows: this process no longer waits at exit for consumers to take its out-of-band items
+  // (lib/queues.cpp; nothing to do on POSIX, where a sent item outlives its producer).
+  void cancel_join_thread() noexcept;
   explicit operator bool() const noexcept { return static_cast<bool>(state_); }
 
   // Passed to spawned children as the shared memory and the out-of-band socket's descriptor.
@@ -190,7 +196,7 @@ class QueueBase {
   void join_thread() const {
     if (!core_.closed()) throw std::logic_error("Queue.join_thread(): the queue is not closed");
   }
-  void cancel_join_thread() noexcept {}
+  void cancel_join_thread() noexcept { core_.cancel_join_thread(); }
 
   template <class Archive>
   void save(Archive& ar) const {

@@ -39,6 +39,27 @@ void send_with_descriptors(Handle socket, const void* data, std::size_t size,
 bool receive_with_descriptors(Handle socket, void* data, std::size_t size,
                               std::vector<Handle>& fds);
 
+// ---- handles carried in shared memory (Windows; kHandlesTravelInMemory)
+// On Windows a handle can travel as a number written anywhere (the sender's pid and the value of a
+// copy in flight in the sender), so a queue hands its out-of-band items over in its ring instead of
+// a datagram socket (POSIX: no such way; these throw std::logic_error there).
+#ifdef _WIN32
+inline constexpr bool kHandlesTravelInMemory = true;
+#else
+inline constexpr bool kHandlesTravelInMemory = false;
+#endif
+// A token for `h` that a process receives with take_handed_off() while process `holder` runs: a
+// copy of `h` is put in flight in `holder` (the caller, or another process whose handle table it
+// may write, e.g. its parent) until released. Throws OSError if `holder` cannot be opened.
+std::uint64_t hand_off(Handle h, int holder);
+// The receiver's own copy of the handle behind `token` (the holder's copy stays in flight). Throws
+// OSError when the holder has ended (its copy is gone with it).
+Handle take_handed_off(std::uint64_t token);
+// Closes the holder's in-flight copy behind `token` (from any process; nothing if it ended).
+void release_handed_off(std::uint64_t token) noexcept;
+// The process holding the in-flight copy behind `token`.
+int handed_off_holder(std::uint64_t token) noexcept;
+
 // Moves `fd` to the number `target` (close-on-exec), closing whatever `target` was.
 void move_descriptor(Handle fd, Handle target);
 // Moves `fd` to the number `target` without close-on-exec (an inherited descriptor).

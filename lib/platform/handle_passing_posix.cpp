@@ -16,6 +16,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 #include "mp/errors.hpp"
 #include "platform/handle_passing.hpp"
@@ -167,5 +168,19 @@ Handle duplicate_above(Handle fd, Handle minimum) {
   if (r < 0) throw_last_error("fcntl(F_DUPFD_CLOEXEC)");
   return r;
 }
+
+// ---- handles carried in shared memory: Windows only (kHandlesTravelInMemory is false here)
+
+std::uint64_t hand_off(Handle, int) {
+  throw std::logic_error("mp: hand_off: POSIX descriptors travel only over Unix sockets");
+}
+
+Handle take_handed_off(std::uint64_t) {
+  throw std::logic_error("mp: take_handed_off: POSIX descriptors travel only over Unix sockets");
+}
+
+void release_handed_off(std::uint64_t) noexcept {}
+
+int handed_off_holder(std::uint64_t) noexcept { return 0; }
 
 }  // namespace mp::platform

@@ -151,6 +151,55 @@ bool receive_with_descriptors(Handle socket, void* data, std::size_t size,
   return true;
 }
 
+// ---- handles carried in shared memory: [pid: 32][value: 32] (kernel handle values fit in 32 bits,
+// which 64-bit Windows guarantees for sharing handles with 32-bit processes)
+
+std::uint64_t hand_off(Handle h, int holder) {
+  const auto pid = static_cast<DWORD>(holder);
+  if (pid == ::GetCurrentProcessId()) {
+    const std::uint64_t value = in_flight(h);
+    if (value > 0xffffffffu) {
+      drop_in_flight(value);
+      throw_error(ERROR_INVALID_HANDLE, "cannot pass a handle");
+    }
+    return (std::uint64_t{pid} << 32) | value;
+  }
+  HANDLE target = ::OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid);
+  if (!target) throw_last_error("cannot pass a handle through process " + std::to_string(pid));
+  HANDLE dup = nullptr;
+  const BOOL ok = ::DuplicateHandle(::GetCurrentProcess(), win32::native(h), target, &dup, 0, FALSE,
+                                    DUPLICATE_SAME_ACCESS);
+  const DWORD e = ::GetLastError();
+  ::CloseHandle(target);
+  if (!ok)
+    throw_error(static_cast<int>(e), "cannot pass a handle through process " + std::to_string(pid));
+  const auto value = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(dup));
+  if (value > 0xffffffffu) {
+    release_handed_off((std::uint64_t{pid} << 32) | (value & 0xffffffffu));
+    throw_error(ERROR_INVALID_HANDLE, "cannot pass a handle");
+  }
+  return (std::uint64_t{pid} << 32) | value;
+}
+
+int handed_off_holder(std::uint64_t token) noexcept { return static_cast<int>(token >> 32); }
+
+Handle take_handed_off(std::uint64_t token) {
+  return take_from(static_cast<std::uint32_t>(token >> 32), token & 0xffffffffu, false);
+}
+
+void release_handed_off(std::uint64_t token) noexcept {
+  const auto pid = static_cast<DWORD>(token >> 32);
+  const auto value = reinterpret_cast<HANDLE>(static_cast<std::uintptr_t>(token & 0xffffffffu));
+  if (pid == ::GetCurrentProcessId()) {
+    ::CloseHandle(value);
+    return;
+  }
+  if (HANDLE source = ::OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid)) {
+    ::DuplicateHandle(source, value, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE);
+    ::CloseHandle(source);
+  }
+}
+
 // ---- descriptor numbers: POSIX only
 
 void move_descriptor(Handle, Handle) {

@@ -145,6 +145,9 @@ void* map_shared(Handle h, std::size_t size) {
   if (!p) {
     const DWORD e = ::GetLastError();
     ::UnmapViewOfFile(header);
+    // Wine does not charge SEC_COMMIT at creation: a section beyond RAM + swap fails here.
+    if (e == ERROR_NOT_ENOUGH_MEMORY || e == ERROR_COMMITMENT_LIMIT || e == ERROR_OUTOFMEMORY)
+      throw std::bad_alloc();
     throw_error(static_cast<int>(e), "cannot map shared memory");
   }
   std::unique_lock lock(g_views_lock);
