@@ -6,16 +6,15 @@ set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing c
 set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
     "fork and forkserver (process.hpp's fork_process, on_exit_first, inheritable_descriptors, close_descriptors_except: Windows has no fork, CPython neither)"
-    "named shared memory (SharedMemory) and its tracker"
     "the benchmarks of the library (bench/; bench_platform_win32 measures the OS layer)")
 set(MP_PLATFORM_SOURCES)
 foreach(part ${MP_WIN32_PORTED})
   list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/platform/${part}_win32.cpp)
 endforeach()
 # Shared with the Linux build: demangling on the Itanium C++ ABI (mingw-w64 uses it too) and the
-# OS-independent part of io.hpp.
+# OS-independent parts of io.hpp and system.hpp.
 list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/platform/system_cxxabi.cpp
-     ${PROJECT_SOURCE_DIR}/lib/platform/io_common.cpp)
+     ${PROJECT_SOURCE_DIR}/lib/platform/io_common.cpp ${PROJECT_SOURCE_DIR}/lib/platform/system_common.cpp)
 foreach(part ${MP_WIN32_TOOLKIT})
   list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/support/${part}.cpp)
 endforeach()
@@ -78,7 +77,7 @@ if(MP_BUILD_TESTS)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc)"
-      "test_shared_memory: named shared memory (SharedMemory) is not ported yet"
+      "test_shared_memory: not ported yet (the OS layer's named sections are; the test uses fork, signals and /dev/shm)"
       "test_managers, test_pool, test_futures, test_heap, test_auth, test_spin: not ported yet (raw POSIX calls in the tests: kill/SIGKILL, sockets, rlimits, sched_setaffinity); the samples run managers and pools under Wine")
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")

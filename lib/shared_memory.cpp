@@ -67,6 +67,22 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
     platform::throw_error(ENOMEM, "cannot map shared memory of " + std::to_string(size) + " bytes");
   s->size = static_cast<std::size_t>(size);
   if (name) platform::check_shm_name(*name);
+  if (platform::kShmNamedWhenMade) {
+    // Windows: named when made, complete before it can be opened, and gone with its last handle:
+    // nothing for the tracker to remove (CPython's resource tracker skips it too).
+    for (int attempt = 0;; ++attempt) {
+      s->name = name ? *name : generate_name();
+      try {
+        mp::detail::UniqueHandle fd{platform::create_named_shm(s->name, s->size)};
+        s->address = platform::map_shared(fd.get(), s->size);
+        break;
+      } catch (const std::system_error& e) {
+        if (name || e.code() != std::errc::file_exists || attempt == 100) throw;
+      }
+    }
+    state_ = std::move(s);
+    return;
+  }
   // The segment is complete (sized and mapped) and registered before it gets its name: a crash
   // at any point leaves either nothing or a name the tracker will remove.
   mp::detail::UniqueHandle fd{platform::create_unnamed_shm(s->size)};

@@ -18,17 +18,6 @@ namespace mp::platform {
 
 namespace {
 
-std::string hex(const unsigned char* p, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    s.push_back(digits[p[i] >> 4]);
-    s.push_back(digits[p[i] & 15]);
-  }
-  return s;
-}
-
 std::string build_id_of(const dl_phdr_info* info) {
   for (int i = 0; i < info->dlpi_phnum; ++i) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
@@ -43,7 +32,7 @@ std::string build_id_of(const dl_phdr_info* info) {
       const auto* desc = name + name_size;
       if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 &&
           std::memcmp(name, "GNU", 4) == 0)
-        return hex(desc, note->n_descsz);
+        return to_hex(desc, note->n_descsz);
       p = desc + desc_size;
     }
   }

@@ -19,17 +19,6 @@ namespace mp::platform {
 
 namespace {
 
-std::string hex(const unsigned char* p, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    s.push_back(digits[p[i] >> 4]);
-    s.push_back(digits[p[i] & 15]);
-  }
-  return s;
-}
-
 const IMAGE_NT_HEADERS* nt_headers(HMODULE m) {
   const auto* base = reinterpret_cast<const unsigned char*>(m);
   const auto* dos = reinterpret_cast<const IMAGE_DOS_HEADER*>(base);
@@ -70,25 +59,12 @@ std::string build_id_of(HMODULE m) {
         if (std::memcmp(cv.signature, "RSDS", 4) != 0) continue;
         unsigned char age[4];
         std::memcpy(age, &cv.age, sizeof age);
-        return hex(cv.guid, sizeof cv.guid) + hex(age, sizeof age);
+        return to_hex(cv.guid, sizeof cv.guid) + to_hex(age, sizeof age);
       }
     }
   }
   const std::uint32_t fields[3] = {nt->FileHeader.TimeDateStamp, opt.SizeOfImage, opt.CheckSum};
-  return "pe:" + hex(reinterpret_cast<const unsigned char*>(fields), sizeof fields);
-}
-
-std::string module_path(HMODULE m) {
-  std::wstring buf(MAX_PATH, L'\0');
-  for (;;) {
-    const DWORD n = ::GetModuleFileNameW(m, buf.data(), static_cast<DWORD>(buf.size()));
-    if (n == 0) throw_last_error("GetModuleFileNameW");
-    if (n < buf.size()) {
-      buf.resize(n);
-      return win32::narrow(buf);
-    }
-    buf.resize(buf.size() * 2);  // truncated: long paths exceed MAX_PATH
-  }
+  return "pe:" + to_hex(fields, sizeof fields);
 }
 
 std::string display(const CodeLocation& loc) {
@@ -105,7 +81,7 @@ CodeLocation locate_code(const void* address) {
       !m)
     throw std::invalid_argument("mp: the target function is in no loaded module");
   CodeLocation loc;
-  if (m != ::GetModuleHandleW(nullptr)) loc.module = module_path(m);
+  if (m != ::GetModuleHandleW(nullptr)) loc.module = win32::module_path(m);
   loc.build_id = build_id_of(m);
   loc.offset = reinterpret_cast<std::uintptr_t>(address) - reinterpret_cast<std::uintptr_t>(m);
   return loc;
@@ -136,5 +112,22 @@ void* resolve_code(const CodeLocation& loc) {
                        display(loc) + "'");
   return reinterpret_cast<unsigned char*>(m) + loc.offset;
 }
+
+namespace win32 {
+
+std::string module_path(HMODULE module) {
+  std::wstring buf(MAX_PATH, L'\0');
+  for (;;) {
+    const DWORD n = ::GetModuleFileNameW(module, buf.data(), static_cast<DWORD>(buf.size()));
+    if (n == 0) throw_last_error("GetModuleFileNameW");
+    if (n < buf.size()) {
+      buf.resize(n);
+      return narrow(buf);
+    }
+    buf.resize(buf.size() * 2);  // truncated: long paths (\\?\...) exceed MAX_PATH
+  }
+}
+
+}  // namespace win32
 
 }  // namespace mp::platform

@@ -212,18 +212,7 @@ std::vector<std::string> program_arguments(int argc, char** argv) {
   return out;
 }
 
-std::string executable_path() {
-  std::wstring buf(MAX_PATH, L'\0');
-  for (;;) {
-    const DWORD n = ::GetModuleFileNameW(nullptr, buf.data(), static_cast<DWORD>(buf.size()));
-    if (n == 0) throw_last_error("GetModuleFileNameW");
-    if (n < buf.size()) {
-      buf.resize(n);
-      return win32::narrow(buf);
-    }
-    buf.resize(buf.size() * 2);  // truncated: long paths (\\?\...) exceed MAX_PATH
-  }
-}
+std::string executable_path() { return win32::module_path(nullptr); }
 
 std::string executable_display_path() { return executable_path(); }
 
@@ -315,8 +304,8 @@ void kill_and_reap(int pid) noexcept {
       children().erase(it);
     }
   }
-  if (!h) h = ::OpenProcess(SYNCHRONIZE | PROCESS_TERMINATE, FALSE, static_cast<DWORD>(pid));
-  if (!h) return;                          // gone already
+  // Not one of ours, or reaped already: its pid may name another process now, never opened.
+  if (!h) return;
   ::TerminateProcess(h, kTerminatedCode);  // fails harmlessly if it has ended
   ::WaitForSingleObject(h, INFINITE);
   ::CloseHandle(h);

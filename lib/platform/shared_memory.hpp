@@ -2,7 +2,8 @@
 // named ones (mp::SharedMemory; POSIX shm_open names, and the tracker's watcher).
 // Anonymous: shared_memory_linux.cpp (memfd), shared_memory_win32.cpp (pagefile-backed section).
 // Named: shared_memory_posix.cpp (shm_open, shm_unlink, fstat), shared_memory_linux.cpp
-// (creation that publishes only complete segments; the watcher).
+// (creation that publishes only complete segments; the watcher), shared_memory_win32.cpp (named
+// pagefile-backed sections, `Local\NAME`, gone with their last handle as CPython's on Windows).
 #pragma once
 
 #include <cstddef>
@@ -35,18 +36,38 @@ struct ShmFileId {
 // Longest name accepted (without the leading '/'), as NAME_MAX.
 inline constexpr std::size_t kMaxShmName = 255;
 
-// Throws OSError EINVAL (as shm_open) for a name that is empty, contains '/' or NUL, or is "."
-// or "..", and ENAMETOOLONG past kMaxShmName.
+// Whether a segment must get its name when it is made. Windows: a section cannot be named later,
+// and its name goes with its last handle, so nothing is left to track or unlink: mp::SharedMemory
+// creates it with create_named_shm and never registers it with the tracker. POSIX: made unnamed,
+// registered with the tracker, then published (create_unnamed_shm, publish_shm).
+#ifdef _WIN32
+inline constexpr bool kShmNamedWhenMade = true;
+#else
+inline constexpr bool kShmNamedWhenMade = false;
+#endif
+
+// Throws OSError EINVAL (as shm_open) for a name that is empty, contains '/' or NUL (Windows:
+// also a backslash), or is "." or "..", and ENAMETOOLONG past kMaxShmName bytes.
 void check_shm_name(const std::string& name);
 // A new segment of exactly `size` bytes (zero-filled, mode 0600) that has no name yet: nobody
 // can open it until publish_shm(). Throws OSError (e.g. EFBIG, ENOSPC, EMFILE).
+// Windows: throws std::logic_error (kShmNamedWhenMade).
 Handle create_unnamed_shm(std::size_t size);
 // Gives `h` (from create_unnamed_shm) the name `name`, atomically: an opener sees the complete
 // segment or nothing. Throws OSError EEXIST if the name exists, leaving it untouched.
+// Windows: throws std::logic_error (kShmNamedWhenMade).
 void publish_shm(Handle h, const std::string& name);
-// Opens an existing segment read-write. Throws OSError (ENOENT: no such name, EACCES).
+// A new segment of exactly `size` bytes (zero-filled) named `name`: an opener sees it complete,
+// with its exact size, or not at all. Throws OSError EEXIST if the name exists, leaving it
+// untouched.
+Handle create_named_shm(const std::string& name, std::size_t size);
+// Opens an existing segment read-write; shared_memory_size() gives the size it was made with
+// (exactly, also on Windows, which rounds sections to pages). Throws OSError (ENOENT: no such
+// name, EACCES; Windows: EINVAL for a section another program made, without mp's header).
 Handle open_shm(const std::string& name);
-// Removes the name. Throws OSError (ENOENT).
+// Removes the name. Throws OSError (ENOENT). Windows: does nothing once the name is checked, as
+// CPython's SharedMemory.unlink there: a section's name goes with its last handle, and no call
+// removes it sooner.
 void unlink_shm(const std::string& name);
 ShmFileId shm_file_id(Handle h);
 
@@ -56,9 +77,11 @@ ShmFileId shm_file_id(Handle h);
 // holder of the pipe's write end has ended, then calls `cleanup(context)` and exits. Between
 // fork and exit it runs only system calls (the caller may have other threads). It holds no
 // other descriptor of the caller and has /dev/null as stdio. Returns once the watcher runs.
-// Throws OSError when fork fails.
+// Throws OSError when fork fails. Windows: starts nothing and never calls `cleanup` (a section
+// does not outlive its last handle there, so there is nothing to clean up).
 void start_shm_watcher(Handle lifeline, void (*cleanup)(void* context), void* context);
 // In the watcher (async-signal-safe): unlinks `name` only if it still refers to `id`.
+// Windows: does nothing.
 void unlink_shm_if_same(const char* name, std::size_t size, ShmFileId id) noexcept;
 
 }  // namespace mp::platform

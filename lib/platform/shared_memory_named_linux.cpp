@@ -44,4 +44,16 @@ void publish_shm(Handle h, const std::string& name) {
   throw_error(e, "cannot create shared memory '" + name + "'");
 }
 
+Handle create_named_shm(const std::string& name, std::size_t size) {
+  check_shm_name(name);
+  const Handle h = create_unnamed_shm(size);
+  try {
+    publish_shm(h, name);
+  } catch (...) {
+    close_handle(h);
+    throw;
+  }
+  return h;
+}
+
 }  // namespace mp::platform

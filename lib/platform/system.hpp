@@ -26,6 +26,8 @@ bool hmac_sha256(const void* key, std::size_t key_size, const void* message,
                  std::size_t message_size, unsigned char (&out)[kSha256Size]);
 // The demangled name of a type, for messages ("std::runtime_error").
 std::string demangle(const char* mangled);
+// Lower-case hex of `size` bytes (build ids; system_common.cpp).
+std::string to_hex(const void* data, std::size_t size);
 
 // ---- shared libraries loaded on first use (libcrypto: crypto_posix.cpp)
 // Loads the first of `names` that loads (a soname searched as the loader does, or a path), kept

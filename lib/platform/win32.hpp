@@ -29,6 +29,8 @@ std::wstring widen(const std::string& s);
 std::string narrow(const std::wstring& s);
 // GetLastError's text.
 std::string error_text(DWORD code);
+// The path a module was loaded from (GetModuleFileNameW; null: the executable), any length.
+std::string module_path(HMODULE module);
 // Milliseconds for a Win32 wait: rounded up, INFINITE for null, never INFINITE for a finite one.
 DWORD wait_millis(const Nanos* timeout) noexcept;
 
@@ -46,6 +48,9 @@ struct SectionHeader {
   std::atomic<std::uint32_t> wake_gen[kWaitBuckets];
 };
 inline constexpr std::uint64_t kSectionMagic = 0x6d702d7365637431ull;  // "mp-sect1"
+// A named section (create_named_shm): each view holds a handle to it, as CPython's mmap does,
+// since the name goes with the last handle (views do not keep it).
+inline constexpr std::uint64_t kNamedSectionMagic = 0x6d702d736563744eull;  // "mp-sectN"
 
 // For an address inside a view from map_shared: the view's header and the offset in the section
 // (what names a word for every process mapping it). nullopt for process-private memory.

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -25,6 +26,9 @@
 #include "platform/shared_memory.hpp"
 #include "platform/system.hpp"
 #include "platform/wait.hpp"
+#ifdef _WIN32
+#  include "platform/win32.hpp"
+#endif
 
 namespace {
 
@@ -176,6 +180,124 @@ TEST(Identity, PidAndTidAreThisProcessAndThread) {
   std::thread([&] { other = platform::current_tid(); }).join();
   EXPECT_NE(other, platform::current_tid());
 }
+
+// ---- named segments (mp::SharedMemory): POSIX shm names; Windows `Local\` sections, gone with
+// their last handle or view.
+std::string unique_shm_name() {
+  unsigned char bytes[8];
+  platform::random_bytes(bytes, sizeof bytes);
+  std::string name = "mp-test-" + std::to_string(platform::current_pid()) + "-";
+  for (unsigned char b : bytes) name += "0123456789abcdef"[b & 15];
+  return name;
+}
+
+std::error_code shm_error(auto&& call) {
+  try {
+    call();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
+// A named segment's handle and view, released at the end of the scope.
+struct Named {
+  Named(platform::Handle h, std::size_t n) : handle(h), size(n), base(platform::map_shared(h, n)) {}
+  ~Named() {
+    platform::unmap(base, size);
+    platform::close_handle(handle);
+  }
+  char* bytes() const { return static_cast<char*>(base); }
+  platform::Handle handle;
+  std::size_t size;
+  void* base;
+};
+
+TEST(NamedShm, CreateAttachExactSizeAndExists) {
+  const std::string name = unique_shm_name();
+  {
+    Named made(platform::create_named_shm(name, 10001), 10001);
+    std::memcpy(made.bytes(), "hello", 6);
+    EXPECT_EQ(shm_error([&] { platform::close_handle(platform::create_named_shm(name, 5)); }),
+              std::errc::file_exists);
+    const platform::Handle h = platform::open_shm(name);
+    EXPECT_EQ(platform::shared_memory_size(h), 10001u);  // not rounded to a page
+    Named seen(h, 10001);
+    EXPECT_STREQ(seen.bytes(), "hello");
+    seen.bytes()[10000] = 'z';
+    EXPECT_EQ(made.bytes()[10000], 'z');
+    platform::unlink_shm(name);  // POSIX: the name goes now; Windows: with the last view
+  }
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(name)); }),
+            std::errc::no_such_file_or_directory);
+}
+
+TEST(NamedShm, ANameLivesWhileAViewDoesEvenWithoutHandles) {
+  const std::string name = unique_shm_name();
+  const platform::Handle h = platform::create_named_shm(name, 100);
+  void* view = platform::map_shared(h, 100);
+  platform::close_handle(h);  // only the view is left
+  const platform::Handle again = platform::open_shm(name);
+  EXPECT_EQ(platform::shared_memory_size(again), 100u);
+  platform::close_handle(again);
+  platform::unmap(view, 100);
+  platform::unlink_shm(name);
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(name)); }),
+            std::errc::no_such_file_or_directory);
+}
+
+TEST(NamedShm, BadOrMissingNamesAreRefused) {
+  const auto invalid = std::errc::invalid_argument;
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(""); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name("a/b"); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(".."); }), invalid);
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(std::string("a\0b", 3)); }), invalid);
+#ifdef _WIN32
+  EXPECT_EQ(shm_error([] { platform::check_shm_name("Global\\x"); }), invalid);
+#endif
+  EXPECT_EQ(shm_error([] { platform::check_shm_name(std::string(256, 'a')); }),
+            std::errc::filename_too_long);
+  EXPECT_NO_THROW(platform::check_shm_name(std::string(255, 'a')));
+  EXPECT_EQ(shm_error([] { platform::close_handle(platform::open_shm(unique_shm_name())); }),
+            std::errc::no_such_file_or_directory);
+}
+
+#ifdef _WIN32
+// An opener that finds a section before its maker has written the header waits for it (bounded),
+// and refuses a section another program made.
+TEST(NamedShm, AnOpenerWaitsForTheHeaderAndRefusesForeignSections) {
+  const std::string name = unique_shm_name();
+  const std::wstring wide = L"Local\\" + std::wstring(name.begin(), name.end());
+  HANDLE raw = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, 65536 + 4096,
+                                    wide.c_str());
+  ASSERT_NE(raw, nullptr);
+  auto* header = static_cast<platform::win32::SectionHeader*>(
+      ::MapViewOfFile(raw, FILE_MAP_ALL_ACCESS, 0, 0, sizeof(platform::win32::SectionHeader)));
+  ASSERT_NE(header, nullptr);
+  std::thread maker([&] {
+    platform::sleep_for(100ms);
+    header->size = 3000;
+    header->key = 12345;
+    std::atomic_ref(header->magic)
+        .store(platform::win32::kNamedSectionMagic, std::memory_order_release);
+  });
+  const platform::Handle h = platform::open_shm(name);
+  maker.join();
+  EXPECT_EQ(platform::shared_memory_size(h), 3000u);
+  platform::close_handle(h);
+  ::UnmapViewOfFile(header);
+  ::CloseHandle(raw);
+
+  const std::string foreign = unique_shm_name();
+  const std::wstring wide_foreign = L"Local\\" + std::wstring(foreign.begin(), foreign.end());
+  raw = ::CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, 65536 + 4096,
+                             wide_foreign.c_str());
+  ASSERT_NE(raw, nullptr);
+  EXPECT_EQ(shm_error([&] { platform::close_handle(platform::open_shm(foreign)); }),
+            std::errc::invalid_argument);
+  ::CloseHandle(raw);
+}
+#endif
 
 // ---- HMAC-SHA256 (the authkey handshake): RFC 4231's known answers, on libcrypto (POSIX) and
 // BCrypt (Windows).
@@ -381,6 +503,24 @@ TEST(Process, KillAndReapEndsAChild) {
   platform::kill_and_reap(pid);
   EXPECT_TRUE(platform::process_dead(pid));
   platform::kill_and_reap(pid);  // again: nothing left to do, no error
+}
+
+// A child attaches to a named segment by its name and sees its exact size; the name exists for
+// it, and a missing one does not.
+TEST(Process, ChildAttachesANamedSegmentByName) {
+  Segment s(kSegment);
+  const std::string name = unique_shm_name();
+  constexpr std::size_t kSize = 70001;
+  {
+    Named made(platform::create_named_shm(name, kSize), kSize);
+    made.bytes()[kSize - 1] = 'p';
+    const platform::Handle process =
+        platform::open_process(spawn_child("named", s.handle, {name, std::to_string(kSize)}));
+    EXPECT_EQ(reap_within(process), 0);
+    platform::close_handle(process);
+    EXPECT_EQ(made.bytes()[0], 'c');
+  }
+  platform::unlink_shm(name);
 }
 
 // The robust lock (lib/futex_lock) on the wait object: a holder killed while holding it is found
@@ -750,6 +890,25 @@ int child_main(const std::string& role, int argc, char** argv) {
   } else if (role == "parent") {
     words[1].store(static_cast<std::uint32_t>(platform::parent_pid()));
     code = 0;
+  } else if (role == "named") {
+    // argv[2]: a named segment's name, argv[3]: its size.
+    const std::string name = argv[2];
+    const std::size_t size = std::stoull(argv[3]);
+    code = 10;
+    try {
+      Named seen(platform::open_shm(name), size);
+      if (platform::shared_memory_size(seen.handle) != size) return 11;
+      if (seen.bytes()[size - 1] != 'p') return 12;
+      if (shm_error([&] { platform::close_handle(platform::create_named_shm(name, 1)); }) !=
+          std::errc::file_exists)
+        return 13;
+      if (shm_error([&] { platform::close_handle(platform::open_shm(name + "-not")); }) !=
+          std::errc::no_such_file_or_directory)
+        return 14;
+      seen.bytes()[0] = 'c';
+      code = 0;
+    } catch (const std::exception&) {
+    }
   } else if (role == "hold") {
     auto* lock =
         std::launder(reinterpret_cast<mp::detail::FutexLock*>(static_cast<char*>(base) + 64));
