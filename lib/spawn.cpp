@@ -71,6 +71,7 @@ void report_ready() {
   g_status = platform::kInvalidHandle;
 }
 
+#ifndef _WIN32  // no forkserver on Windows
 // A forkserver child's way out: as a forked child's, but it writes its exit status on its status
 // socket first (the record the server writes after reaping it, lib/forkserver_impl.hpp), so the
 // requester's join wakes once, when the child has ended, not again after the server's reap. A
@@ -88,6 +89,7 @@ void report_ready() {
   }
   platform::exit_now(code);
 }
+#endif
 
 }  // namespace
 
@@ -97,12 +99,14 @@ platform::Handle forkserver_child_status_socket() noexcept {
 
 namespace {
 
+#ifndef _WIN32
 // A process forked by a forkserver child has no exit status of its parent's to report.
 void forget_status_in_fork_child() {
   platform::close_handle(g_status);
   g_status = platform::kInvalidHandle;
   g_keep_status = false;
 }
+#endif
 
 // The spawned child's way out: CPython's _exit_function, then exit() (atexit handlers, static
 // destructors), as when main returns.

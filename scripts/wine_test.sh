@@ -17,4 +17,7 @@ trap stop EXIT
 # Detached (own session, no inherited stdio); -p 30: it lingers 30 s after the last process.
 (setsid wineserver -p 30 </dev/null >/dev/null 2>&1 &)
 setsid timeout 120 wine cmd /c exit </dev/null >/dev/null 2>&1 || true
-ctest --preset windows --timeout 120 "$@"
+# A failed test is run once more (a test that fails twice fails the run): Wine under load has
+# failed CreateProcessW with ERROR_INTERNAL_ERROR ("Internal error"), once in 209 tests, a failure
+# Windows itself does not give (README, "Windows").
+ctest --preset windows --timeout 120 --repeat until-pass:2 "$@"
