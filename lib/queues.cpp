@@ -783,7 +783,6 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context,
   State& st = *state_;
   Shared& s = *st.shm;
   const std::uint64_t cap = st.capacity;
-  const Deadline deadline(timeout);
   auto available = [&] {
     const unsigned r = ring_of(s.reader.load(std::memory_order_acquire));
     return st.has_frame(r, s.head[r].load(std::memory_order_acquire));
@@ -792,13 +791,27 @@ MP_CATCHES_FORCED_UNWIND bool QueueCore::get(Consumer consume, void* context,
 
   FutexLockGuard guard(s.get_lock);
   ConsumerSteps::Frame f;
-  // The first pass takes the lock at once; later passes first wait for a frame without it.
-  for (bool first = true;; first = false) {
-    if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
-    if (!acquire_within(guard, deadline)) return false;
-    if (consumer.find_item(f)) break;
-    consumer.finish(guard);
-    if (deadline.nonblocking() || deadline.passed()) return false;
+  // An item waiting under a free lock is taken without reading the clock (a timed get's deadline
+  // starts when it first has to wait: clock reads are costly on some systems, e.g. under Wine).
+  bool found = false, looked = false;
+  if (guard.try_acquire_uncontended()) {
+    found = consumer.find_item(f);
+    if (!found) {
+      consumer.finish(guard);
+      if (timeout && *timeout <= Nanos::zero()) return false;
+      looked = true;
+    }
+  }
+  if (!found) {
+    const Deadline deadline(timeout);
+    // The first pass takes the lock at once; later passes first wait for a frame without it.
+    for (bool first = !looked;; first = false) {
+      if (!first && !wait_until(available, s.tail_seq, deadline, t_get_spin)) return false;
+      if (!acquire_within(guard, deadline)) return false;
+      if (consumer.find_item(f)) break;
+      consumer.finish(guard);
+      if (deadline.nonblocking() || deadline.passed()) return false;
+    }
   }
 
   const FrameHeader& fh = f.header;

@@ -121,6 +121,11 @@ class FutexLockGuard {
     held_ = lock_.acquire(timeout) != Acquire::timed_out;
     return held_;
   }
+  // One compare-exchange (FutexLock::try_acquire_uncontended).
+  bool try_acquire_uncontended() noexcept {
+    held_ = lock_.try_acquire_uncontended();
+    return held_;
+  }
   void release() noexcept {
     if (held_) lock_.release();
     held_ = false;
