@@ -3,8 +3,9 @@
 // argument, its command line quoted so that it splits back into the same arguments; it inherits
 // exactly the listed handles (PROC_THREAD_ATTRIBUTE_HANDLE_LIST: the preparation data, the status
 // pipe and the handles of the shared objects passed as arguments), under the same values, which
-// its command line and preparation data name. Every child is in this process's kill-on-close job
-// object, so it dies with its owner however the owner ends (lib/platform/process_win32.cpp).
+// its command line and preparation data name. A daemonic child is in this process's
+// kill-on-close job object, so it dies with its owner however the owner ends; a non-daemonic one
+// outlives a killed owner and sees it end, as in CPython (lib/platform/process_win32.cpp).
 // The sentinel is the process handle (waitable); terminate() and kill() both end the child with
 // TerminateProcess and a private exit code reported as -SIGTERM, as CPython on Windows.
 // start() returns once the child reports that it is bootstrapped, or throws its error.

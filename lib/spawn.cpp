@@ -364,7 +364,7 @@ std::unique_ptr<Popen> launch_spawned_child(ProcessState& state, const std::stri
   const std::string status = std::to_string(status_write.get());
   const int pid =
       platform::spawn_process(executable, {argv0, kSpawnMarker, std::to_string(data.get()), status},
-                              kSpawnEnv, status, inherit);
+                              kSpawnEnv, status, inherit, state.daemon);
   popen->started(pid, open_child_then_open_gate(pid, status_read.get()));
   status_write.reset();
   data.reset();

@@ -100,6 +100,18 @@ void child_starts_grandchild(std::string method) {
   std::exit(grandchild.exitcode() == 0 ? 0 : 5);
 }
 
+// A grandchild: reports whether its parent runs, waits for the parent's end, reports again.
+void report_parent_life(mp::Queue<int> q) {
+  std::optional<mp::Process> parent = mp::parent_process();
+  q.put(parent && parent->is_alive() ? 1 : 0);
+  if (parent) parent->join(kTimeout);
+  q.put(parent && parent->is_alive() ? 1 : 0);
+}
+void owner_of_reporter(mp::Queue<int> q, std::string method) {
+  mp::Process child(mp::get_context(method), report_parent_life, q);
+  child.start();
+  sleep_forever();
+}
 #ifndef _WIN32
 // ---- what a child inherits from its parent: descriptors and signal state
 
@@ -379,6 +391,18 @@ TEST_P(ProcessTest, NestedChildStartsGrandchild) {
   p.start();
   join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+// A non-daemonic child outlives its killed parent and sees it end (CPython: the same on every
+// system). On Windows only daemonic children are in the kill-on-close job object.
+TEST_P(ProcessTest, NonDaemonicChildOutlivesItsKilledParent) {
+  mp::Queue<int> q;
+  mp::Process owner(ctx(), owner_of_reporter, q, GetParam());
+  owner.start();
+  EXPECT_EQ(q.get(true, kTimeout), 1);
+  owner.kill();
+  join_or_fail(owner);
+  EXPECT_EQ(q.get(true, kTimeout), 0) << "the child did not outlive its parent";
 }
 
 TEST_P(ProcessTest, DaemonFlag) {

@@ -18,11 +18,15 @@ namespace mp::platform {
 // them); every descriptor the library opens is close-on-exec, so none of them leaks. Signals: the
 // child's mask is empty and every signal has its default disposition, whatever the calling
 // thread blocks or the process ignores.
+// `ends_with_owner`: the child is killed when this process ends, however it ends (Windows: the
+// kill-on-close job object; POSIX has no such tie: a daemonic child watches its parent itself,
+// lib/support/lifeline.cpp). False for a non-daemonic child, which outlives a killed parent as in
+// CPython.
 // Safe to call from several threads at once; the cost does not grow with the caller's memory.
 // Throws: OSError with the OS error of the failed step (e.g. the exec: ENOENT, E2BIG, EACCES).
 int spawn_process(const std::string& executable, const std::vector<std::string>& args,
                   const char* env_name, const std::string& env_value,
-                  const std::vector<Handle>& inherit);
+                  const std::vector<Handle>& inherit, bool ends_with_owner = true);
 // The program's arguments (argc/argv of main) in UTF-8: argv itself on POSIX; on Windows the
 // UTF-16 command line split as the C runtime does (main's argv there is in the ANSI code page).
 std::vector<std::string> program_arguments(int argc, char** argv);

@@ -172,7 +172,7 @@ struct Attributes {
 
 int spawn_process(const std::string& executable, const std::vector<std::string>& args,
                   const char* env_name, const std::string& env_value,
-                  const std::vector<Handle>& inherit) {
+                  const std::vector<Handle>& inherit, bool /*ends_with_owner*/) {
   // dup2(fd, fd) as a spawn file action clears FD_CLOEXEC in the child: glibc does so explicitly
   // (a plain dup2(fd, fd) would not; POSIX.1-2024 requires it; ProcessTest.
   // ChildInheritsExactlyThePassedHandles checks it). The parent's descriptors stay close-on-exec,

@@ -1,6 +1,7 @@
 // Windows part of platform/process.hpp: CreateProcessW passing exactly the listed handles
-// (PROC_THREAD_ATTRIBUTE_HANDLE_LIST), every child in one kill-on-close job object (the
-// lifeline: children die with their owner however it ends), exit codes as CPython's
+// (PROC_THREAD_ATTRIBUTE_HANDLE_LIST), every child that ends with its owner (a daemonic one) in
+// one kill-on-close job object (the lifeline: it dies with its owner however the owner ends; a
+// non-daemonic child outlives a killed owner, as in CPython), exit codes as CPython's
 // popen_spawn_win32 (a terminated child reports -SIGTERM). No fork: at_fork_in_child is a no-op,
 // fork_process, on_exit_first, inheritable_descriptors and close_descriptors_except are not
 // defined (their callers, the fork and forkserver start methods, are not built on Windows).
@@ -85,7 +86,7 @@ std::wstring environment_with(const std::wstring& name, const std::wstring& valu
   return out;
 }
 
-// The job every child joins: closed (so every child killed) when this process ends.
+// The job every daemonic child joins: closed (so each of them killed) when this process ends.
 HANDLE lifeline_job() {
   static HANDLE job = [] {
     HANDLE j = ::CreateJobObjectW(nullptr, nullptr);
@@ -137,7 +138,7 @@ struct InheritList {
 
 int spawn_process(const std::string& executable, const std::vector<std::string>& args,
                   const char* env_name, const std::string& env_value,
-                  const std::vector<Handle>& inherit) {
+                  const std::vector<Handle>& inherit, bool ends_with_owner) {
   const std::wstring exe = win32::widen(executable);
   std::wstring command_line;
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -180,7 +181,7 @@ int spawn_process(const std::string& executable, const std::vector<std::string>&
       !::UpdateProcThreadAttribute(attrs, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, list.handles.data(),
                                    list.handles.size() * sizeof(HANDLE), nullptr, nullptr))
     throw_last_error("UpdateProcThreadAttribute");
-  const HANDLE job = lifeline_job();
+  const HANDLE job = ends_with_owner ? lifeline_job() : nullptr;
 
   PROCESS_INFORMATION pi{};
   if (!::CreateProcessW(
@@ -188,7 +189,7 @@ int spawn_process(const std::string& executable, const std::vector<std::string>&
           CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT, env.data(),
           nullptr, &si.StartupInfo, &pi))
     throw_last_error("cannot start " + executable);
-  if (!::AssignProcessToJobObject(job, pi.hProcess)) {
+  if (job && !::AssignProcessToJobObject(job, pi.hProcess)) {
     const DWORD e = ::GetLastError();
     ::TerminateProcess(pi.hProcess, kTerminatedCode);
     ::CloseHandle(pi.hThread);
