@@ -22,6 +22,8 @@
 
 #include "mp/queues.hpp"
 #include "mp_test.hpp"
+#include "platform/io.hpp"
+#include "platform/process.hpp"
 #include "process_impl.hpp"
 #include "support/pipe_channel.hpp"
 
@@ -112,6 +114,15 @@ void owner_of_reporter(mp::Queue<int> q, std::string method) {
   child.start();
   sleep_forever();
 }
+#ifdef _WIN32
+void owner_of_daemon(mp::Queue<int> q, std::string method) {
+  mp::Process daemon(mp::get_context(method), sleep_forever);
+  daemon.set_daemon(true);
+  daemon.start();
+  q.put(*daemon.pid());
+  sleep_forever();
+}
+#endif
 #ifndef _WIN32
 // ---- what a child inherits from its parent: descriptors and signal state
 
@@ -404,6 +415,25 @@ TEST_P(ProcessTest, NonDaemonicChildOutlivesItsKilledParent) {
   join_or_fail(owner);
   EXPECT_EQ(q.get(true, kTimeout), 0) << "the child did not outlive its parent";
 }
+
+// A daemonic child ends with its owner, also when the owner is killed. Linux keeps this with
+// ReliabilityTest.DaemonEndsWithinOneSecondOfOwnerSigkill (test_reliability, not built on
+// Windows); this is its Windows form (the kill-on-close job object).
+#ifdef _WIN32
+TEST_P(ProcessTest, DaemonEndsWithItsKilledOwner) {
+  mp::Queue<int> q;
+  mp::Process owner(ctx(), owner_of_daemon, q, GetParam());
+  owner.start();
+  const int daemon_pid = q.get(true, kTimeout);
+  const mp::platform::Handle daemon = mp::platform::open_process(daemon_pid);
+  owner.kill();
+  join_or_fail(owner);
+  const mp::platform::Nanos limit = std::chrono::seconds(10);
+  const bool ended = mp::platform::wait_readable(daemon, &limit);
+  mp::platform::close_handle(daemon);
+  EXPECT_TRUE(ended) << "the daemon outlived its killed owner";
+}
+#endif
 
 TEST_P(ProcessTest, DaemonFlag) {
   mp::Process p(ctx(), noop);
