@@ -82,6 +82,11 @@ if(MP_BUILD_TESTS)
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")
   endforeach()
+  # The probe program test_process runs through cmd.exe, beside the test binaries.
+  add_executable(mp_probe ${PROJECT_SOURCE_DIR}/tests/programs/mp_probe.cpp)
+  target_link_libraries(mp_probe PRIVATE mp::mp)
+  target_include_directories(mp_probe PRIVATE ${PROJECT_SOURCE_DIR}/lib)
+  target_compile_options(mp_probe PRIVATE ${MP_WARNING_FLAGS})
   foreach(name ${MP_WIN32_TESTS})
     add_executable(${name} ${PROJECT_SOURCE_DIR}/tests/${name}.cpp ${PROJECT_SOURCE_DIR}/tests/main.cpp)
     target_link_libraries(${name} PRIVATE mp::mp GTest::gtest)
@@ -97,6 +102,7 @@ if(MP_BUILD_TESTS)
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")
   endforeach()
+  add_dependencies(test_process mp_probe)
 endif()
 
 # The tutorial samples, run under Wine by samples/check_sample.py and checked as on Linux (spawn

@@ -717,6 +717,8 @@ TEST_P(ProcessTest, ChildIsNamedAfterTheProgram) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+#endif  // _WIN32
+
 // ---- behaviour seen from outside, through tests/programs/mp_probe.cpp
 
 namespace {
@@ -726,20 +728,127 @@ struct RunResult {
   std::string output;  // stdout and stderr
 };
 
+// The probe program: beside this test binary on Windows (run there through cmd.exe), at the path
+// the build gives on POSIX.
+std::string probe_path() {
+#ifdef _WIN32
+  const std::string self = mp::platform::executable_path();
+  return self.substr(0, self.find_last_of("\\/") + 1) + "mp_probe.exe";
+#else
+  return MP_PROBE_PATH;
+#endif
+}
+
+// Runs the command line `args` (the program first) with stdout and stderr on one pipe; bounded by
+// `timeout 60` on POSIX. Windows' text-mode "\r\n" reads as "\n".
 RunResult run_probe(const std::string& args) {
   RunResult r;
+#ifdef _WIN32
+  FILE* f = ::_popen((args + " 2>&1").c_str(), "rb");
+#else
   FILE* f = ::popen(("timeout 60 " + args + " 2>&1").c_str(), "r");
+#endif
   if (!f) return r;
   char buf[4096];
   std::size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
+#ifdef _WIN32
+  r.status = ::_pclose(f);
+  std::erase(r.output, '\r');
+#else
   const int st = ::pclose(f);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+#endif
   return r;
+}
+
+// Whether process `pid` has ended (or never existed).
+bool process_ended(int pid) {
+  mp::platform::Handle h = mp::platform::kInvalidHandle;
+  try {
+    h = mp::platform::open_process(pid);
+  } catch (const std::exception&) {
+    return true;
+  }
+  const mp::platform::Nanos zero{0};
+  const bool ended = mp::platform::wait_readable(h, &zero);
+  mp::platform::close_handle(h);
+  return ended;
 }
 
 }  // namespace
 
+// Issue 13, bug 10a: as CPython, start() flushes the parent's buffered output (C stdio and
+// std::cout) under every start method, so a child's output never overtakes it.
+TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
+  for (const std::string& method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(probe_path() + " order " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    EXPECT_EQ(r.output, "parent-printf\nparent-cout\nchild-line\n") << method;
+  }
+}
+
+// log_to_stderr(INFO) (CPython util.py): the library's own messages come through the logger, in
+// the child too under every start method (the level is passed to spawned children), one line each.
+TEST(ProcessOutput, LogToStderrShowsTheLibrarysMessages) {
+  for (const std::string& method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(probe_path() + " log " + method);
+    EXPECT_EQ(r.status, 0) << method;
+#ifdef _WIN32
+    // The Windows C runtime writes a printf to a pipe at once (no full buffering), so the child's
+    // line comes before its exit message; glibc holds it until the exit flush.
+    const char* child_output =
+        "[INFO/Logged] child process calling self.run()\n"
+        "child-line\n"
+        "[INFO/Logged] process exiting with exitcode 0\n";
+#else
+    const char* child_output =
+        "[INFO/Logged] child process calling self.run()\n"
+        "[INFO/Logged] process exiting with exitcode 0\n"
+        "child-line\n";  // the child's stdout is flushed as it exits (CPython's order)
+#endif
+    EXPECT_EQ(r.output, std::string("[WARNING/MainProcess] parent warning\n") + child_output +
+                            "[INFO/Logged] process shutting down\n"
+                            "[INFO/MainProcess] process shutting down\n")
+        << method;
+  }
+}
+
+TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
+  for (const std::string& method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(probe_path() + " exception " + method);
+    EXPECT_EQ(r.status, 1) << method;
+    EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"),
+              std::string::npos)
+        << method << ": " << r.output;
+  }
+}
+
+TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
+  for (const std::string& method : mp::get_all_start_methods()) {
+    const RunResult r = run_probe(probe_path() + " exit " + method);
+    EXPECT_EQ(r.status, 0) << method;
+    // The normal child finished after main returned: the exit handler waited for it.
+    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos)
+        << method << ": " << r.output;
+    const int daemon_pid = std::atoi(r.output.c_str() + r.output.find("daemon ") + 7);
+    ASSERT_GT(daemon_pid, 0);
+    EXPECT_TRUE(process_ended(daemon_pid)) << method << ": the daemonic child survived its parent";
+  }
+}
+
+TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
+  const RunResult r = run_probe(probe_path() + " no-freeze-support");
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("did not call mp::freeze_support(argc, argv)"), std::string::npos)
+      << r.output;
+  // The child never ran main as a parent: exactly one "start failed" line.
+  EXPECT_EQ(r.output.find("start failed"), r.output.rfind("start failed")) << r.output;
+}
+
+// Not on Windows: the child's stdin released by the test (a POSIX pipe and fork here), fork
+// itself, and deleting a running executable (Windows refuses).
+#ifndef _WIN32
 // Runs `args` with stdout and stderr on one pipe and stdin on another; closes stdin once the output
 // contains `release` (or after 20 s). Bounded: the program is killed after 60 s.
 RunResult run_probe_releasing_stdin(const std::vector<std::string>& args,
@@ -787,81 +896,22 @@ RunResult run_probe_releasing_stdin(const std::vector<std::string>& args,
   return r;
 }
 
-// Issue 13, bug 10a: as CPython, start() flushes the parent's buffered output (C stdio and
-// std::cout) under every start method, so a child's output never overtakes it.
-TEST(ProcessOutput, BufferedParentOutputComesBeforeTheChildsUnderEveryMethod) {
-  for (const std::string& method : mp::get_all_start_methods()) {
-    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " order " + method);
-    EXPECT_EQ(r.status, 0) << method;
-    EXPECT_EQ(r.output, "parent-printf\nparent-cout\nchild-line\n") << method;
-  }
-}
-
-// log_to_stderr(INFO) (CPython util.py): the library's own messages come through the logger, in
-// the child too under every start method (the level is passed to spawned children), one line each.
-TEST(ProcessOutput, LogToStderrShowsTheLibrarysMessages) {
-  for (const std::string& method : mp::get_all_start_methods()) {
-    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " log " + method);
-    EXPECT_EQ(r.status, 0) << method;
-    EXPECT_EQ(r.output,
-              "[WARNING/MainProcess] parent warning\n"
-              "[INFO/Logged] child process calling self.run()\n"
-              "[INFO/Logged] process exiting with exitcode 0\n"
-              "child-line\n"  // the child's stdout is flushed as it exits (CPython's order)
-              "[INFO/Logged] process shutting down\n"
-              "[INFO/MainProcess] process shutting down\n")
-        << method;
-  }
-}
-
 // Issue 13, bug 10b: main returns while a non-daemonic child runs: the parent's buffered output is
 // out before the exit handler waits for the child (CPython's order). The child prints only after
 // the test has read the parent's last line, so the order does not depend on timing.
 TEST(ProcessOutput, AtExitParentOutputComesBeforeTheJoinedChilds) {
   for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r =
-        run_probe_releasing_stdin({MP_PROBE_PATH, "exit-order", method}, "parent-cout-last\n");
+        run_probe_releasing_stdin({probe_path(), "exit-order", method}, "parent-cout-last\n");
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-last\nparent-cout-last\nchild-line\n") << method;
   }
 }
 
 TEST(ProcessOutput, BufferedParentOutputIsNotDuplicatedByFork) {
-  const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " stdio");
+  const RunResult r = run_probe(probe_path() + " stdio");
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.output, "parent-line\nchild-line\n");
-}
-
-TEST(ProcessOutput, EscapingExceptionIsPrintedLikeCPython) {
-  for (const std::string& method : mp::get_all_start_methods()) {
-    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exception " + method);
-    EXPECT_EQ(r.status, 1) << method;
-    EXPECT_NE(r.output.find("Process Thrower:\nstd::runtime_error: boom in child\n"),
-              std::string::npos)
-        << method << ": " << r.output;
-  }
-}
-
-TEST(ProcessOutput, AtExitDaemonsAreTerminatedAndOthersJoined) {
-  for (const std::string& method : mp::get_all_start_methods()) {
-    const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " exit " + method);
-    EXPECT_EQ(r.status, 0) << method;
-    // The normal child finished after main returned: the exit handler waited for it.
-    EXPECT_NE(r.output.find("main returned\nchild done\n"), std::string::npos)
-        << method << ": " << r.output;
-    const int daemon_pid = std::atoi(r.output.c_str() + r.output.find("daemon ") + 7);
-    ASSERT_GT(daemon_pid, 0);
-    EXPECT_NE(::kill(daemon_pid, 0), 0) << method << ": the daemonic child survived its parent";
-  }
-}
-
-TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
-  const RunResult r = run_probe(std::string(MP_PROBE_PATH) + " no-freeze-support");
-  EXPECT_EQ(r.status, 3) << r.output;
-  EXPECT_NE(r.output.find("did not call mp::freeze_support(argc, argv)"), std::string::npos)
-      << r.output;
-  // The child never ran main as a parent: exactly one "start failed" line.
-  EXPECT_EQ(r.output.find("start failed"), r.output.rfind("start failed")) << r.output;
 }
 
 TEST(ProcessOutput, SpawnWorksAfterTheBinaryWasDeleted) {
@@ -869,7 +919,7 @@ TEST(ProcessOutput, SpawnWorksAfterTheBinaryWasDeleted) {
       std::filesystem::temp_directory_path() / ("mp_probe_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto copy = dir / "mp_probe";
-  std::filesystem::copy_file(MP_PROBE_PATH, copy);
+  std::filesystem::copy_file(probe_path(), copy);
   const RunResult r = run_probe(copy.string() + " delete-self " + copy.string());
   std::filesystem::remove_all(dir);
   EXPECT_EQ(r.status, 7) << r.output;

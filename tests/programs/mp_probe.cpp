@@ -9,10 +9,9 @@
 //   mp_probe shm-attach NAME    attaches to a shared memory segment, prints its size and first byte
 //                               and exits (an unrelated process: CPython gh-82300)
 //   mp_probe shm-create-and-die creates a tracked segment, prints its name, kills itself (SIGKILL)
-#include <signal.h>
-#include <unistd.h>
-
+// Built for Windows too (cmake/windows.cmake), where the fork modes do not apply.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -21,6 +20,7 @@
 
 #include "mp/multiprocessing.hpp"
 #include "mp/shared_memory.hpp"
+#include "platform/process.hpp"
 
 namespace {
 void print_child() { std::printf("child-line\n"); }
@@ -28,9 +28,14 @@ void throw_child() { throw std::runtime_error("boom in child"); }
 void exit_seven() { std::exit(7); }
 void daemon_forever() {
   // Let go of the test's output pipe, so only the parent's exit decides when it reaches EOF.
-  std::freopen("/dev/null", "w", stdout);
-  std::freopen("/dev/null", "w", stderr);
-  for (;;) ::pause();
+#ifdef _WIN32
+  const char* null_device = "NUL";
+#else
+  const char* null_device = "/dev/null";
+#endif
+  std::freopen(null_device, "w", stdout);
+  std::freopen(null_device, "w", stderr);
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 void late_child() {
   // Not synchronization: the delay makes it observable that the parent waits at exit.
@@ -46,7 +51,11 @@ void print_after_stdin() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   // The spawned child sees the marker in argv[1]; the environment tells it to skip the call too.
+#ifdef _WIN32
+  if (mode == "no-freeze-support") ::_putenv_s("MP_PROBE_NO_FREEZE_SUPPORT", "1");
+#else
   if (mode == "no-freeze-support") ::setenv("MP_PROBE_NO_FREEZE_SUPPORT", "1", 1);
+#endif
   if (!std::getenv("MP_PROBE_NO_FREEZE_SUPPORT")) mp::freeze_support(argc, argv);
   if (mode == "stdio") {
     std::printf("parent-line\n");  // stays in the stdio buffer: stdout is a pipe here
@@ -119,7 +128,7 @@ int main(int argc, char** argv) {
     mp::shared_memory::SharedMemory shm(std::nullopt, true, 4096);
     std::printf("%s\n", shm.name().c_str());
     std::fflush(stdout);
-    ::kill(::getpid(), SIGKILL);
+    mp::platform::kill_self();
   }
   if (mode == "delete-self") {
     std::filesystem::remove(argv[2]);
