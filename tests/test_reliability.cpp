@@ -30,6 +30,7 @@
 #include "mp/managers.hpp"
 #include "mp/queues.hpp"
 #include "mp/synchronize.hpp"
+#include "barrier_stress.hpp"
 #include "mp_test.hpp"
 #include "platform/handle.hpp"
 #include "platform/io.hpp"
@@ -356,64 +357,10 @@ TEST_P(ReliabilityTest, FiveHundredProcesses) {
   EXPECT_EQ(zombie_children(), 0);
 }
 
-namespace {
-
-constexpr int kStress = 500;
-// A generous bound for one party: all 500 must have started before anyone passes the barrier.
-constexpr auto kStressBarrierTimeout = std::chrono::seconds(150);
-
-void barrier_queue_party(mp::Barrier barrier, mp::Queue<int> queue, int index) {
-  queue.put(index);
-  const int slot = barrier.wait(kStressBarrierTimeout);
-  queue.put(kStress + slot);
-}
-
-}  // namespace
-
 // Stress, synchronized: 500 live processes meet at one Barrier (501 parties with the parent), each
 // puts its index before and its barrier slot after into one Queue; exact totals come back.
 TEST_P(ReliabilityTest, FiveHundredProcessesThroughBarrierAndQueue) {
-  mp::Barrier barrier(kStress + 1);
-  mp::Queue<int> queue;
-  std::vector<mp::Process> ps;
-  ps.reserve(kStress);
-  for (int i = 0; i < kStress; ++i) {
-    ps.emplace_back(ctx(), barrier_queue_party, barrier, queue, i);
-    ps.back().start();
-  }
-  int my_slot = -1;
-  try {
-    my_slot = barrier.wait(kStressBarrierTimeout);
-  } catch (const mp::BrokenBarrierError& e) {
-    ADD_FAILURE() << "the barrier broke: " << e.what();
-  }
-  std::vector<int> index_seen(kStress, 0), slot_seen(kStress + 1, 0);
-  int received = 0;
-  for (; received < 2 * kStress; ++received) {
-    int v = -1;
-    try {
-      v = queue.get(true, kTimeout);
-    } catch (const mp::Empty&) {
-      break;
-    }
-    ASSERT_GE(v, 0);
-    ASSERT_LE(v, 2 * kStress);
-    if (v < kStress)
-      ++index_seen[v];
-    else
-      ++slot_seen[v - kStress];
-  }
-  for (auto& p : ps) join_or_fail(p, std::chrono::seconds(60));
-  EXPECT_EQ(received, 2 * kStress);
-  for (int i = 0; i < kStress; ++i) EXPECT_EQ(index_seen[i], 1) << "index " << i;
-  ASSERT_GE(my_slot, 0);
-  // The 501 slots of the round are distinct: the parent's plus one per child.
-  ++slot_seen[my_slot];
-  for (int i = 0; i <= kStress; ++i) EXPECT_EQ(slot_seen[i], 1) << "slot " << i;
-  int exit_sum = 0;
-  for (auto& p : ps) exit_sum += p.exitcode().value_or(100);
-  EXPECT_EQ(exit_sum, 0);
-  EXPECT_TRUE(queue.empty());
+  processes_through_barrier_and_queue(ctx(), 500);
   EXPECT_EQ(zombie_children(), 0);
 }
 
