@@ -445,6 +445,25 @@ TEST_P(ProcessTest, TwentyProcessesThroughBarrierAndQueue) {
 }
 #endif
 
+// Guarantee: terminate() and kill() reach the right process. Process handles are pidfds (Windows:
+// process handles held until the reap), so once the child has been reaped, and its pid may belong
+// to anyone, they signal nothing.
+TEST_P(ProcessTest, SignalsAfterReapGoNowhere) {
+  mp::Process p(ctx(), noop);
+  p.start();
+  join_or_fail(p);
+  ASSERT_EQ(p.exitcode(), 0);
+  EXPECT_NO_THROW(p.terminate());
+  EXPECT_NO_THROW(p.kill());
+  EXPECT_EQ(p.exitcode(), 0);  // unchanged: no signal was recorded
+
+  mp::Process q(ctx(), sleep_forever);
+  q.start();
+  q.terminate();
+  join_or_fail(q);
+  EXPECT_EQ(q.exitcode(), -SIGTERM);  // the signal reached q, not another process
+}
+
 TEST_P(ProcessTest, DaemonFlag) {
   mp::Process p(ctx(), noop);
   EXPECT_FALSE(p.daemon());

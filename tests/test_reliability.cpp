@@ -256,24 +256,6 @@ TEST_P(ReliabilityTest, ZombiesAreReaped) {
   EXPECT_EQ(zombie_children(), 0);
 }
 
-// Guarantee: signals reach the right process. Process handles are pidfds, so once the child has
-// been reaped (and its pid may belong to anyone) terminate()/kill() signal nothing.
-TEST_P(ReliabilityTest, SignalsAfterReapGoNowhere) {
-  mp::Process p(ctx(), noop);
-  p.start();
-  join_or_fail(p);
-  ASSERT_EQ(p.exitcode(), 0);
-  EXPECT_NO_THROW(p.terminate());
-  EXPECT_NO_THROW(p.kill());
-  EXPECT_EQ(p.exitcode(), 0);  // unchanged: no signal was recorded
-
-  mp::Process q(ctx(), sleep_forever);
-  q.start();
-  q.terminate();
-  join_or_fail(q);
-  EXPECT_EQ(q.exitcode(), -SIGTERM);  // the signal reached q, not another process
-}
-
 namespace {
 std::atomic<int> g_interruptions{0};
 void count_signal(int) { g_interruptions.fetch_add(1, std::memory_order_relaxed); }
