@@ -14,7 +14,8 @@ endforeach()
 # Shared with the Linux build: demangling on the Itanium C++ ABI (mingw-w64 uses it too) and the
 # OS-independent parts of io.hpp and system.hpp.
 list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/platform/system_cxxabi.cpp
-     ${PROJECT_SOURCE_DIR}/lib/platform/io_common.cpp ${PROJECT_SOURCE_DIR}/lib/platform/system_common.cpp)
+     ${PROJECT_SOURCE_DIR}/lib/platform/io_common.cpp ${PROJECT_SOURCE_DIR}/lib/platform/system_common.cpp
+     ${PROJECT_SOURCE_DIR}/lib/platform/process_common.cpp)
 foreach(part ${MP_WIN32_TOOLKIT})
   list(APPEND MP_PLATFORM_SOURCES ${PROJECT_SOURCE_DIR}/lib/support/${part}.cpp)
 endforeach()

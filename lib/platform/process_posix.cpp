@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -26,16 +25,6 @@
 namespace mp::platform {
 
 std::vector<std::string> program_arguments(int argc, char** argv) { return {argv, argv + argc}; }
-
-void flush_stdio() noexcept {
-  try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
-  } catch (...) {
-  }
-  std::fflush(nullptr);
-}
 
 int fork_process() {
   flush_stdio();

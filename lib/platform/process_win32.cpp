@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cwctype>
-#include <iostream>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -277,16 +276,6 @@ std::string signal_name(int sig) {
     default:
       return "signal " + std::to_string(sig);
   }
-}
-
-void flush_stdio() noexcept {
-  try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
-  } catch (...) {
-  }
-  std::fflush(nullptr);
 }
 
 void exit_now(int code) noexcept { ::_exit(code); }
