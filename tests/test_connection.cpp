@@ -401,32 +401,24 @@ TEST(Connection, SilentPeerCannotStallAccept) {
   t.join();
 }
 
-#ifndef _WIN32
 // ---- handshakes: whole-exchange deadlines, and no peer delays another (docs/RELIABILITY.md)
+// Raw peers go through the OS layer: Unix sockets on Linux, named pipes on Windows.
 
 namespace {
 
-// A raw connection to a Listener's Unix address (abstract or path), bounded reads; -1 on failure.
-int raw_connect(const mp::connection::Address& address) {
-  const std::string& path = std::get<std::string>(address);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, path.data(), path.size());
-  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
-                                               (path[0] == '\0' ? 0 : 1));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+namespace platform = mp::platform;
+
+// A raw connection to a Listener's local address (abstract, path or named pipe).
+platform::Handle raw_connect(const mp::connection::Address& address) {
+  return platform::connect_unix(std::get<std::string>(address));
 }
 
 // Peers that send the handshake's first frame one byte at a time: a length of 256, then the body,
 // one byte per tick (a frame that would take 26 s to complete).
 class Tricklers {
  public:
-  explicit Tricklers(std::vector<int> fds) : fds_(std::move(fds)), thread_([this] { run(); }) {}
+  explicit Tricklers(std::vector<platform::Handle> peers)
+      : peers_(std::move(peers)), thread_([this] { run(); }) {}
   ~Tricklers() {
     {
       std::lock_guard lk(m_);
@@ -434,7 +426,7 @@ class Tricklers {
     }
     cv_.notify_all();
     thread_.join();
-    for (int fd : fds_) ::close(fd);
+    for (platform::Handle h : peers_) platform::close_handle(h);
   }
 
  private:
@@ -443,10 +435,15 @@ class Tricklers {
     std::unique_lock lk(m_);
     for (std::size_t tick = 0; !cv_.wait_for(lk, 100ms, [&] { return stop_; }); ++tick) {
       const char byte = tick < 4 ? static_cast<char>(header[tick]) : 'x';
-      for (int fd : fds_) ::send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      for (platform::Handle h : peers_) {
+        try {
+          (void)platform::try_write(h, &byte, 1);
+        } catch (const mp::OSError&) {  // the other side gave up on this peer
+        }
+      }
     }
   }
-  std::vector<int> fds_;
+  std::vector<platform::Handle> peers_;
   std::mutex m_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -461,9 +458,7 @@ class Tricklers {
 TEST(Connection, ListenerHandshakeDeadlineCoversTheWholeExchange) {
   mp::Listener listener(std::nullopt, 4, std::string("key"));
   listener.set_handshake_timeout(500ms);
-  const int fd = raw_connect(listener.address());
-  ASSERT_GE(fd, 0);
-  Tricklers trickle({fd});
+  Tricklers trickle({raw_connect(listener.address())});
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(listener.accept(), mp::AuthenticationError);
   const auto took = std::chrono::steady_clock::now() - t0;
@@ -474,21 +469,20 @@ TEST(Connection, ListenerHandshakeDeadlineCoversTheWholeExchange) {
 // Guarantee: Client()'s handshake deadline (10 s) covers the whole exchange: a server trickling
 // its challenge one byte per 100 ms is refused at 10 s (before: at the end of its 26 s frame).
 TEST(Connection, ClientHandshakeDeadlineCoversTheWholeExchange) {
+#ifdef _WIN32
   const std::string name =
-      std::string("\0mp-test-trickling-server-", 27) + std::to_string(::getpid());
-  const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, name.data(), name.size());
-  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&a),
-                   static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size())),
-            0);
-  ASSERT_EQ(::listen(server, 4), 0);
+      "\\\\.\\pipe\\mp-test-trickling-server-" + std::to_string(*mp::current_process().pid());
+#else
+  const std::string name =
+      std::string("\0mp-test-trickling-server-", 27) + std::to_string(*mp::current_process().pid());
+#endif
+  const platform::Handle server = platform::listen_unix(name, 4);
   std::optional<Tricklers> trickle;
   std::thread accepter([&] {
-    pollfd p{server, POLLIN, 0};
-    if (::poll(&p, 1, 30000) == 1)
-      trickle.emplace(std::vector<int>{::accept4(server, nullptr, nullptr, SOCK_CLOEXEC)});
+    const platform::Nanos limit = 30s;
+    if (platform::wait_readable(server, &limit))
+      if (std::optional<platform::Handle> peer = platform::try_accept(server))
+        trickle.emplace(std::vector<platform::Handle>{*peer});
   });
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(mp::Client(mp::connection::Address(name), std::string("key")),
@@ -496,24 +490,21 @@ TEST(Connection, ClientHandshakeDeadlineCoversTheWholeExchange) {
   const auto took = std::chrono::steady_clock::now() - t0;
   accepter.join();
   trickle.reset();
-  ::close(server);
+  platform::close_handle(server);
   EXPECT_GE(took, 9s);
   EXPECT_LT(took, 15s);
 }
 
+// Not on Windows yet: under Wine, a Listener serving these 80 peers stopped taking connections
+// for 20 s in 3 of 6 runs (the next peer's connect failed with ERROR_PIPE_BUSY); not understood
+// (docs/DESIGN.md §6).
+#ifndef _WIN32
 // Guarantee: handshakes run side by side: 40 silent and 40 trickling peers connected before a
 // legitimate client delay it by milliseconds, not by a handshake timeout each (before: accept()
 // authenticated one peer at a time, so the client waited behind all of them and timed out).
 TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
   mp::Listener listener(std::nullopt, 128, std::string("key"));
   listener.set_handshake_timeout(2s);
-  std::vector<int> silent, trickling;
-  for (int i = 0; i < 80; ++i) {
-    const int fd = raw_connect(listener.address());
-    ASSERT_GE(fd, 0);
-    (i % 2 ? silent : trickling).push_back(fd);
-  }
-  auto trickle = std::make_unique<Tricklers>(trickling);
   std::atomic<int> received{0};
   // Serves until a client sends 7 (the legitimate one) or -1 (the test giving up).
   std::thread server([&] {
@@ -531,6 +522,12 @@ TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
       }
     }
   });
+  // The peers connect while the server accepts (a Windows pipe listener has one instance waiting
+  // before accept() runs, as CPython's), all before the legitimate client.
+  std::vector<platform::Handle> silent, trickling;
+  for (int i = 0; i < 80; ++i)
+    (i % 2 ? silent : trickling).push_back(raw_connect(listener.address()));
+  auto trickle = std::make_unique<Tricklers>(trickling);
   const auto t0 = std::chrono::steady_clock::now();
   std::chrono::steady_clock::duration took{};
   bool served = false;
@@ -547,12 +544,11 @@ TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
                       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
                       << " ms";
   trickle.reset();
-  for (int fd : silent) ::close(fd);
+  for (platform::Handle h : silent) platform::close_handle(h);
   if (!served) mp::Client(listener.address(), std::string("key")).send(-1);  // unblock the server
   server.join();
   EXPECT_EQ(received.load(), 7);
 }
-
 #endif  // _WIN32
 
 TEST(Connection, NoAuthListener) {
