@@ -54,8 +54,10 @@ struct Connection::State {
   ~State() { close(); }
   void close() noexcept {
     if (pipe) pipe->close();
+    const bool was_open = fd != platform::kInvalidHandle;
     platform::close_handle(fd);
     fd = platform::kInvalidHandle;
+    if (pipe && was_open) pipe->wake_peer();  // a receiver asleep on the ring looks for EOF
   }
   platform::Handle check_readable() const {
     if (fd == platform::kInvalidHandle) throw_closed();

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -141,6 +142,9 @@ class PipeChannel {
 
   // fileno(): a descriptor readable exactly when a message or EOF is available (descriptor mode).
   platform::Handle fileno();
+  // Wakes a receiver of the peer end asleep on the ring's word, to look at the socket (after this
+  // process closed its socket: end of file, if it held the last copy).
+  void wake_peer() noexcept;
   // Closes this process's descriptor-mode handles. The memfd and mapping go with the object.
   void close() noexcept;
 
@@ -165,6 +169,7 @@ class PipeChannel {
   void wait_room(std::uint64_t tail, std::uint64_t need);
   void publish(std::uint64_t tail);
   Wait wait_data(const Deadline& deadline, bool mid_message);
+  std::optional<Wait> sleep_on_word(const Deadline& deadline);
   void settle(std::uint32_t taken);
   void after_sleep(bool socket_was_ready);
   void rescue_dead_sender();
