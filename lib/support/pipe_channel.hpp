@@ -49,22 +49,27 @@
 namespace mp::detail {
 
 // One direction's control words, in the shared mapping (zero-filled memory is a valid empty ring).
-// `tail` and `head`, which the other side polls while it waits, have lines of their own: a poll
-// then pulls away only the line of the store that publishes (consumes), not the lock's.
+// Grouped by who writes them, each group on a cache line of its own: a poll of the other side then
+// pulls away only the line of the store that publishes (consumes), never a lock's. `armed` sits
+// beside `tail`: the sender reads it right after its store of `tail` (a line it holds then), and
+// the receiver writes it only to sleep.
 struct PipeRing {
-  FutexLock send_lock;
+  // Senders only.
+  alignas(64) FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};  // a chunked message is unfinished (under send_lock)
+  // Senders write, the receiver polls.
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{
-      0};  // the CPU + 1 of the last publish (a spin hint; 0: unknown)
+      0};                               // the CPU + 1 of the last publish (a spin hint; 0: unknown)
+  std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
+  // Receivers only.
   alignas(64) FutexLock recv_lock;
+  // The receiver writes, senders read when the ring looks full.
   alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
   std::atomic<std::int32_t> receiver_cpu{0};       // the CPU + 1 of the last consume (a spin hint)
-  // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which the
-  // receiver writes anyway, so its check after each consume moves no line between CPUs.
+  // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which
+  // the receiver writes anyway, so its check after each consume moves no line between CPUs.
   std::atomic<std::uint32_t> room_seq{0};
-  alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
-  char pad[60];
 };
 
 struct PipeShared {
