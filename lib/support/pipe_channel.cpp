@@ -34,7 +34,16 @@ constexpr auto kTokenPatience = std::chrono::milliseconds(100);
 constexpr Nanos kFutexPhase = std::chrono::milliseconds(10);
 // A receiver, or a sender with a full ring, spins before it sleeps (lib/support/spin.hpp), adapted per
 // thread; the peer's CPU, published in the ring, tells whether to pause or yield between looks.
-constinit thread_local Spinner t_data_spin, t_room_spin;
+constinit thread_local Spinner t_data_spin, t_room_spin, t_yield_spin;
+// A receiver whose sender shares its CPU yields to it before sleeping (a yield costs about half a
+// futex sleep and wake). A yield-wait that fails, or is answered only after kSpinMax, means that
+// another thread holds the CPU (a yield hands it a whole time slice: 1.4 ms a round trip against
+// 13 us sleeping, with one busy loop on the CPU) or that the peer is busy elsewhere: the receiver
+// then sleeps at once for a while, 1 ms doubling with each such wait up to 1 s (so a busy CPU
+// costs at most a slice a second), back to 1 ms after a quick answer.
+constexpr Nanos kNoYieldMin = std::chrono::milliseconds(1), kNoYieldMax = std::chrono::seconds(1);
+constinit thread_local Nanos t_no_yield_for = kNoYieldMin;
+constinit thread_local platform::Clock::time_point t_no_yield_until{};
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
 
@@ -332,6 +341,22 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
     return nonempty(r);
   };
   if (t_data_spin.spin(look, peer_cpu(r.sender_cpu))) return Wait::data;
+  // A sender that last ran on this CPU needs it to answer: yield to it a while before sleeping.
+  const int sender = peer_cpu(r.sender_cpu);
+  if ((!platform::several_cpus() || (sender >= 0 && sender == platform::current_cpu())) &&
+      platform::Clock::now() >= t_no_yield_until) {
+    const auto start = platform::Clock::now();
+    const bool answered = t_yield_spin.yield_to_peer(look);
+    const auto end = platform::Clock::now();
+    // An answer later than a spin's whole budget came after another thread's time slice.
+    if (!answered || end - start > kSpinMax) {
+      t_no_yield_until = end + t_no_yield_for;
+      t_no_yield_for = std::min(2 * t_no_yield_for, kNoYieldMax);
+    } else {
+      t_no_yield_for = std::max(t_no_yield_for / 2, kNoYieldMin);
+    }
+    if (answered) return Wait::data;
+  }
   if (const auto w = sleep_on_word(deadline)) return *w;
   for (;;) {
     const bool mine = arm();

@@ -121,6 +121,14 @@ class Spinner {
     return run(ready, true);
   }
 
+  // The same for a peer that shares this CPU and may be runnable (it last ran here): the thread
+  // yields between looks, so that the peer runs and answers before this one sleeps; also when the
+  // process may run on one CPU only. Bounded by the same adaptive budget.
+  template <class Ready>
+  bool yield_to_peer(Ready&& ready) {
+    return run(ready, true);
+  }
+
   // The same for a peer in another process with CPUs of its own (an MPI rank: bound to another
   // core, or on another host): polls even when this process may run on one CPU only. (If the
   // peer has no CPU of its own after all, the spins fail and the budget drops to kSpinMin.)
