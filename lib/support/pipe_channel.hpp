@@ -18,14 +18,18 @@
 //   is aborted by the next sender (or by a receiver waiting for it that sees it died).
 // - Frames are validated before use: a corrupt ring is OSError(EPROTO), never a crash, and sizes
 //   are checked against maxlength before anything is allocated; buffers grow as chunks arrive.
-// - Wake-up: a receiver that found nothing after spinning stores armed = 1 (seq_cst), re-checks
-//   the ring and sleeps on its socket. A sender, after publishing, reads `armed` (seq_cst); only if
-//   it is 1 does it take it (CAS to kTaken | its pid) and write one token. The receiver that sees
-//   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
-//   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
-//   ping-pong no system call is made.
-// - A receiver finding the ring empty spins (lib/support/spin.hpp; the sender's CPU, stored at each
-//   publish, is the hint whether to pause or yield between looks), then arms as above.
+// - Wake-up: a receiver that found nothing after spinning (and, when its sender last ran on its
+//   CPU, after yielding to it a while) sleeps in two phases. First on the ring's `armed` word (a
+//   futex): it stores kFutexArmed (seq_cst), re-checks the ring and waits while the word holds it,
+//   for at most 10 ms; a sender that reads kFutexArmed after publishing clears it and wakes the
+//   word (a futex wait and wake cost about half the socket's poll, token write and token read).
+//   A futex is woken by no dead process, so the phase is short, and an end's close() wakes it too.
+//   Then on the socket, whose end of file tells at once that the peer has gone: armed = 1
+//   (seq_cst), re-check, sleep on the socket. A sender that reads 1 takes it (CAS to
+//   kTaken | its pid) and writes one token. The receiver that sees the taken word settles it:
+//   reads exactly that token (bounded if the sender died meanwhile), so tokens never pile up and a
+//   socket is readable only for a token owed or end of file. connection::wait() and fileno() arm
+//   the socket only (moving futex sleepers to it). In a tight ping-pong no system call is made.
 // - A sender keeps the last `head` it read (a lower bound: head only grows) and reads the shared
 //   one only when that bound leaves too little room, so in a stream the receiver's line stays put.
 // - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
@@ -60,8 +64,9 @@ struct PipeRing {
   // Senders write, the receiver polls.
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{
-      0};                               // the CPU + 1 of the last publish (a spin hint; 0: unknown)
-  std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
+      0};  // the CPU + 1 of the last publish (a spin hint; 0: unknown)
+  // 0, kFutexArmed (a receiver may sleep on this word), 1 (on the socket), kTaken | pid.
+  std::atomic<std::uint32_t> armed{0};
   // Receivers only.
   alignas(64) FutexLock recv_lock;
   // The receiver writes, senders read when the ring looks full.
