@@ -358,6 +358,7 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
     if (answered) return Wait::data;
   }
   if (const auto w = sleep_on_word(deadline)) return *w;
+  Nanos socket_slice = kSocketSliceMin;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {
@@ -367,10 +368,9 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
     // No peer_closed() look before sleeping: a socket whose peer has gone is readable (EOF), so
     // the sleep below ends at once then, and the look after it answers (one system call fewer
     // per sleeping receive).
-    // Not armed here: the one who armed may disarm while this sleeps, so sleep in slices.
-    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice
-                                      : mine      ? Nanos::max()
-                                                  : kFutexPhase);
+    // In slices (see kSocketSliceMax): another thread waiting on this end may take the token.
+    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : socket_slice);
+    socket_slice = std::min(2 * socket_slice, kSocketSliceMax);
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {

@@ -37,6 +37,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -80,6 +81,12 @@ struct PipeRing {
 struct PipeShared {
   PipeRing ring[2];
 };
+
+// A waiter on a Pipe end's socket sleeps in slices, 10 ms doubling up to this, and looks again:
+// two threads waiting on one end (recv() and connection::wait()) share one token, which the first
+// to wake reads, so the other may sleep on with a message in the ring.
+inline constexpr std::chrono::nanoseconds kSocketSliceMax = std::chrono::seconds(1);
+inline constexpr std::chrono::nanoseconds kSocketSliceMin = std::chrono::milliseconds(10);
 
 inline constexpr std::size_t kPipeRingBytes = std::size_t{256} << 10;  // per direction, power of 2
 inline constexpr std::size_t kPipeRingsOffset = 1024;  // the rings follow PipeShared
