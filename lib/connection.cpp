@@ -54,8 +54,10 @@ struct Connection::State {
   ~State() { close(); }
   void close() noexcept {
     if (pipe) pipe->close();
+    const bool was_open = fd != platform::kInvalidHandle;
     platform::close_handle(fd);
     fd = platform::kInvalidHandle;
+    if (pipe && was_open) pipe->wake_peer();  // a receiver asleep on the ring looks for EOF
   }
   platform::Handle check_readable() const {
     if (fd == platform::kInvalidHandle) throw_closed();
@@ -373,6 +375,8 @@ std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects,
     pipes.push_back(pipe);
   }
   const detail::Deadline deadline(timeout);
+  const bool has_pipes = std::any_of(pipes.begin(), pipes.end(), [](auto* p) { return p; });
+  platform::Nanos slice = detail::kSocketSliceMin;  // see kSocketSliceMax
   for (;;) {
     bool any = false;
     for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
@@ -384,9 +388,11 @@ std::vector<std::size_t> wait_indexes(const std::vector<Waitable>& objects,
       armed = true;
       for (auto* pipe : pipes) any = any || (pipe && pipe->ready_now());
     }
-    const platform::Nanos left = any ? platform::Nanos::zero() : deadline.left();
+    const platform::Nanos left =
+        any ? platform::Nanos::zero() : deadline.left(has_pipes ? slice : platform::Nanos::max());
+    slice = std::min(2 * slice, detail::kSocketSliceMax);
     const auto ready_idx =
-        platform::wait_any(handles, any || !deadline.forever() ? &left : nullptr);
+        platform::wait_any(handles, any || has_pipes || !deadline.forever() ? &left : nullptr);
     std::vector<bool> socket_ready(objects.size(), false);
     for (const std::size_t i : ready_idx) socket_ready[i] = true;
     std::vector<std::size_t> ready;

@@ -54,6 +54,19 @@ void send_after(mp::Connection conn, int ms) {
   conn.send(ms);
 }
 
+// Holds its end (and nothing else of the Pipe) until killed.
+void hold_end(mp::Connection conn, mp::Connection other) {
+  other.close();
+  (void)conn;
+  for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+}
+
+void send_two_after(mp::Connection conn, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  conn.send(1);
+  conn.send(2);
+}
+
 void client_sends(mp::connection::Address address, std::string key, int value) {
   mp::Connection c = mp::Client(address, key);
   c.send(value);
@@ -839,6 +852,49 @@ TEST_P(ConnectionTest, BlockedReceiverWakesOnAMessage) {
   ASSERT_EQ(got.wait_for(kTimeout), std::future_status::ready);
   EXPECT_EQ(got.get(), 30);
   join_or_fail(p);
+}
+
+// A receiver asleep (first on the ring's futex word, which no dead process wakes, then on the
+// socket) sees end of file once the peer's process is killed: within the futex phase (10 ms),
+// asserted within 5 s.
+TEST_P(ConnectionTest, ReceiverAsleepNoticesAKilledPeer) {
+  auto [a, b] = mp::Pipe();
+  mp::Process p(ctx(), hold_end, b, a);
+  p.start();  // before the thread: a fork while a thread starts can deadlock the child (glibc)
+  b.close();
+  // Any order works; the delay only makes the kill land while the receiver sleeps.
+  std::thread killer([&p] {
+    std::this_thread::sleep_for(50ms);
+    p.kill();
+  });
+  EXPECT_TRUE(a.poll(5s));  // end of file is readable
+  EXPECT_THROW(a.recv<int>(), mp::EOFError);
+  killer.join();
+  join_or_fail(p);
+}
+
+// A thread asleep in recv() and a connection::wait() on the same end in another (which moves the
+// sleeper from the ring's word to the socket) both get what arrives, within a slice of the socket
+// wait: the one token of a wake-up goes to whichever thread wakes first, and the other may sleep
+// on with the second message in the ring (before: until wait()'s timeout).
+TEST_P(ConnectionTest, WaitAndRecvOnOneEndFromTwoThreads) {
+  for (int round = 0; round < 5; ++round) {
+    auto [a, b] = mp::Pipe();
+    mp::Process p(ctx(), send_two_after, b, 30);
+    p.start();  // before the thread: a fork while a thread starts can deadlock the child (glibc)
+    auto got = std::async(std::launch::async, [&a = a] { return a.recv<int>(); });
+    const auto start = std::chrono::steady_clock::now();
+    const auto ready = mp::connection::wait({a}, kTimeout);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+    ASSERT_EQ(ready.size(), 1u);
+    ASSERT_EQ(got.wait_for(kTimeout), std::future_status::ready);
+    const int first = got.get();
+    ASSERT_TRUE(a.poll(kTimeout));
+    const int second = a.recv<int>();
+    EXPECT_EQ(first + second, 3);
+    EXPECT_NE(first, second);
+    join_or_fail(p);
+  }
 }
 
 TEST_P(ConnectionTest, WaitOverPipesSocketsAndASentinel) {

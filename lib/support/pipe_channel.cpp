@@ -2,6 +2,7 @@
 #include "support/pipe_channel.hpp"
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <new>
 
@@ -21,14 +22,28 @@ using platform::Nanos;
 
 constexpr std::uint32_t kWhole = 1, kFirst = 2, kMore = 3, kAbort = 4;
 constexpr std::uint32_t kTaken = 0x8000'0000u;
+// PipeRing::armed: a receiver sleeps on the word itself (futex), not on the socket.
+constexpr std::uint32_t kFutexArmed = 2;
 constexpr std::size_t kHeader = 8;
 constexpr std::size_t kMaxFrame = kPipeRingBytes / 4;  // payload bytes in one frame
 constexpr Nanos kRoomSlice = std::chrono::milliseconds(10);
 constexpr Nanos kMidMessageSlice = std::chrono::milliseconds(50);
 constexpr auto kTokenPatience = std::chrono::milliseconds(100);
+// How long a receiver sleeps on the armed word before it sleeps on the socket, whose end of file
+// tells at once that the peer has gone (a futex cannot): a killed peer is noticed within this.
+constexpr Nanos kFutexPhase = std::chrono::milliseconds(10);
 // A receiver, or a sender with a full ring, spins before it sleeps (lib/support/spin.hpp), adapted per
 // thread; the peer's CPU, published in the ring, tells whether to pause or yield between looks.
-constinit thread_local Spinner t_data_spin, t_room_spin;
+constinit thread_local Spinner t_data_spin, t_room_spin, t_yield_spin;
+// A receiver whose sender shares its CPU yields to it before sleeping (a yield costs about half a
+// futex sleep and wake). A yield-wait that fails, or is answered only after kSpinMax, means that
+// another thread holds the CPU (a yield hands it a whole time slice: 1.4 ms a round trip against
+// 13 us sleeping, with one busy loop on the CPU) or that the peer is busy elsewhere: the receiver
+// then sleeps at once for a while, 1 ms doubling with each such wait up to 1 s (so a busy CPU
+// costs at most a slice a second), back to 1 ms after a quick answer.
+constexpr Nanos kNoYieldMin = std::chrono::milliseconds(1), kNoYieldMax = std::chrono::seconds(1);
+constinit thread_local Nanos t_no_yield_for = kNoYieldMin;
+constinit thread_local platform::Clock::time_point t_no_yield_until{};
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
 
@@ -61,6 +76,13 @@ int peer_cpu(const std::atomic<std::int32_t>& hint) noexcept {
 
 bool nonempty(const PipeRing& r) noexcept {
   return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
+}
+
+// Clears a futex arming (kFutexArmed), waking whoever sleeps on it: the word is never cleared
+// without a wake-up, and a receiver sleeps only while it holds kFutexArmed.
+void clear_futex_arm(std::atomic<std::uint32_t>& armed) noexcept {
+  std::uint32_t v = kFutexArmed;
+  if (armed.compare_exchange_strong(v, 0)) platform::wake_address(&armed, INT_MAX);
 }
 
 }  // namespace
@@ -202,13 +224,23 @@ void PipeChannel::publish(std::uint64_t tail) {
   PipeRing& r = out_ring();
   note_cpu(r.sender_cpu);
   r.tail.store(tail, std::memory_order_seq_cst);
-  if (r.armed.load(std::memory_order_seq_cst) != 1) return;
-  std::uint32_t expected = 1;
-  if (r.armed.compare_exchange_strong(
-          expected, kTaken | static_cast<std::uint32_t>(platform::cached_pid())) &&
-      !platform::write_token(sock_) && platform::peer_closed(sock_))
-    platform::throw_errno(EPIPE, "cannot write to the connection");
+  std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
+  while (v == kFutexArmed || v == 1) {
+    if (v == kFutexArmed) {  // a receiver sleeps on the word: clearing it is its wake-up
+      if (!r.armed.compare_exchange_strong(v, 0)) continue;
+      platform::wake_address(&r.armed, INT_MAX);
+      return;
+    }
+    if (r.armed.compare_exchange_strong(
+            v, kTaken | static_cast<std::uint32_t>(platform::cached_pid()))) {
+      if (!platform::write_token(sock_) && platform::peer_closed(sock_))
+        platform::throw_errno(EPIPE, "cannot write to the connection");
+      return;
+    }
+  }
 }
+
+void PipeChannel::wake_peer() noexcept { clear_futex_arm(out_ring().armed); }
 
 // ---- receiving
 
@@ -309,6 +341,24 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
     return nonempty(r);
   };
   if (t_data_spin.spin(look, peer_cpu(r.sender_cpu))) return Wait::data;
+  // A sender that last ran on this CPU needs it to answer: yield to it a while before sleeping.
+  const int sender = peer_cpu(r.sender_cpu);
+  if ((!platform::several_cpus() || (sender >= 0 && sender == platform::current_cpu())) &&
+      platform::Clock::now() >= t_no_yield_until) {
+    const auto start = platform::Clock::now();
+    const bool answered = t_yield_spin.yield_to_peer(look);
+    const auto end = platform::Clock::now();
+    // An answer later than a spin's whole budget came after another thread's time slice.
+    if (!answered || end - start > kSpinMax) {
+      t_no_yield_until = end + t_no_yield_for;
+      t_no_yield_for = std::min(2 * t_no_yield_for, kNoYieldMax);
+    } else {
+      t_no_yield_for = std::max(t_no_yield_for / 2, kNoYieldMin);
+    }
+    if (answered) return Wait::data;
+  }
+  if (const auto w = sleep_on_word(deadline)) return *w;
+  Nanos socket_slice = kSocketSliceMin;
   for (;;) {
     const bool mine = arm();
     if (nonempty(r)) {
@@ -318,7 +368,9 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
     // No peer_closed() look before sleeping: a socket whose peer has gone is readable (EOF), so
     // the sleep below ends at once then, and the look after it answers (one system call fewer
     // per sleeping receive).
-    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : Nanos::max());
+    // In slices (see kSocketSliceMax): another thread waiting on this end may take the token.
+    const Nanos slice = deadline.left(mid_message ? kMidMessageSlice : socket_slice);
+    socket_slice = std::min(2 * socket_slice, kSocketSliceMax);
     const bool woke = platform::wait_readable(sock_, slice == Nanos::max() ? nullptr : &slice);
     after_sleep(woke);
     if (nonempty(r)) {
@@ -339,6 +391,41 @@ PipeChannel::Wait PipeChannel::wait_data(const Deadline& deadline, bool mid_mess
   }
 }
 
+// The first kFutexPhase of a sleep: on the armed word (a futex wait and wake cost about half the
+// socket's poll, token write and token read). Returns nothing when the socket must be slept on:
+// the phase passed, or a waiter for the socket (connection::wait, fileno) armed it.
+std::optional<PipeChannel::Wait> PipeChannel::sleep_on_word(const Deadline& deadline) {
+  PipeRing& r = in_ring();
+  const Deadline phase = Deadline::after(kFutexPhase);
+  for (;;) {
+    std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
+    if (v == 0 && !r.armed.compare_exchange_strong(v, kFutexArmed)) continue;
+    if (v != 0 && v != kFutexArmed) return std::nullopt;
+    if (nonempty(r)) {
+      clear_futex_arm(r.armed);
+      return Wait::data;
+    }
+    const Nanos slice = std::min(phase.left(), deadline.left());
+    const bool woke =
+        slice > Nanos::zero() && platform::wait_on_address(&r.armed, kFutexArmed, &slice);
+    if (nonempty(r)) {
+      clear_futex_arm(r.armed);
+      return Wait::data;
+    }
+    if (woke && r.armed.load(std::memory_order_seq_cst) != kFutexArmed &&
+        platform::peer_closed(sock_))  // no data: maybe woken by the peer's close
+      return nonempty(r) ? Wait::data : Wait::eof;
+    if (deadline.passed()) {
+      clear_futex_arm(r.armed);
+      return Wait::timeout;
+    }
+    if (phase.passed()) {
+      clear_futex_arm(r.armed);
+      return std::nullopt;
+    }
+  }
+}
+
 bool PipeChannel::ready_now() const noexcept { return nonempty(in_ring()); }
 
 bool PipeChannel::arm() {
@@ -346,9 +433,11 @@ bool PipeChannel::arm() {
   for (;;) {
     std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
     if (v == 1) return false;
-    if (v == 0) {
-      if (r.armed.compare_exchange_strong(v, 1, std::memory_order_seq_cst)) return true;
-      continue;
+    if (v == 0 || v == kFutexArmed) {
+      if (!r.armed.compare_exchange_strong(v, 1, std::memory_order_seq_cst)) continue;
+      // Receivers asleep on the word move to the socket.
+      if (v == kFutexArmed) platform::wake_address(&r.armed, INT_MAX);
+      return true;
     }
     settle(v);  // a token is owed from an earlier arming: collect it first
   }

@@ -18,14 +18,18 @@
 //   is aborted by the next sender (or by a receiver waiting for it that sees it died).
 // - Frames are validated before use: a corrupt ring is OSError(EPROTO), never a crash, and sizes
 //   are checked against maxlength before anything is allocated; buffers grow as chunks arrive.
-// - Wake-up: a receiver that found nothing after spinning stores armed = 1 (seq_cst), re-checks
-//   the ring and sleeps on its socket. A sender, after publishing, reads `armed` (seq_cst); only if
-//   it is 1 does it take it (CAS to kTaken | its pid) and write one token. The receiver that sees
-//   the taken word settles it: reads exactly that token (bounded if the sender died meanwhile), so
-//   tokens never pile up and a socket is readable only for a token owed or end of file. In a tight
-//   ping-pong no system call is made.
-// - A receiver finding the ring empty spins (lib/support/spin.hpp; the sender's CPU, stored at each
-//   publish, is the hint whether to pause or yield between looks), then arms as above.
+// - Wake-up: a receiver that found nothing after spinning (and, when its sender last ran on its
+//   CPU, after yielding to it a while) sleeps in two phases. First on the ring's `armed` word (a
+//   futex): it stores kFutexArmed (seq_cst), re-checks the ring and waits while the word holds it,
+//   for at most 10 ms; a sender that reads kFutexArmed after publishing clears it and wakes the
+//   word (a futex wait and wake cost about half the socket's poll, token write and token read).
+//   A futex is woken by no dead process, so the phase is short, and an end's close() wakes it too.
+//   Then on the socket, whose end of file tells at once that the peer has gone: armed = 1
+//   (seq_cst), re-check, sleep on the socket. A sender that reads 1 takes it (CAS to
+//   kTaken | its pid) and writes one token. The receiver that sees the taken word settles it:
+//   reads exactly that token (bounded if the sender died meanwhile), so tokens never pile up and a
+//   socket is readable only for a token owed or end of file. connection::wait() and fileno() arm
+//   the socket only (moving futex sleepers to it). In a tight ping-pong no system call is made.
 // - A sender keeps the last `head` it read (a lower bound: head only grows) and reads the shared
 //   one only when that bound leaves too little room, so in a stream the receiver's line stays put.
 // - A sender finding the ring full spins, then sleeps on a futex in the mapping in slices, checking
@@ -33,10 +37,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -48,27 +54,39 @@
 namespace mp::detail {
 
 // One direction's control words, in the shared mapping (zero-filled memory is a valid empty ring).
-// `tail` and `head`, which the other side polls while it waits, have lines of their own: a poll
-// then pulls away only the line of the store that publishes (consumes), not the lock's.
+// Grouped by who writes them, each group on a cache line of its own: a poll of the other side then
+// pulls away only the line of the store that publishes (consumes), never a lock's. `armed` sits
+// beside `tail`: the sender reads it right after its store of `tail` (a line it holds then), and
+// the receiver writes it only to sleep.
 struct PipeRing {
-  FutexLock send_lock;
+  // Senders only.
+  alignas(64) FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};  // a chunked message is unfinished (under send_lock)
+  // Senders write, the receiver polls.
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{
       0};  // the CPU + 1 of the last publish (a spin hint; 0: unknown)
+  // 0, kFutexArmed (a receiver may sleep on this word), 1 (on the socket), kTaken | pid.
+  std::atomic<std::uint32_t> armed{0};
+  // Receivers only.
   alignas(64) FutexLock recv_lock;
+  // The receiver writes, senders read when the ring looks full.
   alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed (written under recv_lock)
   std::atomic<std::int32_t> receiver_cpu{0};       // the CPU + 1 of the last consume (a spin hint)
-  // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which the
-  // receiver writes anyway, so its check after each consume moves no line between CPUs.
+  // An event count (lib/support/event_count.hpp): senders wait for room. On the head's line, which
+  // the receiver writes anyway, so its check after each consume moves no line between CPUs.
   std::atomic<std::uint32_t> room_seq{0};
-  alignas(64) std::atomic<std::uint32_t> armed{0};  // 0, 1 (a receiver may sleep), kTaken | pid
-  char pad[60];
 };
 
 struct PipeShared {
   PipeRing ring[2];
 };
+
+// A waiter on a Pipe end's socket sleeps in slices, 10 ms doubling up to this, and looks again:
+// two threads waiting on one end (recv() and connection::wait()) share one token, which the first
+// to wake reads, so the other may sleep on with a message in the ring.
+inline constexpr std::chrono::nanoseconds kSocketSliceMax = std::chrono::seconds(1);
+inline constexpr std::chrono::nanoseconds kSocketSliceMin = std::chrono::milliseconds(10);
 
 inline constexpr std::size_t kPipeRingBytes = std::size_t{256} << 10;  // per direction, power of 2
 inline constexpr std::size_t kPipeRingsOffset = 1024;  // the rings follow PipeShared
@@ -141,6 +159,9 @@ class PipeChannel {
 
   // fileno(): a descriptor readable exactly when a message or EOF is available (descriptor mode).
   platform::Handle fileno();
+  // Wakes a receiver of the peer end asleep on the ring's word, to look at the socket (after this
+  // process closed its socket: end of file, if it held the last copy).
+  void wake_peer() noexcept;
   // Closes this process's descriptor-mode handles. The memfd and mapping go with the object.
   void close() noexcept;
 
@@ -165,6 +186,7 @@ class PipeChannel {
   void wait_room(std::uint64_t tail, std::uint64_t need);
   void publish(std::uint64_t tail);
   Wait wait_data(const Deadline& deadline, bool mid_message);
+  std::optional<Wait> sleep_on_word(const Deadline& deadline);
   void settle(std::uint32_t taken);
   void after_sleep(bool socket_was_ready);
   void rescue_dead_sender();

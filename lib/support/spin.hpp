@@ -29,7 +29,9 @@
 //   when the peer last ran on the calling CPU (`peer_cpu`, a hint): it needs this CPU to answer,
 //   a pause loop would hold it off and a yield may hand the CPU to any other runnable thread for
 //   a whole time slice; the caller sleeps instead, which lets the peer run.
-//   Looks that are system calls (spin_yielding) yield the thread between them.
+//   Looks that are system calls (spin_yielding) yield the thread between them; yield_to_peer
+//   yields to a peer known to share this CPU (its caller must stop when yields are answered late:
+//   the Pipe's receive, lib/support/pipe_channel.cpp).
 //
 // Test hook: MP_PAUSE_REPEAT=N in the environment at start-up makes every pause N pause
 // instructions (0: none), as on a CPU whose pause costs N times this one's; tests call
@@ -118,6 +120,14 @@ class Spinner {
   template <class Ready>
   bool spin_yielding(Ready&& ready) {
     if (!platform::several_cpus()) return ready();
+    return run(ready, true);
+  }
+
+  // The same for a peer that shares this CPU and may be runnable (it last ran here): the thread
+  // yields between looks, so that the peer runs and answers before this one sleeps; also when the
+  // process may run on one CPU only. Bounded by the same adaptive budget.
+  template <class Ready>
+  bool yield_to_peer(Ready&& ready) {
     return run(ready, true);
   }
 
