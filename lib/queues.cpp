@@ -116,6 +116,7 @@ struct Shared {
   std::uint64_t maxsize;
   std::uint64_t type_tag;
   std::uint64_t owner_pid;  // kOutOfBandInRing: the process that made the queue
+  std::uint64_t recycle;    // 1: switch rings whenever the other is empty (QueueCore's recycle)
 
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t>
@@ -301,6 +302,11 @@ class PendingHandOffs {
 
 void QueueCore::cancel_join_thread() noexcept {
   if (kOutOfBandInRing && state_) PendingHandOffs::get().cancel(state_->shm);
+}
+
+QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag, bool recycle)
+    : QueueCore(maxsize, type_tag) {
+  state_->shm->recycle = recycle ? 1 : 0;
 }
 
 QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
@@ -496,9 +502,12 @@ struct QueueCore::ProducerSteps {
   // frame takes there (0: no room); `switched` says a switch frame was committed.
   std::pair<unsigned, std::uint64_t> choose_ring(const Deadline& deadline, bool& switched) {
     Current c = current();
+    const std::uint64_t at = pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1);
     const bool hot_switch =
-        (pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1)) >= kHotBytes &&
-        (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
+        s.recycle != 0 ? at != 0 && vacant(1 - c.ring)
+                       : at >= kHotBytes &&
+                             (vacant(1 - c.ring) ||
+                              (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
     std::uint64_t total = hot_switch ? 0 : room_in(c.ring);
     if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
       switch_ring(c);
