@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -973,8 +974,12 @@ class StateSink final : public Sink<Stored<R>> {
     if constexpr (kPlaceable) {
       std::lock_guard g(mutex_);
       if (!sized_ && expected_ && count > 1 && values_.size() <= *expected_) {
-        values_.resize(*expected_);
-        sized_ = true;
+        try {
+          values_.resize(*expected_);
+          sized_ = true;
+        } catch (const std::bad_alloc&) {  // the chunks are put() one by one instead
+          expected_.reset();
+        }
       }
       // The list is never resized while sized_ (put() and maybe_finish() keep its size).
       if (sized_ && start <= values_.size() && count <= values_.size() - start)
