@@ -370,12 +370,12 @@ class ProcessEngine final : public EngineBase {
  public:
   explicit ProcessEngine(EngineConfig config)
       : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
-    results_ = QueueCore(0, 0);
+    results_ = QueueCore(0, 0, true);
     slots_ =
         heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes), alignof(Slot));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
     workers_.resize(static_cast<std::size_t>(cfg_.processes));
-    for (auto& w : workers_) w.tasks = QueueCore(0, 0);
+    for (auto& w : workers_) w.tasks = QueueCore(0, 0, true);
     // The engine thread starts every worker (the first ones too) and outlives them all: a forked
     // worker then ends with it through the OS's parent-death signal (also when this process is
     // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
@@ -467,6 +467,18 @@ class ProcessEngine final : public EngineBase {
   }
   bool threads() const noexcept override { return false; }
 
+  // Chunks are read from views only under the engine's lock (dispatch, send).
+  void release(Job& job) noexcept override {
+    std::lock_guard g(mu_);
+    job.abandon();
+    for (auto& w : workers_)
+      for (auto& f : w.inflight)
+        if (f.job.get() == &job) f.p.view = nullptr;
+    retry_.erase(std::remove_if(retry_.begin(), retry_.end(),
+                                [&](const Retry& r) { return r.job.get() == &job && r.p.view; }),
+                 retry_.end());
+  }
+
   void awaiting(bool starts) noexcept override {
     if (starts) {
       awaiters_.fetch_add(1, std::memory_order_seq_cst);
@@ -502,13 +514,22 @@ class ProcessEngine final : public EngineBase {
   }
 
  private:
+  // A chunk's arguments: serialized (`args`), or `count` items at `view` in the caller's input
+  // (Chunk::view; cleared by release(), after which the chunk is not sent again).
+  struct Payload {
+    std::string args;
+    const char* view = nullptr;
+    std::size_t view_bytes = 0;
+    std::uint32_t count = 0;
+    ChunkHandles handles;
+    bool empty() const noexcept { return !view && args.empty(); }
+  };
   struct InFlight {
     std::uint64_t id;
     std::shared_ptr<Job> job;
     std::uint32_t index;
     std::uint32_t fn;
-    std::string args;
-    ChunkHandles handles;
+    Payload p;
   };
   // The parent's end of a worker's socket for descriptors (closed with it).
   struct Socket {
@@ -538,8 +559,7 @@ class ProcessEngine final : public EngineBase {
     std::shared_ptr<Job> job;
     std::uint32_t index;
     std::uint32_t fn;
-    std::string args;
-    ChunkHandles handles;
+    Payload p;
   };
 
   Slot& slot(std::size_t i) { return static_cast<Slot*>(slots_.data())[i]; }
@@ -571,12 +591,15 @@ class ProcessEngine final : public EngineBase {
   // it delivered something.
   bool read_results() noexcept {
     Deliveries d(&buffers_);
-    {
-      std::unique_lock r(read_mu_, std::try_to_lock);
-      if (!r) return false;
-      thread_local std::string msg;
-      const Nanos zero{0};
-      for (int i = 0; i < 256; ++i) {
+    bool delivered = false;
+    thread_local std::string msg;
+    const Nanos zero{0};
+    // Each result is delivered before the next is read: its buffer then holds the next one
+    // (a batch read first would fill as many fresh buffers, faulted in page by page).
+    for (int i = 0; i < 256; ++i) {
+      {
+        std::unique_lock r(read_mu_, std::try_to_lock);
+        if (!r) break;
         try {
           if (!results_.get(&copy_item, &msg, &zero)) break;
         } catch (...) {
@@ -584,8 +607,10 @@ class ProcessEngine final : public EngineBase {
         }
         handle_message(msg, d);
       }
+      delivered |= !d.items.empty();
+      d.run();
     }
-    if (d.items.empty()) return false;
+    if (!delivered) return false;
     d.run();  // first: a delivery may let a job hand out more (its first chunk's time is in)
     {
       std::lock_guard g(mu_);
@@ -653,7 +678,7 @@ class ProcessEngine final : public EngineBase {
       if (!retry_.empty()) {
         Retry r = std::move(retry_.front());
         retry_.pop_front();
-        send(*best, std::move(r.job), r.index, r.fn, std::move(r.args), std::move(r.handles), d);
+        send(*best, std::move(r.job), r.index, r.fn, std::move(r.p), d);
         continue;
       }
       bool sent = false;
@@ -685,15 +710,16 @@ class ProcessEngine final : public EngineBase {
           sent = true;
           break;
         }
-        send(*best, *it, c.index, fn, std::move(c.args), std::move(c.handles), d);
+        send(*best, *it, c.index, fn,
+             Payload{std::move(c.args), c.view, c.view_bytes, c.count, std::move(c.handles)}, d);
         sent = true;
       }
       if (!sent) return;
     }
   }
 
-  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn,
-            std::string args, ChunkHandles handles, Deliveries& d) {
+  void send(Worker& w, std::shared_ptr<Job> job, std::uint32_t index, std::uint32_t fn, Payload p,
+            Deliveries& d) {
     if (w.defined.size() <= fn) w.defined.resize(fn + 1);
     if (!w.defined[fn]) {
       std::string msg(1, static_cast<char>(kDefine));
@@ -702,23 +728,25 @@ class ProcessEngine final : public EngineBase {
       w.tasks.put(msg.data(), msg.size(), nullptr);
       w.defined[fn] = true;
     }
-    const TaskHeader th{kTask, next_id_++, fn, static_cast<std::uint32_t>(handles.items.size())};
+    const TaskHeader th{kTask, next_id_++, fn, static_cast<std::uint32_t>(p.handles.items.size())};
     std::vector<std::uint64_t> tokens;
-    if (!handles.items.empty()) {
+    if (!p.handles.items.empty()) {
       try {
-        send_handles(w, th.id, handles);
+        send_handles(w, th.id, p.handles);
       } catch (...) {  // the chunk fails; its descriptors left in the socket are dropped by id
         d.items.push_back({std::move(job), index, error_outcome(std::current_exception())});
         return;
       }
-      for (const auto& h : handles.items) tokens.push_back(h.first);
+      for (const auto& h : p.handles.items) tokens.push_back(h.first);
     }
-    const QueueCore::Part parts[3] = {{&th, sizeof th},
+    // A view goes from the caller's input straight into the ring, after its item count.
+    const QueueCore::Part parts[4] = {{&th, sizeof th},
                                       {tokens.data(), tokens.size() * sizeof(std::uint64_t)},
-                                      {args.data(), args.size()}};
-    w.tasks.put(parts, 3, nullptr);
-    w.inflight.push_back(
-        InFlight{th.id, std::move(job), index, fn, std::move(args), std::move(handles)});
+                                      p.view ? QueueCore::Part{&p.count, sizeof p.count}
+                                             : QueueCore::Part{p.args.data(), p.args.size()},
+                                      {p.view, p.view_bytes}};
+    w.tasks.put(parts, p.view ? 4 : 3, nullptr);
+    w.inflight.push_back(InFlight{th.id, std::move(job), index, fn, std::move(p)});
     if (outstanding_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
         awaiters_.load(std::memory_order_seq_cst) == 0)
       unpark();
@@ -764,6 +792,7 @@ class ProcessEngine final : public EngineBase {
       // await results: they read them (two readers would trade the queue's lock).
       const Nanos zero{0};
       for (int i = 0; got && i < 256 && awaiters_.load(std::memory_order_relaxed) == 0; ++i) {
+        d.run();  // as read_results(): the delivered result's buffer takes the next one
         try {
           if (!results_.get(&copy_item, &msg, &zero)) break;
         } catch (...) {
@@ -818,7 +847,7 @@ class ProcessEngine final : public EngineBase {
     for (auto it = q.begin(); it != q.end(); ++it) {
       if (it->id != rh.id) continue;
       d.items.push_back({std::move(it->job), it->index, std::move(o)});
-      buffers_.give(std::move(it->args));
+      buffers_.give(std::move(it->p.args));
       q.erase(it);
       outstanding_.fetch_sub(1, std::memory_order_seq_cst);
       return false;
@@ -952,9 +981,10 @@ class ProcessEngine final : public EngineBase {
         }
         if (cfg_.broken_error && !w.timed_out) broken_ = e;
         d.items.push_back({std::move(f.job), f.index, error_outcome(e)});
+      } else if (f.p.empty()) {  // released: its job's result is decided
+        d.items.push_back({std::move(f.job), f.index, error_outcome(terminated())});
       } else {
-        again.push_back(
-            Retry{std::move(f.job), f.index, f.fn, std::move(f.args), std::move(f.handles)});
+        again.push_back(Retry{std::move(f.job), f.index, f.fn, std::move(f.p)});
       }
     }
     outstanding_.fetch_sub(w.inflight.size(), std::memory_order_seq_cst);

@@ -59,6 +59,10 @@ constexpr std::uint64_t kHotBytes = std::uint64_t{4} << 20;
 // goes on in its ring (a queue no one reads fills up about as fast as ever, and a burst of puts is
 // not held to the consumers' pace for long) and does not wait again before its next switch.
 constexpr std::chrono::microseconds kProgressWindow{200};
+// A recycling queue's producers switch rings past this many bytes, whenever the other ring is
+// empty (never waiting for it): small items stay in the first pages of a ring, and a large item
+// is followed by a switch, so memory the consumer has read is written again.
+constexpr std::uint64_t kRecycleBytes = std::uint64_t{64} << 10;
 constexpr std::chrono::microseconds kMaxHotWait{2000};
 
 std::uint64_t pos_of(std::uint64_t w) { return w & kPosMask; }
@@ -116,6 +120,7 @@ struct Shared {
   std::uint64_t maxsize;
   std::uint64_t type_tag;
   std::uint64_t owner_pid;  // kOutOfBandInRing: the process that made the queue
+  std::uint64_t recycle;    // 1: QueueCore's recycle (kRecycleBytes)
 
   alignas(64) FutexLock put_lock;
   std::atomic<std::uint32_t>
@@ -301,6 +306,11 @@ class PendingHandOffs {
 
 void QueueCore::cancel_join_thread() noexcept {
   if (kOutOfBandInRing && state_) PendingHandOffs::get().cancel(state_->shm);
+}
+
+QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag, bool recycle)
+    : QueueCore(maxsize, type_tag) {
+  state_->shm->recycle = recycle ? 1 : 0;
 }
 
 QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
@@ -496,9 +506,12 @@ struct QueueCore::ProducerSteps {
   // frame takes there (0: no room); `switched` says a switch frame was committed.
   std::pair<unsigned, std::uint64_t> choose_ring(const Deadline& deadline, bool& switched) {
     Current c = current();
+    const std::uint64_t at = pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1);
     const bool hot_switch =
-        (pos_of(s.tail[c.ring].load(std::memory_order_relaxed)) & (cap - 1)) >= kHotBytes &&
-        (vacant(1 - c.ring) || (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
+        s.recycle != 0 ? at >= kRecycleBytes && vacant(1 - c.ring)
+                       : at >= kHotBytes &&
+                             (vacant(1 - c.ring) ||
+                              (!deadline.nonblocking() && wait_for_empty(1 - c.ring, deadline)));
     std::uint64_t total = hot_switch ? 0 : room_in(c.ring);
     if (hot_switch || (total == 0 && room_in(1 - c.ring) != 0)) {
       switch_ring(c);

@@ -459,6 +459,37 @@ TEST_P(PoolGuarantee, WorkerDeathFailsOnlyItsTask) {
   EXPECT_EQ(pool.apply(sqr, 9), 81);  // replaced, and the pool goes on
 }
 
+int die_on_zero(int x) {
+  if (x == 0) ::kill(::getpid(), SIGKILL);
+  return x * x;
+}
+
+// map() sends a contiguous input of the task's parameter type from the caller's memory. When it
+// fails with chunks still to send (here the worker dies on the first of 32), the pool reads
+// none of that memory once map() has returned: no further chunk of it is sent (the input is
+// overwritten with items that would kill a worker, and freed), and the pool goes on.
+TEST_P(PoolGuarantee, MapFromTheCallersInputReadsNoneOfItAfterFailing) {
+  for (int round = 0; round < 3; ++round) {
+    mp::Pool pool(ctx(), 1);
+    auto in = std::make_unique<std::vector<int>>(64, 3);
+    (*in)[0] = 0;
+    EXPECT_THROW(pool.map(die_on_zero, *in, 2), mp::WorkerLostError);
+    const std::uint64_t sent = pool.chunks_sent();
+    std::fill(in->begin(), in->end(), 0);
+    in.reset();
+    std::vector<int> ok(1000);
+    std::iota(ok.begin(), ok.end(), 1);
+    std::vector<int> want;
+    for (int x : ok) want.push_back(x * x);
+    EXPECT_EQ(pool.map(die_on_zero, ok, 100), want);
+    // The 10 chunks of this map, and at most the failed map's chunk that was queued behind the
+    // fatal one (sent again, or failed, before map() returned).
+    EXPECT_LE(pool.chunks_sent() - sent, 11u);
+    pool.close();
+    pool.join();
+  }
+}
+
 TEST_P(PoolGuarantee, WorkerAbortAndExit) {
   mp::Pool pool(ctx(), 2);
   try {

@@ -706,6 +706,49 @@ TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
   EXPECT_TRUE(q.empty());
 }
 
+// A recycling queue (QueueCore's recycle, the pool's queues): producers move to the other ring
+// whenever it is empty, here at nearly every item. With mixed sizes and lags, every item comes
+// back whole and in order, and a full ring is drained.
+TEST(Queue, RecyclingRingsKeepOrderAndContent) {
+  mp::detail::QueueCore q(0, 0, true);
+  const std::chrono::nanoseconds zero{0};
+  const std::size_t sizes[] = {8, 300, 5000, 70000, std::size_t{1} << 20};
+  const int lags[] = {0, 1, 2, 7, 300};
+  std::deque<std::pair<int, std::size_t>> expected;
+  std::string s;
+  auto copy = [](void* out, const char* data, std::size_t size) {
+    static_cast<std::string*>(out)->assign(data, size);
+  };
+  auto get_one = [&] {
+    ASSERT_TRUE(q.get(copy, &s, &zero));
+    ASSERT_FALSE(expected.empty());
+    const auto [index, size] = expected.front();
+    expected.pop_front();
+    ASSERT_EQ(s.size(), size) << "item " << index;
+    int got = 0;
+    std::memcpy(&got, s.data(), sizeof got);
+    ASSERT_EQ(got, index);
+    ASSERT_EQ(s.back(), static_cast<char>(index & 0xff)) << "item " << index;
+  };
+  std::uint32_t rng = 4321;
+  for (int i = 0; i < 3000; ++i) {
+    rng = rng * 1103515245u + 12345u;
+    const std::size_t size = sizes[(rng >> 8) % std::size(sizes)];
+    const int lag = lags[(i / 100) % std::size(lags)];
+    std::string item(size, static_cast<char>(i & 0xff));
+    std::memcpy(item.data(), &i, sizeof i);
+    while (!q.put(item.data(), item.size(), &zero)) {
+      ASSERT_FALSE(expected.empty()) << "an empty ring refused an item";
+      get_one();
+    }
+    expected.emplace_back(i, size);
+    while (expected.size() > static_cast<std::size_t>(lag)) get_one();
+    ASSERT_EQ(q.qsize(), expected.size());
+  }
+  while (!expected.empty()) get_one();
+  EXPECT_EQ(q.qsize(), 0u);
+}
+
 TEST(Queue, ContiguousTypesRoundTrip) {
   mp::Queue<std::vector<double>> qd;
   for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1000}, std::size_t{3} << 20}) {

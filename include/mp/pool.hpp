@@ -295,6 +295,23 @@ using KeptRange =
     std::conditional_t<std::is_lvalue_reference_v<Range>, RangeRef<std::remove_reference_t<Range>>,
                        std::remove_cvref_t<Range>>;
 
+// map() sends the input from where it is: processes, a contiguous input whose elements are the
+// task's one parameter type and their own wire form.
+template <class F, class Range>
+constexpr bool map_in_place() {
+  using D = std::decay_t<F>;
+  if constexpr (!std::ranges::contiguous_range<Range> || !std::ranges::sized_range<Range> ||
+                !ToFunctionPointer<D>) {
+    return false;
+  } else {
+    using E = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+    using Fn = decltype(+std::declval<D&>());
+    return kRawBytes<E> && std::is_same_v<typename Signature<Fn>::Params, std::tuple<E>>;
+  }
+}
+template <bool Threads, class F, class Range>
+inline constexpr bool kMapInPlace = !Threads && map_in_place<F, Range>();
+
 template <class T>
 struct IsCallbacks : std::false_type {};
 template <class A, class B>
@@ -347,10 +364,16 @@ class BasicPool {
     return AsyncResult<typename decltype(state)::element_type::Result>(std::move(state));
   }
 
-  // pool.map(f, iterable, chunksize): the input is read first (as CPython's list(iterable)).
+  // pool.map(f, iterable, chunksize): the input is read first (as CPython's list(iterable)); a
+  // contiguous input of the task's parameter type, when that is its own bytes, is sent from
+  // where it is (map() waits for the result, so no copy is needed).
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::optional<int> chunksize = std::nullopt) {
-    return map_async(std::forward<F>(f), std::forward<Range>(inputs), chunksize).take();
+    if constexpr (kMapInPlace<Threads, F, Range>) {
+      return map_in_place(std::forward<F>(f), inputs, chunksize);
+    } else {
+      return map_async(std::forward<F>(f), std::forward<Range>(inputs), chunksize).take();
+    }
   }
   template <class F, std::ranges::input_range Range>
   requires(!IsCallbacks<std::decay_t<F>>::value) auto map_async(
@@ -483,6 +506,36 @@ class BasicPool {
     submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(
         fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, cs));
     return AsyncResult<Whole>(state);
+  }
+
+  template <class F, class Range>
+  auto map_in_place(F&& f, Range& inputs, std::optional<int> chunksize) {
+    check_running();
+    const auto cs = check_chunksize(chunksize);
+    auto fn = task_function<Threads>(std::forward<F>(f));
+    using Fn = decltype(fn);
+    using E = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+    using Args = std::tuple<E>;
+    using R = ResultOf<Fn, Args>;
+    using Whole = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    auto state = std::make_shared<State<Whole>>();
+    state->engine = engine_;
+    auto sink = std::make_shared<StateSink<R, false>>(
+        state, make_callbacks<Whole>(std::nullptr_t{}, std::nullptr_t{}));
+    auto job = std::make_shared<MapJob<Fn, Args, Stored<R>>>(
+        fn,
+        std::make_unique<SpanSource<Args, E>>(std::ranges::data(inputs),
+                                              static_cast<std::size_t>(std::ranges::size(inputs))),
+        sink, cs);
+    // However map() ends (an error may end it with chunks still out), the engine stops reading
+    // `inputs` before it goes.
+    struct Release {
+      Engine& engine;
+      Job& job;
+      ~Release() { engine.release(job); }
+    } release{*engine_, *job};
+    submit(job);
+    return AsyncResult<Whole>(std::move(state)).take();
   }
 
   std::shared_ptr<Engine> engine_;

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -245,10 +246,15 @@ class MP_API HandleCapture {
 
 struct Chunk {
   std::uint32_t index = 0;
-  ChunkHandles handles;                 // processes: descriptors in the arguments
-  AnyFunction runner = nullptr;         // processes
-  AnyFunction function = nullptr;       // processes
-  std::string args;                     // processes: the serialized arguments
+  ChunkHandles handles;            // processes: descriptors in the arguments
+  AnyFunction runner = nullptr;    // processes
+  AnyFunction function = nullptr;  // processes
+  std::string args;                // processes: the serialized arguments
+  // Processes, instead of `args`: the arguments are `count` items whose bytes are their wire
+  // form, at `view` in the caller's input; valid until the engine's release() of the job.
+  const char* view = nullptr;
+  std::size_t view_bytes = 0;
+  std::uint32_t count = 0;
   std::function<void(Outcome&)> local;  // threads: runs the chunk in the calling thread
 };
 
@@ -266,6 +272,8 @@ class MP_API Job {
   virtual void fail(std::exception_ptr error) noexcept = 0;
   // shutdown(cancel_futures=true): a job none of whose chunks was handed out cancels itself.
   virtual void cancel_pending() noexcept {}
+  // Reads no more input (its consumer went away, or its caller's input is about to).
+  virtual void abandon() noexcept {}
   // Set when the pool is closed: a lazy job then reads all its input without waiting for its
   // consumer, so close() + join() never wait on an iterator nobody reads (CPython buffers all).
   std::atomic<bool> unbounded{false};
@@ -284,6 +292,10 @@ class MP_API Engine {
   virtual void terminate() = 0;
   // Waits for the workers (and the engine's thread) to end.
   virtual void join() = 0;
+  // The job's caller is about to free its input: the job reads no more of it, and no chunk
+  // whose arguments are a view of it (Chunk::view) is sent again (a retry fails instead; the
+  // job's result is already decided then). Returns once no such read is under way.
+  virtual void release(Job& job) noexcept { job.abandon(); }
   virtual bool running() const noexcept = 0;
   virtual int processes() const noexcept = 0;
   virtual bool threads() const noexcept = 0;
@@ -560,6 +572,12 @@ class Source {
     return nullptr;
   }
   virtual void skip(std::size_t /*n*/) {}
+  // Up to `max` next items as their wire bytes, in place and valid until the job's release()
+  // (n: how many), or null; skip(n) then consumes them.
+  virtual const char* peek_bytes(std::size_t /*max*/, std::size_t& n) {
+    n = 0;
+    return nullptr;
+  }
   virtual void release() {}
 };
 
@@ -584,6 +602,33 @@ class VectorSource final : public Source<Args> {
 
  private:
   std::vector<Args> items_;
+  std::size_t pos_ = 0;
+};
+
+// The caller's contiguous input of a map() that waits for its result (no copy): items of type
+// E, each its own wire form (kRawBytes), the task's one parameter.
+template <class Args, class E>
+class SpanSource final : public Source<Args> {
+ public:
+  SpanSource(const E* items, std::size_t size) : items_(items), size_(size) {}
+  bool pull(std::vector<Args>& out, std::size_t max) override {
+    if (pos_ == size_) return false;
+    const std::size_t n = std::min(max, size_ - pos_);
+    for (std::size_t i = 0; i < n; ++i) out.emplace_back(items_[pos_ + i]);
+    pos_ += n;
+    return true;
+  }
+  std::optional<std::size_t> remaining() const override { return size_ - pos_; }
+  const char* peek_bytes(std::size_t max, std::size_t& n) override {
+    n = std::min(max, size_ - pos_);
+    return reinterpret_cast<const char*>(items_ + pos_);
+  }
+  void skip(std::size_t n) override { pos_ += n; }
+  void release() override { pos_ = size_; }
+
+ private:
+  const E* items_;
+  std::size_t size_;
   std::size_t pos_ = 0;
 };
 
@@ -694,6 +739,22 @@ class MapJob final : public Job {
     if (index_ == 0 && remaining) sink_->expect(*remaining);
     const std::size_t size = chunking_.next_size(remaining, processes);
     constexpr bool kMemcpyArgs = kRawItem<Args>;
+    if constexpr (FunctionPointer<F> && kMemcpyArgs) {
+      // Processes: arguments whose bytes are their wire form travel from where they are.
+      std::size_t n = 0;
+      const char* bytes = threads ? nullptr : source_->peek_bytes(size, n);
+      if (bytes) {
+        if (n == 0) return finish_input();
+        c.args.clear();
+        c.view = bytes;
+        c.view_bytes = n * RawSize<Args>::value;
+        c.count = static_cast<std::uint32_t>(n);
+        source_->skip(n);
+        c.runner = reinterpret_cast<AnyFunction>(&run_chunk<F, Args>);
+        c.function = reinterpret_cast<AnyFunction>(fn_);
+        return handed_out(c, n);
+      }
+    }
     if constexpr (FunctionPointer<F> && kMemcpyArgs) {
       // Processes: arguments the source holds in place are serialized from there.
       std::size_t n = 0;
@@ -821,8 +882,8 @@ class MapJob final : public Job {
     }
   }
 
-  // The consumer went away (imap iterator destroyed): read no more input.
-  void abandon() noexcept {
+  // The consumer went away (imap iterator destroyed, map() returned): read no more input.
+  void abandon() noexcept override {
     std::lock_guard g(mutex_);
     done_ = true;
     source_->release();
@@ -900,19 +961,26 @@ class StateSink final : public Sink<Stored<R>> {
     ++chunks_done_;
     maybe_finish(g);
   }
-  // map(): the list is made at its full size first, so that chunks decode straight into it.
+  // map(): the list is made at its full size when the first chunk of several items arrives, so
+  // that chunks decode straight into it. Not before: making it (fresh memory, faulted in page
+  // by page) then happens while the workers run the chunks handed out, not ahead of them.
   void expect(std::size_t items) override {
     if constexpr (kPlaceable) {
       std::lock_guard g(mutex_);
-      if (chunks_done_ == 0 && values_.empty()) {
-        values_.resize(items);
-        sized_ = true;
-      }
+      expected_ = items;
     }
   }
   T* place(std::size_t start, std::size_t count) override {
     if constexpr (kPlaceable) {
       std::lock_guard g(mutex_);
+      if (!sized_ && expected_ && count > 1 && values_.size() <= *expected_) {
+        try {
+          values_.resize(*expected_);
+          sized_ = true;
+        } catch (const std::bad_alloc&) {  // the chunks are put() one by one instead
+          expected_.reset();
+        }
+      }
       // The list is never resized while sized_ (put() and maybe_finish() keep its size).
       if (sized_ && start <= values_.size() && count <= values_.size() - start)
         return values_.data() + start;
@@ -977,6 +1045,7 @@ class StateSink final : public Sink<Stored<R>> {
   std::function<void(State<Whole>&)> callbacks_;
   std::mutex mutex_;
   std::vector<T> values_;
+  std::optional<std::size_t> expected_;
   bool sized_ = false;
   std::optional<T> single_;
   std::size_t received_ = 0;

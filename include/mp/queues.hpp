@@ -62,6 +62,11 @@ class MP_API QueueCore {
 
   QueueCore() = default;
   QueueCore(std::uint64_t maxsize, std::uint64_t type_tag);
+  // Recycling (the pool's queues): producers move to the other ring whenever it is empty once
+  // past its first 64 KiB, so a stream of large items whose consumer keeps up cycles through
+  // the starts of the two rings (pages already mapped and cached) instead of through fresh
+  // memory up to the hot part's end (4 MiB).
+  QueueCore(std::uint64_t maxsize, std::uint64_t type_tag, bool recycle);
 
   // Commits the concatenation of `parts` as one item. timeout null: wait as long as needed;
   // zero: do not wait. Returns false when full for the whole timeout.
