@@ -73,7 +73,7 @@ if(MP_BUILD_TESTS)
   # each with its POSIX-only tests behind #ifndef _WIN32; the others, and why, are listed in
   # MP_WIN32_TESTS_LEFT_OUT.
   set(MP_WIN32_TESTS test_process test_synchronize test_connection test_queues test_sharedctypes
-      test_reduction test_futex_lock test_threading)
+      test_reduction test_futex_lock test_threading test_auth test_spin)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc)"
