@@ -96,9 +96,10 @@ if(MP_BUILD_TESTS)
       # OneGibMessage passes but takes 34 s under Wine (1 GiB copied 4 times).
       set(filter "-*OneGibMessage*")
     elseif(name STREQUAL "test_managers")
-      # Open bug under Wine: the named-pipe listener stops accepting after about 26 silent raw
-      # peers (the 27th connect waits out its 20 s): docs/DESIGN.md §6.
-      set(filter "-*SlowPeersDoNotDelayClients*")
+      # Open bugs under Wine (docs/DESIGN.md §6): the named-pipe listener stops accepting after
+      # about 26 silent raw peers (the 27th connect waits out its 20 s); a proxy's decref to a
+      # TCP server killed by terminate() now and then waits forever for the reply (1 run in ~10).
+      set(filter "-*SlowPeersDoNotDelayClients*:*ServeForeverInAnotherProcess*")
     endif()
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")
