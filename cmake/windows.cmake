@@ -74,12 +74,15 @@ if(MP_BUILD_TESTS)
   # each with its POSIX-only tests behind #ifndef _WIN32; the others, and why, are listed in
   # MP_WIN32_TESTS_LEFT_OUT.
   set(MP_WIN32_TESTS test_process test_synchronize test_connection test_queues test_sharedctypes
-      test_reduction test_futex_lock test_threading)
+      test_reduction test_futex_lock test_threading test_auth test_spin
+      test_shared_memory test_managers)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc)"
-      "test_shared_memory: not ported yet (the OS layer's named sections are; the test uses fork, signals and /dev/shm)"
-      "test_managers, test_pool, test_futures, test_heap, test_auth, test_spin: not ported yet (raw POSIX calls in the tests: kill/SIGKILL, sockets, rlimits, sched_setaffinity); the samples run managers and pools under Wine")
+      "test_pool, test_futures, test_heap: not ported yet (raw POSIX calls in the tests: kill/SIGKILL, sockets, rlimits, sched_setaffinity); the samples run pools under Wine"
+      "test_shared_memory's POSIX-only tests: /dev/shm modes and listing, the resource tracker with forked children, CPython and the probe program run through a shell (ReadableByCPythonAndBack, UnrelatedProcessAttachAndExitLeavesSegment, ProgramKilledLeavesNothing, ForkedChildrenKeepTheCreatorsSegments)"
+      "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), /proc/self/fd (NoDescriptorLeakPerLifecycle), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
+      "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto")
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")
   endforeach()
@@ -97,8 +100,12 @@ if(MP_BUILD_TESTS)
     set(filter "*")
     if(name STREQUAL "test_queues")
       # OneGibMessage passes but takes 34 s under Wine (1 GiB copied 4 times).
-      # KilledConsumerLeavesQueueUsable hangs under Wine (not yet understood: docs/DESIGN.md §6).
-      set(filter "-*OneGibMessage*:*KilledConsumerLeavesQueueUsable*")
+      set(filter "-*OneGibMessage*")
+    elseif(name STREQUAL "test_managers")
+      # Open bugs under Wine (docs/DESIGN.md §6): the named-pipe listener stops accepting after
+      # about 26 silent raw peers (the 27th connect waits out its 20 s); a proxy's decref to a
+      # TCP server killed by terminate() now and then waits forever for the reply (1 run in ~10).
+      set(filter "-*SlowPeersDoNotDelayClients*:*ServeForeverInAnotherProcess*")
     endif()
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")

@@ -6,7 +6,12 @@
 #include "mp/managers.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <tuple>
+#include <utility>
 
 #include "support/auth.hpp"
 #include "support/lifeline.hpp"
@@ -119,10 +124,60 @@ struct Callables {
   }
 };
 
-// The target of the server process: serves until shutdown() or until the owner ends.
+// Where a server that makes its own listener (!platform::kListenersTravel) reports to its owner:
+// {0, 0, "", port} once listening, else the error that listen_at threw ({1: OSError of the
+// system category, 2: of the generic one, 3: std::invalid_argument (a bad address), 4: another
+// exception; its value; its text}).
+using ListenReport = std::tuple<int, int, std::string, std::uint16_t>;
+
+ListenReport listen_and_report(Address& address, platform::Handle& listener) {
+  try {
+    listener = listen_at(address);
+    return {0, 0, std::string(), address.port};
+  } catch (const OSError& e) {
+    return {e.code().category() == std::generic_category() ? 2 : 1, e.code().value(), e.what(), 0};
+  } catch (const std::invalid_argument& e) {
+    return {3, 0, e.what(), 0};
+  } catch (const std::exception& e) {
+    return {4, 0, e.what(), 0};
+  }
+}
+
+// The owner's side: waits for the report (bounded) and throws the server's error as it was
+// thrown there, or sets the port bound.
+void await_listening(platform::Handle report, Address& address) {
+  const auto deadline = platform::Clock::now() + std::chrono::seconds(60);
+  std::string bytes;
+  char buf[512];
+  while (const std::size_t n = platform::read_some_until(report, buf, sizeof buf, deadline))
+    bytes.append(buf, n);
+  if (bytes.empty()) throw ProcessError("the manager's server process ended before listening");
+  const auto [kind, value, what, port] = reduction::loads<ListenReport>(bytes);
+  if (kind == 1) throw OSError(value, what);
+  if (kind == 2) throw OSError(std::error_code(value, std::generic_category()), what);
+  if (kind == 3) throw std::invalid_argument(what);
+  if (kind != 0) throw ProcessError(what);
+  address.port = port;
+}
+
+// The target of the server process: serves until shutdown() or until the owner ends. `listener`
+// is the listening socket, or where !platform::kListenersTravel the pipe to report on once this
+// process listens at `address` itself.
 void server_main(InheritedHandle listener, InheritedHandle owner, InheritedHandle control,
                  std::string authkey, Address address, std::string private_dir,
                  Callables callables) {
+  if (!platform::kListenersTravel) {
+    platform::Handle own = platform::kInvalidHandle;
+    const ListenReport report = listen_and_report(address, own);
+    const std::string bytes = reduction::dumps(report);
+    try {
+      platform::write_all(listener.fd, bytes.data(), bytes.size());
+    } catch (const OSError&) {  // the owner is gone
+    }
+    platform::close_handle(listener.fd);
+    if (std::get<0>(report) != 0) platform::exit_now(1);
+    listener.fd = own;
+  }
   g_server_address = address;
   g_server_private_dir = private_dir;
   mp::detail::set_parent_death_hook(+[] { remove_socket(g_server_address, g_server_private_dir); });
@@ -207,8 +262,12 @@ void BaseManager::start() {
   platform::Handle listener = platform::kInvalidHandle;
   platform::Handle owner = platform::kInvalidHandle;
   platform::Handle control_read = platform::kInvalidHandle;
+  platform::Handle report = platform::kInvalidHandle;  // !kListenersTravel: the server reports
   try {
-    listener = detail::listen_at(s.address);
+    if (platform::kListenersTravel)
+      listener = detail::listen_at(s.address);
+    else
+      std::tie(report, listener) = platform::make_pipe();  // the write end goes to the server
     owner = platform::open_process(platform::current_pid());
     std::tie(control_read, s.control) = platform::make_pipe();
     detail::warm_up_hmac();
@@ -218,7 +277,18 @@ void BaseManager::start() {
     p.set_daemon(true);  // never outlives the owner's exit, even if never shut down
     p.start();
     s.process = std::move(p);
+    if (!platform::kListenersTravel) {
+      platform::close_handle(std::exchange(listener, platform::kInvalidHandle));
+      detail::await_listening(report, s.address);
+      platform::close_handle(std::exchange(report, platform::kInvalidHandle));
+    }
   } catch (...) {
+    platform::close_handle(report);
+    if (s.process) {  // started but not listening: it ends at once or at its first read
+      s.process->kill();
+      s.process->join();
+      s.process.reset();
+    }
     platform::close_handle(listener);
     platform::close_handle(owner);
     platform::close_handle(control_read);

@@ -3,6 +3,7 @@
 #include "mp/shared_memory.hpp"
 
 #include <cerrno>
+#include <new>
 #include <stdexcept>
 #include <system_error>
 
@@ -78,6 +79,9 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
         break;
       } catch (const std::system_error& e) {
         if (name || e.code() != std::errc::file_exists || attempt == 100) throw;
+      } catch (const std::bad_alloc&) {  // past the commit limit: OSError, as CPython there
+        platform::throw_errno(ENOMEM,
+                              "cannot create shared memory of " + std::to_string(size) + " bytes");
       }
     }
     state_ = std::move(s);

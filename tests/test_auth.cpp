@@ -1,10 +1,7 @@
 // The authkey handshake (lib/support/auth.hpp; CPython: connection.deliver_challenge/answer_challenge)
-// over a socketpair, one side per thread: right and wrong keys, empty keys, hostile frames, and
+// over a connected pair (a socketpair; a duplex pipe on Windows), one side per thread: right and wrong keys, empty keys, hostile frames, and
 // the constant-time compare.
 #include "support/auth.hpp"
-
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,69 +11,59 @@
 #include <exception>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "mp_test.hpp"
+#include "platform/handle.hpp"
+#include "platform/io.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 
-// One end of a socketpair as an auth::Channel.
+// One end of a connected pair (platform::socket_pair: a socketpair on POSIX, a duplex pipe on
+// Windows) as an auth::Channel. Every read is bounded: a stuck handshake fails the test instead
+// of hanging it.
 class SocketEnd {
  public:
-  explicit SocketEnd(int fd) : fd_(fd) {
-    ch_.write_all = [this](const void* p, std::size_t n) {
-      const char* c = static_cast<const char*>(p);
-      while (n > 0) {
-        const ssize_t w = ::send(fd_, c, n, MSG_NOSIGNAL);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          throw mp::OSError(errno, "send");
-        }
-        c += w;
-        n -= static_cast<std::size_t>(w);
-      }
-    };
+  explicit SocketEnd(mp::platform::Handle h) : h_(h) {
+    ch_.write_all = [this](const void* p, std::size_t n) { mp::platform::write_all(h_, p, n); };
     ch_.read_exact = [this](void* p, std::size_t n) {
-      char* c = static_cast<char*>(p);
-      while (n > 0) {
-        const ssize_t r = ::recv(fd_, c, n, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) throw mp::OSError(errno, "recv");
+      const auto deadline = mp::platform::Clock::now() + 10s;
+      for (char* c = static_cast<char*>(p); n > 0;) {
+        const std::size_t r = mp::platform::read_some_until(h_, c, n, deadline);
         if (r == 0) throw mp::EOFError();
         c += r;
-        n -= static_cast<std::size_t>(r);
+        n -= r;
       }
     };
   }
   ~SocketEnd() { close(); }
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
+  void close() { mp::platform::close_handle(std::exchange(h_, mp::platform::kInvalidHandle)); }
   mp::auth::Channel& channel() { return ch_; }
-  int fd() const { return fd_; }
+  // Writes raw bytes (a hostile peer's frames).
+  void send(const void* p, std::size_t n) { mp::platform::write_all(h_, p, n); }
+  // Whether anything (bytes or end of file) can be read now.
+  bool readable() const {
+    const mp::platform::Nanos now{0};
+    return mp::platform::wait_readable(h_, &now);
+  }
 
  private:
-  int fd_;
+  mp::platform::Handle h_;
   mp::auth::Channel ch_;
 };
 
 struct Pair {
   std::unique_ptr<SocketEnd> server, client;
   Pair() {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-      throw std::runtime_error("socketpair");
-    // Every blocking read is bounded: a stuck handshake fails the test instead of hanging it.
-    timeval tv{10, 0};
-    ::setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    server = std::make_unique<SocketEnd>(sv[0]);
-    client = std::make_unique<SocketEnd>(sv[1]);
+    const auto [a, b] = mp::platform::socket_pair();
+    server = std::make_unique<SocketEnd>(a);
+    client = std::make_unique<SocketEnd>(b);
   }
 };
 
@@ -189,16 +176,15 @@ TEST(Auth, EmptyKeyIsRefused) {
   EXPECT_THROW(mp::auth::serve_handshake(p.server->channel(), ""), mp::AuthenticationError);
   EXPECT_THROW(mp::auth::client_handshake(p.client->channel(), ""), mp::AuthenticationError);
   // Nothing was written by either side.
-  char c;
-  EXPECT_EQ(::recv(p.client->fd(), &c, 1, MSG_DONTWAIT), -1);
-  EXPECT_EQ(::recv(p.server->fd(), &c, 1, MSG_DONTWAIT), -1);
+  EXPECT_FALSE(p.client->readable());
+  EXPECT_FALSE(p.server->readable());
 }
 
 // Guarantee: a hostile length is refused before allocating (frames are capped at kMaxFrame).
 TEST(Auth, OversizedFrameIsRefusedBeforeAllocation) {
   Pair p;
   const std::uint32_t huge = 0xFFFFFFF0u;
-  ASSERT_EQ(::send(p.server->fd(), &huge, sizeof huge, 0), static_cast<ssize_t>(sizeof huge));
+  p.server->send(&huge, sizeof huge);
   EXPECT_THROW(mp::auth::answer_challenge(p.client->channel(), "key"), mp::AuthenticationError);
 }
 
@@ -206,8 +192,8 @@ TEST(Auth, GarbageChallengeIsAProtocolError) {
   Pair p;
   const std::string body = "#CHALLENGE#short";
   const auto n = static_cast<std::uint32_t>(body.size());
-  ASSERT_EQ(::send(p.server->fd(), &n, sizeof n, 0), static_cast<ssize_t>(sizeof n));
-  ASSERT_EQ(::send(p.server->fd(), body.data(), body.size(), 0), static_cast<ssize_t>(body.size()));
+  p.server->send(&n, sizeof n);
+  p.server->send(body.data(), body.size());
   EXPECT_THROW(mp::auth::answer_challenge(p.client->channel(), "key"), mp::AuthenticationError);
 }
 
@@ -270,6 +256,7 @@ TEST(Auth, CompareTimeDoesNotDependOnWhereStringsDiffer) {
   EXPECT_LT(t_first / t_last, 3.0);
 }
 
+#ifndef _WIN32  // HMAC is BCrypt's on Windows: an OS library, no libcrypto to load late
 namespace {
 bool libcrypto_mapped() {
   std::ifstream maps("/proc/self/maps");
@@ -295,3 +282,4 @@ TEST(Auth, LibcryptoIsLoadedOnFirstUse) {
   mp_test::join_or_fail(p);
   EXPECT_EQ(p.exitcode(), 2);
 }
+#endif

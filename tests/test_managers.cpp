@@ -1,15 +1,14 @@
 // mp::managers under every start method (CPython: _TestMyManager, _TestRemoteManager,
 // _TestManagerRestart, and the manager variants of the list/dict/Namespace/Queue/Value tests).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
+// On Windows (spawn only) the POSIX-only tests are left out: abstract sockets and peer users,
+// the umask, rlimits, /proc and socket files (`#ifndef _WIN32` below; cmake/windows.cmake).
+#ifndef _WIN32
+#  include <fcntl.h>
+#  include <sys/resource.h>
+#  include <sys/stat.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
+#endif
 
 #include <atomic>
 #include <climits>
@@ -19,8 +18,11 @@
 #include <sstream>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "support/auth.hpp"
 #include "mp/managers.hpp"
@@ -284,7 +286,7 @@ void owner_of_manager(mp::managers::QueueProxy<int> pids,
   auto c = m.Counter(1);
   pids.put(*m.process()->pid());
   paths.put(m.address().path);
-  for (;;) ::pause();
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 // Connects to a manager, holds an object there, and waits to be killed.
@@ -293,49 +295,76 @@ void hold_object_forever(Address address, mp::managers::EventProxy ready) {
   m.connect();
   auto c = m.Counter(5);
   ready.set();
-  for (;;) ::pause();
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 // True once `pid` has ended: gone, or a zombie waiting for init to reap it.
 bool process_ended(int pid) {
+#ifdef _WIN32
+  return mp::platform::process_dead(pid);
+#else
   if (::kill(pid, 0) != 0) return true;
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   if (!std::getline(f, line)) return true;
   const auto rp = line.rfind(')');
   return rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'Z';
+#endif
 }
 
-// A raw connection to a manager's Unix socket (a path or an abstract name); -1 on failure.
-int connect_raw(const Address& address) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  const std::string& path = address.path;
-  if (path.size() >= sizeof a.sun_path) return -1;
-  std::memcpy(a.sun_path, path.data(), path.size());
-  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
-                                               (path[0] == '\0' ? 0 : 1));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
-    ::close(fd);
-    return -1;
+// A raw connection to a manager's local address (a Unix socket, a path or an abstract name; a
+// named pipe on Windows), through the OS layer; every read is bounded.
+class RawPeer {
+ public:
+  explicit RawPeer(const Address& address) {
+    try {
+      h_ = mp::platform::connect_unix(address.path);
+    } catch (const mp::OSError&) {
+    }
   }
-  timeval tv{30, 0};  // every blocking read of a test is bounded
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
+  ~RawPeer() { close(); }
+  RawPeer(const RawPeer&) = delete;
+  RawPeer& operator=(const RawPeer&) = delete;
+  bool connected() const { return h_ != mp::platform::kInvalidHandle; }
+  mp::platform::Handle handle() const { return h_; }
+  void send(const void* p, std::size_t n) { mp::platform::write_all(h_, p, n); }
+  // Some bytes; 0 at end of file.
+  std::size_t recv_some(void* p, std::size_t n) {
+    return mp::platform::read_some_until(h_, p, n, mp::platform::Clock::now() + kTimeout);
+  }
+  // Reads until end of file.
+  void drain() {
+    char buf[64];
+    while (recv_some(buf, sizeof buf) > 0) {
+    }
+  }
+  mp::auth::Channel channel() {
+    mp::auth::Channel ch;
+    ch.write_all = [this](const void* p, std::size_t n) { send(p, n); };
+    ch.read_exact = [this](void* p, std::size_t n) {
+      for (char* c = static_cast<char*>(p); n > 0;) {
+        const std::size_t got = recv_some(c, n);
+        if (got == 0) throw mp::EOFError();
+        c += got;
+        n -= got;
+      }
+    };
+    return ch;
+  }
+  void close() { mp::platform::close_handle(std::exchange(h_, mp::platform::kInvalidHandle)); }
+
+ private:
+  mp::platform::Handle h_ = mp::platform::kInvalidHandle;
+};
 
 int free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  const mp::platform::Handle l = mp::platform::listen_tcp("127.0.0.1", 0, 1);
+  const int port = mp::platform::local_port(l);
+  mp::platform::close_handle(l);
+  return port;
 }
+
+std::string pid_text() { return std::to_string(mp::platform::current_pid()); }
 
 class ManagerTest : public StartMethodTest {};
 
@@ -444,13 +473,26 @@ TEST_P(ManagerTest, ReferencesOfKilledClientAreDropped) {
 
 // ---------------------------------------------------------------- addresses and keys
 
+#ifdef _WIN32
+// The default address on Windows is a named pipe (CPython's AF_PIPE), gone with its server.
+TEST_P(ManagerTest, DefaultAddressIsANamedPipe) {
+  CustomManager manager(std::nullopt, std::nullopt, ctx());
+  manager.start();
+  const std::string path = manager.address().path;
+  EXPECT_EQ(path.rfind("\\\\.\\pipe\\", 0), 0u) << path;
+  EXPECT_EQ(manager.Counter(3).get(), 3);
+  manager.shutdown();
+  CustomManager client{manager.address()};
+  EXPECT_THROW(client.connect(), mp::OSError);  // the name is gone with its server
+}
+#else
 // Guarantee: the default address is an abstract Unix socket (Linux): nothing in the file system
 // that a killed server could leave behind; only peers of the same user (or root) get a challenge.
 TEST_P(ManagerTest, DefaultAddressIsPrivateAbstractSocket) {
-#ifdef MP_PLATFORM_POSIX_FALLBACKS
+#  ifdef MP_PLATFORM_POSIX_FALLBACKS
   GTEST_SKIP()
       << "Linux-only guarantee: the portable fallbacks use socket files (docs/DESIGN.md §6)";
-#endif
+#  endif
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   const std::string path = manager.address().path;
@@ -463,10 +505,10 @@ TEST_P(ManagerTest, DefaultAddressIsPrivateAbstractSocket) {
     const pid_t child = ::fork();
     if (child == 0) {
       if (::setuid(65534) != 0) ::_exit(2);
-      const int fd = connect_raw(manager.address());
-      if (fd < 0) ::_exit(3);
+      RawPeer peer(manager.address());
+      if (!peer.connected()) ::_exit(3);
       char c;
-      ::_exit(::recv(fd, &c, 1, 0) == 0 ? 0 : 1);  // EOF, no challenge
+      ::_exit(peer.recv_some(&c, 1) == 0 ? 0 : 1);  // EOF, no challenge
     }
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -476,6 +518,7 @@ TEST_P(ManagerTest, DefaultAddressIsPrivateAbstractSocket) {
   CustomManager client{manager.address()};
   EXPECT_THROW(client.connect(), mp::OSError);  // the name is gone with its server
 }
+#endif
 
 TEST_P(ManagerTest, BadAddressesAreClearErrors) {
   CustomManager out_of_range(Address("127.0.0.1", 70000), std::nullopt, ctx());
@@ -485,7 +528,13 @@ TEST_P(ManagerTest, BadAddressesAreClearErrors) {
   CustomManager too_long(Address(std::string(200, 'x')), std::nullopt, ctx());
   EXPECT_THROW(too_long.start(), std::invalid_argument);
   CustomManager nobody(Address("/nonexistent-mp-dir/listener"), std::nullopt, ctx());
+#ifdef _WIN32  // no Unix sockets: a local address is a named pipe's (CPython: AF_PIPE)
+  EXPECT_THROW(nobody.connect(), std::invalid_argument);
+  CustomManager no_pipe(Address("\\\\.\\pipe\\mp-no-such-" + pid_text()), std::nullopt, ctx());
+  EXPECT_THROW(no_pipe.connect(), mp::OSError);
+#else
   EXPECT_THROW(nobody.connect(), mp::OSError);
+#endif
 }
 
 TEST_P(ManagerTest, WrongKeyIsAuthenticationError) {
@@ -542,10 +591,14 @@ TEST_P(ManagerTest, ServeForeverInAnotherProcess) {
 
 // _TestManagerRestart: shut down and start again on the same address.
 TEST_P(ManagerTest, RestartOnSameAddress) {
-  const std::string dir =
-      std::filesystem::temp_directory_path() / ("mp-test-" + std::to_string(::getpid()));
+#ifdef _WIN32
+  const std::string dir;
+  const Address unix_address("\\\\.\\pipe\\mp-test-" + pid_text());
+#else
+  const std::string dir = std::filesystem::temp_directory_path() / ("mp-test-" + pid_text());
   std::filesystem::create_directory(dir);
   const Address unix_address(dir + "/manager.sock");
+#endif
   for (const Address& address : {unix_address, Address("127.0.0.1", free_tcp_port())}) {
     {
       CustomManager first(address, std::nullopt, ctx());
@@ -559,7 +612,7 @@ TEST_P(ManagerTest, RestartOnSameAddress) {
       EXPECT_EQ(second.Counter(2).get(), 2);
     }
   }
-  std::filesystem::remove_all(dir);
+  if (!dir.empty()) std::filesystem::remove_all(dir);
 }
 
 TEST_P(ManagerTest, StartTwiceIsError) {
@@ -595,9 +648,11 @@ TEST_P(ManagerTest, ServerEndsWhenOwnerIsKilled) {
   owner.kill();
   join_or_fail(owner);
   EXPECT_TRUE(eventually([&] { return process_ended(server_pid); })) << "orphaned manager server";
+#ifndef _WIN32  // a named pipe is no file: it goes with its last handle
   // The server removed its socket file and private directory before its lifeline ended it.
   EXPECT_FALSE(std::filesystem::exists(path)) << "socket file left behind";
   EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(path).parent_path()));
+#endif
   // Nothing serves the address any more: connecting is refused (OSError) once every copy of the
   // listening socket is closed. A process that ends with the owner (under forkserver, the owner's
   // own forkserver) may still hold a copy for a moment: a connection then waits in the backlog
@@ -620,16 +675,12 @@ TEST_P(ManagerTest, GarbageFromPeerDoesNotDisturbServer) {
   auto c = manager.Counter(1);
   for (const std::string& junk :
        {std::string("\xff\xff\xff\x7f", 4), std::string("hello world"), std::string()}) {
-    const int fd = connect_raw(manager.address());
-    ASSERT_GE(fd, 0);
+    RawPeer peer(manager.address());
+    ASSERT_TRUE(peer.connected());
     char challenge[64];
-    EXPECT_GT(::recv(fd, challenge, sizeof challenge, 0), 0);  // the server speaks first
-    if (!junk.empty()) ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
-    ::shutdown(fd, SHUT_WR);
-    char buf[64];
-    while (::recv(fd, buf, sizeof buf, 0) > 0) {
-    }
-    ::close(fd);
+    EXPECT_GT(peer.recv_some(challenge, sizeof challenge), 0u);  // the server speaks first
+    if (!junk.empty()) peer.send(junk.data(), junk.size());
+    peer.close();  // the server sees the junk, then end of file
   }
   EXPECT_EQ(c.get(), 1);
 }
@@ -640,18 +691,12 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   auto c = manager.Counter(1);
-  const int fd = connect_raw(manager.address());
-  ASSERT_GE(fd, 0);
-  mp::auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) {
-    ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n));
-  };
-  ch.read_exact = [fd](void* p, std::size_t n) {
-    if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
-  };
+  RawPeer peer(manager.address());
+  ASSERT_TRUE(peer.connected());
+  mp::auth::Channel ch = peer.channel();
   mp::auth::client_handshake(ch, mp::current_process().authkey());
   const char socket_mode = 0;  // the local preamble without shared memory: frames on the socket
-  ch.write_all(&socket_mode, 1);
+  mp::platform::send_with_descriptors(peer.handle(), &socket_mode, 1, {});
   auto request = [&](const std::string& body) {
     const auto n = static_cast<std::uint32_t>(body.size());
     ch.write_all(&n, 4);
@@ -684,8 +729,8 @@ TEST_P(ManagerTest, MalformedRequestsAfterHandshake) {
   const std::uint32_t huge = 0xFFFFFFF0u;
   ch.write_all(&huge, 4);
   char byte;
-  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // this connection is closed
-  ::close(fd);
+  EXPECT_EQ(peer.recv_some(&byte, 1), 0u);  // this connection is closed
+  peer.close();
   EXPECT_EQ(c.get(), 1);
   EXPECT_EQ(manager.number_of_objects(), 1u);
 }
@@ -696,29 +741,24 @@ TEST_P(ManagerTest, BogusSharedMemoryPreambleClosesOnlyThatConnection) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
   auto c = manager.Counter(1);
-  const int fd = connect_raw(manager.address());
-  ASSERT_GE(fd, 0);
-  mp::auth::Channel ch;
-  ch.write_all = [fd](const void* p, std::size_t n) {
-    ASSERT_EQ(::send(fd, p, n, MSG_NOSIGNAL), ssize_t(n));
-  };
-  ch.read_exact = [fd](void* p, std::size_t n) {
-    if (::recv(fd, p, n, MSG_WAITALL) != ssize_t(n)) throw mp::EOFError();
-  };
+  RawPeer peer(manager.address());
+  ASSERT_TRUE(peer.connected());
+  mp::auth::Channel ch = peer.channel();
   mp::auth::client_handshake(ch, mp::current_process().authkey());
   const mp::platform::Handle small = mp::platform::create_shared_memory(4096);
   const char preamble = 'M';
-  mp::platform::send_with_descriptors(fd, &preamble, 1, {small});
+  mp::platform::send_with_descriptors(peer.handle(), &preamble, 1, {small});
   mp::platform::close_handle(small);
   char byte;
-  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // closed
-  ::close(fd);
+  EXPECT_EQ(peer.recv_some(&byte, 1), 0u);  // closed
+  peer.close();
   c.add(2);
   EXPECT_EQ(c.get(), 3);
 }
 
 // ---------------------------------------------------------------- lifecycles and hostile peers
 
+#ifndef _WIN32  // /proc/self/fd, the umask, rlimits and /proc/PID/stat
 int open_descriptors() {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
@@ -779,7 +819,7 @@ TEST_P(ManagerTest, NoDescriptorLeakPerLifecycle) {
 TEST_P(ManagerTest, StartLeavesTheUmaskAlone) {
   const mode_t saved = ::umask(022);
   const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("mp-umask-" + std::to_string(::getpid()));
+      std::filesystem::temp_directory_path() / ("mp-umask-" + pid_text());
   std::filesystem::create_directories(dir);
   std::atomic<bool> stop{false};
   std::atomic<int> files{0}, wrong{0};
@@ -840,13 +880,12 @@ double cpu_seconds(int pid) {
 // by dropping the oldest unauthenticated peers, and serves again by itself (before: accept failed with EMFILE, the listening socket stayed readable
 // and the server spun at 100 % CPU: 80 silent peers under a limit of 64 cost 33.7 s of CPU in 34 s).
 TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
-#if defined(__SANITIZE_ADDRESS__)
+#  if defined(__SANITIZE_ADDRESS__)
   // The sanitizer preset includes UBSan, whose vptr check probes memory through a pipe(): in a
   // server out of descriptors it reports every virtual call as invalid (a false report).
   GTEST_SKIP() << "UBSan cannot run in a process out of descriptors";
-#endif
-  const Address address(std::string("\0mp-test-emfile-", 17) + std::to_string(::getpid()) +
-                        GetParam());
+#  endif
+  const Address address(std::string("\0mp-test-emfile-", 17) + pid_text() + GetParam());
   mp::Process server(ctx(), serve_with_few_descriptors, address);
   server.start();
   CustomManager client(address, std::string("emfile key"));
@@ -858,15 +897,14 @@ TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
       return false;
     }
   }));
-  std::vector<int> peers;
+  std::vector<std::unique_ptr<RawPeer>> peers;
   for (int i = 0; i < 80; ++i) {
-    const int fd = connect_raw(address);
-    ASSERT_GE(fd, 0);
-    peers.push_back(fd);
+    peers.push_back(std::make_unique<RawPeer>(address));
+    ASSERT_TRUE(peers.back()->connected());
   }
   // Let the server take every descriptor it can and run into EMFILE.
   char challenge[64];
-  ASSERT_GT(::recv(peers[40], challenge, sizeof challenge, 0), 0);
+  ASSERT_GT(peers[40]->recv_some(challenge, sizeof challenge), 0u);
   const int pid = *server.pid();
   const double cpu0 = cpu_seconds(pid);
   const auto t0 = std::chrono::steady_clock::now();
@@ -882,7 +920,7 @@ TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
   EXPECT_EQ(again.Counter(4).get(), 4);
   EXPECT_LT(std::chrono::steady_clock::now() - t1, 5s);
   // Descriptors free up: the server serves again by itself.
-  for (int fd : peers) ::close(fd);
+  peers.clear();
   CustomManager third(address, std::string("emfile key"));
   third.connect();
   EXPECT_EQ(third.Counter(5).get(), 5);
@@ -890,16 +928,17 @@ TEST_P(ManagerTest, OutOfDescriptorsBacksOffAndRecovers) {
   join_or_fail(server);
 }
 
+#endif
+
 // Guarantee: 80 silent or trickling peers do not delay a legitimate client of a manager by more
 // than milliseconds (each handshake has its own whole-exchange deadline; none blocks another).
 TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
   CustomManager manager(std::nullopt, std::nullopt, ctx());
   manager.start();
-  std::vector<int> peers;
+  std::vector<std::unique_ptr<RawPeer>> peers;
   for (int i = 0; i < 80; ++i) {
-    const int fd = connect_raw(manager.address());
-    ASSERT_GE(fd, 0);
-    peers.push_back(fd);
+    peers.push_back(std::make_unique<RawPeer>(manager.address()));
+    ASSERT_TRUE(peers.back()->connected()) << "peer " << i;
   }
   std::atomic<bool> stop{false};
   std::thread trickle([&] {
@@ -907,7 +946,7 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
     for (std::size_t tick = 0; !stop; ++tick) {
       const char byte = tick < 4 ? static_cast<char>(header[tick]) : 'x';
       for (std::size_t i = 0; i < peers.size(); i += 2)
-        ::send(peers[i], &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)mp::platform::try_write(peers[i]->handle(), &byte, 1);
       std::this_thread::sleep_for(100ms);
     }
   });
@@ -920,7 +959,7 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
   }
   stop = true;
   trickle.join();
-  for (int fd : peers) ::close(fd);
+  peers.clear();
   EXPECT_LT(worst, 1s) << "a client waited "
                        << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
                        << " ms";

@@ -2,15 +2,17 @@
 // hook makes pause free or ~200x dearer), the budget adapts, looks stay paced, a peer on this CPU
 // is not spun for, and hand-offs between processes complete with the hook on, under every start
 // method.
-#include <sched.h>
 #include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <string>
 
 #include "support/spin.hpp"
 #include "mp_test.hpp"
+#include "platform/system.hpp"
+#include "platform/wait.hpp"
 
 using namespace mp_test;
 using mp::detail::kSpinMax;
@@ -18,6 +20,7 @@ using mp::detail::kSpinMin;
 using mp::detail::Spinner;
 using Clock = std::chrono::steady_clock;
 using Nanos = std::chrono::nanoseconds;
+using mp::platform::several_cpus;
 
 namespace {
 
@@ -27,11 +30,15 @@ class PauseRepeat {
  public:
   explicit PauseRepeat(unsigned n) {
     mp::detail::set_pause_repeat(n);
+#ifdef _WIN32  // the platform layer reads the environment but does not set it
+    ::_putenv_s("MP_PAUSE_REPEAT", std::to_string(n).c_str());
+#else
     ::setenv("MP_PAUSE_REPEAT", std::to_string(n).c_str(), 1);
+#endif
   }
   ~PauseRepeat() {
     mp::detail::set_pause_repeat(1);
-    ::unsetenv("MP_PAUSE_REPEAT");
+    mp::platform::unset_env("MP_PAUSE_REPEAT");
   }
   PauseRepeat(const PauseRepeat&) = delete;
   PauseRepeat& operator=(const PauseRepeat&) = delete;
@@ -69,12 +76,6 @@ FailedSpin fastest_failed_spin() {
   return best;
 }
 
-bool several_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  return ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
-}
-
 }  // namespace
 
 // With pause costing nothing, a spin still lasts its budget in time (a budget counted in pauses
@@ -98,7 +99,7 @@ TEST(SpinPolicy, BudgetIsTimeWhateverPauseCosts) {
 // whole spin).
 TEST(SpinPolicy, LooksArePacedInTime) {
   if (!several_cpus()) GTEST_SKIP() << "nothing is spun on one CPU";
-  long most = 0, fewest_free = 1L << 40;
+  long most = 0, fewest_free = std::numeric_limits<long>::max();
   {
     const PauseRepeat hook(10);  // ~0.26 µs a pause here: the gap is about 1 µs = ~4 pauses
     for (int i = 0; i < 7; ++i) most = std::max(most, fail_once().looks);
@@ -170,13 +171,13 @@ TEST(SpinPolicy, NoSpinForAPeerOnThisCpu) {
   for (int i = 0; i < 7; ++i) {
     Spinner s;
     const auto t0 = Clock::now();
-    EXPECT_FALSE(s.spin([] { return false; }, sched_getcpu()));
+    EXPECT_FALSE(s.spin([] { return false; }, mp::platform::current_cpu()));
     fastest = std::min<Nanos>(fastest, Clock::now() - t0);
   }
   // A spin would take the whole budget (50 µs); the CPU may change under us, rarely each time.
   EXPECT_LT(fastest, kSpinMax / 5);
   Spinner s;
-  EXPECT_TRUE(s.spin([] { return true; }, sched_getcpu()));
+  EXPECT_TRUE(s.spin([] { return true; }, mp::platform::current_cpu()));
 }
 
 class SpinHandoffTest : public StartMethodTest {};

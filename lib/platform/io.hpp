@@ -62,6 +62,14 @@ bool wait_writable(Handle h, const Nanos* timeout);
 // touched: a socket file gets the mode the umask gives; access is controlled by its directory or
 // by peer_is_same_user() (lib/acceptor.cpp).
 Handle listen_unix(const std::string& path, int backlog);
+// Whether a listener's Handle can be handed to another process (reduction::send_handle). Not on
+// Windows: a named-pipe listener is this process's pending pipe instance behind an event, so a
+// server process makes its own listener there (as CPython's manager server always does).
+#ifdef _WIN32
+inline constexpr bool kListenersTravel = false;
+#else
+inline constexpr bool kListenersTravel = true;
+#endif
 Handle connect_unix(const std::string& path);
 // TCP: host name or address and port (0 = any); the bound port is returned by local_port().
 Handle listen_tcp(const std::string& host, std::uint16_t port, int backlog);

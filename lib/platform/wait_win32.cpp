@@ -3,8 +3,11 @@
 // in shared memory is waited on with a named semaphore per (section, bucket): a waiter counts
 // itself in the section header's bucket, re-checks the word, then waits on the semaphore; a waker
 // that sees waiters releases one token per counted waiter of the bucket (words that share a
-// bucket are all woken: spurious wake-ups, which the contract allows). Process-private words use
-// WaitOnAddress. Also the process and thread identities the locks record.
+// bucket are all woken: spurious wake-ups, which the contract allows). A waiter killed while
+// counted (TerminateProcess) stays counted: waiters also record their process in the bucket's
+// slots, and a waiter about to pass a token on to such a peer removes the dead one's count first.
+// Process-private words use WaitOnAddress. Also the process and thread identities the locks
+// record.
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -44,6 +47,42 @@ std::size_t bucket_of(std::uint64_t offset) noexcept {
   return static_cast<std::size_t>((offset / sizeof(std::uint32_t)) % win32::kWaitBuckets);
 }
 
+// The bucket's slots (win32::SectionHeader::waiter_slots): [pid: 32][threads of it waiting: 32].
+using Slots = std::atomic<std::uint64_t>[win32::kWaiterSlots];
+constexpr std::uint64_t kThreadsMask = 0xffffffffu;
+
+// Counts a waiting thread of process `pid` in its slot, or in a free one; false if none is free.
+bool count_in_slot(Slots& slots, std::uint64_t pid) noexcept {
+  for (auto& slot : slots)
+    for (std::uint64_t v = slot.load(std::memory_order_relaxed); (v >> 32) == pid;)
+      if (slot.compare_exchange_weak(v, v + 1, std::memory_order_seq_cst)) return true;
+  for (auto& slot : slots)
+    if (std::uint64_t v = 0;
+        slot.compare_exchange_strong(v, (pid << 32) | 1, std::memory_order_seq_cst))
+      return true;
+  return false;
+}
+
+void uncount_in_slot(Slots& slots, std::uint64_t pid) noexcept {
+  for (auto& slot : slots)
+    for (std::uint64_t v = slot.load(std::memory_order_relaxed);
+         (v >> 32) == pid && (v & kThreadsMask) != 0;)
+      if (slot.compare_exchange_weak(v, (v & kThreadsMask) == 1 ? 0 : v - 1,
+                                     std::memory_order_seq_cst))
+        return;
+}
+
+// Removes the counts of processes that ended while waiting (killed: they never uncounted).
+void remove_dead_waiters(Slots& slots, std::atomic<std::uint32_t>& waiters,
+                         std::uint64_t me) noexcept {
+  for (auto& slot : slots) {
+    std::uint64_t v = slot.load(std::memory_order_seq_cst);
+    if (v == 0 || (v >> 32) == me || !process_dead(static_cast<int>(v >> 32))) continue;
+    if (slot.compare_exchange_strong(v, 0, std::memory_order_seq_cst))
+      waiters.fetch_sub(static_cast<std::uint32_t>(v & kThreadsMask), std::memory_order_seq_cst);
+  }
+}
+
 }  // namespace
 
 namespace win32 {
@@ -69,17 +108,24 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
   const std::size_t bucket = bucket_of(shared->offset);
   auto& waiters = shared->header->waiters[bucket];
   auto& gen = shared->header->wake_gen[bucket];
+  Slots& slots = shared->header->waiter_slots[bucket];
+  const std::uint64_t me = ::GetCurrentProcessId();
   const HANDLE sem = semaphore(shared->header->key, bucket);
   // Dekker with wake_address: the waker changes the word then reads `waiters`; the waiter counts
   // itself then reads the word. One of them sees the other's write (both seq_cst).
   waiters.fetch_add(1, std::memory_order_seq_cst);
+  const bool slotted = count_in_slot(slots, me);
+  auto leave = [&] {
+    if (slotted) uncount_in_slot(slots, me);
+    waiters.fetch_sub(1, std::memory_order_seq_cst);
+  };
   const std::uint32_t entered = gen.load(std::memory_order_seq_cst);
   if (word->load(std::memory_order_seq_cst) != expected) {
-    waiters.fetch_sub(1, std::memory_order_seq_cst);
+    leave();
     return true;
   }
   const ULONGLONG end = ms == INFINITE ? 0 : ::GetTickCount64() + ms;
-  for (;;) {
+  for (unsigned passes = 0;; ++passes) {
     DWORD left = INFINITE;
     if (ms != INFINITE) {
       const ULONGLONG now = ::GetTickCount64();
@@ -89,20 +135,31 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
     if (r == WAIT_OBJECT_0) {
       // A token released before this waiter counted itself was meant for the waiters counted
       // then (a waker that waits at once would otherwise take its own wake-up from its peer):
-      // pass it on, unless no one else is counted (a token a timed-out waiter left).
+      // pass it on, unless the word changed or no one else is counted (a token a timed-out
+      // waiter left) but the dead.
+      auto others = [&] { return waiters.load(std::memory_order_seq_cst) > 1; };
       if (gen.load(std::memory_order_seq_cst) == entered &&
-          waiters.load(std::memory_order_seq_cst) > 1) {
+          word->load(std::memory_order_seq_cst) == expected && others() &&
+          (remove_dead_waiters(slots, waiters, me), others())) {
         ::ReleaseSemaphore(sem, 1, nullptr);
-        ::SwitchToThread();
+        if (left == 0) break;  // the time is up; the token stays for the others
+        // A peer that counted itself but is not yet waiting gets the CPU (one killed without a
+        // slot cannot be told from it: then this wait polls until it is woken or times out).
+        if (passes < 16)
+          ::SwitchToThread();
+        else
+          ::Sleep(1);
         continue;
       }
-      waiters.fetch_sub(1, std::memory_order_seq_cst);
+      leave();
       return true;
     }
-    waiters.fetch_sub(1, std::memory_order_seq_cst);
+    leave();
     if (r == WAIT_TIMEOUT) return false;
     throw_last_error("wait on a shared word");
   }
+  leave();
+  return false;
 }
 
 void wake_address(std::atomic<std::uint32_t>* word, int count) {

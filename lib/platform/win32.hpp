@@ -38,6 +38,7 @@ DWORD wait_millis(const Nanos* timeout) noexcept;
 // address space, one committed page) that the caller never sees: the segment's size, a key
 // unique on the machine, and the wait buckets' waiter counts (wait_win32.cpp).
 inline constexpr std::size_t kWaitBuckets = 64;
+inline constexpr std::size_t kWaiterSlots = 4;
 struct SectionHeader {
   std::uint64_t magic;
   std::uint64_t size;  // the caller's size
@@ -46,7 +47,12 @@ struct SectionHeader {
   // Bumped by each waker before it releases tokens: a waiter that counted itself after a release
   // takes no token of it (wait_win32.cpp).
   std::atomic<std::uint32_t> wake_gen[kWaitBuckets];
+  // Who is counted in `waiters`: [pid: 32][waiting threads: 32] per slot, a process per slot (one
+  // that finds no free slot is counted only in `waiters`). A process killed while waiting leaves
+  // its count behind; a waiter that would pass a token on to it finds it dead here and removes it.
+  std::atomic<std::uint64_t> waiter_slots[kWaitBuckets][kWaiterSlots];
 };
+static_assert(sizeof(SectionHeader) <= 4096, "the header fits the granule's committed page");
 inline constexpr std::uint64_t kSectionMagic = 0x6d702d7365637431ull;  // "mp-sect1"
 // A named section (create_named_shm): each view holds a handle to it, as CPython's mmap does,
 // since the name goes with the last handle (views do not keep it).

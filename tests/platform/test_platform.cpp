@@ -491,6 +491,43 @@ TEST(Process, KillAndReapEndsAChild) {
   platform::kill_and_reap(pid);  // again: nothing left to do, no error
 }
 
+// A waiter killed while it waits (Windows: TerminateProcess, with the waiter counted in the
+// word's bucket) leaves no wake-up behind that a later waiter of the same word keeps passing on
+// to it: that wait still ends (a spurious wake-up or its timeout). It spun forever before.
+TEST(Process, AKilledWaiterLeavesNoWakeUpForOthersToChase) {
+  Segment s(kSegment);
+  const int pid = spawn_child("sleep", s.handle);
+  const platform::Nanos slice = 30s;
+  for (std::uint32_t v; (v = s.word(0)->load()) == 0;)
+    ASSERT_TRUE(platform::wait_on_address(s.word(0), v, &slice));
+#ifdef _WIN32
+  // The child counts itself as a waiter of word 1 just after it set word 0.
+  const auto counted = [&] {
+    std::uint32_t n = 0;
+    for (const auto& w : platform::win32::locate_shared(s.word(1))->header->waiters) n += w.load();
+    return n != 0;
+  };
+  for (const auto until = platform::Clock::now() + 30s; !counted();) {
+    ASSERT_LT(platform::Clock::now(), until) << "the child never waited";
+    platform::sleep_for(1ms);
+  }
+#endif
+  platform::kill_and_reap(pid);
+  platform::wake_address(s.word(1), 1);  // a token for the dead waiter
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    const platform::Nanos t = 200ms;
+    platform::wait_on_address(s.word(1), 0, &t);
+    done = true;
+  });
+  const auto until = platform::Clock::now() + 20s;
+  while (!done && platform::Clock::now() < until) platform::sleep_for(5ms);
+  EXPECT_TRUE(done) << "a 200 ms wait did not end within 20 s";
+  s.word(1)->store(1);  // ends a wait stuck without the fix, so the test reports instead of hanging
+  platform::wake_address(s.word(1), 1);
+  waiter.join();
+}
+
 // A child attaches to a named segment by its name and sees its exact size; the name exists for
 // it, and a missing one does not.
 TEST(Process, ChildAttachesANamedSegmentByName) {
