@@ -8,13 +8,16 @@ if(NOT Python3_Interpreter_FOUND)
 endif()
 
 # mp_sample_test(<sample> <start methods> <check_sample.py mode and arguments>...)
+# python3 by its path, not the imported target: a cross-build's emulator (wine) would be put in
+# front of a target, run the host's python3 and lose its exit status (check_sample.py runs the
+# sample through the emulator itself).
 function(mp_sample_test sample methods)
   if(NOT TARGET ${sample})
     return()
   endif()
   foreach(method ${methods})
     add_test(NAME sample.${sample}.${method}
-             COMMAND Python3::Interpreter ${CMAKE_CURRENT_LIST_DIR}/check_sample.py
+             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_sample.py
                      ${ARGN})
     set_tests_properties(sample.${sample}.${method} PROPERTIES
       LABELS sample TIMEOUT 600 ENVIRONMENT "MP_START_METHOD=${method};${MP_SAMPLE_ENVIRONMENT}")
