@@ -73,12 +73,12 @@ if(MP_BUILD_TESTS)
   # each with its POSIX-only tests behind #ifndef _WIN32; the others, and why, are listed in
   # MP_WIN32_TESTS_LEFT_OUT.
   set(MP_WIN32_TESTS test_process test_synchronize test_connection test_queues test_sharedctypes
-      test_reduction test_futex_lock test_threading)
+      test_reduction test_futex_lock test_threading test_pool test_futures test_heap)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc)"
       "test_shared_memory: not ported yet (the OS layer's named sections are; the test uses fork, signals and /dev/shm)"
-      "test_managers, test_pool, test_futures, test_heap, test_auth, test_spin: not ported yet (raw POSIX calls in the tests: kill/SIGKILL, sockets, rlimits, sched_setaffinity); the samples run managers and pools under Wine")
+      "test_managers, test_auth, test_spin: not ported yet (raw POSIX calls in the tests: kill/SIGKILL, sockets, rlimits, sched_setaffinity); the samples run managers under Wine")
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")
   endforeach()
@@ -93,6 +93,10 @@ if(MP_BUILD_TESTS)
       # OneGibMessage passes but takes 34 s under Wine (1 GiB copied 4 times).
       # KilledConsumerLeavesQueueUsable hangs under Wine (not yet understood: docs/DESIGN.md §6).
       set(filter "-*OneGibMessage*:*KilledConsumerLeavesQueueUsable*")
+    elseif(name STREQUAL "test_pool")
+      # A Manager() under Wine: its server process cannot serve the named-pipe listener its owner
+      # made (a pipe listener does not cross processes: lib/platform/io_win32.cpp).
+      set(filter "-*ProxyAsTaskArgument*")
     endif()
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")
