@@ -21,7 +21,8 @@ T& thread_object() {
   static thread_local T* object = nullptr;
   if (!object) {
     auto made = std::make_unique<T>();
-    platform::at_thread_exit(+[](void* p) { delete static_cast<T*>(p); }, made.get());
+    platform::at_thread_exit(
+        +[](void* p) { delete static_cast<T*>(p); }, made.get());
     object = made.release();
   }
   return *object;
