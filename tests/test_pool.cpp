@@ -792,7 +792,9 @@ TEST_P(PoolGuarantee, ThreadsThatUsedTheLibraryEndCleanly) {
   mp::Pool pool(ctx(), 2);
   mp::Value<int> v(11);
   mp::Queue<std::string> q;
-  auto [a, b] = mp::Pipe();
+  auto pipe = mp::Pipe();
+  mp::Connection& a = pipe.first;
+  mp::Connection& b = pipe.second;
   for (int round = 0; round < 8; ++round) {
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t)
