@@ -12,6 +12,7 @@
 #include "support/pipe_channel.hpp"
 #include "support/unique_handle.hpp"
 #include "support/spin.hpp"
+#include "support/thread_object.hpp"
 #include "platform/handle.hpp"
 #include "platform/io.hpp"
 #include "platform/system.hpp"
@@ -79,8 +80,7 @@ Connection::Connection(std::intptr_t fd, bool readable, bool writable)
 }
 
 std::string& Connection::scratch() {
-  thread_local std::string buf;
-  return buf;
+  return detail::thread_object<std::string, struct ConnectionScratchTag>();
 }
 
 void Connection::send_framed(std::string& buf) {

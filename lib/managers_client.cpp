@@ -8,6 +8,7 @@
 
 #include "mp/process.hpp"
 #include "support/pipe_channel.hpp"
+#include "support/thread_object.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
@@ -61,7 +62,9 @@ struct ConnectionCache {
                   [k = cache_key(address)](const auto& entry) { return entry.first.first == k; });
   }
 };
-thread_local ConnectionCache t_cache;
+ConnectionCache& connection_cache() {
+  return mp::detail::thread_object<ConnectionCache, ConnectionCache>();
+}
 
 Connection open_connection(const Address& address, const std::string& authkey) {
   Connection c;
@@ -96,7 +99,7 @@ connection::Address connection_address(const Address& address) {
 
 std::string request(const Address& address, const std::string& authkey, Op op, std::uint64_t id,
                     std::string_view name, std::string_view args) {
-  ConnectionCache& cache = t_cache;
+  ConnectionCache& cache = connection_cache();
   cache.adopt_after_fork();
   wire::check_frame_size(1 + 8 + 4 + name.size() + args.size());  // before anything is sent
   auto key = std::make_pair(cache_key(address), authkey);
@@ -127,10 +130,10 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
 
 void forget_server(const Address& address) {
   g_epoch++;
-  t_cache.forget(address);
+  connection_cache().forget(address);
 }
 
-void drop_inherited_connections() { t_cache.adopt_after_fork(); }
+void drop_inherited_connections() { connection_cache().adopt_after_fork(); }
 
 // ---------------------------------------------------------------- proxies
 

@@ -30,6 +30,7 @@
 #include "support/code_ref.hpp"
 #include "support/remote_error.hpp"
 #include "support/spin.hpp"
+#include "support/thread_object.hpp"
 #include "platform/handle.hpp"
 #include "platform/process.hpp"
 #include "platform/system.hpp"
@@ -87,20 +88,24 @@ struct Capture {
   std::vector<platform::Handle> recorded;
   std::optional<reduction::detail::SendScope> scope;
 };
-thread_local Capture t_capture;
+struct CaptureTag;
+Capture& capture() { return thread_object<Capture, CaptureTag>(); }
 }  // namespace
 
 HandleCapture::HandleCapture() {
+  Capture& t_capture = capture();
   if (t_capture.depth++ == 0) {
     t_capture.recorded.clear();
     t_capture.scope.emplace(t_capture.recorded);
   }
 }
 HandleCapture::~HandleCapture() {
+  Capture& t_capture = capture();
   if (--t_capture.depth == 0) t_capture.scope.reset();
 }
 ChunkHandles HandleCapture::take() {
   ChunkHandles out;
+  Capture& t_capture = capture();
   for (platform::Handle h : t_capture.recorded) {
     out.items.emplace_back(static_cast<std::uint64_t>(h), platform::duplicate_handle(h));
   }
@@ -592,7 +597,7 @@ class ProcessEngine final : public EngineBase {
   bool read_results() noexcept {
     Deliveries d(&buffers_);
     bool delivered = false;
-    thread_local std::string msg;
+    std::string& msg = thread_object<std::string, struct ResultsReadTag>();
     const Nanos zero{0};
     // Each result is delivered before the next is read: its buffer then holds the next one
     // (a batch read first would fill as many fresh buffers, faulted in page by page).

@@ -17,6 +17,7 @@
 #include "support/futex_lock.hpp"
 #include "queue_faults.hpp"
 #include "support/spin.hpp"
+#include "support/thread_object.hpp"
 #include "support/unique_handle.hpp"
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
@@ -859,5 +860,7 @@ void QueueCore::join() {
     sleep_on(s.done, d, nullptr);
   }
 }
+
+std::string& thread_buffer() { return thread_object<std::string, struct QueueBufferTag>(); }
 
 }  // namespace mp::detail

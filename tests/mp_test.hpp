@@ -39,17 +39,33 @@ using namespace std::chrono_literals;
 inline constexpr auto kTimeout = 30s;
 
 #ifdef _WIN32
+// The creation time of `process` (0 if unknown).
+inline ULONGLONG created_at(HANDLE process) {
+  FILETIME created{}, ended{}, kernel{}, user{};
+  if (!::GetProcessTimes(process, &created, &ended, &kernel, &user)) return 0;
+  return (ULONGLONG{created.dwHighDateTime} << 32) | created.dwLowDateTime;
+}
+
 // Windows (spawn only): every live direct child of this process, from a process snapshot (an
-// ended child is gone from it; 'R' stands for any state).
+// ended child is gone from it; 'R' stands for any state). A snapshot's parent pid is the pid the
+// creator had: Windows reuses pids, so a process made before this one (by an earlier holder of
+// its pid, e.g. another test program that ended) is not a child.
 inline std::vector<std::pair<int, char>> children_with_state() {
   std::vector<std::pair<int, char>> out;
   HANDLE snap = ::CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
   if (snap == INVALID_HANDLE_VALUE) return out;
+  const ULONGLONG self_created = created_at(::GetCurrentProcess());
   PROCESSENTRY32W e{};
   e.dwSize = sizeof e;
-  for (BOOL ok = ::Process32FirstW(snap, &e); ok; ok = ::Process32NextW(snap, &e))
-    if (e.th32ParentProcessID == ::GetCurrentProcessId())
-      out.emplace_back(static_cast<int>(e.th32ProcessID), 'R');
+  for (BOOL ok = ::Process32FirstW(snap, &e); ok; ok = ::Process32NextW(snap, &e)) {
+    if (e.th32ParentProcessID != ::GetCurrentProcessId()) continue;
+    HANDLE h = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, e.th32ProcessID);
+    if (!h) continue;  // gone since the snapshot
+    const ULONGLONG created = created_at(h);
+    ::CloseHandle(h);
+    if (created != 0 && self_created != 0 && created < self_created) continue;
+    out.emplace_back(static_cast<int>(e.th32ProcessID), 'R');
+  }
   ::CloseHandle(snap);
   return out;
 }

@@ -1,9 +1,6 @@
 // Tests of mp/futures.hpp: the behaviours of CPython's Lib/test/test_concurrent_futures/
 // (test_process_pool, test_thread_pool, test_wait, test_as_completed, test_future,
 // test_shutdown), under every start method; every wait is bounded.
-#include <signal.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <future>
 #include <numeric>
@@ -14,6 +11,8 @@
 #include "mp/futures.hpp"
 #include "counting_range.hpp"
 #include "mp_test.hpp"
+#include "platform/process.hpp"
+#include "platform/wait.hpp"
 
 namespace {
 
@@ -28,11 +27,9 @@ int sleep_and_return(double seconds, int x) {
   return x;
 }
 int raise_range(int) { throw std::range_error("out of range"); }
-int my_pid(int) { return ::getpid(); }
-int die(int) {
-  ::kill(::getpid(), SIGKILL);
-  return 0;
-}
+int my_pid(int) { return mp::platform::current_pid(); }
+// Ends the worker as a kill would (SIGKILL; on Windows TerminateProcess, as Process::kill()).
+int die(int) { mp::platform::kill_self(); }
 int g_init = 0;
 void init(int v) { g_init = v; }
 int get_init(int) { return g_init; }

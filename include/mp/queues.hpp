@@ -54,6 +54,9 @@
 namespace mp {
 namespace detail {
 
+// The calling thread's buffer for serializing an item (lib/queues.cpp).
+MP_API std::string& thread_buffer();
+
 // The untyped queue shared by Queue, JoinableQueue and SimpleQueue (lib/queues.cpp).
 class MP_API QueueCore {
  public:
@@ -228,7 +231,7 @@ class QueueBase {
                                         {obj.data(), obj.size() * sizeof(typename T::value_type)}};
       ok = core_.put(parts, 2, timeout);
     } else {
-      thread_local std::string buf;
+      std::string& buf = detail::thread_buffer();
       buf.clear();
       reduction::dump_into(buf, obj);
       ok = core_.put(buf.data(), buf.size(), timeout);

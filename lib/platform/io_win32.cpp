@@ -88,17 +88,23 @@ DWORD millis_until(Clock::time_point deadline) noexcept {
 }
 
 // The calling thread's event for its overlapped calls (each call completes before returning, so
-// one event per thread serves them all).
+// one event per thread serves them all). A plain handle closed by at_thread_exit: a thread_local
+// with a destructor is not safe under mingw-w64 (lib/support/thread_object.hpp).
 HANDLE thread_event() {
-  struct Event {
+  thread_local HANDLE event = nullptr;
+  if (!event) {
     HANDLE h = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
-    ~Event() {
-      if (h) ::CloseHandle(h);
+    if (!h) throw_last_error("CreateEvent");
+    try {
+      at_thread_exit(
+          +[](void* p) { ::CloseHandle(static_cast<HANDLE>(p)); }, h);
+    } catch (...) {
+      ::CloseHandle(h);
+      throw;
     }
-  };
-  thread_local Event event;
-  if (!event.h) throw_last_error("CreateEvent");
-  return event.h;
+    event = h;
+  }
+  return event;
 }
 
 // Readiness of a socket without blocking (WSAPoll); `events` POLLRDNORM or POLLWRNORM.

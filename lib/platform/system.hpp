@@ -29,6 +29,11 @@ std::string demangle(const char* mangled);
 // Lower-case hex of `size` bytes (build ids; system_common.cpp).
 std::string to_hex(const void* data, std::size_t size);
 
+// Windows only (system_win32.cpp): calls fn(arg) when the calling thread ends (fiber-local
+// storage's callback), the last registered first. For per-thread objects with destructors
+// (lib/support/thread_object.hpp): mingw-w64 cannot destroy thread_local objects safely.
+void at_thread_exit(void (*fn)(void*), void* arg);
+
 // ---- shared libraries loaded on first use (libcrypto: crypto_posix.cpp)
 // Loads the first of `names` that loads (a soname searched as the loader does, or a path), kept
 // for the process' life. Thread-safe. Throws std::runtime_error naming `what` and the loader's error.

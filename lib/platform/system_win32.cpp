@@ -8,7 +8,10 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
+#include "platform/handle.hpp"
 #include "platform/system.hpp"
 #include "platform/win32.hpp"
 
@@ -62,6 +65,30 @@ void* library_symbol(void* library, const char* symbol) {
     throw std::runtime_error(std::string("mp: no symbol ") + symbol + ": " +
                              win32::error_text(::GetLastError()));
   return reinterpret_cast<void*>(p);
+}
+
+namespace {
+// The functions at_thread_exit registered on one thread.
+struct ThreadExitList {
+  std::vector<std::pair<void (*)(void*), void*>> calls;
+};
+void WINAPI run_thread_exit_list(void* p) {
+  auto* list = static_cast<ThreadExitList*>(p);
+  for (auto it = list->calls.rbegin(); it != list->calls.rend(); ++it) it->first(it->second);
+  delete list;
+}
+}  // namespace
+
+void at_thread_exit(void (*fn)(void*), void* arg) {
+  static const DWORD index = ::FlsAlloc(&run_thread_exit_list);
+  if (index == FLS_OUT_OF_INDEXES) throw_last_error("FlsAlloc");
+  auto* list = static_cast<ThreadExitList*>(::FlsGetValue(index));
+  if (!list) {
+    auto made = std::make_unique<ThreadExitList>();
+    if (!::FlsSetValue(index, made.get())) throw_last_error("FlsSetValue");
+    list = made.release();
+  }
+  list->calls.emplace_back(fn, arg);
 }
 
 }  // namespace mp::platform
