@@ -126,7 +126,7 @@ if(MP_BUILD_SAMPLES)
     target_compile_options(${name} PRIVATE ${MP_WARNING_FLAGS})
   endforeach()
   set(MP_SAMPLE_START_METHODS spawn)
-  set(MP_SAMPLE_ENVIRONMENT "MP_SAMPLE_EMULATOR=wine")
+  set(MP_SAMPLE_ENVIRONMENT "MP_SAMPLE_EMULATOR=wine;MP_SAMPLE_OS=windows")
   include(${PROJECT_SOURCE_DIR}/samples/tests.cmake)
 endif()
 
