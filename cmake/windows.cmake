@@ -106,7 +106,8 @@ if(MP_BUILD_TESTS)
     elseif(name STREQUAL "test_managers")
       # Open bugs under Wine (docs/DESIGN.md §6): the named-pipe listener stops accepting after
       # about 26 silent raw peers (the 27th connect waits out its 20 s); a proxy's decref to a
-      # TCP server killed by terminate() now and then waits forever for the reply (1 run in ~10).
+      # TCP server killed by terminate() is bounded now, but ServeForeverInAnotherProcess still
+      # does not finish under Wine (10 repeats not done in 500 s; not yet diagnosed).
       set(filter "-*SlowPeersDoNotDelayClients*:*ServeForeverInAnotherProcess*")
     endif()
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
@@ -128,7 +129,7 @@ if(MP_BUILD_SAMPLES)
     target_compile_options(${name} PRIVATE ${MP_WARNING_FLAGS})
   endforeach()
   set(MP_SAMPLE_START_METHODS spawn)
-  set(MP_SAMPLE_ENVIRONMENT "MP_SAMPLE_EMULATOR=wine")
+  set(MP_SAMPLE_ENVIRONMENT "MP_SAMPLE_EMULATOR=wine;MP_SAMPLE_OS=windows")
   include(${PROJECT_SOURCE_DIR}/samples/tests.cmake)
 endif()
 

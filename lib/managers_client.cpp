@@ -2,6 +2,8 @@
 #include "managers_client.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <string>
 #include <map>
 #include <stdexcept>
 #include <utility>
@@ -18,6 +20,10 @@
 
 namespace mp::managers::detail {
 namespace {
+
+// How long a proxy's disposal waits for the server to acknowledge its decref (the connection is
+// then dropped, and the reference given up as CPython gives it up when its decref fails).
+constexpr std::chrono::seconds kDecrefTimeout{10};
 
 // Bumped by every shutdown in this process, so cached connections to a server that was shut
 // down (and perhaps restarted on the same address) are not reused.
@@ -119,6 +125,12 @@ std::string request(const Address& address, const std::string& authkey, Op op, s
   try {
     Connection& conn = it->second.conn;
     conn.send_bytes(wire::encode_request(op, id, name, args));
+    // A decref runs no method of the user's: a live server answers at once. Bounded, so that
+    // disposing of a proxy never waits forever on a server that died without its connection
+    // being reset (Wine after TerminateProcess); a call may block as long as its method does.
+    if (op == Op::decref && !conn.poll(kDecrefTimeout))
+      throw TimeoutError("no answer to a decref within " + std::to_string(kDecrefTimeout.count()) +
+                         " s");
     response = conn.recv_bytes(wire::kMaxFrame);
   } catch (const std::exception& e) {
     cache.connections.erase(it);

@@ -4,9 +4,15 @@
 #   check_sample.py exact EXE RUNS LINE...  every run prints exactly LINE... (in order)
 #   check_sample.py race EXE RUNS LINE...   every run prints LINE... with the last one "Value: N";
 #                                           the race (N != 0) shows in at least one run
-#   check_sample.py file EXE                run in a fresh temporary directory; prints
+#   check_sample.py file EXE [unlocked]     run in a fresh temporary directory; prints
 #                                           "tmp.txt has 500000 lines" and tmp.txt holds every
-#                                           "Data line i from task t." exactly once, nothing else
+#                                           "Data line i from task t." exactly once, nothing else.
+#                                           On Windows (MP_SAMPLE_OS=windows) lines end in "\r\n"
+#                                           (text mode, as Python's print there), and `unlocked`
+#                                           appends may lose lines: an append there is a seek to
+#                                           the end then a write, in the C runtime both CPython's
+#                                           open(.., 'a') and std::ofstream use (CPython issue
+#                                           gh-86772), so only the count printed is checked
 #   check_sample.py python EXE PY [sort=A:B] [mask=I,J]
 #                                           prints what `python3 PY` prints, after normalizing
 #                                           both: lines A..B-1 sorted (an arbitrary order in
@@ -25,9 +31,14 @@ import sys
 import tempfile
 import time
 
-RUN_TIMEOUT = 120  # seconds; bounds every run, so a hanging sample fails instead of blocking
 # Runs the samples through an emulator when set (the Windows build under Wine: "wine").
 EMULATOR = os.environ.get("MP_SAMPLE_EMULATOR", "").split()
+# Seconds; bounds every run, so a hanging sample fails instead of blocking. Under Wine every file
+# open and close is a round trip to wineserver (about 0.15 ms of CPU): shared_file_lock's 500,000
+# of them, serialized by its lock by design, take 70-90 s on an idle host.
+RUN_TIMEOUT = 300 if EMULATOR else 120
+# The OS the samples are built for (cmake/windows.cmake sets "windows"): what differs there.
+WINDOWS = os.environ.get("MP_SAMPLE_OS", "") == "windows"
 
 
 def header(exe):
@@ -86,18 +97,31 @@ def check_race(exe, runs, expected):
         fail("the race never showed")
 
 
-def check_file(exe):
+def check_file(exe, options):
     header(exe)
-    with tempfile.TemporaryDirectory(prefix="mp_sample_") as tmp:
+    racy = WINDOWS and options == ["unlocked"]
+    with tempfile.TemporaryDirectory(prefix="mp_sample_", ignore_cleanup_errors=True) as tmp:
         out, elapsed = run(exe, cwd=tmp)
         print(out, end="")
-        if out.splitlines() != ["tmp.txt has 500000 lines"]:
-            fail(f"unexpected output {out!r}")
         with open(os.path.join(tmp, "tmp.txt"), "rb") as f:
             data = f.read()
-    if not data.endswith(b"\n"):
+    eol = b"\r\n" if WINDOWS else b"\n"
+    if racy:
+        # What CPython guarantees there: the count printed is the file's (lines lost to
+        # overlapping appends are reported, not failed).
+        count = len(data.strip().split(b"\n"))
+        if out.splitlines() != [f"tmp.txt has {count} lines"] or count > 500000:
+            fail(f"unexpected output {out!r} (tmp.txt has {count} lines)")
+        intact = len(set(data.split(eol)) & {f"Data line {i} from task {t}.".encode()
+                                              for t in range(50) for i in range(10000)})
+        print(f"-- {intact} of 500000 lines intact: on Windows unlocked appends race, as "
+              f"CPython's (took {elapsed:.2f} s)")
+        return
+    if out.splitlines() != ["tmp.txt has 500000 lines"]:
+        fail(f"unexpected output {out!r}")
+    if not data.endswith(eol):
         fail("tmp.txt does not end with a newline: a line is torn")
-    lines = data[:-1].split(b"\n")
+    lines = data[:-len(eol)].split(eol)
     expected = {f"Data line {i} from task {t}.".encode() for t in range(50) for i in range(10000)}
     seen = set()
     for n, line in enumerate(lines, 1):
@@ -162,6 +186,23 @@ def descendants(pid):
     return found
 
 
+def same_program(exe, main_pid):
+    """Pids of the processes running exe (by its name) besides main_pid: under Wine a child is
+    not a descendant of its parent (Wine starts each process through a double fork)."""
+    name = os.path.basename(exe).lower()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != main_pid:
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if re.split(r"[\\/]", argv0)[-1].lower() == name:
+                found.add(int(entry))
+    return found
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -174,7 +215,7 @@ def check_hang(exe):
     header(exe)
     with tempfile.TemporaryFile("w+") as out:
         # Its own process group, as a shell gives a foreground job.
-        proc = subprocess.Popen([exe], stdout=out, stderr=subprocess.STDOUT, text=True,
+        proc = subprocess.Popen(EMULATOR + [exe], stdout=out, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         try:
             proc.wait(timeout=3)
@@ -182,17 +223,25 @@ def check_hang(exe):
             fail(f"it ended by itself (exit code {proc.returncode}): {out.read()!r}")
         except subprocess.TimeoutExpired:
             pass
-        children = descendants(proc.pid)
-        # Ctrl-C: SIGINT to the whole group. (A non-daemonic child outlives a parent killed alone,
-        # as in CPython; daemonic ones do not.)
+        children = same_program(exe, proc.pid) if EMULATOR else descendants(proc.pid)
+        out.seek(0)
+        text = out.read()
+        # Ctrl-C: SIGINT to the whole group (Wine turns it into a CTRL_C_EVENT for each process,
+        # as Windows' console sends one to every process attached). A non-daemonic child outlives
+        # a parent killed alone, as in CPython; daemonic ones do not.
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=RUN_TIMEOUT)
         out.seek(0)
-        text = out.read()
+        after = out.read()[len(text):]
     print(text, end="")
     expected = ["Main: Notifying the process", "Process: Waiting to be notified..."]
     if text.splitlines() != expected:
         fail(f"after 3 s expected {expected!r}, got {text.splitlines()!r}")
+    # Windows runs a process's Ctrl-C handling on a new thread of its own: the parent's join() may
+    # see its child end first and print its last line (CPython there may equally raise
+    # KeyboardInterrupt in the child first). POSIX ends both at the signal.
+    if after and not (WINDOWS and after.splitlines() == ["Main: Done"]):
+        fail(f"after Ctrl-C it printed {after!r}")
     if not children:
         fail("no child process was running after 3 s")
     deadline = time.monotonic() + 10
@@ -215,7 +264,7 @@ def main(argv):
     elif mode == "race":
         check_race(exe, int(argv[3]), argv[4:])
     elif mode == "file":
-        check_file(exe)
+        check_file(exe, argv[3:])
     elif mode == "hang":
         check_hang(exe)
     elif mode == "python":

@@ -43,7 +43,7 @@ mp_sample_test(value_lock_in_tasks "${both}"
   exact $<TARGET_FILE:value_lock_in_tasks> 10 "${waiting}" "Value: 0")
 mp_sample_test(value_get_lock "${both}"
   exact $<TARGET_FILE:value_get_lock> 10 "${waiting}" "Value: 0")
-mp_sample_test(shared_file "${both}" file $<TARGET_FILE:shared_file>)
+mp_sample_test(shared_file "${both}" file $<TARGET_FILE:shared_file> unlocked)
 mp_sample_test(shared_file_lock "${both}" file $<TARGET_FILE:shared_file_lock>)
 mp_sample_test(condition_timing_race "${both}" hang $<TARGET_FILE:condition_timing_race>)
 mp_sample_test(condition_timing_fixed "${both}"

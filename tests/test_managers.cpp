@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <sstream>
 #include <cstring>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "managers_client.hpp"
 #include "support/auth.hpp"
 #include "mp/managers.hpp"
 #include "platform/handle.hpp"
@@ -1312,6 +1314,37 @@ TEST_F(SyncManagerTest, ConditionAndBarrier) {
   EXPECT_TRUE(barrier.broken());
   barrier.reset();
   EXPECT_FALSE(barrier.broken());
+}
+
+// A proxy's disposal never waits forever on a server that does not answer its decref (a server
+// killed while its connection is neither answered nor reset, as Wine leaves it after
+// TerminateProcess): here a peer that authenticates, then reads and never answers.
+TEST(ManagerClient, DecrefToAServerThatNeverAnswersIsBounded) {
+  const std::string key = "abracadabra";
+  mp::connection::Listener listener(mp::connection::TcpAddress{"127.0.0.1", 0}, 1, key);
+  const auto port = std::get<mp::connection::TcpAddress>(listener.address()).port;
+  std::mutex lock;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread server([&] {
+    mp::Connection c = listener.accept();
+    std::unique_lock g(lock);
+    cv.wait_for(g, 120s, [&] { return done; });  // holds the connection open, answering nothing
+  });
+  auto disposed = std::async(std::launch::async, [&] {
+    // Adopted, so that the first request on the connection is the decref at disposal.
+    auto proxy = mp::managers::detail::ProxyAccess::adopt(mp::managers::Address("127.0.0.1", port),
+                                                          key, 1, "Queue");
+  });
+  EXPECT_EQ(disposed.wait_for(60s), std::future_status::ready)
+      << "the proxy's decref waited more than 60 s for a server that never answers";
+  {
+    std::lock_guard g(lock);
+    done = true;
+  }
+  cv.notify_all();
+  server.join();
+  disposed.wait();
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // Windows part of the cross-process wait object (platform/wait.hpp wait_on_address/wake_address;
 // contract in docs/DESIGN.md). WaitOnAddress wakes only threads of the calling process, so a word
-// in shared memory is waited on with a named semaphore per (section, bucket): a waiter counts
-// itself in the section header's bucket, re-checks the word, then waits on the semaphore; a waker
-// that sees waiters releases one token per counted waiter of the bucket (words that share a
-// bucket are all woken: spurious wake-ups, which the contract allows). A waiter killed while
+// in shared memory is waited on with a named semaphore per (section, word): a waiter counts
+// itself in the section header's bucket of the word, re-checks the word, then waits on the word's
+// semaphore; a waker that sees waiters in the bucket releases as many tokens as it wakes, at most
+// the bucket's count (a token left when fewer waited on this word is a later spurious wake-up,
+// which the contract allows). Waking one waiter wakes one process, not every waiter of the
+// bucket: 50 processes taking turns on a Lock no longer wake 49 at every release. A waiter killed while
 // counted (TerminateProcess) stays counted: waiters also record their process in the bucket's
 // slots, and a waiter about to pass a token on to such a peer removes the dead one's count first.
 // Process-private words use WaitOnAddress. Also the process and thread identities the locks
@@ -28,18 +30,20 @@ std::map<std::pair<std::uint64_t, std::size_t>, HANDLE>& semaphores() {
   return *m;
 }
 
-// The bucket's semaphore, created by the first process that needs it and opened by the others
-// (by name: a Local\ name is seen by the processes of the same session).
-HANDLE semaphore(std::uint64_t key, std::size_t bucket) {
+// The word's semaphore (by its offset in the section), created by the first process that needs
+// it and opened by the others (by name: a Local\ name is seen by the processes of the same
+// session).
+HANDLE semaphore(std::uint64_t key, std::uint64_t offset) {
   std::lock_guard lock(g_sems_lock);
   auto& m = semaphores();
-  if (auto it = m.find({key, bucket}); it != m.end()) return it->second;
+  const auto word = static_cast<std::size_t>(offset / sizeof(std::uint32_t));
+  if (auto it = m.find({key, word}); it != m.end()) return it->second;
   wchar_t name[64];
-  std::swprintf(name, 64, L"Local\\mp-wait-%016llx-%02u", static_cast<unsigned long long>(key),
-                static_cast<unsigned>(bucket));
+  std::swprintf(name, 64, L"Local\\mp-wait-%016llx-%llx", static_cast<unsigned long long>(key),
+                static_cast<unsigned long long>(word));
   HANDLE h = ::CreateSemaphoreW(nullptr, 0, LONG_MAX, name);
   if (!h) throw_last_error("cannot create the wait semaphore");
-  m.emplace(std::make_pair(key, bucket), h);
+  m.emplace(std::make_pair(key, word), h);
   return h;
 }
 
@@ -110,7 +114,7 @@ bool wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
   auto& gen = shared->header->wake_gen[bucket];
   Slots& slots = shared->header->waiter_slots[bucket];
   const std::uint64_t me = ::GetCurrentProcessId();
-  const HANDLE sem = semaphore(shared->header->key, bucket);
+  const HANDLE sem = semaphore(shared->header->key, shared->offset);
   // Dekker with wake_address: the waker changes the word then reads `waiters`; the waiter counts
   // itself then reads the word. One of them sees the other's write (both seq_cst).
   waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -175,11 +179,15 @@ void wake_address(std::atomic<std::uint32_t>* word, int count) {
   const std::uint32_t n = shared->header->waiters[bucket].load(std::memory_order_seq_cst);
   if (n == 0) return;
   shared->header->wake_gen[bucket].fetch_add(1, std::memory_order_seq_cst);
-  // Every counted waiter of the bucket: a token meant for this word could otherwise go to a
-  // waiter of another word in the same bucket. A token a timed-out waiter left is a later
-  // spurious wake-up.
-  const HANDLE sem = semaphore(shared->header->key, bucket);
-  ::ReleaseSemaphore(sem, static_cast<LONG>(std::min<std::uint32_t>(n, LONG_MAX / 2)), nullptr);
+  // `count` tokens, at most one per counted waiter of the bucket (the waiters of this word are
+  // among them). A token no waiter of this word takes (the bucket's waiters waited on other
+  // words, or one timed out) is a later spurious wake-up.
+  const HANDLE sem = semaphore(shared->header->key, shared->offset);
+  const std::uint32_t tokens =
+      std::min<std::uint32_t>(n, count <= 0 ? 0u : static_cast<std::uint32_t>(count));
+  if (tokens == 0) return;
+  ::ReleaseSemaphore(sem, static_cast<LONG>(std::min<std::uint32_t>(tokens, LONG_MAX / 2)),
+                     nullptr);
 }
 
 bool process_dead(int pid) noexcept {
