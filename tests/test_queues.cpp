@@ -7,6 +7,8 @@
 #include <deque>
 #include <map>
 #include <numeric>
+#include <span>
+#include <string>
 #include <thread>
 #include <variant>
 
@@ -654,22 +656,15 @@ TEST(Queue, RingWrapsAround) {
   EXPECT_TRUE(q.empty());
 }
 
-// Items of mixed sizes with a consumer lagging by a varying number of items: producers go back to
-// the ring's start early (past its hot part, when the start is free) or at its end, and a full
-// ring (put_nowait -> Full) is drained; every item comes back whole and in order.
-TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
-  mp::Queue<std::string> q;
-  const std::size_t sizes[] = {
-      8, 300, 5000, 70000, std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
-  const int lags[] = {0, 1, 3, 40, 1000};
-  auto make = [](int index, std::size_t size) {
-    std::string s(size, static_cast<char>(index & 0xff));
-    std::memcpy(s.data(), &index, std::min(sizeof index, size));
-    return s;
-  };
+// Puts `count` items of pseudo-random sizes while a consumer lags by a varying number of items,
+// draining whenever a put is refused (a full ring), and checks that every item comes back whole
+// and in order and that qsize() follows. Item i holds i in its first bytes and i & 0xff elsewhere.
+template <typename TryPut, typename Get, typename Qsize>
+void mixed_sizes_keep_order(std::span<const std::size_t> sizes, std::span<const int> lags,
+                            int count, std::uint32_t rng, TryPut try_put, Get get, Qsize qsize) {
   std::deque<std::pair<int, std::size_t>> expected;
   auto get_one = [&] {
-    const std::string s = q.get_nowait();
+    const std::string s = get();
     ASSERT_FALSE(expected.empty());
     const auto [index, size] = expected.front();
     expected.pop_front();
@@ -678,31 +673,49 @@ TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
     std::memcpy(&got, s.data(), std::min(sizeof got, size));
     if (size >= sizeof got) {
       ASSERT_EQ(got, index);
-    }
-    ASSERT_EQ(s.back(), size >= sizeof got ? static_cast<char>(index & 0xff) : s.back())
-        << "item " << index;
-    ASSERT_EQ(s[size / 2], size / 2 >= sizeof got ? static_cast<char>(index & 0xff) : s[size / 2]);
-  };
-  std::uint32_t rng = 12345;
-  for (int i = 0; i < 1500; ++i) {
-    rng = rng * 1103515245u + 12345u;
-    const std::size_t size = sizes[(rng >> 8) % std::size(sizes)];
-    const int lag = lags[(i / 100) % std::size(lags)];
-    const std::string item = make(i, size);
-    for (;;) {
-      try {
-        q.put_nowait(item);
-        break;
-      } catch (const mp::Full&) {
-        ASSERT_FALSE(expected.empty()) << "an empty ring refused an item";
-        get_one();
+      ASSERT_EQ(s.back(), static_cast<char>(index & 0xff)) << "item " << index;
+      if (size / 2 >= sizeof got) {
+        ASSERT_EQ(s[size / 2], static_cast<char>(index & 0xff)) << "item " << index;
       }
+    }
+  };
+  for (int i = 0; i < count; ++i) {
+    rng = rng * 1103515245u + 12345u;
+    const std::size_t size = sizes[(rng >> 8) % sizes.size()];
+    const int lag = lags[static_cast<std::size_t>(i / 100) % lags.size()];
+    std::string item(size, static_cast<char>(i & 0xff));
+    std::memcpy(item.data(), &i, std::min(sizeof i, size));
+    while (!try_put(item)) {
+      ASSERT_FALSE(expected.empty()) << "an empty ring refused an item";
+      get_one();
     }
     expected.emplace_back(i, size);
     while (expected.size() > static_cast<std::size_t>(lag)) get_one();
-    ASSERT_EQ(q.qsize(), expected.size());
+    ASSERT_EQ(qsize(), expected.size());
   }
   while (!expected.empty()) get_one();
+  EXPECT_EQ(qsize(), 0u);
+}
+
+// Items of mixed sizes with a consumer lagging by a varying number of items: producers go back to
+// the ring's start early (past its hot part, when the start is free) or at its end, and a full
+// ring (put_nowait -> Full) is drained; every item comes back whole and in order.
+TEST(Queue, EarlyAndLateWrapsKeepOrderAndContent) {
+  mp::Queue<std::string> q;
+  const std::size_t sizes[] = {
+      8, 300, 5000, 70000, std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
+  const int lags[] = {0, 1, 3, 40, 1000};
+  mixed_sizes_keep_order(
+      sizes, lags, 1500, 12345,
+      [&](const std::string& item) {
+        try {
+          q.put_nowait(item);
+          return true;
+        } catch (const mp::Full&) {
+          return false;
+        }
+      },
+      [&] { return q.get_nowait(); }, [&] { return q.qsize(); });
   EXPECT_TRUE(q.empty());
 }
 
@@ -714,39 +727,18 @@ TEST(Queue, RecyclingRingsKeepOrderAndContent) {
   const std::chrono::nanoseconds zero{0};
   const std::size_t sizes[] = {8, 300, 5000, 70000, std::size_t{1} << 20};
   const int lags[] = {0, 1, 2, 7, 300};
-  std::deque<std::pair<int, std::size_t>> expected;
-  std::string s;
   auto copy = [](void* out, const char* data, std::size_t size) {
     static_cast<std::string*>(out)->assign(data, size);
   };
-  auto get_one = [&] {
-    ASSERT_TRUE(q.get(copy, &s, &zero));
-    ASSERT_FALSE(expected.empty());
-    const auto [index, size] = expected.front();
-    expected.pop_front();
-    ASSERT_EQ(s.size(), size) << "item " << index;
-    int got = 0;
-    std::memcpy(&got, s.data(), sizeof got);
-    ASSERT_EQ(got, index);
-    ASSERT_EQ(s.back(), static_cast<char>(index & 0xff)) << "item " << index;
-  };
-  std::uint32_t rng = 4321;
-  for (int i = 0; i < 3000; ++i) {
-    rng = rng * 1103515245u + 12345u;
-    const std::size_t size = sizes[(rng >> 8) % std::size(sizes)];
-    const int lag = lags[(i / 100) % std::size(lags)];
-    std::string item(size, static_cast<char>(i & 0xff));
-    std::memcpy(item.data(), &i, sizeof i);
-    while (!q.put(item.data(), item.size(), &zero)) {
-      ASSERT_FALSE(expected.empty()) << "an empty ring refused an item";
-      get_one();
-    }
-    expected.emplace_back(i, size);
-    while (expected.size() > static_cast<std::size_t>(lag)) get_one();
-    ASSERT_EQ(q.qsize(), expected.size());
-  }
-  while (!expected.empty()) get_one();
-  EXPECT_EQ(q.qsize(), 0u);
+  mixed_sizes_keep_order(
+      sizes, lags, 3000, 4321,
+      [&](const std::string& item) { return q.put(item.data(), item.size(), &zero); },
+      [&] {
+        std::string s;
+        EXPECT_TRUE(q.get(copy, &s, &zero)) << "an item counted in qsize() was not there";
+        return s;
+      },
+      [&] { return q.qsize(); });
 }
 
 TEST(Queue, ContiguousTypesRoundTrip) {
