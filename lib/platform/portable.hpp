@@ -50,4 +50,8 @@ struct SharedWord {
 };
 std::optional<SharedWord> locate_shared(const void* address) noexcept;
 
+// Tests only: called between shm_open and shm_unlink of an anonymous object (the window in which
+// a killed process leaves a name). Null in programs.
+extern void (*anonymous_object_fault)();
+
 }  // namespace mp::platform::portable

@@ -31,6 +31,7 @@
 
 #include "mp/errors.hpp"
 #include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
 
 #ifndef P_PIDFD
 #  define P_PIDFD 3
@@ -63,6 +64,7 @@ std::optional<int> reap(Handle process, bool block) {
       throw_last_error("waitid");
     }
     if (info.si_pid == 0) return std::nullopt;  // still running
+    forget_ended_process(info.si_pid);
     if (info.si_code == CLD_EXITED) return info.si_status;
     return -info.si_status;  // CLD_KILLED / CLD_DUMPED: the signal number
   }

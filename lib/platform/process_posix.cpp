@@ -21,6 +21,7 @@
 
 #include "mp/errors.hpp"
 #include "platform/process.hpp"
+#include "platform/shared_memory.hpp"
 
 namespace mp::platform {
 
@@ -41,6 +42,7 @@ void kill_and_reap(int pid) noexcept {
   ::kill(pid, SIGKILL);
   while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
+  forget_ended_process(pid);
 }
 
 int parent_pid() noexcept { return static_cast<int>(::getppid()); }

@@ -27,6 +27,10 @@ void unmap(void* address, std::size_t size) noexcept;
 // as zeros afterwards in every process that maps it. False where the platform cannot (Linux can;
 // the portable fallback cannot): the caller then clears the range itself.
 bool discard_shared_range(Handle h, std::size_t offset, std::size_t size) noexcept;
+// Called by the reaper of process `pid` once it ended: removes what the process may have left
+// named while it made an anonymous segment (the portable fallback names one for two system calls).
+// Does nothing where anonymous segments are never named (Linux, Windows).
+void forget_ended_process(int pid) noexcept;
 
 // ---- named (POSIX shm names)
 // Which file a name refers to (device and inode): lets the watcher check that a name still

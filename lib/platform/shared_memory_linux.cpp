@@ -74,6 +74,8 @@ void unmap(void* address, std::size_t size) noexcept {
   if (address) ::munmap(address, size == 0 ? 1 : size);
 }
 
+void forget_ended_process(int) noexcept {}  // memfds have no name
+
 bool discard_shared_range(Handle h, std::size_t offset, std::size_t size) noexcept {
   // tmpfs frees the whole pages of the range and zero-fills the partial ones.
   return ::fallocate(h, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),

@@ -3,7 +3,9 @@
 // with a hidden header of wait slots (platform/portable.hpp); the tracker's unlink without
 // /dev/shm paths.
 // Differences from the Linux file: a process killed between shm_open and shm_unlink of an
-// anonymous segment (two system calls) leaves its "/mp-anon-*" name behind; the size limit is RAM
+// anonymous segment (two system calls) leaves its "/mp-anon-<pid>" name until its reaper in the
+// library removes it (or, for a process nobody reaps through mp, until that pid makes an anonymous
+// segment again: at most one name per pid); the size limit is RAM
 // (sysconf) where Linux allows RAM + swap; macOS allows one ftruncate per object, which is all
 // this file does.
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -31,6 +34,8 @@
 namespace mp::platform {
 
 namespace portable {
+
+void (*anonymous_object_fault)() = nullptr;
 
 std::size_t header_bytes() noexcept {
   static const std::size_t bytes = [] {
@@ -88,24 +93,42 @@ std::uint64_t memory_capacity() noexcept {
   return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
 }
 
-// An unnamed shared memory object: shm_open of a fresh random name, unlinked at once.
+// The transient name of this process's anonymous objects: "/mp-anon-<pid>". One object is named
+// at a time per process (the lock), so a process killed between shm_open and shm_unlink leaves at
+// most this one name, which its reaper removes (forget_ended_process) or the next process of the
+// same pid reuses. A name is only a way to an object: removing another process's name while it
+// makes one (pid namespaces sharing a shm namespace) costs that process nothing, its descriptor
+// stays valid.
+void anonymous_name(int pid, char (&out)[32]) noexcept {
+  std::snprintf(out, sizeof out, "/mp-anon-%d", pid);
+}
+
+struct Naming {
+  std::mutex lock;
+  Naming() { hold_across_fork(lock); }
+};
+Naming& naming() {
+  static Naming* n = new Naming;  // never destroyed: used until exit
+  return *n;
+}
+[[maybe_unused]] Naming& g_naming_at_load = naming();
+
+// An unnamed shared memory object: shm_open of this process's transient name, unlinked at once.
 Handle anonymous_object() {
+  std::lock_guard lock(naming().lock);
+  char name[32];
+  anonymous_name(current_pid(), name);
   for (int attempt = 0;; ++attempt) {
-    unsigned char random[8];
-    random_bytes(random, sizeof random);
-    static const char hex[] = "0123456789abcdef";
-    std::string name = "/mp-anon-";
-    for (unsigned char c : random) {
-      name += hex[c >> 4];
-      name += hex[c & 15];
-    }
     // shm_open's descriptors are close-on-exec (POSIX).
-    const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    const int fd = ::shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd >= 0) {
-      ::shm_unlink(name.c_str());
+      if (anonymous_object_fault) anonymous_object_fault();
+      ::shm_unlink(name);
       return fd;
     }
-    if (errno != EEXIST || attempt == 100) throw_last_error("cannot create shared memory");
+    // EEXIST: left by an ended process of this pid, killed between the two calls.
+    if (errno != EEXIST || attempt == 1) throw_last_error("cannot create shared memory");
+    ::shm_unlink(name);
   }
 }
 
@@ -123,6 +146,12 @@ std::optional<SharedWord> locate_shared(const void* address) noexcept {
 }
 
 }  // namespace portable
+
+void forget_ended_process(int pid) noexcept {
+  char name[32];
+  portable::anonymous_name(pid, name);
+  ::shm_unlink(name);
+}
 
 Handle create_shared_memory(std::size_t size) {
   const std::size_t header = portable::header_bytes();

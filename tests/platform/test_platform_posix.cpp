@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -24,9 +25,13 @@
 #include "platform/handle.hpp"
 #include "platform/handle_passing.hpp"
 #include "platform/io.hpp"
+#include "platform/process.hpp"
 #include "platform/shared_memory.hpp"
 #include "platform/system.hpp"
 #include "platform/wait.hpp"
+#ifdef MP_PLATFORM_POSIX_FALLBACKS
+#  include "platform/portable.hpp"
+#endif
 #include "segment.hpp"
 
 namespace {
@@ -285,6 +290,57 @@ TEST(PosixSharedMemory, ASegmentMadeByAnotherProgramMapsFromByteZero) {
   platform::close_handle(h);
   platform::unlink_shm(name);
 }
+
+#ifdef MP_PLATFORM_POSIX_FALLBACKS
+// The fallback names an anonymous segment for two system calls (shm_open, shm_unlink). A process
+// killed between them leaves a name in /dev/shm: it is "/mp-anon-<pid>", and the library's reaper
+// of that process removes it (before, the name was random and stayed until reboot).
+TEST(PosixSharedMemory, AProcessKilledWhileNamingAnAnonymousSegmentLeavesNothingOnceReaped) {
+  Fds fds;
+  int marker[2];
+  ASSERT_EQ(::pipe(marker), 0);
+  fds.add(marker[0]);
+  fds.add(marker[1]);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    static int write_end = marker[1];
+    platform::portable::anonymous_object_fault = [] {
+      const char c = 'k';
+      if (::write(write_end, &c, 1) != 1) ::_exit(3);
+      ::kill(::getpid(), SIGKILL);
+    };
+    (void)platform::create_shared_memory(4096);
+    ::_exit(0);  // not reached: killed in the window
+  }
+  const platform::Handle process = platform::open_process(static_cast<int>(pid));
+  ::close(marker[1]);
+  fds.fds.pop_back();
+  char c = 0;
+  ASSERT_EQ(::read(marker[0], &c, 1), 1) << "the child never reached the window";
+  const std::string path = "/dev/shm/mp-anon-" + std::to_string(pid);
+  // The child is killed (or about to be) with its name made and not yet removed.
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0) << path << ": the name is not the process's own";
+  const std::optional<int> status = platform::reap(process, true);
+  EXPECT_EQ(status, std::optional<int>(-SIGKILL));
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << path << " left after the reap";
+  ::shm_unlink(path.c_str() + std::strlen("/dev/shm"));  // the test leaves nothing, even failing
+  platform::close_handle(process);
+}
+
+// A name left by an ended process of this pid neither stops this process from making anonymous
+// segments nor stays.
+TEST(PosixSharedMemory, ANameLeftUnderThisPidIsTakenOver) {
+  const std::string name = "/mp-anon-" + std::to_string(::getpid());
+  const int stale = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(stale, 0);
+  ::close(stale);
+  const platform::Handle h = platform::create_shared_memory(100);
+  EXPECT_EQ(platform::shared_memory_size(h), 100u);
+  EXPECT_NE(::access(("/dev/shm" + name).c_str(), F_OK), 0);
+  platform::close_handle(h);
+}
+#endif
 
 // ---- the wait object across fork (DESIGN.md §6, rules 5 and 6)
 
