@@ -483,7 +483,8 @@ TEST_P(QueueTest, OneGibMessage) {
   const std::size_t size = std::size_t{1} << 30;
   mp::Process p(ctx(), put_huge, q, size);
   p.start();
-  const std::string s = q.get(true, kTimeout);
+  // 1 GiB made, copied in and out: under ASan on a loaded 2-CPU host this took over 30 s once.
+  const std::string s = q.get(true, 3 * kTimeout);
   EXPECT_EQ(s.size(), size);
   EXPECT_EQ(s.find_first_not_of('h'), std::string::npos);
   join_or_fail(p);
