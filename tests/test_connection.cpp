@@ -508,16 +508,24 @@ TEST(Connection, ClientHandshakeDeadlineCoversTheWholeExchange) {
   EXPECT_LT(took, 15s);
 }
 
-// Not on Windows yet: under Wine, a Listener serving these 80 peers stopped taking connections
-// for 20 s in 3 of 6 runs (the next peer's connect failed with ERROR_PIPE_BUSY); not understood
-// (docs/DESIGN.md §6).
-#ifndef _WIN32
 // Guarantee: handshakes run side by side: 40 silent and 40 trickling peers connected before a
 // legitimate client delay it by milliseconds, not by a handshake timeout each (before: accept()
-// authenticated one peer at a time, so the client waited behind all of them and timed out).
+// authenticated one peer at a time, so the client waited behind all of them and timed out). The
+// bound is half the handshake timeout: waiting behind even one slow peer fails. On Windows the
+// timeout is longer: under Wine each of the listener's waits on its 80 pipes costs ~15 ms of
+// wineserver calls (a zero-byte read per pipe), the handshake takes several waits, and a loaded
+// host made that up to 2 s. (Before, under Wine: the pipe listener stopped offering an instance
+// and the client's connect waited out its 20 s, 3 runs in 6; the cause is checked by
+// test_platform's Io.NamedListenerAcceptsClientsThatConnectedBeforeTheAccept.)
 TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
+#ifdef _WIN32
+  constexpr auto kHandshake = 10s;
+#else
+  constexpr auto kHandshake = 2s;
+#endif
+  constexpr auto kBound = kHandshake / 2;
   mp::Listener listener(std::nullopt, 128, std::string("key"));
-  listener.set_handshake_timeout(2s);
+  listener.set_handshake_timeout(kHandshake);
   std::atomic<int> received{0};
   // Serves until a client sends 7 (the legitimate one) or -1 (the test giving up).
   std::thread server([&] {
@@ -553,16 +561,15 @@ TEST(Connection, SlowPeersDoNotDelayALegitimateClient) {
     took = std::chrono::steady_clock::now() - t0;
     ADD_FAILURE() << "the legitimate client was refused";
   }
-  EXPECT_LT(took, 1s) << "the legitimate client waited "
-                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                      << " ms";
+  EXPECT_LT(took, kBound) << "the legitimate client waited "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                          << " ms";
   trickle.reset();
   for (platform::Handle h : silent) platform::close_handle(h);
   if (!served) mp::Client(listener.address(), std::string("key")).send(-1);  // unblock the server
   server.join();
   EXPECT_EQ(received.load(), 7);
 }
-#endif  // _WIN32
 
 TEST(Connection, NoAuthListener) {
   mp::Listener listener;

@@ -962,9 +962,16 @@ TEST_P(ManagerTest, SlowPeersDoNotDelayClients) {
   stop = true;
   trickle.join();
   peers.clear();
-  EXPECT_LT(worst, 1s) << "a client waited "
-                       << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
-                       << " ms";
+  // At most half the server's 10 s handshake deadline, so waiting behind one slow peer fails: Wine
+  // on a loaded host (load 17 on 2 cores) made a client wait 2 s; Linux keeps 1 s.
+#ifdef _WIN32
+  constexpr auto kBound = 5s;
+#else
+  constexpr auto kBound = 1s;
+#endif
+  EXPECT_LT(worst, kBound) << "a client waited "
+                           << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
+                           << " ms";
 }
 
 // Guarantee: a request or response over the 256 MiB frame cap is refused before it is sent

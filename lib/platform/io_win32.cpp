@@ -2,10 +2,11 @@
 // pipes cannot time out), so every blocking call can be bounded: an overlapped ReadFile/WriteFile
 // waited for with a timeout and cancelled (CancelIoEx) when it passes. TCP is Winsock (started
 // once). Listener/Client's Unix-socket calls take CPython's AF_PIPE addresses (\\.\pipe\NAME): a
-// listener keeps one pending pipe instance, as CPython's PipeListener, and its Handle is an event
-// set while a client waits, so it is waited on like any handle. Readiness of a pipe or a socket is
-// a zero-byte overlapped read (complete once data or end of file is there); any number of handles
-// can be waited on (WaitForMultipleObjects' 64 are split across helper threads).
+// listener keeps one pipe instance waiting in ConnectNamedPipe and a spare, as CPython's
+// PipeListener, and its Handle is an event set while a client waits, so it is waited on like any
+// handle. Readiness of a pipe or a socket is a zero-byte overlapped read (complete once data or end
+// of file is there); any number of handles can be waited on (WaitForMultipleObjects' 64 are split
+// across helper threads).
 // Errors: the conditions the contract names are POSIX codes in std::generic_category() (EPIPE
 // when the peer is gone, ETIMEDOUT when a deadline passed), so shared code tests them without
 // #ifs; any other failure carries the Win32/Winsock error in std::system_category().
@@ -25,6 +26,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "mp/errors.hpp"
 #include "platform/io.hpp"
@@ -143,6 +145,16 @@ struct PipeListener {
   std::wstring name;
   HANDLE instance = INVALID_HANDLE_VALUE;  // the instance waiting for a client
   OVERLAPPED ov{};                         // its ConnectNamedPipe; ov.hEvent is the Handle
+  // A client opened the instance before ConnectNamedPipe ran: that call failed at once with
+  // ERROR_PIPE_CONNECTED (or ERROR_NO_DATA: it has left again) and left `ov` marked pending, so
+  // GetOverlappedResult would report ERROR_IO_INCOMPLETE for ever.
+  bool connected = false;
+  // The next instance, created before `instance` is handed out (as CPython's PipeListener), so a
+  // client arriving meanwhile opens it instead of finding none (ERROR_PIPE_BUSY). It is always
+  // younger than `instance`, which clients therefore open first (Windows gives a client the
+  // oldest listening instance, Wine one that ConnectNamedPipe waits on): no client sits on the
+  // spare unnoticed while `instance` waits.
+  HANDLE spare = INVALID_HANDLE_VALUE;
 };
 struct ReadySet {
   Handle socket;
@@ -212,21 +224,34 @@ HANDLE new_instance(const std::wstring& name, DWORD access, bool first, bool mes
   return h;
 }
 
-// Starts waiting for the next client on a fresh instance. A client that connected before
-// ConnectNamedPipe (ERROR_PIPE_CONNECTED) sets the event at once.
+// Starts waiting for the next client on a fresh instance. A client that opened the instance
+// before ConnectNamedPipe ran marks it connected and sets the event at once: a client waiting in
+// WaitNamedPipe is released by CreateNamedPipe, so under a stream of clients this is common. One
+// that has already closed its end (ERROR_NO_DATA) is handed out too, as CPython's PipeListener
+// does: reading it gives what it wrote, then end of file.
 void listen_next(PipeListener& l, bool first) {
-  l.instance = new_instance(l.name, PIPE_ACCESS_DUPLEX, first);
-  ::ResetEvent(l.ov.hEvent);
-  if (::ConnectNamedPipe(l.instance, &l.ov)) return;  // completed: the event is set
-  const DWORD e = ::GetLastError();
-  if (e == ERROR_IO_PENDING) return;
-  if (e == ERROR_PIPE_CONNECTED) {
-    ::SetEvent(l.ov.hEvent);
-    return;
+  l.connected = false;
+  if (l.spare != INVALID_HANDLE_VALUE) {
+    l.instance = std::exchange(l.spare, INVALID_HANDLE_VALUE);
+  } else {
+    l.instance = new_instance(l.name, PIPE_ACCESS_DUPLEX, first);
   }
-  ::CloseHandle(l.instance);
-  l.instance = INVALID_HANDLE_VALUE;
-  throw_error(static_cast<int>(e), "ConnectNamedPipe");
+  ::ResetEvent(l.ov.hEvent);
+  DWORD e = ERROR_SUCCESS;  // ConnectNamedPipe completed: the event is set
+  if (!::ConnectNamedPipe(l.instance, &l.ov)) e = ::GetLastError();
+  if (e == ERROR_PIPE_CONNECTED || e == ERROR_NO_DATA) {
+    l.connected = true;
+    ::SetEvent(l.ov.hEvent);
+  } else if (e != ERROR_SUCCESS && e != ERROR_IO_PENDING) {
+    ::CloseHandle(l.instance);
+    l.instance = INVALID_HANDLE_VALUE;
+    throw_error(static_cast<int>(e), "ConnectNamedPipe");
+  }
+  try {
+    l.spare = new_instance(l.name, PIPE_ACCESS_DUPLEX, false);
+  } catch (const OSError&) {
+    // Out of resources: the next listen_next makes its instance itself; clients retry meanwhile.
+  }
 }
 
 }  // namespace
@@ -295,12 +320,13 @@ bool close_io_object(HANDLE h) noexcept {
     }
   }
   if (listener) {
-    if (listener->instance != INVALID_HANDLE_VALUE) {
+    if (listener->instance != INVALID_HANDLE_VALUE && !listener->connected) {
       ::CancelIoEx(listener->instance, &listener->ov);
       DWORD n = 0;
       ::GetOverlappedResult(listener->instance, &listener->ov, &n, TRUE);
-      ::CloseHandle(listener->instance);
     }
+    if (listener->instance != INVALID_HANDLE_VALUE) ::CloseHandle(listener->instance);
+    if (listener->spare != INVALID_HANDLE_VALUE) ::CloseHandle(listener->spare);
     ::CloseHandle(h);
     return true;
   }
@@ -650,7 +676,8 @@ bool wait_writable(Handle h, const Nanos* timeout) {
 // ---- listening and connecting
 
 Handle listen_unix(const std::string& path, int backlog) {
-  (void)backlog;  // one instance waits at a time, as CPython's PipeListener; clients retry
+  (void)backlog;  // one instance waits and a spare is ready, as CPython's PipeListener; clients
+                  // that find neither wait for one (connect_unix)
   auto l = std::make_shared<PipeListener>();
   l->name = pipe_name(path);
   l->ov.hEvent = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
@@ -791,7 +818,7 @@ std::optional<Handle> try_accept(Handle listener, int& error) noexcept {
       }
     }
     DWORD n = 0;
-    if (!::GetOverlappedResult(l->instance, &l->ov, &n, FALSE)) {
+    if (!l->connected && !::GetOverlappedResult(l->instance, &l->ov, &n, FALSE)) {
       const DWORD e = ::GetLastError();
       if (e == ERROR_IO_INCOMPLETE) return std::nullopt;  // nobody waits
       if (e != ERROR_PIPE_CONNECTED) {  // the client left before it was accepted: start over

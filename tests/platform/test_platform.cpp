@@ -2,6 +2,7 @@
 // Windows (run under Wine there): the capabilities the library stands on, without the library.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -794,6 +795,41 @@ TEST(Io, NamedListenerAcceptsClients) {
   platform::unlink_path(address);
   if (!dir.empty()) platform::remove_directory(dir);
   EXPECT_THROW(platform::connect_unix(address), mp::OSError);  // nobody listens any more
+}
+
+// Guarantee: clients that connect back to back before an accept are all accepted, each with its
+// own connection. On Windows the second opens the listener's spare pipe instance before
+// ConnectNamedPipe runs on it (ERROR_PIPE_CONNECTED). Before: the listener took that instance for
+// one still waiting (ERROR_IO_INCOMPLETE for ever), spun, and offered no instance, so every later
+// client waited out its 20 s (Connection.SlowPeersDoNotDelayALegitimateClient under Wine).
+TEST(Io, NamedListenerAcceptsClientsThatConnectedBeforeTheAccept) {
+  std::string dir;
+  const std::string address = platform::private_socket_address(dir);
+  {
+    Owned listener(platform::listen_unix(address, 8));
+    platform::set_nonblocking(listener.h);
+    for (int round = 0; round < 3; ++round) {
+      Owned first(platform::connect_unix(address)), second(platform::connect_unix(address));
+      platform::write_all(first.h, "1", 1);
+      platform::write_all(second.h, "2", 1);
+      std::string seen;
+      for (int i = 0; i < 2; ++i) {
+        ASSERT_TRUE(platform::wait_readable(listener.h, &kBound)) << "round " << round;
+        const auto accepted = platform::try_accept(listener.h);
+        ASSERT_TRUE(accepted.has_value()) << "round " << round << ", accept " << i;
+        Owned server(*accepted);
+        const std::string which = read_exactly(server.h, 1);
+        seen += which;
+        platform::write_all(server.h, which.data(), 1);
+      }
+      std::sort(seen.begin(), seen.end());
+      EXPECT_EQ(seen, "12");
+      EXPECT_EQ(read_exactly(first.h, 1), "1");
+      EXPECT_EQ(read_exactly(second.h, 1), "2");
+    }
+  }
+  platform::unlink_path(address);
+  if (!dir.empty()) platform::remove_directory(dir);
 }
 
 TEST(Io, TcpLoopbackRoundTrip) {
