@@ -379,11 +379,17 @@ TEST_P(PoolTest, QueuesReusedOnlyOnceNoOtherProcessCanUseThem) {
     pool.join();
   }
   const std::size_t kept = spare_queues();
+#ifdef _WIN32
+  EXPECT_EQ(kept, 0u);  // never reused on Windows (out-of-band items may be in flight)
+  const std::size_t three = 0;
+#else
   EXPECT_EQ(kept, std::max<std::size_t>(before, 3));  // three taken (or made), three back
+  const std::size_t three = 3;
+#endif
   {
     // Taken again, the queues work as new; results of 1 MiB go past the pages a reset keeps.
     mp::Pool pool(ctx(), 2);
-    EXPECT_EQ(spare_queues(), kept - 3);
+    EXPECT_EQ(spare_queues(), kept - three);
     EXPECT_EQ(pool.map(sqr, std::vector<int>{4, 5}), (std::vector<int>{16, 25}));
     const auto texts = pool.map(big_text, std::vector<int>{1024, 1024, 1024, 1024});
     ASSERT_EQ(texts.size(), 4u);
