@@ -367,11 +367,13 @@ TEST_P(PoolTest, Destructor) {
 // cost a quarter of a Pool(4)'s start and end), reset; and only once no other process can use
 // them: here a forked child that inherited them while the first pool ran, and still runs.
 std::string big_text(int n) { return std::string(static_cast<std::size_t>(n) << 10, 'x'); }
+#ifndef _WIN32
 void wait_event(mp::Event e) { e.wait(); }
+#endif
 
 TEST_P(PoolTest, QueuesReusedOnlyOnceNoOtherProcessCanUseThem) {
   using mp::detail::pool::spare_queues;
-  const std::size_t before = spare_queues();
+  [[maybe_unused]] const std::size_t before = spare_queues();
   {
     mp::Pool pool(ctx(), 2);  // three queues: two workers' tasks and the results
     EXPECT_EQ(pool.map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
