@@ -691,6 +691,39 @@ BENCH_METRIC(fork_exit_wait_ms, "ms") {
   });
 }
 
+// The floor of Pool(4) create + close + join under fork: 4 forked children that live until all 4
+// exist (each blocks reading a pipe, as a pool's workers wait for work), then are told to end at
+// once (the pipe's write end closed) and are waited for. Unlike fork_exit_wait_ms, the parent's
+// pages stay shared with living children while it forks the next ones, so its writes between
+// forks are copy-on-write faults, as in a pool.
+BENCH_METRIC(fork4_live_release_wait_ms, "ms") {
+  const long n = p.n(100, 3);
+  const auto budget = static_cast<std::int64_t>(p.budget_s() * 1e9);
+  const auto t0 = bench::now_ns();
+  long done = 0;
+  while (done < n && (done < 3 || bench::now_ns() - t0 < budget)) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) bench::die("pipe2");
+    pid_t pids[4];
+    for (pid_t& pid : pids) {
+      pid = ::fork();
+      if (pid < 0) bench::die("fork");
+      if (pid == 0) {
+        ::close(fds[1]);
+        char c;
+        while (::read(fds[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        ::_exit(0);
+      }
+    }
+    ::close(fds[0]);
+    ::close(fds[1]);
+    for (pid_t pid : pids) bench::wait_child(pid);
+    ++done;
+  }
+  return static_cast<double>(bench::now_ns() - t0) / 1e6 / static_cast<double>(done);
+}
+
 pid_t spawn_exit_now(const std::string& exe) {
   char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>("--exit-now"), nullptr};
   pid_t pid = 0;

@@ -93,6 +93,8 @@ ROWS = [
      'pipe_pingpong_us', False),
     ('ProcessPoolExecutor(2).map 100k tiny', 'tasks/s', 'executor_map_tasks', 'pipe_pool_tasks_chunked', False),
     ('Pool(4) create+close+join, fork vs fork', 'ms', 'pool4_create_join_fork_ms', 'fork_exit_wait_ms', False),
+    ('  same, vs 4 live forks released then waited', 'ms', 'pool4_create_join_fork_ms', 'fork4_live_release_wait_ms',
+     False),
     ('Pool(4) create+close+join, spawn vs posix_spawn', 'ms', 'pool4_create_join_spawn_ms',
      'posix_spawn_mpbin_wait_ms', False),
     ('imap_unordered over 10^8 lazy items: parent peak RSS', 'MiB', 'imap_unordered_lazy_rss_MiB', None, False),

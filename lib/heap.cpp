@@ -426,6 +426,20 @@ platform::Handle BlockAccess::arena_handle(const SharedBlock& block) noexcept {
   return block.mapping_ ? block.mapping_->arena->fd : platform::kInvalidHandle;
 }
 
+std::uint64_t BlockAccess::offset(const SharedBlock& block) noexcept {
+  return block.mapping_ ? block.mapping_->offset : 0;
+}
+
+bool BlockAccess::held_alone(const SharedBlock& block) noexcept {
+  if (!block.mapping_) return false;
+  const Mapping& m = *block.mapping_;
+  Heap& h = heap();
+  std::lock_guard lk(h.mu);
+  // A fork in progress on another thread pins every block held: it may be pinning this one.
+  return m.arena->owner_pid == h.pid && m.counted_pid == h.pid && h.forks_in_progress == 0 &&
+         m.arena->block(m.offset).refs.load(std::memory_order_acquire) == 1;
+}
+
 Stats stats() {
   Heap& h = heap();
   std::lock_guard lk(h.mu);

@@ -21,6 +21,11 @@ namespace mp::heap::detail {
 struct BlockAccess {
   // The descriptor of the arena holding `block` (kInvalidHandle for an empty block).
   static platform::Handle arena_handle(const SharedBlock& block) noexcept;
+  // The offset of `block`'s payload in its arena.
+  static std::uint64_t offset(const SharedBlock& block) noexcept;
+  // Whether no other process holds `block` (no lease of a child on it) and this process made it
+  // and holds its reference: then it can be used anew without another process seeing it.
+  static bool held_alone(const SharedBlock& block) noexcept;
 };
 
 struct Arena;

@@ -371,16 +371,70 @@ class EngineBase : public Engine {
 // The waiting thread's spinner (one per thread and kind of wait, lib/spin.hpp).
 constinit thread_local Spinner t_await_spin;
 
+// The queues of ended pools, taken by the next ones (QueueCore::reset_if_held_alone): making a
+// queue (a 64 MiB memfd, its mapping and its out-of-band socket) and unmapping it again cost a
+// process pool's start and end ~25 us per queue here. At most kMax are kept (two descriptors
+// each). A forked child starts with none (its parent's stay its parent's).
+class SpareQueues {
+ public:
+  static SpareQueues& get() {
+    static auto* s = new SpareQueues;  // never destroyed: a pool may end during static destruction
+    return *s;
+  }
+  QueueCore take() {
+    {
+      std::lock_guard g(mu_);
+      if (!queues_.empty()) {
+        QueueCore q = std::move(queues_.back());
+        queues_.pop_back();
+        return q;
+      }
+    }
+    return QueueCore(0, 0, true);
+  }
+  std::size_t size() {
+    std::lock_guard g(mu_);
+    return queues_.size();
+  }
+  // Keeps `q` if no other process can use it any more; else it is destroyed.
+  void give(QueueCore&& q) noexcept {
+    if (!q) return;
+    {
+      std::lock_guard g(mu_);
+      if (queues_.size() >= kMax) return;
+    }
+    if (!q.reset_if_held_alone()) return;
+    std::lock_guard g(mu_);
+    if (queues_.size() < kMax) queues_.push_back(std::move(q));  // capacity reserved
+  }
+
+ private:
+  static constexpr std::size_t kMax = 8;
+  SpareQueues() {
+    queues_.reserve(kMax);
+    platform::at_fork_in_child(&after_fork_in_child);
+  }
+  // The parent's spares are left alone: mapped and open here as every inherited heap arena is.
+  static void after_fork_in_child() {
+    SpareQueues& s = get();
+    new (&s.mu_) std::mutex();
+    new (&s.queues_) std::vector<QueueCore>();
+    s.queues_.reserve(kMax);
+  }
+  std::mutex mu_;
+  std::vector<QueueCore> queues_;
+};
+
 class ProcessEngine final : public EngineBase {
  public:
   explicit ProcessEngine(EngineConfig config)
       : EngineBase(std::move(config)), ctx_(cfg_.context.value_or(get_context())) {
-    results_ = QueueCore(0, 0, true);
+    results_ = SpareQueues::get().take();
     slots_ =
         heap::SharedBlock(sizeof(Slot) * static_cast<std::size_t>(cfg_.processes), alignof(Slot));
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
     workers_.resize(static_cast<std::size_t>(cfg_.processes));
-    for (auto& w : workers_) w.tasks = QueueCore(0, 0, true);
+    for (auto& w : workers_) w.tasks = SpareQueues::get().take();
     // The engine thread starts every worker (the first ones too) and outlives them all: a forked
     // worker then ends with it through the OS's parent-death signal (also when this process is
     // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
@@ -411,6 +465,9 @@ class ProcessEngine final : public EngineBase {
     } catch (...) {
     }
     if (thread_.joinable()) thread_.join();
+    // Every worker has ended and been reaped (its lease on the queues released).
+    for (auto& w : workers_) SpareQueues::get().give(std::move(w.tasks));
+    SpareQueues::get().give(std::move(results_));
   }
 
   void submit(std::shared_ptr<Job> job) override {
@@ -443,6 +500,19 @@ class ProcessEngine final : public EngineBase {
       std::lock_guard g(mu_);
       if (state_ == RunState::run) state_ = RunState::close;
       for (auto& j : jobs_) j->unbounded = true;
+      // Idle workers are told to stop here rather than by the engine thread once it wakes:
+      // they end while it does. A queue whose lock is held too long is left to the engine.
+      if (state_ == RunState::close && !broken_ && idle()) {
+        const Nanos limit = std::chrono::milliseconds(1);
+        for (auto& w : workers_) {
+          if (!w.proc || w.stop_sent) continue;
+          const std::uint8_t k = kStop;
+          try {
+            w.stop_sent = w.tasks.put(&k, 1, &limit);
+          } catch (...) {
+          }
+        }
+      }
     }
     wake();
   }
@@ -568,6 +638,13 @@ class ProcessEngine final : public EngineBase {
   };
 
   Slot& slot(std::size_t i) { return static_cast<Slot*>(slots_.data())[i]; }
+
+  // No work is left to hand out or to finish. Engine lock held.
+  bool idle() const {
+    return jobs_.empty() && retry_.empty() &&
+           std::all_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return w.inflight.empty(); });
+  }
 
   void wake() noexcept {
     unpark();
@@ -899,10 +976,7 @@ class ProcessEngine final : public EngineBase {
       }
     }
     if (state_ == RunState::close) {
-      const bool idle = jobs_.empty() && retry_.empty() &&
-                        std::all_of(workers_.begin(), workers_.end(),
-                                    [](const Worker& w) { return w.inflight.empty(); });
-      if (idle) {
+      if (idle()) {
         std::vector<Process> stopping;
         for (auto& w : workers_) {
           if (!w.proc) continue;
@@ -1213,6 +1287,8 @@ class ThreadEngine final : public EngineBase {
 };
 
 }  // namespace
+
+std::size_t spare_queues() noexcept { return SpareQueues::get().size(); }
 
 std::shared_ptr<Engine> make_process_engine(EngineConfig config) {
   return std::make_shared<ProcessEngine>(std::move(config));

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "heap_impl.hpp"
 #include "support/deadline.hpp"
 #include "support/event_count.hpp"
 #include "support/forced_unwind.hpp"
@@ -314,22 +315,75 @@ QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag, bool recycle
   state_->shm->recycle = recycle ? 1 : 0;
 }
 
-QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
-    : block_(kHeaderBytes + kRingCapacity, alignof(Shared)), state_(std::make_shared<State>()) {
-  auto* shm = new (block_.data()) Shared{};
+namespace {
+// An empty queue's header.
+Shared* init_header(void* at, std::uint64_t maxsize, std::uint64_t type_tag,
+                    std::uint64_t recycle) {
+  auto* shm = new (at) Shared{};
   shm->magic = kMagic;
-  shm->capacity = kRingCapacity / kRings;
+  shm->capacity = QueueCore::kRingCapacity / kRings;
   shm->maxsize = maxsize;
   shm->type_tag = type_tag;
   shm->owner_pid = static_cast<std::uint64_t>(platform::current_pid());
+  shm->recycle = recycle;
   // As if the producers had switched from ring 1 to ring 0 (a position no tail takes) and the
   // consumers had followed.
   shm->switched.store(make_switch(1, 0, kPosMask), std::memory_order_relaxed);
   shm->reader.store(make_reader(0, 1), std::memory_order_relaxed);
+  return shm;
+}
+}  // namespace
+
+QueueCore::QueueCore(std::uint64_t maxsize, std::uint64_t type_tag)
+    : block_(kHeaderBytes + kRingCapacity, alignof(Shared)), state_(std::make_shared<State>()) {
+  Shared* shm = init_header(block_.data(), maxsize, type_tag, 0);
   state_->shm = shm;
   state_->rings = static_cast<char*>(block_.data()) + kHeaderBytes;
   state_->capacity = shm->capacity;
   if (!kOutOfBandInRing) state_->oob_fd = platform::datagram_loop();
+}
+
+bool QueueCore::reset_if_held_alone() noexcept {
+  // Windows: out-of-band items travel as handles put in flight by their producer, which may
+  // wait for them at exit (PendingHandOffs): not reused there.
+  if (kOutOfBandInRing || !state_ || state_.use_count() != 1) return false;
+  Shared* shm = state_->shm;
+  if (shm->owner_pid != static_cast<std::uint64_t>(platform::current_pid()) ||
+      !heap::detail::BlockAccess::held_alone(block_))
+    return false;
+  // Out-of-band items no one took: their memory goes with their descriptors.
+  for (int i = 0;; ++i) {
+    if (i == 64) return false;
+    std::uint64_t tag = 0;
+    platform::Handle fd = platform::kInvalidHandle;
+    try {
+      if (!platform::receive_descriptor(state_->oob_fd, tag, fd, false)) break;
+    } catch (...) {
+      return false;
+    }
+    platform::close_handle(fd);
+  }
+  // The rings' pages past their first kKeptBytes go back to the OS; the first ones, the ones a
+  // recycling queue's items go through, stay mapped for the next user.
+  const std::uint64_t cap = shm->capacity;
+  const platform::Handle arena = heap::detail::BlockAccess::arena_handle(block_);
+  const std::uint64_t rings_at = heap::detail::BlockAccess::offset(block_) + kHeaderBytes;
+  constexpr std::uint64_t kKeptBytes = 2 * kRecycleBytes;
+  for (unsigned r = 0; r < kRings; ++r) {
+    // Positions only grow (a restart moves them to the next multiple of the capacity): a tail
+    // still short of kKeptBytes never wrote past it.
+    if (pos_of(shm->tail[r].load(std::memory_order_acquire)) <= kKeptBytes) continue;
+    if (!platform::discard_shared_range(arena, rings_at + r * cap + kKeptBytes, cap - kKeptBytes))
+      return false;
+  }
+  init_header(shm, shm->maxsize, shm->type_tag, shm->recycle);
+  state_->closed = false;
+  for (unsigned r = 0; r < kRings; ++r) {
+    state_->cached_head[r].store(0, std::memory_order_relaxed);
+    state_->cached_tail[r].store(0, std::memory_order_relaxed);
+  }
+  state_->cold = false;
+  return true;
 }
 
 std::uint64_t QueueCore::send_token() const {

@@ -363,6 +363,70 @@ TEST_P(PoolTest, Destructor) {
   EXPECT_FALSE(r.successful());
 }
 
+// An ended pool's queues are kept for the next pool of this process (their making and unmapping
+// cost a quarter of a Pool(4)'s start and end), reset; and only once no other process can use
+// them: here a forked child that inherited them while the first pool ran, and still runs.
+std::string big_text(int n) { return std::string(static_cast<std::size_t>(n) << 10, 'x'); }
+#ifndef _WIN32
+void wait_event(mp::Event e) { e.wait(); }
+#endif
+
+TEST_P(PoolTest, QueuesReusedOnlyOnceNoOtherProcessCanUseThem) {
+  using mp::detail::pool::spare_queues;
+  [[maybe_unused]] const std::size_t before = spare_queues();
+  {
+    mp::Pool pool(ctx(), 2);  // three queues: two workers' tasks and the results
+    EXPECT_EQ(pool.map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+    pool.close();
+    pool.join();
+  }
+  const std::size_t kept = spare_queues();
+#ifdef _WIN32
+  EXPECT_EQ(kept, 0u);  // never reused on Windows (out-of-band items may be in flight)
+  const std::size_t three = 0;
+#else
+  EXPECT_EQ(kept, std::max<std::size_t>(before, 3));  // three taken (or made), three back
+  const std::size_t three = 3;
+#endif
+  {
+    // Taken again, the queues work as new; results of 1 MiB go past the pages a reset keeps.
+    mp::Pool pool(ctx(), 2);
+    EXPECT_EQ(spare_queues(), kept - three);
+    EXPECT_EQ(pool.map(sqr, std::vector<int>{4, 5}), (std::vector<int>{16, 25}));
+    const auto texts = pool.map(big_text, std::vector<int>{1024, 1024, 1024, 1024});
+    ASSERT_EQ(texts.size(), 4u);
+    for (const auto& t : texts) EXPECT_EQ(t, big_text(1024));
+  }  // the destructor terminates the workers: the queues are kept all the same
+  EXPECT_EQ(spare_queues(), kept);
+  {
+    mp::Pool pool(ctx(), 2);
+    EXPECT_EQ(pool.map(sqr, std::vector<int>{6}), (std::vector<int>{36}));
+    pool.close();
+    pool.join();
+  }
+  EXPECT_EQ(spare_queues(), kept);
+#ifndef _WIN32
+  if (GetParam() == std::string("fork")) {
+    // A forked child inherits the queues of the pool alive at its start (a lease on them, as
+    // on every shared block): they are not reused while it runs.
+    mp::Event go;
+    std::optional<mp::Process> child;
+    {
+      mp::Pool pool(ctx(), 2);
+      EXPECT_EQ(spare_queues(), kept - 3);
+      child.emplace(ctx(), wait_event, go);
+      child->start();
+      pool.close();
+      pool.join();
+    }
+    EXPECT_EQ(spare_queues(), kept - 3);
+    go.set();
+    child->join(kTimeout);
+    ASSERT_EQ(child->exitcode(), 0);
+  }
+#endif
+}
+
 // Shared objects: as initargs they travel with the workers (TerminateAfterDeathHoldingQueueLock
 // passes a Value); as task arguments (apply, map, starmap, imap) their descriptors are passed to
 // the running worker with the task: the worker uses the parent's very objects, also ones created

@@ -356,6 +356,8 @@ struct EngineConfig {
 
 MP_API std::shared_ptr<Engine> make_process_engine(EngineConfig config);
 MP_API std::shared_ptr<Engine> make_thread_engine(EngineConfig config);
+// Queues of ended process pools kept for the next ones in this process (tests).
+MP_API std::size_t spare_queues() noexcept;
 
 // In a worker process: runs the initializer (`init(context)`), then serves tasks until told to stop
 // or maxtasks is reached. Never returns by exception (the worker exits with code 1).

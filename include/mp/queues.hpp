@@ -99,6 +99,11 @@ class MP_API QueueCore {
   // (lib/queues.cpp; nothing to do on POSIX, where a sent item outlives its producer).
   void cancel_join_thread() noexcept;
   explicit operator bool() const noexcept { return static_cast<bool>(state_); }
+  // For reuse by this process (the pool's spare queues): when no other process can use this
+  // queue any more — this process made it, no child holds a lease on its memory, no other copy
+  // of it exists here — empties it, gives its rings' pages back to the OS but for their first
+  // ones, and returns true. Else, and on Windows, changes nothing and returns false.
+  bool reset_if_held_alone() noexcept;
 
   // Passed to spawned children as the shared memory and the out-of-band socket's descriptor.
   template <class Archive>
