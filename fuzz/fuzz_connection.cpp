@@ -45,6 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t n = std::min(size - 1, mp::detail::kPipeRingBytes);
     for (std::size_t i = 0; i < n; ++i)
       mp::detail::PipeChannelAccess::in_data(*ch)[i] = static_cast<char>(data[1 + i]);
+    r.written.store((n + 7) & ~std::size_t{7});
     r.tail.store((n + 7) & ~std::size_t{7});
   } else {
     // Below a Unix socket pair's buffer: no reader needed.

@@ -1071,6 +1071,7 @@ void inject(const mp::Connection& c, const void* bytes, std::size_t size) {
   for (std::size_t i = 0; i < size; ++i)
     mp::detail::PipeChannelAccess::in_data(*ch)[(tail + i) % mp::detail::kPipeRingBytes] =
         static_cast<const char*>(bytes)[i];
+  r.written.store(tail + ((size + 7) & ~std::size_t{7}));
   r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
 }
 }  // namespace

@@ -189,7 +189,7 @@ void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t 
   PipeRing& r = out_ring();
   char* ring = out_data();
   const auto len = static_cast<std::uint32_t>(prefix_size + size);
-  const std::uint64_t tail = r.tail.load(std::memory_order_relaxed);
+  const std::uint64_t tail = r.written.load(std::memory_order_relaxed);
   const std::uint64_t need = align8(kHeader + len);
   wait_room(tail, need);
   const std::uint32_t header[2] = {kind, len};
@@ -222,7 +222,9 @@ void PipeChannel::wait_room(std::uint64_t tail, std::uint64_t need) {
 
 void PipeChannel::publish(std::uint64_t tail) {
   PipeRing& r = out_ring();
-  note_cpu(r.sender_cpu);
+  r.written.store(tail, std::memory_order_relaxed);
+  // Stored without a look first (a look would miss: the receiver's polls take the line away).
+  r.sender_cpu.store(platform::current_cpu() + 1, std::memory_order_relaxed);
   r.tail.store(tail, std::memory_order_seq_cst);
   std::uint32_t v = r.armed.load(std::memory_order_seq_cst);
   while (v == kFutexArmed || v == 1) {
@@ -488,11 +490,12 @@ void PipeChannel::rescue_dead_sender() {
       r.send_lock.try_acquire() == Acquire::timed_out)
     return;
   if (r.long_open.load(std::memory_order_relaxed)) {
-    const std::uint64_t tail = r.tail.load(std::memory_order_relaxed);
+    const std::uint64_t tail = r.written.load(std::memory_order_relaxed);
     const std::uint64_t used = tail - r.head.load(std::memory_order_seq_cst);
     if (used <= kPipeRingBytes - kHeader) {
       const std::uint32_t header[2] = {kAbort, 0};
       copy_in(in_data(), tail, header, kHeader);
+      r.written.store(tail + kHeader, std::memory_order_relaxed);
       r.tail.store(tail + kHeader, std::memory_order_seq_cst);
       r.long_open.store(0, std::memory_order_relaxed);
     }

@@ -62,6 +62,12 @@ struct PipeRing {
   // Senders only.
   alignas(64) FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};  // a chunked message is unfinished (under send_lock)
+  // The senders' copy of `tail`, where the next frame goes (under send_lock): stored just before
+  // `tail`, so a sender never reads the line the receiver polls (the receiver's look takes that
+  // line from the sender's cache, and a read of it on the send path was a cross-CPU miss). Ahead
+  // of `tail` only if a sender died between the two stores: its frame is whole, and the next
+  // publish covers it.
+  std::atomic<std::uint64_t> written{0};
   // Senders write, the receiver polls.
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{
