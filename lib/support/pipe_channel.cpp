@@ -74,6 +74,15 @@ int peer_cpu(const std::atomic<std::int32_t>& hint) noexcept {
   return hint.load(std::memory_order_relaxed) - 1;
 }
 
+// Reads PipeRing::copy into `words` if it holds the frame at `pos` (a seqlock's read side).
+bool read_copy(const PipeRing& r, std::uint64_t pos, std::uint64_t* words) noexcept {
+  if (r.copy_pos.load(std::memory_order_acquire) != (pos | 1)) return false;
+  for (std::size_t i = 0; i < kPipeCopyBytes / 8; ++i)
+    words[i] = r.copy[i].load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return r.copy_pos.load(std::memory_order_relaxed) == (pos | 1);
+}
+
 bool nonempty(const PipeRing& r) noexcept {
   return r.tail.load(std::memory_order_seq_cst) != r.head.load(std::memory_order_seq_cst);
 }
@@ -193,9 +202,22 @@ void PipeChannel::put_frame(std::uint32_t kind, const void* prefix, std::size_t 
   const std::uint64_t need = align8(kHeader + len);
   wait_room(tail, need);
   const std::uint32_t header[2] = {kind, len};
-  copy_in(ring, tail, header, kHeader);
-  if (prefix_size) copy_in(ring, tail + kHeader, prefix, prefix_size);
-  if (size) copy_in(ring, tail + kHeader + prefix_size, payload, size);
+  if (need <= kPipeCopyBytes) {  // a small frame: in the ring, and copied beside the tail
+    std::uint64_t words[kPipeCopyBytes / 8] = {};
+    char* bytes = reinterpret_cast<char*>(words);
+    std::memcpy(bytes, header, kHeader);
+    if (prefix_size) std::memcpy(bytes + kHeader, prefix, prefix_size);
+    if (size) std::memcpy(bytes + kHeader + prefix_size, payload, size);
+    r.copy_pos.store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    for (std::size_t i = 0; i < need / 8; ++i) r.copy[i].store(words[i], std::memory_order_relaxed);
+    r.copy_pos.store(tail | 1, std::memory_order_release);
+    copy_in(ring, tail, bytes, need);
+  } else {
+    copy_in(ring, tail, header, kHeader);
+    if (prefix_size) copy_in(ring, tail + kHeader, prefix, prefix_size);
+    if (size) copy_in(ring, tail + kHeader + prefix_size, payload, size);
+  }
   publish(tail + need);
 }
 
@@ -269,8 +291,17 @@ std::string PipeChannel::recv(std::size_t maxlength) {
     const std::uint64_t head = r.head.load(std::memory_order_relaxed);
     const std::uint64_t avail = r.tail.load(std::memory_order_acquire) - head;
     if (avail > kPipeRingBytes || avail < kHeader || (head & 7)) corrupt();
+    // The frame's bytes: from the copy beside the tail when it holds this frame, else the ring.
+    std::uint64_t words[kPipeCopyBytes / 8];
+    const bool copied = read_copy(r, head, words);
+    const auto read = [&](std::uint64_t pos, void* dst, std::size_t n) {
+      if (copied && pos - head + n <= kPipeCopyBytes)
+        std::memcpy(dst, reinterpret_cast<const char*>(words) + (pos - head), n);
+      else
+        copy_out(ring, pos, dst, n);
+    };
     std::uint32_t h[2];
-    copy_out(ring, head, h, kHeader);
+    read(head, h, kHeader);
     const std::uint32_t kind = h[0], size = h[1];
     if (size > kMaxFrame || align8(kHeader + size) > avail) corrupt();
     const std::uint64_t next = head + align8(kHeader + size);
@@ -282,12 +313,12 @@ std::string PipeChannel::recv(std::size_t maxlength) {
           throw OSError(EMSGSIZE, "bad message length");
         }
         out.resize(size);
-        copy_out(ring, head + kHeader, out.data(), size);
+        read(head + kHeader, out.data(), size);
         consume(next);
         return out;
       case kFirst: {
         if (in_long || size < sizeof total) corrupt();
-        copy_out(ring, head + kHeader, &total, sizeof total);
+        read(head + kHeader, &total, sizeof total);
         const std::size_t chunk = size - sizeof total;
         if (total <= chunk) corrupt();
         if (total > maxlength) {
@@ -295,7 +326,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
           throw OSError(EMSGSIZE, "bad message length");
         }
         out.resize(chunk);
-        copy_out(ring, head + kHeader + sizeof total, out.data(), chunk);
+        read(head + kHeader + sizeof total, out.data(), chunk);
         in_long = true;
         consume(next);
         break;
@@ -308,7 +339,7 @@ std::string PipeChannel::recv(std::size_t maxlength) {
         if (total - out.size() < size) corrupt();
         const std::size_t old = out.size();
         out.resize(old + size);  // grows geometrically: at most twice what arrived
-        copy_out(ring, head + kHeader, out.data() + old, size);
+        read(head + kHeader, out.data() + old, size);
         consume(next);
         if (out.size() == total) return out;
         break;
