@@ -5,7 +5,10 @@
 // is placed into the shared-memory ring the reader receives from and published as a broken or
 // hostile peer could, then the peer's end is closed. The reader reads messages until EOF: 0
 // recv_bytes(), 1 recv_bytes(maxlength 1000), 2 recv<std::string>(), 3 recv<std::vector<int>>(),
-// 4 recv_bytes_into(a 256-byte buffer), 5 recv with max_message_size 4096. Contract: each message
+// 4 recv_bytes_into(a 256-byte buffer), 5 recv with max_message_size 4096. With a Pipe, data[0] /
+// 12 % 2 == 1 also places the input's first bytes into the ring's copy of its last small frame
+// (PipeRing::copy), as if it held the frame at position 0: the receiver decodes those instead of
+// the ring's (the same bytes, unless the input is too short to fill the copy). Contract: each message
 // decodes, or throws EOFError (end of input), OSError (message longer than the maximum, corrupt
 // frame, end of file mid-message), UnpicklingError (not a value of the type) or BufferTooShort; a
 // bogus length never makes the receiver allocate more than was sent.
@@ -15,6 +18,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const int mode = data[0] % 6;
   const bool ring = (data[0] / 6) % 2 == 1;
+  const bool copy = (data[0] / 12) % 2 == 1;
   auto [writer, reader] = ring ? mp::Pipe(true) : socket_connections();
   if (ring) {
     // The input is at most -max_len (64 KiB), below the ring's size: published in one store.
@@ -45,6 +51,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t n = std::min(size - 1, mp::detail::kPipeRingBytes);
     for (std::size_t i = 0; i < n; ++i)
       mp::detail::PipeChannelAccess::in_data(*ch)[i] = static_cast<char>(data[1 + i]);
+    if (copy) {
+      std::uint64_t words[mp::detail::kPipeCopyBytes / 8] = {};
+      std::memcpy(words, data + 1, std::min(n, sizeof words));
+      for (std::size_t i = 0; i < std::size(words); ++i) r.copy[i].store(words[i]);
+      r.copy_pos.store(0 | 1);
+    }
+    r.written.store((n + 7) & ~std::size_t{7});
     r.tail.store((n + 7) & ~std::size_t{7});
   } else {
     // Below a Unix socket pair's buffer: no reader needed.

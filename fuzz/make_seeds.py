@@ -90,6 +90,13 @@ write('connection', 'long_header', u8(0) + u32(0xFFFFFFFF) + u64(5) + b'abcde')
 write('connection', 'huge_length', u8(0) + u32(0xFFFFFFFF) + u64(1 << 40) + b'abc')
 write('connection', 'truncated', u8(0) + u32(100) + b'short')
 write('connection', 'over_cap', u8(5) + msg(b'q' * 5000))
+# A Pipe's ring (byte 0 / 6 % 2 == 1): frames [u32 kind (1 whole)][u32 size] payload, 8-aligned;
+# byte 0 / 12 % 2 == 1 also puts the first 40 bytes into the copy beside the ring's tail.
+def frame(payload): return u32(1) + u32(len(payload)) + payload + b'\0' * (-len(payload) % 8)
+
+
+write('connection', 'ring_frames', u8(6) + frame(b'hello') + frame(b'') + frame(b'w' * 300))
+write('connection', 'ring_copy', u8(12 + 6) + frame(b'small') + frame(b'x' * 20))
 
 
 # fuzz_managers: byte 0 even = server (a sequence of request frames), odd = client (a response).

@@ -713,6 +713,31 @@ TEST_P(ConnectionTest, PingPongAndStreamingThroughTheRing) {
   EXPECT_EQ(streamer.exitcode(), 0);
 }
 
+// Messages of every size around the copy of a small frame beside the ring's tail (a frame of at
+// most kPipeCopyBytes travels in the ring and in that copy), between larger ones, echoed.
+TEST_P(ConnectionTest, SmallMessagesOfEverySizeCrossTheRing) {
+  auto [a, b] = mp::Pipe();
+  mp::Process echo(ctx(), echo_bytes, b, a);
+  echo.start();
+  b.close();
+  for (std::uint32_t round = 0; round < 50; ++round) {
+    for (std::size_t size = 0; size <= mp::detail::kPipeCopyBytes + 16; ++size) {
+      std::string m(size, '\0');
+      for (std::size_t i = 0; i < size; ++i) m[i] = static_cast<char>(round * 31 + size + i);
+      a.send_bytes(m);
+      if (size % 8 == 0) a.send_bytes(std::string(100 + size, 'L'));
+      ASSERT_TRUE(a.poll(kTimeout));
+      ASSERT_EQ(a.recv_bytes(), m);
+      if (size % 8 == 0) {
+        ASSERT_EQ(a.recv_bytes(), std::string(100 + size, 'L'));
+      }
+    }
+  }
+  a.close();
+  join_or_fail(echo);
+  EXPECT_EQ(echo.exitcode(), 0);
+}
+
 // Messages larger than the ring are streamed through it in chunks, in order with small ones.
 TEST_P(ConnectionTest, MessagesLargerThanTheRingArriveInOrder) {
   auto [a, b] = mp::Pipe();
@@ -1070,17 +1095,75 @@ TEST(Connection, RecvBytesIntoThroughTheRing) {
 
 namespace {
 // Writes raw bytes into the ring `c` receives from and publishes them, as a broken peer could.
-void inject(const mp::Connection& c, const void* bytes, std::size_t size) {
+// `publish` false: as a sender that died between storing `written` and `tail`.
+void inject(const mp::Connection& c, const void* bytes, std::size_t size, bool publish = true) {
   mp::detail::PipeChannel* ch = mp::detail::ConnectionAccess::pipe(c);
   ASSERT_NE(ch, nullptr);
   mp::detail::PipeRing& r = mp::detail::PipeChannelAccess::in_ring(*ch);
-  const std::uint64_t tail = r.tail.load();
+  const std::uint64_t tail = r.written.load();
   for (std::size_t i = 0; i < size; ++i)
     mp::detail::PipeChannelAccess::in_data(*ch)[(tail + i) % mp::detail::kPipeRingBytes] =
         static_cast<const char*>(bytes)[i];
-  r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
+  r.written.store(tail + ((size + 7) & ~std::size_t{7}));
+  if (publish) r.tail.store(tail + ((size + 7) & ~std::size_t{7}));
+}
+// Writes `bytes` into the copy of a small frame beside the tail of the ring `c` receives from, as
+// the copy of the frame at position `pos` (the ring is left alone).
+void inject_copy(const mp::Connection& c, std::uint64_t pos, const void* bytes, std::size_t size) {
+  mp::detail::PipeRing& r =
+      mp::detail::PipeChannelAccess::in_ring(*mp::detail::ConnectionAccess::pipe(c));
+  std::uint64_t words[mp::detail::kPipeCopyBytes / 8] = {};
+  std::memcpy(words, bytes, std::min(size, sizeof words));
+  for (std::size_t i = 0; i < std::size(words); ++i) r.copy[i].store(words[i]);
+  r.copy_pos.store(pos | 1);
 }
 }  // namespace
+
+// A sender that died after writing a whole frame and storing `written`, before publishing `tail`:
+// the next sender's publish delivers that frame, then its own.
+TEST(Connection, AFrameLeftUnpublishedByADeadSenderArrivesWithTheNext) {
+  auto [a, b] = mp::Pipe();
+  a.send_bytes("first");
+  const std::uint32_t frame[4] = {1, 6, 0x64616564, 0x2121};  // kWhole "dead!!"
+  inject(b, frame, sizeof frame, false);
+  a.send_bytes("next");
+  EXPECT_EQ(b.recv_bytes(), "first");
+  EXPECT_EQ(b.recv_bytes(), "dead!!");
+  EXPECT_EQ(b.recv_bytes(), "next");
+}
+
+// A small frame is read from its copy beside the tail when the copy is of that frame; the copy
+// is decoded and checked as the ring is, and a copy of another position is ignored.
+TEST(Connection, TheCopyOfASmallFrameIsCheckedAndUsedOnlyForItsPosition) {
+  const std::uint32_t ring_frame[4] = {1, 4, 0x676e6972, 0};  // kWhole "ring"
+  const std::uint32_t copy_frame[4] = {1, 4, 0x79706f63, 0};  // kWhole "copy"
+  const std::uint32_t bad_frame[4] = {99, 4, 0, 0};           // unknown kind
+  {
+    auto [a, b] = mp::Pipe();
+    inject_copy(b, 0, copy_frame, sizeof copy_frame);
+    inject(b, ring_frame, sizeof ring_frame);
+    EXPECT_EQ(b.recv_bytes(), "copy");
+  }
+  {
+    auto [a, b] = mp::Pipe();
+    inject_copy(b, 16, copy_frame, sizeof copy_frame);  // not the frame at position 0
+    inject(b, ring_frame, sizeof ring_frame);
+    EXPECT_EQ(b.recv_bytes(), "ring");
+  }
+  {
+    auto [a, b] = mp::Pipe();
+    inject_copy(b, 0, bad_frame, sizeof bad_frame);
+    inject(b, ring_frame, sizeof ring_frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+  {  // a copy that announces more than was published
+    auto [a, b] = mp::Pipe();
+    const std::uint32_t long_frame[4] = {1, 24, 0, 0};
+    inject_copy(b, 0, long_frame, sizeof long_frame);
+    inject(b, ring_frame, sizeof ring_frame);
+    EXPECT_THROW(b.recv_bytes(), mp::OSError);
+  }
+}
 
 // A garbled ring is an OSError, never a crash or a huge allocation.
 TEST(Connection, GarbageInTheRingIsAnError) {

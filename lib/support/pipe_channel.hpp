@@ -16,6 +16,10 @@
 //   holder is taken over). A frame is committed by one release store of `tail` after its bytes are
 //   in place: a sender killed mid-send leaves no torn frame; a chunked message it left unfinished
 //   is aborted by the next sender (or by a receiver waiting for it that sees it died).
+// - A frame of at most kPipeCopyBytes (a small message) is also copied beside `tail`, in the line
+//   the receiver polls: the look that sees the new tail brings the message with it. The copy is
+//   read like a seqlock and used only for the frame at its recorded position; the ring stays the
+//   reference (a sender killed while writing the copy leaves it marked invalid).
 // - Frames are validated before use: a corrupt ring is OSError(EPROTO), never a crash, and sizes
 //   are checked against maxlength before anything is allocated; buffers grow as chunks arrive.
 // - Wake-up: a receiver that found nothing after spinning (and, when its sender last ran on its
@@ -62,12 +66,25 @@ struct PipeRing {
   // Senders only.
   alignas(64) FutexLock send_lock;
   std::atomic<std::uint32_t> long_open{0};  // a chunked message is unfinished (under send_lock)
+  // The senders' copy of `tail`, where the next frame goes (under send_lock): stored just before
+  // `tail`, so a sender never reads the line the receiver polls (the receiver's look takes that
+  // line from the sender's cache, and a read of it on the send path was a cross-CPU miss). Ahead
+  // of `tail` only if a sender died between the two stores: its frame is whole, and the next
+  // publish covers it.
+  std::atomic<std::uint64_t> written{0};
   // Senders write, the receiver polls.
   alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (written under send_lock)
   std::atomic<std::int32_t> sender_cpu{
       0};  // the CPU + 1 of the last publish (a spin hint; 0: unknown)
   // 0, kFutexArmed (a receiver may sleep on this word), 1 (on the socket), kTaken | pid.
   std::atomic<std::uint32_t> armed{0};
+  // A copy of the last frame of at most kPipeCopyBytes (header included), so that the look which
+  // sees the new tail brings the small message with it (one cross-CPU line, not two). copy_pos is
+  // the frame's position | 1; 0 (zero-filled memory, or a sender writing the copy) for none. A
+  // receiver reads the copy like a seqlock: copy_pos, the words, copy_pos again; on any mismatch
+  // it reads the ring, which holds every frame whole.
+  std::atomic<std::uint64_t> copy_pos{0};
+  std::atomic<std::uint64_t> copy[5];
   // Receivers only.
   alignas(64) FutexLock recv_lock;
   // The receiver writes, senders read when the ring looks full.
@@ -77,6 +94,10 @@ struct PipeRing {
   // the receiver writes anyway, so its check after each consume moves no line between CPUs.
   std::atomic<std::uint32_t> room_seq{0};
 };
+
+inline constexpr std::size_t kPipeCopyBytes = sizeof PipeRing::copy;
+static_assert(offsetof(PipeRing, copy) + kPipeCopyBytes == offsetof(PipeRing, recv_lock),
+              "the tail, its arming and the copy share one cache line");
 
 struct PipeShared {
   PipeRing ring[2];
