@@ -80,7 +80,7 @@ if(MP_BUILD_TESTS)
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
       "test_shared_memory's POSIX-only tests: /dev/shm modes and listing, the resource tracker with forked children, CPython and the probe program run through a shell (ReadableByCPythonAndBack, UnrelatedProcessAttachAndExitLeavesSegment, ProgramKilledLeavesNothing, ForkedChildrenKeepTheCreatorsSegments)"
-      "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), /proc/self/fd (NoDescriptorLeakPerLifecycle), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
+      "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
       "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto"
       "test_heap: Heap.OutOfDescriptorsIsAnOSErrorNamingTheLimit (rlimits: Windows has no descriptor limit)"
       "test_pool: WorkersDieWithOwner's SIGINT case (Ctrl-C is a console event for a process group on Windows, not a signal)"
