@@ -78,7 +78,7 @@ if(MP_BUILD_TESTS)
       test_shared_memory test_managers test_pool test_futures test_heap)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
-      "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
+      "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, KilledOwnerLeavesNoChildSectionOrPipe, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
       "test_shared_memory's POSIX-only tests: /dev/shm modes and listing, the resource tracker with forked children, CPython and the probe program run through a shell (ReadableByCPythonAndBack, UnrelatedProcessAttachAndExitLeavesSegment, ProgramKilledLeavesNothing, ForkedChildrenKeepTheCreatorsSegments)"
       "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
       "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto"

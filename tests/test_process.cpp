@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "mp/queues.hpp"
+#include "mp/shared_memory.hpp"
 #include "barrier_stress.hpp"
 #include "mp_test.hpp"
 #include "platform/io.hpp"
@@ -435,6 +436,55 @@ TEST_P(ProcessTest, DaemonEndsWithItsKilledOwner) {
   const bool ended = mp::platform::wait_readable(daemon, &limit);
   mp::platform::close_handle(daemon);
   EXPECT_TRUE(ended) << "the daemon outlived its killed owner";
+}
+#endif
+
+// What a program owns must not outlive it when it is killed (TerminateProcess): the Windows form of
+// LeakTest.ProgramsLeaveNothingBehind (test_reliability, not built on Windows). The owner holds a
+// daemonic child, a manager (its server a daemonic child, its default address a named pipe) with a
+// proxy, and a named shared memory section; once it is killed, the children end (the job object),
+// the section goes with its last handle and the pipe with its server. A non-daemonic child
+// outlives its killed parent, as in CPython (NonDaemonicChildOutlivesItsKilledParent).
+#ifdef _WIN32
+void owner_of_resources(mp::Queue<std::string> q, std::string method) {
+  const mp::Context ctx = mp::get_context(method);
+  mp::Process daemon(ctx, sleep_forever);
+  daemon.set_daemon(true);
+  daemon.start();
+  auto manager = mp::Manager(ctx);
+  auto value = manager.Value<int>(1);
+  mp::shared_memory::SharedMemory shm(std::nullopt, true, 4096);
+  q.put(std::to_string(*daemon.pid()));
+  q.put(std::to_string(*manager.process()->pid()));
+  q.put(shm.name());
+  q.put(manager.address().path);
+  sleep_forever();
+}
+
+TEST_P(ProcessTest, KilledOwnerLeavesNoChildSectionOrPipe) {
+  mp::Queue<std::string> q;
+  mp::Process owner(ctx(), owner_of_resources, q, GetParam());
+  owner.start();
+  std::vector<mp::platform::Handle> children;
+  for (int i = 0; i < 2; ++i)
+    children.push_back(mp::platform::open_process(std::stoi(q.get(true, kTimeout))));
+  const std::string section = q.get(true, kTimeout);
+  const std::string pipe = q.get(true, kTimeout);
+  EXPECT_NO_THROW(mp::shared_memory::SharedMemory{section});  // there while its owner lives
+  owner.kill();
+  join_or_fail(owner);
+  for (const mp::platform::Handle child : children) {
+    const mp::platform::Nanos limit = std::chrono::seconds(10);
+    EXPECT_TRUE(mp::platform::wait_readable(child, &limit)) << "a child outlived its killed owner";
+    mp::platform::close_handle(child);
+  }
+  try {
+    mp::shared_memory::SharedMemory left(section);
+    ADD_FAILURE() << "the section " << section << " outlived its killed owner";
+  } catch (const mp::OSError& e) {
+    EXPECT_EQ(e.code().value(), ENOENT) << e.what();  // CPython: FileNotFoundError
+  }
+  EXPECT_THROW(mp::connection::Client(pipe), mp::OSError) << pipe;
 }
 #endif
 
