@@ -78,13 +78,13 @@ if(MP_BUILD_TESTS)
       test_shared_memory test_managers test_pool test_futures test_heap)
   set(MP_WIN32_TESTS_LEFT_OUT
       "test_fork_safety, test_forkserver: fork and the forkserver do not exist on Windows"
-      "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
+      "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, KilledOwnerLeavesNoChildSectionOrPipe, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
       "test_shared_memory's POSIX-only tests: /dev/shm modes and listing, the resource tracker with forked children, CPython and the probe program run through a shell (ReadableByCPythonAndBack, UnrelatedProcessAttachAndExitLeavesSegment, ProgramKilledLeavesNothing, ForkedChildrenKeepTheCreatorsSegments)"
-      "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), /proc/self/fd (NoDescriptorLeakPerLifecycle), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
+      "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
       "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto"
       "test_heap: Heap.OutOfDescriptorsIsAnOSErrorNamingTheLimit (rlimits: Windows has no descriptor limit)"
       "test_pool: WorkersDieWithOwner's SIGINT case (Ctrl-C is a console event for a process group on Windows, not a signal)"
-      "test_connection: the raw-socket garbage test; test_process: the output test that feeds the child's stdin, fork-only tests, deleting a running executable")
+      "test_connection: the raw-socket garbage test; test_process: fork-only tests, deleting a running executable")
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")
   endforeach()
@@ -103,11 +103,6 @@ if(MP_BUILD_TESTS)
     if(name STREQUAL "test_queues")
       # OneGibMessage passes but takes 34 s under Wine (1 GiB copied 4 times).
       set(filter "-*OneGibMessage*")
-    elseif(name STREQUAL "test_managers")
-      # Open bug under Wine (docs/DESIGN.md §6): a proxy's decref to a TCP server killed by
-      # terminate() is bounded now, but ServeForeverInAnotherProcess still does not finish under
-      # Wine (10 repeats not done in 500 s; not yet diagnosed).
-      set(filter "-*ServeForeverInAnotherProcess*")
     endif()
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_FILTER "${filter}"
                          PROPERTIES TIMEOUT 120 LABELS "windows")

@@ -13,14 +13,17 @@
 #endif
 
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "mp/queues.hpp"
+#include "mp/shared_memory.hpp"
 #include "barrier_stress.hpp"
 #include "mp_test.hpp"
 #include "platform/io.hpp"
@@ -433,6 +436,55 @@ TEST_P(ProcessTest, DaemonEndsWithItsKilledOwner) {
   const bool ended = mp::platform::wait_readable(daemon, &limit);
   mp::platform::close_handle(daemon);
   EXPECT_TRUE(ended) << "the daemon outlived its killed owner";
+}
+#endif
+
+// What a program owns must not outlive it when it is killed (TerminateProcess): the Windows form of
+// LeakTest.ProgramsLeaveNothingBehind (test_reliability, not built on Windows). The owner holds a
+// daemonic child, a manager (its server a daemonic child, its default address a named pipe) with a
+// proxy, and a named shared memory section; once it is killed, the children end (the job object),
+// the section goes with its last handle and the pipe with its server. A non-daemonic child
+// outlives its killed parent, as in CPython (NonDaemonicChildOutlivesItsKilledParent).
+#ifdef _WIN32
+void owner_of_resources(mp::Queue<std::string> q, std::string method) {
+  const mp::Context ctx = mp::get_context(method);
+  mp::Process daemon(ctx, sleep_forever);
+  daemon.set_daemon(true);
+  daemon.start();
+  auto manager = mp::Manager(ctx);
+  auto value = manager.Value<int>(1);
+  mp::shared_memory::SharedMemory shm(std::nullopt, true, 4096);
+  q.put(std::to_string(*daemon.pid()));
+  q.put(std::to_string(*manager.process()->pid()));
+  q.put(shm.name());
+  q.put(manager.address().path);
+  sleep_forever();
+}
+
+TEST_P(ProcessTest, KilledOwnerLeavesNoChildSectionOrPipe) {
+  mp::Queue<std::string> q;
+  mp::Process owner(ctx(), owner_of_resources, q, GetParam());
+  owner.start();
+  std::vector<mp::platform::Handle> children;
+  for (int i = 0; i < 2; ++i)
+    children.push_back(mp::platform::open_process(std::stoi(q.get(true, kTimeout))));
+  const std::string section = q.get(true, kTimeout);
+  const std::string pipe = q.get(true, kTimeout);
+  EXPECT_NO_THROW(mp::shared_memory::SharedMemory{section});  // there while its owner lives
+  owner.kill();
+  join_or_fail(owner);
+  for (const mp::platform::Handle child : children) {
+    const mp::platform::Nanos limit = std::chrono::seconds(10);
+    EXPECT_TRUE(mp::platform::wait_readable(child, &limit)) << "a child outlived its killed owner";
+    mp::platform::close_handle(child);
+  }
+  try {
+    mp::shared_memory::SharedMemory left(section);
+    ADD_FAILURE() << "the section " << section << " outlived its killed owner";
+  } catch (const mp::OSError& e) {
+    EXPECT_EQ(e.code().value(), ENOENT) << e.what();  // CPython: FileNotFoundError
+  }
+  EXPECT_THROW(mp::connection::Client(pipe), mp::OSError) << pipe;
 }
 #endif
 
@@ -875,13 +927,55 @@ TEST(ProcessOutput, MissingFreezeSupportFailsFastInsteadOfRerunningMain) {
   EXPECT_EQ(r.output.find("start failed"), r.output.rfind("start failed")) << r.output;
 }
 
-// Not on Windows: the child's stdin released by the test (a POSIX pipe and fork here), fork
-// itself, and deleting a running executable (Windows refuses).
-#ifndef _WIN32
+#ifdef _WIN32
+// Runs `args` (through cmd.exe) with stdout and stderr on one pipe; once the output holds the line
+// `release` (or after 20 s), releases the probe's child through a named pipe whose address is
+// passed as the last argument (Windows has no fork to hand the program a stdin pipe of ours).
+RunResult run_probe_releasing(std::vector<std::string> args, const std::string& release) {
+  RunResult r;
+  mp::connection::Listener listener(std::string("\\\\.\\pipe\\mp-release-") +
+                                    std::to_string(mp::platform::current_pid()));
+  args.push_back(std::get<std::string>(listener.address()));
+  std::string command;
+  for (const auto& a : args) command += a + ' ';
+  FILE* f = ::_popen((command + "2>&1").c_str(), "rb");
+  if (!f) return r;
+  std::mutex m;
+  std::condition_variable cv;
+  bool seen = false;
+  std::thread releaser([&] {
+    {
+      std::unique_lock lk(m);
+      cv.wait_for(lk, 20s, [&] { return seen; });
+    }
+    if (mp::connection::wait({listener.fileno()}, kTimeout).empty()) return;
+    mp::Connection c = listener.accept();
+    c.send_bytes(std::string("go"));
+  });
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    r.output += line;
+    std::erase(r.output, '\r');
+    if (r.output.size() >= release.size() &&
+        r.output.compare(r.output.size() - release.size(), release.size(), release) == 0) {
+      std::lock_guard lk(m);
+      seen = true;
+      cv.notify_all();
+    }
+  }
+  {
+    std::lock_guard lk(m);
+    seen = true;
+    cv.notify_all();
+  }
+  releaser.join();
+  r.status = ::_pclose(f);
+  return r;
+}
+#else
 // Runs `args` with stdout and stderr on one pipe and stdin on another; closes stdin once the output
 // contains `release` (or after 20 s). Bounded: the program is killed after 60 s.
-RunResult run_probe_releasing_stdin(const std::vector<std::string>& args,
-                                    const std::string& release) {
+RunResult run_probe_releasing(const std::vector<std::string>& args, const std::string& release) {
   RunResult r;
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return r;
@@ -924,18 +1018,23 @@ RunResult run_probe_releasing_stdin(const std::vector<std::string>& args,
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+#endif
 
 // Issue 13, bug 10b: main returns while a non-daemonic child runs: the parent's buffered output is
 // out before the exit handler waits for the child (CPython's order). The child prints only after
-// the test has read the parent's last line, so the order does not depend on timing.
+// the test has read the parent's last line (its stdin closed; on Windows, a named pipe), so the
+// order does not depend on timing.
 TEST(ProcessOutput, AtExitParentOutputComesBeforeTheJoinedChilds) {
   for (const std::string& method : mp::get_all_start_methods()) {
     const RunResult r =
-        run_probe_releasing_stdin({probe_path(), "exit-order", method}, "parent-cout-last\n");
+        run_probe_releasing({probe_path(), "exit-order", method}, "parent-cout-last\n");
     EXPECT_EQ(r.status, 0) << method;
     EXPECT_EQ(r.output, "parent-last\nparent-cout-last\nchild-line\n") << method;
   }
 }
+
+// Not on Windows: fork itself, and deleting a running executable (Windows refuses).
+#ifndef _WIN32
 
 TEST(ProcessOutput, BufferedParentOutputIsNotDuplicatedByFork) {
   const RunResult r = run_probe(probe_path() + " stdio");

@@ -134,6 +134,29 @@ int send_now(SOCKET s, const void* data, std::size_t size) {
   return n;
 }
 
+// recv() of what is there now (flags: 0 or MSG_PEEK), non-blocking as send_now. Returns -1 with
+// WSAGetLastError() set on failure (WSAEWOULDBLOCK: nothing to read yet).
+int recv_now(SOCKET s, void* data, std::size_t size, int flags) {
+  u_long on = 1;
+  ::ioctlsocket(s, FIONBIO, &on);
+  const int n = ::recv(s, static_cast<char*>(data),
+                       static_cast<int>(std::min<std::size_t>(size, INT_MAX)), flags);
+  const int e = ::WSAGetLastError();
+  u_long off = 0;
+  ::ioctlsocket(s, FIONBIO, &off);
+  ::WSASetLastError(e);
+  return n;
+}
+
+// Whether a read from a connected socket would not block (data, end of file or an error). A
+// non-blocking peek, not WSAPoll: a process killed (TerminateProcess) while one of its threads is
+// inside WSAPoll leaves its sockets open under Wine 8 (wineserver keeps them, spinning on their
+// input, and the peer never sees end of file); a process killed inside recv() does not.
+bool socket_readable_now(SOCKET s) {
+  char c;
+  return recv_now(s, &c, 1, MSG_PEEK) >= 0 || ::WSAGetLastError() != WSAEWOULDBLOCK;
+}
+
 [[noreturn]] void throw_send_error(int e) {
   if (peer_gone_wsa(e)) throw_errno(EPIPE, "cannot write to the connection");
   throw_error(e, "cannot write to the connection");
@@ -370,9 +393,8 @@ std::string read_to_end(Handle h) {
 TryRead try_read(Handle h, void* data, std::size_t size, std::size_t& got) {
   got = 0;
   if (is_socket(h)) {
-    if (!socket_ready(sock(h), POLLRDNORM, 0)) return TryRead::would_block;
-    const int n = ::recv(sock(h), static_cast<char*>(data),
-                         static_cast<int>(std::min<std::size_t>(size, INT_MAX)), 0);
+    const int n = recv_now(sock(h), data, size, 0);
+    if (n < 0 && ::WSAGetLastError() == WSAEWOULDBLOCK) return TryRead::would_block;
     if (n >= 0) {
       got = static_cast<std::size_t>(n);
       return TryRead::ok;
@@ -411,9 +433,10 @@ std::size_t try_write(Handle h, const void* data, std::size_t size) {
 
 std::size_t read_some_until(Handle h, void* data, std::size_t size, Clock::time_point deadline) {
   if (is_socket(h)) {
-    if (deadline != Clock::time_point::max() &&
-        !socket_ready(sock(h), POLLRDNORM, millis_until(deadline)))
-      throw_errno(ETIMEDOUT, "timed out");
+    if (deadline != Clock::time_point::max()) {
+      const Nanos left = std::max(Nanos::zero(), Nanos(deadline - Clock::now()));
+      if (!wait_readable(h, &left)) throw_errno(ETIMEDOUT, "timed out");
+    }
     const int n = ::recv(sock(h), static_cast<char*>(data),
                          static_cast<int>(std::min<std::size_t>(size, INT_MAX)), 0);
     if (n >= 0) return static_cast<std::size_t>(n);
@@ -554,7 +577,8 @@ class Readiness {
     s->handle = h;
     s->index = index;
     if (is_socket(h)) {
-      if (socket_ready(sock(h), POLLRDNORM, 0)) {  // data, end of file or a pending connection
+      if (is_listening(sock(h)) ? socket_ready(sock(h), POLLRDNORM, 0)  // a pending connection
+                                : socket_readable_now(sock(h))) {       // data or end of file
         s->ready = true;
         sources_.push_back(std::move(s));
         return;
@@ -654,17 +678,7 @@ std::vector<std::size_t> wait_any(const std::vector<Handle>& handles, const Nano
   }
 }
 
-bool wait_readable(Handle h, const Nanos* timeout) {
-  if (is_socket(h) && !find_ready_set(h)) {
-    const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
-    for (;;) {
-      if (socket_ready(sock(h), POLLRDNORM, timeout ? millis_until(deadline) : INFINITE))
-        return true;
-      if (timeout && Clock::now() >= deadline) return false;
-    }
-  }
-  return !wait_any({h}, timeout).empty();
-}
+bool wait_readable(Handle h, const Nanos* timeout) { return !wait_any({h}, timeout).empty(); }
 
 bool wait_writable(Handle h, const Nanos* timeout) {
   if (is_socket(h)) return socket_ready(sock(h), POLLWRNORM, win32::wait_millis(timeout));
@@ -958,13 +972,9 @@ bool peer_is_same_user(Handle connection) {
 
 bool peer_closed(Handle socket) {
   if (is_socket(socket)) {
-    WSAPOLLFD p{};
-    p.fd = sock(socket);
-    p.events = POLLRDNORM;
-    if (::WSAPoll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLHUP | POLLERR)) return true;
-    u_long avail = 0;
-    return ::ioctlsocket(sock(socket), FIONREAD, &avail) == 0 && avail == 0;
+    char c;  // end of file or a reset (not WSAPoll: see socket_readable_now)
+    const int n = recv_now(sock(socket), &c, 1, MSG_PEEK);
+    return n == 0 || (n < 0 && ::WSAGetLastError() != WSAEWOULDBLOCK);
   }
   // A pipe whose writer has gone still delivers what it wrote first, then reports end of file.
   DWORD avail = 0;

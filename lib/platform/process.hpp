@@ -41,6 +41,9 @@ void name_process_after_executable() noexcept;
 // The calling process's descriptors without close-on-exec (stdio among them), in order: what a
 // spawned child would inherit by the POSIX convention (process_linux.cpp: /proc/self/fd).
 std::vector<Handle> inheritable_descriptors();
+// How many handles (descriptors) the calling process has open now, for leak checks: /proc/self/fd
+// on Linux (the listing's own excluded), GetProcessHandleCount on Windows.
+int open_handle_count();
 // Closes every descriptor of the calling process above stderr except `keep` (the forkserver: it
 // must not hold what its owner had open when it was spawned, e.g. a pipe's write end).
 void close_descriptors_except(const std::vector<Handle>& keep);

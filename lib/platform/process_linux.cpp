@@ -133,6 +133,8 @@ std::vector<Handle> open_descriptors() {
 
 }  // namespace
 
+int open_handle_count() { return static_cast<int>(open_descriptors().size()); }
+
 std::vector<Handle> inheritable_descriptors() {
   std::vector<Handle> out = open_descriptors();
   std::erase_if(out, [](Handle fd) {

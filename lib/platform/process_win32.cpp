@@ -316,6 +316,13 @@ std::uint64_t creation_time(HANDLE process) {
 // a process with it runs that was created before this one (a reused pid belongs to a process
 // created after the parent ended, hence after this one); otherwise 0 (as an orphan's reaper on
 // Linux: "the parent has died"). lib/support/lifeline.cpp relies on exactly this.
+int open_handle_count() {
+  DWORD n = 0;
+  if (!::GetProcessHandleCount(::GetCurrentProcess(), &n))
+    throw_last_error("GetProcessHandleCount");
+  return static_cast<int>(n);
+}
+
 int parent_pid() noexcept {
   static const DWORD recorded = [] {
     PROCESS_BASIC_INFORMATION info{};

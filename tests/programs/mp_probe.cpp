@@ -5,7 +5,8 @@
 //   mp_probe delete-self PATH   spawn after this binary was deleted from disk
 //   mp_probe exit METHOD        main returns with a daemonic and a normal child running
 //   mp_probe order METHOD       buffered parent output (stdio and std::cout), then a child prints
-//   mp_probe exit-order METHOD  main returns with buffered output while a child waits for stdin
+//   mp_probe exit-order METHOD [ADDRESS]  main returns with buffered output while a child waits
+//                               for stdin to close (or for a message from the Listener at ADDRESS)
 //   mp_probe shm-attach NAME    attaches to a shared memory segment, prints its size and first byte
 //                               and exits (an unrelated process: CPython gh-82300)
 //   mp_probe shm-create-and-die creates a tracked segment, prints its name, kills itself (SIGKILL)
@@ -42,8 +43,17 @@ void late_child() {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::printf("child done\n");
 }
-void print_after_stdin() {
-  (void)std::getchar();  // the test releases it once it has read the parent's last line (or EOF)
+// The test releases it once it has read the parent's last line: by closing its stdin, or (with an
+// address: Windows) through a connection.
+void print_after_release(std::string address) {
+  if (address.empty()) {
+    (void)std::getchar();
+  } else {
+    try {
+      (void)mp::connection::Client(address).recv_bytes();
+    } catch (const std::exception&) {
+    }
+  }
   std::printf("child-line\n");
 }
 }  // namespace
@@ -73,7 +83,8 @@ int main(int argc, char** argv) {
     return *p.exitcode();
   }
   if (mode == "exit-order") {
-    mp::Process p(mp::get_context(argv[2]), print_after_stdin);
+    mp::Process p(mp::get_context(argv[2]), print_after_release,
+                  std::string(argc > 3 ? argv[3] : ""));
     p.start();
     std::printf("parent-last\n");
     std::cout << "parent-cout-last\n";
