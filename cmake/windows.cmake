@@ -84,7 +84,7 @@ if(MP_BUILD_TESTS)
       "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto"
       "test_heap: Heap.OutOfDescriptorsIsAnOSErrorNamingTheLimit (rlimits: Windows has no descriptor limit)"
       "test_pool: WorkersDieWithOwner's SIGINT case (Ctrl-C is a console event for a process group on Windows, not a signal)"
-      "test_connection: the raw-socket garbage test; test_process: fork-only tests, deleting a running executable")
+      "test_process: fork-only tests, deleting a running executable")
   foreach(item ${MP_WIN32_TESTS_LEFT_OUT})
     message(STATUS "mp for Windows: test left out: ${item}")
   endforeach()

@@ -247,6 +247,47 @@ HANDLE new_instance(const std::wstring& name, DWORD access, bool first, bool mes
   return h;
 }
 
+// Windows ends a thread's pending I/O when the thread ends (on handles without a completion port),
+// and Wine does the same: a ConnectNamedPipe that an accept() left pending for the next client was
+// cancelled when the accepting thread ended, and that client was never accepted (a Listener
+// accepting from short-lived threads hung). A listener's ConnectNamedPipe is therefore issued by
+// one thread that lives as long as the process: an APC it runs while it sleeps alertably.
+struct ConnectCall {
+  HANDLE instance;
+  OVERLAPPED* ov;
+  DWORD error;
+  HANDLE done;
+};
+
+void CALLBACK connect_in_issuer(ULONG_PTR arg) {
+  auto* call = reinterpret_cast<ConnectCall*>(arg);
+  call->error = ::ConnectNamedPipe(call->instance, call->ov) ? ERROR_SUCCESS : ::GetLastError();
+  ::SetEvent(call->done);
+}
+
+DWORD WINAPI issuer_main(void*) {
+  for (;;) ::SleepEx(INFINITE, TRUE);
+}
+
+// ConnectNamedPipe(instance, ov) issued by the issuer thread (by this one if it cannot start);
+// ERROR_SUCCESS or the call's error.
+DWORD connect_named_pipe(HANDLE instance, OVERLAPPED* ov) {
+  static const HANDLE issuer = ::CreateThread(nullptr, 64 * 1024, issuer_main, nullptr,
+                                              STACK_SIZE_PARAM_IS_A_RESERVATION, nullptr);
+  if (issuer) {
+    ConnectCall call{instance, ov, ERROR_SUCCESS, ::CreateEventW(nullptr, TRUE, FALSE, nullptr)};
+    if (call.done) {
+      if (::QueueUserAPC(connect_in_issuer, issuer, reinterpret_cast<ULONG_PTR>(&call))) {
+        ::WaitForSingleObject(call.done, INFINITE);  // the issuer runs it at once
+        ::CloseHandle(call.done);
+        return call.error;
+      }
+      ::CloseHandle(call.done);
+    }
+  }
+  return ::ConnectNamedPipe(instance, ov) ? ERROR_SUCCESS : ::GetLastError();
+}
+
 // Starts waiting for the next client on a fresh instance. A client that opened the instance
 // before ConnectNamedPipe ran marks it connected and sets the event at once: a client waiting in
 // WaitNamedPipe is released by CreateNamedPipe, so under a stream of clients this is common. One
@@ -260,8 +301,7 @@ void listen_next(PipeListener& l, bool first) {
     l.instance = new_instance(l.name, PIPE_ACCESS_DUPLEX, first);
   }
   ::ResetEvent(l.ov.hEvent);
-  DWORD e = ERROR_SUCCESS;  // ConnectNamedPipe completed: the event is set
-  if (!::ConnectNamedPipe(l.instance, &l.ov)) e = ::GetLastError();
+  const DWORD e = connect_named_pipe(l.instance, &l.ov);  // ERROR_SUCCESS: the event is set
   if (e == ERROR_PIPE_CONNECTED || e == ERROR_NO_DATA) {
     l.connected = true;
     ::SetEvent(l.ov.hEvent);
