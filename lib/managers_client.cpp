@@ -3,9 +3,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <string>
 #include <map>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "mp/process.hpp"

@@ -311,11 +311,6 @@ std::uint64_t creation_time(HANDLE process) {
 
 }  // namespace
 
-// Windows keeps the pid of the process that created this one, and never re-parents: that pid may
-// name another process once the parent has ended. So the pid counts as the parent's only while
-// a process with it runs that was created before this one (a reused pid belongs to a process
-// created after the parent ended, hence after this one); otherwise 0 (as an orphan's reaper on
-// Linux: "the parent has died"). lib/support/lifeline.cpp relies on exactly this.
 int open_handle_count() {
   DWORD n = 0;
   if (!::GetProcessHandleCount(::GetCurrentProcess(), &n))
@@ -323,6 +318,11 @@ int open_handle_count() {
   return static_cast<int>(n);
 }
 
+// Windows keeps the pid of the process that created this one, and never re-parents: that pid may
+// name another process once the parent has ended. So the pid counts as the parent's only while
+// a process with it runs that was created before this one (a reused pid belongs to a process
+// created after the parent ended, hence after this one); otherwise 0 (as an orphan's reaper on
+// Linux: "the parent has died"). lib/support/lifeline.cpp relies on exactly this.
 int parent_pid() noexcept {
   static const DWORD recorded = [] {
     PROCESS_BASIC_INFORMATION info{};
