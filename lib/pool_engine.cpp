@@ -38,6 +38,7 @@
 #include "platform/io.hpp"
 #include "platform/wait.hpp"
 #include "process_impl.hpp"
+#include "queue_spin.hpp"
 #include "reduction_impl.hpp"
 #include "support/event_count.hpp"
 
@@ -196,6 +197,7 @@ std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& t
 
 void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
   if (init) init(context);
+  rest_queue_get_spin();  // its first task comes after the pool is made, not within a spin
   Slot& slot = static_cast<Slot*>(ch.slots.data())[ch.index];
   struct Fn {
     Runner runner = nullptr;
@@ -405,21 +407,26 @@ class SpareQueues {
     }
     if (!q.reset_if_held_alone()) return;
     std::lock_guard g(mu_);
+    if (queues_.capacity() < kMax) {
+      try {
+        queues_.reserve(kMax);
+      } catch (...) {
+        return;
+      }
+    }
     if (queues_.size() < kMax) queues_.push_back(std::move(q));  // capacity reserved
   }
 
  private:
   static constexpr std::size_t kMax = 8;
-  SpareQueues() {
-    queues_.reserve(kMax);
-    platform::at_fork_in_child(&after_fork_in_child);
-  }
+  SpareQueues() { platform::at_fork_in_child(&after_fork_in_child); }
   // The parent's spares are left alone: mapped and open here as every inherited heap arena is.
+  // Nothing is allocated here: a forked child (a pool worker) would pay copy-on-write faults for
+  // memory it may never use.
   static void after_fork_in_child() {
     SpareQueues& s = get();
     new (&s.mu_) std::mutex();
     new (&s.queues_) std::vector<QueueCore>();
-    s.queues_.reserve(kMax);
   }
   std::mutex mu_;
   std::vector<QueueCore> queues_;
@@ -852,6 +859,7 @@ class ProcessEngine final : public EngineBase {
   // ---- the engine thread
 
   void loop() {
+    rest_queue_get_spin();  // no result is due before a task is sent
     std::string msg;
     Deliveries d(&buffers_);
     auto last_check = platform::Clock::now();
