@@ -23,6 +23,7 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   const std::string parent_name = g.current->name;
   const bool ends_with_starter = state.daemon && state.ends_with_starter;
   auto popen = std::make_unique<Popen>();
+  platform::bind_child_calls();
   auto [gate_read, gate_write] = platform::make_pipe();
   int pid;
   heap::detail::ForkLease fork_lease;  // the child inherits every block this process holds
