@@ -24,7 +24,10 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   const bool ends_with_starter = state.daemon && state.ends_with_starter;
   auto popen = std::make_unique<Popen>();
   platform::bind_child_calls();
-  auto [gate_read, gate_write] = platform::make_pipe();
+  // A stream socket pair rather than a pipe: the gate byte is then one send (MSG_NOSIGNAL), not a
+  // probe and a write between SIGPIPE mask changes. The child sees end of file if this process
+  // dies first, as with a pipe.
+  auto [gate_read, gate_write] = platform::socket_pair();
   int pid;
   heap::detail::ForkLease fork_lease;  // the child inherits every block this process holds
   {
