@@ -19,6 +19,8 @@
 // once to each worker before its first chunk that uses them.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <cstring>
 #include <future>
 #include <iostream>
@@ -38,6 +40,7 @@
 #include "platform/io.hpp"
 #include "platform/wait.hpp"
 #include "process_impl.hpp"
+#include "queue_spin.hpp"
 #include "reduction_impl.hpp"
 #include "support/event_count.hpp"
 
@@ -196,6 +199,7 @@ std::exception_ptr receive_handles(const WorkerChannels& ch, const TaskHeader& t
 
 void worker_main(WorkerChannels& ch, void (*init)(void*), void* context) {
   if (init) init(context);
+  rest_queue_get_spin();  // its first task comes after the pool is made, not within a spin
   Slot& slot = static_cast<Slot*>(ch.slots.data())[ch.index];
   struct Fn {
     Runner runner = nullptr;
@@ -405,24 +409,156 @@ class SpareQueues {
     }
     if (!q.reset_if_held_alone()) return;
     std::lock_guard g(mu_);
+    if (queues_.capacity() < kMax) {
+      try {
+        queues_.reserve(kMax);
+      } catch (...) {
+        return;
+      }
+    }
     if (queues_.size() < kMax) queues_.push_back(std::move(q));  // capacity reserved
   }
 
  private:
   static constexpr std::size_t kMax = 8;
-  SpareQueues() {
-    queues_.reserve(kMax);
-    platform::at_fork_in_child(&after_fork_in_child);
-  }
+  SpareQueues() { platform::at_fork_in_child(&after_fork_in_child); }
   // The parent's spares are left alone: mapped and open here as every inherited heap arena is.
+  // Nothing is allocated here: a forked child (a pool worker) would pay copy-on-write faults for
+  // memory it may never use.
   static void after_fork_in_child() {
     SpareQueues& s = get();
     new (&s.mu_) std::mutex();
     new (&s.queues_) std::vector<QueueCore>();
-    s.queues_.reserve(kMax);
   }
   std::mutex mu_;
   std::vector<QueueCore> queues_;
+};
+
+// The threads of the process pools' engines, kept for the next pools. An engine thread forks its
+// pool's workers, which end with it (their parent-death signal follows the forking thread), so it
+// lives until they have all been reaped; then, rather than ending, it waits here for the next
+// pool's engine: a thread's start and end cost a pool's creation and join tens of microseconds
+// each (Pool(4) create+close+join under fork). At most kMaxIdle wait; a forked child starts with
+// none (its parent's threads are not in it).
+class EngineThreads {
+ public:
+  // One engine's use of a thread.
+  struct Run {
+    std::function<void()> fn;
+    std::thread::id id;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  static EngineThreads& get() {
+    static auto* s = new EngineThreads;  // never destroyed: waiting threads use it until exit
+    return *s;
+  }
+  // Runs r->fn on a waiting thread, else on a new one. Throws std::system_error when no thread
+  // can be made.
+  void start(const std::shared_ptr<Run>& r) {
+    {
+      std::lock_guard g(mu_);
+      if (!idle_.empty()) {
+        Idle* t = idle_.back();
+        idle_.pop_back();
+        r->id = t->id;
+        t->next = r;
+        t->cv.notify_one();
+        return;
+      }
+    }
+    auto t = std::make_unique<Idle>();
+    t->next = r;
+    Idle* raw = t.get();
+    std::lock_guard g(mu_);  // the thread reads its id and job under the lock
+    std::thread th([this, raw] { serve(raw); });
+    t.release();
+    raw->id = r->id = th.get_id();
+    th.detach();
+  }
+  static void wait(Run& r) {
+    std::unique_lock g(r.mu);
+    r.cv.wait(g, [&] { return r.done; });
+  }
+
+ private:
+  static constexpr std::size_t kMaxIdle = 4;
+  struct Idle {
+    std::condition_variable cv;
+    std::shared_ptr<Run> next;
+    std::thread::id id;
+  };
+  EngineThreads() { platform::at_fork_in_child(&after_fork_in_child); }
+  static void after_fork_in_child() {
+    EngineThreads& s = get();
+    new (&s.mu_) std::mutex();
+    new (&s.idle_) std::vector<Idle*>();  // the parent's threads are not here
+  }
+
+  void serve(Idle* t) {
+    std::unique_lock g(mu_);
+    for (;;) {
+      t->cv.wait(g, [&] { return t->next != nullptr; });
+      std::shared_ptr<Run> r = std::move(t->next);
+      g.unlock();
+      try {
+        r->fn();
+      } catch (...) {  // not expected: the engine's loop reports its own errors
+      }
+      r->fn = nullptr;  // its captures go before the engine learns it is done
+      g.lock();
+      bool keep = idle_.size() < kMaxIdle;
+      if (keep) {
+        try {
+          idle_.push_back(t);
+        } catch (...) {
+          keep = false;
+        }
+      }
+      g.unlock();
+      {
+        std::lock_guard d(r->mu);
+        r->done = true;
+      }
+      r->cv.notify_all();
+      r.reset();
+      if (!keep) {
+        delete t;
+        return;
+      }
+      g.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::vector<Idle*> idle_;
+};
+
+// A ProcessEngine's thread: std::thread's start, join and id over EngineThreads.
+class EngineThread {
+ public:
+  template <class F>
+  void start(F&& fn) {
+    auto r = std::make_shared<EngineThreads::Run>();
+    r->fn = std::forward<F>(fn);
+    EngineThreads::get().start(r);
+    run_ = std::move(r);
+  }
+  bool joinable() const noexcept { return run_ != nullptr; }
+  // Waits until the function has returned (the thread itself may serve another engine next).
+  // Idempotent.
+  void join() { EngineThreads::wait(*run_); }
+  // Whether the caller is the thread running the function now (not once it has returned: the
+  // thread may then run another engine's).
+  bool current() const {
+    if (!run_ || run_->id != std::this_thread::get_id()) return false;
+    std::lock_guard g(run_->mu);
+    return !run_->done;
+  }
+
+ private:
+  std::shared_ptr<EngineThreads::Run> run_;
 };
 
 class ProcessEngine final : public EngineBase {
@@ -440,7 +576,7 @@ class ProcessEngine final : public EngineBase {
     // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
     auto started = std::make_shared<std::promise<void>>();  // the thread keeps it to the end
     std::future<void> ready = started->get_future();
-    thread_ = std::thread([this, started] {
+    thread_.start([this, started] {
       try {
         for (std::size_t i = 0; i < workers_.size(); ++i) start_worker(i);
       } catch (...) {
@@ -523,7 +659,7 @@ class ProcessEngine final : public EngineBase {
       state_ = RunState::terminate;
     }
     wake();
-    if (std::this_thread::get_id() != thread_.get_id()) wait_thread();
+    if (!thread_.current()) wait_thread();
   }
 
   void join() override {
@@ -531,8 +667,7 @@ class ProcessEngine final : public EngineBase {
       std::lock_guard g(mu_);
       if (state_ == RunState::run) throw std::invalid_argument("Pool is still running");
     }
-    if (std::this_thread::get_id() == thread_.get_id())
-      throw std::logic_error("cannot join the pool from its own thread");
+    if (thread_.current()) throw std::logic_error("cannot join the pool from its own thread");
     wait_thread();
   }
 
@@ -585,7 +720,7 @@ class ProcessEngine final : public EngineBase {
       kill_signal_ = kill;
     }
     wake();
-    if (std::this_thread::get_id() != thread_.get_id()) wait_thread();
+    if (!thread_.current()) wait_thread();
   }
 
  private:
@@ -852,6 +987,7 @@ class ProcessEngine final : public EngineBase {
   // ---- the engine thread
 
   void loop() {
+    rest_queue_get_spin();  // no result is due before a task is sent
     std::string msg;
     Deliveries d(&buffers_);
     auto last_check = platform::Clock::now();
@@ -1154,7 +1290,7 @@ class ProcessEngine final : public EngineBase {
   std::exception_ptr broken_;
   double chunk_ns_ = 0;
   std::size_t depth_ = kDepth;
-  std::thread thread_;
+  EngineThread thread_;
 };
 
 // ---- threads (ThreadPool, ThreadPoolExecutor): any callable, no serialization.

@@ -23,7 +23,11 @@ std::unique_ptr<Popen> launch_fork(ProcessState& state, Process& self) {
   const std::string parent_name = g.current->name;
   const bool ends_with_starter = state.daemon && state.ends_with_starter;
   auto popen = std::make_unique<Popen>();
-  auto [gate_read, gate_write] = platform::make_pipe();
+  platform::bind_child_calls();
+  // A stream socket pair rather than a pipe: the gate byte is then one send (MSG_NOSIGNAL), not a
+  // probe and a write between SIGPIPE mask changes. The child sees end of file if this process
+  // dies first, as with a pipe.
+  auto [gate_read, gate_write] = platform::socket_pair();
   int pid;
   heap::detail::ForkLease fork_lease;  // the child inherits every block this process holds
   {

@@ -17,6 +17,7 @@
 #include "support/forced_unwind.hpp"
 #include "support/futex_lock.hpp"
 #include "queue_faults.hpp"
+#include "queue_spin.hpp"
 #include "support/spin.hpp"
 #include "support/thread_object.hpp"
 #include "support/unique_handle.hpp"
@@ -50,6 +51,11 @@ constexpr std::uint64_t kCountMask = (std::uint64_t{1} << 24) - 1;
 constexpr std::uint32_t kSeqMask = (std::uint32_t{1} << 23) - 1;
 // Spinning before a sleep (lib/support/spin.hpp), adapted per thread and side.
 constinit thread_local Spinner t_get_spin, t_put_spin;
+}  // namespace
+
+void rest_queue_get_spin() noexcept { t_get_spin.rest(); }
+
+namespace {
 // A producer past this many bytes of its ring moves to the other ring as soon as that one is
 // empty, restarting it at its start: while consumers keep up, items cycle through the first few
 // MiB of the two rings, whose pages stay mapped and whose bytes stay in the CPUs' caches (a byte

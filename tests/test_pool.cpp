@@ -794,6 +794,13 @@ int slow_pid(double seconds) {
   return mp::platform::current_pid();
 }
 void pool_owner(mp::Queue<int> pids, std::string method) {
+  {
+    // Its engine thread is kept and makes the next pool's workers (lib/pool_engine.cpp
+    // EngineThreads): they too must die with this process.
+    mp::Pool first(mp::get_context(method), 1);
+    first.close();
+    first.join();
+  }
   mp::Pool pool(mp::get_context(method), 2);
   for (int pid : pool.map(slow_pid, std::vector<double>{0.2, 0.2}, 1)) pids.put(pid);
   pids.put(0);
@@ -849,6 +856,31 @@ TEST_P(PoolGuarantee, PoolOutlivesTheThreadThatMadeIt) {
   EXPECT_EQ(pool->map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
   pool->close();
   pool->join();
+}
+
+// A pool's engine thread, kept once the pool has ended, may serve the next pool: a callback run
+// there may still join the ended pool (it is no longer that pool's own thread).
+TEST_P(PoolGuarantee, EndedPoolJoinsFromTheNextPoolsCallback) {
+  mp::Pool first(ctx(), 1);
+  first.close();
+  first.join();
+  mp::Pool second(ctx(), 1);
+  std::atomic<int> joined{0};  // 1: returned, 2: threw
+  auto r = second.apply_async(mp::callbacks([&](const int&) {
+                                try {
+                                  first.join();
+                                  joined = 1;
+                                } catch (...) {
+                                  joined = 2;
+                                }
+                              }),
+                              sqr, 3);
+  // No get() until the callback has run: a waiting caller would run it itself.
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (joined.load() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(joined.load(), 1);
+  EXPECT_EQ(r.get(kTimeout), 9);
 }
 
 // 8. Per-task time limit: the task fails with TimeoutError, its worker is replaced.

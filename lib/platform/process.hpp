@@ -74,6 +74,12 @@ int parent_pid() noexcept;
 // process `parent_pid` is gone already, ends the child at once. False where the OS has no such
 // request (the caller then watches its parent otherwise).
 bool end_with_forking_thread(int parent_pid) noexcept;
+// In the parent, before a fork: has this process resolve (once) the lazily bound C library calls
+// a forked child makes on its way to its target (the gate's read, prctl, getppid). Else every
+// child resolves them again itself — the dynamic linker's symbol search and its copy-on-write
+// faults, ~10 us a child (Pool(4) under fork). Harmless calls; no other effect. (exit_now and
+// on_exit_first call through pointers the loader fills in, for the same reason.)
+void bind_child_calls() noexcept;
 
 // ---- signals a server process sets up
 // SIGINT ignored (the forkserver: a terminal's ^C goes to its owner, which decides) or default.

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -46,6 +47,18 @@ bool end_with_forking_thread(int parent_pid) noexcept {
   // The parent may have died before the request: the child was re-parented then.
   if (::getppid() != parent_pid) kill_self();
   return true;
+}
+
+void bind_child_calls() noexcept {
+  // Read, and written once: a write each time would be a copy-on-write fault after each fork.
+  static constinit std::atomic<bool> bound{false};
+  if (bound.load(std::memory_order_relaxed)) return;
+  bound.store(true, std::memory_order_relaxed);
+  int sig = 0;
+  (void)::prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
+  (void)::getppid();
+  char c = 0;
+  (void)::read(-1, &c, 0);  // EBADF
 }
 
 Handle open_process(int pid) {
@@ -82,9 +95,13 @@ void on_exit_trampoline(int status, void*) {
 }
 }  // namespace
 
+// Through a pointer the loader fills in (as exit_now): a forked child calls it once, and would
+// otherwise resolve the lazily bound symbol itself.
+int (*const volatile g_on_exit)(void (*)(int, void*), void*) = &::on_exit;
+
 void on_exit_first(void (*fn)(int status)) {
   g_exit_hook = fn;
-  ::on_exit(&on_exit_trampoline, nullptr);
+  g_on_exit(&on_exit_trampoline, nullptr);
 }
 
 std::string executable_path() { return "/proc/self/exe"; }

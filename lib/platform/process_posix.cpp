@@ -36,7 +36,16 @@ int fork_process() {
 
 void at_fork_in_child(void (*fn)()) { ::pthread_atfork(nullptr, nullptr, fn); }
 
-void exit_now(int code) noexcept { ::_exit(code & 0xff); }
+namespace {
+// Called through a pointer the loader fills in, not through the lazily bound call: a forked child
+// (which leaves here) then does not resolve _exit itself (see bind_child_calls).
+void (*const volatile g_exit)(int) = &::_exit;
+}  // namespace
+
+void exit_now(int code) noexcept {
+  g_exit(code & 0xff);
+  std::abort();  // not reached
+}
 
 void kill_and_reap(int pid) noexcept {
   ::kill(pid, SIGKILL);

@@ -140,6 +140,9 @@ class Spinner {
   }
 
   std::chrono::nanoseconds budget() const noexcept { return std::chrono::nanoseconds(budget_); }
+  // Drops the budget to kSpinMin: for a thread whose next wait has no answer in sight (a fresh
+  // pool worker waiting for its first task). It adapts back as above once answers come fast.
+  void rest() noexcept { budget_ = kSpinMin.count(); }
   // When the last spin read the clock last, just before its last look; the epoch if its first
   // look succeeded (it read no clock). Lets a caller time what follows without a clock read.
   platform::Clock::time_point last_read() const noexcept { return last_read_; }
