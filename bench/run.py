@@ -380,40 +380,6 @@ def machine_info():
     return f'{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; mp commit {commit or "?"}'
 
 
-HOST_PROBE = 'spin_pingpong_us'
-HOST_SLOW_FACTOR = 3
-
-
-def probe_host(raw):
-    """The cross-CPU busy-wait round trip now (us), or None where it cannot be measured."""
-    if raw.missing or HOST_PROBE not in raw.available:
-        return None
-    v = raw.run([HOST_PROBE], False, 0.05, 3, 60).get(HOST_PROBE)
-    try:
-        with open('/proc/loadavg') as f:
-            load = float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        load = None
-    return {'us': v, 'load1': load} if isinstance(v, float) else None
-
-
-def host_notes(probes):
-    """Notes naming the rounds and sides run while the host did not run both CPUs at once."""
-    probes = {k: v['us'] for k, v in probes.items() if v is not None}
-    vals = list(probes.values())
-    if not vals:
-        return ['host check: not measured (one CPU, or raw_bench has no busy-wait ping-pong)']
-    low = min(vals)
-    slow = [f'{k} {v:.3g} us' for k, v in probes.items() if v > HOST_SLOW_FACTOR * low]
-    head = (f'host check (raw busy-wait ping-pong across CPUs before and after each side): median '
-            f'{statistics.median(vals):.3g} us, lowest {low:.3g} us')
-    if not slow:
-        return [head + '; no probe above ' + f'{HOST_SLOW_FACTOR}x the lowest.']
-    return [head + f'; above {HOST_SLOW_FACTOR}x the lowest (the two CPUs were not both free to the '
-            'benchmark, so cross-CPU hand-offs and shared-memory copies measured then, raw or mp, were slowed): '
-            + ', '.join(slow) + '.']
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -472,13 +438,6 @@ def main():
 
     timeout = {'smoke': 60, 'quick': 120, 'full': 900}[mode]
     data = {name: {} for name in sides}
-    # The host check: the raw busy-wait ping-pong across CPUs, before and after each side's run.
-    # While the two CPUs are not both free to the benchmark (another process runs on one, or the
-    # hypervisor is not running both vCPUs), every cross-CPU hand-off and shared-memory copy, raw
-    # and mp alike, is 3-400x slower, and a side measured then is not comparable with one measured
-    # seconds later. Recorded per round with the load average; a probe over HOST_SLOW_FACTOR x the
-    # run's lowest names the round and side in the notes.
-    host_probe = {}
     order = ['raw', 'mp', 'CPython']
     for r in range(cfg['rounds']):
         rot = order[r % 3:] + order[:r % 3]
@@ -487,7 +446,6 @@ def main():
             side = sides[name]
             if side.missing:
                 continue
-            host_probe[f'{r + 1} {name} before'] = probe_host(sides['raw'])
             for pinned in (False, True):
                 t0 = time.monotonic()
                 res = side.run(wanted[name][pinned], pinned and pin_ok, cfg['scale'], cfg['reps'], timeout)
@@ -495,10 +453,8 @@ def main():
                     data[name].setdefault((m, pinned), [None] * cfg['rounds'])[r] = res.get(m)
                 if wanted[name][pinned]:
                     log(f'   {name}{" [1 CPU]" if pinned else ""}: {time.monotonic() - t0:.1f} s')
-            host_probe[f'{r + 1} {name} after'] = probe_host(sides['raw'])
 
     lines, chart, notes = make_table(sides, data, cfg['rounds'])
-    notes += host_notes(host_probe)
     elapsed = time.monotonic() - t_start
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     meta = (f'{mode} run, {stamp}: {cfg["rounds"]} rounds x {cfg["reps"]} repetitions, scale {cfg["scale"]}, '
@@ -530,7 +486,6 @@ def main():
         f.write(md)
     with open(base + '.json', 'w') as f:
         json.dump({'mode': mode, 'config': cfg, 'meta': meta, 'pause_repeat': args.pause_repeat,
-                   'host_probe_us': host_probe,
                    'data': {s: {f'{m}{" [1 CPU]" if p else ""}': v for (m, p), v in d.items()}
                             for s, d in data.items()}}, f, indent=1)
     with open(base + '.svg', 'w') as f:

@@ -574,6 +574,7 @@ class ProcessEngine final : public EngineBase {
     // The engine thread starts every worker (the first ones too) and outlives them all: a forked
     // worker then ends with it through the OS's parent-death signal (also when this process is
     // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
+    if (ctx_.get_start_method() == "fork") platform::release_free_heap();
     auto started = std::make_shared<std::promise<void>>();  // the thread keeps it to the end
     std::future<void> ready = started->get_future();
     thread_.start([this, started] {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <link.h>
+#include <malloc.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
@@ -59,6 +60,12 @@ void bind_child_calls() noexcept {
   (void)::getppid();
   char c = 0;
   (void)::read(-1, &c, 0);  // EBADF
+}
+
+void release_free_heap() noexcept {
+#ifdef __GLIBC__
+  (void)::malloc_trim(0);
+#endif
 }
 
 Handle open_process(int pid) {

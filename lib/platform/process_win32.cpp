@@ -358,4 +358,6 @@ void protect_server_from_group_signals(const std::string&, const std::string&) {
 // No fork on Windows.
 void at_fork_in_child(void (*)()) {}
 
+void release_free_heap() noexcept {}  // no fork on Windows
+
 }  // namespace mp::platform
