@@ -571,10 +571,11 @@ class ProcessEngine final : public EngineBase {
     if (cfg_.initializer) initializer_code_ = code_of(cfg_.initializer);
     workers_.resize(static_cast<std::size_t>(cfg_.processes));
     for (auto& w : workers_) w.tasks = SpareQueues::get().take();
+    // Forked workers would each copy the page tables of this process's free heap pages.
+    if (ctx_.get_start_method() == "fork") platform::release_free_heap();
     // The engine thread starts every worker (the first ones too) and outlives them all: a forked
     // worker then ends with it through the OS's parent-death signal (also when this process is
     // SIGKILLed) and needs no watch thread of its own. The workers exist when this returns.
-    if (ctx_.get_start_method() == "fork") platform::release_free_heap();
     auto started = std::make_shared<std::promise<void>>();  // the thread keeps it to the end
     std::future<void> ready = started->get_future();
     thread_.start([this, started] {

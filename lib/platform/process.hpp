@@ -81,11 +81,11 @@ bool end_with_forking_thread(int parent_pid) noexcept;
 // on_exit_first call through pointers the loader fills in, for the same reason.)
 void bind_child_calls() noexcept;
 // In the parent, before forking several children at once (a pool's workers): gives the C
-// library's free heap pages back to the OS (glibc: malloc_trim). Each fork copies the page-table
-// entries of every resident private page and shares it copy-on-write, free heap pages included:
-// ~25 us a fork per MiB (Pool(4) under fork after a Pool.map of 100k items: 1.43-1.78 ->
-// 1.31-1.34 ms). Costs ~3 us when there is nothing to give back. No-op where there is no fork
-// or no such call.
+// library's free heap pages back to the OS (glibc: malloc_trim; it releases free chunks in every
+// arena but shrinks only the main arena's top). Each fork copies the page-table entries of every
+// resident private page and shares it copy-on-write, free heap pages included: ~25 us a fork per
+// MiB (Pool(4) under fork after the metrics before it in mp_bench: 1.38-1.43 -> 1.30-1.33 ms).
+// Costs ~3 us when there is nothing to give back. No-op where there is no fork or no such call.
 void release_free_heap() noexcept;
 
 // ---- signals a server process sets up
