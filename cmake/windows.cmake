@@ -1,7 +1,7 @@
 # The Windows build (included by CMakeLists.txt when cross-compiling with
 # cmake/mingw-w64-x86_64.cmake, or on Windows). What is ported so far is built and tested; the
 # rest is listed, so nobody mistakes its absence for a build failure.
-set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing crypto modules)
+set(MP_WIN32_PORTED handle shared_memory wait process system io handle_passing modules)
 # The toolkit's robust lock, which stands on the wait object alone.
 set(MP_WIN32_TOOLKIT futex_lock spin)
 set(MP_WIN32_NOT_PORTED
@@ -28,7 +28,7 @@ add_library(mp_platform STATIC ${MP_PLATFORM_SOURCES})
 target_compile_features(mp_platform PUBLIC cxx_std_20)
 target_include_directories(mp_platform PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/lib)
 target_compile_definitions(mp_platform PUBLIC _WIN32_WINNT=0x0A00 WIN32_LEAN_AND_MEAN NOMINMAX UNICODE _UNICODE)
-target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32 bcrypt ntdll)
+target_link_libraries(mp_platform PUBLIC Threads::Threads synchronization shell32 ws2_32 ntdll)
 target_compile_options(mp_platform PRIVATE ${MP_WARNING_FLAGS})
 # Spawned children find functions by (module, offset) and check the module's build id: with
 # --build-id, mingw-w64's ld writes a CodeView (RSDS) record (lib/platform/modules_win32.cpp).
@@ -56,7 +56,7 @@ add_library(mp::mp ALIAS mp)
 target_include_directories(mp PRIVATE ${PROJECT_SOURCE_DIR}/lib)
 target_include_directories(mp SYSTEM PUBLIC ${MP_CEREAL_SHIM})
 target_compile_definitions(mp PRIVATE MP_BUILDING_LIBRARY)
-target_link_libraries(mp PUBLIC mp_platform bcrypt)
+target_link_libraries(mp PUBLIC mp_platform)
 target_compile_options(mp PRIVATE ${MP_WARNING_FLAGS})
 message(STATUS "mp for Windows: the library, without ${MP_WIN32_LEFT_OUT} (spawn is the only start method)")
 
@@ -81,7 +81,6 @@ if(MP_BUILD_TESTS)
       "test_reliability: POSIX process guarantees (posix_spawn, prctl, signals, /proc); its Windows forms are in test_process (DaemonEndsWithItsKilledOwner, KilledOwnerLeavesNoChildSectionOrPipe, NonDaemonicChildOutlivesItsKilledParent, SignalsAfterReapGoNowhere, TwentyProcessesThroughBarrierAndQueue)"
       "test_shared_memory's POSIX-only tests: /dev/shm modes and listing, the resource tracker with forked children, CPython and the probe program run through a shell (ReadableByCPythonAndBack, UnrelatedProcessAttachAndExitLeavesSegment, ProgramKilledLeavesNothing, ForkedChildrenKeepTheCreatorsSegments)"
       "test_managers' POSIX-only tests: abstract sockets and peers of another user (DefaultAddressIsPrivateAbstractSocket; Windows has DefaultAddressIsANamedPipe), the umask (StartLeavesTheUmaskAlone), RLIMIT_NOFILE and /proc CPU times (OutOfDescriptorsBacksOffAndRecovers)"
-      "test_auth's LibcryptoIsLoadedOnFirstUse: HMAC is BCrypt's on Windows (an OS library), no libcrypto"
       "test_heap: Heap.OutOfDescriptorsIsAnOSErrorNamingTheLimit (rlimits: Windows has no descriptor limit)"
       "test_pool: WorkersDieWithOwner's SIGINT case (Ctrl-C is a console event for a process group on Windows, not a signal)"
       "test_process: fork-only tests, deleting a running executable")

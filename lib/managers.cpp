@@ -5,7 +5,6 @@
 // layer's (Listener's accept engine on the server, Client() on the client side).
 #include "mp/managers.hpp"
 
-#include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -13,7 +12,6 @@
 #include <tuple>
 #include <utility>
 
-#include "support/auth.hpp"
 #include "support/lifeline.hpp"
 #include "managers_client.hpp"
 #include "managers_server.hpp"
@@ -42,16 +40,6 @@ platform::Handle listen_at(Address& a) {
       platform::listen_tcp(a.host, std::get<connection::TcpAddress>(c).port, kBacklog);
   a.port = platform::local_port(fd);
   return fd;
-}
-
-// OpenSSL sets itself up lazily (milliseconds); doing it once in the owner means a forked server
-// inherits it instead of paying it on its first handshake. A plain flag, not a guarded static
-// (lib/load_time_global.hpp): a forked child inherits it set, a spawned one starts unset.
-constinit std::atomic<bool> g_hmac_warm{false};
-void warm_up_hmac() {
-  if (g_hmac_warm.load(std::memory_order_relaxed)) return;
-  (void)auth::hmac_sha256("mp", "warm-up");
-  g_hmac_warm.store(true, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------- the server process
@@ -270,7 +258,6 @@ void BaseManager::start() {
       std::tie(report, listener) = platform::make_pipe();  // the write end goes to the server
     owner = platform::open_process(platform::current_pid());
     std::tie(control_read, s.control) = platform::make_pipe();
-    detail::warm_up_hmac();
     Process p(s.ctx, &detail::server_main, detail::InheritedHandle{listener},
               detail::InheritedHandle{owner}, detail::InheritedHandle{control_read}, s.authkey,
               s.address, s.private_dir, detail::Callables{s.callables});

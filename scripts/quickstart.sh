@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-samples}"
 
-need=(cmake make g++ pkg-config libcereal-dev libssl-dev libgtest-dev libgmock-dev
+need=(cmake make g++ pkg-config libcereal-dev libgtest-dev libgmock-dev
       libbenchmark-dev python3
       clang-14 libclang-rt-14-dev   # clang + libFuzzer/sanitizer runtimes: scripts/fuzz.sh (CI)
       clang-format-14               # scripts/format.sh (CI checks the tree is formatted)

@@ -792,7 +792,7 @@ TEST_P(ManagerTest, NoDescriptorLeakPerLifecycle) {
     ASSERT_TRUE(cv.wait_for(lk, kTimeout, [&] { return done; }));
     EXPECT_EQ(value.get(), 2);
   };
-  cycle();  // first-use costs (libcrypto, ...)
+  cycle();  // first-use costs
   const int before = open_descriptors();
   constexpr int kCycles = 30;
   for (int i = 0; i < kCycles; ++i) cycle();

@@ -503,6 +503,7 @@ class BasicPool {
     state->engine = engine_;
     auto sink = std::make_shared<StateSink<R, false>>(
         state, make_callbacks<Whole>(std::move(cb.on_result), std::move(cb.on_error)));
+    sink->reserve(items.size());
     submit(std::make_shared<MapJob<Fn, Args, Stored<R>>>(
         fn, std::make_unique<VectorSource<Args>>(std::move(items)), sink, cs));
     return AsyncResult<Whole>(state);
@@ -522,6 +523,7 @@ class BasicPool {
     state->engine = engine_;
     auto sink = std::make_shared<StateSink<R, false>>(
         state, make_callbacks<Whole>(std::nullptr_t{}, std::nullptr_t{}));
+    sink->reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
     auto job = std::make_shared<MapJob<Fn, Args, Stored<R>>>(
         fn,
         std::make_unique<SpanSource<Args, E>>(std::ranges::data(inputs),

@@ -972,6 +972,20 @@ class StateSink final : public Sink<Stored<R>> {
       expected_ = items;
     }
   }
+  // map() of a sized input, on the caller's thread before the job is submitted: the list's memory
+  // comes from the caller's heap, so it goes back there. Allocated on the engine thread, it would
+  // come from that thread's malloc arena, whose free top glibc keeps resident, and every later
+  // fork copies it. Only allocated here; place() still fills it while the workers run.
+  void reserve(std::size_t items) {
+    if constexpr (kPlaceable) {
+      std::lock_guard g(mutex_);
+      try {
+        values_.reserve(items);
+      } catch (const std::bad_alloc&) {  // place() tries again, then put() takes over
+      } catch (const std::length_error&) {
+      }
+    }
+  }
   T* place(std::size_t start, std::size_t count) override {
     if constexpr (kPlaceable) {
       std::lock_guard g(mutex_);

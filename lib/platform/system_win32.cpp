@@ -1,13 +1,11 @@
 // Windows part of platform/system.hpp: environment (UTF-8 over the UTF-16 variables), CPU count,
-// randomness (the CRT's rand_s: RtlGenRandom), libraries loaded on first use (LoadLibraryExW,
-// GetProcAddress). Demangling is system_cxxabi.cpp, the HMAC crypto_win32.cpp, the code lookup
-// for spawn modules_win32.cpp.
+// randomness (the CRT's rand_s: RtlGenRandom). Demangling is system_cxxabi.cpp, the code lookup for
+// spawn modules_win32.cpp.
 #define _CRT_RAND_S
 #include <stdlib.h>
 
 #include <cstring>
 #include <memory>
-#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -44,27 +42,6 @@ void random_bytes(void* out, std::size_t size) {
 unsigned cpu_count() noexcept {
   const DWORD n = ::GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
   return n > 0 ? static_cast<unsigned>(n) : 1u;
-}
-
-void* open_library(const std::vector<std::string>& names, const std::string& what) {
-  std::string errors;
-  for (const std::string& name : names) {
-    // A bare name is searched for as LoadLibrary does; a path's own dependencies beside it.
-    const std::wstring w = win32::widen(name);
-    const DWORD flags =
-        name.find_first_of("/\\") == std::string::npos ? 0 : LOAD_WITH_ALTERED_SEARCH_PATH;
-    if (HMODULE m = ::LoadLibraryExW(w.c_str(), nullptr, flags)) return m;
-    errors += (errors.empty() ? "" : "; ") + name + ": " + win32::error_text(::GetLastError());
-  }
-  throw std::runtime_error("mp: cannot load " + what + ": " + errors);
-}
-
-void* library_symbol(void* library, const char* symbol) {
-  FARPROC p = ::GetProcAddress(static_cast<HMODULE>(library), symbol);
-  if (!p)
-    throw std::runtime_error(std::string("mp: no symbol ") + symbol + ": " +
-                             win32::error_text(::GetLastError()));
-  return reinterpret_cast<void*>(p);
 }
 
 namespace {

@@ -1,5 +1,4 @@
-// HMAC-SHA256 challenge–response. The HMAC is the OS layer's (platform/system.hpp): OpenSSL's
-// libcrypto, loaded on the first handshake, on POSIX; BCrypt on Windows.
+// HMAC-SHA256 challenge–response. The HMAC is mp's own (support/sha256.hpp), on every platform.
 #include "support/auth.hpp"
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include "support/framing.hpp"
 #include "mp/errors.hpp"
 #include "platform/system.hpp"
+#include "support/sha256.hpp"
 
 namespace mp::auth {
 namespace {
@@ -24,10 +24,9 @@ void check_key(const std::string& authkey) {
 }  // namespace
 
 std::string hmac_sha256(const std::string& key, const std::string& message) {
-  unsigned char out[platform::kSha256Size];
-  if (!platform::hmac_sha256(key.data(), key.size(), message.data(), message.size(), out))
-    throw AuthenticationError("HMAC computation failed");
-  return std::string(reinterpret_cast<const char*>(out), sizeof out);
+  const detail::Sha256Digest mac =
+      detail::hmac_sha256(key.data(), key.size(), message.data(), message.size());
+  return std::string(reinterpret_cast<const char*>(mac.data()), mac.size());
 }
 
 // Time depends on the sizes only (as CRYPTO_memcmp): every byte is compared and the differences
