@@ -28,8 +28,8 @@ std::uint32_t load_be32(const unsigned char* p) noexcept {
 
 Sha256::Sha256() noexcept
     // The first 32 bits of the fractional parts of the square roots of the first 8 primes.
-    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-             0x5be0cd19},
+    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19},
       block_{} {}
 
 void Sha256::compress(const unsigned char* block) noexcept {
@@ -43,9 +43,10 @@ void Sha256::compress(const unsigned char* block) noexcept {
   std::uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
   std::uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
   for (int t = 0; t < 64; ++t) {
-    const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                             kRound[t] + w[t];
-    const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    const std::uint32_t t1 =
+        h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kRound[t] + w[t];
+    const std::uint32_t t2 =
+        (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
     h = g;
     g = f;
     f = e;
@@ -94,13 +95,15 @@ Sha256Digest Sha256::finish() noexcept {
     buffered_ = 0;
   }
   std::memset(block_ + buffered_, 0, kBlockSize - 8 - buffered_);
-  for (int i = 0; i < 8; ++i) block_[kBlockSize - 1 - i] = static_cast<unsigned char>(bits >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    block_[kBlockSize - 1 - i] = static_cast<unsigned char>(bits >> (8 * i));
   compress(block_);
   buffered_ = 0;
   Sha256Digest out;
   for (int i = 0; i < 8; ++i)
     for (int j = 0; j < 4; ++j)
-      out[static_cast<std::size_t>(4 * i + j)] = static_cast<unsigned char>(state_[i] >> (24 - 8 * j));
+      out[static_cast<std::size_t>(4 * i + j)] =
+          static_cast<unsigned char>(state_[i] >> (24 - 8 * j));
   return out;
 }
 
