@@ -333,20 +333,21 @@ TEST(Auth, CompareTimeDoesNotDependOnWhereStringsDiffer) {
 
 #ifdef __linux__  // /proc/self/maps
 namespace {
-// The shared objects this process has mapped.
-std::set<std::string> mapped_files() {
+// The shared libraries this process has mapped (not its shared-memory mappings).
+std::set<std::string> mapped_libraries() {
   std::ifstream maps("/proc/self/maps");
   std::set<std::string> files;
   std::string line;
   while (std::getline(maps, line)) {
     const auto slash = line.find('/');
-    if (slash != std::string::npos) files.insert(line.substr(slash));
+    if (slash != std::string::npos && line.find(".so", slash) != std::string::npos)
+      files.insert(line.substr(slash));
   }
   return files;
 }
-// Exits 0 if a handshake over a real Listener/Client pair mapped nothing new, else 1.
+// Exits 0 if a handshake over a real Listener/Client pair loaded no library, else 1.
 void report_new_mappings() {
-  const std::set<std::string> before = mapped_files();
+  const std::set<std::string> before = mapped_libraries();
   {
     mp::Listener listener(std::nullopt, {.authkey = std::string("secret")});
     std::thread client([&] {
@@ -358,7 +359,7 @@ void report_new_mappings() {
     client.join();
   }
   std::set<std::string> added;
-  for (const std::string& f : mapped_files())
+  for (const std::string& f : mapped_libraries())
     if (!before.count(f)) added.insert(f);
   for (const std::string& f : added)
     std::fprintf(stderr, "mapped by the handshake: %s\n", f.c_str());
