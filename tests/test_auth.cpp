@@ -23,6 +23,7 @@
 #include "mp_test.hpp"
 #include "platform/handle.hpp"
 #include "platform/io.hpp"
+#include "platform/system.hpp"
 #include "support/sha256.hpp"
 
 namespace {
@@ -208,16 +209,10 @@ TEST(Auth, PeerHangingUpIsEof) {
 }
 
 std::string hex(const std::string& bytes) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
+  return mp::platform::to_hex(bytes.data(), bytes.size());
 }
 std::string hex(const mp::detail::Sha256Digest& d) {
-  return hex(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
+  return mp::platform::to_hex(d.data(), d.size());
 }
 std::string hmac_hex(const std::string& key, const std::string& message) {
   return hex(mp::auth::hmac_sha256(key, message));

@@ -225,13 +225,7 @@ std::wstring pipe_name(const std::string& path) {
 std::string random_hex(std::size_t bytes) {
   std::string raw(bytes, '\0');
   random_bytes(raw.data(), bytes);
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out += hex[c >> 4];
-    out += hex[c & 15];
-  }
-  return out;
+  return to_hex(raw.data(), raw.size());
 }
 
 // A new pipe instance for `name` (overlapped, local clients only; bytes or messages).
