@@ -60,16 +60,17 @@ void wait_children(int count) {
   }
 }
 
-// 4 children forked from this process, released, waited.
-void bare4() {
+// Forks `forks` children that each run in_child(the release pipe's read end), releases them all
+// (the write end closed) and waits for 4 children of this process.
+void release_and_wait(int forks, void (*in_child)(int release)) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2");
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < forks; ++i) {
     const pid_t pid = ::fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
       ::close(fds[1]);
-      bare_child(fds[0]);
+      in_child(fds[0]);
     }
   }
   ::close(fds[0]);
@@ -77,24 +78,17 @@ void bare4() {
   wait_children(4);
 }
 
+// 4 children forked from this process.
+void bare4() { release_and_wait(4, bare_child); }
+
 // 2 children forked from this process, each forking one more as this process's child.
 void tree4() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2");
-  for (int i = 0; i < 2; ++i) {
-    const pid_t pid = ::fork();
-    if (pid < 0) die("fork");
-    if (pid == 0) {
-      ::close(fds[1]);
-      // A raw clone: enough for a child that only reads and exits (glibc's fork() cannot pass
-      // CLONE_PARENT). The exit signal is the caller's (SIGCHLD) under CLONE_PARENT.
-      if (::syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0) < 0) die("clone");
-      bare_child(fds[0]);
-    }
-  }
-  ::close(fds[0]);
-  ::close(fds[1]);
-  wait_children(4);
+  release_and_wait(2, [](int release) {
+    // A raw clone: enough for a child that only reads and exits (glibc's fork() cannot pass
+    // CLONE_PARENT). The exit signal is the caller's (SIGCHLD) under CLONE_PARENT.
+    if (::syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0) < 0) die("clone");
+    bare_child(release);
+  });
 }
 
 template <class F>
