@@ -24,7 +24,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 
@@ -86,7 +85,10 @@ void tree4() {
   release_and_wait(2, [](int release) {
     // A raw clone: enough for a child that only reads and exits (glibc's fork() cannot pass
     // CLONE_PARENT). The exit signal is the caller's (SIGCHLD) under CLONE_PARENT.
-    if (::syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0) < 0) die("clone");
+    if (::syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0) < 0) {
+      std::perror("clone");
+      ::_exit(1);
+    }
     bare_child(release);
   });
 }
@@ -166,7 +168,7 @@ int main(int argc, char** argv) {
   self[len] = '\0';
   char script[1024];
   std::snprintf(script, sizeof script, kPython, 20);
-  const std::string py = python + " -c \"" + script + "\"";
+  const std::string py = "'" + python + "' -c \"" + script + "\"";
 
   std::printf(
       "| round | bare, before mp | bare, threaded | mp Pool(4) | bare | tree | CPython Pool(4) | "
@@ -174,7 +176,7 @@ int main(int argc, char** argv) {
       "|---|---|---|---|---|---|---|---|---|---|\n");
   for (int r = 1; r <= rounds; ++r) {
     double before = 0, threaded = 0, pool = 0, bare = 0, tree = 0;
-    const std::string mine = run(std::string(self) + " --round 100");
+    const std::string mine = run("'" + std::string(self) + "' --round 100");
     if (std::sscanf(mine.c_str(), "%lf %lf %lf %lf %lf", &before, &threaded, &pool, &bare, &tree) !=
         5) {
       std::fprintf(stderr, "fork_floor: unexpected round output '%s'\n", mine.c_str());
